@@ -1,0 +1,35 @@
+# The README's test command is `make test`; .ci/run calls it.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test unit lint e2e build deps cluster-up cluster-down
+
+## test: everything: lint, unit and integration tests, then the end-to-end tests.
+test: lint unit e2e
+
+## lint: formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## unit: unit tests and integration tests against the mock on loopback.
+unit:
+	$(CARGO) test --locked
+
+## build: the release binary.
+build:
+	$(CARGO) build --release --locked
+
+## deps: build the Go test peers into the versioned cache (skips what is built).
+deps:
+	hack/build-deps.sh
+
+## e2e: bring up the local control plane (unless up), run the end-to-end tests, bring it down.
+e2e:
+	hack/e2e.sh
+
+cluster-up:
+	hack/local-cluster.sh up
+
+cluster-down:
+	hack/local-cluster.sh down

@@ -1,0 +1,94 @@
+//! The command line: one subcommand per module, each owning its flags.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::logging::LogArgs;
+
+/// Exit status of a run that failed (as opposed to a usage error, which clap
+/// and [`usage_error`] report with status 2).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Load tests for Linkerd's Destination service.
+#[derive(Debug, Parser)]
+#[command(name = "dst-load-controller", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create stable and oscillating Services/Deployments and scale them with jitter.
+    Churn(crate::churn::Args),
+    /// Watch the Destination service with many `Get` streams, the way proxies do.
+    Client(crate::client::Args),
+    /// Delete every object that `churn` created in a namespace, and nothing else.
+    Cleanup(crate::cleanup::Args),
+    /// Serve a mock Destination (and Identity) service.
+    MockDst(crate::mock_dst::Args),
+}
+
+impl Cli {
+    /// Validates the flags, then runs the subcommand to completion on a
+    /// multi-threaded runtime. Usage errors exit with status 2 before any side
+    /// effect.
+    pub fn run(self) -> ExitCode {
+        let Self { log, command } = self;
+        if let Err(msg) = command.validate() {
+            usage_error(msg);
+        }
+        if let Err(error) = log.init() {
+            usage_error(error.to_string());
+        }
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(error) => {
+                eprintln!("error: cannot start the async runtime: {error}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let result = rt.block_on(async move {
+            match command {
+                Command::Churn(args) => args.run().await,
+                Command::Client(args) => args.run().await,
+                Command::Cleanup(args) => args.run().await,
+                Command::MockDst(args) => args.run().await,
+            }
+        });
+        match result {
+            Ok(code) => code,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+}
+
+impl Command {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Churn(args) => args.validate(),
+            Command::Client(args) => args.validate(),
+            Command::Cleanup(_) => Ok(()),
+            Command::MockDst(args) => args.validate(),
+        }
+    }
+}
+
+/// Reports a usage error the way clap does (with the usage line) and exits
+/// with status 2.
+pub fn usage_error(msg: impl std::fmt::Display) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, msg)
+        .exit()
+}

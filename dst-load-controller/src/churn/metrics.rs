@@ -1,0 +1,79 @@
+//! Churn's metrics, under `churn_`.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::objects::Pattern;
+use crate::kube_api::ApiMetrics;
+
+/// `{pattern, service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// `stable` or `oscillate`.
+    pub pattern: &'static str,
+    /// The Service name.
+    pub service: String,
+}
+
+impl ServiceLabels {
+    /// Labels of one service.
+    pub fn new(pattern: Pattern, service: &str) -> Self {
+        Self {
+            pattern: pattern.as_str(),
+            service: service.to_string(),
+        }
+    }
+}
+
+/// Churn's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Services that did not exist and were created.
+    pub services_created: Counter,
+    /// Scale changes applied.
+    pub scale_events: Family<ServiceLabels, Counter>,
+    /// Replicas last applied.
+    pub current_replicas: Family<ServiceLabels, Gauge>,
+    /// Oscillation cycles (min -> max -> min) completed, all services.
+    pub cycles_completed: Counter,
+    /// Kubernetes API calls.
+    pub api: ApiMetrics,
+}
+
+impl Metrics {
+    /// Registers under `churn_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let reg = registry.sub_registry_with_prefix("churn");
+        let m = Self {
+            services_created: Counter::default(),
+            scale_events: Family::default(),
+            current_replicas: Family::default(),
+            cycles_completed: Counter::default(),
+            api: ApiMetrics::register(reg),
+        };
+        reg.register(
+            "services_created",
+            "Services that did not exist and were created",
+            m.services_created.clone(),
+        );
+        reg.register(
+            "scale_events",
+            "Scale changes applied, by pattern and service",
+            m.scale_events.clone(),
+        );
+        reg.register(
+            "current_replicas",
+            "Replicas last applied, by pattern and service",
+            m.current_replicas.clone(),
+        );
+        reg.register(
+            "cycles_completed",
+            "Oscillation cycles completed, all services",
+            m.cycles_completed.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,486 @@
+//! `churn`: stable and oscillating Services/Deployments whose fake pods land
+//! on KWOK nodes, scaled with seeded jitter the way an autoscaler would.
+
+pub mod metrics;
+pub mod objects;
+pub mod schedule;
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Namespace, Service},
+};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    metrics::{Metrics, ServiceLabels},
+    objects::{NodeSelector, Pattern, ServiceTemplate, TolerationSpec},
+    schedule::{Jitter, Oscillation, Schedule},
+};
+use crate::{
+    admin::{self, Readiness},
+    kube_api::{Caller, KubeArgs, Op},
+    labels,
+};
+
+/// Flags of `churn`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The namespace for every object (created if missing).
+    #[arg(long, default_value = "dst-load-test")]
+    pub namespace: String,
+
+    /// Services with a fixed number of endpoints (`stable-svc-{i}`).
+    #[arg(long, default_value_t = 0)]
+    pub stable_services: u32,
+
+    /// Endpoints (replicas) of each stable service.
+    #[arg(long, default_value_t = 1)]
+    pub stable_endpoints: u32,
+
+    /// Services that oscillate between min and max (`oscillate-svc-{i}`).
+    #[arg(long, default_value_t = 0)]
+    pub oscillate_services: u32,
+
+    /// Endpoints at the low end (and at start).
+    #[arg(long, default_value_t = 1)]
+    pub oscillate_min_endpoints: u32,
+
+    /// Endpoints at the high end.
+    #[arg(long, default_value_t = 10)]
+    pub oscillate_max_endpoints: u32,
+
+    /// Hold at both ends.
+    #[arg(long, default_value = "30s")]
+    pub oscillate_hold_duration: humantime::Duration,
+
+    /// Hold at min, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_min_hold: Option<humantime::Duration>,
+
+    /// Hold at max, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_max_hold: Option<humantime::Duration>,
+
+    /// Random delay before each scale, up to this percentage (0-100) of the hold.
+    #[arg(long, default_value_t = 0, conflicts_with = "oscillate_jitter")]
+    pub oscillate_jitter_percent: u8,
+
+    /// Random delay before each scale, up to this absolute bound (e.g. `5s`).
+    #[arg(long)]
+    pub oscillate_jitter: Option<humantime::Duration>,
+
+    /// Full min -> max -> min cycles per service; 0 = until stopped. When all
+    /// are done, churn exits.
+    #[arg(long, default_value_t = 0)]
+    pub cycles: u64,
+
+    /// Stop after this long. Unset = until signalled or --cycles are done.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+
+    /// Seed of the jitter schedule (default: random; the seed used is logged).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Node selector for the fake pods.
+    #[arg(long, default_value = "type=kwok")]
+    pub node_selector: NodeSelector,
+
+    /// Toleration for the fake pods (`key[=value]:Effect`). Repeatable.
+    #[arg(long, default_value = "kwok.x-k8s.io/node=fake:NoSchedule")]
+    pub toleration: Vec<TolerationSpec>,
+
+    /// The Service port (named `http`).
+    #[arg(long, default_value_t = 8080)]
+    pub service_port: u16,
+
+    /// `linkerd.io/control-plane-ns` on pods, so the destination controller
+    /// treats them as meshed. Empty = unmeshed pods.
+    #[arg(long, default_value = "linkerd")]
+    pub control_plane_ns: String,
+
+    /// Container image of the fake pods (KWOK never pulls it).
+    #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
+    pub image: String,
+
+    /// On exit, delete everything churn created and wait until it is gone.
+    #[arg(long)]
+    pub cleanup_on_exit: bool,
+
+    /// How long --cleanup-on-exit waits for objects to disappear.
+    #[arg(long, default_value = "2m")]
+    pub cleanup_timeout: humantime::Duration,
+
+    /// Admin server (metrics, /live, /ready).
+    #[arg(long, default_value = "0.0.0.0:9990")]
+    pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+impl Args {
+    /// Cross-flag checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kube.validate()?;
+        if self.stable_services == 0 && self.oscillate_services == 0 {
+            return Err("nothing to do: give --stable-services and/or --oscillate-services".into());
+        }
+        if self.oscillate_min_endpoints > self.oscillate_max_endpoints {
+            return Err(format!(
+                "--oscillate-min-endpoints ({}) is greater than --oscillate-max-endpoints ({})",
+                self.oscillate_min_endpoints, self.oscillate_max_endpoints
+            ));
+        }
+        if self.oscillate_services > 0
+            && self.oscillate_min_endpoints == self.oscillate_max_endpoints
+        {
+            return Err(format!(
+                "--oscillate-min-endpoints and --oscillate-max-endpoints are both {}: nothing would oscillate",
+                self.oscillate_min_endpoints
+            ));
+        }
+        if self.oscillate_jitter_percent > 100 {
+            return Err(format!(
+                "--oscillate-jitter-percent must be between 0 and 100, got {}",
+                self.oscillate_jitter_percent
+            ));
+        }
+        let osc = self.oscillation();
+        if self.oscillate_services > 0 && osc.min_hold.is_zero() && osc.max_hold.is_zero() {
+            return Err(
+                "the oscillation holds are both zero; give --oscillate-hold-duration (e.g. 30s)"
+                    .into(),
+            );
+        }
+        if i32::try_from(self.oscillate_max_endpoints.max(self.stable_endpoints)).is_err() {
+            return Err(
+                "endpoint counts must fit in a Deployment's replicas (at most 2147483647)".into(),
+            );
+        }
+        if !self.control_plane_ns.is_empty() && !is_dns_label(&self.control_plane_ns) {
+            return Err(format!(
+                "--control-plane-ns '{}' is not a valid namespace name",
+                self.control_plane_ns
+            ));
+        }
+        if !is_dns_label(&self.namespace) {
+            return Err(format!(
+                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
+                self.namespace
+            ));
+        }
+        if self.service_port == 0 {
+            return Err("--service-port must be from 1 to 65535".into());
+        }
+        Ok(())
+    }
+
+    /// The oscillation parameters from the flags.
+    pub fn oscillation(&self) -> Oscillation {
+        let hold: Duration = self.oscillate_hold_duration.into();
+        Oscillation {
+            min: self.oscillate_min_endpoints,
+            max: self.oscillate_max_endpoints,
+            min_hold: self.oscillate_min_hold.map_or(hold, Into::into),
+            max_hold: self.oscillate_max_hold.map_or(hold, Into::into),
+            jitter: match self.oscillate_jitter {
+                Some(d) => Jitter::Upto(d.into()),
+                None => Jitter::Percent(self.oscillate_jitter_percent),
+            },
+            cycles: self.cycles,
+        }
+    }
+
+    fn template(&self) -> ServiceTemplate {
+        ServiceTemplate {
+            namespace: self.namespace.clone(),
+            port: self.service_port,
+            image: self.image.clone(),
+            control_plane_ns: (!self.control_plane_ns.is_empty())
+                .then(|| self.control_plane_ns.clone()),
+            node_selector: self.node_selector.clone(),
+            tolerations: self.toleration.iter().map(|t| t.0.clone()).collect(),
+        }
+    }
+
+    /// Runs churn until signalled, `--duration`, or `--cycles` are done.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let shutdown = crate::shutdown::on_signal();
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let ready = Readiness::default();
+        let router = admin::router(Arc::new(registry), ready.clone());
+        let admin_stop = CancellationToken::new();
+        admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
+        let result = Churn::new(self, metrics).await?.run(shutdown, ready).await;
+        admin_stop.cancel();
+        result.map(|()| ExitCode::SUCCESS)
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A churn run: its client, flags and metrics.
+pub struct Churn {
+    args: Args,
+    client: kube::Client,
+    caller: Caller,
+    caller_stop: CancellationToken,
+    metrics: Metrics,
+    seed: u64,
+}
+
+impl Churn {
+    /// Connects to the cluster (no calls are made yet).
+    pub async fn new(args: Args, metrics: Metrics) -> anyhow::Result<Self> {
+        let client = args.kube.client().await?;
+        let caller_stop = CancellationToken::new();
+        let caller = Caller::new(
+            args.kube.limiter(),
+            metrics.api.clone(),
+            caller_stop.clone(),
+        );
+        let seed = args.seed.unwrap_or_else(rand::random);
+        Ok(Self {
+            args,
+            client,
+            caller,
+            caller_stop,
+            metrics,
+            seed,
+        })
+    }
+
+    /// Creates the objects, then scales until `shutdown`, `--duration` or
+    /// `--cycles`; cleans up with `--cleanup-on-exit`.
+    pub async fn run(self, shutdown: CancellationToken, ready: Readiness) -> anyhow::Result<()> {
+        let stop = crate::shutdown::with_deadline(&shutdown, self.args.duration.map(Into::into));
+        // Retries are abandoned on the signal, not on --duration: the objects
+        // must exist before the run can end normally.
+        let forward = {
+            let (shutdown, caller_stop) = (shutdown.clone(), self.caller_stop.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                caller_stop.cancel();
+            })
+        };
+        tracing::info!(seed = self.seed, namespace = %self.args.namespace, "churn starting (replay with --seed {})", self.seed);
+        let result = self.churn(&stop, &ready).await;
+        forward.abort();
+        if self.args.cleanup_on_exit {
+            let caller = self.caller.with_shutdown(CancellationToken::new());
+            let report = crate::cleanup::cleanup(
+                &self.client,
+                &caller,
+                &self.args.namespace,
+                self.args.cleanup_timeout.into(),
+            )
+            .await?;
+            tracing::info!(%report, "cleaned up");
+        }
+        result
+    }
+
+    async fn churn(&self, stop: &CancellationToken, ready: &Readiness) -> anyhow::Result<()> {
+        self.ensure_namespace().await?;
+        let template = self.template();
+        let services: Vec<(Pattern, u32)> = (0..self.args.stable_services)
+            .map(|i| (Pattern::Stable, i))
+            .chain((0..self.args.oscillate_services).map(|i| (Pattern::Oscillate, i)))
+            .collect();
+        let osc = self.args.oscillation();
+        futures::stream::iter(services.iter().copied())
+            .map(|(pattern, i)| {
+                let replicas = match pattern {
+                    Pattern::Stable => self.args.stable_endpoints,
+                    Pattern::Oscillate => osc.min,
+                };
+                self.ensure_service(&template, pattern, i, replicas)
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        ready.set(true);
+        tracing::info!(services = services.len(), "initial objects exist");
+
+        if self.args.oscillate_services == 0 {
+            stop.cancelled().await;
+            return Ok(());
+        }
+        let start = Instant::now();
+        let oscillators = (0..self.args.oscillate_services).map(|i| {
+            let schedule = Schedule::new(osc, self.seed, i);
+            self.oscillate(&template, i, schedule, start, stop)
+        });
+        let done = futures::future::try_join_all(oscillators);
+        tokio::select! {
+            r = done => {
+                r?;
+                tracing::info!("every oscillating service finished its cycles");
+            }
+            _ = stop.cancelled() => {}
+        }
+        Ok(())
+    }
+
+    fn template(&self) -> ServiceTemplate {
+        self.args.template()
+    }
+
+    fn op(&self, verb: &'static str, resource: &'static str, name: Option<&str>) -> Op {
+        Op {
+            verb,
+            resource,
+            namespace: self.args.namespace.clone(),
+            name: name.map(str::to_string),
+        }
+    }
+
+    async fn ensure_namespace(&self) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = &self.args.namespace;
+        let existing = self
+            .caller
+            .call(self.op("get", "namespaces", Some(ns)), || api.get_opt(ns))
+            .await?;
+        if existing.is_none() {
+            let obj = objects::namespace(ns);
+            let pp = PostParams::default();
+            let created = self
+                .caller
+                .call(self.op("create", "namespaces", Some(ns)), || {
+                    api.create(&pp, &obj)
+                })
+                .await;
+            match created {
+                Ok(_) => tracing::info!(namespace = %ns, "namespace created"),
+                // Someone else created it between our get and create.
+                Err(e) if matches!(&e, crate::kube_api::Error::Rejected { code: 409, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_service(
+        &self,
+        t: &ServiceTemplate,
+        pattern: Pattern,
+        i: u32,
+        replicas: u32,
+    ) -> anyhow::Result<()> {
+        let name = pattern.service_name(i);
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.args.namespace);
+        let existed = self
+            .caller
+            .call(self.op("get", "services", Some(&name)), || {
+                services.get_opt(&name)
+            })
+            .await?
+            .is_some();
+        let svc = Patch::Apply(t.service(&name, pattern));
+        self.caller
+            .call(self.op("apply", "services", Some(&name)), || {
+                services.patch(&name, &params, &svc)
+            })
+            .await?;
+        if !existed {
+            self.metrics.services_created.inc();
+        }
+
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &self.args.namespace);
+        let current = self
+            .caller
+            .call(self.op("get", "deployments", Some(&name)), || {
+                deployments.get_opt(&name)
+            })
+            .await?;
+        // A restarted churn keeps the timestamp of a size that did not change,
+        // so a client does not see a change that never happened.
+        let scaled_at = current
+            .as_ref()
+            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas as i32))
+            .and_then(|d| {
+                d.metadata
+                    .annotations
+                    .as_ref()?
+                    .get(labels::SCALED_AT)
+                    .cloned()
+            })
+            .unwrap_or_else(|| objects::timestamp(jiff::Timestamp::now()));
+        let deploy = Patch::Apply(t.deployment(&name, pattern, replicas, &scaled_at));
+        self.caller
+            .call(self.op("apply", "deployments", Some(&name)), || {
+                deployments.patch(&name, &params, &deploy)
+            })
+            .await?;
+        self.metrics
+            .current_replicas
+            .get_or_create(&ServiceLabels::new(pattern, &name))
+            .set(replicas.into());
+        Ok(())
+    }
+
+    async fn oscillate(
+        &self,
+        t: &ServiceTemplate,
+        i: u32,
+        schedule: Schedule,
+        start: Instant,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = Pattern::Oscillate.service_name(i);
+        let labels = ServiceLabels::new(Pattern::Oscillate, &name);
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &self.args.namespace);
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let mut at = start;
+        for step in schedule {
+            // Deadlines are absolute, so slow API calls do not drift the schedule.
+            at += step.after;
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let lag = at.elapsed();
+            let scaled_at = objects::timestamp(jiff::Timestamp::now());
+            let deploy =
+                Patch::Apply(t.deployment(&name, Pattern::Oscillate, step.replicas, &scaled_at));
+            // The call in flight is finished even if a signal arrives meanwhile.
+            self.caller
+                .call(self.op("apply", "deployments", Some(&name)), || {
+                    deployments.patch(&name, &params, &deploy)
+                })
+                .await?;
+            self.metrics.scale_events.get_or_create(&labels).inc();
+            self.metrics
+                .current_replicas
+                .get_or_create(&labels)
+                .set(step.replicas.into());
+            if step.completes_cycle {
+                self.metrics.cycles_completed.inc();
+            }
+            tracing::debug!(service = %name, replicas = step.replicas, %scaled_at, ?lag, "scaled");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! `cleanup`: delete exactly what churn created, and wait until it is gone.
+
+use std::{fmt, process::ExitCode, time::Duration};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Pod, Service},
+    },
+};
+use kube::{
+    Api, Resource,
+    api::{DeleteParams, ListParams},
+};
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+
+use crate::{
+    kube_api::{ApiMetrics, Caller, Error, KubeArgs, Op},
+    labels,
+};
+
+/// Flags of `cleanup`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The namespace churn used.
+    #[arg(long, default_value = "dst-load-test")]
+    pub namespace: String,
+
+    /// How long to wait for the objects to disappear.
+    #[arg(long, default_value = "2m")]
+    pub timeout: humantime::Duration,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+impl Args {
+    /// Deletes and waits.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        self.kube.validate().map_err(anyhow::Error::msg)?;
+        let client = self.kube.client().await?;
+        let shutdown = crate::shutdown::on_signal();
+        let mut registry = Registry::default();
+        let caller = Caller::new(
+            self.kube.limiter(),
+            ApiMetrics::register(&mut registry),
+            shutdown,
+        );
+        let report = cleanup(&client, &caller, &self.namespace, self.timeout.into()).await?;
+        println!("{report}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What cleanup deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Services deleted.
+    pub services: usize,
+    /// Deployments deleted.
+    pub deployments: usize,
+    /// Whether the namespace was deleted (only when churn created it and nothing else is in it).
+    pub namespace_deleted: bool,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "deleted {} services and {} deployments{}",
+            self.services,
+            self.deployments,
+            if self.namespace_deleted {
+                " and the namespace"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Cleanup took longer than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {waited:?} waiting for {what} in namespace {namespace} to be deleted; check `kubectl -n {namespace} get {what} -l {selector}`", selector = labels::owned_selector())]
+pub struct Timeout {
+    waited: Duration,
+    what: &'static str,
+    namespace: String,
+}
+
+/// Deletes every Service and Deployment labelled as churn's in `namespace`,
+/// waits until they and their pods are gone, and deletes the namespace if
+/// churn created it and nothing else is in it.
+pub async fn cleanup(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    timeout: Duration,
+) -> anyhow::Result<Report> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let services = delete_owned::<Service>(client, caller, namespace, "services").await?;
+    let deployments = delete_owned::<Deployment>(client, caller, namespace, "deployments").await?;
+    wait_gone::<Service>(
+        client,
+        caller,
+        namespace,
+        "services",
+        Some(&labels::owned_selector()),
+        deadline,
+    )
+    .await?;
+    wait_gone::<Deployment>(
+        client,
+        caller,
+        namespace,
+        "deployments",
+        Some(&labels::owned_selector()),
+        deadline,
+    )
+    .await?;
+    wait_gone::<Pod>(
+        client,
+        caller,
+        namespace,
+        "pods",
+        Some(&labels::owned_selector()),
+        deadline,
+    )
+    .await?;
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let op = |verb| Op {
+        verb,
+        resource: "namespaces",
+        namespace: namespace.to_string(),
+        name: Some(namespace.to_string()),
+    };
+    let ns = caller
+        .call(op("get"), || namespaces.get_opt(namespace))
+        .await?;
+    let ours = ns
+        .as_ref()
+        .and_then(|n| n.metadata.labels.as_ref())
+        .is_some_and(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER));
+    let mut namespace_deleted = false;
+    if ours
+        && count::<Service>(client, caller, namespace, "services", None).await? == 0
+        && count::<Deployment>(client, caller, namespace, "deployments", None).await? == 0
+        && count::<Pod>(client, caller, namespace, "pods", None).await? == 0
+    {
+        let dp = DeleteParams::default();
+        match caller
+            .call(op("delete"), || namespaces.delete(namespace, &dp))
+            .await
+        {
+            Ok(_) => namespace_deleted = true,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Report {
+        services,
+        deployments,
+        namespace_deleted,
+    })
+}
+
+async fn delete_owned<K>(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    resource: &'static str,
+) -> Result<usize, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&labels::owned_selector());
+    let op = |verb, name: Option<String>| Op {
+        verb,
+        resource,
+        namespace: namespace.to_string(),
+        name,
+    };
+    let list = caller
+        .call(op("list", None), || api.list_metadata(&lp))
+        .await?;
+    let mut deleted = 0;
+    for obj in list.items {
+        let Some(name) = obj.metadata.name else {
+            continue;
+        };
+        // Background propagation: the garbage collector removes ReplicaSets and pods.
+        let dp = DeleteParams::background();
+        match caller
+            .call(op("delete", Some(name.clone())), || api.delete(&name, &dp))
+            .await
+        {
+            Ok(_) => deleted += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+async fn count<K>(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    resource: &'static str,
+    selector: Option<&str>,
+) -> Result<usize, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut lp = ListParams::default();
+    if let Some(s) = selector {
+        lp = lp.labels(s);
+    }
+    let op = Op {
+        verb: "list",
+        resource,
+        namespace: namespace.to_string(),
+        name: None,
+    };
+    Ok(caller
+        .call(op, || api.list_metadata(&lp))
+        .await?
+        .items
+        .len())
+}
+
+async fn wait_gone<K>(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    resource: &'static str,
+    selector: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if count::<K>(client, caller, namespace, resource, selector).await? == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Timeout {
+                waited: started.elapsed(),
+                what: resource,
+                namespace: namespace.to_string(),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,313 @@
+//! The client's Prometheus metrics, all under `destination_client_`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+        histogram::exponential_buckets,
+    },
+    registry::{Registry, Unit},
+};
+
+use super::endpoints::{EndpointSet, UpdateKind};
+
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why: a gRPC code name, `transport`, `lifetime`, `end_of_stream`.
+    pub reason: String,
+}
+
+/// `{service, kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpdateLabels {
+    /// The destination authority.
+    pub service: String,
+    /// `add`, `remove`, `no_endpoints`.
+    pub kind: &'static str,
+}
+
+/// `{service, stat}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointsLabels {
+    service: String,
+    stat: &'static str,
+}
+
+/// Counters, gauges and histograms of one client process.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Streams open (a `Get` sent and not yet ended).
+    pub streams_active: Gauge,
+    /// `Get` calls made.
+    pub streams_created: Counter,
+    /// Streams that ended and were re-opened, by reason.
+    pub streams_reset: Family<ReasonLabels, Counter>,
+    /// Streams that ended for good (`InvalidArgument`, `FailedPrecondition`).
+    pub streams_failed: Family<ReasonLabels, Counter>,
+    /// Updates received.
+    pub updates_received: Family<UpdateLabels, Counter>,
+    /// Errors from `Get` or a stream, by gRPC code or `transport`.
+    pub connection_errors: Family<ReasonLabels, Counter>,
+    /// Streams whose first update did not come within `--initial-timeout`.
+    pub initial_timeouts: Counter,
+    /// Addresses in updates that could not be decoded.
+    pub invalid_addresses: Counter,
+    /// How long streams lived.
+    pub stream_lifetime: Histogram,
+    /// From sending `Get` to the first update.
+    pub time_to_first_update: Histogram,
+}
+
+impl Metrics {
+    /// Registers the client's metrics under `destination_client_`, plus the
+    /// per-service endpoint gauges computed at scrape time from `services`.
+    pub fn register(registry: &mut Registry, services: Arc<super::Fleet>) -> Self {
+        let reg = registry.sub_registry_with_prefix("destination_client");
+        let m = Self {
+            streams_active: Gauge::default(),
+            streams_created: Counter::default(),
+            streams_reset: Family::default(),
+            streams_failed: Family::default(),
+            updates_received: Family::default(),
+            connection_errors: Family::default(),
+            initial_timeouts: Counter::default(),
+            invalid_addresses: Counter::default(),
+            // Streams live from milliseconds (a reset storm) to hours.
+            stream_lifetime: Histogram::new(exponential_buckets(0.01, 2.0, 20)),
+            // 1 ms to ~65 s: a first update takes a round trip when healthy and
+            // up to the full backoff when the controller is overloaded.
+            time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+        };
+        reg.register(
+            "streams_active",
+            "Destination.Get streams open",
+            m.streams_active.clone(),
+        );
+        reg.register(
+            "streams_created",
+            "Destination.Get calls made",
+            m.streams_created.clone(),
+        );
+        reg.register(
+            "streams_reset",
+            "Streams that ended and were re-opened, by reason",
+            m.streams_reset.clone(),
+        );
+        reg.register(
+            "streams_failed",
+            "Streams that ended for good (InvalidArgument, FailedPrecondition)",
+            m.streams_failed.clone(),
+        );
+        reg.register(
+            "updates_received",
+            "Destination updates received, by service and kind",
+            m.updates_received.clone(),
+        );
+        reg.register(
+            "connection_errors",
+            "Errors from Get or a stream, by gRPC code or transport",
+            m.connection_errors.clone(),
+        );
+        reg.register(
+            "initial_timeouts",
+            "Streams whose first update took longer than --initial-timeout",
+            m.initial_timeouts.clone(),
+        );
+        reg.register(
+            "invalid_addresses",
+            "Addresses in updates that could not be decoded",
+            m.invalid_addresses.clone(),
+        );
+        reg.register_with_unit(
+            "stream_lifetime",
+            "How long streams lived",
+            Unit::Seconds,
+            m.stream_lifetime.clone(),
+        );
+        reg.register_with_unit(
+            "time_to_first_update",
+            "From sending Get to the first update",
+            Unit::Seconds,
+            m.time_to_first_update.clone(),
+        );
+        reg.register_collector(Box::new(EndpointGauges(services)));
+        m
+    }
+
+    /// The counter for one service and kind, resolved once per stream so the
+    /// hot path does not hash labels.
+    pub fn update_counter(&self, service: &str, kind: UpdateKind) -> Counter {
+        self.updates_received
+            .get_or_create(&UpdateLabels {
+                service: service.to_string(),
+                kind: kind.as_str(),
+            })
+            .clone()
+    }
+
+    /// Counts one reset.
+    pub fn reset(&self, reason: &str) {
+        self.streams_reset
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one error.
+    pub fn error(&self, reason: &str) {
+        self.connection_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one stream that ended for good.
+    pub fn failed(&self, reason: &str) {
+        self.streams_failed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One stream's state, shared between its task and readers (metrics, tests,
+/// staleness checks). The mutex is uncontended except while being read.
+#[derive(Debug)]
+pub struct StreamSlot {
+    set: Mutex<EndpointSet>,
+    answered: AtomicBool,
+}
+
+impl StreamSlot {
+    /// Applies `f` to the stream's set; marks the stream answered.
+    pub fn update<T>(&self, f: impl FnOnce(&mut EndpointSet) -> T) -> T {
+        let out = f(&mut self.set.lock().expect("stream set lock"));
+        self.answered.store(true, Ordering::Release);
+        out
+    }
+
+    /// The stream (re)connected: its next update replaces the set.
+    pub fn reconnected(&self) {
+        self.set.lock().expect("stream set lock").reconnected();
+    }
+
+    /// Whether the stream has had a first answer (an update or a final error).
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// The stream's addresses, sorted.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .set
+            .lock()
+            .expect("stream set lock")
+            .addrs()
+            .iter()
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn len(&self) -> usize {
+        self.set.lock().expect("stream set lock").len()
+    }
+}
+
+/// The streams of one service.
+#[derive(Debug)]
+pub struct ServiceStreams {
+    /// The destination authority.
+    pub service: String,
+    slots: Vec<StreamSlot>,
+}
+
+impl ServiceStreams {
+    /// `streams` streams, none answered yet.
+    pub fn new(service: String, streams: usize) -> Self {
+        let slots = (0..streams)
+            .map(|_| StreamSlot {
+                set: Mutex::new(EndpointSet::new()),
+                answered: AtomicBool::new(false),
+            })
+            .collect();
+        Self { service, slots }
+    }
+
+    /// Stream `i`'s state.
+    pub fn slot(&self, i: usize) -> &StreamSlot {
+        &self.slots[i]
+    }
+
+    /// Every stream's state.
+    pub fn slots(&self) -> &[StreamSlot] {
+        &self.slots
+    }
+
+    /// Whether every stream has had its first answer.
+    pub fn all_answered(&self) -> bool {
+        self.slots.iter().all(StreamSlot::answered)
+    }
+
+    /// The smallest and largest set across streams.
+    pub fn min_max(&self) -> (u64, u64) {
+        let (lo, hi) = self
+            .slots
+            .iter()
+            .map(|s| s.len() as u64)
+            .fold((u64::MAX, 0), |(lo, hi), n| (lo.min(n), hi.max(n)));
+        (if self.slots.is_empty() { 0 } else { lo }, hi)
+    }
+
+    /// The number of streams.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no streams.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// `destination_client_endpoints{service,stat=min|max}`, computed at scrape time.
+#[derive(Debug)]
+struct EndpointGauges(Arc<super::Fleet>);
+
+impl Collector for EndpointGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<EndpointsLabels, Gauge>::default();
+        for svc in self.0.services().iter().filter(|s| !s.is_empty()) {
+            let (lo, hi) = svc.min_max();
+            for (stat, v) in [("min", lo), ("max", hi)] {
+                family
+                    .get_or_create(&EndpointsLabels {
+                        service: svc.service.clone(),
+                        stat,
+                    })
+                    .set(v as i64);
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "endpoints",
+            "Smallest and largest endpoint set across a service's streams",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}

@@ -1,0 +1,543 @@
+//! `client`: many `Destination.Get` watches, the way proxies hold them.
+
+pub mod endpoints;
+pub mod metrics;
+pub mod stream;
+pub mod target;
+pub mod token;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use self::{
+    metrics::{Metrics, ServiceStreams},
+    stream::{BackoffConfig, Stream, StreamConfig},
+    target::{Authority, Targets},
+    token::ContextToken,
+};
+use crate::admin::{self, Readiness};
+
+/// Flags of `client`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The Destination service to watch (host:port).
+    #[arg(
+        long,
+        env = "DST_ADDR",
+        default_value = "linkerd-dst-headless.linkerd.svc.cluster.local:8086"
+    )]
+    pub destination_addr: String,
+
+    /// Comma-separated authorities to watch, with brace expansion:
+    /// `stable-svc-{0..9}.dst-load-test.svc.cluster.local:8080`. Repeatable.
+    #[arg(long, value_delimiter = None, conflicts_with = "service_label_selector")]
+    pub target_services: Vec<Targets>,
+
+    /// Discover Services with this label selector (in --namespace) and follow
+    /// them as they come and go, instead of --target-services.
+    #[arg(long, requires = "namespace")]
+    pub service_label_selector: Option<String>,
+
+    /// The namespace searched with --service-label-selector.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// The cluster domain of discovered Services' authorities.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Concurrent Get streams per service.
+    #[arg(long, visible_alias = "watchers-per-service", default_value_t = 1)]
+    pub streams_per_service: u32,
+
+    /// Independent HTTP/2 connections, each a simulated proxy; streams are
+    /// spread across them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
+
+    /// The context token sent with every Get, verbatim. Default: built from
+    /// POD_NAMESPACE / NODE_NAME / POD_NAME as the proxy injector does.
+    #[arg(long)]
+    pub context_token: Option<String>,
+
+    /// The pod name put into the context token.
+    #[arg(long, env = "POD_NAME", hide_env_values = true)]
+    pub pod_name: Option<String>,
+
+    /// The namespace put into the context token.
+    #[arg(long, env = "POD_NAMESPACE", hide_env_values = true)]
+    pub pod_namespace: Option<String>,
+
+    /// The node name put into the context token.
+    #[arg(long, env = "NODE_NAME", hide_env_values = true)]
+    pub node_name: Option<String>,
+
+    /// Shortest stream lifetime; each stream picks a random lifetime between
+    /// the min and max and then re-Gets. Unset = streams live forever.
+    #[arg(long, requires = "max_stream_lifetime")]
+    pub min_stream_lifetime: Option<humantime::Duration>,
+
+    /// Longest stream lifetime.
+    #[arg(long)]
+    pub max_stream_lifetime: Option<humantime::Duration>,
+
+    /// First reconnect delay.
+    #[arg(long, default_value = "100ms")]
+    pub backoff_min: humantime::Duration,
+
+    /// Largest reconnect delay.
+    #[arg(long, default_value = "60s")]
+    pub backoff_max: humantime::Duration,
+
+    /// Fraction (0 to 1) of each delay added at random.
+    #[arg(long, default_value_t = 0.1)]
+    pub backoff_jitter: f64,
+
+    /// How long a stream waits for its first update before it is counted
+    /// in `destination_client_initial_timeouts_total` (it keeps waiting).
+    #[arg(long, default_value = "3s")]
+    pub initial_timeout: humantime::Duration,
+
+    /// Stop after this long, print a summary and exit 0. Unset = until signalled.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+
+    /// Admin server (metrics, /live, /ready).
+    #[arg(long, default_value = "0.0.0.0:9991")]
+    pub admin_addr: SocketAddr,
+}
+
+impl Args {
+    /// Cross-flag checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.streams_per_service == 0 {
+            return Err("--streams-per-service must be at least 1".into());
+        }
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.target_services.is_empty() && self.service_label_selector.is_none() {
+            return Err("nothing to watch: give --target-services or --service-label-selector with --namespace".into());
+        }
+        if let (Some(lo), Some(hi)) = (self.min_stream_lifetime, self.max_stream_lifetime)
+            && *lo > *hi
+        {
+            return Err(format!(
+                "--min-stream-lifetime ({lo}) is greater than --max-stream-lifetime ({hi})"
+            ));
+        }
+        if self.max_stream_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err("--max-stream-lifetime must be greater than zero".into());
+        }
+        if *self.backoff_min > *self.backoff_max {
+            return Err(format!(
+                "--backoff-min ({}) is greater than --backoff-max ({})",
+                self.backoff_min, self.backoff_max
+            ));
+        }
+        if self.backoff_min.is_zero() {
+            return Err("--backoff-min must be greater than zero".into());
+        }
+        if !(0.0..=1.0).contains(&self.backoff_jitter) {
+            return Err(format!(
+                "--backoff-jitter must be between 0 and 1, got {}",
+                self.backoff_jitter
+            ));
+        }
+        destination_uri(&self.destination_addr).map(|_| ())
+    }
+
+    /// Runs until `--duration` or a signal, then prints a summary.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let shutdown = crate::shutdown::on_signal();
+        let stop = crate::shutdown::with_deadline(&shutdown, self.duration.map(Into::into));
+        let admin_addr = self.admin_addr;
+        let mut registry = Registry::default();
+        let client = Client::new(self, &mut registry)?;
+        let router = admin::router(Arc::new(registry), client.readiness());
+        admin::spawn(admin_addr, router, stop.clone()).await?;
+        let summary = client.run(stop).await?;
+        println!("{summary}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn destination_uri(addr: &str) -> Result<http::Uri, String> {
+    let with_scheme = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|e| format!("invalid --destination-addr '{addr}': {e}; expected host:port"))?;
+    if uri.port_u16().is_none() {
+        return Err(format!(
+            "--destination-addr '{addr}' has no port; expected host:port, e.g. 127.0.0.1:8086"
+        ));
+    }
+    Ok(uri)
+}
+
+/// A running client: its connections, streams and metrics. Usable as a
+/// library (tests, `run`) as well as by the subcommand.
+pub struct Client {
+    args: Args,
+    channels: Vec<Channel>,
+    config: Arc<StreamConfig>,
+    metrics: Metrics,
+    services: Arc<Fleet>,
+    readiness: Readiness,
+}
+
+/// Every watched service's streams, shared with the scrape-time gauges.
+#[derive(Debug, Default)]
+pub struct Fleet(RwLock<BTreeMap<String, Arc<ServiceStreams>>>);
+
+impl Fleet {
+    /// A snapshot of the services watched now.
+    pub fn services(&self) -> Vec<Arc<ServiceStreams>> {
+        self.0
+            .read()
+            .expect("fleet lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn insert(&self, s: Arc<ServiceStreams>) {
+        self.0
+            .write()
+            .expect("fleet lock")
+            .insert(s.service.clone(), s);
+    }
+
+    fn remove(&self, service: &str) {
+        self.0.write().expect("fleet lock").remove(service);
+    }
+}
+
+impl Client {
+    /// Builds a client from flags, registering its metrics. Connects lazily.
+    pub fn new(args: Args, registry: &mut Registry) -> anyhow::Result<Self> {
+        let uri = destination_uri(&args.destination_addr).map_err(anyhow::Error::msg)?;
+        let channels = (0..args.connections)
+            .map(|_| {
+                Endpoint::from(uri.clone())
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy()
+            })
+            .collect();
+        let context_token = match &args.context_token {
+            Some(token) => token.clone(),
+            None => ContextToken::new(
+                args.pod_namespace.clone(),
+                args.node_name.clone(),
+                args.pod_name.clone(),
+            )
+            .to_wire(),
+        };
+        let lifetime = match (args.min_stream_lifetime, args.max_stream_lifetime) {
+            (lo, Some(hi)) => Some((lo.map(Into::into).unwrap_or(*hi), hi.into())),
+            _ => None,
+        };
+        let config = Arc::new(StreamConfig {
+            context_token,
+            initial_timeout: args.initial_timeout.into(),
+            lifetime,
+            backoff: BackoffConfig {
+                min: args.backoff_min.into(),
+                max: args.backoff_max.into(),
+                jitter: args.backoff_jitter,
+            },
+        });
+        let services = Arc::new(Fleet::default());
+        let metrics = Metrics::register(registry, services.clone());
+        Ok(Self {
+            args,
+            channels,
+            config,
+            metrics,
+            services,
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// Ready once every stream has had its first answer.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// The metrics handles (for tests and `run`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The watched services.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.services.clone()
+    }
+
+    /// Runs every stream until `stop`; returns the summary.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<Summary> {
+        let started = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next_channel = 0usize;
+        let readiness_task = tokio::spawn(track_readiness(
+            self.services.clone(),
+            self.readiness.clone(),
+            stop.clone(),
+        ));
+
+        if let Some(selector) = &self.args.service_label_selector {
+            let namespace = self.args.namespace.clone().unwrap_or_default();
+            let kube = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client for --service-label-selector")?;
+            self.discover(
+                kube,
+                &namespace,
+                selector,
+                &mut next_channel,
+                &mut tasks,
+                stop.clone(),
+            )
+            .await?;
+        } else {
+            let targets: Vec<Authority> = self
+                .args
+                .target_services
+                .iter()
+                .flat_map(|t| t.0.iter().cloned())
+                .collect();
+            for authority in targets {
+                self.spawn_service(
+                    &authority.to_string(),
+                    &mut next_channel,
+                    &mut tasks,
+                    stop.clone(),
+                );
+            }
+            tracing::info!(
+                services = self.services.services().len(),
+                streams_per_service = self.args.streams_per_service,
+                connections = self.channels.len(),
+                "streams started"
+            );
+            stop.cancelled().await;
+        }
+        while tasks.join_next().await.is_some() {}
+        readiness_task.abort();
+        Ok(Summary::collect(&self, started.elapsed()))
+    }
+
+    fn spawn_service(
+        &self,
+        service: &str,
+        next_channel: &mut usize,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stop: CancellationToken,
+    ) {
+        let streams = Arc::new(ServiceStreams::new(
+            service.to_string(),
+            self.args.streams_per_service as usize,
+        ));
+        self.services.insert(streams.clone());
+        for index in 0..streams.len() {
+            let channel = self.channels[*next_channel % self.channels.len()].clone();
+            *next_channel += 1;
+            let s = Stream {
+                service: streams.clone(),
+                index,
+                channel,
+            };
+            let span = tracing::debug_span!("stream", service, index);
+            let fut = s.run(self.config.clone(), self.metrics.clone(), stop.clone());
+            tasks.spawn(tracing::Instrument::instrument(fut, span));
+        }
+    }
+
+    async fn discover(
+        &self,
+        kube: kube::Client,
+        namespace: &str,
+        selector: &str,
+        next_channel: &mut usize,
+        tasks: &mut tokio::task::JoinSet<()>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let api: kube::Api<Service> = kube::Api::namespaced(kube, namespace);
+        let cfg = watcher::Config::default().labels(selector);
+        let mut events = std::pin::pin!(watcher(api, cfg));
+        let mut per_service: BTreeMap<String, CancellationToken> = BTreeMap::new();
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                e = events.next() => match e { Some(e) => e, None => return Ok(()) },
+            };
+            let (svc, deleted) = match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
+                Ok(watcher::Event::Delete(s)) => (s, true),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+                Err(error) => {
+                    // The watcher retries by itself; count and go on.
+                    self.metrics.error("kubernetes_watch");
+                    tracing::warn!(%error, "service watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(authority) = service_authority(&svc, namespace, &self.args.cluster_domain)
+            else {
+                continue;
+            };
+            if deleted {
+                if let Some(token) = per_service.remove(&authority) {
+                    tracing::info!(service = %authority, "service deleted; closing its streams");
+                    token.cancel();
+                    self.services.remove(&authority);
+                }
+            } else if let std::collections::btree_map::Entry::Vacant(entry) =
+                per_service.entry(authority)
+            {
+                tracing::info!(service = %entry.key(), "service discovered; opening streams");
+                let token = stop.child_token();
+                self.spawn_service(entry.key(), next_channel, tasks, token.clone());
+                entry.insert(token);
+            }
+        }
+    }
+}
+
+/// The authority a proxy would resolve for a Service: its `http` port, else its first port.
+pub fn service_authority(svc: &Service, namespace: &str, cluster_domain: &str) -> Option<String> {
+    let name = svc.metadata.name.as_deref()?;
+    let ports = svc.spec.as_ref()?.ports.as_ref()?;
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or(ports.first())?
+        .port;
+    Some(format!("{name}.{namespace}.svc.{cluster_domain}:{port}"))
+}
+
+async fn track_readiness(fleet: Arc<Fleet>, ready: Readiness, stop: CancellationToken) {
+    loop {
+        let services = fleet.services();
+        ready.set(!services.is_empty() && services.iter().all(|s| s.all_answered()));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// What a client run saw, printed at the end.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// Get calls made.
+    pub streams_created: u64,
+    /// Updates received, all services.
+    pub updates: u64,
+    /// Errors seen.
+    pub errors: u64,
+    /// Streams ended for good.
+    pub failed_streams: u64,
+    /// Per service: (authority, streams, min set, max set).
+    pub services: Vec<(String, usize, u64, u64)>,
+}
+
+impl Summary {
+    fn collect(client: &Client, elapsed: Duration) -> Self {
+        let m = &client.metrics;
+        let sum = |f: &prometheus_client::metrics::family::Family<
+            metrics::ReasonLabels,
+            prometheus_client::metrics::counter::Counter,
+        >| {
+            // Family has no iterator; the summary re-reads the counters it knows.
+            [
+                "InvalidArgument",
+                "FailedPrecondition",
+                "NotFound",
+                "Unavailable",
+                "Internal",
+                "Unknown",
+                "DeadlineExceeded",
+                "Cancelled",
+                "transport",
+                "ResourceExhausted",
+                "Unimplemented",
+                "PermissionDenied",
+                "Unauthenticated",
+                "Aborted",
+            ]
+            .iter()
+            .filter_map(|r| {
+                f.get(&metrics::ReasonLabels {
+                    reason: r.to_string(),
+                })
+                .map(|c| c.get())
+            })
+            .sum::<u64>()
+        };
+        let services: Vec<_> = client
+            .services
+            .services()
+            .iter()
+            .map(|s| {
+                let (lo, hi) = s.min_max();
+                (s.service.clone(), s.len(), lo, hi)
+            })
+            .collect();
+        let updates = services
+            .iter()
+            .flat_map(|(svc, ..)| {
+                endpoints::UpdateKind::ALL.map(|k| m.update_counter(svc, k).get())
+            })
+            .sum();
+        Self {
+            elapsed,
+            streams_created: m.streams_created.get(),
+            updates,
+            errors: sum(&m.connection_errors),
+            failed_streams: sum(&m.streams_failed),
+            services,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "client summary after {:.1}s", self.elapsed.as_secs_f64())?;
+        writeln!(f, "  streams created: {}", self.streams_created)?;
+        writeln!(f, "  updates:         {}", self.updates)?;
+        writeln!(f, "  errors:          {}", self.errors)?;
+        writeln!(f, "  failed streams:  {}", self.failed_streams)?;
+        writeln!(
+            f,
+            "  {:<60} {:>7} {:>9} {:>9}",
+            "service", "streams", "min set", "max set"
+        )?;
+        for (svc, n, lo, hi) in &self.services {
+            writeln!(f, "  {svc:<60} {n:>7} {lo:>9} {hi:>9}")?;
+        }
+        Ok(())
+    }
+}

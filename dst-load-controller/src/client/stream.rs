@@ -1,0 +1,256 @@
+//! One `Destination.Get` watch, re-opened as a proxy re-opens it.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::BackoffBuilder;
+use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
+use prometheus_client::metrics::counter::Counter;
+use rand::Rng;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, transport::Channel};
+
+use super::{
+    endpoints::{UpdateKind, kind},
+    metrics::{Metrics, ServiceStreams},
+};
+
+/// Settings shared by every stream.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// The context token sent with every `Get`.
+    pub context_token: String,
+    /// How long to wait for the first update before counting a timeout.
+    pub initial_timeout: Duration,
+    /// Random stream lifetime bounds; `None` = forever.
+    pub lifetime: Option<(Duration, Duration)>,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+}
+
+/// Exponential backoff with the proxy's parameters.
+#[derive(Copy, Clone, Debug)]
+pub struct BackoffConfig {
+    /// First delay.
+    pub min: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Up to this fraction of each delay is added at random.
+    pub jitter: f64,
+}
+
+impl BackoffConfig {
+    fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        let jitter = self.jitter;
+        // backon's own jitter adds up to 100% of the delay; the proxy adds a
+        // fraction, so the fraction is applied here.
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+            .map(move |d| d.mul_f64(1.0 + rand::rng().random_range(0.0..=jitter)))
+    }
+}
+
+/// Whether an error ends a stream for good, as the proxy treats it.
+pub fn is_final(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::FailedPrecondition)
+}
+
+/// A metric label for an error: the gRPC code name, or `transport` when the
+/// connection itself failed.
+pub fn error_reason(status: &Status) -> String {
+    if status.code() == Code::Unavailable && std::error::Error::source(status).is_some() {
+        return "transport".to_string();
+    }
+    format!("{:?}", status.code())
+}
+
+/// One stream's identity and where it reports.
+pub struct Stream {
+    /// The service's shared state.
+    pub service: Arc<ServiceStreams>,
+    /// This stream's index within the service.
+    pub index: usize,
+    /// The connection (simulated proxy) it runs on.
+    pub channel: Channel,
+}
+
+enum End {
+    Shutdown,
+    Lifetime,
+    Eos,
+    Error(Status),
+}
+
+impl Stream {
+    /// Runs the watch until `shutdown` or a final error.
+    pub async fn run(self, cfg: Arc<StreamConfig>, metrics: Metrics, shutdown: CancellationToken) {
+        let Self {
+            service,
+            index,
+            channel,
+        } = self;
+        let mut client = DestinationClient::new(channel);
+        let request = GetDestination {
+            scheme: "k8s".to_string(),
+            path: service.service.clone(),
+            context_token: cfg.context_token.clone(),
+        };
+        let counters: Vec<Counter> = UpdateKind::ALL
+            .iter()
+            .map(|k| metrics.update_counter(&service.service, *k))
+            .collect();
+        let slot = service.slot(index);
+        let mut backoff = cfg.backoff.delays();
+
+        loop {
+            metrics.streams_created.inc();
+            metrics.streams_active.inc();
+            let opened = Instant::now();
+            let lifetime_end = cfg.lifetime.map(|(lo, hi)| {
+                opened
+                    + if hi > lo {
+                        rand::rng().random_range(lo..=hi)
+                    } else {
+                        lo
+                    }
+            });
+            let initial_deadline = opened + cfg.initial_timeout;
+            let mut first_seen = false;
+            let mut timed_out = false;
+            slot.reconnected();
+
+            // The real controller sends headers lazily with the first update,
+            // so the initial timeout covers the `Get` call too.
+            let get = client.get(request.clone());
+            tokio::pin!(get);
+            let end = 'stream: {
+                let mut updates = loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break 'stream End::Shutdown,
+                        _ = sleep_until(lifetime_end.unwrap_or(opened)), if lifetime_end.is_some() => break 'stream End::Lifetime,
+                        _ = sleep_until(initial_deadline), if !timed_out => {
+                            timed_out = true;
+                            metrics.initial_timeouts.inc();
+                        }
+                        rsp = &mut get => match rsp {
+                            Ok(rsp) => break rsp.into_inner(),
+                            Err(status) => break 'stream End::Error(status),
+                        },
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break 'stream End::Shutdown,
+                        _ = sleep_until(lifetime_end.unwrap_or(opened)), if lifetime_end.is_some() => break 'stream End::Lifetime,
+                        _ = sleep_until(initial_deadline), if !timed_out && !first_seen => {
+                            timed_out = true;
+                            metrics.initial_timeouts.inc();
+                        }
+                        msg = updates.message() => match msg {
+                            Ok(Some(update)) => {
+                                let k = kind(&update);
+                                counters[k as usize].inc();
+                                let applied = slot.update(|set| set.apply(&update));
+                                if applied.invalid_addrs > 0 {
+                                    metrics.invalid_addresses.inc_by(applied.invalid_addrs as u64);
+                                }
+                                if !first_seen {
+                                    first_seen = true;
+                                    metrics.time_to_first_update.observe(opened.elapsed().as_secs_f64());
+                                    backoff = cfg.backoff.delays();
+                                }
+                            }
+                            Ok(None) => break 'stream End::Eos,
+                            Err(status) => break 'stream End::Error(status),
+                        },
+                    }
+                }
+            };
+            metrics.streams_active.dec();
+            metrics
+                .stream_lifetime
+                .observe(opened.elapsed().as_secs_f64());
+
+            let delay = match end {
+                End::Shutdown => return,
+                End::Lifetime => {
+                    metrics.reset("lifetime");
+                    continue;
+                }
+                End::Eos => {
+                    metrics.reset("end_of_stream");
+                    backoff.next()
+                }
+                End::Error(status) => {
+                    let reason = error_reason(&status);
+                    metrics.error(&reason);
+                    if is_final(status.code()) {
+                        metrics.failed(&reason);
+                        slot.update(|_| ());
+                        tracing::warn!(
+                            service = %service.service,
+                            stream = index,
+                            code = ?status.code(),
+                            message = status.message(),
+                            "stream ended for good"
+                        );
+                        return;
+                    }
+                    tracing::debug!(service = %service.service, stream = index, %reason, "stream error; backing off");
+                    metrics.reset(&reason);
+                    backoff.next()
+                }
+            };
+            let delay = delay.unwrap_or(cfg.backoff.max);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep(delay) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_within_jitter() {
+        let cfg = BackoffConfig {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(60),
+            jitter: 0.1,
+        };
+        let delays: Vec<Duration> = cfg.delays().take(12).collect();
+        let mut base = Duration::from_millis(100);
+        for d in &delays {
+            assert!(
+                *d >= base && *d <= base.mul_f64(1.1) + Duration::from_micros(1),
+                "{d:?} vs {base:?}"
+            );
+            base = (base * 2).min(Duration::from_secs(60));
+        }
+        assert!(delays.last().unwrap() >= &Duration::from_secs(60));
+    }
+
+    #[test]
+    fn only_invalid_argument_and_failed_precondition_are_final() {
+        assert!(is_final(Code::InvalidArgument));
+        assert!(is_final(Code::FailedPrecondition));
+        for code in [
+            Code::Ok,
+            Code::NotFound,
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Internal,
+        ] {
+            assert!(!is_final(code), "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Load tests for Linkerd's Destination service: endpoint churn in a
+//! Kubernetes cluster, many watching clients, and a mock Destination server.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod churn;
+pub mod cleanup;
+pub mod client;
+pub mod kube_api;
+pub mod labels;
+pub mod logging;
+pub mod mock;
+pub mod mock_dst;
+pub mod shutdown;

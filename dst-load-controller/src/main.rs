@@ -1,0 +1,7 @@
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    dst_load_controller::args::Cli::parse().run()
+}

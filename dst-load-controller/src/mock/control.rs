@@ -1,0 +1,160 @@
+//! The mock's HTTP control API, served on its admin port:
+//!
+//! - `GET /api/destinations`: every destination and its endpoints;
+//! - `GET /api/destinations/{authority}`;
+//! - `PUT /api/destinations/{authority}` `{"endpoints": ["ip:port", ...]}`: replace;
+//! - `PATCH /api/destinations/{authority}` `{"add": [...], "remove": [...]}`;
+//! - `DELETE /api/destinations/{authority}`.
+//!
+//! Every change answers with what changed and when (RFC 3339, nanoseconds).
+
+use std::net::SocketAddr;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Handle, store::Change};
+use crate::client::target::Authority;
+
+/// A destination as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DestinationView {
+    /// `name.ns.svc.cluster.local:port`.
+    pub authority: String,
+    /// Its endpoints, sorted.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// `PUT` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetBody {
+    /// The new endpoint set.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// `PATCH` body.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PatchBody {
+    /// Endpoints to add.
+    #[serde(default)]
+    pub add: Vec<SocketAddr>,
+    /// Endpoints to remove.
+    #[serde(default)]
+    pub remove: Vec<SocketAddr>,
+}
+
+/// What a change did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChangeView {
+    /// Addresses added.
+    pub added: Vec<SocketAddr>,
+    /// Addresses removed.
+    pub removed: Vec<SocketAddr>,
+    /// When (RFC 3339 with nanoseconds).
+    pub at: String,
+}
+
+impl From<&Change> for ChangeView {
+    fn from(c: &Change) -> Self {
+        let at = jiff::Timestamp::try_from(c.at)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        Self {
+            added: c.added.clone(),
+            removed: c.removed.clone(),
+            at,
+        }
+    }
+}
+
+/// The control routes over `handle`.
+pub fn router(handle: Handle) -> Router {
+    Router::new()
+        .route("/api/destinations", get(list))
+        .route(
+            "/api/destinations/{authority}",
+            get(show).put(set).patch(patch).delete(delete),
+        )
+        .with_state(handle)
+}
+
+fn parse(authority: &str) -> Result<Authority, (StatusCode, String)> {
+    authority
+        .parse()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))
+}
+
+async fn list(State(h): State<Handle>) -> Json<Vec<DestinationView>> {
+    Json(
+        h.store
+            .list()
+            .into_iter()
+            .map(|(a, endpoints)| DestinationView {
+                authority: a.to_string(),
+                endpoints,
+            })
+            .collect(),
+    )
+}
+
+async fn show(State(h): State<Handle>, Path(authority): Path<String>) -> Response {
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match h.store.get(&a) {
+        Some(endpoints) => Json(DestinationView {
+            authority: a.to_string(),
+            endpoints,
+        })
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("destination {a} not found\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn set(
+    State(h): State<Handle>,
+    Path(authority): Path<String>,
+    Json(body): Json<SetBody>,
+) -> Response {
+    match parse(&authority) {
+        Ok(a) => Json(ChangeView::from(&*h.set(&a, body.endpoints))).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn patch(
+    State(h): State<Handle>,
+    Path(authority): Path<String>,
+    Json(body): Json<PatchBody>,
+) -> Response {
+    match parse(&authority) {
+        Ok(a) => Json(ChangeView::from(&*h.patch(&a, &body.add, &body.remove))).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn delete(State(h): State<Handle>, Path(authority): Path<String>) -> Response {
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match h.delete(&a) {
+        Some(change) => Json(ChangeView::from(&*change)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("destination {a} not found\n"),
+        )
+            .into_response(),
+    }
+}

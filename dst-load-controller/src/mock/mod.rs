@@ -1,0 +1,128 @@
+//! An embeddable mock Destination server: serve fixed or changing endpoint
+//! sets on a bound listener, change them from a test or over HTTP.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use dst_load_controller::mock::{MockDestination, server::Behavior};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let mock = MockDestination::new(Behavior::default(), &mut Default::default());
+//! let handle = mock.handle();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! tokio::spawn(mock.serve(listener, shutdown.clone()));
+//! handle.set(&"foo.ns.svc.cluster.local:8080".parse()?, ["10.0.0.1:8080".parse()?]);
+//! # Ok(()) }
+//! ```
+
+pub mod control;
+pub mod dsts;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use linkerd2_proxy_api::destination::destination_server::DestinationServer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    metrics::Metrics,
+    server::{Behavior, Service},
+    store::{Change, Store},
+};
+use crate::client::target::Authority;
+
+/// A mock Destination server, not yet serving.
+pub struct MockDestination {
+    handle: Handle,
+    behavior: Behavior,
+}
+
+/// Changes the mock's destinations while it serves. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    store: Store,
+    metrics: Metrics,
+}
+
+impl MockDestination {
+    /// A mock with no destinations; its metrics go into `registry`.
+    pub fn new(behavior: Behavior, registry: &mut Registry) -> Self {
+        let metrics = Metrics::register(registry);
+        Self {
+            handle: Handle {
+                store: Store::default(),
+                metrics,
+            },
+            behavior,
+        }
+    }
+
+    /// The handle that changes destinations.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Serves gRPC on `listener` until `shutdown`; open streams end when it fires.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let Self { handle, behavior } = self;
+        let svc = Service::new(
+            handle.store.clone(),
+            behavior,
+            handle.metrics.clone(),
+            shutdown.clone(),
+        );
+        tonic::transport::Server::builder()
+            .add_service(DestinationServer::new(svc))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+    }
+}
+
+impl Handle {
+    /// Replaces a destination's endpoints, creating it if needed.
+    pub fn set(
+        &self,
+        authority: &Authority,
+        endpoints: impl IntoIterator<Item = SocketAddr>,
+    ) -> Arc<Change> {
+        self.metrics.changes.inc();
+        self.store.set(authority, endpoints)
+    }
+
+    /// Adds and removes endpoints.
+    pub fn patch(
+        &self,
+        authority: &Authority,
+        add: &[SocketAddr],
+        remove: &[SocketAddr],
+    ) -> Arc<Change> {
+        self.metrics.changes.inc();
+        self.store.patch(authority, add, remove)
+    }
+
+    /// Deletes a destination; `None` if it never existed.
+    pub fn delete(&self, authority: &Authority) -> Option<Arc<Change>> {
+        self.metrics.changes.inc();
+        self.store.delete(authority)
+    }
+
+    /// A destination's endpoints, if it exists.
+    pub fn get(&self, authority: &Authority) -> Option<Vec<SocketAddr>> {
+        self.store.get(authority)
+    }
+
+    /// The metrics handles.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

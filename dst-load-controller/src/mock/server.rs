@@ -1,0 +1,347 @@
+//! The gRPC `Destination` service over the store, with the real controller's
+//! semantics (or the older `no_endpoints` ones) and injected delays.
+
+use std::{collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use linkerd2_proxy_api::destination::{
+    self as pb, AddrSet, DestinationProfile, GetDestination, NoEndpoints, ProtocolHint,
+    TlsIdentity, Update, WeightedAddr, WeightedAddrSet, destination_server::Destination,
+    protocol_hint, tls_identity, update,
+};
+use rand::Rng;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::{
+    metrics::Metrics,
+    store::{Change, Store},
+};
+use crate::client::target::Authority;
+
+/// How updates are shaped and delivered.
+#[derive(Clone, Debug)]
+pub struct Behavior {
+    /// Send `no_endpoints` (as older controllers did) instead of nothing or remove-all.
+    pub legacy_no_endpoints: bool,
+    /// Updates queued per stream before the stream is ended as too slow.
+    pub queue_capacity: usize,
+    /// Delay before each change is delivered to each stream.
+    pub delay: Delay,
+    /// The trust domain in TLS identities.
+    pub trust_domain: String,
+    /// The control-plane namespace in TLS identities and labels.
+    pub control_plane_ns: String,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Self {
+            legacy_no_endpoints: false,
+            queue_capacity: 100,
+            delay: Delay::None,
+            trust_domain: "cluster.local".into(),
+            control_plane_ns: "linkerd".into(),
+        }
+    }
+}
+
+/// Delivery delay injected before each update on each stream.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub enum Delay {
+    /// Deliver at once.
+    #[default]
+    None,
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniformly random between the bounds.
+    Uniform(Duration, Duration),
+}
+
+impl Delay {
+    fn sample(&self) -> Option<Duration> {
+        match *self {
+            Delay::None => None,
+            Delay::Fixed(d) => Some(d),
+            Delay::Uniform(lo, hi) if hi > lo => Some(rand::rng().random_range(lo..=hi)),
+            Delay::Uniform(lo, _) => Some(lo),
+        }
+    }
+}
+
+impl std::str::FromStr for Delay {
+    type Err = String;
+
+    /// `none`, `50ms`, or `10ms..200ms`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |v: &str| {
+            humantime::parse_duration(v.trim())
+                .map_err(|e| format!("invalid delay '{v}': {e}; expected e.g. 50ms or 10ms..200ms"))
+        };
+        if s == "none" || s.is_empty() {
+            return Ok(Delay::None);
+        }
+        match s.split_once("..") {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse(lo)?, parse(hi)?);
+                if lo > hi {
+                    return Err(format!(
+                        "delay range '{s}' has its minimum above its maximum"
+                    ));
+                }
+                Ok(Delay::Uniform(lo, hi))
+            }
+            None => Ok(Delay::Fixed(parse(s)?)),
+        }
+    }
+}
+
+/// The Destination service.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    behavior: Arc<Behavior>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    /// A service over `store`.
+    pub fn new(
+        store: Store,
+        behavior: Behavior,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            behavior: Arc::new(behavior),
+            metrics,
+            shutdown,
+        }
+    }
+}
+
+/// Parses a `Get` path as the controller does: `name.ns.svc.domain[:port]`,
+/// port 80 when absent; IP literals are refused.
+pub fn parse_path(path: &str) -> Result<Authority, Status> {
+    let invalid =
+        |why: String| Status::invalid_argument(format!("Invalid authority: {path}: {why}"));
+    let host = path.rsplit_once(':').map_or(path, |(h, _)| h);
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(invalid("IP addresses are not service names".into()));
+    }
+    let with_port = if path.contains(':') {
+        path.to_string()
+    } else {
+        format!("{path}:80")
+    };
+    let authority: Authority = with_port.parse().map_err(|e| invalid(format!("{e}")))?;
+    if !authority.host().contains(".svc.") {
+        return Err(invalid(
+            "not a name of the form <svc>.<ns>.svc.<cluster-domain>".into(),
+        ));
+    }
+    Ok(authority)
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<Update, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Destination for Service {
+    type GetStream = UpdateStream;
+    type GetProfileStream = Pin<Box<dyn Stream<Item = Result<DestinationProfile, Status>> + Send>>;
+
+    async fn get(&self, req: Request<GetDestination>) -> Result<Response<Self::GetStream>, Status> {
+        let path = req.into_inner().path;
+        let authority = parse_path(&path)?;
+        let Some(sub) = self.store.subscribe(&authority).filter(|s| s.exists) else {
+            return Err(Status::not_found(format!(
+                "Service {} not found",
+                authority.host()
+            )));
+        };
+        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
+        let shaper = Shaper::new(&authority, &self.behavior);
+        let metrics = self.metrics.clone();
+        let behavior = self.behavior.clone();
+        let shutdown = self.shutdown.clone();
+        let mut changes = sub.changes;
+        let initial = if !sub.snapshot.is_empty() {
+            Some(shaper.add(&sub.snapshot))
+        } else if behavior.legacy_no_endpoints {
+            Some(no_endpoints(true))
+        } else {
+            // The controller sends nothing at all for an empty service.
+            None
+        };
+        let span = tracing::debug_span!("get", %authority);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _active = metrics.stream_opened();
+                let send = |u: Update| {
+                    let n = endpoints_in(&u);
+                    match tx.try_send(Ok(u)) {
+                        Ok(()) => {
+                            metrics.sent(n);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                };
+                if let Some(u) = initial
+                    && !send(u)
+                {
+                    return;
+                }
+                loop {
+                    let change = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                        c = changes.recv() => c,
+                    };
+                    let change = match change {
+                        Ok(c) => c,
+                        Err(RecvError::Lagged(_)) => {
+                            metrics.overflow();
+                            tracing::debug!("stream fell behind the change feed; ending it");
+                            return;
+                        }
+                        Err(RecvError::Closed) => return,
+                    };
+                    if let Some(d) = behavior.delay.sample() {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(d) => {}
+                        }
+                    }
+                    for u in shaper.updates(&change) {
+                        if !send(u) {
+                            // A full queue ends the stream with OK, as the
+                            // controller does with a slow consumer.
+                            metrics.overflow();
+                            tracing::debug!("stream queue full; ending it");
+                            return;
+                        }
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_profile(
+        &self,
+        _req: Request<GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        Err(Status::unimplemented("the mock serves endpoints only"))
+    }
+}
+
+fn endpoints_in(u: &Update) -> u64 {
+    match &u.update {
+        Some(update::Update::Add(s)) => s.addrs.len() as u64,
+        Some(update::Update::Remove(s)) => s.addrs.len() as u64,
+        _ => 0,
+    }
+}
+
+fn no_endpoints(exists: bool) -> Update {
+    Update {
+        update: Some(update::Update::NoEndpoints(NoEndpoints { exists })),
+    }
+}
+
+/// Builds the messages a stream sends, with realistic per-address metadata.
+struct Shaper {
+    service: String,
+    namespace: String,
+    identity: String,
+    legacy: bool,
+}
+
+impl Shaper {
+    fn new(authority: &Authority, b: &Behavior) -> Self {
+        let mut parts = authority.host().split('.');
+        let service = parts.next().unwrap_or_default().to_string();
+        let namespace = parts.next().unwrap_or("default").to_string();
+        let identity = format!(
+            "default.{namespace}.serviceaccount.identity.{}.{}",
+            b.control_plane_ns, b.trust_domain
+        );
+        Self {
+            service,
+            namespace,
+            identity,
+            legacy: b.legacy_no_endpoints,
+        }
+    }
+
+    fn add(&self, addrs: &[SocketAddr]) -> Update {
+        let addrs = addrs.iter().map(|a| self.weighted(*a)).collect();
+        let metric_labels = HashMap::from([
+            ("service".to_string(), self.service.clone()),
+            ("namespace".to_string(), self.namespace.clone()),
+        ]);
+        Update {
+            update: Some(update::Update::Add(WeightedAddrSet {
+                addrs,
+                metric_labels,
+            })),
+        }
+    }
+
+    fn weighted(&self, addr: SocketAddr) -> WeightedAddr {
+        let pod = format!(
+            "{}-{}",
+            self.service,
+            addr.ip().to_string().replace(['.', ':'], "-")
+        );
+        WeightedAddr {
+            addr: Some(addr.into()),
+            weight: 10_000,
+            metric_labels: HashMap::from([
+                ("pod".to_string(), pod),
+                ("deployment".to_string(), self.service.clone()),
+                ("serviceaccount".to_string(), "default".to_string()),
+            ]),
+            tls_identity: Some(TlsIdentity {
+                server_name: None,
+                strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+                    tls_identity::DnsLikeIdentity {
+                        name: self.identity.clone(),
+                    },
+                )),
+            }),
+            protocol_hint: Some(ProtocolHint {
+                opaque_transport: None,
+                protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One batched add, then one batched remove. In legacy mode a set that
+    /// empties is announced as `no_endpoints` instead of a remove.
+    fn updates(&self, change: &Change) -> Vec<Update> {
+        let mut out = Vec::with_capacity(2);
+        if !change.added.is_empty() {
+            out.push(self.add(&change.added));
+        }
+        if self.legacy && change.len == 0 {
+            out.push(no_endpoints(change.exists));
+        } else if !change.removed.is_empty() {
+            let addrs = change.removed.iter().map(|a| (*a).into()).collect();
+            out.push(Update {
+                update: Some(update::Update::Remove(AddrSet { addrs })),
+            });
+        }
+        out
+    }
+}
+
+/// Re-exported for tests that decode what the mock sent.
+pub use pb::update::Update as UpdateKind;

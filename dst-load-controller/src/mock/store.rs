@@ -1,0 +1,246 @@
+//! The mock's destinations and their endpoint sets, with a change feed that
+//! every open stream follows.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::SystemTime,
+};
+
+use tokio::sync::broadcast;
+
+use crate::client::target::Authority;
+
+/// Changes buffered per destination before a stream that has not read them
+/// counts as overflowed. Larger than any per-stream queue on purpose: the
+/// per-stream queue is the limit that matters.
+const FEED_CAPACITY: usize = 4096;
+
+/// One change to a destination, as streams deliver it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Addresses that appeared.
+    pub added: Vec<SocketAddr>,
+    /// Addresses that went away.
+    pub removed: Vec<SocketAddr>,
+    /// Whether the destination exists after the change.
+    pub exists: bool,
+    /// How many endpoints it has after the change.
+    pub len: usize,
+    /// When the change was made.
+    pub at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Dst {
+    state: Mutex<DstState>,
+    feed: broadcast::Sender<Arc<Change>>,
+}
+
+#[derive(Debug, Default)]
+struct DstState {
+    exists: bool,
+    endpoints: BTreeSet<SocketAddr>,
+}
+
+/// All destinations. Cheap to clone; clones share state.
+#[derive(Clone, Debug, Default)]
+pub struct Store(Arc<RwLock<HashMap<Authority, Arc<Dst>>>>);
+
+/// A subscription: the set when the stream opened and the changes after it.
+pub struct Subscription {
+    /// Whether the destination existed when subscribing.
+    pub exists: bool,
+    /// The endpoints at subscription time.
+    pub snapshot: Vec<SocketAddr>,
+    /// Every change after the snapshot.
+    pub changes: broadcast::Receiver<Arc<Change>>,
+}
+
+impl Store {
+    fn dst(&self, authority: &Authority) -> Arc<Dst> {
+        if let Some(d) = self.0.read().expect("store lock").get(authority) {
+            return d.clone();
+        }
+        self.0
+            .write()
+            .expect("store lock")
+            .entry(authority.clone())
+            .or_insert_with(|| {
+                Arc::new(Dst {
+                    state: Mutex::new(DstState::default()),
+                    feed: broadcast::channel(FEED_CAPACITY).0,
+                })
+            })
+            .clone()
+    }
+
+    /// Replaces a destination's endpoints (creating it if needed). Returns the change made.
+    pub fn set(
+        &self,
+        authority: &Authority,
+        endpoints: impl IntoIterator<Item = SocketAddr>,
+    ) -> Arc<Change> {
+        let new: BTreeSet<SocketAddr> = endpoints.into_iter().collect();
+        self.modify(authority, |state| {
+            let added = new.difference(&state.endpoints).copied().collect();
+            let removed = state.endpoints.difference(&new).copied().collect();
+            state.endpoints = new;
+            state.exists = true;
+            (added, removed)
+        })
+    }
+
+    /// Adds and removes endpoints (creating the destination if needed).
+    pub fn patch(
+        &self,
+        authority: &Authority,
+        add: &[SocketAddr],
+        remove: &[SocketAddr],
+    ) -> Arc<Change> {
+        self.modify(authority, |state| {
+            let added = add
+                .iter()
+                .filter(|a| state.endpoints.insert(**a))
+                .copied()
+                .collect();
+            let removed = remove
+                .iter()
+                .filter(|a| state.endpoints.remove(a))
+                .copied()
+                .collect();
+            state.exists = true;
+            (added, removed)
+        })
+    }
+
+    /// Deletes a destination: open streams see every endpoint removed; new
+    /// streams get `NotFound`.
+    pub fn delete(&self, authority: &Authority) -> Option<Arc<Change>> {
+        if !self.0.read().expect("store lock").contains_key(authority) {
+            return None;
+        }
+        Some(self.modify(authority, |state| {
+            state.exists = false;
+            (
+                Vec::new(),
+                std::mem::take(&mut state.endpoints).into_iter().collect(),
+            )
+        }))
+    }
+
+    fn modify(
+        &self,
+        authority: &Authority,
+        f: impl FnOnce(&mut DstState) -> (Vec<SocketAddr>, Vec<SocketAddr>),
+    ) -> Arc<Change> {
+        let dst = self.dst(authority);
+        let mut state = dst.state.lock().expect("destination lock");
+        let (added, removed) = f(&mut state);
+        let change = Arc::new(Change {
+            added,
+            removed,
+            exists: state.exists,
+            len: state.endpoints.len(),
+            at: SystemTime::now(),
+        });
+        // Sent under the lock so that a subscriber's snapshot and feed agree.
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            let _ = dst.feed.send(change.clone());
+        }
+        change
+    }
+
+    /// Subscribes to a destination, or `None` if it was never created.
+    pub fn subscribe(&self, authority: &Authority) -> Option<Subscription> {
+        let dst = self.0.read().expect("store lock").get(authority)?.clone();
+        let state = dst.state.lock().expect("destination lock");
+        Some(Subscription {
+            exists: state.exists,
+            snapshot: state.endpoints.iter().copied().collect(),
+            changes: dst.feed.subscribe(),
+        })
+    }
+
+    /// The endpoints of a destination, if it exists.
+    pub fn get(&self, authority: &Authority) -> Option<Vec<SocketAddr>> {
+        let dst = self.0.read().expect("store lock").get(authority)?.clone();
+        let state = dst.state.lock().expect("destination lock");
+        state
+            .exists
+            .then(|| state.endpoints.iter().copied().collect())
+    }
+
+    /// Every existing destination and its endpoints, sorted by authority.
+    pub fn list(&self) -> Vec<(Authority, Vec<SocketAddr>)> {
+        let map = self.0.read().expect("store lock");
+        let mut out: Vec<_> = map
+            .iter()
+            .filter_map(|(a, d)| {
+                let s = d.state.lock().expect("destination lock");
+                s.exists
+                    .then(|| (a.clone(), s.endpoints.iter().copied().collect()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Authority {
+        s.parse().unwrap()
+    }
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn set_reports_the_difference() {
+        let store = Store::default();
+        let svc = a("foo.ns.svc.cluster.local:80");
+        store.set(&svc, [sa("10.0.0.1:80"), sa("10.0.0.2:80")]);
+        let change = store.set(&svc, [sa("10.0.0.2:80"), sa("10.0.0.3:80")]);
+        assert_eq!(change.added, [sa("10.0.0.3:80")]);
+        assert_eq!(change.removed, [sa("10.0.0.1:80")]);
+        assert_eq!(
+            store.get(&svc).unwrap(),
+            [sa("10.0.0.2:80"), sa("10.0.0.3:80")]
+        );
+    }
+
+    #[test]
+    fn subscribers_see_changes_after_their_snapshot() {
+        let store = Store::default();
+        let svc = a("foo.ns.svc.cluster.local:80");
+        store.set(&svc, [sa("10.0.0.1:80")]);
+        let mut sub = store.subscribe(&svc).unwrap();
+        assert_eq!(sub.snapshot, [sa("10.0.0.1:80")]);
+        store.patch(&svc, &[sa("10.0.0.2:80")], &[sa("10.0.0.1:80")]);
+        let change = sub.changes.try_recv().unwrap();
+        assert_eq!(
+            (change.added.as_slice(), change.removed.as_slice()),
+            (&[sa("10.0.0.2:80")][..], &[sa("10.0.0.1:80")][..])
+        );
+        // A no-op patch sends nothing.
+        store.patch(&svc, &[sa("10.0.0.2:80")], &[]);
+        assert!(sub.changes.try_recv().is_err());
+    }
+
+    #[test]
+    fn delete_removes_everything_and_hides_the_destination() {
+        let store = Store::default();
+        let svc = a("foo.ns.svc.cluster.local:80");
+        store.set(&svc, [sa("10.0.0.1:80")]);
+        let change = store.delete(&svc).unwrap();
+        assert_eq!(change.removed, [sa("10.0.0.1:80")]);
+        assert!(!change.exists);
+        assert!(store.get(&svc).is_none());
+        assert!(store.list().is_empty());
+        assert!(store.delete(&a("nope.ns.svc.cluster.local:80")).is_none());
+    }
+}

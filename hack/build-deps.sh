@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the test peers and tools this project runs against (etcd, Kubernetes,
+# KWOK, Linkerd's destination controller, helm, step, kubeconform) from Go
+# modules into a cache keyed by version. What is already built is skipped, so a
+# warm run takes seconds.
+#
+# usage: hack/build-deps.sh [component...]   (default: every component)
+# env:   DST_LOAD_CACHE  cache root (default ~/.cache/dst-load-controller)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=hack/versions.env
+. "$here/versions.env"
+
+CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+export GOCACHE=${GOCACHE:-$CACHE/go-build}
+
+log() { printf '[build-deps] %s\n' "$*" >&2; }
+
+# bin_dir NAME VERSION -> the directory a component's binaries live in.
+bin_dir() { printf '%s/%s-%s/bin' "$CACHE" "$1" "$2"; }
+
+# done_or_build NAME VERSION FUNCTION: runs FUNCTION with $out set unless the
+# component's marker says it was built already. A failed build leaves no marker.
+done_or_build() {
+  local name=$1 version=$2 fn=$3
+  out=$(bin_dir "$name" "$version")
+  if [[ -f $out/.complete ]]; then
+    log "$name $version: cached in $out"
+    return 0
+  fi
+  mkdir -p "$out"
+  local logf="$CACHE/logs/build-$name-$version.log"
+  mkdir -p "$CACHE/logs"
+  log "$name $version: building (log: $logf)"
+  local start=$SECONDS
+  if ! "$fn" >"$logf" 2>&1; then
+    log "$name $version: BUILD FAILED; last lines of $logf:"
+    tail -n 20 "$logf" >&2
+    return 1
+  fi
+  touch "$out/.complete"
+  log "$name $version: built in $((SECONDS - start))s"
+}
+
+# wrapper DIR: a throwaway module, needed because `go install pkg@version`
+# refuses modules whose go.mod has replace directives.
+wrapper() {
+  rm -rf "$1" && mkdir -p "$1" && cd "$1" && go mod init local/build >/dev/null 2>&1
+}
+
+build_etcd() {
+  wrapper "$CACHE/src/etcd-$ETCD_VERSION"
+  go mod edit -require=go.etcd.io/etcd/server/v3@"$ETCD_VERSION"
+  go build -mod=mod -trimpath -o "$out/etcd" go.etcd.io/etcd/server/v3
+}
+
+build_kubernetes() {
+  wrapper "$CACHE/src/kubernetes-$K8S_VERSION"
+  go mod edit -require=k8s.io/kubernetes@"$K8S_VERSION"
+  local gomod staging=v0.${K8S_VERSION#v1.}
+  gomod=$(go mod download -json k8s.io/kubernetes@"$K8S_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+  # k8s.io/kubernetes requires its staging modules at v0.0.0; their published
+  # tags are v0.<minor>.<patch>.
+  for m in $(awk '$1 ~ /^k8s\.io\// && $2=="v0.0.0"{print $1}' "$gomod"); do
+    go mod edit -replace="$m=$m@$staging"
+  done
+  local major minor ld=""
+  major=${K8S_VERSION#v}; major=${major%%.*}
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  go build -mod=mod -trimpath -ldflags "$ld" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+build_kwok() {
+  GOBIN=$out go install sigs.k8s.io/kwok/cmd/kwok@"$KWOK_VERSION"
+}
+
+build_linkerd() {
+  wrapper "$CACHE/src/linkerd-$LINKERD_VERSION"
+  go mod edit -require=github.com/linkerd/linkerd2@"$LINKERD_VERSION"
+  go build -mod=mod -trimpath -tags prod -o "$out/linkerd-controller" github.com/linkerd/linkerd2/controller/cmd
+  go build -mod=mod -trimpath -tags prod -o "$out/linkerd" github.com/linkerd/linkerd2/cli
+}
+
+build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
+build_step() { GOBIN=$out go install github.com/smallstep/cli/cmd/step@"$STEP_VERSION"; }
+build_kubeconform() { GOBIN=$out go install github.com/yannh/kubeconform/cmd/kubeconform@"$KUBECONFORM_VERSION"; }
+
+version_of() {
+  case $1 in
+    etcd) echo "$ETCD_VERSION" ;;
+    kubernetes) echo "$K8S_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    linkerd) echo "$LINKERD_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    step) echo "$STEP_VERSION" ;;
+    kubeconform) echo "$KUBECONFORM_VERSION" ;;
+    *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS)" >&2; return 2 ;;
+  esac
+}
+
+ALL_COMPONENTS="etcd kubernetes kwok linkerd helm step kubeconform"
+
+main() {
+  local comps=("$@") failed=()
+  [[ ${#comps[@]} -gt 0 ]] || read -r -a comps <<<"$ALL_COMPONENTS"
+  for c in "${comps[@]}"; do
+    local v
+    v=$(version_of "$c") || exit 2
+    ( done_or_build "$c" "$v" "build_$c" ) || failed+=("$c")
+  done
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    log "failed: ${failed[*]}"
+    exit 1
+  fi
+}
+
+main "$@"
