@@ -44,7 +44,7 @@ fn added(u: &update::Update) -> Vec<SocketAddr> {
     let mut v: Vec<SocketAddr> = set
         .addrs
         .iter()
-        .map(|a| a.addr.clone().unwrap().try_into().unwrap())
+        .map(|a| a.addr.unwrap().try_into().unwrap())
         .collect();
     v.sort();
     v
@@ -54,11 +54,7 @@ fn removed(u: &update::Update) -> Vec<SocketAddr> {
     let update::Update::Remove(set) = u else {
         panic!("expected remove, got {u:?}")
     };
-    let mut v: Vec<SocketAddr> = set
-        .addrs
-        .iter()
-        .map(|a| a.clone().try_into().unwrap())
-        .collect();
+    let mut v: Vec<SocketAddr> = set.addrs.iter().map(|a| (*a).try_into().unwrap()).collect();
     v.sort();
     v
 }
