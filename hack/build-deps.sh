@@ -56,26 +56,41 @@ build_etcd() {
   go build -mod=mod -trimpath -o "$out/etcd" go.etcd.io/etcd/server/v3
 }
 
-build_kubernetes() {
-  wrapper "$CACHE/src/kubernetes-$K8S_VERSION"
+# In a wrapper module: require k8s.io/kubernetes and map its staging modules
+# (required at v0.0.0) to their published tags v0.<minor>.<patch>.
+kube_wrapper_setup() {
   go mod edit -require=k8s.io/kubernetes@"$K8S_VERSION"
   local gomod staging=v0.${K8S_VERSION#v1.}
   gomod=$(go mod download -json k8s.io/kubernetes@"$K8S_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
-  # k8s.io/kubernetes requires its staging modules at v0.0.0; their published
-  # tags are v0.<minor>.<patch>.
   for m in $(awk '$1 ~ /^k8s\.io\// && $2=="v0.0.0"{print $1}' "$gomod"); do
     go mod edit -replace="$m=$m@$staging"
   done
+}
+
+# Version stamps, or /version reports v0.0.0-master and version checks fail.
+kube_ldflags() {
   local major minor ld=""
   major=${K8S_VERSION#v}; major=${major%%.*}
   minor=$(cut -d. -f2 <<<"$K8S_VERSION")
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
-  go build -mod=mod -trimpath -ldflags "$ld" -o "$out/" \
+  printf '%s' "$ld"
+}
+
+build_kubernetes() {
+  wrapper "$CACHE/src/kubernetes-$K8S_VERSION"
+  kube_wrapper_setup
+  go build -mod=mod -trimpath -ldflags "$(kube_ldflags)" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+build_kubectl() {
+  wrapper "$CACHE/src/kubectl-$K8S_VERSION"
+  kube_wrapper_setup
+  go build -mod=mod -trimpath -ldflags "$(kube_ldflags)" -o "$out/" k8s.io/kubernetes/cmd/kubectl
 }
 
 build_kwok() {
@@ -96,7 +111,7 @@ build_kubeconform() { GOBIN=$out go install github.com/yannh/kubeconform/cmd/kub
 version_of() {
   case $1 in
     etcd) echo "$ETCD_VERSION" ;;
-    kubernetes) echo "$K8S_VERSION" ;;
+    kubernetes | kubectl) echo "$K8S_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     linkerd) echo "$LINKERD_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
@@ -106,7 +121,10 @@ version_of() {
   esac
 }
 
-ALL_COMPONENTS="etcd kubernetes kwok linkerd helm step kubeconform"
+ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform"
+# Not in ALL_COMPONENTS: the Go module proxy refuses every github.com/linkerd/*
+# module here (403), so `linkerd` (destination controller + CLI) cannot be
+# built on these machines. `hack/build-deps.sh linkerd` still tries.
 
 main() {
   local comps=("$@") failed=()

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane with KWOK, as plain processes on 127.0.0.1:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the KWOK
+# controller with fake nodes. No container engine needed.
+#
+# usage: hack/local-cluster.sh up|down|status|restart COMPONENT|env
+# env:   DST_LOCAL_CLUSTER_DIR  state directory (default: <repo>/.local-cluster)
+#        KWOK_NODES             fake nodes to create (default 2)
+#        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=hack/versions.env
+. "$here/versions.env"
+CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
+STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
+KWOK_NODES=${KWOK_NODES:-2}
+
+ETCD_PORT=23790 ETCD_PEER_PORT=23800 ETCD_METRICS_PORT=23810
+APISERVER_PORT=16443 KCM_PORT=10357 SCHEDULER_PORT=10359 KWOK_PORT=10247
+TOKEN=dst-load-local-admin-token
+
+K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
+KUBECTL=$CACHE/kubectl-$K8S_VERSION/bin/kubectl
+ETCD=$CACHE/etcd-$ETCD_VERSION/bin/etcd
+KWOK=$CACHE/kwok-$KWOK_VERSION/bin/kwok
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf '[local-cluster] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+pid_of() { cat "$STATE/run/$1.pid" 2>/dev/null || true; }
+alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+
+# start NAME CMD...: runs CMD in the background, logging to $STATE/logs/NAME.log.
+# The command line is kept so `restart NAME` can run it again.
+start() {
+  local name=$1; shift
+  printf '%q ' "$@" >"$STATE/run/$name.cmd"
+  nohup "$@" >>"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/run/$name.pid"
+}
+
+stop_one() {
+  local name=$1 p
+  p=$(pid_of "$name")
+  [[ -n $p ]] || return 0
+  if kill -0 "$p" 2>/dev/null; then
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  fi
+  rm -f "$STATE/run/$name.pid"
+}
+
+# wait_for NAME URL [TIMEOUT]: waits until URL answers "ok" (with the admin token).
+wait_for() {
+  local name=$1 url=$2 timeout=${3:-90} i
+  for ((i = 0; i < timeout * 4; i++)); do
+    if ! alive "$name"; then
+      log "$name exited; last lines of $STATE/logs/$name.log:"
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name failed to start (log: $STATE/logs/$name.log)"
+    fi
+    if curl -fsk --max-time 2 -H "Authorization: Bearer $TOKEN" "$url" 2>/dev/null | grep -q '^ok'; then
+      return 0
+    fi
+    sleep 0.25
+  done
+  log "$name not ready after ${timeout}s; last lines of $STATE/logs/$name.log:"
+  tail -n 30 "$STATE/logs/$name.log" >&2 || true
+  die "$name did not become ready (log: $STATE/logs/$name.log)"
+}
+
+kubectl() { "$KUBECTL" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+write_pki() {
+  mkdir -p "$STATE/pki"
+  [[ -f $STATE/pki/sa.key ]] || openssl genrsa -out "$STATE/pki/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$STATE/pki/sa.key" -pubout -out "$STATE/pki/sa.pub" 2>/dev/null
+  echo "$TOKEN,admin,admin,system:masters" >"$STATE/pki/tokens.csv"
+  cat >"$STATE/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: $TOKEN
+contexts:
+- name: dst-load-local
+  context: {cluster: local, user: admin}
+current-context: dst-load-local
+KC
+}
+
+start_etcd() {
+  start etcd "$ETCD" --name local --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
+    --quota-backend-bytes 4294967296 --unsafe-no-fsync
+}
+
+start_apiserver() {
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --cert-dir "$STATE/pki/apiserver" \
+    --token-auth-file "$STATE/pki/tokens.csv" --authorization-mode Node,RBAC \
+    --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
+    --max-requests-inflight 1000 --max-mutating-requests-inflight 500
+}
+
+start_controller_manager() {
+  # The node lifecycle controller stays on: it lifts the not-ready taint
+  # from new nodes; KWOK renews the nodes' leases so they stay Ready.
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
+    --service-account-private-key-file "$STATE/pki/sa.key" --use-service-account-credentials=false \
+    --controllers '*,-nodeipam' --cluster-name dst-load-local \
+    --kube-api-qps 200 --kube-api-burst 400 --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
+    --concurrent-service-endpoint-syncs 20
+}
+
+start_scheduler() {
+  start kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
+}
+
+start_kwok() {
+  start kwok "$KWOK" --kubeconfig "$STATE/kubeconfig" -c "$here/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --server-address "127.0.0.1:$KWOK_PORT" --node-ip 127.0.0.1 --cidr 10.245.0.0/16
+}
+
+wait_component() {
+  case $1 in
+    etcd) wait_for etcd "http://127.0.0.1:$ETCD_PORT/readyz" 30 ;;
+    kube-apiserver) wait_for kube-apiserver "https://127.0.0.1:$APISERVER_PORT/readyz" 120 ;;
+    kube-controller-manager) wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60 ;;
+    kube-scheduler) wait_for kube-scheduler "https://127.0.0.1:$SCHEDULER_PORT/healthz" 60 ;;
+    kwok) wait_for kwok "http://127.0.0.1:$KWOK_PORT/healthz" 60 ;;
+  esac
+}
+
+start_component() {
+  case $1 in
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+    kube-controller-manager) start_controller_manager ;;
+    kube-scheduler) start_scheduler ;;
+    kwok) start_kwok ;;
+    *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+create_nodes() {
+  local i cidr
+  for ((i = 0; i < KWOK_NODES; i++)); do
+    cidr="10.244.$((i * 16)).0/20"
+    sed -e "s/kwok-node-0/kwok-node-$i/g" -e "s#10.244.0.0/20#$cidr#g" "$here/kwok-node.yaml"
+    echo "---"
+  done | kubectl apply --server-side --field-manager dst-load-local -f - >/dev/null
+  for _ in $(seq 120); do
+    if [[ $(kubectl get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True) -ge $KWOK_NODES ]]; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "KWOK nodes did not become Ready (log: $STATE/logs/kwok.log)"
+}
+
+write_env() {
+  cat >"$STATE/env" <<ENV
+# Written by hack/local-cluster.sh up; source it.
+export KUBECONFIG=$STATE/kubeconfig
+export DST_LOCAL_CLUSTER_DIR=$STATE
+export DST_LOCAL_APISERVER=https://127.0.0.1:$APISERVER_PORT
+export DST_LOCAL_KUBECTL=$KUBECTL
+export DST_LOCAL_ETCD_METRICS=http://127.0.0.1:$ETCD_METRICS_PORT/metrics
+# Linkerd's destination controller is not part of this cluster: its Go module
+# cannot be fetched on these machines (see README, "Local control plane").
+ENV
+}
+
+cmd_status() {
+  local ok=0 c
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(pid_of "$c")"; else printf '%-24s stopped\n' "$c"; ok=1; fi
+  done
+  return $ok
+}
+
+cmd_up() {
+  if [[ -f $STATE/env ]] && cmd_status >/dev/null 2>&1; then
+    log "already up; source $STATE/env"
+    return 0
+  fi
+  [[ -d $STATE ]] && { log "removing a stale state directory $STATE"; cmd_down >/dev/null 2>&1 || true; }
+  "$here/build-deps.sh" etcd kubernetes kubectl kwok
+  mkdir -p "$STATE/run" "$STATE/logs"
+  write_pki
+  local c start=$SECONDS
+  for c in "${COMPONENTS[@]}"; do
+    log "starting $c"
+    start_component "$c"
+    wait_component "$c"
+  done
+  create_nodes
+  write_env
+  log "up in $((SECONDS - start))s: source $STATE/env"
+}
+
+cmd_down() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_one "${COMPONENTS[i]}"; done
+  rm -rf "$STATE"
+  log "down"
+}
+
+cmd_restart() {
+  local c=${1:?usage: restart COMPONENT}
+  [[ -f $STATE/run/$c.cmd ]] || die "unknown or never started component '$c' (one of: ${COMPONENTS[*]})"
+  log "restarting $c"
+  stop_one "$c"
+  start_component "$c"
+  wait_component "$c"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  restart) shift; cmd_restart "$@" ;;
+  env) cat "$STATE/env" ;;
+  *) echo "usage: $0 up|down|status|restart COMPONENT|env" >&2; exit 2 ;;
+esac
