@@ -163,6 +163,8 @@ pub struct ApiMetrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Family<OpLabels, Histogram>,
     retries: Counter,
+    // All errors, for the exit summary (the family has no sum).
+    errors_total: Counter,
 }
 
 impl ApiMetrics {
@@ -176,6 +178,7 @@ impl ApiMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),
             retries: Counter::default(),
+            errors_total: Counter::default(),
         };
         reg.register(
             "api_errors",
@@ -194,6 +197,16 @@ impl ApiMetrics {
             m.retries.clone(),
         );
         m
+    }
+
+    /// Errors seen, all operations and reasons.
+    pub fn errors(&self) -> u64 {
+        self.errors_total.get()
+    }
+
+    /// Calls retried.
+    pub fn retries(&self) -> u64 {
+        self.retries.get()
     }
 }
 
@@ -299,6 +312,7 @@ impl Caller {
                     reason,
                 })
                 .inc();
+            self.metrics.errors_total.inc();
             let (code, k8s_reason, message) = match &error {
                 kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
                 other => (0, String::new(), other.to_string()),

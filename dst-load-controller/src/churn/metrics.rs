@@ -41,6 +41,8 @@ pub struct Metrics {
     pub cycles_completed: Counter,
     /// Kubernetes API calls.
     pub api: ApiMetrics,
+    /// Scale events, all services (for the exit summary).
+    pub scale_events_total: Counter,
 }
 
 impl Metrics {
@@ -53,6 +55,7 @@ impl Metrics {
             current_replicas: Family::default(),
             cycles_completed: Counter::default(),
             api: ApiMetrics::register(reg),
+            scale_events_total: Counter::default(),
         };
         reg.register(
             "services_created",

@@ -222,8 +222,18 @@ impl Args {
         let router = admin::router(Arc::new(registry), ready.clone());
         let admin_stop = CancellationToken::new();
         admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
-        let result = Churn::new(self, metrics).await?.run(shutdown, ready).await;
+        let churn = Churn::new(self, metrics.clone()).await?;
+        let seed = churn.seed;
+        let result = churn.run(shutdown, ready).await;
         admin_stop.cancel();
+        println!(
+            "churn summary: seed={seed} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={}",
+            metrics.services_created.get(),
+            metrics.scale_events_total.get(),
+            metrics.cycles_completed.get(),
+            metrics.api.errors(),
+            metrics.api.retries(),
+        );
         result.map(|()| ExitCode::SUCCESS)
     }
 }
@@ -472,6 +482,7 @@ impl Churn {
                 })
                 .await?;
             self.metrics.scale_events.get_or_create(&labels).inc();
+            self.metrics.scale_events_total.inc();
             self.metrics
                 .current_replicas
                 .get_or_create(&labels)

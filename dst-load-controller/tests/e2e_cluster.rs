@@ -1,0 +1,529 @@
+//! End-to-end tests against the local control plane (`hack/local-cluster.sh
+//! up`): a real kube-apiserver, controller-manager, scheduler and KWOK.
+//!
+//! Ignored by a plain `cargo test`; `make e2e` brings the cluster up and runs
+//! them with `--ignored --test-threads=1` (one test restarts the apiserver).
+//! Each test works in its own namespace, deletes it, and dumps its state when
+//! it fails.
+
+use std::{
+    collections::BTreeSet,
+    process::{Output, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cluster_dir() -> String {
+    std::env::var("DST_LOCAL_CLUSTER_DIR").expect(
+        "DST_LOCAL_CLUSTER_DIR is not set: run `hack/local-cluster.sh up` and source .local-cluster/env, or use `make e2e`",
+    )
+}
+
+/// A uniquely named namespace, deleted when the test ends; on failure its
+/// objects are printed first.
+struct TempNs {
+    name: String,
+}
+
+impl TempNs {
+    fn new(prefix: &str) -> Self {
+        let name = format!("e2e-{prefix}-{:08x}", rand::random::<u32>());
+        Self { name }
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        if std::thread::panicking() {
+            eprintln!("--- state of namespace {} ---", self.name);
+            let _ = std::process::Command::new(&kubectl)
+                .args(["get", "all,endpointslices", "-o", "wide", "-n", &self.name])
+                .status();
+            let _ = std::process::Command::new(&kubectl)
+                .args(["get", "events", "-n", &self.name])
+                .status();
+        }
+        let _ = std::process::Command::new(&kubectl)
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+async fn kube() -> kube::Client {
+    cluster_dir();
+    kube::Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cmd(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.args(args)
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+async fn run(args: &[&str]) -> Output {
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd(args).output())
+        .await
+        .expect("command finished within 180s")
+        .unwrap();
+    if !out.status.success() {
+        panic!(
+            "{args:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// `key=value` from churn's summary line.
+fn summary_field(out: &Output, key: &str) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("churn summary:"))
+        .expect("a summary line");
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match f().await {
+            Ok(()) => return,
+            Err(why) if tokio::time::Instant::now() > deadline => panic!("{what}: {why}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Checks that `service` has `replicas` Running pods on KWOK nodes, each with
+/// an IP, and that its EndpointSlices list exactly those IPs as ready.
+async fn check_service(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+    replicas: usize,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let kwok: BTreeSet<String> = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let selector = format!("app.kubernetes.io/name={service}");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| e.to_string())?;
+    let live: Vec<&Pod> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    if live.len() != replicas {
+        return Err(format!("{service}: {} pods, want {replicas}", live.len()));
+    }
+    let mut ips = BTreeSet::new();
+    for p in &live {
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if !kwok.contains(&node) {
+            return Err(format!("{service}: pod on '{node}', not a KWOK node"));
+        }
+        let status = p.status.as_ref().ok_or("no status")?;
+        if status.phase.as_deref() != Some("Running") {
+            return Err(format!("{service}: pod phase {:?}", status.phase));
+        }
+        ips.insert(status.pod_ip.clone().ok_or("pod without IP")?);
+        let labels = p.metadata.labels.as_ref().ok_or("pod without labels")?;
+        if labels
+            .get("linkerd.io/control-plane-ns")
+            .map(String::as_str)
+            != Some("linkerd")
+        {
+            return Err(format!("{service}: pod not labelled as meshed"));
+        }
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let ready: BTreeSet<String> = slices
+        .list(&lp)
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect();
+    if ready != ips {
+        return Err(format!(
+            "{service}: EndpointSlices list {ready:?}, pods have {ips:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn owned(labels: Option<&std::collections::BTreeMap<String, String>>, pattern: &str) -> bool {
+    labels.is_some_and(|l| {
+        l.get("app.kubernetes.io/managed-by").map(String::as_str) == Some("dst-load-controller")
+            && l.get("dst-load.linkerd.io/pattern").map(String::as_str) == Some(pattern)
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn churn_creates_placed_meshed_services_with_matching_endpointslices() {
+    let client = kube().await;
+    let ns = TempNs::new("churn");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "2",
+        "--stable-endpoints",
+        "3",
+        "--oscillate-services",
+        "2",
+        "--oscillate-min-endpoints",
+        "1",
+        "--oscillate-max-endpoints",
+        "4",
+        "--oscillate-hold-duration",
+        "2s",
+        "--oscillate-jitter-percent",
+        "20",
+        "--cycles",
+        "1",
+        "--seed",
+        "11",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    assert_eq!(summary_field(&out, "services_created"), 4);
+    assert_eq!(summary_field(&out, "scale_events"), 4);
+    assert_eq!(summary_field(&out, "cycles_completed"), 2);
+
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for (pattern, name, replicas) in [
+        ("stable", "stable-svc-0", 3),
+        ("stable", "stable-svc-1", 3),
+        ("oscillate", "oscillate-svc-0", 1),
+        ("oscillate", "oscillate-svc-1", 1),
+    ] {
+        let svc = services.get(name).await.unwrap();
+        assert!(
+            owned(svc.metadata.labels.as_ref(), pattern),
+            "{name} labels"
+        );
+        let port = &svc.spec.unwrap().ports.unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
+        let d = deployments.get(name).await.unwrap();
+        assert!(owned(d.metadata.labels.as_ref(), pattern), "{name} labels");
+        let ann = d.metadata.annotations.unwrap();
+        assert_eq!(ann["dst-load.linkerd.io/replicas"], replicas.to_string());
+        let at = &ann["dst-load.linkerd.io/scaled-at"];
+        let frac = at.split('.').nth(1).expect("fractional seconds");
+        assert_eq!(frac.trim_end_matches('Z').len(), 9, "nanoseconds in {at}");
+        at.parse::<jiff::Timestamp>().expect("RFC 3339");
+        eventually(&format!("{name} pods and EndpointSlices"), || {
+            check_service(&client, &ns.name, name, replicas)
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
+    let client = kube().await;
+    let ns = TempNs::new("adopt");
+    let args = |admin: &str| {
+        [
+            "churn",
+            "--namespace",
+            &ns.name,
+            "--stable-services",
+            "2",
+            "--stable-endpoints",
+            "2",
+            "--duration",
+            "1s",
+            "--admin-addr",
+            admin,
+        ]
+        .map(str::to_string)
+    };
+    let first_admin = format!("127.0.0.1:{}", free_port());
+    let first = run(&args(&first_admin).each_ref().map(String::as_str)).await;
+    assert_eq!(summary_field(&first, "services_created"), 2);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let stamp =
+        |d: Deployment| d.metadata.annotations.unwrap()["dst-load.linkerd.io/scaled-at"].clone();
+    let before = stamp(deployments.get("stable-svc-0").await.unwrap());
+
+    // A second churn with the same flags adopts what exists.
+    let second_admin = format!("127.0.0.1:{}", free_port());
+    let second = run(&args(&second_admin).each_ref().map(String::as_str)).await;
+    assert_eq!(summary_field(&second, "services_created"), 0);
+    assert_eq!(summary_field(&second, "api_errors"), 0);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        services
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // Same size, so the same timestamp: no change is reported that did not happen.
+    assert_eq!(
+        stamp(deployments.get("stable-svc-0").await.unwrap()),
+        before
+    );
+    // No rollout either: one ReplicaSet per Deployment.
+    let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        rs.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    for name in ["stable-svc-0", "stable-svc-1"] {
+        eventually(name, || check_service(&client, &ns.name, name, 2)).await;
+    }
+
+    // Someone else's Service in the same namespace must survive cleanup.
+    let bystander: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bystander", "labels": {"app": "bystander"}},
+        "spec": {"selector": {"app": "bystander"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &bystander)
+        .await
+        .unwrap();
+    let out = run(&["cleanup", "--namespace", &ns.name]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 services and 2 deployments"));
+    let names: Vec<String> = services
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    assert_eq!(names, ["bystander"]);
+    assert!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // The namespace still holds the bystander, so it stays.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(namespaces.get_opt(&ns.name).await.unwrap().is_some());
+    services
+        .delete("bystander", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn cleanup_on_exit_deletes_the_namespace_churn_created() {
+    let client = kube().await;
+    let ns = TempNs::new("exit");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--stable-endpoints",
+        "2",
+        "--duration",
+        "2s",
+        "--cleanup-on-exit",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("namespace gone", || async {
+        match namespaces
+            .get_opt(&ns.name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(n) if n.metadata.deletion_timestamp.is_some() => Ok(()),
+            Some(_) => Err("namespace still there".into()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn churn_survives_an_apiserver_restart() {
+    let client = kube().await;
+    let ns = TempNs::new("restart");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut churn = cmd(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--oscillate-services",
+        "2",
+        "--oscillate-min-endpoints",
+        "1",
+        "--oscillate-max-endpoints",
+        "3",
+        "--oscillate-hold-duration",
+        "1s",
+        "--cycles",
+        "6",
+        "--seed",
+        "3",
+        "--admin-addr",
+        &admin,
+    ])
+    .spawn()
+    .unwrap();
+    // Let it create its objects and start oscillating, then restart the apiserver.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    eventually("initial deployments", || async {
+        let n = deployments
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} deployments"))
+        }
+    })
+    .await;
+    let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(script)
+        .args(["restart", "kube-apiserver"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "apiserver restart failed");
+
+    let out = tokio::time::timeout(Duration::from_secs(180), async {
+        let mut stdout = String::new();
+        use tokio::io::AsyncReadExt;
+        churn
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .await
+            .unwrap();
+        (churn.wait().await.unwrap(), stdout)
+    })
+    .await
+    .expect("churn finished its cycles");
+    assert!(out.0.success(), "churn failed after the restart: {}", out.1);
+    let summary = out
+        .1
+        .lines()
+        .find(|l| l.starts_with("churn summary:"))
+        .unwrap()
+        .to_string();
+    let field = |k: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Every scale happened despite the outage, and the outage was retried, not fatal.
+    assert_eq!(field("scale_events"), 2 * 2 * 6, "{summary}");
+    assert_eq!(field("cycles_completed"), 2 * 6, "{summary}");
+    assert!(
+        field("api_retries") > 0,
+        "the restart should have cost retries: {summary}"
+    );
+    let client = kube().await;
+    for name in ["oscillate-svc-0", "oscillate-svc-1"] {
+        eventually(name, || check_service(&client, &ns.name, name, 1)).await;
+    }
+}
