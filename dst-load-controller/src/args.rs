@@ -29,7 +29,7 @@ enum Command {
     Client(crate::client::Args),
     /// Delete every object that `churn` created in a namespace, and nothing else.
     Cleanup(crate::cleanup::Args),
-    /// Serve a mock Destination (and Identity) service.
+    /// Serve a mock Destination service, changeable over HTTP.
     MockDst(crate::mock_dst::Args),
 }
 

@@ -1,0 +1,225 @@
+//! Usage errors: each fails before any side effect, names the problem and
+//! the fix, and exits with status 2.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+fn usage_error(args: &[&str], expect: &str) {
+    // No cluster and no server exist: any side effect would fail differently.
+    let out = Command::new(BIN)
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(expect),
+        "{args:?}: expected '{expect}' in:\n{stderr}"
+    );
+}
+
+#[test]
+fn churn_rejects_bad_flags() {
+    usage_error(&["churn"], "nothing to do");
+    usage_error(
+        &[
+            "churn",
+            "--oscillate-services",
+            "1",
+            "--oscillate-min-endpoints",
+            "5",
+            "--oscillate-max-endpoints",
+            "2",
+        ],
+        "--oscillate-min-endpoints (5) is greater than --oscillate-max-endpoints (2)",
+    );
+    usage_error(
+        &[
+            "churn",
+            "--oscillate-services",
+            "1",
+            "--oscillate-jitter-percent",
+            "101",
+        ],
+        "between 0 and 100",
+    );
+    usage_error(
+        &[
+            "churn",
+            "--oscillate-services",
+            "1",
+            "--oscillate-jitter-percent",
+            "5",
+            "--oscillate-jitter",
+            "5s",
+        ],
+        "cannot be used with",
+    );
+    usage_error(
+        &["churn", "--stable-services", "1", "--duration", "soon"],
+        "invalid value 'soon'",
+    );
+    usage_error(
+        &["churn", "--stable-services", "1", "--toleration", "x=y"],
+        "key[=value]:Effect",
+    );
+    usage_error(
+        &["churn", "--stable-services", "1", "--namespace", "Bad_NS"],
+        "not a valid namespace name",
+    );
+    usage_error(
+        &["churn", "--stable-services", "1", "--qps", "0"],
+        "--qps must be a positive number",
+    );
+}
+
+#[test]
+fn client_rejects_bad_flags() {
+    usage_error(&["client"], "nothing to watch");
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "svc-{0..3.ns.svc.cluster.local:80",
+        ],
+        "unmatched '{'",
+    );
+    usage_error(
+        &["client", "--target-services", "foo.ns.svc.cluster.local"],
+        "has no port",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.b:80",
+            "--streams-per-service",
+            "0",
+        ],
+        "--streams-per-service must be at least 1",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.b:80",
+            "--connections",
+            "0",
+        ],
+        "--connections must be at least 1",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.b:80",
+            "--min-stream-lifetime",
+            "2m",
+            "--max-stream-lifetime",
+            "1m",
+        ],
+        "--min-stream-lifetime (2m) is greater than --max-stream-lifetime (1m)",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.b:80",
+            "--backoff-jitter",
+            "2",
+        ],
+        "--backoff-jitter must be between 0 and 1",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.b:80",
+            "--destination-addr",
+            "localhost",
+        ],
+        "has no port",
+    );
+    usage_error(
+        &["client", "--target-services", "a.b:80", "--log-level", "=="],
+        "invalid --log-level",
+    );
+}
+
+#[test]
+fn mock_dst_rejects_bad_destinations() {
+    usage_error(
+        &["mock-dst", "foo.ns.svc.cluster.local:80=not-an-address"],
+        "invalid endpoint 'not-an-address'",
+    );
+    usage_error(
+        &["mock-dst", "--delay", "5ms..1ms", ""],
+        "minimum above its maximum",
+    );
+}
+
+#[test]
+fn help_lists_the_documented_flags() {
+    let help = |sub: &str| {
+        String::from_utf8(
+            Command::new(BIN)
+                .args([sub, "--help"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+    };
+    let churn = help("churn");
+    for flag in [
+        "--namespace",
+        "--stable-services",
+        "--stable-endpoints",
+        "--oscillate-services",
+        "--oscillate-min-endpoints",
+        "--oscillate-max-endpoints",
+        "--oscillate-hold-duration",
+        "--oscillate-jitter-percent",
+        "--oscillate-min-hold",
+        "--oscillate-max-hold",
+        "--oscillate-jitter",
+        "--cycles",
+        "--duration",
+        "--seed",
+        "--qps",
+        "--burst",
+        "--node-selector",
+        "--toleration",
+        "--service-port",
+        "--cleanup-on-exit",
+        "--admin-addr",
+        "--log-level",
+        "--log-format",
+    ] {
+        assert!(churn.contains(flag), "churn --help lacks {flag}");
+    }
+    let client = help("client");
+    for flag in [
+        "--destination-addr",
+        "--target-services",
+        "--service-label-selector",
+        "--namespace",
+        "--streams-per-service",
+        "--watchers-per-service",
+        "--connections",
+        "--context-token",
+        "--min-stream-lifetime",
+        "--max-stream-lifetime",
+        "--backoff-min",
+        "--backoff-max",
+        "--backoff-jitter",
+        "--initial-timeout",
+        "--duration",
+        "--admin-addr",
+    ] {
+        assert!(client.contains(flag), "client --help lacks {flag}");
+    }
+}
