@@ -134,6 +134,11 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Rejected { code: 404, .. })
     }
+
+    /// Whether a create found the object already there.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Rejected { code: 409, reason, .. } if reason == "AlreadyExists")
+    }
 }
 
 /// The RBAC verb a call needs (server-side apply is `patch`).
@@ -225,7 +230,11 @@ pub enum Class {
 pub fn classify(error: &kube::Error) -> Class {
     match error {
         kube::Error::Api(s) => match s.code {
+            // Not RBAC: the namespace is being deleted; it will be gone soon.
+            403 if s.message.contains("being terminated") => Class::Retry("namespace_terminating"),
             401 | 403 => Class::Forbidden,
+            // A create of something that exists will not succeed by retrying.
+            409 if s.reason == "AlreadyExists" => Class::Fatal("already_exists"),
             409 => Class::Retry("conflict"),
             429 => Class::Retry("throttled"),
             408 | 504 => Class::Retry("timeout"),
@@ -346,10 +355,14 @@ mod tests {
     use super::*;
 
     fn api_error(code: u16) -> kube::Error {
+        mk_api_error(code, "Conflict", "m")
+    }
+
+    fn mk_api_error(code: u16, reason: &str, message: &str) -> kube::Error {
         kube::Error::Api(Box::new(kube::core::Status {
             code,
-            message: "m".into(),
-            reason: "r".into(),
+            message: message.into(),
+            reason: reason.into(),
             ..Default::default()
         }))
     }
@@ -364,6 +377,19 @@ mod tests {
         assert_eq!(classify(&api_error(401)), Class::Forbidden);
         assert_eq!(classify(&api_error(404)), Class::Fatal("not_found"));
         assert_eq!(classify(&api_error(422)), Class::Fatal("rejected"));
+        assert_eq!(
+            classify(&mk_api_error(409, "AlreadyExists", "x exists")),
+            Class::Fatal("already_exists")
+        );
+        let terminating = mk_api_error(
+            403,
+            "Forbidden",
+            "deployments.apps \"x\" is forbidden: unable to create new content in namespace ns because it is being terminated",
+        );
+        assert_eq!(
+            classify(&terminating),
+            Class::Retry("namespace_terminating")
+        );
     }
 
     #[test]

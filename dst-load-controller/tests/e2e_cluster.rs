@@ -527,3 +527,237 @@ async fn churn_survives_an_apiserver_restart() {
         eventually(name, || check_service(&client, &ns.name, name, 1)).await;
     }
 }
+
+async fn wait_ready(admin: &str) {
+    let addr: std::net::SocketAddr = admin.parse().unwrap();
+    eventually("churn /ready", || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rsp = String::new();
+        s.read_to_string(&mut rsp)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rsp.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(rsp)
+        }
+    })
+    .await;
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn sigterm_drains_and_cleans_up_and_a_second_signal_aborts() {
+    let client = kube().await;
+    let ns = TempNs::new("signal");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let flags = [
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--stable-endpoints",
+        "2",
+        "--oscillate-services",
+        "1",
+        "--oscillate-hold-duration",
+        "1s",
+        "--cleanup-on-exit",
+        "--admin-addr",
+        &admin,
+    ];
+    let mut churn = cmd(&flags).spawn().unwrap();
+    wait_ready(&admin).await;
+    signal(&churn, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(120), churn.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Again, but a second signal aborts at once, while cleanup waits.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let flags = [
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "3",
+        "--stable-endpoints",
+        "20",
+        "--cleanup-on-exit",
+        "--admin-addr",
+        &admin,
+    ];
+    let mut churn = cmd(&flags).spawn().unwrap();
+    wait_ready(&admin).await;
+    signal(&churn, "-INT");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    signal(&churn, "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(60), churn.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn client_discovers_services_by_label_and_follows_them() {
+    use dst_load_controller::{
+        client::Client,
+        mock::{MockDestination, server::Behavior},
+    };
+    let client = kube().await;
+    let ns = TempNs::new("discover");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "3",
+        "--stable-endpoints",
+        "2",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    for name in ["stable-svc-0", "stable-svc-1", "stable-svc-2"] {
+        eventually("pods", || check_service(&client, &ns.name, name, 2)).await;
+    }
+
+    // A mock Destination fed with the cluster's EndpointSlices.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mock = MockDestination::new(Behavior::default(), &mut registry);
+    let handle = mock.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dst = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(mock.serve(listener, stop.clone()));
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+    let mut truth = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        let svc = format!("stable-svc-{i}");
+        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
+        let mut addrs: Vec<std::net::SocketAddr> = slices
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter()))
+            .map(|ip| format!("{ip}:8080").parse().unwrap())
+            .collect();
+        addrs.sort();
+        let authority = format!("{svc}.{}.svc.cluster.local:8080", ns.name);
+        handle.set(&authority.parse().unwrap(), addrs.clone());
+        truth.insert(authority, addrs);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: dst_load_controller::client::Args,
+    }
+    let args = <Cli as clap::Parser>::try_parse_from([
+        "client",
+        "--destination-addr",
+        &dst,
+        "--namespace",
+        &ns.name,
+        "--service-label-selector",
+        "app.kubernetes.io/managed-by=dst-load-controller",
+        "--streams-per-service",
+        "3",
+    ])
+    .unwrap()
+    .args;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let c = Client::new(args, &mut registry).unwrap();
+    let fleet = c.fleet();
+    let client_stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(c.run(client_stop.clone()));
+    let sets_match = |truth: &std::collections::BTreeMap<String, Vec<std::net::SocketAddr>>| {
+        let services = fleet.services();
+        let watched: Vec<String> = services.iter().map(|s| s.service.clone()).collect();
+        if watched != truth.keys().cloned().collect::<Vec<_>>() {
+            return Err(format!("watching {watched:?}"));
+        }
+        for s in &services {
+            for (i, slot) in s.slots().iter().enumerate() {
+                if slot.addrs() != truth[&s.service] {
+                    return Err(format!(
+                        "{} stream {i}: {:?} != {:?}",
+                        s.service,
+                        slot.addrs(),
+                        truth[&s.service]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    eventually(
+        "every discovered stream holds its EndpointSlice addresses",
+        || {
+            let r = sets_match(&truth);
+            async move { r }
+        },
+    )
+    .await;
+
+    // A Service that goes away stops being watched.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    services
+        .delete("stable-svc-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    truth.remove(&format!("stable-svc-2.{}.svc.cluster.local:8080", ns.name));
+    eventually("the deleted service is dropped", || {
+        let r = sets_match(&truth);
+        async move { r }
+    })
+    .await;
+    client_stop.cancel();
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.failed_streams, 0);
+    stop.cancel();
+}

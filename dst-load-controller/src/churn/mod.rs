@@ -366,11 +366,27 @@ impl Churn {
     async fn ensure_namespace(&self) -> anyhow::Result<()> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let ns = &self.args.namespace;
-        let existing = self
-            .caller
-            .call(self.op("get", "namespaces", Some(ns)), || api.get_opt(ns))
-            .await?;
-        if existing.is_none() {
+        let mut logged = false;
+        loop {
+            let existing = self
+                .caller
+                .call(self.op("get", "namespaces", Some(ns)), || api.get_opt(ns))
+                .await?;
+            match existing {
+                // A namespace being deleted (say, by a cleanup just before)
+                // accepts no new objects: wait until it is gone.
+                Some(n) if n.metadata.deletion_timestamp.is_some() => {
+                    if !std::mem::replace(&mut logged, true) {
+                        tracing::info!(namespace = %ns, "namespace is terminating; waiting for it to go");
+                    }
+                    tokio::select! {
+                        _ = self.caller_stop.cancelled() => anyhow::bail!("interrupted while namespace {ns} was terminating"),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+                Some(_) => return Ok(()),
+                None => {}
+            }
             let obj = objects::namespace(ns);
             let pp = PostParams::default();
             let created = self
@@ -380,13 +396,15 @@ impl Churn {
                 })
                 .await;
             match created {
-                Ok(_) => tracing::info!(namespace = %ns, "namespace created"),
-                // Someone else created it between our get and create.
-                Err(e) if matches!(&e, crate::kube_api::Error::Rejected { code: 409, .. }) => {}
+                Ok(_) => {
+                    tracing::info!(namespace = %ns, "namespace created");
+                    return Ok(());
+                }
+                // Someone else created it between our get and create: look again.
+                Err(e) if e.is_already_exists() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
     }
 
     async fn ensure_service(
