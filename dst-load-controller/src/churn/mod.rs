@@ -481,35 +481,31 @@ impl Churn {
         let deployments: Api<Deployment> =
             Api::namespaced(self.client.clone(), &self.args.namespace);
         let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let mut at = start;
-        for step in schedule {
-            // Deadlines are absolute, so slow API calls do not drift the schedule.
-            at += step.after;
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep_until(at) => {}
+        schedule::drive(schedule, start, stop, |step, lag| {
+            let (name, labels, deployments, params) = (&name, &labels, &deployments, &params);
+            async move {
+                let scaled_at = objects::timestamp(jiff::Timestamp::now());
+                let deploy =
+                    Patch::Apply(t.deployment(name, Pattern::Oscillate, step.replicas, &scaled_at));
+                // The call in flight is finished even if a signal arrives meanwhile.
+                self.caller
+                    .call(self.op("apply", "deployments", Some(name)), || {
+                        deployments.patch(name, params, &deploy)
+                    })
+                    .await?;
+                self.metrics.scale_events.get_or_create(labels).inc();
+                self.metrics.scale_events_total.inc();
+                self.metrics
+                    .current_replicas
+                    .get_or_create(labels)
+                    .set(step.replicas.into());
+                if step.completes_cycle {
+                    self.metrics.cycles_completed.inc();
+                }
+                tracing::debug!(service = %name, replicas = step.replicas, %scaled_at, ?lag, "scaled");
+                Ok(())
             }
-            let lag = at.elapsed();
-            let scaled_at = objects::timestamp(jiff::Timestamp::now());
-            let deploy =
-                Patch::Apply(t.deployment(&name, Pattern::Oscillate, step.replicas, &scaled_at));
-            // The call in flight is finished even if a signal arrives meanwhile.
-            self.caller
-                .call(self.op("apply", "deployments", Some(&name)), || {
-                    deployments.patch(&name, &params, &deploy)
-                })
-                .await?;
-            self.metrics.scale_events.get_or_create(&labels).inc();
-            self.metrics.scale_events_total.inc();
-            self.metrics
-                .current_replicas
-                .get_or_create(&labels)
-                .set(step.replicas.into());
-            if step.completes_cycle {
-                self.metrics.cycles_completed.inc();
-            }
-            tracing::debug!(service = %name, replicas = step.replicas, %scaled_at, ?lag, "scaled");
-        }
-        Ok(())
+        })
+        .await
     }
 }

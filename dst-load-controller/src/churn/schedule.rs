@@ -127,6 +127,32 @@ impl Iterator for Schedule {
     }
 }
 
+/// Runs `apply` for each step at its absolute deadline (`start` plus the sum
+/// of the steps so far), so slow calls do not drift the schedule. `apply` gets
+/// the step and how late it was dispatched. Returns early, without error,
+/// when `stop` fires between steps.
+pub async fn drive<F, Fut, E>(
+    steps: impl IntoIterator<Item = Step>,
+    start: tokio::time::Instant,
+    stop: &tokio_util::sync::CancellationToken,
+    mut apply: F,
+) -> Result<(), E>
+where
+    F: FnMut(Step, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let mut at = start;
+    for step in steps {
+        at += step.after;
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        apply(step, at.elapsed()).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +209,65 @@ mod tests {
         let steps: Vec<Step> = Schedule::new(osc, 1, 0).collect();
         assert!(steps.iter().all(|s| s.jitter.is_zero()));
         assert_eq!(steps[0].after, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_dispatches_at_absolute_deadlines_despite_slow_calls() {
+        let start = tokio::time::Instant::now();
+        let steps: Vec<Step> = Schedule::new(mk_osc(), 5, 0).collect();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut seen = Vec::new();
+        drive(steps.clone(), start, &stop, |step, lag| {
+            seen.push((start.elapsed(), step.replicas, lag));
+            // Each call takes 3 s; the next deadline must not move.
+            async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok::<_, ()>(())
+            }
+        })
+        .await
+        .unwrap();
+        let mut expected = Duration::ZERO;
+        for ((when, replicas, lag), step) in seen.iter().zip(&steps) {
+            expected += step.after;
+            // tokio's timer wheel has millisecond resolution: never early,
+            // at most a millisecond late, whatever the calls cost.
+            let ms = Duration::from_millis(1);
+            assert!(
+                *when >= expected && *when <= expected + ms,
+                "{when:?} vs {expected:?}"
+            );
+            assert_eq!(*replicas, step.replicas);
+            assert!(*lag <= ms, "{lag:?}");
+        }
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_stops_between_steps() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut calls = 0;
+        let steps = Schedule::new(
+            Oscillation {
+                cycles: 0,
+                ..mk_osc()
+            },
+            5,
+            0,
+        );
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            canceller.cancel();
+        });
+        drive(steps, tokio::time::Instant::now(), &stop, |_, _| {
+            calls += 1;
+            async { Ok::<_, ()>(()) }
+        })
+        .await
+        .unwrap();
+        // Up at <=1 s, down at ~21-23 s, up at ~31-35 s; the next is past 45 s.
+        assert_eq!(calls, 3);
     }
 
     #[test]
