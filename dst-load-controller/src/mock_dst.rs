@@ -6,9 +6,11 @@ use prometheus_client::registry::Registry;
 
 use crate::{
     admin::{self, Readiness},
+    churn::schedule::OscillationArgs,
     mock::{
         MockDestination, control,
         dsts::Dsts,
+        generate::{self, GeneratedDst},
         server::{Behavior, Delay},
     },
 };
@@ -42,6 +44,15 @@ pub struct Args {
     /// Delay before each update on each stream: `50ms`, or a uniform range `10ms..200ms`.
     #[arg(long, default_value = "none")]
     pub delay: Delay,
+
+    /// A generated destination: `DESTINATION=CIDR:COUNT` (fixed size) or
+    /// `DESTINATION=CIDR:MIN..MAX` (oscillates with the --oscillate-* timing).
+    /// Repeatable.
+    #[arg(long)]
+    pub generate: Vec<GeneratedDst>,
+
+    #[command(flatten)]
+    pub oscillation: OscillationArgs,
 }
 
 impl Args {
@@ -49,6 +60,15 @@ impl Args {
     pub fn validate(&self) -> Result<(), String> {
         if self.stream_queue_capacity == 0 {
             return Err("--stream-queue-capacity must be at least 1".into());
+        }
+        self.oscillation.validate()?;
+        for g in &self.generate {
+            if self.dsts.0.iter().any(|d| d.authority == g.authority) {
+                return Err(format!(
+                    "destination {} is both in DSTS and --generate",
+                    g.authority
+                ));
+            }
         }
         Ok(())
     }
@@ -62,6 +82,8 @@ impl Args {
             legacy_no_endpoints,
             stream_queue_capacity,
             delay,
+            generate,
+            oscillation,
         } = self;
         let shutdown = crate::shutdown::on_signal();
         let mut registry = Registry::default();
@@ -81,9 +103,26 @@ impl Args {
         })?;
         let ready = Readiness::default();
         let router =
-            admin::router(Arc::new(registry), ready.clone()).merge(control::router(handle));
+            admin::router(Arc::new(registry), ready.clone()).merge(control::router(handle.clone()));
         admin::spawn(admin_addr, router, shutdown.clone()).await?;
         tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
+        let seed = oscillation.seed();
+        let timing = oscillation.oscillation(0, 0);
+        for (index, g) in generate.into_iter().enumerate() {
+            handle.set(&g.authority, g.endpoints(g.min));
+            if g.oscillates() {
+                tracing::info!(destination = %g.authority, min = g.min, max = g.max, seed, "oscillating");
+                let stop = shutdown.clone();
+                tokio::spawn(generate::oscillate(
+                    handle.clone(),
+                    g,
+                    timing,
+                    seed,
+                    index as u32,
+                    stop,
+                ));
+            }
+        }
         ready.set(true);
         mock.serve(listener, shutdown).await?;
         Ok(ExitCode::SUCCESS)

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     metrics::{Metrics, ServiceLabels},
     objects::{NodeSelector, Pattern, ServiceTemplate, TolerationSpec},
-    schedule::{Jitter, Oscillation, Schedule},
+    schedule::{Oscillation, OscillationArgs, Schedule},
 };
 use crate::{
     admin::{self, Readiness},
@@ -58,38 +58,12 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub oscillate_max_endpoints: u32,
 
-    /// Hold at both ends.
-    #[arg(long, default_value = "30s")]
-    pub oscillate_hold_duration: humantime::Duration,
-
-    /// Hold at min, overriding --oscillate-hold-duration.
-    #[arg(long)]
-    pub oscillate_min_hold: Option<humantime::Duration>,
-
-    /// Hold at max, overriding --oscillate-hold-duration.
-    #[arg(long)]
-    pub oscillate_max_hold: Option<humantime::Duration>,
-
-    /// Random delay before each scale, up to this percentage (0-100) of the hold.
-    #[arg(long, default_value_t = 0, conflicts_with = "oscillate_jitter")]
-    pub oscillate_jitter_percent: u8,
-
-    /// Random delay before each scale, up to this absolute bound (e.g. `5s`).
-    #[arg(long)]
-    pub oscillate_jitter: Option<humantime::Duration>,
-
-    /// Full min -> max -> min cycles per service; 0 = until stopped. When all
-    /// are done, churn exits.
-    #[arg(long, default_value_t = 0)]
-    pub cycles: u64,
+    #[command(flatten)]
+    pub oscillation: OscillationArgs,
 
     /// Stop after this long. Unset = until signalled or --cycles are done.
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
-
-    /// Seed of the jitter schedule (default: random; the seed used is logged).
-    #[arg(long)]
-    pub seed: Option<u64>,
 
     /// Node selector for the fake pods.
     #[arg(long, default_value = "type=kwok")]
@@ -149,12 +123,7 @@ impl Args {
                 self.oscillate_min_endpoints
             ));
         }
-        if self.oscillate_jitter_percent > 100 {
-            return Err(format!(
-                "--oscillate-jitter-percent must be between 0 and 100, got {}",
-                self.oscillate_jitter_percent
-            ));
-        }
+        self.oscillation.validate()?;
         let osc = self.oscillation();
         if self.oscillate_services > 0 && osc.min_hold.is_zero() && osc.max_hold.is_zero() {
             return Err(
@@ -187,18 +156,8 @@ impl Args {
 
     /// The oscillation parameters from the flags.
     pub fn oscillation(&self) -> Oscillation {
-        let hold: Duration = self.oscillate_hold_duration.into();
-        Oscillation {
-            min: self.oscillate_min_endpoints,
-            max: self.oscillate_max_endpoints,
-            min_hold: self.oscillate_min_hold.map_or(hold, Into::into),
-            max_hold: self.oscillate_max_hold.map_or(hold, Into::into),
-            jitter: match self.oscillate_jitter {
-                Some(d) => Jitter::Upto(d.into()),
-                None => Jitter::Percent(self.oscillate_jitter_percent),
-            },
-            cycles: self.cycles,
-        }
+        self.oscillation
+            .oscillation(self.oscillate_min_endpoints, self.oscillate_max_endpoints)
     }
 
     fn template(&self) -> ServiceTemplate {
@@ -267,7 +226,7 @@ impl Churn {
             metrics.api.clone(),
             caller_stop.clone(),
         );
-        let seed = args.seed.unwrap_or_else(rand::random);
+        let seed = args.oscillation.seed();
         Ok(Self {
             args,
             client,

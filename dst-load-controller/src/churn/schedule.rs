@@ -5,6 +5,74 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+/// Oscillation timing flags, shared by `churn` and `mock-dst`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OscillationArgs {
+    /// Hold at both ends.
+    #[arg(long, default_value = "30s")]
+    pub oscillate_hold_duration: humantime::Duration,
+
+    /// Hold at min, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_min_hold: Option<humantime::Duration>,
+
+    /// Hold at max, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_max_hold: Option<humantime::Duration>,
+
+    /// Random delay before each scale, up to this percentage (0-100) of the
+    /// hold that precedes it.
+    #[arg(long, default_value_t = 0, conflicts_with = "oscillate_jitter")]
+    pub oscillate_jitter_percent: u8,
+
+    /// Random delay before each scale, up to this absolute bound (e.g. `5s`).
+    #[arg(long)]
+    pub oscillate_jitter: Option<humantime::Duration>,
+
+    /// Full min -> max -> min cycles per service; 0 = until stopped. When
+    /// every service has done its cycles, the run ends.
+    #[arg(long, default_value_t = 0)]
+    pub cycles: u64,
+
+    /// Seed of the jitter schedule (default: random; the seed used is logged).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl OscillationArgs {
+    /// Checks the jitter bound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.oscillate_jitter_percent > 100 {
+            return Err(format!(
+                "--oscillate-jitter-percent must be between 0 and 100, got {}",
+                self.oscillate_jitter_percent
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parameters for oscillating between `min` and `max`.
+    pub fn oscillation(&self, min: u32, max: u32) -> Oscillation {
+        let hold: Duration = self.oscillate_hold_duration.into();
+        Oscillation {
+            min,
+            max,
+            min_hold: self.oscillate_min_hold.map_or(hold, Into::into),
+            max_hold: self.oscillate_max_hold.map_or(hold, Into::into),
+            jitter: match self.oscillate_jitter {
+                Some(d) => Jitter::Upto(d.into()),
+                None => Jitter::Percent(self.oscillate_jitter_percent),
+            },
+            cycles: self.cycles,
+        }
+    }
+
+    /// The seed given, or a random one.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(rand::random)
+    }
+}
+
 /// How much random delay precedes each scale.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub enum Jitter {

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod dsts;
+pub mod generate;
 pub mod metrics;
 pub mod server;
 pub mod store;
@@ -45,7 +46,11 @@ pub struct MockDestination {
 pub struct Handle {
     store: Store,
     metrics: Metrics,
+    feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
 }
+
+/// Changes kept for a slow reader of [`Handle::changes`] before it lags.
+const CHANGE_FEED_CAPACITY: usize = 65_536;
 
 impl MockDestination {
     /// A mock with no destinations; its metrics go into `registry`.
@@ -55,6 +60,7 @@ impl MockDestination {
             handle: Handle {
                 store: Store::default(),
                 metrics,
+                feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
             },
             behavior,
         }
@@ -95,8 +101,7 @@ impl Handle {
         authority: &Authority,
         endpoints: impl IntoIterator<Item = SocketAddr>,
     ) -> Arc<Change> {
-        self.metrics.changes.inc();
-        self.store.set(authority, endpoints)
+        self.publish(authority, self.store.set(authority, endpoints))
     }
 
     /// Adds and removes endpoints.
@@ -106,14 +111,25 @@ impl Handle {
         add: &[SocketAddr],
         remove: &[SocketAddr],
     ) -> Arc<Change> {
-        self.metrics.changes.inc();
-        self.store.patch(authority, add, remove)
+        self.publish(authority, self.store.patch(authority, add, remove))
     }
 
     /// Deletes a destination; `None` if it never existed.
     pub fn delete(&self, authority: &Authority) -> Option<Arc<Change>> {
+        let change = self.store.delete(authority)?;
+        Some(self.publish(authority, change))
+    }
+
+    fn publish(&self, authority: &Authority, change: Arc<Change>) -> Arc<Change> {
         self.metrics.changes.inc();
-        self.store.delete(authority)
+        // Nobody listening is fine.
+        let _ = self.feed.send((authority.clone(), change.clone()));
+        change
+    }
+
+    /// Every change from now on, with its destination and timestamp.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<(Authority, Arc<Change>)> {
+        self.feed.subscribe()
     }
 
     /// A destination's endpoints, if it exists.

@@ -1,0 +1,211 @@
+//! Destinations that fill and churn themselves: endpoints drawn from a CIDR,
+//! and oscillation between two sizes on the same seeded schedule churn uses.
+
+use std::{net::SocketAddr, str::FromStr};
+
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+
+use super::Handle;
+use crate::{
+    churn::schedule::{self, Oscillation, Schedule},
+    client::target::Authority,
+};
+
+/// The `n`th usable address of `net` (the network address is skipped), with `port`.
+pub fn nth_endpoint(net: &IpNet, n: u64, port: u16) -> Option<SocketAddr> {
+    let offset = n.checked_add(1)?;
+    let ip = match net {
+        IpNet::V4(v4) => {
+            let base = u32::from(v4.network()) as u64;
+            let size = 1u64 << (32 - v4.prefix_len());
+            (offset < size)
+                .then(|| std::net::IpAddr::from(std::net::Ipv4Addr::from((base + offset) as u32)))?
+        }
+        IpNet::V6(v6) => {
+            let base = u128::from(v6.network());
+            let bits = 128 - u32::from(v6.prefix_len());
+            if bits < 64 && u128::from(offset) >= (1u128 << bits) {
+                return None;
+            }
+            std::net::IpAddr::from(std::net::Ipv6Addr::from(base + u128::from(offset)))
+        }
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The first `count` endpoints of `net` on `port`.
+pub fn endpoints(net: &IpNet, count: u32, port: u16) -> Vec<SocketAddr> {
+    (0..u64::from(count))
+        .map_while(|i| nth_endpoint(net, i, port))
+        .collect()
+}
+
+/// `DESTINATION=CIDR:COUNT` (fixed) or `DESTINATION=CIDR:MIN..MAX` (oscillating).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedDst {
+    /// The destination.
+    pub authority: Authority,
+    /// Where its addresses come from.
+    pub cidr: IpNet,
+    /// Its size (the low end when oscillating).
+    pub min: u32,
+    /// The high end; equal to `min` for a fixed destination.
+    pub max: u32,
+}
+
+impl FromStr for GeneratedDst {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hint = "expected DESTINATION=CIDR:COUNT or DESTINATION=CIDR:MIN..MAX, e.g. foo.ns.svc.cluster.local:8080=10.1.0.0/16:10..200";
+        let (dst, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {hint}"))?;
+        let authority: Authority = dst.parse().map_err(|e| format!("'{s}': {e}"))?;
+        let (cidr, size) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{s}': {hint}"))?;
+        let cidr: IpNet = cidr
+            .parse()
+            .map_err(|e| format!("'{s}': invalid CIDR '{cidr}': {e}"))?;
+        let num = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("'{s}': '{v}' is not a count; {hint}"))
+        };
+        let (min, max) = match size.split_once("..") {
+            Some((lo, hi)) => (num(lo)?, num(hi)?),
+            None => (num(size)?, num(size)?),
+        };
+        if min > max {
+            return Err(format!(
+                "'{s}': the minimum {min} is above the maximum {max}"
+            ));
+        }
+        if nth_endpoint(&cidr, u64::from(max).saturating_sub(1), authority.port()).is_none()
+            && max > 0
+        {
+            return Err(format!("'{s}': {cidr} has fewer than {max} addresses"));
+        }
+        Ok(Self {
+            authority,
+            cidr,
+            min,
+            max,
+        })
+    }
+}
+
+impl GeneratedDst {
+    /// Whether it oscillates.
+    pub fn oscillates(&self) -> bool {
+        self.min != self.max
+    }
+
+    /// Its endpoints at size `n`.
+    pub fn endpoints(&self, n: u32) -> Vec<SocketAddr> {
+        endpoints(&self.cidr, n, self.authority.port())
+    }
+}
+
+/// Oscillates `dst` on `handle` following the seeded schedule of destination
+/// `index`, until the cycles are done or `stop`.
+pub async fn oscillate(
+    handle: Handle,
+    dst: GeneratedDst,
+    timing: Oscillation,
+    seed: u64,
+    index: u32,
+    stop: CancellationToken,
+) {
+    let osc = Oscillation {
+        min: dst.min,
+        max: dst.max,
+        ..timing
+    };
+    let start = tokio::time::Instant::now();
+    let result: Result<(), std::convert::Infallible> =
+        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |step, lag| {
+            let change = handle.set(&dst.authority, dst.endpoints(step.replicas));
+            tracing::debug!(destination = %dst.authority, size = step.replicas, ?lag, added = change.added.len(), removed = change.removed.len(), "oscillated");
+            async { Ok(()) }
+        })
+        .await;
+    let Ok(()) = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_addresses_from_the_cidr() {
+        let net: IpNet = "10.1.0.0/30".parse().unwrap();
+        assert_eq!(
+            endpoints(&net, 5, 80),
+            [
+                "10.1.0.1:80".parse::<SocketAddr>().unwrap(),
+                "10.1.0.2:80".parse().unwrap(),
+                "10.1.0.3:80".parse().unwrap()
+            ]
+        );
+        let v6: IpNet = "fd00::/120".parse().unwrap();
+        assert_eq!(endpoints(&v6, 2, 80)[1], "[fd00::2]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn parses_fixed_and_oscillating_specs() {
+        let g: GeneratedDst = "foo.ns.svc.cluster.local:8080=10.1.0.0/16:10..200"
+            .parse()
+            .unwrap();
+        assert_eq!((g.min, g.max, g.oscillates()), (10, 200, true));
+        assert_eq!(g.endpoints(3)[2], "10.1.0.3:8080".parse().unwrap());
+        let g: GeneratedDst = "foo.ns.svc.cluster.local:8080=10.1.0.0/16:7"
+            .parse()
+            .unwrap();
+        assert_eq!((g.min, g.max, g.oscillates()), (7, 7, false));
+        for bad in [
+            "foo.ns.svc.cluster.local:8080",
+            "foo.ns.svc.cluster.local:8080=10.1.0.0:7",
+            "foo.ns.svc.cluster.local:8080=10.1.0.0/16:9..2",
+            "foo.ns.svc.cluster.local:8080=10.1.0.0/30:5",
+            "foo=10.1.0.0/16:5",
+        ] {
+            assert!(bad.parse::<GeneratedDst>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oscillation_follows_the_schedule() {
+        let mock = super::super::MockDestination::new(Default::default(), &mut Default::default());
+        let handle = mock.handle();
+        let dst: GeneratedDst = "foo.ns.svc.cluster.local:80=10.0.0.0/24:1..4"
+            .parse()
+            .unwrap();
+        handle.set(&dst.authority, dst.endpoints(dst.min));
+        let timing = Oscillation {
+            min: 0,
+            max: 0,
+            min_hold: std::time::Duration::from_secs(10),
+            max_hold: std::time::Duration::from_secs(20),
+            jitter: schedule::Jitter::Percent(0),
+            cycles: 1,
+        };
+        let mut feed = handle.changes();
+        let task = tokio::spawn(oscillate(
+            handle.clone(),
+            dst.clone(),
+            timing,
+            1,
+            0,
+            CancellationToken::new(),
+        ));
+        let (a, up) = feed.recv().await.unwrap();
+        assert_eq!(a, dst.authority);
+        assert_eq!(up.added.len(), 3);
+        let t0 = tokio::time::Instant::now();
+        let (_, down) = feed.recv().await.unwrap();
+        assert_eq!(down.removed.len(), 3);
+        assert_eq!(t0.elapsed(), std::time::Duration::from_secs(20));
+        task.await.unwrap();
+        assert_eq!(handle.get(&dst.authority).unwrap(), dst.endpoints(1));
+    }
+}
