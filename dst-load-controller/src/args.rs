@@ -31,6 +31,8 @@ enum Command {
     Cleanup(crate::cleanup::Args),
     /// Serve a mock Destination service, changeable over HTTP.
     MockDst(crate::mock_dst::Args),
+    /// Run a whole scenario locally (mock Destination, churn, client) and summarize it.
+    Run(crate::run::Args),
 }
 
 impl Cli {
@@ -61,6 +63,7 @@ impl Cli {
                 Command::Client(args) => args.run().await,
                 Command::Cleanup(args) => args.run().await,
                 Command::MockDst(args) => args.run().await,
+                Command::Run(args) => args.run().await,
             }
         });
         match result {
@@ -81,6 +84,7 @@ impl Command {
             Command::Client(args) => args.validate(),
             Command::Cleanup(_) => Ok(()),
             Command::MockDst(args) => args.validate(),
+            Command::Run(args) => args.validate(),
         }
     }
 }

@@ -12,4 +12,5 @@ pub mod labels;
 pub mod logging;
 pub mod mock;
 pub mod mock_dst;
+pub mod run;
 pub mod shutdown;

@@ -6,6 +6,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::SystemTime,
 };
 
 use prometheus_client::{
@@ -18,7 +19,12 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::endpoints::{EndpointSet, UpdateKind};
+use linkerd2_proxy_api::destination::Update;
+
+use super::{
+    endpoints::{Applied, EndpointSet, UpdateKind},
+    truth::{Latencies, ServiceTruth},
+};
 
 /// `{reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +72,8 @@ pub struct Metrics {
     pub stream_lifetime: Histogram,
     /// From sending `Get` to the first update.
     pub time_to_first_update: Histogram,
+    /// Change-to-observation latencies.
+    pub latencies: Latencies,
 }
 
 impl Metrics {
@@ -87,6 +95,7 @@ impl Metrics {
             // 1 ms to ~65 s: a first update takes a round trip when healthy and
             // up to the full backoff when the controller is overloaded.
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            latencies: Latencies::register(reg),
         };
         reg.register(
             "streams_active",
@@ -187,21 +196,42 @@ impl Metrics {
 /// staleness checks). The mutex is uncontended except while being read.
 #[derive(Debug)]
 pub struct StreamSlot {
-    set: Mutex<EndpointSet>,
+    state: Mutex<SlotState>,
     answered: AtomicBool,
 }
 
+#[derive(Debug)]
+struct SlotState {
+    set: EndpointSet,
+    last_update: Option<SystemTime>,
+}
+
 impl StreamSlot {
-    /// Applies `f` to the stream's set; marks the stream answered.
-    pub fn update<T>(&self, f: impl FnOnce(&mut EndpointSet) -> T) -> T {
-        let out = f(&mut self.set.lock().expect("stream set lock"));
+    /// Applies an update to stream `i`'s set, stamps it, reports it to the
+    /// truth, and marks the stream answered.
+    pub fn apply(&self, i: usize, update: &Update, truth: &ServiceTruth) -> Applied {
+        let mut state = self.state.lock().expect("stream set lock");
+        let applied = state.set.apply(update);
+        let now = SystemTime::now();
+        state.last_update = Some(now);
+        truth.observed(i, state.set.addrs(), Some(update), now);
+        drop(state);
         self.answered.store(true, Ordering::Release);
-        out
+        applied
+    }
+
+    /// Marks the stream answered without an update (it failed for good).
+    pub fn answer_failed(&self) {
+        self.answered.store(true, Ordering::Release);
     }
 
     /// The stream (re)connected: its next update replaces the set.
     pub fn reconnected(&self) {
-        self.set.lock().expect("stream set lock").reconnected();
+        self.state
+            .lock()
+            .expect("stream set lock")
+            .set
+            .reconnected();
     }
 
     /// Whether the stream has had a first answer (an update or a final error).
@@ -212,9 +242,10 @@ impl StreamSlot {
     /// The stream's addresses, sorted.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = self
-            .set
+            .state
             .lock()
             .expect("stream set lock")
+            .set
             .addrs()
             .iter()
             .copied()
@@ -224,7 +255,7 @@ impl StreamSlot {
     }
 
     fn len(&self) -> usize {
-        self.set.lock().expect("stream set lock").len()
+        self.state.lock().expect("stream set lock").set.len()
     }
 }
 
@@ -234,18 +265,45 @@ pub struct ServiceStreams {
     /// The destination authority.
     pub service: String,
     slots: Vec<StreamSlot>,
+    /// What the streams should hold, and their progress towards it.
+    pub truth: ServiceTruth,
 }
 
 impl ServiceStreams {
-    /// `streams` streams, none answered yet.
-    pub fn new(service: String, streams: usize) -> Self {
+    /// `streams` streams, none answered yet, no truth known.
+    pub fn new(service: String, streams: usize, latencies: Latencies) -> Self {
         let slots = (0..streams)
             .map(|_| StreamSlot {
-                set: Mutex::new(EndpointSet::new()),
+                state: Mutex::new(SlotState {
+                    set: EndpointSet::new(),
+                    last_update: None,
+                }),
                 answered: AtomicBool::new(false),
             })
             .collect();
-        Self { service, slots }
+        let truth = ServiceTruth::new(service.clone(), streams, latencies);
+        Self {
+            service,
+            slots,
+            truth,
+        }
+    }
+
+    /// Sets the ground truth as of `changed_at`. Streams that already hold it
+    /// (they were faster than whoever reports the truth) are credited with
+    /// the time of their last update.
+    pub fn set_truth(
+        &self,
+        expected: impl IntoIterator<Item = SocketAddr>,
+        changed_at: SystemTime,
+    ) {
+        self.truth.set(expected, changed_at);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let state = slot.state.lock().expect("stream set lock");
+            if let Some(at) = state.last_update {
+                self.truth.observed(i, state.set.addrs(), None, at);
+            }
+        }
     }
 
     /// Stream `i`'s state.

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod stream;
 pub mod target;
 pub mod token;
+pub mod truth;
 
 use std::{
     collections::BTreeMap,
@@ -208,6 +209,11 @@ pub struct Client {
 pub struct Fleet(RwLock<BTreeMap<String, Arc<ServiceStreams>>>);
 
 impl Fleet {
+    /// One service's streams.
+    pub fn get(&self, service: &str) -> Option<Arc<ServiceStreams>> {
+        self.0.read().expect("fleet lock").get(service).cloned()
+    }
+
     /// A snapshot of the services watched now.
     pub fn services(&self) -> Vec<Arc<ServiceStreams>> {
         self.0
@@ -356,6 +362,7 @@ impl Client {
         let streams = Arc::new(ServiceStreams::new(
             service.to_string(),
             self.args.streams_per_service as usize,
+            self.metrics.latencies.clone(),
         ));
         self.services.insert(streams.clone());
         for index in 0..streams.len() {

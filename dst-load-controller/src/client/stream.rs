@@ -156,7 +156,7 @@ impl Stream {
                             Ok(Some(update)) => {
                                 let k = kind(&update);
                                 counters[k as usize].inc();
-                                let applied = slot.update(|set| set.apply(&update));
+                                let applied = slot.apply(index, &update, &service.truth);
                                 if applied.invalid_addrs > 0 {
                                     metrics.invalid_addresses.inc_by(applied.invalid_addrs as u64);
                                 }
@@ -192,7 +192,7 @@ impl Stream {
                     metrics.error(&reason);
                     if is_final(status.code()) {
                         metrics.failed(&reason);
-                        slot.update(|_| ());
+                        slot.answer_failed();
                         tracing::warn!(
                             service = %service.service,
                             stream = index,

@@ -25,7 +25,7 @@ use std::{net::SocketAddr, sync::Arc};
 use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 
 use self::{
@@ -87,7 +87,12 @@ impl MockDestination {
         tonic::transport::Server::builder()
             .add_service(DestinationServer::new(svc))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                TcpListenerStream::new(listener).map(|conn| {
+                    // Updates are small and latency-sensitive: no Nagle.
+                    conn.inspect(|c| {
+                        let _ = c.set_nodelay(true);
+                    })
+                }),
                 shutdown.cancelled_owned(),
             )
             .await

@@ -1,0 +1,493 @@
+//! What each service's endpoint set should be (the ground truth), and how
+//! long every stream takes to reflect a change to it.
+//!
+//! A change to the truth opens an epoch. Within it, each stream records:
+//! - update latency: from the change to the first update that reflects it
+//!   (touches a changed address, or leaves the stream's set equal to the truth);
+//! - convergence latency: from the change to the moment the stream's set
+//!   equals the truth.
+//!
+//! The epoch records fan-out completion: from the change until the last
+//! stream converged.
+//!
+//! Timestamps are wall-clock (`SystemTime`) because the change is stamped by
+//! another component (the mock, or churn through the Kubernetes API).
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use hdrhistogram::Histogram as Hdr;
+use linkerd2_proxy_api::destination::{Update, update};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+/// `{service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+/// Which latency.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Change to first update reflecting it.
+    Update,
+    /// Change to a stream's set equal to the truth.
+    Convergence,
+    /// Change to the last stream converged.
+    Fanout,
+}
+
+/// Latency recorders: Prometheus histograms for dashboards and HDR
+/// histograms (microsecond resolution) for exact report percentiles.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    update: Family<ServiceLabel, Histogram>,
+    convergence: Family<ServiceLabel, Histogram>,
+    fanout: Family<ServiceLabel, Histogram>,
+    hdr: Arc<Mutex<[Hdr<u64>; 3]>>,
+    /// Observations that came before the change by the clocks involved.
+    pub clock_skew: Counter,
+}
+
+/// Percentiles of one latency, from every sample.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median, seconds.
+    pub p50: f64,
+    /// 95th percentile, seconds.
+    pub p95: f64,
+    /// 99th percentile, seconds.
+    pub p99: f64,
+    /// 99.9th percentile, seconds.
+    pub p999: f64,
+    /// Largest sample, seconds.
+    pub max: f64,
+}
+
+fn mk_hdr() -> Hdr<u64> {
+    // 1 µs to 1 h at 3 significant digits: below the 1 ms report precision.
+    Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid HDR bounds")
+}
+
+fn buckets() -> Histogram {
+    // 1 ms to ~65 s, doubling: covers a local round trip to the plan's
+    // slowest success criterion (10 s) and beyond.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 17,
+    ))
+}
+
+impl Latencies {
+    /// Registers `update_latency_seconds`, `convergence_latency_seconds`,
+    /// `fanout_completion_seconds` and `clock_skew_total` into `reg`.
+    pub fn register(reg: &mut Registry) -> Self {
+        let l = Self {
+            update: Family::new_with_constructor(buckets),
+            convergence: Family::new_with_constructor(buckets),
+            fanout: Family::new_with_constructor(buckets),
+            hdr: Arc::new(Mutex::new([mk_hdr(), mk_hdr(), mk_hdr()])),
+            clock_skew: Counter::default(),
+        };
+        reg.register_with_unit(
+            "update_latency",
+            "From a change to the first update on a stream that reflects it",
+            Unit::Seconds,
+            l.update.clone(),
+        );
+        reg.register_with_unit(
+            "convergence_latency",
+            "From a change to a stream's set equal to the new ground truth",
+            Unit::Seconds,
+            l.convergence.clone(),
+        );
+        reg.register_with_unit(
+            "fanout_completion",
+            "From a change until the last stream converged",
+            Unit::Seconds,
+            l.fanout.clone(),
+        );
+        reg.register(
+            "clock_skew",
+            "Observations stamped before the change they reflect (counted as zero latency)",
+            l.clock_skew.clone(),
+        );
+        l
+    }
+
+    fn record(&self, kind: Kind, service: &str, latency: Duration) {
+        let family = match kind {
+            Kind::Update => &self.update,
+            Kind::Convergence => &self.convergence,
+            Kind::Fanout => &self.fanout,
+        };
+        family
+            .get_or_create(&ServiceLabel {
+                service: service.to_string(),
+            })
+            .observe(latency.as_secs_f64());
+        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(us);
+    }
+
+    /// Percentiles of every sample of `kind` so far.
+    pub fn percentiles(&self, kind: Kind) -> Percentiles {
+        let hdr = &self.hdr.lock().expect("hdr lock")[kind as usize];
+        // The midpoint of the HDR bucket: within 0.05% of the true value.
+        let s = |us: u64| hdr.median_equivalent(us) as f64 / 1e6;
+        if hdr.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: hdr.len(),
+            p50: s(hdr.value_at_quantile(0.50)),
+            p95: s(hdr.value_at_quantile(0.95)),
+            p99: s(hdr.value_at_quantile(0.99)),
+            p999: s(hdr.value_at_quantile(0.999)),
+            max: s(hdr.max()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Mark {
+    updated: bool,
+    converged: bool,
+}
+
+#[derive(Debug)]
+struct Epoch {
+    version: u64,
+    changed_at: SystemTime,
+    expected: HashSet<SocketAddr>,
+    changed: HashSet<SocketAddr>,
+    /// Whether latencies are recorded (not for the first truth: nothing changed).
+    measured: bool,
+    marks: Vec<Mark>,
+    pending: usize,
+}
+
+/// One service's truth and its streams' progress towards it.
+#[derive(Debug)]
+pub struct ServiceTruth {
+    service: String,
+    streams: usize,
+    epoch: Mutex<Option<Epoch>>,
+    latencies: Latencies,
+    /// Epochs whose every stream converged.
+    pub completed: Counter,
+    /// Epochs replaced by a newer change before every stream converged.
+    pub superseded: Counter,
+}
+
+/// Where a stream stands against the truth.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No truth is known.
+    Unknown,
+    /// The set equals the truth.
+    Converged,
+    /// The set differs; `since` is when the truth changed.
+    Differs {
+        /// The change the stream has not caught up with.
+        since: SystemTime,
+    },
+}
+
+impl ServiceTruth {
+    /// A service with `streams` streams and no truth yet.
+    pub fn new(service: String, streams: usize, latencies: Latencies) -> Self {
+        Self {
+            service,
+            streams,
+            epoch: Mutex::new(None),
+            latencies,
+            completed: Counter::default(),
+            superseded: Counter::default(),
+        }
+    }
+
+    /// Sets the truth as of `changed_at`, returning the new epoch's version.
+    /// Streams that already hold it are found by the caller through
+    /// [`ServiceTruth::observed`] (they may have been faster than the truth).
+    pub fn set(
+        &self,
+        expected: impl IntoIterator<Item = SocketAddr>,
+        changed_at: SystemTime,
+    ) -> u64 {
+        let expected: HashSet<SocketAddr> = expected.into_iter().collect();
+        let mut guard = self.epoch.lock().expect("truth lock");
+        let (version, changed, measured) = match guard.as_ref() {
+            None => (0, HashSet::new(), false),
+            // Not a change: keep measuring the epoch in progress.
+            Some(prev) if prev.expected == expected => return prev.version,
+            Some(prev) => {
+                if prev.measured && prev.pending > 0 {
+                    self.superseded.inc();
+                }
+                (
+                    prev.version + 1,
+                    prev.expected
+                        .symmetric_difference(&expected)
+                        .copied()
+                        .collect(),
+                    true,
+                )
+            }
+        };
+        *guard = Some(Epoch {
+            version,
+            changed_at,
+            expected,
+            changed,
+            measured,
+            marks: vec![Mark::default(); self.streams],
+            pending: self.streams,
+        });
+        version
+    }
+
+    /// Records what stream `i` holds after `update` (None when called from a
+    /// scan rather than an update), observed at `at`.
+    pub fn observed(
+        &self,
+        i: usize,
+        set: &HashSet<SocketAddr>,
+        update: Option<&Update>,
+        at: SystemTime,
+    ) {
+        let mut guard = self.epoch.lock().expect("truth lock");
+        let Some(epoch) = guard.as_mut() else { return };
+        let mark = &mut epoch.marks[i];
+        if mark.converged {
+            // A stream that drifts away after converging shows up as stale,
+            // not as a second latency sample for the same change.
+            return;
+        }
+        let converged = *set == epoch.expected;
+        let touches = update.is_some_and(|u| touches(u, &epoch.changed));
+        if !(touches || converged) {
+            return;
+        }
+        let latency = match at.duration_since(epoch.changed_at) {
+            Ok(d) => d,
+            Err(_) => {
+                if epoch.measured {
+                    self.latencies.clock_skew.inc();
+                }
+                Duration::ZERO
+            }
+        };
+        if epoch.measured && !mark.updated {
+            mark.updated = true;
+            self.latencies.record(Kind::Update, &self.service, latency);
+        }
+        if converged {
+            mark.converged = true;
+            mark.updated = true;
+            epoch.pending -= 1;
+            if epoch.measured {
+                self.latencies
+                    .record(Kind::Convergence, &self.service, latency);
+                if epoch.pending == 0 {
+                    self.latencies.record(Kind::Fanout, &self.service, latency);
+                    self.completed.inc();
+                }
+            }
+        }
+    }
+
+    /// Where a set stands against the truth.
+    pub fn standing(&self, set: &HashSet<SocketAddr>) -> Standing {
+        match self.epoch.lock().expect("truth lock").as_ref() {
+            None => Standing::Unknown,
+            Some(e) if *set == e.expected => Standing::Converged,
+            Some(e) => Standing::Differs {
+                since: e.changed_at,
+            },
+        }
+    }
+
+    /// The truth, sorted; empty when unknown.
+    pub fn expected(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .epoch
+            .lock()
+            .expect("truth lock")
+            .as_ref()
+            .map(|e| e.expected.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Streams not yet converged to the current truth (0 when unknown).
+    pub fn pending(&self) -> usize {
+        self.epoch
+            .lock()
+            .expect("truth lock")
+            .as_ref()
+            .map_or(0, |e| e.pending)
+    }
+}
+
+fn touches(u: &Update, changed: &HashSet<SocketAddr>) -> bool {
+    let hit = |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a));
+    match &u.update {
+        Some(update::Update::Add(set)) => set
+            .addrs
+            .iter()
+            .any(|w| hit(w.addr.and_then(|a| a.try_into().ok()))),
+        Some(update::Update::Remove(set)) => set.addrs.iter().any(|a| hit((*a).try_into().ok())),
+        Some(update::Update::NoEndpoints(_)) => !changed.is_empty(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn mk_truth(streams: usize) -> (ServiceTruth, Latencies) {
+        let l = Latencies::register(&mut Registry::default());
+        (ServiceTruth::new("svc".into(), streams, l.clone()), l)
+    }
+
+    fn set(addrs: &[&str]) -> HashSet<SocketAddr> {
+        addrs.iter().map(|a| sa(a)).collect()
+    }
+
+    fn mk_add(addrs: &[&str]) -> Update {
+        Update {
+            update: Some(update::Update::Add(
+                linkerd2_proxy_api::destination::WeightedAddrSet {
+                    addrs: addrs
+                        .iter()
+                        .map(|a| linkerd2_proxy_api::destination::WeightedAddr {
+                            addr: Some(sa(a).into()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    metric_labels: Default::default(),
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn the_first_truth_is_not_a_measured_change() {
+        let (t, l) = mk_truth(1);
+        let t0 = SystemTime::now();
+        t.set([sa("10.0.0.1:80")], t0);
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80"]),
+            Some(&mk_add(&["10.0.0.1:80"])),
+            t0 + Duration::from_millis(5),
+        );
+        assert_eq!(l.percentiles(Kind::Convergence).count, 0);
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn records_update_convergence_and_fanout_latencies() {
+        let (t, l) = mk_truth(2);
+        let t0 = SystemTime::now();
+        t.set([sa("10.0.0.1:80")], t0);
+        t.observed(0, &set(&["10.0.0.1:80"]), None, t0);
+        t.observed(1, &set(&["10.0.0.1:80"]), None, t0);
+        t.set(
+            [sa("10.0.0.1:80"), sa("10.0.0.2:80"), sa("10.0.0.3:80")],
+            t0,
+        );
+        let ms = Duration::from_millis;
+        // Stream 0 sees a partial add first (an update that reflects the change), then the rest.
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80", "10.0.0.2:80"]),
+            Some(&mk_add(&["10.0.0.2:80"])),
+            t0 + ms(10),
+        );
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]),
+            Some(&mk_add(&["10.0.0.3:80"])),
+            t0 + ms(30),
+        );
+        assert_eq!(t.pending(), 1);
+        t.observed(
+            1,
+            &set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]),
+            Some(&mk_add(&["10.0.0.2:80", "10.0.0.3:80"])),
+            t0 + ms(50),
+        );
+        assert_eq!(t.pending(), 0);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-4;
+        let u = l.percentiles(Kind::Update);
+        assert!(
+            u.count == 2 && close(u.p50, 0.010) && close(u.max, 0.050),
+            "{u:?}"
+        );
+        let c = l.percentiles(Kind::Convergence);
+        assert!(
+            c.count == 2 && close(c.p50, 0.030) && close(c.max, 0.050),
+            "{c:?}"
+        );
+        let f = l.percentiles(Kind::Fanout);
+        assert!(f.count == 1 && close(f.max, 0.050), "{f:?}");
+        assert_eq!(t.completed.get(), 1);
+    }
+
+    #[test]
+    fn an_unrelated_update_does_not_count_and_skew_is_clamped() {
+        let (t, l) = mk_truth(1);
+        let t0 = SystemTime::now();
+        t.set([sa("10.0.0.1:80")], t0);
+        t.set([sa("10.0.0.1:80"), sa("10.0.0.2:80")], t0);
+        // An add of an unchanged address reflects nothing.
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80"]),
+            Some(&mk_add(&["10.0.0.1:80"])),
+            t0 + Duration::from_millis(1),
+        );
+        assert_eq!(l.percentiles(Kind::Update).count, 0);
+        // Observed "before" the change: another clock ran behind.
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80", "10.0.0.2:80"]),
+            Some(&mk_add(&["10.0.0.2:80"])),
+            t0 - Duration::from_millis(3),
+        );
+        assert!(l.percentiles(Kind::Convergence).max <= 0.000002);
+        assert_eq!(l.clock_skew.get(), 1);
+    }
+
+    #[test]
+    fn a_change_before_convergence_supersedes_the_epoch() {
+        let (t, _) = mk_truth(1);
+        let t0 = SystemTime::now();
+        t.set([sa("10.0.0.1:80")], t0);
+        t.set([sa("10.0.0.2:80")], t0);
+        t.set([sa("10.0.0.3:80")], t0);
+        assert_eq!(t.superseded.get(), 1);
+        assert_eq!(
+            t.standing(&set(&["10.0.0.2:80"])),
+            Standing::Differs { since: t0 }
+        );
+        assert_eq!(t.standing(&set(&["10.0.0.3:80"])), Standing::Converged);
+    }
+}

@@ -1,0 +1,670 @@
+//! `run`: a whole scenario in one command. With no `--destination-addr` it
+//! starts the embedded mock Destination server with simulated churn and a
+//! client watching it, shows live progress, and ends with a summary (and an
+//! optional JSON report).
+
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+
+use clap::Parser;
+use ipnet::IpNet;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    churn::schedule::{Jitter, Oscillation},
+    client::{self, Client, Fleet, truth::Kind, truth::Percentiles},
+    mock::{
+        MockDestination,
+        generate::{self, GeneratedDst},
+        server::{Behavior, Delay},
+    },
+};
+
+/// The load-test plan's scenarios.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 10 services x 100 endpoints, 100 proxies each, no churn.
+    Baseline,
+    /// 10 services oscillating 10 <-> 200, 100 proxies each.
+    SmallOscillation,
+    /// 1 service oscillating 500 <-> 1000, 1000 proxies.
+    LargeRollout,
+    /// 100 services oscillating 50 <-> 100, 100 proxies each.
+    ManyServices,
+    /// 50 services oscillating 100 <-> 200, 500 proxies each.
+    RedLine,
+}
+
+/// A scenario's numbers: the plan's, with holds shortened so a run fits in
+/// about a minute.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// Services.
+    pub services: u32,
+    /// Endpoints at start (and the low end).
+    pub min_endpoints: u32,
+    /// The high end; equal to min for no churn.
+    pub max_endpoints: u32,
+    /// Streams per service: one per simulated proxy.
+    pub streams_per_service: u32,
+    /// HTTP/2 connections (simulated proxies).
+    pub connections: u32,
+    /// Hold at min.
+    #[serde(with = "humantime_serde_secs")]
+    pub min_hold: Duration,
+    /// Hold at max.
+    #[serde(with = "humantime_serde_secs")]
+    pub max_hold: Duration,
+    /// Jitter upper bound before each scale.
+    #[serde(with = "humantime_serde_secs")]
+    pub jitter: Duration,
+    /// How long the run lasts.
+    #[serde(with = "humantime_serde_secs")]
+    pub duration: Duration,
+}
+
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Scenario {
+    /// The plan's numbers (holds of minutes are shortened to seconds).
+    pub fn plan(self) -> Plan {
+        let s = Duration::from_secs;
+        let (services, min, max, proxies, jitter) = match self {
+            Scenario::Baseline => (10, 100, 100, 100, s(0)),
+            Scenario::SmallOscillation => (10, 10, 200, 100, s(2)),
+            Scenario::LargeRollout => (1, 500, 1000, 1000, s(0)),
+            Scenario::ManyServices => (100, 50, 100, 100, s(2)),
+            Scenario::RedLine => (50, 100, 200, 500, s(2)),
+        };
+        Plan {
+            services,
+            min_endpoints: min,
+            max_endpoints: max,
+            streams_per_service: proxies,
+            connections: proxies,
+            // The plan holds 2 min at min and 5 min at max; the same ratio, shorter.
+            min_hold: s(4),
+            max_hold: s(10),
+            jitter,
+            duration: s(60),
+        }
+    }
+}
+
+/// Flags of `run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The scenario whose numbers are used; every number can be overridden.
+    #[arg(long, value_enum, default_value_t = Scenario::SmallOscillation)]
+    pub scenario: Scenario,
+
+    /// Multiplies the number of simulated proxies (streams per service and
+    /// connections), so a scenario fits the machine.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+
+    /// Services (overrides the scenario).
+    #[arg(long)]
+    pub services: Option<u32>,
+
+    /// Endpoints at start and at the low end (overrides the scenario).
+    #[arg(long)]
+    pub min_endpoints: Option<u32>,
+
+    /// Endpoints at the high end (overrides the scenario).
+    #[arg(long)]
+    pub max_endpoints: Option<u32>,
+
+    /// Streams per service, before --scale (overrides the scenario).
+    #[arg(long)]
+    pub streams_per_service: Option<u32>,
+
+    /// Connections, before --scale (overrides the scenario).
+    #[arg(long)]
+    pub connections: Option<u32>,
+
+    /// Hold at min (overrides the scenario).
+    #[arg(long)]
+    pub min_hold: Option<humantime::Duration>,
+
+    /// Hold at max (overrides the scenario).
+    #[arg(long)]
+    pub max_hold: Option<humantime::Duration>,
+
+    /// Random delay before each scale, up to this (overrides the scenario).
+    #[arg(long)]
+    pub jitter: Option<humantime::Duration>,
+
+    /// How long the scenario runs (overrides the scenario's 60s).
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+
+    /// After churn stops, how long to wait for every stream to converge.
+    #[arg(long, default_value = "10s")]
+    pub settle: humantime::Duration,
+
+    /// Seed of the churn schedule (default random; printed in the summary).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Delay the mock injects before each update on each stream: `50ms` or `10ms..200ms`.
+    #[arg(long, default_value = "none")]
+    pub mock_delay: Delay,
+
+    /// Write a JSON report here.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+
+    /// Admin server of the run (the client's metrics and the mock's).
+    #[arg(long, default_value = "0.0.0.0:9993")]
+    pub admin_addr: SocketAddr,
+}
+
+impl Args {
+    /// Checks the overrides.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(format!(
+                "--scale must be a positive number, got {}",
+                self.scale
+            ));
+        }
+        let plan = self.plan();
+        if plan.services == 0 {
+            return Err("--services must be at least 1".into());
+        }
+        if plan.min_endpoints > plan.max_endpoints {
+            return Err(format!(
+                "--min-endpoints ({}) is greater than --max-endpoints ({})",
+                plan.min_endpoints, plan.max_endpoints
+            ));
+        }
+        if plan.max_endpoints > 4094 {
+            return Err(
+                "--max-endpoints must be at most 4094 (each service draws from a /20)".into(),
+            );
+        }
+        if plan.services > 4096 {
+            return Err("--services must be at most 4096".into());
+        }
+        if plan.streams_per_service == 0 || plan.connections == 0 {
+            return Err("--streams-per-service and --connections must be at least 1".into());
+        }
+        if plan.min_endpoints != plan.max_endpoints
+            && plan.min_hold.is_zero()
+            && plan.max_hold.is_zero()
+        {
+            return Err("--min-hold and --max-hold are both zero".into());
+        }
+        Ok(())
+    }
+
+    /// The scenario's numbers with the overrides and the scale applied.
+    pub fn plan(&self) -> Plan {
+        let base = self.scenario.plan();
+        let scaled = |n: u32| ((f64::from(n) * self.scale).ceil() as u32).max(1);
+        Plan {
+            services: self.services.unwrap_or(base.services),
+            min_endpoints: self.min_endpoints.unwrap_or(base.min_endpoints),
+            max_endpoints: self
+                .max_endpoints
+                .or(self
+                    .min_endpoints
+                    .filter(|_| base.min_endpoints == base.max_endpoints))
+                .unwrap_or(base.max_endpoints),
+            streams_per_service: scaled(
+                self.streams_per_service.unwrap_or(base.streams_per_service),
+            ),
+            connections: scaled(self.connections.unwrap_or(base.connections)),
+            min_hold: self.min_hold.map_or(base.min_hold, Into::into),
+            max_hold: self.max_hold.map_or(base.max_hold, Into::into),
+            jitter: self.jitter.map_or(base.jitter, Into::into),
+            duration: self.duration.map_or(base.duration, Into::into),
+        }
+    }
+
+    /// Runs the scenario, prints the summary, writes the report.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let shutdown = crate::shutdown::on_signal();
+        let report = self.report.clone();
+        let admin_addr = self.admin_addr;
+        let outcome = run_mock_scenario(self, shutdown, Some(admin_addr)).await?;
+        println!("{}", outcome.table());
+        if let Some(path) = report {
+            let json = serde_json::to_string_pretty(&outcome)?;
+            std::fs::write(&path, json)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Its numbers.
+    pub plan: Plan,
+    /// The churn seed.
+    pub seed: u64,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    pub ended_at: String,
+    /// Streams.
+    pub streams: u64,
+    /// Get calls made (more than `streams` after resets).
+    pub streams_created: u64,
+    /// Updates received by the client.
+    pub updates_received: u64,
+    /// Updates the mock sent.
+    pub updates_sent: u64,
+    /// Errors the client saw.
+    pub errors: u64,
+    /// Changes made to destinations after the initial sets.
+    pub changes: u64,
+    /// Changes that every stream converged to.
+    pub fanouts_completed: u64,
+    /// Changes replaced by the next before every stream converged.
+    pub fanouts_superseded: u64,
+    /// Streams not converged to the final truth at the end.
+    pub streams_unconverged: u64,
+    /// Change to first update reflecting it, per stream.
+    pub update_latency: Percentiles,
+    /// Change to a stream's set equal to the truth, per stream.
+    pub convergence_latency: Percentiles,
+    /// Change to the last stream converged, per change.
+    pub fanout_completion: Percentiles,
+}
+
+impl Outcome {
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let ms = |s: f64| format!("{:.1}", s * 1e3);
+        let row = |name: &str, p: &Percentiles| {
+            format!(
+                "  {name:<22} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+                p.count,
+                ms(p.p50),
+                ms(p.p95),
+                ms(p.p99),
+                ms(p.max)
+            )
+        };
+        let mut t = format!(
+            "scenario {:?} seed {} ({} services, {}..{} endpoints, {} streams over {} connections)\n",
+            self.scenario,
+            self.seed,
+            self.plan.services,
+            self.plan.min_endpoints,
+            self.plan.max_endpoints,
+            self.streams,
+            self.plan.connections
+        );
+        t += &format!(
+            "  streams created {}  updates {} received / {} sent  errors {}\n",
+            self.streams_created, self.updates_received, self.updates_sent, self.errors
+        );
+        t += &format!(
+            "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
+            self.changes, self.fanouts_completed, self.fanouts_superseded, self.streams_unconverged
+        );
+        t += &format!(
+            "  {:<22} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency (ms)", "samples", "p50", "p95", "p99", "max"
+        );
+        t += &row("change -> update", &self.update_latency);
+        t += &row("change -> converged", &self.convergence_latency);
+        t += &row("fan-out complete", &self.fanout_completion);
+        t
+    }
+}
+
+/// Each service draws its endpoints from its own /20 of 10.0.0.0/8.
+fn service_cidr(i: u32) -> IpNet {
+    let base = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + i * 4096;
+    IpNet::new(std::net::Ipv4Addr::from(base).into(), 20).expect("valid prefix")
+}
+
+/// Runs a scenario against the embedded mock; `admin` serves both
+/// components' metrics when given.
+pub async fn run_mock_scenario(
+    args: Args,
+    shutdown: CancellationToken,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<Outcome> {
+    let plan = args.plan();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let started_at = jiff::Timestamp::now();
+    let mut registry = Registry::default();
+
+    let mock = MockDestination::new(
+        Behavior {
+            delay: args.mock_delay,
+            ..Default::default()
+        },
+        &mut registry,
+    );
+    let handle = mock.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dst_addr = listener.local_addr()?;
+    let mock_stop = CancellationToken::new();
+    let mock_task = tokio::spawn(mock.serve(listener, mock_stop.clone()));
+
+    let pattern = if plan.min_endpoints == plan.max_endpoints {
+        "stable"
+    } else {
+        "oscillate"
+    };
+    let dsts: Vec<GeneratedDst> = (0..plan.services)
+        .map(|i| GeneratedDst {
+            authority: format!("{pattern}-svc-{i}.dst-load-test.svc.cluster.local:8080")
+                .parse()
+                .expect("valid authority"),
+            cidr: service_cidr(i),
+            min: plan.min_endpoints,
+            max: plan.max_endpoints,
+        })
+        .collect();
+    for d in &dsts {
+        handle.set(&d.authority, d.endpoints(d.min));
+    }
+    let initial_changes = handle.metrics().changes.get();
+
+    #[derive(Parser)]
+    struct ClientCli {
+        #[command(flatten)]
+        args: client::Args,
+    }
+    let targets = dsts
+        .iter()
+        .map(|d| d.authority.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let client_args = ClientCli::try_parse_from([
+        "client".to_string(),
+        format!("--destination-addr={dst_addr}"),
+        format!("--target-services={targets}"),
+        format!("--streams-per-service={}", plan.streams_per_service),
+        format!("--connections={}", plan.connections),
+    ])?
+    .args;
+    let client = Client::new(client_args, &mut registry)?;
+    let fleet = client.fleet();
+    let client_metrics = client.metrics().clone();
+    let client_stop = CancellationToken::new();
+    let client_task = tokio::spawn(client.run(client_stop.clone()));
+
+    let admin_stop = CancellationToken::new();
+    let registry = Arc::new(registry);
+    if let Some(addr) = admin {
+        let router = crate::admin::router(registry.clone(), crate::admin::Readiness::default());
+        crate::admin::spawn(addr, router, admin_stop.clone()).await?;
+    }
+
+    // The truth starts as the initial sets; changes come from the mock's feed.
+    wait_for_fleet(&fleet, dsts.len()).await;
+    let mut feed = handle.changes();
+    let mut expected: std::collections::HashMap<String, std::collections::BTreeSet<SocketAddr>> =
+        Default::default();
+    for d in &dsts {
+        let set: std::collections::BTreeSet<SocketAddr> = handle
+            .get(&d.authority)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if let Some(s) = fleet.get(&d.authority.to_string()) {
+            s.set_truth(set.iter().copied(), std::time::SystemTime::now());
+        }
+        expected.insert(d.authority.to_string(), set);
+    }
+    let truth_fleet = fleet.clone();
+    let truth_task = tokio::spawn(async move {
+        loop {
+            match feed.recv().await {
+                Ok((authority, change)) => {
+                    let key = authority.to_string();
+                    let set = expected.entry(key.clone()).or_default();
+                    set.extend(change.added.iter().copied());
+                    for a in &change.removed {
+                        set.remove(a);
+                    }
+                    if let Some(s) = truth_fleet.get(&key) {
+                        s.set_truth(set.iter().copied(), change.at);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "change feed lagged; latencies of those changes are not measured"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+
+    let churn_stop = shutdown.child_token();
+    let timing = Oscillation {
+        min: 0,
+        max: 0,
+        min_hold: plan.min_hold,
+        max_hold: plan.max_hold,
+        jitter: Jitter::Upto(plan.jitter),
+        cycles: 0,
+    };
+    let generators: Vec<_> = dsts
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.oscillates())
+        .map(|(i, d)| {
+            tokio::spawn(generate::oscillate(
+                handle.clone(),
+                d.clone(),
+                timing,
+                seed,
+                i as u32,
+                churn_stop.clone(),
+            ))
+        })
+        .collect();
+
+    let progress = Progress::start(
+        fleet.clone(),
+        client_metrics.clone(),
+        dsts.len() as u64 * u64::from(plan.streams_per_service),
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(plan.duration) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    churn_stop.cancel();
+    for g in generators {
+        let _ = g.await;
+    }
+    // Let the last changes fan out before judging.
+    let settle_until =
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.settle.as_secs_f64());
+    while tokio::time::Instant::now() < settle_until
+        && fleet.services().iter().any(|s| s.truth.pending() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    progress.finish();
+    truth_task.abort();
+    client_stop.cancel();
+    let summary = client_task.await??;
+    let ended_at = jiff::Timestamp::now();
+    mock_stop.cancel();
+    let _ = mock_task.await;
+    admin_stop.cancel();
+
+    let services = fleet.services();
+    let latencies = &client_metrics.latencies;
+    Ok(Outcome {
+        scenario: args.scenario,
+        plan,
+        seed,
+        started_at: started_at.to_string(),
+        ended_at: ended_at.to_string(),
+        streams: services.iter().map(|s| s.len() as u64).sum(),
+        streams_created: summary.streams_created,
+        updates_received: summary.updates,
+        updates_sent: handle.metrics().updates_sent.get(),
+        errors: summary.errors,
+        changes: handle.metrics().changes.get() - initial_changes,
+        fanouts_completed: services.iter().map(|s| s.truth.completed.get()).sum(),
+        fanouts_superseded: services.iter().map(|s| s.truth.superseded.get()).sum(),
+        streams_unconverged: services.iter().map(|s| s.truth.pending() as u64).sum(),
+        update_latency: latencies.percentiles(Kind::Update),
+        convergence_latency: latencies.percentiles(Kind::Convergence),
+        fanout_completion: latencies.percentiles(Kind::Fanout),
+    })
+}
+
+async fn wait_for_fleet(fleet: &Fleet, services: usize) {
+    while fleet.services().len() < services {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Live progress on stderr (hidden when stderr is not a terminal).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(fleet: Arc<Fleet>, metrics: client::metrics::Metrics, streams: u64) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let mut last = (tokio::time::Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let services = fleet.services();
+                let up: u64 = services
+                    .iter()
+                    .map(|s| s.slots().iter().filter(|x| x.answered()).count() as u64)
+                    .sum();
+                let updates: u64 = services
+                    .iter()
+                    .flat_map(|s| {
+                        client::endpoints::UpdateKind::ALL
+                            .map(|k| metrics.update_counter(&s.service, k).get())
+                    })
+                    .sum();
+                let rate = (updates - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (tokio::time::Instant::now(), updates);
+                let c = metrics.latencies.percentiles(Kind::Convergence);
+                b.set_message(format!(
+                    "streams up {up}/{streams} | updates {updates} ({rate:.0}/s) | convergence p50 {:.1} ms p99 {:.1} ms ({} samples)",
+                    c.p50 * 1e3,
+                    c.p99 * 1e3,
+                    c.count
+                ));
+                b.tick();
+            }
+        });
+        Self { bar, task }
+    }
+
+    fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn mk_args(flags: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn scenarios_carry_the_plans_numbers() {
+        let p = Scenario::RedLine.plan();
+        assert_eq!(
+            (
+                p.services,
+                p.min_endpoints,
+                p.max_endpoints,
+                p.streams_per_service
+            ),
+            (50, 100, 200, 500)
+        );
+        let p = Scenario::LargeRollout.plan();
+        assert_eq!(
+            (
+                p.services,
+                p.min_endpoints,
+                p.max_endpoints,
+                p.streams_per_service,
+                p.jitter
+            ),
+            (1, 500, 1000, 1000, Duration::ZERO)
+        );
+        let p = Scenario::Baseline.plan();
+        assert_eq!(p.min_endpoints, p.max_endpoints);
+    }
+
+    #[test]
+    fn scale_multiplies_proxies_and_flags_override() {
+        let a = mk_args(&[
+            "--scenario",
+            "red-line",
+            "--scale",
+            "0.1",
+            "--services",
+            "5",
+        ]);
+        let p = a.plan();
+        assert_eq!(
+            (
+                p.services,
+                p.streams_per_service,
+                p.connections,
+                p.max_endpoints
+            ),
+            (5, 50, 50, 200)
+        );
+        assert!(mk_args(&["--scale", "0"]).validate().is_err());
+        assert!(
+            mk_args(&["--min-endpoints", "9", "--max-endpoints", "3"])
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn services_get_disjoint_cidrs() {
+        assert_eq!(service_cidr(0).to_string(), "10.0.0.0/20");
+        assert_eq!(service_cidr(1).to_string(), "10.0.16.0/20");
+        assert_eq!(service_cidr(4095).to_string(), "10.255.240.0/20");
+    }
+}

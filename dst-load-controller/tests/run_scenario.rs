@@ -1,0 +1,87 @@
+//! `run` end to end, as a user runs it: a short scenario against the
+//! embedded mock, with the report's numbers checked against what the mock sent.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+#[test]
+fn a_short_scenario_reports_what_the_mock_sent() {
+    let dir = std::env::temp_dir().join(format!("dst-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.json");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--scenario",
+            "small-oscillation",
+            "--services",
+            "3",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "6",
+            "--streams-per-service",
+            "4",
+            "--connections",
+            "2",
+            "--min-hold",
+            "300ms",
+            "--max-hold",
+            "400ms",
+            "--jitter",
+            "50ms",
+            "--duration",
+            "3s",
+            "--seed",
+            "7",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("change -> converged"), "{stdout}");
+
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(r["seed"], 7);
+    assert_eq!(n("streams"), 12);
+    assert_eq!(n("streams_created"), 12);
+    assert_eq!(n("errors"), 0);
+    // Every update the mock sent was received and counted.
+    assert_eq!(n("updates_received"), n("updates_sent"));
+    // 3 s of 300-400 ms holds: every service changed several times.
+    let changes = n("changes");
+    assert!(changes >= 6, "{changes} changes");
+    // Changes of one service are at least 300 ms apart: each one reached all
+    // 4 streams before the next, and the settle period let the last finish.
+    assert_eq!(n("streams_unconverged"), 0);
+    assert_eq!(n("fanouts_superseded"), 0);
+    assert_eq!(n("fanouts_completed"), changes);
+    let conv = &r["convergence_latency"];
+    assert_eq!(conv["count"].as_u64().unwrap(), changes * 4);
+    assert_eq!(r["update_latency"]["count"].as_u64().unwrap(), changes * 4);
+    assert_eq!(
+        r["fanout_completion"]["count"].as_u64().unwrap(),
+        n("fanouts_completed")
+    );
+    let (p50, max) = (conv["p50"].as_f64().unwrap(), conv["max"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= max, "{conv}");
+    // A change on 4 streams takes far less than a hold on loopback; anything
+    // near the hold means the measurement is broken, not slow.
+    assert!(
+        r["fanout_completion"]["max"].as_f64().unwrap() < 0.3,
+        "{}",
+        r["fanout_completion"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
