@@ -98,7 +98,7 @@ impl Args {
         for d in dsts.0 {
             handle.set(&d.authority, d.endpoints);
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let listener = crate::mock::bind(addr).map_err(|e| {
             anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
         })?;
         let ready = Readiness::default();

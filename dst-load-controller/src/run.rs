@@ -357,7 +357,7 @@ pub async fn run_mock_scenario(
         &mut registry,
     );
     let handle = mock.handle();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::mock::bind(([127, 0, 0, 1], 0).into())?;
     let dst_addr = listener.local_addr()?;
     let mock_stop = CancellationToken::new();
     let mock_task = tokio::spawn(mock.serve(listener, mock_stop.clone()));

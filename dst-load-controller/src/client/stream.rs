@@ -62,8 +62,12 @@ pub fn is_final(code: Code) -> bool {
 /// A metric label for an error: the gRPC code name, or `transport` when the
 /// connection itself failed.
 pub fn error_reason(status: &Status) -> String {
-    if status.code() == Code::Unavailable && std::error::Error::source(status).is_some() {
-        return "transport".to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return "transport".to_string();
+        }
+        source = e.source();
     }
     format!("{:?}", status.code())
 }
@@ -202,7 +206,7 @@ impl Stream {
                         );
                         return;
                     }
-                    tracing::debug!(service = %service.service, stream = index, %reason, "stream error; backing off");
+                    tracing::debug!(service = %service.service, stream = index, %reason, message = status.message(), source = ?std::error::Error::source(&status), "stream error; backing off");
                     metrics.reset(&reason);
                     backoff.next()
                 }

@@ -52,6 +52,19 @@ pub struct Handle {
 /// Changes kept for a slow reader of [`Handle::changes`] before it lags.
 const CHANGE_FEED_CAPACITY: usize = 65_536;
 
+/// Binds a listener with a backlog deep enough for thousands of simulated
+/// proxies connecting at once (the default drops some with resets).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 impl MockDestination {
     /// A mock with no destinations; its metrics go into `registry`.
     pub fn new(behavior: Behavior, registry: &mut Registry) -> Self {
