@@ -11,6 +11,7 @@ use crate::{
         MockDestination, control,
         dsts::Dsts,
         generate::{self, GeneratedDst},
+        identity::Identities,
         server::{Behavior, Delay},
     },
 };
@@ -53,6 +54,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub oscillation: OscillationArgs,
+
+    /// Serve the Identity service too: one subdirectory per identity name,
+    /// each holding `crt.pem` (and optionally `key.p8`, `csr.der`).
+    /// The directory is read and checked before anything starts.
+    #[arg(long = "identities-dir", value_name = "DIR", env = "LINKERD2_MOCK_DST_IDENTITIES_DIR", value_parser = load_identities)]
+    pub identities: Option<Identities>,
 }
 
 impl Args {
@@ -84,6 +91,7 @@ impl Args {
             delay,
             generate,
             oscillation,
+            identities,
         } = self;
         let shutdown = crate::shutdown::on_signal();
         let mut registry = Registry::default();
@@ -93,7 +101,11 @@ impl Args {
             delay,
             ..Default::default()
         };
-        let mock = MockDestination::new(behavior, &mut registry);
+        let mut mock = MockDestination::new(behavior, &mut registry);
+        if let Some(ids) = identities {
+            tracing::info!(identities = ?ids.names(), "serving the Identity service");
+            mock = mock.with_identities(ids);
+        }
         let handle = mock.handle();
         for d in dsts.0 {
             handle.set(&d.authority, d.endpoints);
@@ -127,4 +139,8 @@ impl Args {
         mock.serve(listener, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn load_identities(dir: &str) -> Result<Identities, String> {
+    Identities::load(std::path::Path::new(dir)).map_err(|e| e.to_string())
 }

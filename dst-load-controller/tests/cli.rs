@@ -223,3 +223,33 @@ fn help_lists_the_documented_flags() {
         assert!(client.contains(flag), "client --help lacks {flag}");
     }
 }
+
+#[test]
+fn mock_dst_refuses_a_malformed_identities_dir() {
+    usage_error(
+        &["mock-dst", "--identities-dir", "/nonexistent/identities"],
+        "cannot read identities directory",
+    );
+    let out = Command::new(BIN)
+        .args(["mock-dst"])
+        .env(
+            "LINKERD2_MOCK_DST_IDENTITIES_DIR",
+            "/nonexistent/identities",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_rejects_bad_flags() {
+    usage_error(
+        &["run", "--scale", "0"],
+        "--scale must be a positive number",
+    );
+    usage_error(
+        &["run", "--min-endpoints", "9", "--max-endpoints", "3"],
+        "is greater than --max-endpoints",
+    );
+    usage_error(&["run", "--scenario", "huge"], "invalid value 'huge'");
+}

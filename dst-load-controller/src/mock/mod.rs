@@ -16,13 +16,16 @@
 pub mod control;
 pub mod dsts;
 pub mod generate;
+pub mod identity;
 pub mod metrics;
 pub mod server;
 pub mod store;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use linkerd2_proxy_api::destination::destination_server::DestinationServer;
+use linkerd2_proxy_api::{
+    destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
+};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
@@ -39,6 +42,7 @@ use crate::client::target::Authority;
 pub struct MockDestination {
     handle: Handle,
     behavior: Behavior,
+    identities: Option<identity::Identities>,
 }
 
 /// Changes the mock's destinations while it serves. Cheap to clone.
@@ -76,7 +80,14 @@ impl MockDestination {
                 feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
             },
             behavior,
+            identities: None,
         }
+    }
+
+    /// Also serves the Identity service, certifying these identities.
+    pub fn with_identities(mut self, identities: identity::Identities) -> Self {
+        self.identities = Some(identities);
+        self
     }
 
     /// The handle that changes destinations.
@@ -90,7 +101,11 @@ impl MockDestination {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
-        let Self { handle, behavior } = self;
+        let Self {
+            handle,
+            behavior,
+            identities,
+        } = self;
         let svc = Service::new(
             handle.store.clone(),
             behavior,
@@ -99,6 +114,7 @@ impl MockDestination {
         );
         tonic::transport::Server::builder()
             .add_service(DestinationServer::new(svc))
+            .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener).map(|conn| {
                     // Updates are small and latency-sensitive: no Nagle.

@@ -1,0 +1,79 @@
+//! `mock-dst` as a user starts it: the documented LINKERD2_MOCK_DSTS example
+//! and the control API, against the real binary on loopback.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use linkerd2_proxy_api::destination::{
+    GetDestination, destination_client::DestinationClient, update,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
+    let mut client = DestinationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let req = GetDestination {
+        path: path.into(),
+        ..Default::default()
+    };
+    let mut s = client.get(req).await.unwrap().into_inner();
+    let msg = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(update::Update::Add(set)) = msg.update else {
+        panic!("expected add")
+    };
+    let mut v: Vec<SocketAddr> = set
+        .addrs
+        .iter()
+        .map(|a| a.addr.unwrap().try_into().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn the_documented_example_serves_both_destinations() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["mock-dst", "-a", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .env(
+            "LINKERD2_MOCK_DSTS",
+            "http://foo.ns.svc.cluster.local:8080=127.0.0.1:1234,127.0.0.1:1235;http://bar.ns.svc.cluster.local:8081=127.0.0.1:4321",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        first_add(addr, "foo.ns.svc.cluster.local:8080").await,
+        [
+            "127.0.0.1:1234".parse::<SocketAddr>().unwrap(),
+            "127.0.0.1:1235".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        first_add(addr, "bar.ns.svc.cluster.local:8081").await,
+        ["127.0.0.1:4321".parse::<SocketAddr>().unwrap()]
+    );
+    child.kill().await.unwrap();
+}
