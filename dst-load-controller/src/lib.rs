@@ -14,3 +14,4 @@ pub mod mock;
 pub mod mock_dst;
 pub mod run;
 pub mod shutdown;
+pub mod slices;

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub time_to_first_update: Histogram,
     /// Change-to-observation latencies.
     pub latencies: Latencies,
+    /// Streams that disagree with the ground truth.
+    pub staleness: super::staleness::Metrics,
 }
 
 impl Metrics {
@@ -96,6 +98,7 @@ impl Metrics {
             // up to the full backoff when the controller is overloaded.
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             latencies: Latencies::register(reg),
+            staleness: super::staleness::Metrics::register(reg),
         };
         reg.register(
             "streams_active",
@@ -297,7 +300,17 @@ impl ServiceStreams {
         expected: impl IntoIterator<Item = SocketAddr>,
         changed_at: SystemTime,
     ) {
-        self.truth.set(expected, changed_at);
+        self.set_truth_seen(expected, changed_at, None);
+    }
+
+    /// [`ServiceStreams::set_truth`] for a change our Kubernetes watch saw at `seen_at`.
+    pub fn set_truth_seen(
+        &self,
+        expected: impl IntoIterator<Item = SocketAddr>,
+        changed_at: SystemTime,
+        seen_at: Option<SystemTime>,
+    ) {
+        self.truth.set_seen(expected, changed_at, seen_at);
         for (i, slot) in self.slots.iter().enumerate() {
             let state = slot.state.lock().expect("stream set lock");
             if let Some(at) = state.last_update {

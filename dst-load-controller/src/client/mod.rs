@@ -1,7 +1,9 @@
 //! `client`: many `Destination.Get` watches, the way proxies hold them.
 
 pub mod endpoints;
+pub mod kube_truth;
 pub mod metrics;
+pub mod staleness;
 pub mod stream;
 pub mod target;
 pub mod token;
@@ -115,6 +117,16 @@ pub struct Args {
     /// Stop after this long, print a summary and exit 0. Unset = until signalled.
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
+
+    /// Follow the ground truth through the Kubernetes API (EndpointSlices, and
+    /// churn's scale annotations on Deployments) in the watched namespaces, to
+    /// measure change-to-observation latency and staleness.
+    #[arg(long)]
+    pub ground_truth: bool,
+
+    /// A stream whose set differs from the ground truth for longer than this is stale.
+    #[arg(long, default_value = "10s")]
+    pub staleness_grace: humantime::Duration,
 
     /// Admin server (metrics, /live, /ready).
     #[arg(long, default_value = "0.0.0.0:9991")]
@@ -309,6 +321,29 @@ impl Client {
             self.readiness.clone(),
             stop.clone(),
         ));
+        let staleness_task = tokio::spawn(staleness::watch(
+            self.services.clone(),
+            self.metrics.staleness.clone(),
+            self.args.staleness_grace.into(),
+            Duration::from_secs(1),
+            stop.clone(),
+        ));
+        let mut truth_tasks = Vec::new();
+        if self.args.ground_truth {
+            let kube = kube::Client::try_default()
+                .await
+                .context("cannot build a Kubernetes client for --ground-truth")?;
+            for namespace in self.truth_namespaces() {
+                tracing::info!(%namespace, "following the ground truth");
+                truth_tasks.push(tokio::spawn(kube_truth::follow(
+                    kube.clone(),
+                    namespace,
+                    self.args.cluster_domain.clone(),
+                    self.services.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
 
         if let Some(selector) = &self.args.service_label_selector {
             let namespace = self.args.namespace.clone().unwrap_or_default();
@@ -349,7 +384,25 @@ impl Client {
         }
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
+        staleness_task.abort();
+        for t in truth_tasks {
+            t.abort();
+        }
         Ok(Summary::collect(&self, started.elapsed()))
+    }
+
+    /// The namespaces whose ground truth is followed: `--namespace`, or those
+    /// named by the target authorities (`svc.NAMESPACE.svc...`).
+    fn truth_namespaces(&self) -> std::collections::BTreeSet<String> {
+        if let Some(ns) = &self.args.namespace {
+            return [ns.clone()].into();
+        }
+        self.args
+            .target_services
+            .iter()
+            .flat_map(|t| t.0.iter())
+            .filter_map(|a| a.host().split('.').nth(1).map(str::to_string))
+            .collect()
     }
 
     fn spawn_service(

@@ -43,6 +43,11 @@ pub enum Kind {
     Convergence,
     /// Change to the last stream converged.
     Fanout,
+    /// Change to our watch seeing the EndpointSlice (the Kubernetes leg).
+    KubernetesLeg,
+    /// EndpointSlice seen by our watch to a stream converged (the
+    /// destination leg: one clock, immune to skew between machines).
+    DestinationLeg,
 }
 
 /// Latency recorders: Prometheus histograms for dashboards and HDR
@@ -52,7 +57,9 @@ pub struct Latencies {
     update: Family<ServiceLabel, Histogram>,
     convergence: Family<ServiceLabel, Histogram>,
     fanout: Family<ServiceLabel, Histogram>,
-    hdr: Arc<Mutex<[Hdr<u64>; 3]>>,
+    kubernetes_leg: Family<ServiceLabel, Histogram>,
+    destination_leg: Family<ServiceLabel, Histogram>,
+    hdr: Arc<Mutex<[Hdr<u64>; 5]>>,
     /// Observations that came before the change by the clocks involved.
     pub clock_skew: Counter,
 }
@@ -95,7 +102,15 @@ impl Latencies {
             update: Family::new_with_constructor(buckets),
             convergence: Family::new_with_constructor(buckets),
             fanout: Family::new_with_constructor(buckets),
-            hdr: Arc::new(Mutex::new([mk_hdr(), mk_hdr(), mk_hdr()])),
+            kubernetes_leg: Family::new_with_constructor(buckets),
+            destination_leg: Family::new_with_constructor(buckets),
+            hdr: Arc::new(Mutex::new([
+                mk_hdr(),
+                mk_hdr(),
+                mk_hdr(),
+                mk_hdr(),
+                mk_hdr(),
+            ])),
             clock_skew: Counter::default(),
         };
         reg.register_with_unit(
@@ -116,6 +131,18 @@ impl Latencies {
             Unit::Seconds,
             l.fanout.clone(),
         );
+        reg.register_with_unit(
+            "kubernetes_leg",
+            "From a scale to our watch seeing its EndpointSlice change",
+            Unit::Seconds,
+            l.kubernetes_leg.clone(),
+        );
+        reg.register_with_unit(
+            "destination_leg",
+            "From our watch seeing an EndpointSlice change to a stream converged to it",
+            Unit::Seconds,
+            l.destination_leg.clone(),
+        );
         reg.register(
             "clock_skew",
             "Observations stamped before the change they reflect (counted as zero latency)",
@@ -129,6 +156,8 @@ impl Latencies {
             Kind::Update => &self.update,
             Kind::Convergence => &self.convergence,
             Kind::Fanout => &self.fanout,
+            Kind::KubernetesLeg => &self.kubernetes_leg,
+            Kind::DestinationLeg => &self.destination_leg,
         };
         family
             .get_or_create(&ServiceLabel {
@@ -168,6 +197,8 @@ struct Mark {
 struct Epoch {
     version: u64,
     changed_at: SystemTime,
+    /// When our Kubernetes watch saw the change, if it came from one.
+    seen_at: Option<SystemTime>,
     expected: HashSet<SocketAddr>,
     changed: HashSet<SocketAddr>,
     /// Whether latencies are recorded (not for the first truth: nothing changed).
@@ -224,6 +255,17 @@ impl ServiceTruth {
         expected: impl IntoIterator<Item = SocketAddr>,
         changed_at: SystemTime,
     ) -> u64 {
+        self.set_seen(expected, changed_at, None)
+    }
+
+    /// Like [`ServiceTruth::set`], for a change our watch saw at `seen_at`:
+    /// also records the Kubernetes leg, and the destination leg as streams converge.
+    pub fn set_seen(
+        &self,
+        expected: impl IntoIterator<Item = SocketAddr>,
+        changed_at: SystemTime,
+        seen_at: Option<SystemTime>,
+    ) -> u64 {
         let expected: HashSet<SocketAddr> = expected.into_iter().collect();
         let mut guard = self.epoch.lock().expect("truth lock");
         let (version, changed, measured) = match guard.as_ref() {
@@ -244,9 +286,17 @@ impl ServiceTruth {
                 )
             }
         };
+        if let (true, Some(seen)) = (measured, seen_at) {
+            self.latencies.record(
+                Kind::KubernetesLeg,
+                &self.service,
+                self.elapsed(changed_at, seen),
+            );
+        }
         *guard = Some(Epoch {
             version,
             changed_at,
+            seen_at,
             expected,
             changed,
             measured,
@@ -278,14 +328,10 @@ impl ServiceTruth {
         if !(touches || converged) {
             return;
         }
-        let latency = match at.duration_since(epoch.changed_at) {
-            Ok(d) => d,
-            Err(_) => {
-                if epoch.measured {
-                    self.latencies.clock_skew.inc();
-                }
-                Duration::ZERO
-            }
+        let latency = if epoch.measured {
+            self.elapsed(epoch.changed_at, at)
+        } else {
+            Duration::ZERO
         };
         if epoch.measured && !mark.updated {
             mark.updated = true;
@@ -298,12 +344,30 @@ impl ServiceTruth {
             if epoch.measured {
                 self.latencies
                     .record(Kind::Convergence, &self.service, latency);
+                if let Some(seen) = epoch.seen_at {
+                    let leg = self.elapsed(seen, at);
+                    self.latencies
+                        .record(Kind::DestinationLeg, &self.service, leg);
+                }
                 if epoch.pending == 0 {
                     self.latencies.record(Kind::Fanout, &self.service, latency);
                     self.completed.inc();
                 }
             }
         }
+    }
+
+    /// `to - from`, or zero (counted as clock skew) when `to` is earlier.
+    fn elapsed(&self, from: SystemTime, to: SystemTime) -> Duration {
+        to.duration_since(from).unwrap_or_else(|_| {
+            self.latencies.clock_skew.inc();
+            Duration::ZERO
+        })
+    }
+
+    /// Whether a truth is known.
+    pub fn is_known(&self) -> bool {
+        self.epoch.lock().expect("truth lock").is_some()
     }
 
     /// Where a set stands against the truth.
@@ -474,6 +538,31 @@ mod tests {
         );
         assert!(l.percentiles(Kind::Convergence).max <= 0.000002);
         assert_eq!(l.clock_skew.get(), 1);
+    }
+
+    #[test]
+    fn records_both_legs_for_a_watched_change() {
+        let (t, l) = mk_truth(1);
+        let t0 = SystemTime::now();
+        let ms = Duration::from_millis;
+        t.set([sa("10.0.0.1:80")], t0);
+        t.observed(0, &set(&["10.0.0.1:80"]), None, t0);
+        // Scaled at t0+100ms; our watch saw the slice at t0+400ms; the stream converged at t0+450ms.
+        t.set_seen(
+            [sa("10.0.0.1:80"), sa("10.0.0.2:80")],
+            t0 + ms(100),
+            Some(t0 + ms(400)),
+        );
+        t.observed(
+            0,
+            &set(&["10.0.0.1:80", "10.0.0.2:80"]),
+            Some(&mk_add(&["10.0.0.2:80"])),
+            t0 + ms(450),
+        );
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-4;
+        assert!(close(l.percentiles(Kind::KubernetesLeg).max, 0.300));
+        assert!(close(l.percentiles(Kind::DestinationLeg).max, 0.050));
+        assert!(close(l.percentiles(Kind::Convergence).max, 0.350));
     }
 
     #[test]
