@@ -60,6 +60,16 @@ pub struct Args {
     /// The directory is read and checked before anything starts.
     #[arg(long = "identities-dir", value_name = "DIR", env = "LINKERD2_MOCK_DST_IDENTITIES_DIR", value_parser = load_identities)]
     pub identities: Option<Identities>,
+
+    /// Serve the Services of this namespace from the Kubernetes API (each
+    /// Service's first port, with its EndpointSlices' ready addresses),
+    /// following them as they change. Repeatable.
+    #[arg(long)]
+    pub kubernetes_namespace: Vec<String>,
+
+    /// The cluster domain of --kubernetes-namespace authorities.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 impl Args {
@@ -92,6 +102,8 @@ impl Args {
             generate,
             oscillation,
             identities,
+            kubernetes_namespace,
+            cluster_domain,
         } = self;
         let shutdown = crate::shutdown::on_signal();
         let mut registry = Registry::default();
@@ -132,6 +144,21 @@ impl Args {
                     seed,
                     index as u32,
                     stop,
+                ));
+            }
+        }
+        if !kubernetes_namespace.is_empty() {
+            let kube = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!("cannot build a Kubernetes client for --kubernetes-namespace: {e}")
+            })?;
+            for ns in kubernetes_namespace {
+                tracing::info!(namespace = %ns, "serving the namespace's Services");
+                tokio::spawn(crate::mock::kube::follow(
+                    kube.clone(),
+                    ns,
+                    cluster_domain.clone(),
+                    handle.clone(),
+                    shutdown.clone(),
                 ));
             }
         }

@@ -164,9 +164,28 @@ pub struct Args {
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
 
-    /// Admin server of the run (the client's metrics and the mock's).
+    /// Admin server of the run (the client's metrics and the mock's or churn's).
     #[arg(long, default_value = "0.0.0.0:9993")]
     pub admin_addr: SocketAddr,
+
+    /// Run against a cluster instead of the mock: churn creates the
+    /// scenario's services in --namespace through the current kube context,
+    /// and the client watches this Destination service (host:port), timing
+    /// changes against the Kubernetes ground truth.
+    #[arg(long)]
+    pub destination_addr: Option<String>,
+
+    /// The namespace churn uses with --destination-addr.
+    #[arg(long, default_value = "dst-load-test", requires = "destination_addr")]
+    pub namespace: String,
+
+    /// With --destination-addr, leave the services in place at the end
+    /// (default: delete what churn created).
+    #[arg(long, requires = "destination_addr")]
+    pub keep: bool,
+
+    #[command(flatten)]
+    pub kube: crate::kube_api::KubeArgs,
 }
 
 impl Args {
@@ -224,7 +243,12 @@ impl Args {
             streams_per_service: scaled(
                 self.streams_per_service.unwrap_or(base.streams_per_service),
             ),
-            connections: scaled(self.connections.unwrap_or(base.connections)),
+            // One connection per simulated proxy unless told otherwise.
+            connections: scaled(
+                self.connections
+                    .or(self.streams_per_service)
+                    .unwrap_or(base.connections),
+            ),
             min_hold: self.min_hold.map_or(base.min_hold, Into::into),
             max_hold: self.max_hold.map_or(base.max_hold, Into::into),
             jitter: self.jitter.map_or(base.jitter, Into::into),
@@ -237,7 +261,11 @@ impl Args {
         let shutdown = crate::shutdown::on_signal();
         let report = self.report.clone();
         let admin_addr = self.admin_addr;
-        let outcome = run_mock_scenario(self, shutdown, Some(admin_addr)).await?;
+        let outcome = if self.destination_addr.is_some() {
+            run_cluster_scenario(self, shutdown, Some(admin_addr)).await?
+        } else {
+            run_mock_scenario(self, shutdown, Some(admin_addr)).await?
+        };
         println!("{}", outcome.table());
         if let Some(path) = report {
             let json = serde_json::to_string_pretty(&outcome)?;
@@ -268,8 +296,10 @@ pub struct Outcome {
     pub streams_created: u64,
     /// Updates received by the client.
     pub updates_received: u64,
-    /// Updates the mock sent.
-    pub updates_sent: u64,
+    /// Updates the mock sent (unknown against a cluster).
+    pub updates_sent: Option<u64>,
+    /// Where the run's destinations came from: `mock` or the destination address.
+    pub destination: String,
     /// Errors the client saw.
     pub errors: u64,
     /// Changes made to destinations after the initial sets.
@@ -286,6 +316,12 @@ pub struct Outcome {
     pub convergence_latency: Percentiles,
     /// Change to the last stream converged, per change.
     pub fanout_completion: Percentiles,
+    /// Scale to EndpointSlice seen (cluster runs).
+    pub kubernetes_leg: Percentiles,
+    /// EndpointSlice seen to stream converged (cluster runs).
+    pub destination_leg: Percentiles,
+    /// Streams stale at the end.
+    pub stale_streams: i64,
 }
 
 impl Outcome {
@@ -312,9 +348,15 @@ impl Outcome {
             self.streams,
             self.plan.connections
         );
+        let sent = self.updates_sent.map_or("?".to_string(), |n| n.to_string());
         t += &format!(
-            "  streams created {}  updates {} received / {} sent  errors {}\n",
-            self.streams_created, self.updates_received, self.updates_sent, self.errors
+            "  destination {}  streams created {}  updates {} received / {} sent  errors {}  stale {}\n",
+            self.destination,
+            self.streams_created,
+            self.updates_received,
+            sent,
+            self.errors,
+            self.stale_streams
         );
         t += &format!(
             "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
@@ -327,6 +369,10 @@ impl Outcome {
         t += &row("change -> update", &self.update_latency);
         t += &row("change -> converged", &self.convergence_latency);
         t += &row("fan-out complete", &self.fanout_completion);
+        if self.kubernetes_leg.count > 0 {
+            t += &row("scale -> slice seen", &self.kubernetes_leg);
+            t += &row("slice seen -> converged", &self.destination_leg);
+        }
         t
     }
 }
@@ -382,11 +428,6 @@ pub async fn run_mock_scenario(
     }
     let initial_changes = handle.metrics().changes.get();
 
-    #[derive(Parser)]
-    struct ClientCli {
-        #[command(flatten)]
-        args: client::Args,
-    }
     let targets = dsts
         .iter()
         .map(|d| d.authority.to_string())
@@ -521,7 +562,8 @@ pub async fn run_mock_scenario(
         streams: services.iter().map(|s| s.len() as u64).sum(),
         streams_created: summary.streams_created,
         updates_received: summary.updates,
-        updates_sent: handle.metrics().updates_sent.get(),
+        updates_sent: Some(handle.metrics().updates_sent.get()),
+        destination: "mock".to_string(),
         errors: summary.errors,
         changes: handle.metrics().changes.get() - initial_changes,
         fanouts_completed: services.iter().map(|s| s.truth.completed.get()).sum(),
@@ -530,6 +572,175 @@ pub async fn run_mock_scenario(
         update_latency: latencies.percentiles(Kind::Update),
         convergence_latency: latencies.percentiles(Kind::Convergence),
         fanout_completion: latencies.percentiles(Kind::Fanout),
+        kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
+        destination_leg: latencies.percentiles(Kind::DestinationLeg),
+        stale_streams: client_metrics.staleness.stale_now(&fleet),
+    })
+}
+
+#[derive(Parser)]
+struct ClientCli {
+    #[command(flatten)]
+    args: client::Args,
+}
+
+#[derive(Parser)]
+struct ChurnCli {
+    #[command(flatten)]
+    args: crate::churn::Args,
+}
+
+/// Runs a scenario against a cluster: churn makes the changes, the client
+/// watches `--destination-addr`, the Kubernetes API is the ground truth.
+pub async fn run_cluster_scenario(
+    args: Args,
+    shutdown: CancellationToken,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<Outcome> {
+    let plan = args.plan();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let destination = args
+        .destination_addr
+        .clone()
+        .expect("cluster mode has a destination");
+    let ns = args.namespace.clone();
+    let started_at = jiff::Timestamp::now();
+    let mut registry = Registry::default();
+
+    let stable = plan.min_endpoints == plan.max_endpoints;
+    let mut churn_flags: Vec<String> = vec![
+        "churn".into(),
+        format!("--namespace={ns}"),
+        format!("--seed={seed}"),
+    ];
+    if stable {
+        churn_flags.push(format!("--stable-services={}", plan.services));
+        churn_flags.push(format!("--stable-endpoints={}", plan.min_endpoints));
+    } else {
+        churn_flags.extend([
+            format!("--oscillate-services={}", plan.services),
+            format!("--oscillate-min-endpoints={}", plan.min_endpoints),
+            format!("--oscillate-max-endpoints={}", plan.max_endpoints),
+            format!(
+                "--oscillate-min-hold={}",
+                humantime::format_duration(plan.min_hold)
+            ),
+            format!(
+                "--oscillate-max-hold={}",
+                humantime::format_duration(plan.max_hold)
+            ),
+            format!(
+                "--oscillate-jitter={}",
+                humantime::format_duration(plan.jitter)
+            ),
+        ]);
+    }
+    churn_flags.extend([
+        format!("--qps={}", args.kube.qps),
+        format!("--burst={}", args.kube.burst),
+    ]);
+    if let Some(ctx) = &args.kube.kube_context {
+        churn_flags.push(format!("--kube-context={ctx}"));
+    }
+    let churn_args = ChurnCli::try_parse_from(&churn_flags)?.args;
+    churn_args.validate().map_err(anyhow::Error::msg)?;
+    let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
+    let churn = crate::churn::Churn::new(churn_args, churn_metrics.clone()).await?;
+    let churn_ready = crate::admin::Readiness::default();
+    let churn_stop = shutdown.child_token();
+    let churn_task = tokio::spawn(churn.run(churn_stop.clone(), churn_ready.clone()));
+    while !churn_ready.get() {
+        if churn_task.is_finished() {
+            churn_task.await??;
+            anyhow::bail!("churn ended before its services existed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let pattern = if stable { "stable" } else { "oscillate" };
+    let client_args = ClientCli::try_parse_from([
+        "client".to_string(),
+        format!("--destination-addr={destination}"),
+        format!(
+            "--target-services={pattern}-svc-{{0..{}}}.{ns}.svc.cluster.local:8080",
+            plan.services - 1
+        ),
+        format!("--streams-per-service={}", plan.streams_per_service),
+        format!("--connections={}", plan.connections),
+        "--ground-truth".to_string(),
+    ])?
+    .args;
+    client_args.validate().map_err(anyhow::Error::msg)?;
+    let client = Client::new(client_args, &mut registry)?;
+    let fleet = client.fleet();
+    let client_metrics = client.metrics().clone();
+    let client_stop = CancellationToken::new();
+    let client_task = tokio::spawn(client.run(client_stop.clone()));
+
+    let admin_stop = CancellationToken::new();
+    if let Some(addr) = admin {
+        let router = crate::admin::router(Arc::new(registry), crate::admin::Readiness::default());
+        crate::admin::spawn(addr, router, admin_stop.clone()).await?;
+    }
+    let progress = Progress::start(
+        fleet.clone(),
+        client_metrics.clone(),
+        u64::from(plan.services) * u64::from(plan.streams_per_service),
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(plan.duration) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    churn_stop.cancel();
+    churn_task.await??;
+    let settle_until =
+        tokio::time::Instant::now() + Duration::from_secs_f64(args.settle.as_secs_f64());
+    while tokio::time::Instant::now() < settle_until
+        && fleet.services().iter().any(|s| s.truth.pending() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress.finish();
+    let stale_streams = client_metrics.staleness.stale_now(&fleet);
+    client_stop.cancel();
+    let summary = client_task.await??;
+    let ended_at = jiff::Timestamp::now();
+    admin_stop.cancel();
+    if !args.keep {
+        let kube = args.kube.client().await?;
+        let caller = crate::kube_api::Caller::new(
+            args.kube.limiter(),
+            churn_metrics.api.clone(),
+            CancellationToken::new(),
+        );
+        let report = crate::cleanup::cleanup(&kube, &caller, &ns, Duration::from_secs(120)).await?;
+        tracing::info!(%report, "cleaned up");
+    }
+
+    let services = fleet.services();
+    let latencies = &client_metrics.latencies;
+    Ok(Outcome {
+        scenario: args.scenario,
+        plan,
+        seed,
+        started_at: started_at.to_string(),
+        ended_at: ended_at.to_string(),
+        streams: services.iter().map(|s| s.len() as u64).sum(),
+        streams_created: summary.streams_created,
+        updates_received: summary.updates,
+        updates_sent: None,
+        destination,
+        errors: summary.errors,
+        changes: churn_metrics.scale_events_total.get(),
+        fanouts_completed: services.iter().map(|s| s.truth.completed.get()).sum(),
+        fanouts_superseded: services.iter().map(|s| s.truth.superseded.get()).sum(),
+        streams_unconverged: services.iter().map(|s| s.truth.pending() as u64).sum(),
+        update_latency: latencies.percentiles(Kind::Update),
+        convergence_latency: latencies.percentiles(Kind::Convergence),
+        fanout_completion: latencies.percentiles(Kind::Fanout),
+        kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
+        destination_leg: latencies.percentiles(Kind::DestinationLeg),
+        stale_streams,
     })
 }
 

@@ -761,3 +761,107 @@ async fn client_discovers_services_by_label_and_follows_them() {
     assert_eq!(summary.failed_streams, 0);
     stop.cancel();
 }
+
+/// Starts `mock-dst` following `namespace`; returns the child and its gRPC address.
+async fn kube_backed_mock(namespace: &str) -> (tokio::process::Child, String) {
+    let (port, admin) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let child = cmd(&[
+        "mock-dst",
+        "-a",
+        &addr,
+        "--admin-addr",
+        &format!("127.0.0.1:{admin}"),
+        "--kubernetes-namespace",
+        namespace,
+    ])
+    .spawn()
+    .unwrap();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (child, addr)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
+    let client = kube().await;
+    let ns = TempNs::new("run");
+    let (_mock, dst) = kube_backed_mock(&ns.name).await;
+    let report = std::env::temp_dir().join(format!("{}.json", ns.name));
+    let out = run(&[
+        "run",
+        "--destination-addr",
+        &dst,
+        "--namespace",
+        &ns.name,
+        "--services",
+        "2",
+        "--min-endpoints",
+        "1",
+        "--max-endpoints",
+        "4",
+        "--streams-per-service",
+        "5",
+        "--min-hold",
+        "2s",
+        "--max-hold",
+        "2s",
+        "--jitter",
+        "200ms",
+        "--duration",
+        "9s",
+        "--settle",
+        "20s",
+        "--seed",
+        "5",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .await;
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(n("streams"), 10, "{stdout}");
+    assert_eq!(n("errors"), 0, "{stdout}");
+    assert_eq!(r["stale_streams"], 0, "{stdout}");
+    assert_eq!(n("streams_unconverged"), 0, "{stdout}");
+    let changes = n("changes");
+    assert!(changes >= 4, "{changes} scale events: {stdout}");
+    // Every stream converged to every completed change, timed end to end.
+    assert!(n("fanouts_completed") >= 2, "{stdout}");
+    let conv = &r["convergence_latency"];
+    assert!(
+        conv["count"].as_u64().unwrap() >= 5 * n("fanouts_completed"),
+        "{stdout}"
+    );
+    let k8s = &r["kubernetes_leg"];
+    let dst_leg = &r["destination_leg"];
+    assert!(k8s["count"].as_u64().unwrap() > 0, "{stdout}");
+    // The destination leg is part of the end-to-end figure.
+    assert!(
+        dst_leg["max"].as_f64().unwrap() <= conv["max"].as_f64().unwrap(),
+        "{stdout}"
+    );
+    assert!(
+        dst_leg["p50"].as_f64().unwrap() <= conv["p50"].as_f64().unwrap(),
+        "{stdout}"
+    );
+    // The run cleaned up after itself.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    eprintln!("{stdout}");
+}

@@ -17,6 +17,7 @@ pub mod control;
 pub mod dsts;
 pub mod generate;
 pub mod identity;
+pub mod kube;
 pub mod metrics;
 pub mod server;
 pub mod store;
