@@ -46,6 +46,11 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     pub delay: Delay,
 
+    /// Fault injection: every Nth stream opened never receives removals (a
+    /// stale-endpoints bug), to check that clients detect it.
+    #[arg(long)]
+    pub withhold_removals_every: Option<usize>,
+
     /// A generated destination: `DESTINATION=CIDR:COUNT` (fixed size) or
     /// `DESTINATION=CIDR:MIN..MAX` (oscillates with the --oscillate-* timing).
     /// Repeatable.
@@ -99,6 +104,7 @@ impl Args {
             legacy_no_endpoints,
             stream_queue_capacity,
             delay,
+            withhold_removals_every,
             generate,
             oscillation,
             identities,
@@ -111,6 +117,7 @@ impl Args {
             legacy_no_endpoints,
             queue_capacity: stream_queue_capacity,
             delay,
+            withhold_removals_every,
             ..Default::default()
         };
         let mut mock = MockDestination::new(behavior, &mut registry);

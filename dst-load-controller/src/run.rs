@@ -456,45 +456,7 @@ pub async fn run_mock_scenario(
 
     // The truth starts as the initial sets; changes come from the mock's feed.
     wait_for_fleet(&fleet, dsts.len()).await;
-    let mut feed = handle.changes();
-    let mut expected: std::collections::HashMap<String, std::collections::BTreeSet<SocketAddr>> =
-        Default::default();
-    for d in &dsts {
-        let set: std::collections::BTreeSet<SocketAddr> = handle
-            .get(&d.authority)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        if let Some(s) = fleet.get(&d.authority.to_string()) {
-            s.set_truth(set.iter().copied(), std::time::SystemTime::now());
-        }
-        expected.insert(d.authority.to_string(), set);
-    }
-    let truth_fleet = fleet.clone();
-    let truth_task = tokio::spawn(async move {
-        loop {
-            match feed.recv().await {
-                Ok((authority, change)) => {
-                    let key = authority.to_string();
-                    let set = expected.entry(key.clone()).or_default();
-                    set.extend(change.added.iter().copied());
-                    for a in &change.removed {
-                        set.remove(a);
-                    }
-                    if let Some(s) = truth_fleet.get(&key) {
-                        s.set_truth(set.iter().copied(), change.at);
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "change feed lagged; latencies of those changes are not measured"
-                    );
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
+    let truth_task = tokio::spawn(follow_mock_truth(handle.clone(), fleet.clone()));
 
     let churn_stop = shutdown.child_token();
     let timing = Oscillation {
@@ -742,6 +704,44 @@ pub async fn run_cluster_scenario(
         destination_leg: latencies.percentiles(Kind::DestinationLeg),
         stale_streams,
     })
+}
+
+/// Feeds the client's ground truth from the mock: every destination's set
+/// now, then every change from the mock's feed with its timestamp. The
+/// fleet's services must exist already.
+pub async fn follow_mock_truth(handle: crate::mock::Handle, fleet: Arc<Fleet>) {
+    use std::collections::{BTreeSet, HashMap};
+    let mut feed = handle.changes();
+    let mut expected: HashMap<String, BTreeSet<SocketAddr>> = HashMap::new();
+    for (authority, endpoints) in handle.list() {
+        let set: BTreeSet<SocketAddr> = endpoints.into_iter().collect();
+        if let Some(s) = fleet.get(&authority.to_string()) {
+            s.set_truth(set.iter().copied(), std::time::SystemTime::now());
+        }
+        expected.insert(authority.to_string(), set);
+    }
+    loop {
+        match feed.recv().await {
+            Ok((authority, change)) => {
+                let key = authority.to_string();
+                let set = expected.entry(key.clone()).or_default();
+                set.extend(change.added.iter().copied());
+                for a in &change.removed {
+                    set.remove(a);
+                }
+                if let Some(s) = fleet.get(&key) {
+                    s.set_truth(set.iter().copied(), change.at);
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "change feed lagged; latencies of those changes are not measured"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn wait_for_fleet(fleet: &Fleet, services: usize) {

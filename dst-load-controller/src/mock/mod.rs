@@ -172,6 +172,11 @@ impl Handle {
         self.store.get(authority)
     }
 
+    /// Every existing destination and its endpoints.
+    pub fn list(&self) -> Vec<(Authority, Vec<SocketAddr>)> {
+        self.store.list()
+    }
+
     /// The metrics handles.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

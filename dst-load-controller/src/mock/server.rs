@@ -34,6 +34,9 @@ pub struct Behavior {
     pub trust_domain: String,
     /// The control-plane namespace in TLS identities and labels.
     pub control_plane_ns: String,
+    /// A fault for testing clients: every Nth stream opened never receives
+    /// removals, as a controller with a stale-endpoints bug would behave.
+    pub withhold_removals_every: Option<usize>,
 }
 
 impl Default for Behavior {
@@ -44,6 +47,7 @@ impl Default for Behavior {
             delay: Delay::None,
             trust_domain: "cluster.local".into(),
             control_plane_ns: "linkerd".into(),
+            withhold_removals_every: None,
         }
     }
 }
@@ -101,6 +105,7 @@ impl std::str::FromStr for Delay {
 /// The Destination service.
 #[derive(Clone)]
 pub struct Service {
+    opened: Arc<std::sync::atomic::AtomicUsize>,
     store: Store,
     behavior: Arc<Behavior>,
     metrics: Metrics,
@@ -116,6 +121,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            opened: Default::default(),
             store,
             behavior: Arc::new(behavior),
             metrics,
@@ -164,7 +170,14 @@ impl Destination for Service {
             )));
         };
         let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
-        let shaper = Shaper::new(&authority, &self.behavior);
+        let mut shaper = Shaper::new(&authority, &self.behavior);
+        let n = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shaper.withhold_removals = self
+            .behavior
+            .withhold_removals_every
+            .is_some_and(|every| every > 0 && n % every == 0);
         let metrics = self.metrics.clone();
         let behavior = self.behavior.clone();
         let shutdown = self.shutdown.clone();
@@ -257,6 +270,7 @@ fn no_endpoints(exists: bool) -> Update {
 
 /// Builds the messages a stream sends, with realistic per-address metadata.
 struct Shaper {
+    withhold_removals: bool,
     service: String,
     namespace: String,
     identity: String,
@@ -273,6 +287,7 @@ impl Shaper {
             b.control_plane_ns, b.trust_domain
         );
         Self {
+            withhold_removals: false,
             service,
             namespace,
             identity,
@@ -333,7 +348,7 @@ impl Shaper {
         }
         if self.legacy && change.len == 0 {
             out.push(no_endpoints(change.exists));
-        } else if !change.removed.is_empty() {
+        } else if !change.removed.is_empty() && !self.withhold_removals {
             let addrs = change.removed.iter().map(|a| (*a).into()).collect();
             out.push(Update {
                 update: Some(update::Update::Remove(AddrSet { addrs })),

@@ -1,0 +1,105 @@
+//! Staleness oracle: the mock withholds removals from known streams; the
+//! client must report exactly those streams stale, with the right addresses,
+//! and count how long they stayed stale once they agree again.
+
+mod support;
+
+use std::time::Duration;
+
+use dst_load_controller::{mock::server::Behavior, run::follow_mock_truth};
+use support::*;
+
+const FOO: &str = "foo.ns.svc.cluster.local:8080";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withheld_removals_are_reported_stale() {
+    // Every 4th stream the mock opens never hears of a removal: 2 of 8.
+    let mock = Mock::start(Behavior {
+        withhold_removals_every: Some(4),
+        ..Default::default()
+    })
+    .await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(
+        &foo,
+        addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]),
+    );
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "8",
+        "--staleness-grace",
+        "300ms",
+    ]));
+    let all3 = addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
+    eventually("initial sets", Duration::from_secs(20), || {
+        let sets = client.sets(FOO);
+        sets.len() == 8 && sets.iter().all(|s| *s == all3)
+    })
+    .await;
+    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
+    let stale = |c: &RunningClient| {
+        sample(
+            &scrape(&c.registry),
+            "destination_client_stale_streams",
+            &[("service", FOO)],
+        )
+    };
+    eventually("two stale streams", Duration::from_secs(20), || {
+        stale(&client) == Some(2.0)
+    })
+    .await;
+    // Exactly the streams still holding the removed address, and nothing else differs.
+    let sets = client.sets(FOO);
+    let holding: Vec<_> = sets
+        .iter()
+        .filter(|s| s.contains(&"10.0.0.3:8080".parse().unwrap()))
+        .collect();
+    assert_eq!(holding.len(), 2);
+    assert!(holding.iter().all(|s| **s == all3));
+    assert_eq!(
+        sets.iter()
+            .filter(|s| **s == addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]))
+            .count(),
+        6
+    );
+    let diff = dst_load_controller::client::staleness::diff(
+        holding[0],
+        &addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]),
+    )
+    .unwrap();
+    assert_eq!(
+        (diff.missing, diff.extra),
+        (vec![], addrs(&["10.0.0.3:8080"]))
+    );
+    assert_eq!(
+        sample(
+            &scrape(&client.registry),
+            "destination_client_staleness_seconds_count",
+            &[]
+        ),
+        Some(0.0)
+    );
+
+    // The address comes back: the stale streams agree again and their
+    // staleness is recorded; the healthy ones were never stale.
+    mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
+    eventually("no stale streams", Duration::from_secs(20), || {
+        stale(&client) == Some(0.0)
+    })
+    .await;
+    let text = scrape(&client.registry);
+    assert_eq!(
+        sample(&text, "destination_client_staleness_seconds_count", &[]),
+        Some(2.0)
+    );
+    client.finish().await;
+    mock.stop().await;
+}
