@@ -177,7 +177,7 @@ impl Destination for Service {
         shaper.withhold_removals = self
             .behavior
             .withhold_removals_every
-            .is_some_and(|every| every > 0 && n % every == 0);
+            .is_some_and(|every| every > 0 && n.is_multiple_of(every));
         let metrics = self.metrics.clone();
         let behavior = self.behavior.clone();
         let shutdown = self.shutdown.clone();
