@@ -865,3 +865,131 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
     );
     eprintln!("{stdout}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
+    use dst_load_controller::client::Client;
+    let client = kube().await;
+    let ns = TempNs::new("dstrestart");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "2",
+        "--stable-endpoints",
+        "3",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    for name in ["stable-svc-0", "stable-svc-1"] {
+        eventually("pods", || check_service(&client, &ns.name, name, 3)).await;
+    }
+    let (mut mock, dst) = kube_backed_mock(&ns.name).await;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: dst_load_controller::client::Args,
+    }
+    let targets = format!("stable-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name);
+    let args = <Cli as clap::Parser>::try_parse_from([
+        "client",
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &targets,
+        "--streams-per-service",
+        "4",
+        "--connections",
+        "2",
+        "--ground-truth",
+        "--backoff-max",
+        "1s",
+    ])
+    .unwrap()
+    .args;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let c = Client::new(args, &mut registry).unwrap();
+    let fleet = c.fleet();
+    let metrics = c.metrics().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(c.run(stop.clone()));
+    let converged = || {
+        let services = fleet.services();
+        let ok = services.len() == 2
+            && services.iter().all(|s| {
+                let want = s.truth.expected();
+                want.len() == 3 && s.slots().iter().all(|slot| slot.addrs() == want)
+            });
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("streams differ from the EndpointSlices".to_string())
+            }
+        }
+    };
+    eventually("every stream holds its EndpointSlice addresses", converged).await;
+
+    // Kill the destination, change the cluster while it is down, start it again.
+    mock.kill().await.unwrap();
+    let port = dst.rsplit_once(':').unwrap().1.to_string();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let patch = serde_json::json!({"spec": {"replicas": 5}});
+    deployments
+        .patch(
+            "stable-svc-0",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    eventually("scaled pods", || {
+        check_service(&client, &ns.name, "stable-svc-0", 5)
+    })
+    .await;
+    let admin = free_port();
+    let _mock = cmd(&[
+        "mock-dst",
+        "-a",
+        &format!("127.0.0.1:{port}"),
+        "--admin-addr",
+        &format!("127.0.0.1:{admin}"),
+        "--kubernetes-namespace",
+        &ns.name,
+    ])
+    .spawn()
+    .unwrap();
+    let converged_after = || {
+        let services = fleet.services();
+        let ok = services.iter().all(|s| {
+            let want = s.truth.expected();
+            !want.is_empty() && s.slots().iter().all(|slot| slot.addrs() == want)
+        }) && services.iter().any(|s| s.truth.expected().len() == 5);
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err("not re-converged".to_string())
+            }
+        }
+    };
+    eventually(
+        "every stream re-converged after the restart",
+        converged_after,
+    )
+    .await;
+    assert!(
+        metrics.streams_created.get() > 8,
+        "streams should have reconnected"
+    );
+    stop.cancel();
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.failed_streams, 0);
+}
