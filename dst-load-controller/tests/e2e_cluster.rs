@@ -993,3 +993,103 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
     let summary = task.await.unwrap().unwrap();
     assert_eq!(summary.failed_streams, 0);
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
+    use dst_load_controller::client::Client;
+    let _client = kube().await;
+    let ns = TempNs::new("errors");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    let (_mock, dst) = kube_backed_mock(&ns.name).await;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: dst_load_controller::client::Args,
+    }
+    // An unknown Service in the namespace, and a name outside `*.svc.*`.
+    let targets = format!(
+        "nope.{0}.svc.cluster.local:8080,stable-svc-0.{0}.example.com:8080",
+        ns.name
+    );
+    let args = <Cli as clap::Parser>::try_parse_from([
+        "client",
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &targets,
+        "--streams-per-service",
+        "2",
+        "--backoff-min",
+        "20ms",
+        "--backoff-max",
+        "200ms",
+    ])
+    .unwrap()
+    .args;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let c = Client::new(args, &mut registry).unwrap();
+    let metrics = c.metrics().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(c.run(stop.clone()));
+    let reason = |r: &str| dst_load_controller::client::metrics::ReasonLabels {
+        reason: r.to_string(),
+    };
+    let m = metrics.clone();
+    eventually("NotFound retried, InvalidArgument final", || {
+        let not_found = m
+            .connection_errors
+            .get(&reason("NotFound"))
+            .map(|c| c.get())
+            .unwrap_or(0);
+        let failed = m
+            .streams_failed
+            .get(&reason("InvalidArgument"))
+            .map(|c| c.get())
+            .unwrap_or(0);
+        let ok = not_found >= 6 && failed == 2;
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "NotFound {not_found}, InvalidArgument failures {failed}"
+                ))
+            }
+        }
+    })
+    .await;
+    // Final errors are not retried: exactly one InvalidArgument per stream.
+    assert_eq!(
+        metrics
+            .connection_errors
+            .get(&reason("InvalidArgument"))
+            .unwrap()
+            .get(),
+        2
+    );
+    assert!(
+        metrics
+            .streams_reset
+            .get(&reason("NotFound"))
+            .unwrap()
+            .get()
+            >= 4
+    );
+    stop.cancel();
+    let summary = task.await.unwrap().unwrap();
+    assert_eq!(summary.failed_streams, 2);
+}
