@@ -76,6 +76,10 @@ pub struct Metrics {
     pub latencies: Latencies,
     /// Streams that disagree with the ground truth.
     pub staleness: super::staleness::Metrics,
+    /// All errors, for the summary (families cannot be summed).
+    pub errors_total: Counter,
+    /// All streams ended for good, for the summary.
+    pub failed_total: Counter,
 }
 
 impl Metrics {
@@ -99,6 +103,8 @@ impl Metrics {
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             latencies: Latencies::register(reg),
             staleness: super::staleness::Metrics::register(reg),
+            errors_total: Counter::default(),
+            failed_total: Counter::default(),
         };
         reg.register(
             "streams_active",
@@ -183,6 +189,7 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+        self.errors_total.inc();
     }
 
     /// Counts one stream that ended for good.
@@ -192,6 +199,7 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+        self.failed_total.inc();
     }
 }
 

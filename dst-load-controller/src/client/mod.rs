@@ -527,36 +527,7 @@ pub struct Summary {
 impl Summary {
     fn collect(client: &Client, elapsed: Duration) -> Self {
         let m = &client.metrics;
-        let sum = |f: &prometheus_client::metrics::family::Family<
-            metrics::ReasonLabels,
-            prometheus_client::metrics::counter::Counter,
-        >| {
-            // Family has no iterator; the summary re-reads the counters it knows.
-            [
-                "InvalidArgument",
-                "FailedPrecondition",
-                "NotFound",
-                "Unavailable",
-                "Internal",
-                "Unknown",
-                "DeadlineExceeded",
-                "Cancelled",
-                "transport",
-                "ResourceExhausted",
-                "Unimplemented",
-                "PermissionDenied",
-                "Unauthenticated",
-                "Aborted",
-            ]
-            .iter()
-            .filter_map(|r| {
-                f.get(&metrics::ReasonLabels {
-                    reason: r.to_string(),
-                })
-                .map(|c| c.get())
-            })
-            .sum::<u64>()
-        };
+
         let services: Vec<_> = client
             .services
             .services()
@@ -576,8 +547,8 @@ impl Summary {
             elapsed,
             streams_created: m.streams_created.get(),
             updates,
-            errors: sum(&m.connection_errors),
-            failed_streams: sum(&m.streams_failed),
+            errors: m.errors_total.get(),
+            failed_streams: m.failed_total.get(),
             services,
         }
     }
