@@ -15,3 +15,4 @@ pub mod mock_dst;
 pub mod run;
 pub mod shutdown;
 pub mod slices;
+pub mod slo;

@@ -75,6 +75,33 @@ mod humantime_serde_secs {
 }
 
 impl Scenario {
+    /// The plan's success criteria, as SLOs.
+    pub fn default_slos(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Baseline => &["stale_streams==0", "errors==0", "resets==0"],
+            Scenario::SmallOscillation => &[
+                "update_latency.p95<500ms",
+                "update_latency.p99<2s",
+                "fanout_completion.max<10s",
+                "resets==0",
+                "stale_streams==0",
+            ],
+            Scenario::LargeRollout => &[
+                "update_latency.p95<1s",
+                "update_latency.p99<3s",
+                "fanout_completion.max<15s",
+                "stale_streams==0",
+            ],
+            Scenario::ManyServices => &[
+                "update_latency.p95<1s",
+                "update_latency.p99<3s",
+                "fanout_completion.max<20s",
+                "stale_streams==0",
+            ],
+            Scenario::RedLine => &["update_latency.p99<10s", "stale_streams==0"],
+        }
+    }
+
     /// The plan's numbers (holds of minutes are shortened to seconds).
     pub fn plan(self) -> Plan {
         let s = Duration::from_secs;
@@ -163,6 +190,20 @@ pub struct Args {
     /// Write a JSON report here.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+
+    /// A pass/fail gate, e.g. `update_latency.p95<500ms`, `fanout_completion.max<10s`,
+    /// `stale_streams==0`, `errors==0`. Repeatable. Default: the scenario's success
+    /// criteria from the load-test plan. Exit status 3 when one fails.
+    #[arg(long)]
+    pub slo: Vec<crate::slo::Slo>,
+
+    /// A latency SLO judged on fewer samples than this fails.
+    #[arg(long, default_value_t = 1)]
+    pub min_samples: u64,
+
+    /// Write the SLO verdicts as JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<std::path::PathBuf>,
 
     /// Admin server of the run (the client's metrics and the mock's or churn's).
     #[arg(long, default_value = "0.0.0.0:9993")]
@@ -261,19 +302,62 @@ impl Args {
         let shutdown = crate::shutdown::on_signal();
         let report = self.report.clone();
         let admin_addr = self.admin_addr;
-        let outcome = if self.destination_addr.is_some() {
+        let slos = if self.slo.is_empty() {
+            self.scenario
+                .default_slos()
+                .iter()
+                .map(|s| s.parse().expect("built-in SLOs parse"))
+                .collect()
+        } else {
+            self.slo.clone()
+        };
+        let (min_samples, junit) = (self.min_samples, self.junit.clone());
+        let mut outcome = if self.destination_addr.is_some() {
             run_cluster_scenario(self, shutdown, Some(admin_addr)).await?
         } else {
             run_mock_scenario(self, shutdown, Some(admin_addr)).await?
         };
+        outcome.slos = crate::slo::judge(&slos, &outcome, min_samples);
         println!("{}", outcome.table());
+        if let Some(path) = junit {
+            let name = format!("{:?}", outcome.scenario);
+            std::fs::write(&path, crate::slo::junit(&name, &outcome.slos))
+                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+        }
         if let Some(path) = report {
             let json = serde_json::to_string_pretty(&outcome)?;
             std::fs::write(&path, json)
                 .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
             eprintln!("report written to {}", path.display());
         }
-        Ok(ExitCode::SUCCESS)
+        if outcome.slos.iter().all(|v| v.pass) {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Ok(ExitCode::from(crate::slo::EXIT_SLO_FAILED))
+        }
+    }
+}
+
+impl crate::slo::Measured for Outcome {
+    fn latency(&self, l: crate::slo::Latency) -> &Percentiles {
+        use crate::slo::Latency as L;
+        match l {
+            L::UpdateLatency => &self.update_latency,
+            L::ConvergenceLatency => &self.convergence_latency,
+            L::FanoutCompletion => &self.fanout_completion,
+            L::KubernetesLeg => &self.kubernetes_leg,
+            L::DestinationLeg => &self.destination_leg,
+        }
+    }
+
+    fn count(&self, c: crate::slo::Count) -> u64 {
+        use crate::slo::Count as C;
+        match c {
+            C::StaleStreams => self.stale_streams.max(0) as u64,
+            C::Errors => self.errors,
+            C::Resets => self.streams_created.saturating_sub(self.streams),
+            C::UnconvergedStreams => self.streams_unconverged,
+        }
     }
 }
 
@@ -322,6 +406,8 @@ pub struct Outcome {
     pub destination_leg: Percentiles,
     /// Streams stale at the end.
     pub stale_streams: i64,
+    /// Every SLO with its measured value and verdict.
+    pub slos: Vec<crate::slo::Verdict>,
 }
 
 impl Outcome {
@@ -372,6 +458,14 @@ impl Outcome {
         if self.kubernetes_leg.count > 0 {
             t += &row("scale -> slice seen", &self.kubernetes_leg);
             t += &row("slice seen -> converged", &self.destination_leg);
+        }
+        for v in &self.slos {
+            let verdict = if v.pass { "PASS" } else { "FAIL" };
+            t += &format!("  SLO {verdict} {}", v.slo);
+            if let Some(r) = &v.reason {
+                t += &format!(" ({r})");
+            }
+            t += "\n";
         }
         t
     }
@@ -537,6 +631,7 @@ pub async fn run_mock_scenario(
         kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
         destination_leg: latencies.percentiles(Kind::DestinationLeg),
         stale_streams: client_metrics.staleness.stale_now(&fleet),
+        slos: Vec::new(),
     })
 }
 
@@ -703,6 +798,7 @@ pub async fn run_cluster_scenario(
         kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
         destination_leg: latencies.percentiles(Kind::DestinationLeg),
         stale_streams,
+        slos: Vec::new(),
     })
 }
 

@@ -83,5 +83,76 @@ fn a_short_scenario_reports_what_the_mock_sent() {
         "{}",
         r["fanout_completion"]
     );
+    // The scenario's default SLOs (the plan's success criteria) were judged and held.
+    let slos = r["slos"].as_array().unwrap();
+    assert_eq!(slos.len(), 5, "{}", r["slos"]);
+    assert!(slos.iter().all(|v| v["pass"] == true), "{}", r["slos"]);
+    assert!(
+        stdout.contains("SLO PASS update_latency.p95<500ms"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn short_run(max_endpoints: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "run",
+            "--services",
+            "1",
+            "--min-endpoints",
+            "1",
+            "--max-endpoints",
+            max_endpoints,
+            "--streams-per-service",
+            "2",
+            "--min-hold",
+            "200ms",
+            "--max-hold",
+            "200ms",
+            "--jitter",
+            "0s",
+            "--duration",
+            "1s",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_failed_slo_exits_3_with_a_junit_failure() {
+    let junit = std::env::temp_dir().join(format!("dst-run-junit-{}.xml", std::process::id()));
+    let out = short_run(
+        "3",
+        &[
+            "--slo",
+            "update_latency.p95<1us",
+            "--slo",
+            "errors==0",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("SLO FAIL update_latency.p95<1us (measured"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("SLO PASS errors==0"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    std::fs::remove_file(&junit).unwrap();
+}
+
+#[test]
+fn a_run_without_samples_fails_loudly() {
+    // No churn: nothing to time, so a latency SLO cannot pass.
+    let out = short_run("1", &["--slo", "update_latency.p95<1s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("too few samples to judge: 0"), "{stdout}");
 }
