@@ -805,8 +805,13 @@ pub async fn run_cluster_scenario(
 /// Feeds the client's ground truth from the mock: every destination's set
 /// now, then every change from the mock's feed with its timestamp. The
 /// fleet's services must exist already.
-pub async fn follow_mock_truth(handle: crate::mock::Handle, fleet: Arc<Fleet>) {
+pub fn follow_mock_truth(
+    handle: crate::mock::Handle,
+    fleet: Arc<Fleet>,
+) -> impl Future<Output = ()> + Send + 'static {
     use std::collections::{BTreeSet, HashMap};
+    // Subscribed and seeded now, not when the future first runs, so that no
+    // change made after this call is missed.
     let mut feed = handle.changes();
     let mut expected: HashMap<String, BTreeSet<SocketAddr>> = HashMap::new();
     for (authority, endpoints) in handle.list() {
@@ -816,26 +821,28 @@ pub async fn follow_mock_truth(handle: crate::mock::Handle, fleet: Arc<Fleet>) {
         }
         expected.insert(authority.to_string(), set);
     }
-    loop {
-        match feed.recv().await {
-            Ok((authority, change)) => {
-                let key = authority.to_string();
-                let set = expected.entry(key.clone()).or_default();
-                set.extend(change.added.iter().copied());
-                for a in &change.removed {
-                    set.remove(a);
+    async move {
+        loop {
+            match feed.recv().await {
+                Ok((authority, change)) => {
+                    let key = authority.to_string();
+                    let set = expected.entry(key.clone()).or_default();
+                    set.extend(change.added.iter().copied());
+                    for a in &change.removed {
+                        set.remove(a);
+                    }
+                    if let Some(s) = fleet.get(&key) {
+                        s.set_truth(set.iter().copied(), change.at);
+                    }
                 }
-                if let Some(s) = fleet.get(&key) {
-                    s.set_truth(set.iter().copied(), change.at);
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "change feed lagged; latencies of those changes are not measured"
+                    );
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "change feed lagged; latencies of those changes are not measured"
-                );
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }
