@@ -338,6 +338,69 @@ impl Args {
     }
 }
 
+/// What differs between a mock run and a cluster run.
+struct Mode {
+    scenario: Scenario,
+    plan: Plan,
+    seed: u64,
+    started_at: jiff::Timestamp,
+    ended_at: jiff::Timestamp,
+    destination: String,
+    updates_sent: Option<u64>,
+    changes: u64,
+}
+
+impl Outcome {
+    /// Everything the client measured, plus what differs by mode. SLOs are
+    /// judged afterwards.
+    fn collect(
+        mode: Mode,
+        fleet: &Fleet,
+        metrics: &client::metrics::Metrics,
+        summary: &client::Summary,
+    ) -> Self {
+        let services = fleet.services();
+        let latencies = &metrics.latencies;
+        let sum = |f: &dyn Fn(&client::metrics::ServiceStreams) -> u64| {
+            services.iter().map(|s| f(s)).sum::<u64>()
+        };
+        Outcome {
+            scenario: mode.scenario,
+            plan: mode.plan,
+            seed: mode.seed,
+            started_at: mode.started_at.to_string(),
+            ended_at: mode.ended_at.to_string(),
+            streams: sum(&|s| s.len() as u64),
+            streams_created: summary.streams_created,
+            updates_received: summary.updates,
+            updates_sent: mode.updates_sent,
+            destination: mode.destination,
+            errors: summary.errors,
+            changes: mode.changes,
+            fanouts_completed: sum(&|s| s.truth.completed.get()),
+            fanouts_superseded: sum(&|s| s.truth.superseded.get()),
+            streams_unconverged: sum(&|s| s.truth.pending() as u64),
+            update_latency: latencies.percentiles(Kind::Update),
+            convergence_latency: latencies.percentiles(Kind::Convergence),
+            fanout_completion: latencies.percentiles(Kind::Fanout),
+            kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
+            destination_leg: latencies.percentiles(Kind::DestinationLeg),
+            stale_streams: metrics.staleness.stale_now(fleet),
+            slos: Vec::new(),
+        }
+    }
+}
+
+/// After churn stops, waits up to `settle` for every stream to converge.
+async fn settle(fleet: &Fleet, settle: Duration) {
+    let until = tokio::time::Instant::now() + settle;
+    while tokio::time::Instant::now() < until
+        && fleet.services().iter().any(|s| s.truth.pending() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl crate::slo::Measured for Outcome {
     fn latency(&self, l: crate::slo::Latency) -> &Percentiles {
         use crate::slo::Latency as L;
@@ -591,13 +654,7 @@ pub async fn run_mock_scenario(
         let _ = g.await;
     }
     // Let the last changes fan out before judging.
-    let settle_until =
-        tokio::time::Instant::now() + Duration::from_secs_f64(args.settle.as_secs_f64());
-    while tokio::time::Instant::now() < settle_until
-        && fleet.services().iter().any(|s| s.truth.pending() > 0)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    settle(&fleet, args.settle.into()).await;
     progress.finish();
     truth_task.abort();
     client_stop.cancel();
@@ -607,32 +664,21 @@ pub async fn run_mock_scenario(
     let _ = mock_task.await;
     admin_stop.cancel();
 
-    let services = fleet.services();
-    let latencies = &client_metrics.latencies;
-    Ok(Outcome {
-        scenario: args.scenario,
-        plan,
-        seed,
-        started_at: started_at.to_string(),
-        ended_at: ended_at.to_string(),
-        streams: services.iter().map(|s| s.len() as u64).sum(),
-        streams_created: summary.streams_created,
-        updates_received: summary.updates,
-        updates_sent: Some(handle.metrics().updates_sent.get()),
-        destination: "mock".to_string(),
-        errors: summary.errors,
-        changes: handle.metrics().changes.get() - initial_changes,
-        fanouts_completed: services.iter().map(|s| s.truth.completed.get()).sum(),
-        fanouts_superseded: services.iter().map(|s| s.truth.superseded.get()).sum(),
-        streams_unconverged: services.iter().map(|s| s.truth.pending() as u64).sum(),
-        update_latency: latencies.percentiles(Kind::Update),
-        convergence_latency: latencies.percentiles(Kind::Convergence),
-        fanout_completion: latencies.percentiles(Kind::Fanout),
-        kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
-        destination_leg: latencies.percentiles(Kind::DestinationLeg),
-        stale_streams: client_metrics.staleness.stale_now(&fleet),
-        slos: Vec::new(),
-    })
+    Ok(Outcome::collect(
+        Mode {
+            scenario: args.scenario,
+            plan,
+            seed,
+            started_at,
+            ended_at,
+            destination: "mock".to_string(),
+            updates_sent: Some(handle.metrics().updates_sent.get()),
+            changes: handle.metrics().changes.get() - initial_changes,
+        },
+        &fleet,
+        &client_metrics,
+        &summary,
+    ))
 }
 
 #[derive(Parser)]
@@ -750,15 +796,8 @@ pub async fn run_cluster_scenario(
     }
     churn_stop.cancel();
     churn_task.await??;
-    let settle_until =
-        tokio::time::Instant::now() + Duration::from_secs_f64(args.settle.as_secs_f64());
-    while tokio::time::Instant::now() < settle_until
-        && fleet.services().iter().any(|s| s.truth.pending() > 0)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle(&fleet, args.settle.into()).await;
     progress.finish();
-    let stale_streams = client_metrics.staleness.stale_now(&fleet);
     client_stop.cancel();
     let summary = client_task.await??;
     let ended_at = jiff::Timestamp::now();
@@ -774,32 +813,21 @@ pub async fn run_cluster_scenario(
         tracing::info!(%report, "cleaned up");
     }
 
-    let services = fleet.services();
-    let latencies = &client_metrics.latencies;
-    Ok(Outcome {
-        scenario: args.scenario,
-        plan,
-        seed,
-        started_at: started_at.to_string(),
-        ended_at: ended_at.to_string(),
-        streams: services.iter().map(|s| s.len() as u64).sum(),
-        streams_created: summary.streams_created,
-        updates_received: summary.updates,
-        updates_sent: None,
-        destination,
-        errors: summary.errors,
-        changes: churn_metrics.scale_events_total.get(),
-        fanouts_completed: services.iter().map(|s| s.truth.completed.get()).sum(),
-        fanouts_superseded: services.iter().map(|s| s.truth.superseded.get()).sum(),
-        streams_unconverged: services.iter().map(|s| s.truth.pending() as u64).sum(),
-        update_latency: latencies.percentiles(Kind::Update),
-        convergence_latency: latencies.percentiles(Kind::Convergence),
-        fanout_completion: latencies.percentiles(Kind::Fanout),
-        kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
-        destination_leg: latencies.percentiles(Kind::DestinationLeg),
-        stale_streams,
-        slos: Vec::new(),
-    })
+    Ok(Outcome::collect(
+        Mode {
+            scenario: args.scenario,
+            plan,
+            seed,
+            started_at,
+            ended_at,
+            destination,
+            updates_sent: None,
+            changes: churn_metrics.scale_events_total.get(),
+        },
+        &fleet,
+        &client_metrics,
+        &summary,
+    ))
 }
 
 /// Feeds the client's ground truth from the mock: every destination's set
