@@ -6,6 +6,8 @@
 //! Each test works in its own namespace, deletes it, and dumps its state when
 //! it fails.
 
+mod support;
+
 use std::{
     collections::BTreeSet,
     process::{Output, Stdio},
@@ -639,10 +641,7 @@ async fn sigterm_drains_and_cleans_up_and_a_second_signal_aborts() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn client_discovers_services_by_label_and_follows_them() {
-    use dst_load_controller::{
-        client::Client,
-        mock::{MockDestination, server::Behavior},
-    };
+    use dst_load_controller::mock::{MockDestination, server::Behavior};
     let client = kube().await;
     let ns = TempNs::new("discover");
     let admin = format!("127.0.0.1:{}", free_port());
@@ -692,13 +691,7 @@ async fn client_discovers_services_by_label_and_follows_them() {
         truth.insert(authority, addrs);
     }
 
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: dst_load_controller::client::Args,
-    }
-    let args = <Cli as clap::Parser>::try_parse_from([
-        "client",
+    let running = support::start_client(support::client_args(&[
         "--destination-addr",
         &dst,
         "--namespace",
@@ -707,14 +700,9 @@ async fn client_discovers_services_by_label_and_follows_them() {
         "app.kubernetes.io/managed-by=dst-load-controller",
         "--streams-per-service",
         "3",
-    ])
-    .unwrap()
-    .args;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let c = Client::new(args, &mut registry).unwrap();
-    let fleet = c.fleet();
-    let client_stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(c.run(client_stop.clone()));
+    ]));
+    let fleet = running.fleet.clone();
+    let (client_stop, task) = (running.stop, running.task);
     let sets_match = |truth: &std::collections::BTreeMap<String, Vec<std::net::SocketAddr>>| {
         let services = fleet.services();
         let watched: Vec<String> = services.iter().map(|s| s.service.clone()).collect();
@@ -869,7 +857,6 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
-    use dst_load_controller::client::Client;
     let client = kube().await;
     let ns = TempNs::new("dstrestart");
     let admin = format!("127.0.0.1:{}", free_port());
@@ -892,14 +879,8 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
     }
     let (mut mock, dst) = kube_backed_mock(&ns.name).await;
 
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: dst_load_controller::client::Args,
-    }
     let targets = format!("stable-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name);
-    let args = <Cli as clap::Parser>::try_parse_from([
-        "client",
+    let running = support::start_client(support::client_args(&[
         "--destination-addr",
         &dst,
         "--target-services",
@@ -911,15 +892,10 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
         "--ground-truth",
         "--backoff-max",
         "1s",
-    ])
-    .unwrap()
-    .args;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let c = Client::new(args, &mut registry).unwrap();
-    let fleet = c.fleet();
-    let metrics = c.metrics().clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(c.run(stop.clone()));
+    ]));
+    let fleet = running.fleet.clone();
+    let metrics = running.metrics.clone();
+    let (stop, task) = (running.stop, running.task);
     let converged = || {
         let services = fleet.services();
         let ok = services.len() == 2
@@ -997,7 +973,6 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
-    use dst_load_controller::client::Client;
     let _client = kube().await;
     let ns = TempNs::new("errors");
     let admin = format!("127.0.0.1:{}", free_port());
@@ -1015,18 +990,12 @@ async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
     .await;
     let (_mock, dst) = kube_backed_mock(&ns.name).await;
 
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: dst_load_controller::client::Args,
-    }
     // An unknown Service in the namespace, and a name outside `*.svc.*`.
     let targets = format!(
         "nope.{0}.svc.cluster.local:8080,stable-svc-0.{0}.example.com:8080",
         ns.name
     );
-    let args = <Cli as clap::Parser>::try_parse_from([
-        "client",
+    let running = support::start_client(support::client_args(&[
         "--destination-addr",
         &dst,
         "--target-services",
@@ -1037,14 +1006,9 @@ async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
         "20ms",
         "--backoff-max",
         "200ms",
-    ])
-    .unwrap()
-    .args;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let c = Client::new(args, &mut registry).unwrap();
-    let metrics = c.metrics().clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(c.run(stop.clone()));
+    ]));
+    let metrics = running.metrics.clone();
+    let (stop, task) = (running.stop, running.task);
     let reason = |r: &str| dst_load_controller::client::metrics::ReasonLabels {
         reason: r.to_string(),
     };
