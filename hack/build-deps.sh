@@ -108,6 +108,17 @@ build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
 build_step() { GOBIN=$out go install github.com/smallstep/cli/cmd/step@"$STEP_VERSION"; }
 build_kubeconform() { GOBIN=$out go install github.com/yannh/kubeconform/cmd/kubeconform@"$KUBECONFORM_VERSION"; }
 
+# Prometheus (server and promtool) for `report --prometheus` tests and for
+# checking the dashboards' queries. Built without the web UI's assets: the
+# HTTP API is all the tests use.
+build_prometheus() {
+  wrapper "$CACHE/src/prometheus-$PROMETHEUS_VERSION"
+  go mod edit -require=github.com/prometheus/prometheus@"$PROMETHEUS_VERSION"
+  go build -mod=mod -trimpath -o "$out/" \
+    github.com/prometheus/prometheus/cmd/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool
+}
+
 version_of() {
   case $1 in
     etcd) echo "$ETCD_VERSION" ;;
@@ -117,11 +128,12 @@ version_of() {
     helm) echo "$HELM_VERSION" ;;
     step) echo "$STEP_VERSION" ;;
     kubeconform) echo "$KUBECONFORM_VERSION" ;;
+    prometheus) echo "$PROMETHEUS_VERSION" ;;
     *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS)" >&2; return 2 ;;
   esac
 }
 
-ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform"
+ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform prometheus"
 # Not in ALL_COMPONENTS: the Go module proxy refuses every github.com/linkerd/*
 # module here (403), so `linkerd` (destination controller + CLI) cannot be
 # built on these machines. `hack/build-deps.sh linkerd` still tries.

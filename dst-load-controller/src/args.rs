@@ -33,6 +33,8 @@ enum Command {
     MockDst(crate::mock_dst::Args),
     /// Run a whole scenario locally (mock Destination, churn, client) and summarize it.
     Run(crate::run::Args),
+    /// Judge SLO gates from Prometheus, for clients running as many replicas.
+    Report(crate::report::Args),
 }
 
 impl Cli {
@@ -64,6 +66,7 @@ impl Cli {
                 Command::Cleanup(args) => args.run().await,
                 Command::MockDst(args) => args.run().await,
                 Command::Run(args) => args.run().await,
+                Command::Report(args) => args.run().await,
             }
         });
         match result {
@@ -85,6 +88,7 @@ impl Command {
             Command::Cleanup(_) => Ok(()),
             Command::MockDst(args) => args.validate(),
             Command::Run(args) => args.validate(),
+            Command::Report(args) => args.validate(),
         }
     }
 }

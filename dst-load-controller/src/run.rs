@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     churn::schedule::{Jitter, Oscillation},
-    client::{self, Client, Fleet, truth::Kind, truth::Percentiles},
+    client::{self, Client, Fleet, truth::Kind},
+    gates::Measurements,
     mock::{
         MockDestination,
         generate::{self, GeneratedDst},
@@ -187,23 +188,10 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     pub mock_delay: Delay,
 
-    /// Write a JSON report here.
-    #[arg(long)]
-    pub report: Option<std::path::PathBuf>,
-
-    /// A pass/fail gate, e.g. `update_latency.p95<500ms`, `fanout_completion.max<10s`,
-    /// `stale_streams==0`, `errors==0`. Repeatable. Default: the scenario's success
-    /// criteria from the load-test plan. Exit status 3 when one fails.
-    #[arg(long)]
-    pub slo: Vec<crate::slo::Slo>,
-
-    /// A latency SLO judged on fewer samples than this fails.
-    #[arg(long, default_value_t = 1)]
-    pub min_samples: u64,
-
-    /// Write the SLO verdicts as JUnit XML here.
-    #[arg(long)]
-    pub junit: Option<std::path::PathBuf>,
+    /// Gates (default: the scenario's success criteria from the load-test
+    /// plan), the JSON report and JUnit output.
+    #[command(flatten)]
+    pub gates: crate::gates::GateArgs,
 
     /// Admin server of the run (the client's metrics and the mock's or churn's).
     #[arg(long, default_value = "0.0.0.0:9993")]
@@ -300,41 +288,17 @@ impl Args {
     /// Runs the scenario, prints the summary, writes the report.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let shutdown = crate::shutdown::on_signal();
-        let report = self.report.clone();
         let admin_addr = self.admin_addr;
-        let slos = if self.slo.is_empty() {
-            self.scenario
-                .default_slos()
-                .iter()
-                .map(|s| s.parse().expect("built-in SLOs parse"))
-                .collect()
-        } else {
-            self.slo.clone()
-        };
-        let (min_samples, junit) = (self.min_samples, self.junit.clone());
+        let gates = self.gates.clone();
+        let slos = gates.slos_or(self.scenario.default_slos());
         let mut outcome = if self.destination_addr.is_some() {
             run_cluster_scenario(self, shutdown, Some(admin_addr)).await?
         } else {
             run_mock_scenario(self, shutdown, Some(admin_addr)).await?
         };
-        outcome.slos = crate::slo::judge(&slos, &outcome, min_samples);
+        outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
         println!("{}", outcome.table());
-        if let Some(path) = junit {
-            let name = format!("{:?}", outcome.scenario);
-            std::fs::write(&path, crate::slo::junit(&name, &outcome.slos))
-                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
-        }
-        if let Some(path) = report {
-            let json = serde_json::to_string_pretty(&outcome)?;
-            std::fs::write(&path, json)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
-            eprintln!("report written to {}", path.display());
-        }
-        if outcome.slos.iter().all(|v| v.pass) {
-            Ok(ExitCode::SUCCESS)
-        } else {
-            Ok(ExitCode::from(crate::slo::EXIT_SLO_FAILED))
-        }
+        gates.finish(&format!("{:?}", outcome.scenario), &outcome.slos, &outcome)
     }
 }
 
@@ -359,33 +323,16 @@ impl Outcome {
         metrics: &client::metrics::Metrics,
         summary: &client::Summary,
     ) -> Self {
-        let services = fleet.services();
-        let latencies = &metrics.latencies;
-        let sum = |f: &dyn Fn(&client::metrics::ServiceStreams) -> u64| {
-            services.iter().map(|s| f(s)).sum::<u64>()
-        };
         Outcome {
             scenario: mode.scenario,
             plan: mode.plan,
             seed: mode.seed,
             started_at: mode.started_at.to_string(),
             ended_at: mode.ended_at.to_string(),
-            streams: sum(&|s| s.len() as u64),
-            streams_created: summary.streams_created,
-            updates_received: summary.updates,
             updates_sent: mode.updates_sent,
             destination: mode.destination,
-            errors: summary.errors,
             changes: mode.changes,
-            fanouts_completed: sum(&|s| s.truth.completed.get()),
-            fanouts_superseded: sum(&|s| s.truth.superseded.get()),
-            streams_unconverged: sum(&|s| s.truth.pending() as u64),
-            update_latency: latencies.percentiles(Kind::Update),
-            convergence_latency: latencies.percentiles(Kind::Convergence),
-            fanout_completion: latencies.percentiles(Kind::Fanout),
-            kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
-            destination_leg: latencies.percentiles(Kind::DestinationLeg),
-            stale_streams: metrics.staleness.stale_now(fleet),
+            measured: Measurements::collect(fleet, metrics, summary),
             slos: Vec::new(),
         }
     }
@@ -398,29 +345,6 @@ async fn settle(fleet: &Fleet, settle: Duration) {
         && fleet.services().iter().any(|s| s.truth.pending() > 0)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl crate::slo::Measured for Outcome {
-    fn latency(&self, l: crate::slo::Latency) -> &Percentiles {
-        use crate::slo::Latency as L;
-        match l {
-            L::UpdateLatency => &self.update_latency,
-            L::ConvergenceLatency => &self.convergence_latency,
-            L::FanoutCompletion => &self.fanout_completion,
-            L::KubernetesLeg => &self.kubernetes_leg,
-            L::DestinationLeg => &self.destination_leg,
-        }
-    }
-
-    fn count(&self, c: crate::slo::Count) -> u64 {
-        use crate::slo::Count as C;
-        match c {
-            C::StaleStreams => self.stale_streams.max(0) as u64,
-            C::Errors => self.errors,
-            C::Resets => self.streams_created.saturating_sub(self.streams),
-            C::UnconvergedStreams => self.streams_unconverged,
-        }
     }
 }
 
@@ -437,38 +361,15 @@ pub struct Outcome {
     pub started_at: String,
     /// When it ended (RFC 3339).
     pub ended_at: String,
-    /// Streams.
-    pub streams: u64,
-    /// Get calls made (more than `streams` after resets).
-    pub streams_created: u64,
-    /// Updates received by the client.
-    pub updates_received: u64,
     /// Updates the mock sent (unknown against a cluster).
     pub updates_sent: Option<u64>,
     /// Where the run's destinations came from: `mock` or the destination address.
     pub destination: String,
-    /// Errors the client saw.
-    pub errors: u64,
     /// Changes made to destinations after the initial sets.
     pub changes: u64,
-    /// Changes that every stream converged to.
-    pub fanouts_completed: u64,
-    /// Changes replaced by the next before every stream converged.
-    pub fanouts_superseded: u64,
-    /// Streams not converged to the final truth at the end.
-    pub streams_unconverged: u64,
-    /// Change to first update reflecting it, per stream.
-    pub update_latency: Percentiles,
-    /// Change to a stream's set equal to the truth, per stream.
-    pub convergence_latency: Percentiles,
-    /// Change to the last stream converged, per change.
-    pub fanout_completion: Percentiles,
-    /// Scale to EndpointSlice seen (cluster runs).
-    pub kubernetes_leg: Percentiles,
-    /// EndpointSlice seen to stream converged (cluster runs).
-    pub destination_leg: Percentiles,
-    /// Streams stale at the end.
-    pub stale_streams: i64,
+    /// What the client measured.
+    #[serde(flatten)]
+    pub measured: Measurements,
     /// Every SLO with its measured value and verdict.
     pub slos: Vec<crate::slo::Verdict>,
 }
@@ -476,17 +377,7 @@ pub struct Outcome {
 impl Outcome {
     /// The summary table.
     pub fn table(&self) -> String {
-        let ms = |s: f64| format!("{:.1}", s * 1e3);
-        let row = |name: &str, p: &Percentiles| {
-            format!(
-                "  {name:<22} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
-                p.count,
-                ms(p.p50),
-                ms(p.p95),
-                ms(p.p99),
-                ms(p.max)
-            )
-        };
+        let m = &self.measured;
         let mut t = format!(
             "scenario {:?} seed {} ({} services, {}..{} endpoints, {} streams over {} connections)\n",
             self.scenario,
@@ -494,43 +385,25 @@ impl Outcome {
             self.plan.services,
             self.plan.min_endpoints,
             self.plan.max_endpoints,
-            self.streams,
+            m.streams,
             self.plan.connections
         );
         let sent = self.updates_sent.map_or("?".to_string(), |n| n.to_string());
         t += &format!(
             "  destination {}  streams created {}  updates {} received / {} sent  errors {}  stale {}\n",
             self.destination,
-            self.streams_created,
-            self.updates_received,
+            m.streams_created,
+            m.updates_received,
             sent,
-            self.errors,
-            self.stale_streams
+            m.errors,
+            m.stale_streams
         );
         t += &format!(
             "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
-            self.changes, self.fanouts_completed, self.fanouts_superseded, self.streams_unconverged
+            self.changes, m.fanouts_completed, m.fanouts_superseded, m.streams_unconverged
         );
-        t += &format!(
-            "  {:<22} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
-            "latency (ms)", "samples", "p50", "p95", "p99", "max"
-        );
-        t += &row("change -> update", &self.update_latency);
-        t += &row("change -> converged", &self.convergence_latency);
-        t += &row("fan-out complete", &self.fanout_completion);
-        if self.kubernetes_leg.count > 0 {
-            t += &row("scale -> slice seen", &self.kubernetes_leg);
-            t += &row("slice seen -> converged", &self.destination_leg);
-        }
-        for v in &self.slos {
-            let verdict = if v.pass { "PASS" } else { "FAIL" };
-            t += &format!("  SLO {verdict} {}", v.slo);
-            if let Some(r) = &v.reason {
-                t += &format!(" ({r})");
-            }
-            t += "\n";
-        }
-        t
+        t += &m.latency_table();
+        t + &crate::gates::verdict_table(&self.slos)
     }
 }
 

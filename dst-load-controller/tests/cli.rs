@@ -253,3 +253,54 @@ fn run_rejects_bad_flags() {
     );
     usage_error(&["run", "--scenario", "huge"], "invalid value 'huge'");
 }
+
+#[test]
+fn report_rejects_bad_flags() {
+    usage_error(&["report"], "--prometheus <PROMETHEUS>");
+    usage_error(
+        &["report", "--prometheus", "localhost:9090"],
+        "must be an http:// or https:// URL",
+    );
+    usage_error(
+        &[
+            "report",
+            "--prometheus",
+            "http://p:9090",
+            "--since",
+            "yesterday",
+        ],
+        "invalid --since 'yesterday'",
+    );
+    usage_error(
+        &[
+            "report",
+            "--prometheus",
+            "http://p:9090",
+            "--since",
+            "2026-01-02T00:00:00Z",
+            "--until",
+            "2026-01-01T00:00:00Z",
+        ],
+        "is not before --until",
+    );
+    usage_error(
+        &[
+            "report",
+            "--prometheus",
+            "http://p:9090",
+            "--selector",
+            "{a=\"b\"}",
+        ],
+        "without braces",
+    );
+    usage_error(
+        &[
+            "report",
+            "--prometheus",
+            "http://p:9090",
+            "--slo",
+            "errors~0",
+        ],
+        "invalid SLO 'errors~0'",
+    );
+}

@@ -338,3 +338,80 @@ async fn empty_services_wait_and_count_initial_timeouts() {
     client.finish().await;
     mock.stop().await;
 }
+
+/// `client --duration` ends with the gates judged: what holds exits 0 and is
+/// written to the report and JUnit files; a latency gate with no samples (no
+/// ground truth followed) fails loudly with exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_judges_its_gates_and_writes_reports() {
+    let mock = Mock::start(Behavior::default()).await;
+    mock.handle.set(
+        &FOO.parse().unwrap(),
+        addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]),
+    );
+    let dir = std::env::temp_dir().join(format!("dst-client-gates-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (report, junit) = (dir.join("report.json"), dir.join("junit.xml"));
+    let dst = mock.addr.to_string();
+    let client = |slos: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dst-load-controller"));
+        cmd.args([
+            "client",
+            "--destination-addr",
+            &dst,
+            "--target-services",
+            FOO,
+            "--streams-per-service",
+            "3",
+            "--duration",
+            "1500ms",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--report",
+            report.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ]);
+        for s in slos {
+            cmd.args(["--slo", s]);
+        }
+        cmd.output()
+    };
+
+    let out = client(&["errors==0", "stale_streams==0", "resets==0"])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SLO PASS errors==0"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["command"], "client");
+    assert_eq!(json["streams"], 3);
+    assert_eq!(json["errors"], 0);
+    assert_eq!(json["config"]["streams_per_service"], 3);
+    assert_eq!(json["services"][0]["max_endpoints"], 2);
+    assert_eq!(json["slos"].as_array().unwrap().len(), 3);
+    assert!(json["started_at"].as_str().unwrap() < json["ended_at"].as_str().unwrap());
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
+
+    let out = client(&["errors==0", "update_latency.p95<500ms"])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("SLO FAIL update_latency.p95<500ms (too few samples to judge: 0"),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("failures=\"1\""), "{xml}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    mock.stop().await;
+}

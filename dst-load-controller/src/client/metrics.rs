@@ -80,6 +80,8 @@ pub struct Metrics {
     pub errors_total: Counter,
     /// All streams ended for good, for the summary.
     pub failed_total: Counter,
+    /// All resets, for the summary.
+    pub resets_total: Counter,
 }
 
 impl Metrics {
@@ -105,6 +107,7 @@ impl Metrics {
             staleness: super::staleness::Metrics::register(reg),
             errors_total: Counter::default(),
             failed_total: Counter::default(),
+            resets_total: Counter::default(),
         };
         reg.register(
             "streams_active",
@@ -180,6 +183,7 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+        self.resets_total.inc();
     }
 
     /// Counts one error.
@@ -363,6 +367,13 @@ impl ServiceStreams {
     }
 }
 
+/// `{service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    /// The authority watched.
+    pub service: String,
+}
+
 /// `destination_client_endpoints{service,stat=min|max}`, computed at scrape time.
 #[derive(Debug)]
 struct EndpointGauges(Arc<super::Fleet>);
@@ -387,6 +398,21 @@ impl Collector for EndpointGauges {
             None,
             family.metric_type(),
         )?;
-        family.encode(metric)
+        family.encode(metric)?;
+        let unconverged = Family::<ServiceLabel, Gauge>::default();
+        for svc in self.0.services() {
+            unconverged
+                .get_or_create(&ServiceLabel {
+                    service: svc.service.clone(),
+                })
+                .set(svc.truth.pending() as i64);
+        }
+        let metric = encoder.encode_descriptor(
+            "unconverged_streams",
+            "Streams whose set does not yet equal the service's latest ground truth",
+            None,
+            unconverged.metric_type(),
+        )?;
+        unconverged.encode(metric)
     }
 }

@@ -131,6 +131,15 @@ pub struct Args {
     /// Admin server (metrics, /live, /ready).
     #[arg(long, default_value = "0.0.0.0:9991")]
     pub admin_addr: SocketAddr,
+
+    /// Judge the run by this scenario's success criteria (from the load-test
+    /// plan) when no --slo is given. Without either, nothing is gated.
+    #[arg(long, value_enum)]
+    pub scenario: Option<crate::run::Scenario>,
+
+    /// Gates, the JSON report and JUnit output, evaluated when the client stops.
+    #[command(flatten)]
+    pub gates: crate::gates::GateArgs,
 }
 
 impl Args {
@@ -173,18 +182,108 @@ impl Args {
         destination_uri(&self.destination_addr).map(|_| ())
     }
 
-    /// Runs until `--duration` or a signal, then prints a summary.
+    /// Runs until `--duration` or a signal, then prints a summary, judges
+    /// the gates and writes the reports.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let shutdown = crate::shutdown::on_signal();
         let stop = crate::shutdown::with_deadline(&shutdown, self.duration.map(Into::into));
         let admin_addr = self.admin_addr;
+        let gates = self.gates.clone();
+        let slos = gates.slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
+        let config = ReportConfig::from(&self);
         let mut registry = Registry::default();
         let client = Client::new(self, &mut registry)?;
+        let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         let router = admin::router(Arc::new(registry), client.readiness());
         admin::spawn(admin_addr, router, stop.clone()).await?;
+        let started_at = jiff::Timestamp::now();
         let summary = client.run(stop).await?;
-        println!("{summary}");
-        Ok(ExitCode::SUCCESS)
+        let measured = crate::gates::Measurements::collect(&fleet, &metrics, &summary);
+        let slos = crate::slo::judge(&slos, &measured, gates.min_samples);
+        print!("{summary}");
+        print!("{}", measured.latency_table());
+        print!("{}", crate::gates::verdict_table(&slos));
+        let report = Report {
+            command: "client",
+            config,
+            started_at: started_at.to_string(),
+            ended_at: jiff::Timestamp::now().to_string(),
+            measured,
+            services: summary.services.iter().map(ServiceRow::from).collect(),
+            slos,
+        };
+        gates.finish("client", &report.slos, &report)
+    }
+}
+
+/// The client's `--report` JSON.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    command: &'static str,
+    config: ReportConfig,
+    started_at: String,
+    ended_at: String,
+    #[serde(flatten)]
+    measured: crate::gates::Measurements,
+    services: Vec<ServiceRow>,
+    slos: Vec<crate::slo::Verdict>,
+}
+
+/// The flags that shape the load, as reported.
+#[derive(Debug, serde::Serialize)]
+struct ReportConfig {
+    destination_addr: String,
+    target_services: Vec<String>,
+    service_label_selector: Option<String>,
+    namespace: Option<String>,
+    streams_per_service: u32,
+    connections: u32,
+    ground_truth: bool,
+    staleness_grace: String,
+    duration: Option<String>,
+    scenario: Option<crate::run::Scenario>,
+    slos: Vec<String>,
+}
+
+impl From<&Args> for ReportConfig {
+    fn from(a: &Args) -> Self {
+        Self {
+            destination_addr: a.destination_addr.clone(),
+            target_services: a
+                .target_services
+                .iter()
+                .flat_map(|t| t.0.iter().map(ToString::to_string))
+                .collect(),
+            service_label_selector: a.service_label_selector.clone(),
+            namespace: a.namespace.clone(),
+            streams_per_service: a.streams_per_service,
+            connections: a.connections,
+            ground_truth: a.ground_truth,
+            staleness_grace: a.staleness_grace.to_string(),
+            duration: a.duration.map(|d| d.to_string()),
+            scenario: a.scenario,
+            slos: a.gates.slo.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// One service's row in the report.
+#[derive(Debug, serde::Serialize)]
+struct ServiceRow {
+    service: String,
+    streams: usize,
+    min_endpoints: u64,
+    max_endpoints: u64,
+}
+
+impl From<&(String, usize, u64, u64)> for ServiceRow {
+    fn from((service, streams, lo, hi): &(String, usize, u64, u64)) -> Self {
+        Self {
+            service: service.clone(),
+            streams: *streams,
+            min_endpoints: *lo,
+            max_endpoints: *hi,
+        }
     }
 }
 
@@ -520,6 +619,8 @@ pub struct Summary {
     pub errors: u64,
     /// Streams ended for good.
     pub failed_streams: u64,
+    /// Streams that ended and were re-opened.
+    pub resets: u64,
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
 }
@@ -549,6 +650,7 @@ impl Summary {
             updates,
             errors: m.errors_total.get(),
             failed_streams: m.failed_total.get(),
+            resets: m.resets_total.get(),
             services,
         }
     }
@@ -561,6 +663,7 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  updates:         {}", self.updates)?;
         writeln!(f, "  errors:          {}", self.errors)?;
         writeln!(f, "  failed streams:  {}", self.failed_streams)?;
+        writeln!(f, "  resets:          {}", self.resets)?;
         writeln!(
             f,
             "  {:<60} {:>7} {:>9} {:>9}",

@@ -1,6 +1,7 @@
 //! Staleness: every stream's set compared with the ground truth; a stream
 //! that disagrees for longer than a grace period is stale.
 
+use super::metrics::ServiceLabel;
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -9,7 +10,6 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
@@ -17,12 +17,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Fleet;
-
-/// `{service}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabel {
-    service: String,
-}
 
 /// Staleness metrics.
 #[derive(Clone, Debug)]

@@ -13,6 +13,7 @@
 //! Timestamps are wall-clock (`SystemTime`) because the change is stamped by
 //! another component (the mock, or churn through the Kubernetes API).
 
+use super::metrics::ServiceLabel;
 use std::{
     collections::HashSet,
     net::SocketAddr,
@@ -23,16 +24,9 @@ use std::{
 use hdrhistogram::Histogram as Hdr;
 use linkerd2_proxy_api::destination::{Update, update};
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::{Registry, Unit},
 };
-
-/// `{service}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabel {
-    service: String,
-}
 
 /// Which latency.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

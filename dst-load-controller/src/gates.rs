@@ -1,0 +1,205 @@
+//! What `client`, `run` and `report` share at the end of a run: the gate
+//! flags (`--slo`, `--min-samples`, `--report`, `--junit`), the client's
+//! measurements, and writing the verdicts out with the documented exit status.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use serde::Serialize;
+
+use crate::{
+    client::{self, Fleet, truth::Kind, truth::Percentiles},
+    slo::{self, Count, Latency, Measured, Slo, Verdict},
+};
+
+/// The gate and report flags.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GateArgs {
+    /// A pass/fail gate, e.g. `update_latency.p95<500ms`, `fanout_completion.max<10s`,
+    /// `stale_streams==0`, `errors==0`. Repeatable. Exit status 3 when one fails.
+    #[arg(long)]
+    pub slo: Vec<Slo>,
+
+    /// A latency SLO judged on fewer samples than this fails.
+    #[arg(long, default_value_t = 1)]
+    pub min_samples: u64,
+
+    /// Write a JSON report here (configuration, times, every percentile,
+    /// every SLO with its measured value and verdict).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Write the SLO verdicts as JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// The SLOs given, or `defaults` when none were.
+    pub fn slos_or(&self, defaults: &[&str]) -> Vec<Slo> {
+        if self.slo.is_empty() {
+            defaults
+                .iter()
+                .map(|s| s.parse().expect("built-in SLOs parse"))
+                .collect()
+        } else {
+            self.slo.clone()
+        }
+    }
+
+    /// Writes the JUnit file and the JSON report (when asked) and returns
+    /// the exit status: 0 when every verdict passed, 3 otherwise.
+    pub fn finish(
+        &self,
+        suite: &str,
+        verdicts: &[Verdict],
+        report: &impl Serialize,
+    ) -> anyhow::Result<ExitCode> {
+        if let Some(path) = &self.junit {
+            std::fs::write(path, slo::junit(suite, verdicts))
+                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.report {
+            let json = serde_json::to_string_pretty(report)?;
+            std::fs::write(path, json)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        Ok(exit_status(verdicts))
+    }
+}
+
+/// 0 when every verdict passed, 3 when one failed.
+pub fn exit_status(verdicts: &[Verdict]) -> ExitCode {
+    if verdicts.iter().all(|v| v.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(slo::EXIT_SLO_FAILED)
+    }
+}
+
+/// What the client measured over a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Measurements {
+    /// Streams: configured ones for `client` and `run`; those open at the
+    /// end of the window (`destination_client_streams_active`) for `report`.
+    pub streams: u64,
+    /// Get calls made (more than `streams` after resets).
+    pub streams_created: u64,
+    /// Streams that ended and were re-opened (`destination_client_streams_reset_total`).
+    pub streams_reset: u64,
+    /// Updates received by the client.
+    pub updates_received: u64,
+    /// Errors the client saw.
+    pub errors: u64,
+    /// Changes that every stream converged to.
+    pub fanouts_completed: u64,
+    /// Changes replaced by the next before every stream converged.
+    pub fanouts_superseded: u64,
+    /// Streams not converged to the final truth at the end.
+    pub streams_unconverged: u64,
+    /// Change to first update reflecting it, per stream.
+    pub update_latency: Percentiles,
+    /// Change to a stream's set equal to the truth, per stream.
+    pub convergence_latency: Percentiles,
+    /// Change to the last stream converged, per change.
+    pub fanout_completion: Percentiles,
+    /// Scale to EndpointSlice seen (Kubernetes ground truth only).
+    pub kubernetes_leg: Percentiles,
+    /// EndpointSlice seen to stream converged (Kubernetes ground truth only).
+    pub destination_leg: Percentiles,
+    /// Streams stale at the end.
+    pub stale_streams: i64,
+}
+
+impl Measurements {
+    /// Reads everything off a finished client.
+    pub fn collect(
+        fleet: &Fleet,
+        metrics: &client::metrics::Metrics,
+        summary: &client::Summary,
+    ) -> Self {
+        let services = fleet.services();
+        let latencies = &metrics.latencies;
+        let sum = |f: &dyn Fn(&client::metrics::ServiceStreams) -> u64| {
+            services.iter().map(|s| f(s)).sum::<u64>()
+        };
+        Measurements {
+            streams: sum(&|s| s.len() as u64),
+            streams_created: summary.streams_created,
+            streams_reset: summary.resets,
+            updates_received: summary.updates,
+            errors: summary.errors,
+            fanouts_completed: sum(&|s| s.truth.completed.get()),
+            fanouts_superseded: sum(&|s| s.truth.superseded.get()),
+            streams_unconverged: sum(&|s| s.truth.pending() as u64),
+            update_latency: latencies.percentiles(Kind::Update),
+            convergence_latency: latencies.percentiles(Kind::Convergence),
+            fanout_completion: latencies.percentiles(Kind::Fanout),
+            kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
+            destination_leg: latencies.percentiles(Kind::DestinationLeg),
+            stale_streams: metrics.staleness.stale_now(fleet),
+        }
+    }
+
+    /// The latency rows of a summary table.
+    pub fn latency_table(&self) -> String {
+        let ms = |s: f64| format!("{:.1}", s * 1e3);
+        let row = |name: &str, p: &Percentiles| {
+            format!(
+                "  {name:<24} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+                p.count,
+                ms(p.p50),
+                ms(p.p95),
+                ms(p.p99),
+                ms(p.max)
+            )
+        };
+        let mut t = format!(
+            "  {:<24} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency (ms)", "samples", "p50", "p95", "p99", "max"
+        );
+        t += &row("change -> update", &self.update_latency);
+        t += &row("change -> converged", &self.convergence_latency);
+        t += &row("fan-out complete", &self.fanout_completion);
+        if self.kubernetes_leg.count > 0 {
+            t += &row("scale -> slice seen", &self.kubernetes_leg);
+            t += &row("slice seen -> converged", &self.destination_leg);
+        }
+        t
+    }
+}
+
+/// The verdict lines of a summary table.
+pub fn verdict_table(verdicts: &[Verdict]) -> String {
+    let mut t = String::new();
+    for v in verdicts {
+        let verdict = if v.pass { "PASS" } else { "FAIL" };
+        t += &format!("  SLO {verdict} {}", v.slo);
+        if let Some(r) = &v.reason {
+            t += &format!(" ({r})");
+        }
+        t += "\n";
+    }
+    t
+}
+
+impl Measured for Measurements {
+    fn latency(&self, l: Latency) -> &Percentiles {
+        match l {
+            Latency::UpdateLatency => &self.update_latency,
+            Latency::ConvergenceLatency => &self.convergence_latency,
+            Latency::FanoutCompletion => &self.fanout_completion,
+            Latency::KubernetesLeg => &self.kubernetes_leg,
+            Latency::DestinationLeg => &self.destination_leg,
+        }
+    }
+
+    fn count(&self, c: Count) -> u64 {
+        match c {
+            Count::StaleStreams => self.stale_streams.max(0) as u64,
+            Count::Errors => self.errors,
+            Count::Resets => self.streams_reset,
+            Count::UnconvergedStreams => self.streams_unconverged,
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! `report`: judges the same gates as `client` and `run` from Prometheus,
+//! for clients running as many replicas in a cluster.
+//!
+//! Counters are read as their exact change over the window (the value at the
+//! end minus the value at the start, a series born inside the window counting
+//! from zero), falling back to `increase()` only for series that reset. A
+//! latency percentile is the upper bound of the histogram bucket holding it:
+//! never interpolated, so a gate that passes on it holds for the real value.
+
+use std::{collections::BTreeMap, process::ExitCode, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    client::truth::Percentiles,
+    gates::{GateArgs, Measurements, verdict_table},
+};
+
+/// `report` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Prometheus base URL, e.g. `http://localhost:9090`.
+    #[arg(long)]
+    pub prometheus: String,
+
+    /// Start of the judged window: a duration before --until (`15m`) or an
+    /// RFC 3339 time (`2026-11-21T10:00:00Z`).
+    #[arg(long, default_value = "15m")]
+    pub since: Since,
+
+    /// End of the judged window (RFC 3339). Default: now.
+    #[arg(long)]
+    pub until: Option<jiff::Timestamp>,
+
+    /// PromQL label matchers selecting the clients' series, without braces,
+    /// e.g. `namespace="dst-load-test",container="client"`.
+    #[arg(long, default_value = "")]
+    pub selector: String,
+
+    /// Judge by this scenario's success criteria when no --slo is given.
+    #[arg(long, value_enum)]
+    pub scenario: Option<crate::run::Scenario>,
+
+    /// Timeout of each Prometheus query.
+    #[arg(long, default_value = "30s")]
+    pub timeout: humantime::Duration,
+
+    #[command(flatten)]
+    pub gates: GateArgs,
+}
+
+/// `--since`: a duration back from the end, or a point in time.
+#[derive(Clone, Debug)]
+pub enum Since {
+    /// This long before the end.
+    Ago(Duration),
+    /// From this time.
+    At(jiff::Timestamp),
+}
+
+impl FromStr for Since {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(d) = humantime::parse_duration(s) {
+            return Ok(Since::Ago(d));
+        }
+        s.parse().map(Since::At).map_err(|_| {
+            format!("invalid --since '{s}': expected a duration such as 15m or an RFC 3339 time such as 2026-11-21T10:00:00Z")
+        })
+    }
+}
+
+/// Errors talking to Prometheus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP request failed.
+    #[error("cannot query Prometheus at {url}: {source}")]
+    Http {
+        /// The query URL.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// Prometheus answered with an error.
+    #[error("Prometheus rejected query `{query}`: {error}")]
+    Query {
+        /// The PromQL.
+        query: String,
+        /// Prometheus's message.
+        error: String,
+    },
+    /// Nothing matched: the clients are not scraped, or the selector is wrong.
+    #[error(
+        "no destination_client_* series match {{{selector}}} in Prometheus between {start} and {end}: check --selector and that Prometheus scrapes the clients"
+    )]
+    NoClients {
+        /// The selector.
+        selector: String,
+        /// Window start.
+        start: jiff::Timestamp,
+        /// Window end.
+        end: jiff::Timestamp,
+    },
+}
+
+impl Args {
+    /// Checks the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        let url: reqwest::Url = self.prometheus.parse().map_err(|e| {
+            format!(
+                "invalid --prometheus '{}': {e}; expected a URL such as http://localhost:9090",
+                self.prometheus
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "--prometheus '{}' must be an http:// or https:// URL",
+                self.prometheus
+            ));
+        }
+        let (start, end) = self.window(jiff::Timestamp::now());
+        if start >= end {
+            return Err(format!("--since ({start}) is not before --until ({end})"));
+        }
+        if self.selector.contains(['{', '}']) {
+            return Err(format!(
+                "--selector '{}' must be label matchers without braces, e.g. namespace=\"dst-load-test\"",
+                self.selector
+            ));
+        }
+        Ok(())
+    }
+
+    fn window(&self, now: jiff::Timestamp) -> (jiff::Timestamp, jiff::Timestamp) {
+        let end = self.until.unwrap_or(now);
+        let start = match &self.since {
+            Since::Ago(d) => end
+                .checked_sub(
+                    jiff::SignedDuration::try_from(*d).unwrap_or(jiff::SignedDuration::MAX),
+                )
+                .unwrap_or(jiff::Timestamp::MIN),
+            Since::At(t) => *t,
+        };
+        (start, end)
+    }
+
+    /// Queries Prometheus, prints the table, writes the reports.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let (start, end) = self.window(jiff::Timestamp::now());
+        let prom = Prometheus::new(&self.prometheus, self.timeout.into())?;
+        let measured = read(&prom, &self.selector, start, end).await?;
+        let slos = self
+            .gates
+            .slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
+        let slos = crate::slo::judge(&slos, &measured, self.gates.min_samples);
+        println!(
+            "report from {} between {start} and {end}{}",
+            self.prometheus,
+            if self.selector.is_empty() {
+                String::new()
+            } else {
+                format!(" for {{{}}}", self.selector)
+            }
+        );
+        println!(
+            "  streams {}  streams created {}  updates {}  errors {}  stale {}  unconverged {}",
+            measured.streams,
+            measured.streams_created,
+            measured.updates_received,
+            measured.errors,
+            measured.stale_streams,
+            measured.streams_unconverged
+        );
+        print!("{}", measured.latency_table());
+        print!("{}", verdict_table(&slos));
+        let report = Report {
+            command: "report",
+            prometheus: self.prometheus.clone(),
+            selector: self.selector.clone(),
+            started_at: start.to_string(),
+            ended_at: end.to_string(),
+            percentiles: "bucket upper bound",
+            measured,
+            slos,
+        };
+        self.gates.finish("report", &report.slos, &report)
+    }
+}
+
+/// The `--report` JSON of `report`.
+#[derive(Debug, Serialize)]
+struct Report {
+    command: &'static str,
+    prometheus: String,
+    selector: String,
+    started_at: String,
+    ended_at: String,
+    /// How latency percentiles were derived.
+    percentiles: &'static str,
+    #[serde(flatten)]
+    measured: Measurements,
+    slos: Vec<crate::slo::Verdict>,
+}
+
+/// A Prometheus HTTP API client for instant queries.
+pub struct Prometheus {
+    http: reqwest::Client,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    result: Vec<Sample>,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+impl Prometheus {
+    /// A client for the Prometheus at `base`.
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            url: format!("{}/api/v1/query", base.trim_end_matches('/')),
+        })
+    }
+
+    /// Evaluates `query` at `at`: each series' labels and value.
+    pub async fn query(
+        &self,
+        query: &str,
+        at: jiff::Timestamp,
+    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, Error> {
+        let http = |source| Error::Http {
+            url: self.url.clone(),
+            source,
+        };
+        let time = format!("{:.3}", at.as_millisecond() as f64 / 1e3);
+        let answer: Answer = self
+            .http
+            .post(&self.url)
+            .form(&[("query", query), ("time", &time)])
+            .send()
+            .await
+            .map_err(http)?
+            .json()
+            .await
+            .map_err(http)?;
+        if answer.status != "success" {
+            return Err(Error::Query {
+                query: query.to_string(),
+                error: answer.error.unwrap_or(answer.status),
+            });
+        }
+        Ok(answer
+            .data
+            .map(|d| d.result)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                let v = match s.value.1.as_str() {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v.parse().unwrap_or(f64::NAN),
+                };
+                (s.metric, v)
+            })
+            .collect())
+    }
+}
+
+/// PromQL for a counter's exact change over `[window]` ending at the query
+/// time, per series: end value minus start value (zero for a series born in
+/// the window), or `increase()` for a series that reset.
+fn counter_delta(series: &str, window: &str) -> String {
+    let last = format!("last_over_time({series}[{window}])");
+    format!(
+        "(({last} - ({series} offset {window} or {last} * 0)) unless (resets({series}[{window}]) > 0)) or increase({series}[{window}])"
+    )
+}
+
+/// Reads every measurement for the clients matching `selector` over
+/// `[start, end]`.
+pub async fn read(
+    prom: &Prometheus,
+    selector: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> Result<Measurements, Error> {
+    let window = format!(
+        "{}ms",
+        (end - start)
+            .total(jiff::Unit::Millisecond)
+            .unwrap_or(0.0)
+            .max(1.0) as u64
+    );
+    let sel = |name: &str| format!("destination_client_{name}{{{selector}}}");
+    let sum = |q: String| async move {
+        let v = prom.query(&format!("sum({q})"), end).await?;
+        Ok::<_, Error>(v.first().map(|(_, v)| *v))
+    };
+    let delta = |name: &str| sum(counter_delta(&sel(name), &window));
+
+    let Some(created) = delta("streams_created_total").await? else {
+        return Err(Error::NoClients {
+            selector: selector.to_string(),
+            start,
+            end,
+        });
+    };
+    let count = |v: Option<f64>| v.map_or(0, |v| v.max(0.0).round() as u64);
+    let mut m = Measurements {
+        streams_created: count(Some(created)),
+        streams: count(sum(sel("streams_active")).await?),
+        updates_received: count(delta("updates_received_total").await?),
+        errors: count(delta("connection_errors_total").await?),
+        streams_unconverged: count(sum(sel("unconverged_streams")).await?),
+        stale_streams: count(sum(sel("stale_streams")).await?) as i64,
+        ..Measurements::default()
+    };
+    m.streams_reset = count(delta("streams_reset_total").await?);
+    for (name, slot) in [
+        ("update_latency_seconds", &mut m.update_latency),
+        ("convergence_latency_seconds", &mut m.convergence_latency),
+        ("fanout_completion_seconds", &mut m.fanout_completion),
+        ("kubernetes_leg_seconds", &mut m.kubernetes_leg),
+        ("destination_leg_seconds", &mut m.destination_leg),
+    ] {
+        let q = format!(
+            "sum by (le) ({})",
+            counter_delta(&sel(&format!("{name}_bucket")), &window)
+        );
+        let buckets = prom
+            .query(&q, end)
+            .await?
+            .into_iter()
+            .filter_map(|(labels, v)| {
+                let le = match labels.get("le")?.as_str() {
+                    "+Inf" => f64::INFINITY,
+                    le => le.parse().ok()?,
+                };
+                Some((le, v))
+            })
+            .collect();
+        *slot = bucket_percentiles(buckets);
+    }
+    Ok(m)
+}
+
+/// Percentiles from cumulative histogram buckets `(le, count)`: each one the
+/// upper bound of the bucket holding that rank (infinite past the last bound).
+pub fn bucket_percentiles(mut buckets: Vec<(f64, f64)>) -> Percentiles {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let cum: Vec<(f64, u64)> = buckets
+        .iter()
+        .map(|(le, c)| (*le, c.max(0.0).round() as u64))
+        .collect();
+    let total = cum.iter().map(|(_, c)| *c).max().unwrap_or(0);
+    if total == 0 {
+        return Percentiles::default();
+    }
+    let at = |q: f64| {
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        cum.iter()
+            .find(|(_, c)| *c >= rank)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    Percentiles {
+        count: total,
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_bucket_upper_bounds() {
+        // 100 samples: 90 under 10 ms, 9 in (10 ms, 20 ms], 1 in (20 ms, 40 ms].
+        let b = vec![
+            (0.04, 100.0),
+            (0.01, 90.0),
+            (0.02, 99.0),
+            (f64::INFINITY, 100.0),
+        ];
+        let p = bucket_percentiles(b);
+        assert_eq!(p.count, 100);
+        assert_eq!(p.p50, 0.01);
+        assert_eq!(p.p95, 0.02);
+        assert_eq!(p.p99, 0.02);
+        assert_eq!(p.p999, 0.04);
+        assert_eq!(p.max, 0.04);
+    }
+
+    #[test]
+    fn samples_past_the_last_bound_are_infinite_and_empty_is_zero() {
+        let p = bucket_percentiles(vec![(0.01, 1.0), (f64::INFINITY, 2.0)]);
+        assert_eq!((p.count, p.p50, p.max), (2, 0.01, f64::INFINITY));
+        assert_eq!(bucket_percentiles(vec![]).count, 0);
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_a_time() {
+        assert!(matches!("15m".parse(), Ok(Since::Ago(d)) if d == Duration::from_secs(900)));
+        assert!(matches!("2026-11-21T10:00:00Z".parse(), Ok(Since::At(_))));
+        let e = "yesterday".parse::<Since>().unwrap_err();
+        assert!(e.contains("--since 'yesterday'"), "{e}");
+    }
+}
