@@ -75,7 +75,27 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-fn mk_hdr() -> Hdr<u64> {
+impl Percentiles {
+    /// From an HDR histogram of microseconds: each value the midpoint of its
+    /// HDR bucket, within 0.05% of the true sample.
+    pub fn from_hdr(hdr: &Hdr<u64>) -> Self {
+        if hdr.is_empty() {
+            return Percentiles::default();
+        }
+        let s = |us: u64| hdr.median_equivalent(us) as f64 / 1e6;
+        Percentiles {
+            count: hdr.len(),
+            p50: s(hdr.value_at_quantile(0.50)),
+            p95: s(hdr.value_at_quantile(0.95)),
+            p99: s(hdr.value_at_quantile(0.99)),
+            p999: s(hdr.value_at_quantile(0.999)),
+            max: s(hdr.max()),
+        }
+    }
+}
+
+/// An HDR histogram for latencies in microseconds.
+pub fn mk_hdr() -> Hdr<u64> {
     // 1 µs to 1 h at 3 significant digits: below the 1 ms report precision.
     Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid HDR bounds")
 }
@@ -164,20 +184,7 @@ impl Latencies {
 
     /// Percentiles of every sample of `kind` so far.
     pub fn percentiles(&self, kind: Kind) -> Percentiles {
-        let hdr = &self.hdr.lock().expect("hdr lock")[kind as usize];
-        // The midpoint of the HDR bucket: within 0.05% of the true value.
-        let s = |us: u64| hdr.median_equivalent(us) as f64 / 1e6;
-        if hdr.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: hdr.len(),
-            p50: s(hdr.value_at_quantile(0.50)),
-            p95: s(hdr.value_at_quantile(0.95)),
-            p99: s(hdr.value_at_quantile(0.99)),
-            p999: s(hdr.value_at_quantile(0.999)),
-            max: s(hdr.max()),
-        }
+        Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock")[kind as usize])
     }
 }
 

@@ -1,12 +1,24 @@
 //! The mock server's metrics, under `mock_dst_`.
 
-use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge},
-    registry::Registry,
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
+use hdrhistogram::Histogram as Hdr;
+use prometheus_client::{
+    metrics::{
+        counter::Counter,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::client::truth::{Percentiles, mk_hdr};
+
 /// Counters of one mock server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     /// Streams open.
     pub streams_active: Gauge,
@@ -18,6 +30,25 @@ pub struct Metrics {
     pub queue_overflows: Counter,
     /// Changes made to destinations.
     pub changes: Counter,
+    /// From a change to its update handed to a stream's transport.
+    pub delivery_latency: Histogram,
+    /// The same, every sample, for exact percentiles.
+    delivery_hdr: Arc<Mutex<Hdr<u64>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            streams_active: Gauge::default(),
+            updates_sent: Counter::default(),
+            endpoints_sent: Counter::default(),
+            queue_overflows: Counter::default(),
+            changes: Counter::default(),
+            // The client's latency buckets: 1 ms to ~65 s.
+            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            delivery_hdr: Arc::new(Mutex::new(mk_hdr())),
+        }
+    }
 }
 
 /// Decrements `streams_active` when dropped.
@@ -55,7 +86,31 @@ impl Metrics {
             m.queue_overflows.clone(),
         );
         reg.register("changes", "Changes made to destinations", m.changes.clone());
+        reg.register_with_unit(
+            "delivery_latency",
+            "From a change to its update handed to a stream's transport, per stream",
+            Unit::Seconds,
+            m.delivery_latency.clone(),
+        );
         m
+    }
+
+    /// Percentiles of every delivery latency so far: what a client
+    /// measuring change-to-update latency should report, less the transport.
+    pub fn delivery_percentiles(&self) -> Percentiles {
+        Percentiles::from_hdr(&self.delivery_hdr.lock().expect("hdr lock"))
+    }
+
+    pub(super) fn delivered(&self, changed_at: SystemTime) {
+        let latency = SystemTime::now()
+            .duration_since(changed_at)
+            .unwrap_or_default();
+        self.delivery_latency.observe(latency.as_secs_f64());
+        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.delivery_hdr
+            .lock()
+            .expect("hdr lock")
+            .saturating_record(us);
     }
 
     pub(super) fn stream_opened(&self) -> ActiveGuard {

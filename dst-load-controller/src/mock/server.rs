@@ -1,7 +1,9 @@
 //! The gRPC `Destination` service over the store, with the real controller's
 //! semantics (or the older `no_endpoints` ones) and injected delays.
 
-use std::{collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration, time::SystemTime,
+};
 
 use futures::Stream;
 use linkerd2_proxy_api::destination::{
@@ -225,12 +227,21 @@ impl Destination for Service {
                         Err(RecvError::Closed) => return,
                     };
                     if let Some(d) = behavior.delay.sample() {
+                        // Counted from the change, not from when this task
+                        // heard of it: the delivery is due at change + delay.
+                        let late = SystemTime::now()
+                            .duration_since(change.at)
+                            .unwrap_or_default();
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(d) => {}
+                            _ = tokio::time::sleep(d.saturating_sub(late)) => {}
                         }
                     }
-                    for u in shaper.updates(&change) {
+                    let updates = shaper.updates(&change);
+                    if !updates.is_empty() {
+                        metrics.delivered(change.at);
+                    }
+                    for u in updates {
                         if !send(u) {
                             // A full queue ends the stream with OK, as the
                             // controller does with a slow consumer.
