@@ -1,0 +1,300 @@
+//! Every metric the Grafana dashboards query is one our binaries export (in
+//! a real scrape of their registries, each family given a sample through the
+//! code paths that produce it) or one on the documented list of Linkerd and
+//! Kubernetes metrics in dashboards/external-metrics.txt.
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use dst_load_controller::{
+    churn::{metrics::Metrics as ChurnMetrics, objects::Pattern},
+    kube_api::{Caller, Op},
+    mock::server::Behavior,
+    run::follow_mock_truth,
+};
+use prometheus_client::registry::Registry;
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+const FOO: &str = "foo.ns.svc.cluster.local:8080";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Sample names in OpenMetrics text (`name{...} value` and `name value`).
+fn names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+/// Metric names in a PromQL expression: identifiers outside strings and
+/// label matchers that are not functions, keywords or grouping labels.
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    const NOT_METRICS: &[&str] = &[
+        "sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile",
+        "by", "without", "on", "ignoring", "and", "or", "unless", "offset", "bool", "topk",
+        "bottomk", "le", "abs", "group_left", "group_right", "clamp_min", "clamp_max", "vector", "time",
+    ];
+    let mut out = BTreeSet::new();
+    let (mut depth_brace, mut depth_bracket, mut in_str) = (0, 0, false);
+    let mut grouping = false; // inside `by (...)`
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_str {
+            in_str = c != '"';
+            i += 1;
+            continue;
+        }
+        match c {
+            '"' => in_str = true,
+            '{' => depth_brace += 1,
+            '}' => depth_brace -= 1,
+            '[' => depth_bracket += 1,
+            ']' => depth_bracket -= 1,
+            ')' if grouping => grouping = false,
+            // A number, `1e9` or `0.95` included.
+            c if c.is_ascii_digit() => {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+                continue;
+            }
+            c if (c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && depth_brace == 0
+                && depth_bracket == 0 =>
+            {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                if word == "by" || word == "without" || word == "on" || word == "ignoring" {
+                    grouping = true;
+                } else if !grouping && !NOT_METRICS.contains(&word.as_str()) {
+                    // A function call is followed by '('.
+                    let next = chars[i..].iter().find(|c| !c.is_whitespace());
+                    if next != Some(&'(') {
+                        out.insert(word);
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every `expr` in a dashboard's panels.
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::String(e)) = m.get("expr") {
+                out.push(e.clone());
+            }
+            m.values().for_each(|v| exprs(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The client's and the mock's registries after a run that exercises every
+/// family: changes (latencies), a scale seen through a watch (both legs),
+/// withheld removals (staleness), an unknown service (errors, resets), a
+/// malformed one (final failures), an empty one (initial timeouts), and
+/// short stream lifetimes.
+async fn client_and_mock_scrape() -> String {
+    let mock = Mock::start(Behavior {
+        withhold_removals_every: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
+    mock.handle
+        .set(&"empty.ns.svc.cluster.local:80".parse().unwrap(), Vec::new());
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &format!("{FOO},gone.ns.svc.cluster.local:80,foo.example.com:80,empty.ns.svc.cluster.local:80"),
+        "--streams-per-service",
+        "2",
+        "--initial-timeout",
+        "100ms",
+        "--staleness-grace",
+        "100ms",
+        "--min-stream-lifetime",
+        "500ms",
+        "--max-stream-lifetime",
+        "800ms",
+    ]));
+    eventually("initial sets", Duration::from_secs(20), || {
+        client.sets(FOO).iter().filter(|s| s.len() == 2).count() == 2
+    })
+    .await;
+    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A change as the Kubernetes watch reports it: scaled a moment ago, seen now.
+    let scaled = SystemTime::now() - Duration::from_millis(30);
+    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.1:8080"]));
+    let svc = client.fleet.get(FOO).unwrap();
+    svc.set_truth_seen(
+        addrs(&["10.0.0.2:8080", "10.0.0.3:8080"]),
+        scaled,
+        Some(SystemTime::now()),
+    );
+    let text = loop {
+        let text = scrape(&client.registry);
+        let want = [
+            "destination_client_kubernetes_leg_seconds_count",
+            "destination_client_destination_leg_seconds_count",
+            "destination_client_stale_streams",
+            "destination_client_streams_failed_total",
+            "destination_client_connection_errors_total",
+            "destination_client_streams_reset_total",
+            "destination_client_staleness_seconds_count",
+        ];
+        let have = names(&text);
+        if want.iter().all(|w| have.contains(*w)) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mock_text = scrape(&mock.registry);
+    client.finish().await;
+    mock.stop().await;
+    text + &mock_text
+}
+
+/// churn's registry with every family sampled: a scale, and an API call
+/// that conflicts once and then succeeds (errors, retries, durations).
+async fn churn_scrape() -> String {
+    let mut registry = Registry::default();
+    let m = ChurnMetrics::register(&mut registry);
+    let labels = dst_load_controller::churn::metrics::ServiceLabels::new(Pattern::Oscillate, "svc");
+    m.scale_events.get_or_create(&labels).inc();
+    m.current_replicas.get_or_create(&labels).set(3);
+    let caller = Caller::new(
+        dst_load_controller::kube_api::KubeArgs {
+            kube_context: None,
+            qps: 100.0,
+            burst: 10,
+        }
+        .limiter(),
+        m.api.clone(),
+        CancellationToken::new(),
+    );
+    let mut first = true;
+    caller
+        .call(
+            Op {
+                verb: "patch",
+                resource: "deployments",
+                namespace: "ns".into(),
+                name: Some("svc".into()),
+            },
+            || {
+                let conflict = std::mem::replace(&mut first, false);
+                async move {
+                    if conflict {
+                        Err(kube::Error::Api(Box::new(kube::core::Status {
+                            code: 409,
+                            reason: "Conflict".into(),
+                            message: "the object has been modified".into(),
+                            ..Default::default()
+                        })))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    scrape(&registry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_metric_is_exported_or_documented() {
+    let ours = names(&(client_and_mock_scrape().await + &churn_scrape().await));
+    let external: BTreeSet<String> =
+        std::fs::read_to_string(repo().join("dashboards/external-metrics.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+    let mut checked = 0;
+    let mut dashboards: Vec<_> = std::fs::read_dir(repo().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    dashboards.sort();
+    assert!(dashboards.len() >= 3, "dashboards: {dashboards:?}");
+    let mut unknown = Vec::new();
+    let mut used_external = BTreeSet::new();
+    for path in &dashboards {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut all = Vec::new();
+        exprs(&json, &mut all);
+        assert!(!all.is_empty(), "{}: no queries", path.display());
+        for expr in all {
+            let metrics = promql_metrics(&expr);
+            assert!(!metrics.is_empty(), "{}: no metric in `{expr}`", path.display());
+            for name in metrics {
+                checked += 1;
+                let ours_prefix = ["destination_client_", "churn_", "mock_dst_"]
+                    .iter()
+                    .any(|p| name.starts_with(p));
+                if ours.contains(&name) {
+                    continue;
+                }
+                if !ours_prefix && external.contains(&name) {
+                    used_external.insert(name);
+                    continue;
+                }
+                unknown.push(format!("{}: {name} in `{expr}`", path.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics neither exported nor documented:\n{}",
+        unknown.join("\n")
+    );
+    // The documented list holds nothing the dashboards do not use.
+    let unused: Vec<_> = external.difference(&used_external).collect();
+    assert!(unused.is_empty(), "external-metrics.txt lists unused metrics: {unused:?}");
+    assert!(checked > 40, "only {checked} metric references checked");
+}
+
+#[test]
+fn promql_names_are_found_and_functions_and_labels_are_not() {
+    let m = promql_metrics(
+        r#"histogram_quantile(0.95, sum by (le, operation) (rate(churn_api_request_duration_seconds_bucket{namespace="$namespace",x=~"a|b"}[$__rate_interval]))) / on(pod) group_left go_goroutines * 1e9"#,
+    );
+    assert_eq!(
+        m.into_iter().collect::<Vec<_>>(),
+        ["churn_api_request_duration_seconds_bucket", "go_goroutines"]
+    );
+}
