@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit lint e2e build deps cluster-up cluster-down
+.PHONY: test unit lint e2e build deps validate-deploy cluster-up cluster-down
 
 ## test: everything: lint, unit and integration tests, then the end-to-end tests.
 test: lint unit e2e
@@ -27,6 +27,10 @@ deps:
 ## e2e: bring up the local control plane (unless up), run the end-to-end tests, bring it down.
 e2e:
 	hack/e2e.sh
+
+## validate-deploy: the deployment files' offline checks (needs `make cluster-up`; part of e2e).
+validate-deploy:
+	hack/validate-deploy.sh
 
 cluster-up:
 	hack/local-cluster.sh up

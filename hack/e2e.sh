@@ -27,3 +27,6 @@ cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
 . "$here/versions.env"
 export DST_PROMETHEUS=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}/prometheus-$PROMETHEUS_VERSION/bin/prometheus
 cargo test --locked --test report_prometheus -- --ignored "$@"
+
+# The deployment files, validated offline against the same control plane.
+"$here/validate-deploy.sh"

@@ -39,9 +39,34 @@ fn names(text: &str) -> BTreeSet<String> {
 /// label matchers that are not functions, keywords or grouping labels.
 fn promql_metrics(expr: &str) -> BTreeSet<String> {
     const NOT_METRICS: &[&str] = &[
-        "sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile",
-        "by", "without", "on", "ignoring", "and", "or", "unless", "offset", "bool", "topk",
-        "bottomk", "le", "abs", "group_left", "group_right", "clamp_min", "clamp_max", "vector", "time",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "rate",
+        "irate",
+        "increase",
+        "histogram_quantile",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "bool",
+        "topk",
+        "bottomk",
+        "le",
+        "abs",
+        "group_left",
+        "group_right",
+        "clamp_min",
+        "clamp_max",
+        "vector",
+        "time",
     ];
     let mut out = BTreeSet::new();
     let (mut depth_brace, mut depth_bracket, mut in_str) = (0, 0, false);
@@ -124,15 +149,20 @@ async fn client_and_mock_scrape() -> String {
     })
     .await;
     let foo = FOO.parse().unwrap();
-    mock.handle.set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
     mock.handle
-        .set(&"empty.ns.svc.cluster.local:80".parse().unwrap(), Vec::new());
+        .set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
+    mock.handle.set(
+        &"empty.ns.svc.cluster.local:80".parse().unwrap(),
+        Vec::new(),
+    );
     let dst = mock.addr.to_string();
     let client = start_client(client_args(&[
         "--destination-addr",
         &dst,
         "--target-services",
-        &format!("{FOO},gone.ns.svc.cluster.local:80,foo.example.com:80,empty.ns.svc.cluster.local:80"),
+        &format!(
+            "{FOO},gone.ns.svc.cluster.local:80,foo.example.com:80,empty.ns.svc.cluster.local:80"
+        ),
         "--streams-per-service",
         "2",
         "--initial-timeout",
@@ -252,15 +282,18 @@ async fn every_dashboard_metric_is_exported_or_documented() {
     let mut unknown = Vec::new();
     let mut used_external = BTreeSet::new();
     for path in &dashboards {
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut all = Vec::new();
         exprs(&json, &mut all);
         assert!(!all.is_empty(), "{}: no queries", path.display());
         for expr in all {
             let metrics = promql_metrics(&expr);
-            assert!(!metrics.is_empty(), "{}: no metric in `{expr}`", path.display());
+            assert!(
+                !metrics.is_empty(),
+                "{}: no metric in `{expr}`",
+                path.display()
+            );
             for name in metrics {
                 checked += 1;
                 let ours_prefix = ["destination_client_", "churn_", "mock_dst_"]
@@ -284,7 +317,10 @@ async fn every_dashboard_metric_is_exported_or_documented() {
     );
     // The documented list holds nothing the dashboards do not use.
     let unused: Vec<_> = external.difference(&used_external).collect();
-    assert!(unused.is_empty(), "external-metrics.txt lists unused metrics: {unused:?}");
+    assert!(
+        unused.is_empty(),
+        "external-metrics.txt lists unused metrics: {unused:?}"
+    );
     assert!(checked > 40, "only {checked} metric references checked");
 }
 

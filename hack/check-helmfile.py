@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Checks helmfile.yaml offline: it and every values file parse, every file
+they name exists, every chart is pinned, and helmfile itself renders each
+environment's releases and values as intended (no chart is fetched).
+
+usage: hack/check-helmfile.py REPO CA_DIR HELMFILE
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+repo, ca_dir, helmfile = sys.argv[1:4]
+os.chdir(repo)
+
+
+def fail(msg):
+    sys.exit(f"[check-helmfile] FAIL: {msg}")
+
+
+# 1. Parse helmfile.yaml and every plain values file; every referenced file exists.
+docs = [d for d in yaml.safe_load_all(open("helmfile.yaml")) if d]
+envs = docs[0]["environments"]
+releases = [r for d in docs for r in d.get("releases", [])]
+referenced = set()
+for env in envs.values():
+    referenced.update(v for v in env.get("values", []) if isinstance(v, str))
+for r in releases:
+    referenced.update(v for v in r.get("values", []) if isinstance(v, str))
+    if r["chart"].startswith("./"):
+        referenced.add(os.path.join(r["chart"][2:], "Chart.yaml"))
+    else:
+        if not r.get("version"):
+            fail(f"release {r['name']}: chart {r['chart']} is not pinned to a version")
+for path in sorted(referenced):
+    if not os.path.isfile(path):
+        fail(f"{path} is referenced by helmfile.yaml but does not exist")
+for path in glob.glob("values/*.yaml") + glob.glob("charts/*/scenarios/*.yaml"):
+    yaml.safe_load(open(path))
+for path in glob.glob("dashboards/*.json"):
+    json.load(open(path))
+print(f"  helmfile.yaml: {len(envs)} environments, {len(releases)} releases, {len(referenced)} referenced files present")
+
+env = dict(os.environ, LINKERD_CA_DIR=ca_dir, HELMFILE_DISABLE_INSIGHTS="true")
+
+
+def hf(*args, check=True, ca=ca_dir):
+    e = dict(env, LINKERD_CA_DIR=ca)
+    p = subprocess.run([helmfile, "--file", "helmfile.yaml", *args], env=e, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        fail(f"helmfile {' '.join(args)}: {p.stderr.strip()[-2000:]}")
+    return p
+
+
+# 2. Which releases each environment and state value enables.
+def enabled(*args):
+    out = hf(*args, "list", "--output", "json").stdout
+    return {r["name"] for r in json.loads(out) if r.get("enabled", True) is True}
+
+
+base = {"kwok", "kwok-stage-fast", "linkerd-crds", "linkerd-control-plane"}
+cases = [
+    ((), base),
+    (("--state-values-set", "monitoring.enabled=true"), base | {"kube-prometheus-stack"}),
+    (("--state-values-set", "loadTest.enabled=true"), base | {"dst-load-test"}),
+    (("-e", "multicluster-source"), base | {"linkerd-multicluster"}),
+    (("-e", "multicluster-target"), base | {"linkerd-multicluster"}),
+]
+for args, want in cases:
+    got = enabled(*args)
+    if got != want:
+        fail(f"helmfile {' '.join(args) or '(default)'} list: enabled {sorted(got)}, expected {sorted(want)}")
+    print(f"  {' '.join(args) or 'default':45} {len(got)} releases enabled as expected")
+
+
+# 3. Every release's values rendered by helmfile.
+def values(*args, ca=ca_dir, check=True):
+    with tempfile.TemporaryDirectory() as out:
+        p = hf(*args, "write-values", "--skip-deps", "--output-file-template",
+               out + "/{{ .Release.Name }}.yaml", ca=ca, check=check)
+        if not check:
+            return p
+        return {os.path.basename(f)[:-5]: yaml.safe_load(open(f)) or {} for f in glob.glob(out + "/*.yaml")}
+
+
+all_on = ("--state-values-set", "monitoring.enabled=true", "--state-values-set", "loadTest.enabled=true")
+v = values(*all_on, "--state-values-set", "scenario=red-line")
+cp = v["linkerd-control-plane"]
+if cp["identityTrustAnchorsPEM"].strip() != open(f"{ca_dir}/ca.crt").read().strip():
+    fail("linkerd-control-plane: identityTrustAnchorsPEM is not LINKERD_CA_DIR/ca.crt")
+tls = cp["identity"]["issuer"]["tls"]
+if tls["crtPEM"].strip() != open(f"{ca_dir}/issuer.crt").read().strip() or \
+        tls["keyPEM"].strip() != open(f"{ca_dir}/issuer.key").read().strip():
+    fail("linkerd-control-plane: issuer certificate or key not from LINKERD_CA_DIR")
+if v["dst-load-test"]["client"]["replicas"] != 25:
+    fail(f"scenario red-line not applied: {v['dst-load-test']}")
+dash = v["kube-prometheus-stack"]["grafana"]["dashboards"]["dst-load"]
+for name, d in dash.items():
+    if json.loads(d["json"])["uid"] != name:
+        fail(f"dashboard {name} provisioned with the wrong JSON")
+if len(dash) != len(glob.glob("dashboards/*.json")):
+    fail(f"{len(dash)} dashboards provisioned, {len(glob.glob('dashboards/*.json'))} in dashboards/")
+print(f"  values: Linkerd identity from {ca_dir}, scenario red-line, {len(dash)} dashboards provisioned")
+
+for role in ("source", "target"):
+    mc = values("-e", f"multicluster-{role}")["linkerd-multicluster"]
+    want = open(f"values/linkerd-multicluster-{role}.yaml").read()
+    if mc != yaml.safe_load(want)["multicluster"]["chartValues"]:
+        fail(f"multicluster-{role}: chart values differ from values/linkerd-multicluster-{role}.yaml")
+print("  multicluster: each environment's chart values come from its file")
+
+# 4. Clear errors for bad input.
+p = values(*all_on, "--state-values-set", "scenario=huge", check=False)
+if p.returncode == 0 or 'unknown scenario "huge"' not in p.stderr:
+    fail(f"an unknown scenario was not refused clearly: {p.stderr[-500:]}")
+with tempfile.TemporaryDirectory() as empty:
+    p = values(ca=empty, check=False)
+    if p.returncode == 0 or "run hack/gen-certs.sh" not in p.stderr:
+        fail(f"missing certificates were not refused clearly: {p.stderr[-500:]}")
+print("  bad input: unknown scenario and missing certificates refused with the fix named")

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Offline validation of the deployment files (what can be checked without
+# remote charts, images or Docker), against the local control plane:
+#   1. hadolint on the Dockerfile;
+#   2. hack/gen-certs.sh with the real step, the chain checked with openssl,
+#      refusal to overwrite, --force;
+#   3. helmfile.yaml: every environment's releases and every values file
+#      rendered by helmfile itself (files they name must exist);
+#   4. helm lint --strict and helm template of the chart with every scenario;
+#      bad values rejected by the schema;
+#   5. every rendered manifest applied with a server-side dry run (strict
+#      field validation), PodMonitors included (their CRD installed);
+#   6. the chart's RBAC applied for real, then churn and the client run with
+#      their ServiceAccounts' tokens: the granted verbs are enough, and
+#      nothing beyond them is granted;
+#   7. the dashboards' kube-apiserver metrics exist in its real /metrics.
+# Needs the local control plane up (hack/local-cluster.sh up; hack/e2e.sh
+# runs this while it is).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=hack/versions.env
+. "$here/versions.env"
+CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
+STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
+# shellcheck disable=SC1091
+. "$STATE/env"
+
+"$here/build-deps.sh" helm step helmfile hadolint prometheus_operator_crds >&2
+HELM=$CACHE/helm-$HELM_VERSION/bin/helm
+STEP=$CACHE/step-$STEP_VERSION/bin/step
+HELMFILE=$CACHE/helmfile-$HELMFILE_VERSION/bin/helmfile
+HADOLINT=$CACHE/hadolint-$HADOLINT_VERSION/bin/hadolint
+CRDS=$CACHE/prometheus_operator_crds-$PROMETHEUS_OPERATOR_VERSION/bin
+KUBECTL=$DST_LOCAL_KUBECTL
+BIN=${DST_LOAD_BIN:-$repo/target/debug/dst-load-controller}
+[[ -x $BIN ]] || (cd "$repo" && cargo build --locked --bin dst-load-controller)
+
+tmp=$(mktemp -d)
+NS=dst-deploy-check-$$
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+step_no=0
+section() { step_no=$((step_no + 1)); printf '\n[validate-deploy %d] %s\n' "$step_no" "$*"; }
+fail() { echo "[validate-deploy] FAIL: $*" >&2; exit 1; }
+
+section "hadolint Dockerfile"
+"$HADOLINT" "$repo/Dockerfile"
+echo "ok"
+
+section "gen-certs.sh with step $STEP_VERSION, verified with openssl"
+ca=$tmp/ca
+STEP=$STEP "$here/gen-certs.sh" "$ca" >"$tmp/gen.out"
+grep -q "export LINKERD_CA_DIR=$ca" "$tmp/gen.out" || fail "gen-certs did not print the export"
+openssl verify -CAfile "$ca/ca.crt" "$ca/issuer.crt" >/dev/null || fail "issuer does not chain to the trust anchor"
+for c in ca issuer; do
+  openssl x509 -in "$ca/$c.crt" -noout -text >"$tmp/$c.txt"
+  grep -q "NIST CURVE: P-256" "$tmp/$c.txt" || fail "$c.crt is not EC P-256"
+  grep -q "CA:TRUE" "$tmp/$c.txt" || fail "$c.crt is not a CA"
+  openssl x509 -in "$ca/$c.crt" -noout -checkend $((300 * 24 * 3600)) >/dev/null || fail "$c.crt expires within 300 days"
+done
+openssl x509 -in "$ca/issuer.crt" -noout -checkend $((400 * 24 * 3600)) >/dev/null && fail "issuer.crt outlives a year"
+openssl x509 -in "$ca/issuer.crt" -noout -subject | grep -q "identity.linkerd.cluster.local" || fail "issuer subject"
+[[ $(stat -c %a "$ca/issuer.key") == 600 ]] || fail "issuer.key is not mode 600"
+before=$(sha256sum "$ca"/* | sha256sum)
+if STEP=$STEP "$here/gen-certs.sh" "$ca" 2>"$tmp/refuse.err"; then fail "gen-certs overwrote existing keys"; fi
+grep -q "refusing to overwrite" "$tmp/refuse.err" || fail "refusal does not say why: $(cat "$tmp/refuse.err")"
+[[ $(sha256sum "$ca"/* | sha256sum) == "$before" ]] || fail "a refused run changed the files"
+STEP=$STEP "$here/gen-certs.sh" --force "$ca" >/dev/null
+[[ $(sha256sum "$ca"/* | sha256sum) != "$before" ]] || fail "--force did not replace the certificates"
+openssl verify -CAfile "$ca/ca.crt" "$ca/issuer.crt" >/dev/null
+echo "ok: P-256 chain verified, refusal and --force behave"
+
+section "helmfile $HELMFILE_VERSION: environments, conditions and values"
+export PATH=$(dirname "$HELM"):$PATH
+hf() { (cd "$repo" && LINKERD_CA_DIR=$ca HELMFILE_DISABLE_INSIGHTS=true "$HELMFILE" --file helmfile.yaml "$@"); }
+python3 "$here/check-helmfile.py" "$repo" "$ca" "$HELMFILE"
+
+section "helm lint and template of charts/dst-load-test with every scenario"
+chart=$repo/charts/dst-load-test
+mkdir -p "$tmp/render"
+"$HELM" lint --strict "$chart" >/dev/null
+for f in "$chart"/scenarios/*.yaml; do
+  s=$(basename "$f" .yaml)
+  "$HELM" lint --strict "$chart" -f "$f" >/dev/null || fail "helm lint with $s"
+  "$HELM" template dst-load-test "$chart" -n "$NS" -f "$f" \
+    --api-versions monitoring.coreos.com/v1/PodMonitor >"$tmp/render/$s.yaml"
+  n=$(grep -c '^kind: PodMonitor' "$tmp/render/$s.yaml" || true)
+  [[ $n == 2 ]] || fail "$s: expected 2 PodMonitors, got $n"
+  echo "  $s: $(grep -c '^kind:' "$tmp/render/$s.yaml") objects"
+done
+"$HELM" template dst-load-test "$chart" -n "$NS" >"$tmp/render/default.yaml"
+if grep -q '^kind: PodMonitor' "$tmp/render/default.yaml"; then fail "PodMonitors rendered without the monitoring CRDs"; fi
+for bad in "client.args.namespace=x" "churn.args.admin-addr=x" "client.replicas=-1" "image.pullPolicy=Sometimes" "clientt.replicas=1"; do
+  if "$HELM" template t "$chart" --set "$bad" >/dev/null 2>"$tmp/bad.err"; then fail "values $bad accepted"; fi
+done
+echo "ok: lint clean, 5 scenarios rendered, bad values rejected by the schema"
+
+section "server-side dry run of every rendered manifest (strict validation)"
+"$KUBECTL" apply --server-side -f "$CRDS/monitoring.coreos.com_podmonitors.yaml" >/dev/null
+"$KUBECTL" wait --for condition=established --timeout=60s crd/podmonitors.monitoring.coreos.com >/dev/null
+"$KUBECTL" create namespace "$NS" >/dev/null
+# The ServiceAccounts and RBAC for real (a dry-run Pod needs its
+# ServiceAccount to exist); the RBAC section below uses them.
+python3 - "$tmp/render/default.yaml" >"$tmp/rbac.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+keep = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+assert len(keep) == 6, [d["kind"] for d in keep]
+print(yaml.safe_dump_all(keep))
+PY
+"$KUBECTL" apply -n "$NS" -f "$tmp/rbac.yaml" >/dev/null
+for f in "$tmp"/render/*.yaml; do
+  "$KUBECTL" apply -n "$NS" --dry-run=server --validate=strict -f "$f" >"$tmp/dry.out" ||
+    fail "server-side dry run of $(basename "$f")"
+  echo "  $(basename "$f" .yaml): $(wc -l <"$tmp/dry.out") objects accepted"
+done
+
+section "RBAC: churn and the client run with only their ServiceAccounts' rights"
+kubeconfig_for() {
+  local sa=$1 token
+  token=$("$KUBECTL" create token -n "$NS" "$sa" --duration 10m)
+  cat >"$tmp/$sa.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$DST_LOCAL_APISERVER", insecure-skip-tls-verify: true}}]
+users: [{name: $sa, user: {token: "$token"}}]
+contexts: [{name: $sa, context: {cluster: local, user: $sa, namespace: $NS}}]
+current-context: $sa
+KC
+  echo "$tmp/$sa.kubeconfig"
+}
+churn_kc=$(kubeconfig_for dst-load-test-churn)
+client_kc=$(kubeconfig_for dst-load-test-client)
+sa() { echo "system:serviceaccount:$NS:dst-load-test-$1"; }
+for denied in "create pods" "get secrets" "list nodes" "delete namespaces" "create namespaces"; do
+  # shellcheck disable=SC2086
+  if "$KUBECTL" auth can-i $denied -n "$NS" --as "$(sa churn)" >/dev/null 2>&1; then fail "churn may $denied"; fi
+done
+if "$KUBECTL" auth can-i create services -n default --as "$(sa churn)" >/dev/null 2>&1; then fail "churn may write outside $NS"; fi
+for denied in "create services" "patch deployments" "delete endpointslices" "get secrets"; do
+  # shellcheck disable=SC2086
+  if "$KUBECTL" auth can-i $denied -n "$NS" --as "$(sa client)" >/dev/null 2>&1; then fail "client may $denied"; fi
+done
+# A stand-in destination (admin credentials) serving the namespace's Services.
+dst_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+"$BIN" mock-dst --addr "127.0.0.1:$dst_port" --admin-addr 127.0.0.1:0 --kubernetes-namespace "$NS" \
+  >"$tmp/dst.log" 2>&1 &
+pids+=($!)
+KUBECONFIG=$churn_kc "$BIN" churn --namespace "$NS" --stable-services 1 --stable-endpoints 2 \
+  --oscillate-services 1 --oscillate-min-endpoints 1 --oscillate-max-endpoints 3 \
+  --oscillate-min-hold 2s --oscillate-max-hold 2s --duration 12s --cleanup-on-exit \
+  --admin-addr 127.0.0.1:0 >"$tmp/churn.out" 2>"$tmp/churn.err" &
+churn_pid=$!
+sleep 3
+KUBECONFIG=$client_kc "$BIN" client --destination-addr "127.0.0.1:$dst_port" --namespace "$NS" \
+  --service-label-selector app.kubernetes.io/managed-by=dst-load-controller --ground-truth \
+  --duration 6s --admin-addr 127.0.0.1:0 --slo errors==0 --slo stale_streams==0 \
+  --slo 'convergence_latency.max<5s' >"$tmp/client.out" 2>"$tmp/client.err" ||
+  { cat "$tmp/client.out" "$tmp/client.err" >&2; fail "client with its ServiceAccount"; }
+wait "$churn_pid" || { cat "$tmp/churn.err" >&2; fail "churn with its ServiceAccount"; }
+grep -q "api_errors=0" "$tmp/churn.out" || fail "churn saw API errors: $(cat "$tmp/churn.out")"
+if grep -qi forbidden "$tmp/churn.err" "$tmp/client.err"; then fail "forbidden calls"; fi
+grep -q "SLO PASS convergence_latency.max<5s" "$tmp/client.out" || fail "client measured no convergence: $(cat "$tmp/client.out")"
+left=$("$KUBECTL" get deploy,svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l)
+[[ $left == 0 ]] || fail "churn's cleanup left $left objects"
+echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates passed, cleanup complete, nothing beyond the verbs granted"
+
+section "dashboards: kube-apiserver metrics exist in its /metrics"
+curl -sk -H "Authorization: Bearer dst-load-local-admin-token" "$DST_LOCAL_APISERVER/metrics" >"$tmp/apiserver.metrics"
+for m in $(awk '!/^#/ && $2 == "kube-apiserver" {print $1}' "$repo/dashboards/external-metrics.txt"); do
+  grep -q "^$m[{ ]" "$tmp/apiserver.metrics" || fail "kube-apiserver does not export $m"
+  echo "  $m: present"
+done
+# The label values the dashboards filter on.
+grep -q '^apiserver_request_total{.*resource="endpointslices"' "$tmp/apiserver.metrics" || fail "no endpointslices requests counted"
+grep -qi '^apiserver_longrunning_requests{.*verb="watch"' "$tmp/apiserver.metrics" || fail "no watch longrunning requests"
+
+printf '\n[validate-deploy] all checks passed\n'
