@@ -148,7 +148,7 @@ async fn client_and_mock_scrape() -> String {
         ..Default::default()
     })
     .await;
-    let foo = FOO.parse().unwrap();
+    let svc_foo = FOO.parse().unwrap();
     mock.handle
         .set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
     mock.handle.set(
@@ -179,11 +179,11 @@ async fn client_and_mock_scrape() -> String {
     })
     .await;
     tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
-    mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
+    mock.handle.patch(&svc_foo, &addrs(&["10.0.0.3:8080"]), &[]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // A change as the Kubernetes watch reports it: scaled a moment ago, seen now.
     let scaled = SystemTime::now() - Duration::from_millis(30);
-    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.1:8080"]));
+    mock.handle.patch(&svc_foo, &[], &addrs(&["10.0.0.1:8080"]));
     let svc = client.fleet.get(FOO).unwrap();
     svc.set_truth_seen(
         addrs(&["10.0.0.2:8080", "10.0.0.3:8080"]),
