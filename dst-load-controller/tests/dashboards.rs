@@ -150,7 +150,7 @@ async fn client_and_mock_scrape() -> String {
     .await;
     let svc_foo = FOO.parse().unwrap();
     mock.handle
-        .set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
+        .set(&svc_foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
     mock.handle.set(
         &"empty.ns.svc.cluster.local:80".parse().unwrap(),
         Vec::new(),
