@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit lint e2e build deps validate-deploy cluster-up cluster-down
+.PHONY: test unit lint e2e build bench deps validate-deploy cluster-up cluster-down
 
 ## test: everything: lint, unit and integration tests, then the end-to-end tests.
 test: lint unit e2e
@@ -27,6 +27,11 @@ deps:
 ## e2e: bring up the local control plane (unless up), run the end-to-end tests, bring it down.
 e2e:
 	hack/e2e.sh
+
+## bench: the benchmarks (release build, separate processes on loopback); see BENCHMARKS.md.
+bench:
+	$(CARGO) build --release --locked --bin dst-load-controller
+	hack/bench.py
 
 ## validate-deploy: the deployment files' offline checks (needs `make cluster-up`; part of e2e).
 validate-deploy:

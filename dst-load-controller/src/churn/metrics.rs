@@ -1,9 +1,20 @@
 //! Churn's metrics, under `churn_`.
 
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram as Hdr;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
 };
 
 use super::objects::Pattern;
@@ -43,6 +54,9 @@ pub struct Metrics {
     pub api: ApiMetrics,
     /// Scale events, all services (for the exit summary).
     pub scale_events_total: Counter,
+    /// How late scale events were dispatched after their scheduled time.
+    pub dispatch_lag: Histogram,
+    dispatch_lag_hdr: Arc<Mutex<Hdr<u64>>>,
 }
 
 impl Metrics {
@@ -56,6 +70,9 @@ impl Metrics {
             cycles_completed: Counter::default(),
             api: ApiMetrics::register(reg),
             scale_events_total: Counter::default(),
+            // 100 µs to ~6.5 s.
+            dispatch_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            dispatch_lag_hdr: Arc::new(Mutex::new(crate::client::truth::mk_hdr())),
         };
         reg.register(
             "services_created",
@@ -77,6 +94,29 @@ impl Metrics {
             "Oscillation cycles completed, all services",
             m.cycles_completed.clone(),
         );
+        reg.register_with_unit(
+            "dispatch_lag",
+            "How late scale events were dispatched after their scheduled time",
+            Unit::Seconds,
+            m.dispatch_lag.clone(),
+        );
         m
+    }
+
+    /// Records one scale event's dispatch lag.
+    pub fn dispatched(&self, lag: Duration) {
+        self.dispatch_lag.observe(lag.as_secs_f64());
+        let us = (lag.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.dispatch_lag_hdr
+            .lock()
+            .expect("hdr lock")
+            .saturating_record(us);
+    }
+
+    /// Percentiles of every dispatch lag so far.
+    pub fn dispatch_lag_percentiles(&self) -> crate::client::truth::Percentiles {
+        crate::client::truth::Percentiles::from_hdr(
+            &self.dispatch_lag_hdr.lock().expect("hdr lock"),
+        )
     }
 }

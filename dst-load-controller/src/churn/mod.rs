@@ -185,13 +185,17 @@ impl Args {
         let seed = churn.seed;
         let result = churn.run(shutdown, ready).await;
         admin_stop.cancel();
+        let lag = metrics.dispatch_lag_percentiles();
         println!(
-            "churn summary: seed={seed} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={}",
+            "churn summary: seed={seed} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
             metrics.services_created.get(),
             metrics.scale_events_total.get(),
             metrics.cycles_completed.get(),
             metrics.api.errors(),
             metrics.api.retries(),
+            lag.p50 * 1e3,
+            lag.p99 * 1e3,
+            lag.max * 1e3,
         );
         result.map(|()| ExitCode::SUCCESS)
     }
@@ -443,6 +447,7 @@ impl Churn {
         schedule::drive(schedule, start, stop, |step, lag| {
             let (name, labels, deployments, params) = (&name, &labels, &deployments, &params);
             async move {
+                self.metrics.dispatched(lag);
                 let scaled_at = objects::timestamp(jiff::Timestamp::now());
                 let deploy =
                     Patch::Apply(t.deployment(name, Pattern::Oscillate, step.replicas, &scaled_at));

@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""The benchmark harness (`make bench`): starts the pieces as separate
+processes on loopback from the release binary and reports throughput, CPU
+time (from /proc) and peak memory per process, as ratios where a comparison
+is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
+records them with the machine they came from.
+
+usage: hack/bench.py [capacity|fanout|churn ...] [--streams N] [--seconds S]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("DST_LOAD_BIN", os.path.join(REPO, "target/release/dst-load-controller"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Proc:
+    """A child process with its CPU time and memory read from /proc."""
+
+    def __init__(self, name, args, env=None):
+        self.name = name
+        self.log = open(os.path.join(REPO, f"target/bench/{name}.log"), "w")
+        self.p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=self.log,
+                                  env=dict(os.environ, **(env or {})), text=True)
+
+    def cpu(self):
+        """User + system CPU seconds so far."""
+        fields = open(f"/proc/{self.p.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def mem(self):
+        """(resident now, peak resident) in bytes."""
+        status = open(f"/proc/{self.p.pid}/status").read()
+        kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        return kb("VmRSS"), kb("VmHWM")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                out, _ = self.p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                out, _ = self.p.communicate()
+            return out
+        return self.p.stdout.read()
+
+
+def scrape(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name = series.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def wait_for(what, f, timeout):
+    deadline = time.time() + timeout
+    while True:
+        v = f()
+        if v:
+            return v
+        if time.time() > deadline:
+            sys.exit(f"bench: timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def metric_or_zero(port, name):
+    try:
+        return scrape(port).get(name, 0.0)
+    except OSError:
+        return 0.0
+
+
+def mock(name, generate, extra=()):
+    port, admin = free_port(), free_port()
+    args = ["mock-dst", "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}",
+            "--log-level", "warn", *extra]
+    for g in generate:
+        args += ["--generate", g]
+    p = Proc(name, args)
+    wait_for("mock-dst admin", lambda: _up(admin), 30)
+    return p, port, admin
+
+
+def _up(port):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/live", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def client(name, dst_port, services, streams_per_service, connections, extra=()):
+    admin = free_port()
+    targets = f"svc-{{0..{services - 1}}}.bench.svc.cluster.local:8080"
+    p = Proc(name, ["client", "--destination-addr", f"127.0.0.1:{dst_port}", "--admin-addr",
+                    f"127.0.0.1:{admin}", "--target-services", targets, "--streams-per-service",
+                    str(streams_per_service), "--connections", str(connections),
+                    "--log-level", "warn", "--backoff-max", "5s", *extra])
+    return p, admin
+
+
+def svc(i):
+    return f"svc-{i}.bench.svc.cluster.local:8080"
+
+
+def cidr(i):
+    return f"10.{i // 256}.{i % 256}.0/24"
+
+
+def bench_capacity(a):
+    """One client process holding many streams (10 endpoints each)."""
+    services = 100
+    per_service = a.streams // services
+    streams = per_service * services
+    connections = max(1000, streams // 100)
+    m, port, madmin = mock("capacity-mock", [f"{svc(i)}={cidr(i)}:10" for i in range(services)])
+    c, cadmin = client("capacity-client", port, services, per_service, connections)
+    t0 = time.time()
+    wait_for(f"{streams} streams with their first update",
+             lambda: metric_or_zero(cadmin, "destination_client_time_to_first_update_seconds_count") >= streams,
+             a.timeout)
+    ready = time.time() - t0
+    time.sleep(5)  # settle: allocator, late buffers
+    m_rss, m_hwm = m.mem()
+    c_rss, c_hwm = c.mem()
+    active = scrape(cadmin)["destination_client_streams_active"]
+    result = {
+        "streams": streams, "connections": connections, "endpoints_per_set": 10,
+        "streams_active": active, "seconds_to_all_answered": round(ready, 1),
+        "client_rss_bytes": c_rss, "client_peak_rss_bytes": c_hwm,
+        "client_bytes_per_stream": round(c_rss / streams),
+        "client_cpu_seconds": round(c.cpu(), 1),
+        "mock_rss_bytes": m_rss, "mock_peak_rss_bytes": m_hwm, "mock_cpu_seconds": round(m.cpu(), 1),
+    }
+    c.stop()
+    m.stop()
+    return result
+
+
+def bench_fanout(a):
+    """The mock oscillating endpoint sets to many streams: endpoint updates
+    delivered per CPU-second, on the mock's side and on the client's."""
+    services, per_service = 10, a.fanout_streams // 10
+    gen = [f"{svc(i)}={cidr(i)}:{a.min_endpoints}..{a.max_endpoints}" for i in range(services)]
+    m, port, madmin = mock("fanout-mock", gen, ["--oscillate-hold-duration", a.hold,
+                                                 "--stream-queue-capacity", "10000"])
+    c, cadmin = client("fanout-client", port, services, per_service, a.connections)
+    wait_for("every stream answered",
+             lambda: metric_or_zero(cadmin, "destination_client_time_to_first_update_seconds_count")
+             >= services * per_service, a.timeout)
+    time.sleep(3)
+    s0, r0 = scrape(madmin), scrape(cadmin)
+    mc0, cc0, t0 = m.cpu(), c.cpu(), time.time()
+    time.sleep(a.seconds)
+    s1, r1 = scrape(madmin), scrape(cadmin)
+    mc1, cc1, t1 = m.cpu(), c.cpu(), time.time()
+    sent = s1["mock_dst_endpoints_sent_total"] - s0["mock_dst_endpoints_sent_total"]
+    updates = s1["mock_dst_updates_sent_total"] - s0["mock_dst_updates_sent_total"]
+    received = (r1["destination_client_updates_received_total"]
+                - r0["destination_client_updates_received_total"])
+    mock_cpu, client_cpu, wall = mc1 - mc0, cc1 - cc0, t1 - t0
+    result = {
+        "streams": services * per_service, "connections": a.connections,
+        "endpoints": f"{a.min_endpoints}..{a.max_endpoints}", "hold": a.hold,
+        "seconds": round(wall, 1),
+        "endpoint_updates_sent": int(sent), "messages_sent": int(updates),
+        "messages_received": int(received),
+        "overflows": s1.get("mock_dst_queue_overflows_total", 0),
+        "endpoint_updates_per_second": round(sent / wall),
+        "mock_cpu_seconds": round(mock_cpu, 2), "client_cpu_seconds": round(client_cpu, 2),
+        "mock_endpoint_updates_per_cpu_second": round(sent / mock_cpu) if mock_cpu else None,
+        "client_endpoint_updates_per_cpu_second": round(sent / client_cpu) if client_cpu else None,
+        "client_cpu_per_mock_cpu": round(client_cpu / mock_cpu, 3) if mock_cpu else None,
+        "mock_peak_rss_bytes": m.mem()[1], "client_peak_rss_bytes": c.mem()[1],
+    }
+    c.stop()
+    m.stop()
+    return result
+
+
+def bench_churn(a):
+    """churn against the local control plane: the request rate it reaches
+    against --qps, and how late scale events are dispatched."""
+    env_file = os.path.join(REPO, ".local-cluster/env")
+    started = False
+    if subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "status"],
+                      capture_output=True).returncode != 0:
+        subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "up"], check=True,
+                       stdout=subprocess.DEVNULL)
+        started = True
+    env = {}
+    for line in open(env_file):
+        m = re.match(r"export (\w+)=(.*)", line.strip())
+        if m:
+            env[m.group(1)] = m.group(2)
+    results = []
+    try:
+        for label, services, hold, qps in [("under --qps", 10, "1s", 100), ("over --qps", 40, "200ms", 50)]:
+            ns = f"bench-churn-{os.getpid()}-{len(results)}"
+            admin = free_port()
+            p = Proc(f"churn-{len(results)}", ["churn", "--namespace", ns, "--oscillate-services", str(services),
+                                               "--oscillate-min-endpoints", "1", "--oscillate-max-endpoints", "2",
+                                               "--oscillate-min-hold", hold, "--oscillate-max-hold", hold,
+                                               "--qps", str(qps), "--burst", str(qps),
+                                               "--duration", f"{a.seconds}s", "--cleanup-on-exit",
+                                               "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warn"],
+                     env=env)
+            wait_for("churn ready", lambda: _up(admin), 60)
+            time.sleep(2)
+            r0, t0 = scrape(admin), time.time()
+            time.sleep(max(1, a.seconds - 6))
+            r1, t1 = scrape(admin), time.time()
+            calls = (r1["churn_api_request_duration_seconds_count"]
+                     - r0["churn_api_request_duration_seconds_count"])
+            cpu = p.cpu()
+            summary = p.p.communicate(timeout=180)[0]
+            fields = dict(kv.split("=") for kv in summary.split(":", 1)[1].split())
+            results.append({
+                "case": label, "services": services, "hold": hold, "qps": qps,
+                "requests_per_second": round(calls / (t1 - t0), 1),
+                "scale_events": int(fields["scale_events"]), "api_errors": int(fields["api_errors"]),
+                "dispatch_lag_p50_ms": float(fields["dispatch_lag_p50_ms"]),
+                "dispatch_lag_p99_ms": float(fields["dispatch_lag_p99_ms"]),
+                "dispatch_lag_max_ms": float(fields["dispatch_lag_max_ms"]),
+                "churn_cpu_seconds": round(cpu, 2),
+            })
+    finally:
+        if started:
+            subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "down"], stdout=subprocess.DEVNULL)
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benches", nargs="*", default=["capacity", "fanout", "churn"])
+    ap.add_argument("--streams", type=int, default=100_000, help="capacity: streams (default 100000)")
+    ap.add_argument("--fanout-streams", type=int, default=10_000, help="fanout: streams (default 10000)")
+    ap.add_argument("--connections", type=int, default=100, help="fanout: client connections")
+    ap.add_argument("--min-endpoints", type=int, default=10)
+    ap.add_argument("--max-endpoints", type=int, default=200)
+    ap.add_argument("--hold", default="1s", help="fanout: hold at each end")
+    ap.add_argument("--seconds", type=int, default=20, help="measurement window")
+    ap.add_argument("--timeout", type=int, default=600)
+    a = ap.parse_args()
+    for b in a.benches:
+        if b not in ("capacity", "fanout", "churn"):
+            ap.error(f"unknown benchmark '{b}': expected capacity, fanout or churn")
+    os.makedirs(os.path.join(REPO, "target/bench"), exist_ok=True)
+    if not os.path.exists(BIN):
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "dst-load-controller"],
+                       cwd=REPO, check=True)
+    machine = {"cpus": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+               "kernel": os.uname().release, "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                                                          if l.startswith("model name")), "?")}
+    results = {"machine": machine, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for b in a.benches:
+        print(f"== {b}", flush=True)
+        r = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn}[b](a)
+        results[b] = r
+        print(json.dumps(r, indent=2), flush=True)
+    out = os.path.join(REPO, "target/bench/results.json")
+    json.dump(results, open(out, "w"), indent=2)
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()
