@@ -140,8 +140,7 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 /// The client's and the mock's registries after a run that exercises every
 /// family: changes (latencies), a scale seen through a watch (both legs),
 /// withheld removals (staleness), an unknown service (errors, resets), a
-/// malformed one (final failures), an empty one (initial timeouts), and
-/// short stream lifetimes.
+/// malformed one (final failures) and an empty one (initial timeouts).
 async fn client_and_mock_scrape() -> String {
     let mock = Mock::start(Behavior {
         withhold_removals_every: Some(2),
@@ -169,10 +168,6 @@ async fn client_and_mock_scrape() -> String {
         "100ms",
         "--staleness-grace",
         "100ms",
-        "--min-stream-lifetime",
-        "500ms",
-        "--max-stream-lifetime",
-        "800ms",
     ]));
     eventually("initial sets", Duration::from_secs(20), || {
         client.sets(FOO).iter().filter(|s| s.len() == 2).count() == 2
@@ -190,6 +185,19 @@ async fn client_and_mock_scrape() -> String {
         scaled,
         Some(SystemTime::now()),
     );
+    // The streams denied the removal turn stale; giving the address back
+    // makes them agree again, which records how long they were stale.
+    eventually("stale streams", Duration::from_secs(30), || {
+        sample(
+            &scrape(&client.registry),
+            "destination_client_stale_streams",
+            &[("service", FOO)],
+        )
+        .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    mock.handle.patch(&svc_foo, &addrs(&["10.0.0.1:8080"]), &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
         let text = scrape(&client.registry);
         let want = [
@@ -205,6 +213,11 @@ async fn client_and_mock_scrape() -> String {
         if want.iter().all(|w| have.contains(*w)) {
             break text;
         }
+        let missing: Vec<_> = want.iter().filter(|w| !have.contains(**w)).collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "families never sampled: {missing:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mock_text = scrape(&mock.registry);
