@@ -206,7 +206,7 @@ def bench_fanout(a):
 def bench_churn(a):
     """churn against the local control plane: the request rate it reaches
     against --qps, and how late scale events are dispatched."""
-    env_file = os.path.join(REPO, ".local-cluster/env")
+    env_file = os.path.join(os.environ.get("DST_LOCAL_CLUSTER_DIR", os.path.join(REPO, ".local-cluster")), "env")
     started = False
     if subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "status"],
                       capture_output=True).returncode != 0:

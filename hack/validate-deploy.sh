@@ -78,7 +78,6 @@ echo "ok: P-256 chain verified, refusal and --force behave"
 
 section "helmfile $HELMFILE_VERSION: environments, conditions and values"
 export PATH=$(dirname "$HELM"):$PATH
-hf() { (cd "$repo" && LINKERD_CA_DIR=$ca HELMFILE_DISABLE_INSIGHTS=true "$HELMFILE" --file helmfile.yaml "$@"); }
 python3 "$here/check-helmfile.py" "$repo" "$ca" "$HELMFILE"
 
 section "helm lint and template of charts/dst-load-test with every scenario"

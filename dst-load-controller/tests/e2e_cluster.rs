@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::free_port;
+
 use std::{
     collections::BTreeSet,
     process::{Output, Stdio},
@@ -76,14 +78,6 @@ async fn kube() -> kube::Client {
     kube::Client::try_default()
         .await
         .expect("kube client from KUBECONFIG")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn cmd(args: &[&str]) -> tokio::process::Command {

@@ -1,6 +1,8 @@
 //! `mock-dst` as a user starts it: the documented LINKERD2_MOCK_DSTS example
 //! and the control API, against the real binary on loopback.
 
+mod support;
+
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
 use linkerd2_proxy_api::destination::{
@@ -8,14 +10,6 @@ use linkerd2_proxy_api::destination::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
     let mut client = DestinationClient::connect(format!("http://{addr}"))
@@ -45,7 +39,7 @@ async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
 
 #[tokio::test]
 async fn the_documented_example_serves_both_destinations() {
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (support::free_port(), support::free_port());
     let mut child = tokio::process::Command::new(BIN)
         .args(["mock-dst", "-a", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
         .env(

@@ -51,10 +51,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let child = tokio::process::Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -242,17 +239,21 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
             ("fanout_completion", l.percentiles(Kind::Fanout)),
         ]
     };
-    eventually_async("Prometheus scraped the final counts", || async {
-        prom.sum("destination_client_updates_received_total").await == Some(updates)
-            && prom
-                .sum("destination_client_update_latency_seconds_count")
-                .await
-                == Some(exact[0].1.count as f64)
-            && prom
-                .sum("destination_client_fanout_completion_seconds_count")
-                .await
-                == Some(exact[2].1.count as f64)
-    })
+    eventually_async(
+        "Prometheus scraped the final counts",
+        Duration::from_secs(60),
+        || async {
+            prom.sum("destination_client_updates_received_total").await == Some(updates)
+                && prom
+                    .sum("destination_client_update_latency_seconds_count")
+                    .await
+                    == Some(exact[0].1.count as f64)
+                && prom
+                    .sum("destination_client_fanout_completion_seconds_count")
+                    .await
+                    == Some(exact[2].1.count as f64)
+        },
+    )
     .await;
 
     // Gates that hold exit 0, and the report carries the same numbers.
@@ -355,19 +356,4 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
     admin_stop.cancel();
     client.finish().await;
     mock.stop().await;
-}
-
-async fn eventually_async<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

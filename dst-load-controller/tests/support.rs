@@ -113,6 +113,31 @@ impl RunningClient {
     }
 }
 
+/// A port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// [`eventually`] for an async check, polled every 250 ms for up to `timeout`.
+pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Polls `f` until it is true or `timeout` passes (then panics with `what`).
 pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;

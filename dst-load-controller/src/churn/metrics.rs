@@ -1,11 +1,7 @@
 //! Churn's metrics, under `churn_`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use hdrhistogram::Histogram as Hdr;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -18,7 +14,10 @@ use prometheus_client::{
 };
 
 use super::objects::Pattern;
-use crate::kube_api::ApiMetrics;
+use crate::{
+    client::truth::{Percentiles, Timings},
+    kube_api::ApiMetrics,
+};
 
 /// `{pattern, service}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,8 +54,7 @@ pub struct Metrics {
     /// Scale events, all services (for the exit summary).
     pub scale_events_total: Counter,
     /// How late scale events were dispatched after their scheduled time.
-    pub dispatch_lag: Histogram,
-    dispatch_lag_hdr: Arc<Mutex<Hdr<u64>>>,
+    dispatch_lag: Timings,
 }
 
 impl Metrics {
@@ -71,8 +69,7 @@ impl Metrics {
             api: ApiMetrics::register(reg),
             scale_events_total: Counter::default(),
             // 100 µs to ~6.5 s.
-            dispatch_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
-            dispatch_lag_hdr: Arc::new(Mutex::new(crate::client::truth::mk_hdr())),
+            dispatch_lag: Timings::new(Histogram::new(exponential_buckets(0.0001, 2.0, 17))),
         };
         reg.register(
             "services_created",
@@ -98,25 +95,18 @@ impl Metrics {
             "dispatch_lag",
             "How late scale events were dispatched after their scheduled time",
             Unit::Seconds,
-            m.dispatch_lag.clone(),
+            m.dispatch_lag.histogram(),
         );
         m
     }
 
     /// Records one scale event's dispatch lag.
     pub fn dispatched(&self, lag: Duration) {
-        self.dispatch_lag.observe(lag.as_secs_f64());
-        let us = (lag.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.dispatch_lag_hdr
-            .lock()
-            .expect("hdr lock")
-            .saturating_record(us);
+        self.dispatch_lag.record(lag);
     }
 
     /// Percentiles of every dispatch lag so far.
-    pub fn dispatch_lag_percentiles(&self) -> crate::client::truth::Percentiles {
-        crate::client::truth::Percentiles::from_hdr(
-            &self.dispatch_lag_hdr.lock().expect("hdr lock"),
-        )
+    pub fn dispatch_lag_percentiles(&self) -> Percentiles {
+        self.dispatch_lag.percentiles()
     }
 }

@@ -242,7 +242,6 @@ struct ReportConfig {
     staleness_grace: String,
     duration: Option<String>,
     scenario: Option<crate::run::Scenario>,
-    slos: Vec<String>,
 }
 
 impl From<&Args> for ReportConfig {
@@ -262,7 +261,6 @@ impl From<&Args> for ReportConfig {
             staleness_grace: a.staleness_grace.to_string(),
             duration: a.duration.map(|d| d.to_string()),
             scenario: a.scenario,
-            slos: a.gates.slo.iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -94,8 +94,50 @@ impl Percentiles {
     }
 }
 
+/// A duration as an HDR sample: microseconds, within the histogram's bounds.
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, 3_600_000_000)
+}
+
+/// One latency, recorded twice: into a Prometheus histogram for dashboards
+/// and into an HDR histogram for the exact percentiles of reports.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    histogram: Histogram,
+    hdr: Arc<Mutex<Hdr<u64>>>,
+}
+
+impl Timings {
+    /// Timings exported through `histogram` (register [`Timings::histogram`]).
+    pub fn new(histogram: Histogram) -> Self {
+        Self {
+            histogram,
+            hdr: Arc::new(Mutex::new(mk_hdr())),
+        }
+    }
+
+    /// The Prometheus histogram, to register.
+    pub fn histogram(&self) -> Histogram {
+        self.histogram.clone()
+    }
+
+    /// Records one sample.
+    pub fn record(&self, d: Duration) {
+        self.histogram.observe(d.as_secs_f64());
+        self.hdr
+            .lock()
+            .expect("hdr lock")
+            .saturating_record(micros(d));
+    }
+
+    /// Percentiles of every sample so far.
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock"))
+    }
+}
+
 /// An HDR histogram for latencies in microseconds.
-pub fn mk_hdr() -> Hdr<u64> {
+fn mk_hdr() -> Hdr<u64> {
     // 1 µs to 1 h at 3 significant digits: below the 1 ms report precision.
     Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid HDR bounds")
 }
@@ -178,8 +220,7 @@ impl Latencies {
                 service: service.to_string(),
             })
             .observe(latency.as_secs_f64());
-        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(us);
+        self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
     }
 
     /// Percentiles of every sample of `kind` so far.

@@ -1,11 +1,7 @@
 //! The mock server's metrics, under `mock_dst_`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::SystemTime,
-};
+use std::time::SystemTime;
 
-use hdrhistogram::Histogram as Hdr;
 use prometheus_client::{
     metrics::{
         counter::Counter,
@@ -15,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::client::truth::{Percentiles, mk_hdr};
+use crate::client::truth::{Percentiles, Timings};
 
 /// Counters of one mock server.
 #[derive(Clone, Debug)]
@@ -31,9 +27,7 @@ pub struct Metrics {
     /// Changes made to destinations.
     pub changes: Counter,
     /// From a change to its update handed to a stream's transport.
-    pub delivery_latency: Histogram,
-    /// The same, every sample, for exact percentiles.
-    delivery_hdr: Arc<Mutex<Hdr<u64>>>,
+    delivery_latency: Timings,
 }
 
 impl Default for Metrics {
@@ -45,8 +39,7 @@ impl Default for Metrics {
             queue_overflows: Counter::default(),
             changes: Counter::default(),
             // The client's latency buckets: 1 ms to ~65 s.
-            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
-            delivery_hdr: Arc::new(Mutex::new(mk_hdr())),
+            delivery_latency: Timings::new(Histogram::new(exponential_buckets(0.001, 2.0, 17))),
         }
     }
 }
@@ -90,7 +83,7 @@ impl Metrics {
             "delivery_latency",
             "From a change to its update handed to a stream's transport, per stream",
             Unit::Seconds,
-            m.delivery_latency.clone(),
+            m.delivery_latency.histogram(),
         );
         m
     }
@@ -98,19 +91,15 @@ impl Metrics {
     /// Percentiles of every delivery latency so far: what a client
     /// measuring change-to-update latency should report, less the transport.
     pub fn delivery_percentiles(&self) -> Percentiles {
-        Percentiles::from_hdr(&self.delivery_hdr.lock().expect("hdr lock"))
+        self.delivery_latency.percentiles()
     }
 
     pub(super) fn delivered(&self, changed_at: SystemTime) {
-        let latency = SystemTime::now()
-            .duration_since(changed_at)
-            .unwrap_or_default();
-        self.delivery_latency.observe(latency.as_secs_f64());
-        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.delivery_hdr
-            .lock()
-            .expect("hdr lock")
-            .saturating_record(us);
+        self.delivery_latency.record(
+            SystemTime::now()
+                .duration_since(changed_at)
+                .unwrap_or_default(),
+        );
     }
 
     pub(super) fn stream_opened(&self) -> ActiveGuard {
