@@ -97,11 +97,49 @@ build_kwok() {
   GOBIN=$out go install sigs.k8s.io/kwok/cmd/kwok@"$KWOK_VERSION"
 }
 
+# Linkerd's destination controller. The module proxy refuses github.com/linkerd/*,
+# so it is built from source archives when they are present: LINKERD_SOURCES
+# (default: ../shared/sources next to the repository) holding
+# linkerd2-$LINKERD_VERSION.tar.gz, linkerd2-proxy-api-$LINKERD_PROXY_API_VERSION.tar.gz
+# and SHA256SUMS. Their checksums are verified before anything is extracted.
+# Without the archives it is fetched as a module (machines that can reach it).
+linkerd_sources() {
+  local dir=${LINKERD_SOURCES:-}
+  if [[ -z $dir && -d $here/../../shared/sources ]]; then dir=$(cd "$here/../../shared/sources" && pwd); fi
+  printf '%s' "$dir"
+}
+
 build_linkerd() {
-  wrapper "$CACHE/src/linkerd-$LINKERD_VERSION"
-  go mod edit -require=github.com/linkerd/linkerd2@"$LINKERD_VERSION"
-  go build -mod=mod -trimpath -tags prod -o "$out/linkerd-controller" github.com/linkerd/linkerd2/controller/cmd
-  go build -mod=mod -trimpath -tags prod -o "$out/linkerd" github.com/linkerd/linkerd2/cli
+  local srcs top api
+  srcs=$(linkerd_sources)
+  top=linkerd2-$LINKERD_VERSION api=linkerd2-proxy-api-$LINKERD_PROXY_API_VERSION
+  if [[ -n $srcs && -f $srcs/$top.tar.gz ]]; then
+    [[ -f $srcs/$api.tar.gz ]] || { echo "$srcs has $top.tar.gz but not $api.tar.gz" >&2; return 1; }
+    (cd "$srcs" && grep -E " ($top|$api)\.tar\.gz\$" SHA256SUMS | sha256sum -c --strict -) ||
+      { echo "checksum mismatch in $srcs (see SHA256SUMS); refusing to build from it" >&2; return 1; }
+    local work=$CACHE/src/linkerd-$LINKERD_VERSION
+    rm -rf "$work" && mkdir -p "$work"
+    tar -xzf "$srcs/$top.tar.gz" -C "$work"
+    tar -xzf "$srcs/$api.tar.gz" -C "$work"
+    cd "$work/$top"
+    go mod edit -replace "github.com/linkerd/linkerd2-proxy-api=$work/$api"
+    go build -mod=mod -trimpath -o "$out/linkerd-controller" ./controller/cmd
+    # The charts (linkerd-crds, linkerd-control-plane, multicluster) for
+    # rendering CRDs and validating our values offline.
+    mkdir -p "$out/../charts"
+    cp -r charts/. "$out/../charts/"
+    cp -r multicluster/charts/. "$out/../charts/"
+  else
+    wrapper "$CACHE/src/linkerd-$LINKERD_VERSION"
+    go mod edit -require=github.com/linkerd/linkerd2@"$LINKERD_VERSION"
+    go build -mod=mod -trimpath -o "$out/linkerd-controller" github.com/linkerd/linkerd2/controller/cmd
+    local dir
+    dir=$(go list -mod=mod -m -json github.com/linkerd/linkerd2 | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+    mkdir -p "$out/../charts"
+    cp -r "$dir"/charts/. "$dir"/multicluster/charts/. "$out/../charts/"
+  fi
+  # It answers "expected a subcommand" when run bare.
+  [[ $("$out/linkerd-controller" 2>&1 || true) == *subcommand* ]]
 }
 
 build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
@@ -176,10 +214,7 @@ version_of() {
   esac
 }
 
-ALL_COMPONENTS="etcd kubernetes kubectl kwok helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
-# Not in ALL_COMPONENTS: the Go module proxy refuses every github.com/linkerd/*
-# module here (403), so `linkerd` (destination controller + CLI) cannot be
-# built on these machines. `hack/build-deps.sh linkerd` still tries.
+ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
 
 main() {
   local comps=("$@") failed=()

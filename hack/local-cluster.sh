@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane with KWOK, as plain processes on 127.0.0.1:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the KWOK
-# controller with fake nodes. No container engine needed.
+# controller with fake nodes, and Linkerd's real destination controller (built
+# from source by hack/build-deps.sh) with Linkerd's CRDs. No container engine.
 #
-# usage: hack/local-cluster.sh up|down|status|restart COMPONENT|env
+# usage: hack/local-cluster.sh up|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env
+#        (components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
 # env:   DST_LOCAL_CLUSTER_DIR  state directory (default: <repo>/.local-cluster)
 #        KWOK_NODES             fake nodes to create (default 2)
 #        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
@@ -19,13 +21,17 @@ KWOK_NODES=${KWOK_NODES:-2}
 
 ETCD_PORT=23790 ETCD_PEER_PORT=23800 ETCD_METRICS_PORT=23810
 APISERVER_PORT=16443 KCM_PORT=10357 SCHEDULER_PORT=10359 KWOK_PORT=10247
+DESTINATION_PORT=18086 DESTINATION_METRICS_PORT=19996
+CLUSTER_DOMAIN=cluster.local
 TOKEN=dst-load-local-admin-token
 
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 KUBECTL=$CACHE/kubectl-$K8S_VERSION/bin/kubectl
 ETCD=$CACHE/etcd-$ETCD_VERSION/bin/etcd
 KWOK=$CACHE/kwok-$KWOK_VERSION/bin/kwok
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+LINKERD_DIR=$CACHE/linkerd-$LINKERD_VERSION
+HELM=$CACHE/helm-$HELM_VERSION/bin/helm
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
 
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -144,6 +150,68 @@ start_kwok() {
     --server-address "127.0.0.1:$KWOK_PORT" --node-ip 127.0.0.1 --cidr 10.245.0.0/16
 }
 
+# Linkerd's destination controller with the flags its chart gives it
+# (linkerd-control-plane's destination.yaml, chart defaults), on loopback.
+start_destination() {
+  HOSTNAME=dst-load-local-destination start destination "$LINKERD_DIR/bin/linkerd-controller" destination \
+    -addr="127.0.0.1:$DESTINATION_PORT" -metrics-addr="127.0.0.1:$DESTINATION_METRICS_PORT" \
+    -kubeconfig="$STATE/kubeconfig" -controller-namespace=linkerd \
+    -outbound-transport-mode=transport-header -enable-h2-upgrade=true \
+    -log-level=info -log-format=plain -enable-endpoint-slices=true \
+    -cluster-domain="$CLUSTER_DOMAIN" -identity-trust-domain="$CLUSTER_DOMAIN" \
+    -default-opaque-ports=25,587,3306,4444,5432,6379,9300,11211 \
+    -enable-ipv6=false -enable-pprof=true \
+    '-meshed-http2-client-params={"keep_alive":{"interval":{"seconds":10},"timeout":{"seconds":3},"while_idle":true}}'
+}
+
+# What the destination controller needs before it starts: Linkerd's CRDs
+# (rendered from the source archive's linkerd-crds chart, Gateway API CRDs
+# included), the linkerd namespace, and at least one EndpointSlice in the
+# cluster (it refuses to start without one, and the `kubernetes` Service gets
+# none from an apiserver advertising 127.0.0.1): a selectorless placeholder.
+install_linkerd_prereqs() {
+  local chart=$STATE/charts/linkerd-crds
+  rm -rf "$STATE/charts" && mkdir -p "$STATE/charts"
+  cp -r "$LINKERD_DIR/charts/linkerd-crds" "$LINKERD_DIR/charts/partials" "$STATE/charts/"
+  "$HELM" dependency build "$chart" >/dev/null
+  "$HELM" template linkerd-crds "$chart" -n linkerd --kube-version "$K8S_VERSION" \
+    --set installGatewayAPI=true >"$STATE/linkerd-crds.yaml"
+  kubectl apply --server-side --field-manager dst-load-local -f "$STATE/linkerd-crds.yaml" >/dev/null
+  kubectl wait --for condition=established --timeout 60s crd --all >/dev/null
+  kubectl apply --server-side --field-manager dst-load-local -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: linkerd
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: dst-load-placeholder
+  namespace: linkerd
+spec:
+  ports:
+  - name: http
+    port: 80
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dst-load-placeholder
+  namespace: linkerd
+  labels:
+    kubernetes.io/service-name: dst-load-placeholder
+addressType: IPv4
+ports:
+- name: http
+  port: 80
+  protocol: TCP
+endpoints:
+- addresses: ["192.0.2.1"]
+  conditions: {ready: true}
+YAML
+}
+
 wait_component() {
   case $1 in
     etcd) wait_for etcd "http://127.0.0.1:$ETCD_PORT/readyz" 30 ;;
@@ -151,6 +219,7 @@ wait_component() {
     kube-controller-manager) wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60 ;;
     kube-scheduler) wait_for kube-scheduler "https://127.0.0.1:$SCHEDULER_PORT/healthz" 60 ;;
     kwok) wait_for kwok "http://127.0.0.1:$KWOK_PORT/healthz" 60 ;;
+    destination) wait_for destination "http://127.0.0.1:$DESTINATION_METRICS_PORT/ready" 120 ;;
   esac
 }
 
@@ -161,6 +230,7 @@ start_component() {
     kube-controller-manager) start_controller_manager ;;
     kube-scheduler) start_scheduler ;;
     kwok) start_kwok ;;
+    destination) start_destination ;;
     *) die "unknown component '$1' (one of: ${COMPONENTS[*]})" ;;
   esac
 }
@@ -189,8 +259,11 @@ export DST_LOCAL_CLUSTER_DIR=$STATE
 export DST_LOCAL_APISERVER=https://127.0.0.1:$APISERVER_PORT
 export DST_LOCAL_KUBECTL=$KUBECTL
 export DST_LOCAL_ETCD_METRICS=http://127.0.0.1:$ETCD_METRICS_PORT/metrics
-# Linkerd's destination controller is not part of this cluster: its Go module
-# cannot be fetched on these machines (see README, "Local control plane").
+# Linkerd's real destination controller (gRPC) and its admin server
+# (/metrics, /ready, /debug/pprof); its log is \$DST_LOCAL_CLUSTER_DIR/logs/destination.log.
+export DESTINATION_ADDR=127.0.0.1:$DESTINATION_PORT
+export DESTINATION_METRICS_ADDR=127.0.0.1:$DESTINATION_METRICS_PORT
+export DST_LOCAL_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
 ENV
 }
 
@@ -208,16 +281,19 @@ cmd_up() {
     return 0
   fi
   [[ -d $STATE ]] && { log "removing a stale state directory $STATE"; cmd_down >/dev/null 2>&1 || true; }
-  "$here/build-deps.sh" etcd kubernetes kubectl kwok
+  "$here/build-deps.sh" etcd kubernetes kubectl kwok linkerd helm
   mkdir -p "$STATE/run" "$STATE/logs"
   write_pki
   local c start=$SECONDS
   for c in "${COMPONENTS[@]}"; do
+    if [[ $c == destination ]]; then
+      create_nodes
+      install_linkerd_prereqs
+    fi
     log "starting $c"
     start_component "$c"
     wait_component "$c"
   done
-  create_nodes
   write_env
   log "up in $((SECONDS - start))s: source $STATE/env"
 }
@@ -238,11 +314,31 @@ cmd_restart() {
   wait_component "$c"
 }
 
+# stop COMPONENT / start COMPONENT: for tests that change the cluster while
+# a component is down (e.g. the destination controller).
+cmd_stop() {
+  local c=${1:?usage: stop COMPONENT}
+  [[ -f $STATE/run/$c.cmd ]] || die "unknown or never started component '$c' (one of: ${COMPONENTS[*]})"
+  log "stopping $c"
+  stop_one "$c"
+}
+
+cmd_start() {
+  local c=${1:?usage: start COMPONENT}
+  [[ -f $STATE/run/$c.cmd ]] || die "unknown or never started component '$c' (one of: ${COMPONENTS[*]})"
+  alive "$c" && { log "$c is already running"; return 0; }
+  log "starting $c"
+  start_component "$c"
+  wait_component "$c"
+}
+
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   restart) shift; cmd_restart "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  start) shift; cmd_start "$@" ;;
   env) cat "$STATE/env" ;;
-  *) echo "usage: $0 up|down|status|restart COMPONENT|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env" >&2; exit 2 ;;
 esac

@@ -109,6 +109,9 @@ pub struct Measurements {
     pub destination_leg: Percentiles,
     /// Streams stale at the end.
     pub stale_streams: i64,
+    /// Services whose streams never got an endpoint although the ground
+    /// truth lists endpoints for them (always 0 without a ground truth).
+    pub services_never_served: u64,
 }
 
 impl Measurements {
@@ -138,6 +141,7 @@ impl Measurements {
             kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
             destination_leg: latencies.percentiles(Kind::DestinationLeg),
             stale_streams: metrics.staleness.stale_now(fleet),
+            services_never_served: summary.dropped().count() as u64,
         }
     }
 

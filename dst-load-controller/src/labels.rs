@@ -14,6 +14,18 @@ pub const SCALED_AT: &str = "dst-load.linkerd.io/scaled-at";
 pub const REPLICAS: &str = "dst-load.linkerd.io/replicas";
 /// The label that makes the destination controller treat a pod as meshed.
 pub const CONTROL_PLANE_NS: &str = "linkerd.io/control-plane-ns";
+/// The pod-template annotation that asks Linkerd's proxy injector to inject.
+pub const INJECT: &str = "linkerd.io/inject";
+/// The injector's label naming the pod's Deployment.
+pub const PROXY_DEPLOYMENT: &str = "linkerd.io/proxy-deployment";
+/// The injector's label naming the pod's namespace.
+pub const WORKLOAD_NS: &str = "linkerd.io/workload-ns";
+/// The injector's annotation naming what injected the pod.
+pub const CREATED_BY: &str = "linkerd.io/created-by";
+/// The injector's annotation with the proxy's version.
+pub const PROXY_VERSION: &str = "linkerd.io/proxy-version";
+/// The injector's annotation with the identity mode.
+pub const IDENTITY_MODE: &str = "linkerd.io/identity-mode";
 /// The field manager for every server-side apply churn makes.
 pub const FIELD_MANAGER: &str = "dst-load-controller";
 

@@ -402,6 +402,13 @@ impl Outcome {
             "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
             self.changes, m.fanouts_completed, m.fanouts_superseded, m.streams_unconverged
         );
+        if m.services_never_served > 0 {
+            t += &format!(
+                "  !!! {} service(s) NEVER got an endpoint although the ground truth lists endpoints: \
+                 the destination server is not serving them (see the client summary above)\n",
+                m.services_never_served
+            );
+        }
         t += &m.latency_table();
         t + &crate::gates::verdict_table(&self.slos)
     }

@@ -1,5 +1,7 @@
 //! End-to-end tests against the local control plane (`hack/local-cluster.sh
-//! up`): a real kube-apiserver, controller-manager, scheduler and KWOK.
+//! up`): a real kube-apiserver, controller-manager, scheduler and KWOK, and
+//! Linkerd's real destination controller (built from source). Every test that
+//! talks to a destination server talks to that one.
 //!
 //! Ignored by a plain `cargo test`; `make e2e` brings the cluster up and runs
 //! them with `--ignored --test-threads=1` (one test restarts the apiserver).
@@ -12,9 +14,13 @@ use support::free_port;
 
 use std::{
     collections::BTreeSet,
+    net::SocketAddr,
+    path::PathBuf,
     process::{Output, Stdio},
     time::Duration,
 };
+
+use dst_load_controller::client::{self, Fleet};
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
@@ -73,6 +79,139 @@ impl Drop for TempNs {
     }
 }
 
+/// Linkerd's real destination controller, started by `hack/local-cluster.sh up`.
+fn destination() -> String {
+    std::env::var("DESTINATION_ADDR").expect(
+        "DESTINATION_ADDR is not set: source .local-cluster/env (hack/local-cluster.sh up starts Linkerd's destination controller)",
+    )
+}
+
+/// Runs `hack/local-cluster.sh ARGS` (restart, stop or start a component).
+fn local_cluster(args: &[&str]) {
+    let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "hack/local-cluster.sh {args:?} failed");
+}
+
+/// A KWOK node's name: the context token names one, as a proxy's does.
+const NODE: &str = "kwok-node-0";
+
+/// Client flags of a proxy on a KWOK node: the context token names the node
+/// (the controller looks up its topology zone) and a namespace.
+fn proxy_client(flags: &[&str]) -> client::Args {
+    let mut all = vec![
+        "--node-name",
+        NODE,
+        "--pod-namespace",
+        "default",
+        "--pod-name",
+        "e2e-proxy",
+    ];
+    all.extend_from_slice(flags);
+    support::client_args(&all)
+}
+
+/// The ready addresses of `service`'s EndpointSlices, at `port`, sorted.
+async fn slice_addrs(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let mut addrs: Vec<SocketAddr> = slices
+        .list(&lp)
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter())
+        .map(|ip| SocketAddr::new(ip.parse().expect("an IP"), port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+/// Every stream of every service in `fleet` holds exactly the addresses its
+/// Service's EndpointSlices list (addresses compared, not counts), and there
+/// are `services` services with endpoints.
+async fn streams_equal_slices(
+    client: &kube::Client,
+    fleet: &Fleet,
+    services: usize,
+) -> Result<(), String> {
+    let watched = fleet.services();
+    if watched.len() != services {
+        return Err(format!(
+            "{} services watched, want {services}",
+            watched.len()
+        ));
+    }
+    for s in &watched {
+        let (host, port) = s.service.rsplit_once(':').ok_or("authority without port")?;
+        let mut parts = host.split('.');
+        let (name, ns) = (parts.next().unwrap(), parts.next().ok_or("no namespace")?);
+        let want = slice_addrs(client, ns, name, port.parse().unwrap()).await?;
+        if want.is_empty() {
+            return Err(format!(
+                "{name}: no ready endpoints in its EndpointSlices yet"
+            ));
+        }
+        for (i, slot) in s.slots().iter().enumerate() {
+            let have = slot.addrs();
+            if have != want {
+                return Err(format!("{name} stream {i}: {have:?}, slices list {want:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The destination controller's log from the moment `mark` was called.
+struct DestinationLog {
+    path: PathBuf,
+    from: u64,
+}
+
+impl DestinationLog {
+    fn mark() -> Self {
+        let path = PathBuf::from(cluster_dir()).join("logs/destination.log");
+        let from = std::fs::metadata(&path)
+            .expect("the destination controller's log")
+            .len();
+        Self { path, from }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let all = std::fs::read(&self.path).unwrap();
+        let new = &all[(self.from as usize).min(all.len())..];
+        String::from_utf8_lossy(new)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Lines where the controller dropped an endpoint or could not place a
+    /// stream's node.
+    fn problems(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| {
+                l.contains("Failed to translate")
+                    || l.contains("failed to read pod meta ports")
+                    || l.contains("Failed to get node topology zone")
+            })
+            .collect()
+    }
+}
+
 async fn kube() -> kube::Client {
     cluster_dir();
     kube::Client::try_default()
@@ -80,9 +219,13 @@ async fn kube() -> kube::Client {
         .expect("kube client from KUBECONFIG")
 }
 
+/// Our binary. Its clients' context tokens name a KWOK node, as a proxy's do.
 fn cmd(args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(BIN);
     c.args(args)
+        .env("NODE_NAME", NODE)
+        .env("POD_NAMESPACE", "default")
+        .env("POD_NAME", "e2e-proxy")
         .kill_on_drop(true)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -475,12 +618,22 @@ async fn churn_survives_an_apiserver_restart() {
         }
     })
     .await;
-    let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
-    let status = std::process::Command::new(script)
-        .args(["restart", "kube-apiserver"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "apiserver restart failed");
+    // Streams from Linkerd's destination controller, through the restart.
+    let targets = format!("oscillate-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &targets,
+        "--streams-per-service",
+        "3",
+        "--connections",
+        "2",
+        "--ground-truth",
+        "--backoff-max",
+        "1s",
+    ]));
+    local_cluster(&["restart", "kube-apiserver"]);
 
     let out = tokio::time::timeout(Duration::from_secs(180), async {
         let mut stdout = String::new();
@@ -522,6 +675,14 @@ async fn churn_survives_an_apiserver_restart() {
     for name in ["oscillate-svc-0", "oscillate-svc-1"] {
         eventually(name, || check_service(&client, &ns.name, name, 1)).await;
     }
+    // Every stream ends on the set the EndpointSlices list.
+    let fleet = running.fleet.clone();
+    eventually("every stream ends on the right set", || {
+        streams_equal_slices(&client, &fleet, 2)
+    })
+    .await;
+    let summary = running.finish().await;
+    assert_eq!(summary.failed_streams, 0);
 }
 
 async fn wait_ready(admin: &str) {
@@ -635,9 +796,9 @@ async fn sigterm_drains_and_cleans_up_and_a_second_signal_aborts() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn client_discovers_services_by_label_and_follows_them() {
-    use dst_load_controller::mock::{MockDestination, server::Behavior};
     let client = kube().await;
     let ns = TempNs::new("discover");
+    let log = DestinationLog::mark();
     let admin = format!("127.0.0.1:{}", free_port());
     run(&[
         "churn",
@@ -657,35 +818,8 @@ async fn client_discovers_services_by_label_and_follows_them() {
         eventually("pods", || check_service(&client, &ns.name, name, 2)).await;
     }
 
-    // A mock Destination fed with the cluster's EndpointSlices.
-    let mut registry = prometheus_client::registry::Registry::default();
-    let mock = MockDestination::new(Behavior::default(), &mut registry);
-    let handle = mock.handle();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let dst = listener.local_addr().unwrap().to_string();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(mock.serve(listener, stop.clone()));
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
-    let mut truth = std::collections::BTreeMap::new();
-    for i in 0..3 {
-        let svc = format!("stable-svc-{i}");
-        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-        let mut addrs: Vec<std::net::SocketAddr> = slices
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.iter()))
-            .map(|ip| format!("{ip}:8080").parse().unwrap())
-            .collect();
-        addrs.sort();
-        let authority = format!("{svc}.{}.svc.cluster.local:8080", ns.name);
-        handle.set(&authority.parse().unwrap(), addrs.clone());
-        truth.insert(authority, addrs);
-    }
-
-    let running = support::start_client(support::client_args(&[
+    let dst = destination();
+    let running = support::start_client(proxy_client(&[
         "--destination-addr",
         &dst,
         "--namespace",
@@ -696,33 +830,9 @@ async fn client_discovers_services_by_label_and_follows_them() {
         "3",
     ]));
     let fleet = running.fleet.clone();
-    let (client_stop, task) = (running.stop, running.task);
-    let sets_match = |truth: &std::collections::BTreeMap<String, Vec<std::net::SocketAddr>>| {
-        let services = fleet.services();
-        let watched: Vec<String> = services.iter().map(|s| s.service.clone()).collect();
-        if watched != truth.keys().cloned().collect::<Vec<_>>() {
-            return Err(format!("watching {watched:?}"));
-        }
-        for s in &services {
-            for (i, slot) in s.slots().iter().enumerate() {
-                if slot.addrs() != truth[&s.service] {
-                    return Err(format!(
-                        "{} stream {i}: {:?} != {:?}",
-                        s.service,
-                        slot.addrs(),
-                        truth[&s.service]
-                    ));
-                }
-            }
-        }
-        Ok(())
-    };
     eventually(
         "every discovered stream holds its EndpointSlice addresses",
-        || {
-            let r = sets_match(&truth);
-            async move { r }
-        },
+        || streams_equal_slices(&client, &fleet, 3),
     )
     .await;
 
@@ -732,40 +842,253 @@ async fn client_discovers_services_by_label_and_follows_them() {
         .delete("stable-svc-2", &DeleteParams::default())
         .await
         .unwrap();
-    truth.remove(&format!("stable-svc-2.{}.svc.cluster.local:8080", ns.name));
     eventually("the deleted service is dropped", || {
-        let r = sets_match(&truth);
-        async move { r }
+        streams_equal_slices(&client, &fleet, 2)
     })
     .await;
-    client_stop.cancel();
-    let summary = task.await.unwrap().unwrap();
+    let summary = running.finish().await;
     assert_eq!(summary.failed_streams, 0);
-    stop.cancel();
+    assert_eq!(log.problems(), Vec::<String>::new());
 }
 
-/// Starts `mock-dst` following `namespace`; returns the child and its gRPC address.
-async fn kube_backed_mock(namespace: &str) -> (tokio::process::Child, String) {
-    let (port, admin) = (free_port(), free_port());
-    let addr = format!("127.0.0.1:{port}");
-    let child = cmd(&[
-        "mock-dst",
-        "-a",
-        &addr,
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn the_real_destination_serves_every_churn_pod_with_identity_and_protocol_hints() {
+    use linkerd2_proxy_api::destination::{
+        GetDestination, destination_client::DestinationClient, protocol_hint, tls_identity, update,
+    };
+    let client = kube().await;
+    let ns = TempNs::new("meshed");
+    let log = DestinationLog::mark();
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "3",
+        "--stable-endpoints",
+        "3",
+        "--oscillate-services",
+        "2",
+        "--oscillate-min-endpoints",
+        "1",
+        "--oscillate-max-endpoints",
+        "4",
+        "--oscillate-hold-duration",
+        "1s",
+        "--cycles",
+        "2",
+        "--seed",
+        "17",
         "--admin-addr",
-        &format!("127.0.0.1:{admin}"),
-        "--kubernetes-namespace",
-        namespace,
+        &admin,
     ])
-    .spawn()
-    .unwrap();
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    .await;
+    for (name, n) in [
+        ("stable-svc-0", 3),
+        ("stable-svc-1", 3),
+        ("stable-svc-2", 3),
+        ("oscillate-svc-0", 1),
+        ("oscillate-svc-1", 1),
+    ] {
+        eventually("pods", || check_service(&client, &ns.name, name, n)).await;
     }
-    (child, addr)
+    let dst = destination();
+    let targets = format!(
+        "stable-svc-{{0..2}}.{0}.svc.cluster.local:8080,oscillate-svc-{{0..1}}.{0}.svc.cluster.local:8080",
+        ns.name
+    );
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &targets,
+        "--streams-per-service",
+        "4",
+        "--connections",
+        "3",
+        "--ground-truth",
+    ]));
+    let fleet = running.fleet.clone();
+    eventually(
+        "every stream holds exactly its EndpointSlice addresses",
+        || streams_equal_slices(&client, &fleet, 5),
+    )
+    .await;
+
+    // What a proxy gets for one of them: every endpoint with its pod's TLS
+    // identity and a protocol hint, as for a proxy-injected workload.
+    let authority = format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name);
+    let mut dst_client = DestinationClient::connect(format!("http://{dst}"))
+        .await
+        .unwrap();
+    let token = format!(r#"{{"ns":"default","nodeName":"{NODE}","pod":"e2e-proxy"}}"#);
+    let mut updates = dst_client
+        .get(GetDestination {
+            scheme: "k8s".into(),
+            path: authority.clone(),
+            context_token: token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .expect("a first update")
+        .unwrap()
+        .expect("an open stream");
+    let Some(update::Update::Add(add)) = first.update else {
+        panic!("first update is not an Add: {first:?}");
+    };
+    assert_eq!(add.addrs.len(), 3, "{add:?}");
+    let identity = format!(
+        "default.{}.serviceaccount.identity.linkerd.cluster.local",
+        ns.name
+    );
+    for a in &add.addrs {
+        let tls = a.tls_identity.as_ref().expect("a TLS identity");
+        match &tls.strategy {
+            Some(tls_identity::Strategy::DnsLikeIdentity(id)) => assert_eq!(id.name, identity),
+            other => panic!("identity strategy {other:?}"),
+        }
+        let hint = a.protocol_hint.as_ref().expect("a protocol hint");
+        assert!(
+            matches!(hint.protocol, Some(protocol_hint::Protocol::H2(_))),
+            "{hint:?}"
+        );
+        assert_eq!(
+            hint.opaque_transport.as_ref().map(|t| t.inbound_port),
+            Some(4143),
+            "transport-header mode names the proxy's inbound port"
+        );
+        assert_eq!(a.metric_labels["control_plane_ns"], "linkerd");
+        assert_eq!(a.metric_labels["deployment"], "stable-svc-0");
+    }
+
+    let summary = running.finish().await;
+    assert_eq!(summary.failed_streams, 0);
+    assert_eq!(summary.dropped().count(), 0, "{summary}");
+    assert_eq!(
+        log.problems(),
+        Vec::<String>::new(),
+        "the controller dropped endpoints"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn meshed_pods_without_a_proxy_container_are_dropped_and_the_summary_says_so() {
+    // What churn did before it wrote the injected pod shape: the label alone.
+    let client = kube().await;
+    let ns = TempNs::new("dropped");
+    let log = DestinationLog::mark();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut n = Namespace::default();
+    n.metadata.name = Some(ns.name.clone());
+    namespaces.create(&PostParams::default(), &n).await.unwrap();
+    let manifest: serde_json::Value = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "label-only", "namespace": ns.name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "label-only"}},
+            "template": {
+                "metadata": {"labels": {
+                    "app.kubernetes.io/name": "label-only",
+                    "linkerd.io/control-plane-ns": "linkerd"
+                }},
+                "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                        "ports": [{"name": "http", "containerPort": 8080}]}]
+                }
+            }
+        }
+    });
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(manifest).unwrap(),
+        )
+        .await
+        .unwrap();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "label-only", "namespace": ns.name},
+        "spec": {"selector": {"app.kubernetes.io/name": "label-only"},
+                 "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    eventually("two ready endpoints", || async {
+        let n = slice_addrs(&client, &ns.name, "label-only", 8080)
+            .await?
+            .len();
+        if n == 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} endpoints"))
+        }
+    })
+    .await;
+
+    let authority = format!("label-only.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &authority,
+        "--streams-per-service",
+        "2",
+        "--ground-truth",
+    ]));
+    // Long enough for the controller to have answered a served service many
+    // times over; the truth must be known by then.
+    let fleet = running.fleet.clone();
+    eventually("the ground truth is read", || {
+        let known = fleet
+            .services()
+            .iter()
+            .all(|s| s.truth.expected().len() == 2);
+        async move {
+            if known {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        }
+    })
+    .await;
+    eventually("the controller logged the dropped endpoints", || {
+        let n = log.problems().len();
+        async move {
+            if n >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} lines"))
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let summary = running.finish().await;
+    let dropped: Vec<_> = summary.dropped().collect();
+    assert_eq!(dropped, [(authority.as_str(), 2)], "{summary}");
+    let text = summary.to_string();
+    assert!(text.contains("NEVER got an endpoint"), "{text}");
+    assert!(
+        log.problems()
+            .iter()
+            .all(|l| l.contains("failed to read pod meta ports")),
+        "{:?}",
+        log.problems()
+    );
 }
 
 #[tokio::test]
@@ -773,7 +1096,8 @@ async fn kube_backed_mock(namespace: &str) -> (tokio::process::Child, String) {
 async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
     let client = kube().await;
     let ns = TempNs::new("run");
-    let (_mock, dst) = kube_backed_mock(&ns.name).await;
+    let log = DestinationLog::mark();
+    let dst = destination();
     let report = std::env::temp_dir().join(format!("{}.json", ns.name));
     let out = run(&[
         "run",
@@ -845,6 +1169,8 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
             .items
             .is_empty()
     );
+    assert_eq!(r["services_never_served"], 0, "{stdout}");
+    assert_eq!(log.problems(), Vec::<String>::new());
     eprintln!("{stdout}");
 }
 
@@ -871,12 +1197,10 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
     for name in ["stable-svc-0", "stable-svc-1"] {
         eventually("pods", || check_service(&client, &ns.name, name, 3)).await;
     }
-    let (mut mock, dst) = kube_backed_mock(&ns.name).await;
-
     let targets = format!("stable-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name);
-    let running = support::start_client(support::client_args(&[
+    let running = support::start_client(proxy_client(&[
         "--destination-addr",
-        &dst,
+        &destination(),
         "--target-services",
         &targets,
         "--streams-per-service",
@@ -889,27 +1213,14 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
     ]));
     let fleet = running.fleet.clone();
     let metrics = running.metrics.clone();
-    let (stop, task) = (running.stop, running.task);
-    let converged = || {
-        let services = fleet.services();
-        let ok = services.len() == 2
-            && services.iter().all(|s| {
-                let want = s.truth.expected();
-                want.len() == 3 && s.slots().iter().all(|slot| slot.addrs() == want)
-            });
-        async move {
-            if ok {
-                Ok(())
-            } else {
-                Err("streams differ from the EndpointSlices".to_string())
-            }
-        }
-    };
-    eventually("every stream holds its EndpointSlice addresses", converged).await;
+    eventually("every stream holds its EndpointSlice addresses", || {
+        streams_equal_slices(&client, &fleet, 2)
+    })
+    .await;
 
-    // Kill the destination, change the cluster while it is down, start it again.
-    mock.kill().await.unwrap();
-    let port = dst.rsplit_once(':').unwrap().1.to_string();
+    // Kill Linkerd's destination controller, change the cluster while it is
+    // down, start it again.
+    local_cluster(&["stop", "destination"]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let patch = serde_json::json!({"spec": {"replicas": 5}});
     deployments
@@ -924,43 +1235,22 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
         check_service(&client, &ns.name, "stable-svc-0", 5)
     })
     .await;
-    let admin = free_port();
-    let _mock = cmd(&[
-        "mock-dst",
-        "-a",
-        &format!("127.0.0.1:{port}"),
-        "--admin-addr",
-        &format!("127.0.0.1:{admin}"),
-        "--kubernetes-namespace",
-        &ns.name,
-    ])
-    .spawn()
-    .unwrap();
-    let converged_after = || {
-        let services = fleet.services();
-        let ok = services.iter().all(|s| {
-            let want = s.truth.expected();
-            !want.is_empty() && s.slots().iter().all(|slot| slot.addrs() == want)
-        }) && services.iter().any(|s| s.truth.expected().len() == 5);
-        async move {
-            if ok {
-                Ok(())
-            } else {
-                Err("not re-converged".to_string())
-            }
-        }
-    };
-    eventually(
-        "every stream re-converged after the restart",
-        converged_after,
-    )
+    local_cluster(&["start", "destination"]);
+    eventually("every stream re-converged after the restart", || {
+        streams_equal_slices(&client, &fleet, 2)
+    })
     .await;
+    let five = fleet
+        .services()
+        .iter()
+        .filter(|s| s.truth.expected().len() == 5)
+        .count();
+    assert_eq!(five, 1);
     assert!(
         metrics.streams_created.get() > 8,
         "streams should have reconnected"
     );
-    stop.cancel();
-    let summary = task.await.unwrap().unwrap();
+    let summary = running.finish().await;
     assert_eq!(summary.failed_streams, 0);
 }
 
@@ -982,14 +1272,14 @@ async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
         &admin,
     ])
     .await;
-    let (_mock, dst) = kube_backed_mock(&ns.name).await;
+    let dst = destination();
 
     // An unknown Service in the namespace, and a name outside `*.svc.*`.
     let targets = format!(
         "nope.{0}.svc.cluster.local:8080,stable-svc-0.{0}.example.com:8080",
         ns.name
     );
-    let running = support::start_client(support::client_args(&[
+    let running = support::start_client(proxy_client(&[
         "--destination-addr",
         &dst,
         "--target-services",

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     metrics::{Metrics, ServiceLabels},
-    objects::{NodeSelector, Pattern, ServiceTemplate, TolerationSpec},
+    objects::{NodeSelector, Pattern, ProxyInjection, ServiceTemplate, TolerationSpec},
     schedule::{Oscillation, OscillationArgs, Schedule},
 };
 use crate::{
@@ -77,10 +77,22 @@ pub struct Args {
     #[arg(long, default_value_t = 8080)]
     pub service_port: u16,
 
-    /// `linkerd.io/control-plane-ns` on pods, so the destination controller
-    /// treats them as meshed. Empty = unmeshed pods.
+    /// The Linkerd control plane namespace the pods are meshed into
+    /// (`linkerd.io/control-plane-ns`). Empty = unmeshed pods.
     #[arg(long, default_value = "linkerd")]
     pub control_plane_ns: String,
+
+    /// How pods look meshed: `synthetic` writes the injected pod shape (the
+    /// `linkerd-proxy` container with its env and ports, the injector's labels
+    /// and annotations), which Linkerd's destination controller requires and
+    /// KWOK never runs; `webhook` only sets `linkerd.io/inject: enabled`, for
+    /// clusters that run Linkerd's proxy injector.
+    #[arg(long, value_enum, default_value_t = ProxyInjection::Synthetic)]
+    pub proxy_injection: ProxyInjection,
+
+    /// `linkerd.io/proxy-version` (and the proxy image tag) of synthetic pods.
+    #[arg(long, default_value = "edge-26.8.3")]
+    pub proxy_version: String,
 
     /// Container image of the fake pods (KWOK never pulls it).
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
@@ -167,6 +179,8 @@ impl Args {
             image: self.image.clone(),
             control_plane_ns: (!self.control_plane_ns.is_empty())
                 .then(|| self.control_plane_ns.clone()),
+            injection: self.proxy_injection,
+            proxy_version: self.proxy_version.clone(),
             node_selector: self.node_selector.clone(),
             tolerations: self.toleration.iter().map(|t| t.0.clone()).collect(),
         }

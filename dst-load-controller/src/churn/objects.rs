@@ -6,8 +6,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, Namespace, PodSpec, PodTemplateSpec, Service, ServicePort,
-            ServiceSpec, Toleration,
+            Container, ContainerPort, EnvVar, Namespace, PodSpec, PodTemplateSpec, Service,
+            ServicePort, ServiceSpec, Toleration,
         },
     },
     apimachinery::pkg::{
@@ -100,6 +100,31 @@ impl FromStr for TolerationSpec {
     }
 }
 
+/// How churn's pods come to look meshed to Linkerd's destination controller.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyInjection {
+    /// Churn writes the pod shape Linkerd's proxy injector produces: the
+    /// `linkerd-proxy` container with its listen-address env vars and ports,
+    /// and the injector's labels and annotations. Needs no injector webhook.
+    #[default]
+    Synthetic,
+    /// Churn annotates the pod template with `linkerd.io/inject: enabled` and
+    /// leaves the rest to the cluster's proxy injector webhook.
+    Webhook,
+}
+
+/// The proxy's ports, as Linkerd's chart defaults them.
+pub mod proxy_ports {
+    /// Inbound (`linkerd-proxy`).
+    pub const INBOUND: u16 = 4143;
+    /// Admin (`linkerd-admin`).
+    pub const ADMIN: u16 = 4191;
+    /// Control (tap).
+    pub const CONTROL: u16 = 4190;
+    /// Outbound (loopback only).
+    pub const OUTBOUND: u16 = 4140;
+}
+
 /// Everything that shapes a service's objects.
 #[derive(Clone, Debug)]
 pub struct ServiceTemplate {
@@ -109,8 +134,13 @@ pub struct ServiceTemplate {
     pub port: u16,
     /// The container image (never pulled on KWOK nodes).
     pub image: String,
-    /// `linkerd.io/control-plane-ns` on pods; `None` leaves pods unmeshed.
+    /// The Linkerd control plane namespace the pods are meshed into; `None`
+    /// leaves pods unmeshed.
     pub control_plane_ns: Option<String>,
+    /// How meshed pods get their proxy (ignored when unmeshed).
+    pub injection: ProxyInjection,
+    /// `linkerd.io/proxy-version` on synthetically injected pods.
+    pub proxy_version: String,
     /// Node selector for KWOK placement.
     pub node_selector: NodeSelector,
     /// Tolerations for KWOK placement.
@@ -182,8 +212,33 @@ impl ServiceTemplate {
         let mut l = owned_labels(pattern);
         l.extend(selector(name));
         let mut pod_labels = l.clone();
-        if let Some(ns) = &self.control_plane_ns {
-            pod_labels.insert(labels::CONTROL_PLANE_NS.to_string(), ns.clone());
+        let mut pod_annotations = BTreeMap::new();
+        let mut containers = vec![Container {
+            name: "app".to_string(),
+            image: Some(self.image.clone()),
+            ports: Some(vec![container_port("http", self.port)]),
+            ..Default::default()
+        }];
+        match (&self.control_plane_ns, self.injection) {
+            (None, _) => {}
+            (Some(_), ProxyInjection::Webhook) => {
+                pod_annotations.insert(labels::INJECT.to_string(), "enabled".to_string());
+            }
+            (Some(cp), ProxyInjection::Synthetic) => {
+                pod_labels.insert(labels::CONTROL_PLANE_NS.to_string(), cp.clone());
+                pod_labels.insert(labels::PROXY_DEPLOYMENT.to_string(), name.to_string());
+                pod_labels.insert(labels::WORKLOAD_NS.to_string(), self.namespace.clone());
+                pod_annotations.insert(
+                    labels::CREATED_BY.to_string(),
+                    format!("{} {}", labels::MANAGER, env!("CARGO_PKG_VERSION")),
+                );
+                pod_annotations.insert(
+                    labels::PROXY_VERSION.to_string(),
+                    self.proxy_version.clone(),
+                );
+                pod_annotations.insert(labels::IDENTITY_MODE.to_string(), "default".to_string());
+                containers.insert(0, self.proxy_container());
+            }
         }
         Deployment {
             metadata: ObjectMeta {
@@ -205,6 +260,7 @@ impl ServiceTemplate {
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(pod_labels),
+                        annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                         ..Default::default()
                     }),
                     spec: Some(PodSpec {
@@ -215,17 +271,7 @@ impl ServiceTemplate {
                         // Fake pods: nothing to drain, so deletions are immediate.
                         termination_grace_period_seconds: Some(0),
                         automount_service_account_token: Some(false),
-                        containers: vec![Container {
-                            name: "app".to_string(),
-                            image: Some(self.image.clone()),
-                            ports: Some(vec![ContainerPort {
-                                name: Some("http".to_string()),
-                                container_port: self.port.into(),
-                                protocol: Some("TCP".to_string()),
-                                ..Default::default()
-                            }]),
-                            ..Default::default()
-                        }],
+                        containers,
                         ..Default::default()
                     }),
                 },
@@ -233,6 +279,56 @@ impl ServiceTemplate {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl ServiceTemplate {
+    /// The `linkerd-proxy` container as the injector writes it, as far as the
+    /// destination controller reads it: the listen addresses in its env (it
+    /// drops a meshed pod's endpoints without the admin and control ones) and
+    /// the named inbound and admin ports. KWOK never runs it.
+    fn proxy_container(&self) -> Container {
+        let env = |name: &str, value: String| EnvVar {
+            name: name.to_string(),
+            value: Some(value),
+            ..Default::default()
+        };
+        Container {
+            name: "linkerd-proxy".to_string(),
+            image: Some(format!("cr.l5d.io/linkerd/proxy:{}", self.proxy_version)),
+            env: Some(vec![
+                env(
+                    "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
+                    format!("0.0.0.0:{}", proxy_ports::CONTROL),
+                ),
+                env(
+                    "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+                    format!("0.0.0.0:{}", proxy_ports::ADMIN),
+                ),
+                env(
+                    "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+                    format!("127.0.0.1:{}", proxy_ports::OUTBOUND),
+                ),
+                env(
+                    "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+                    format!("0.0.0.0:{}", proxy_ports::INBOUND),
+                ),
+            ]),
+            ports: Some(vec![
+                container_port("linkerd-proxy", proxy_ports::INBOUND),
+                container_port("linkerd-admin", proxy_ports::ADMIN),
+            ]),
+            ..Default::default()
+        }
+    }
+}
+
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port.into(),
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
     }
 }
 
@@ -251,6 +347,8 @@ mod tests {
             port: 8080,
             image: "registry.k8s.io/pause:3.10".into(),
             control_plane_ns: Some("linkerd".into()),
+            injection: ProxyInjection::Synthetic,
+            proxy_version: "edge-26.8.3".into(),
             node_selector: "type=kwok".parse().unwrap(),
             tolerations: vec![
                 "kwok.x-k8s.io/node=fake:NoSchedule"
@@ -318,10 +416,66 @@ mod tests {
                 Some("NoSchedule")
             )
         );
-        assert_eq!(
-            pod.containers[0].ports.as_ref().unwrap()[0].name.as_deref(),
-            Some("http")
-        );
+        let app = pod.containers.iter().find(|c| c.name == "app").unwrap();
+        assert_eq!(app.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
+    }
+
+    #[test]
+    fn synthetic_injection_gives_pods_the_injected_proxy_shape() {
+        let d = mk_template().deployment("stable-svc-0", Pattern::Stable, 1, "t");
+        let tmpl = d.spec.unwrap().template;
+        let meta = tmpl.metadata.unwrap();
+        let l = meta.labels.unwrap();
+        assert_eq!(l[labels::PROXY_DEPLOYMENT], "stable-svc-0");
+        assert_eq!(l[labels::WORKLOAD_NS], "dst-load-test");
+        let a = meta.annotations.unwrap();
+        assert_eq!(a[labels::PROXY_VERSION], "edge-26.8.3");
+        assert_eq!(a[labels::IDENTITY_MODE], "default");
+        assert!(!a.contains_key(labels::INJECT));
+        let pod = tmpl.spec.unwrap();
+        let proxy = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "linkerd-proxy")
+            .expect("a linkerd-proxy container");
+        let env: BTreeMap<_, _> = proxy
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref().unwrap()))
+            .collect();
+        assert_eq!(env["LINKERD2_PROXY_ADMIN_LISTEN_ADDR"], "0.0.0.0:4191");
+        assert_eq!(env["LINKERD2_PROXY_CONTROL_LISTEN_ADDR"], "0.0.0.0:4190");
+        assert_eq!(env["LINKERD2_PROXY_INBOUND_LISTEN_ADDR"], "0.0.0.0:4143");
+        let ports: Vec<_> = proxy
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("linkerd-proxy", 4143), ("linkerd-admin", 4191)]);
+    }
+
+    #[test]
+    fn webhook_injection_only_asks_the_injector() {
+        let mut t = mk_template();
+        t.injection = ProxyInjection::Webhook;
+        let tmpl = t
+            .deployment("x", Pattern::Stable, 1, "t")
+            .spec
+            .unwrap()
+            .template;
+        let meta = tmpl.metadata.unwrap();
+        assert_eq!(meta.annotations.unwrap()[labels::INJECT], "enabled");
+        assert!(!meta.labels.unwrap().contains_key(labels::CONTROL_PLANE_NS));
+        let names: Vec<_> = tmpl
+            .spec
+            .unwrap()
+            .containers
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["app"]);
     }
 
     #[test]
@@ -329,8 +483,10 @@ mod tests {
         let mut t = mk_template();
         t.control_plane_ns = None;
         let d = t.deployment("x", Pattern::Stable, 1, "t");
-        let pod_labels = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        let tmpl = d.spec.unwrap().template;
+        let pod_labels = tmpl.metadata.unwrap().labels.unwrap();
         assert!(!pod_labels.contains_key(labels::CONTROL_PLANE_NS));
+        assert_eq!(tmpl.spec.unwrap().containers.len(), 1);
     }
 
     #[test]

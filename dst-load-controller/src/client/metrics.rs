@@ -213,6 +213,7 @@ impl Metrics {
 pub struct StreamSlot {
     state: Mutex<SlotState>,
     answered: AtomicBool,
+    served: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -230,8 +231,12 @@ impl StreamSlot {
         let now = SystemTime::now();
         state.last_update = Some(now);
         truth.observed(i, state.set.addrs(), Some(update), now);
+        let served = state.set.len() > 0;
         drop(state);
         self.answered.store(true, Ordering::Release);
+        if served {
+            self.served.store(true, Ordering::Release);
+        }
         applied
     }
 
@@ -247,6 +252,11 @@ impl StreamSlot {
             .expect("stream set lock")
             .set
             .reconnected();
+    }
+
+    /// Whether the stream has ever held an endpoint.
+    pub fn served(&self) -> bool {
+        self.served.load(Ordering::Acquire)
     }
 
     /// Whether the stream has had a first answer (an update or a final error).
@@ -294,6 +304,7 @@ impl ServiceStreams {
                     last_update: None,
                 }),
                 answered: AtomicBool::new(false),
+                served: AtomicBool::new(false),
             })
             .collect();
         let truth = ServiceTruth::new(service.clone(), streams, latencies);

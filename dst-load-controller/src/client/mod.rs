@@ -621,6 +621,20 @@ pub struct Summary {
     pub resets: u64,
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
+    /// Services none of whose streams ever held an endpoint (Linkerd answers
+    /// a service whose endpoints it drops with an empty `add`), with the number of endpoints the ground truth lists for
+    /// them (`None` when no truth is known).
+    pub never_served: Vec<(String, Option<usize>)>,
+}
+
+impl Summary {
+    /// The services that never got an endpoint although the ground truth
+    /// lists endpoints for them: the destination server dropped them.
+    pub fn dropped(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.never_served
+            .iter()
+            .filter_map(|(s, n)| n.filter(|n| *n > 0).map(|n| (s.as_str(), n)))
+    }
 }
 
 impl Summary {
@@ -636,12 +650,23 @@ impl Summary {
                 (s.service.clone(), s.len(), lo, hi)
             })
             .collect();
-        let updates = services
+        let updates_of = |svc: &str| -> u64 {
+            endpoints::UpdateKind::ALL
+                .map(|k| m.update_counter(svc, k).get())
+                .iter()
+                .sum()
+        };
+        let updates = services.iter().map(|(svc, ..)| updates_of(svc)).sum();
+        let never_served = client
+            .services
+            .services()
             .iter()
-            .flat_map(|(svc, ..)| {
-                endpoints::UpdateKind::ALL.map(|k| m.update_counter(svc, k).get())
+            .filter(|s| !s.slots().iter().any(|slot| slot.served()))
+            .map(|s| {
+                let known = s.truth.is_known();
+                (s.service.clone(), known.then(|| s.truth.expected().len()))
             })
-            .sum();
+            .collect();
         Self {
             elapsed,
             streams_created: m.streams_created.get(),
@@ -650,6 +675,7 @@ impl Summary {
             failed_streams: m.failed_total.get(),
             resets: m.resets_total.get(),
             services,
+            never_served,
         }
     }
 }
@@ -669,6 +695,33 @@ impl std::fmt::Display for Summary {
         )?;
         for (svc, n, lo, hi) in &self.services {
             writeln!(f, "  {svc:<60} {n:>7} {lo:>9} {hi:>9}")?;
+        }
+        let dropped: Vec<_> = self.dropped().collect();
+        if !dropped.is_empty() {
+            writeln!(
+                f,
+                "  !!! {} service(s) NEVER got an endpoint although their EndpointSlices list endpoints:",
+                dropped.len()
+            )?;
+            for (svc, n) in &dropped {
+                writeln!(f, "  !!!   {svc} ({n} endpoints in the ground truth)")?;
+            }
+            writeln!(
+                f,
+                "  !!! The destination server is not serving these endpoints. Against Linkerd, check that the pods look meshed \
+                 (a linkerd-proxy container with its LINKERD2_PROXY_*_LISTEN_ADDR env; churn --proxy-injection) and the controller's log."
+            )?;
+        }
+        let silent = self
+            .never_served
+            .iter()
+            .filter(|(_, n)| n.is_none())
+            .count();
+        if silent > 0 {
+            writeln!(
+                f,
+                "  warning: {silent} service(s) never got an endpoint (give --ground-truth to check them against the EndpointSlices)"
+            )?;
         }
         Ok(())
     }
