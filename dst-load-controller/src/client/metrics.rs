@@ -231,7 +231,7 @@ impl StreamSlot {
         let now = SystemTime::now();
         state.last_update = Some(now);
         truth.observed(i, state.set.addrs(), Some(update), now);
-        let served = state.set.len() > 0;
+        let served = !state.set.is_empty();
         drop(state);
         self.answered.store(true, Ordering::Release);
         if served {
