@@ -5,7 +5,10 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|redline ...] [--streams N] [--seconds S]
+
+`controller` and `redline` run against Linkerd's real destination controller
+on the local control plane (hack/local-cluster.sh), brought up if it is down.
 """
 import argparse
 import json
@@ -203,10 +206,9 @@ def bench_fanout(a):
     return result
 
 
-def bench_churn(a):
-    """churn against the local control plane: the request rate it reaches
-    against --qps, and how late scale events are dispatched."""
-    env_file = os.path.join(os.environ.get("DST_LOCAL_CLUSTER_DIR", os.path.join(REPO, ".local-cluster")), "env")
+def local_cluster():
+    """(the local control plane's env, whether this call started it)."""
+    state = os.environ.get("DST_LOCAL_CLUSTER_DIR", os.path.join(REPO, ".local-cluster"))
     started = False
     if subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "status"],
                       capture_output=True).returncode != 0:
@@ -214,10 +216,203 @@ def bench_churn(a):
                        stdout=subprocess.DEVNULL)
         started = True
     env = {}
-    for line in open(env_file):
+    for line in open(os.path.join(state, "env")):
         m = re.match(r"export (\w+)=(.*)", line.strip())
         if m:
             env[m.group(1)] = m.group(2)
+    return env, started
+
+
+def local_cluster_down(started):
+    if started:
+        subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "down"], stdout=subprocess.DEVNULL)
+
+
+class Pid:
+    """CPU time and memory of a process this harness did not start (the
+    destination controller), read from /proc."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def cpu(self):
+        fields = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def mem(self):
+        status = open(f"/proc/{self.pid}/status").read()
+        kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        return kb("VmRSS"), kb("VmHWM")
+
+
+def destination_pid(env):
+    return Pid(int(open(os.path.join(env["DST_LOCAL_CLUSTER_DIR"], "run/destination.pid")).read()))
+
+
+def scrape_url(url):
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        name = series.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def oscillating_churn(name, env, ns, services, lo, hi, hold, seconds):
+    admin = free_port()
+    p = Proc(name, ["churn", "--namespace", ns, "--oscillate-services", str(services),
+                    "--oscillate-min-endpoints", str(lo), "--oscillate-max-endpoints", str(hi),
+                    "--oscillate-min-hold", hold, "--oscillate-max-hold", hold,
+                    "--duration", f"{seconds}s", "--cleanup-on-exit", "--seed", "7",
+                    "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warn"], env=env)
+    wait_for("churn ready", lambda: _up(admin), 120)
+    return p, admin
+
+
+def cluster_client(name, env, ns, services, streams_per_service, connections, seconds, slos=()):
+    """A client of the real destination controller with the Kubernetes ground
+    truth, for `seconds`; returns (proc, admin port, report path)."""
+    admin = free_port()
+    report = os.path.join(REPO, f"target/bench/{name}.json")
+    args = ["client", "--destination-addr", env["DESTINATION_ADDR"], "--admin-addr", f"127.0.0.1:{admin}",
+            "--target-services", f"oscillate-svc-{{0..{services - 1}}}.{ns}.svc.cluster.local:8080",
+            "--streams-per-service", str(streams_per_service), "--connections", str(connections),
+            "--ground-truth", "--node-name", "kwok-node-0", "--pod-namespace", "default",
+            "--duration", f"{seconds}s", "--report", report, "--log-level", "warn", "--backoff-max", "5s"]
+    for s in slos:
+        args += ["--slo", s]
+    return Proc(name, args, env=env), admin, report
+
+
+def bench_controller(a):
+    """Linkerd's real destination controller serving churn's oscillating
+    services to our client, side by side: CPU per update received for each,
+    their ratio, and the controller's memory."""
+    env, started = local_cluster()
+    dst = destination_pid(env)
+    ns = f"bench-ctl-{os.getpid()}"
+    services, streams = 10, a.controller_streams
+    warmup, window = 20, a.seconds
+    churn = None
+    try:
+        churn, _ = oscillating_churn("controller-churn", env, ns, services, 10, 50, "2s", warmup + window + 30)
+        cl, admin, report = cluster_client("controller-client", env, ns, services, streams // services,
+                                           100, warmup + window + 5)
+        wait_for("client /ready", lambda: _ready(admin), 120)
+        time.sleep(warmup - 5)
+        m0, c0, d0, t0 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
+        time.sleep(window)
+        m1, c1, d1, t1 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
+        ctl = scrape_url(f"http://{env['DESTINATION_METRICS_ADDR']}/metrics")
+        rss, hwm = dst.mem()
+        cl.p.communicate(timeout=120)
+        rep = json.load(open(report))
+        msgs = m1["destination_client_updates_received_total"] - m0["destination_client_updates_received_total"]
+        client_cpu, ctl_cpu = c1 - c0, d1 - d0
+        return {
+            "streams": streams, "services": services, "connections": 100,
+            "oscillation": "10 <-> 50 endpoints, 2s holds", "window_s": round(t1 - t0, 1),
+            "messages_received": int(msgs),
+            "controller_cpu_s": round(ctl_cpu, 2), "client_cpu_s": round(client_cpu, 2),
+            "controller_us_per_message": round(ctl_cpu / msgs * 1e6, 1) if msgs else None,
+            "client_us_per_message": round(client_cpu / msgs * 1e6, 1) if msgs else None,
+            "client_to_controller_cpu_ratio": round(client_cpu / ctl_cpu, 3) if ctl_cpu else None,
+            "controller_rss_mib": round(rss / 2**20, 1), "controller_peak_rss_mib": round(hwm / 2**20, 1),
+            "controller_heap_inuse_mib": round(ctl.get("go_memstats_heap_inuse_bytes", 0) / 2**20, 1),
+            "stale_streams": rep["stale_streams"], "errors": rep["errors"],
+            "services_never_served": rep.get("services_never_served"),
+            "destination_leg_ms": {k: round(rep["destination_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
+            "kubernetes_leg_ms": {k: round(rep["kubernetes_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
+            "convergence_ms": {k: round(rep["convergence_latency"][k] * 1e3, 1) for k in ("p50", "p99")},
+        }
+    finally:
+        if churn:
+            churn.stop()
+        local_cluster_down(started)
+
+
+def _ready(port):
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def bench_redline(a):
+    """The real destination controller's red line on this machine: streams
+    stepped up (x2) against oscillating services until the plan's scenario 5
+    criterion fails (p99 convergence under 10s, no stale streams). Each step's
+    client CPU is recorded; a step whose client used more than 90% of a core
+    is marked client-bound and not counted as the controller's red line.
+    Every step takes a 15 s CPU profile of the controller (-enable-pprof);
+    the one at the red line (or the last step) is printed with pprof -top."""
+    env, started = local_cluster()
+    dst = destination_pid(env)
+    ns = f"bench-red-{os.getpid()}"
+    services = 10
+    steps = [int(s) for s in a.redline_steps.split(",")]
+    per_step = a.seconds + 15
+    churn = None
+    rows, profile = [], None
+    try:
+        churn, _ = oscillating_churn("redline-churn", env, ns, services, 10, 50, "2s",
+                                     per_step * len(steps) + 120)
+        for streams in steps:
+            name = f"redline-client-{streams}"
+            cl, admin, report = cluster_client(name, env, ns, services, max(1, streams // services),
+                                               min(100, streams), per_step,
+                                               slos=("convergence_latency.p99<10s", "stale_streams==0"))
+            t0, c0, d0 = time.time(), cl.cpu(), dst.cpu()
+            time.sleep(per_step - 20)
+            # A 15 s CPU profile of the controller, every step (sampling, cheap).
+            prof_path = os.path.join(REPO, f"target/bench/controller-{streams}.pprof")
+            with open(prof_path, "wb") as f:
+                f.write(urllib.request.urlopen(
+                    f"http://{env['DESTINATION_METRICS_ADDR']}/debug/pprof/profile?seconds=15", timeout=60).read())
+            c1, d1 = cl.cpu(), dst.cpu()
+            t1 = time.time()
+            cl.p.communicate(timeout=300)
+            rep = json.load(open(report))
+            rss, hwm = dst.mem()
+            client_core = (c1 - c0) / (t1 - t0)
+            passed = all(v["pass"] for v in rep["slos"])
+            row = {
+                "streams": streams, "pass": passed, "client_bound": client_core > 0.9,
+                "client_cores": round(client_core, 2), "controller_cores": round((d1 - d0) / (t1 - t0), 2),
+                "controller_peak_rss_mib": round(hwm / 2**20, 1),
+                "convergence_p99_ms": round(rep["convergence_latency"]["p99"] * 1e3, 1),
+                "destination_leg_p99_ms": round(rep["destination_leg"]["p99"] * 1e3, 1),
+                "stale_streams": rep["stale_streams"], "unconverged": rep["streams_unconverged"],
+                "errors": rep["errors"], "resets": rep["streams_reset"],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            profile = prof_path
+            if not passed and not row["client_bound"]:
+                break
+    finally:
+        if churn:
+            churn.stop()
+        local_cluster_down(started)
+    top = None
+    if profile and os.path.exists(profile):
+        # Go profiles carry their symbols: no binary needed.
+        r = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", profile],
+                           capture_output=True, text=True)
+        top = r.stdout
+        print(top)
+    red = next((r["streams"] for r in rows if not r["pass"] and not r["client_bound"]), None)
+    return {"services": services, "oscillation": "10 <-> 50 endpoints, 2s holds", "steps": rows,
+            "red_line_streams": red, "profile": profile, "profile_top": top}
+
+
+def bench_churn(a):
+    """churn against the local control plane: the request rate it reaches
+    against --qps, and how late scale events are dispatched."""
+    env, started = local_cluster()
     results = []
     try:
         for label, services, hold, qps in [("under --qps", 10, "1s", 100), ("over --qps", 40, "200ms", 50)]:
@@ -250,8 +445,7 @@ def bench_churn(a):
                 "churn_cpu_seconds": round(cpu, 2),
             })
     finally:
-        if started:
-            subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "down"], stdout=subprocess.DEVNULL)
+        local_cluster_down(started)
     return results
 
 
@@ -266,10 +460,15 @@ def main():
     ap.add_argument("--hold", default="1s", help="fanout: hold at each end")
     ap.add_argument("--seconds", type=int, default=20, help="measurement window")
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--controller-streams", type=int, default=1000, help="controller: streams (default 1000)")
+    ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
+                    help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
+    benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
+               "controller": bench_controller, "redline": bench_redline}
     for b in a.benches:
-        if b not in ("capacity", "fanout", "churn"):
-            ap.error(f"unknown benchmark '{b}': expected capacity, fanout or churn")
+        if b not in benches:
+            ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")
     os.makedirs(os.path.join(REPO, "target/bench"), exist_ok=True)
     if not os.path.exists(BIN):
         subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "dst-load-controller"],
@@ -280,7 +479,7 @@ def main():
     results = {"machine": machine, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for b in a.benches:
         print(f"== {b}", flush=True)
-        r = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn}[b](a)
+        r = benches[b](a)
         results[b] = r
         print(json.dumps(r, indent=2), flush=True)
     out = os.path.join(REPO, "target/bench/results.json")

@@ -7,7 +7,6 @@ mod support;
 
 use std::{
     collections::BTreeSet,
-    path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
 
@@ -22,120 +21,6 @@ use support::*;
 use tokio_util::sync::CancellationToken;
 
 const FOO: &str = "foo.ns.svc.cluster.local:8080";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Sample names in OpenMetrics text (`name{...} value` and `name value`).
-fn names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
-        .collect()
-}
-
-/// Metric names in a PromQL expression: identifiers outside strings and
-/// label matchers that are not functions, keywords or grouping labels.
-fn promql_metrics(expr: &str) -> BTreeSet<String> {
-    const NOT_METRICS: &[&str] = &[
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "count",
-        "rate",
-        "irate",
-        "increase",
-        "histogram_quantile",
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "and",
-        "or",
-        "unless",
-        "offset",
-        "bool",
-        "topk",
-        "bottomk",
-        "le",
-        "abs",
-        "group_left",
-        "group_right",
-        "clamp_min",
-        "clamp_max",
-        "vector",
-        "time",
-    ];
-    let mut out = BTreeSet::new();
-    let (mut depth_brace, mut depth_bracket, mut in_str) = (0, 0, false);
-    let mut grouping = false; // inside `by (...)`
-    let chars: Vec<char> = expr.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if in_str {
-            in_str = c != '"';
-            i += 1;
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '{' => depth_brace += 1,
-            '}' => depth_brace -= 1,
-            '[' => depth_bracket += 1,
-            ']' => depth_bracket -= 1,
-            ')' if grouping => grouping = false,
-            // A number, `1e9` or `0.95` included.
-            c if c.is_ascii_digit() => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                continue;
-            }
-            c if (c.is_ascii_alphabetic() || c == '_' || c == ':')
-                && depth_brace == 0
-                && depth_bracket == 0 =>
-            {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-                {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                if word == "by" || word == "without" || word == "on" || word == "ignoring" {
-                    grouping = true;
-                } else if !grouping && !NOT_METRICS.contains(&word.as_str()) {
-                    // A function call is followed by '('.
-                    let next = chars[i..].iter().find(|c| !c.is_whitespace());
-                    if next != Some(&'(') {
-                        out.insert(word);
-                    }
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Every `expr` in a dashboard's panels.
-fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(serde_json::Value::String(e)) = m.get("expr") {
-                out.push(e.clone());
-            }
-            m.values().for_each(|v| exprs(v, out));
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
-        _ => {}
-    }
-}
 
 /// The client's and the mock's registries after a run that exercises every
 /// family: changes (latencies), a scale seen through a watch (both legs),

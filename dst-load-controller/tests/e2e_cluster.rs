@@ -1458,3 +1458,235 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
         "the controller should log the malformed token"
     );
 }
+
+/// Every plan scenario, run against Linkerd's real destination controller,
+/// with its proxies scaled down (`--scale`) and its endpoint counts cut to
+/// what two cores carry next to the control plane. Counts are exact; the
+/// latency gates are benchmarks (BENCHMARKS.md), so the gates asked here are
+/// the correctness ones.
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn every_plan_scenario_runs_against_the_real_destination() {
+    let client = kube().await;
+    let dst = destination();
+    let log = DestinationLog::mark();
+    // (scenario, --scale, overrides, services, streams per service, oscillates)
+    let cases: [(&str, &str, &[&str], u64, u64, bool); 5] = [
+        (
+            "baseline",
+            "0.05",
+            &[
+                "--services",
+                "3",
+                "--min-endpoints",
+                "4",
+                "--max-endpoints",
+                "4",
+            ],
+            3,
+            5,
+            false,
+        ),
+        (
+            "small-oscillation",
+            "0.05",
+            &[
+                "--services",
+                "3",
+                "--min-endpoints",
+                "2",
+                "--max-endpoints",
+                "6",
+            ],
+            3,
+            5,
+            true,
+        ),
+        (
+            "large-rollout",
+            "0.01",
+            &["--min-endpoints", "10", "--max-endpoints", "20"],
+            1,
+            10,
+            true,
+        ),
+        (
+            "many-services",
+            "0.03",
+            &[
+                "--services",
+                "8",
+                "--min-endpoints",
+                "2",
+                "--max-endpoints",
+                "3",
+            ],
+            8,
+            3,
+            true,
+        ),
+        (
+            "red-line",
+            "0.01",
+            &[
+                "--services",
+                "3",
+                "--min-endpoints",
+                "4",
+                "--max-endpoints",
+                "8",
+            ],
+            3,
+            5,
+            true,
+        ),
+    ];
+    for (i, (scenario, scale, overrides, services, per_service, oscillates)) in
+        cases.into_iter().enumerate()
+    {
+        let ns = TempNs::new(&format!("scn{i}"));
+        let report = std::env::temp_dir().join(format!("{}.json", ns.name));
+        let seed = (100 + i).to_string();
+        let mut args = vec![
+            "run",
+            "--scenario",
+            scenario,
+            "--scale",
+            scale,
+            "--destination-addr",
+            &dst,
+            "--namespace",
+            &ns.name,
+            "--min-hold",
+            "2s",
+            "--max-hold",
+            "2s",
+            "--jitter",
+            "200ms",
+            "--duration",
+            "8s",
+            "--settle",
+            "60s",
+            "--seed",
+            &seed,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--slo",
+            "stale_streams==0",
+            "--slo",
+            "errors==0",
+            "--slo",
+            "unconverged_streams==0",
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(overrides);
+        let out = run(&args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+        assert_eq!(n("streams"), services * per_service, "{scenario}: {stdout}");
+        assert_eq!(n("errors"), 0, "{scenario}: {stdout}");
+        assert_eq!(r["stale_streams"], 0, "{scenario}: {stdout}");
+        assert_eq!(n("streams_unconverged"), 0, "{scenario}: {stdout}");
+        assert_eq!(n("services_never_served"), 0, "{scenario}: {stdout}");
+        assert!(
+            r["slos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["pass"] == true),
+            "{scenario}: {stdout}"
+        );
+        if oscillates {
+            assert!(n("changes") >= services, "{scenario}: {stdout}");
+            assert!(n("fanouts_completed") >= 1, "{scenario}: {stdout}");
+            let conv = &r["convergence_latency"];
+            assert!(
+                conv["count"].as_u64().unwrap() >= per_service,
+                "{scenario}: {stdout}"
+            );
+        }
+        // The run cleaned up after itself.
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+        assert!(
+            deployments
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "{scenario}"
+        );
+        eprintln!("{scenario}:\n{stdout}");
+    }
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
+
+/// `dashboards/external-metrics.txt` names the metrics the dashboards take
+/// from Linkerd's destination controller; each must exist in a real scrape of
+/// the controller once it has served streams.
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape() {
+    let client = kube().await;
+    let ns = TempNs::new("scrape");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    eventually("pods", || {
+        check_service(&client, &ns.name, "stable-svc-0", 1)
+    })
+    .await;
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name),
+    ]));
+    let fleet = running.fleet.clone();
+    eventually("served", || streams_equal_slices(&client, &fleet, 1)).await;
+    running.finish().await;
+
+    let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
+    let scrape = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported = support::names(&scrape);
+    let from_controller: BTreeSet<String> = support::external_metrics()
+        .into_iter()
+        .filter(|(_, source)| source.starts_with("Linkerd destination controller"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(from_controller.len() >= 5, "{from_controller:?}");
+    let mut used = BTreeSet::new();
+    for (path, queries) in support::dashboard_queries() {
+        for q in queries {
+            for name in support::promql_metrics(&q) {
+                if from_controller.contains(&name) {
+                    used.insert(name.clone());
+                    assert!(
+                        exported.contains(&name),
+                        "{}: `{q}` queries {name}, which Linkerd's destination controller does not export",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(used, from_controller, "documented but unused");
+}
