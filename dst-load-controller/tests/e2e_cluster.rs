@@ -1471,7 +1471,8 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
     let dst = destination();
     let log = DestinationLog::mark();
     // (scenario, --scale, overrides, services, streams per service, oscillates)
-    let cases: [(&str, &str, &[&str], u64, u64, bool); 5] = [
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], u64, u64, bool);
+    let cases: [Case; 5] = [
         (
             "baseline",
             "0.05",
