@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the end-to-end tests against the local control plane (and the
-# Prometheus-backed report test): brings it up
+# Runs the end-to-end tests against the local control plane, Linkerd's real
+# destination controller included (and the Prometheus-backed tests): brings it up
 # unless it is already up, runs the ignored e2e tests one at a time (one of
 # them restarts the apiserver), and brings it down again if it started it.
 set -euo pipefail
@@ -19,13 +19,13 @@ trap cleanup EXIT
 # shellcheck disable=SC1091
 . "$STATE/env"
 cd "$repo"
-cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
-
-# `report --prometheus` against a real Prometheus scraping a real client.
+# A real Prometheus: the dashboards' queries during a cluster run, and
+# `report --prometheus` scraping a real client.
 "$here/build-deps.sh" prometheus
 # shellcheck source=hack/versions.env
 . "$here/versions.env"
 export DST_PROMETHEUS=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}/prometheus-$PROMETHEUS_VERSION/bin/prometheus
+cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
 cargo test --locked --test report_prometheus -- --ignored "$@"
 
 # The deployment files, validated offline against the same control plane.

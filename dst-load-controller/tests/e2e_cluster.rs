@@ -1691,3 +1691,227 @@ async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape()
     }
     assert_eq!(used, from_controller, "documented but unused");
 }
+
+/// What users look at in Grafana during a scenario: a real Prometheus (from
+/// the build cache, `DST_PROMETHEUS`) scrapes churn, the client, Linkerd's
+/// destination controller and the apiserver during a short cluster run, with
+/// the labels a PodMonitor would give them. Every panel's query, evaluated
+/// through Prometheus's HTTP API, must return data, but for those on
+/// metrics that only the kubelet (cAdvisor) exports (named so in
+/// dashboards/external-metrics.txt) and `churn_api_errors_total`, which
+/// has a series only once an API call has failed.
+#[tokio::test]
+#[ignore = "needs the local control plane and DST_PROMETHEUS: make e2e"]
+async fn every_dashboard_panel_has_data_during_a_cluster_run() {
+    let bin = std::env::var("DST_PROMETHEUS")
+        .expect("DST_PROMETHEUS must name a prometheus binary (hack/e2e.sh sets it)");
+    let client = kube().await;
+    let ns = TempNs::new("grafana");
+    let (churn_admin, client_admin) = (free_port(), free_port());
+    let mut churn = cmd(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--oscillate-services",
+        "2",
+        "--oscillate-min-endpoints",
+        "1",
+        "--oscillate-max-endpoints",
+        "3",
+        "--oscillate-hold-duration",
+        "2s",
+        "--duration",
+        "120s",
+        "--seed",
+        "21",
+        "--admin-addr",
+        &format!("127.0.0.1:{churn_admin}"),
+    ])
+    .spawn()
+    .unwrap();
+    wait_ready(&format!("127.0.0.1:{churn_admin}")).await;
+    // A Service without endpoints: Linkerd stays silent, the client times out.
+    let empty: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "empty", "namespace": ns.name},
+        "spec": {"selector": {"app.kubernetes.io/name": "nothing"},
+                 "ports": [{"name": "http", "port": 8080}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &empty)
+        .await
+        .unwrap();
+    // Two churned services, plus one unknown (NotFound: errors, resets), one
+    // malformed (InvalidArgument: failed streams) and the silent one.
+    let targets = format!(
+        "oscillate-svc-{{0..1}}.{0}.svc.cluster.local:8080,nope.{0}.svc.cluster.local:8080,x.{0}.example.com:8080,empty.{0}.svc.cluster.local:8080",
+        ns.name
+    );
+    let mut client_proc = cmd(&[
+        "client",
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &targets,
+        "--streams-per-service",
+        "2",
+        "--ground-truth",
+        "--initial-timeout",
+        "2s",
+        "--backoff-max",
+        "2s",
+        "--duration",
+        "120s",
+        "--admin-addr",
+        &format!("127.0.0.1:{client_admin}"),
+    ])
+    .spawn()
+    .unwrap();
+
+    // Prometheus, with the labels kube-prometheus-stack's PodMonitors give.
+    let dir = std::env::temp_dir().join(format!("{}-prom", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "dst-load-local-admin-token").unwrap();
+    let apiserver = std::env::var("DST_LOCAL_APISERVER")
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_string();
+    let controller = std::env::var("DESTINATION_METRICS_ADDR").unwrap();
+    let config = format!(
+        r#"global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: churn
+    static_configs:
+      - targets: ['127.0.0.1:{churn_admin}']
+        labels: {{namespace: {ns}, container: churn, pod: dst-load-test-churn}}
+  - job_name: client
+    static_configs:
+      - targets: ['127.0.0.1:{client_admin}']
+        labels: {{namespace: {ns}, container: client, pod: dst-load-test-client}}
+  - job_name: destination
+    static_configs:
+      - targets: ['{controller}']
+        labels: {{namespace: linkerd, container: destination, pod: linkerd-destination-local}}
+  - job_name: apiserver
+    scheme: https
+    tls_config: {{insecure_skip_verify: true}}
+    authorization: {{credentials_file: {token}}}
+    static_configs:
+      - targets: ['{apiserver}']
+"#,
+        ns = ns.name,
+        token = token_file.display(),
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let _prometheus = tokio::process::Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let query = |q: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let v: serde_json::Value = http
+                .get(format!("{url}/api/v1/query"))
+                .query(&[("query", q)])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if v["status"] != "success" {
+                return Err(format!("{v}"));
+            }
+            Ok::<_, String>(v["data"]["result"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    // Every target scraped, and the client measured changes end to end.
+    eventually("every target up", || {
+        let q = query("sum(up)".to_string());
+        async move {
+            let r = q.await?;
+            let up = r
+                .first()
+                .and_then(|s| s["value"][1].as_str())
+                .unwrap_or("0")
+                .to_string();
+            if up == "4" {
+                Ok(())
+            } else {
+                Err(format!("up={up}"))
+            }
+        }
+    })
+    .await;
+    eventually("changes measured through Prometheus", || {
+        let q = query(format!(
+            "sum(destination_client_destination_leg_seconds_count{{namespace=\"{}\"}}) > 0",
+            ns.name
+        ));
+        async move {
+            if q.await?.is_empty() {
+                Err("no samples yet".into())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    // Two more scrapes, so every rate() over the window has two points.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let external = support::external_metrics();
+    let kubelet_only: BTreeSet<String> = external
+        .iter()
+        .filter(|(_, source)| source.starts_with("kubelet"))
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(!kubelet_only.is_empty());
+    let event_only = ["churn_api_errors_total"];
+    let (mut checked, mut empty) = (0, Vec::new());
+    for (path, queries) in support::dashboard_queries() {
+        for q in queries {
+            let names = support::promql_metrics(&q);
+            if names
+                .iter()
+                .any(|n| kubelet_only.contains(n) || event_only.contains(&n.as_str()))
+            {
+                continue;
+            }
+            let concrete = q
+                .replace("$namespace", &ns.name)
+                .replace("$__rate_interval", "1m");
+            checked += 1;
+            if query(concrete.clone()).await.unwrap().is_empty() {
+                empty.push(format!("{}: {concrete}", path.display()));
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} queries checked");
+    assert!(
+        empty.is_empty(),
+        "panels without data during a cluster run:\n{}",
+        empty.join("\n")
+    );
+    let _ = churn.start_kill();
+    let _ = client_proc.start_kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
