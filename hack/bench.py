@@ -50,7 +50,8 @@ class Proc:
     def mem(self):
         """(resident now, peak resident) in bytes."""
         status = open(f"/proc/{self.p.pid}/status").read()
-        kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        def kb(key):
+            return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
         return kb("VmRSS"), kb("VmHWM")
 
     def stop(self):
@@ -241,7 +242,8 @@ class Pid:
 
     def mem(self):
         status = open(f"/proc/{self.pid}/status").read()
-        kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        def kb(key):
+            return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
         return kb("VmRSS"), kb("VmHWM")
 
 
@@ -425,7 +427,7 @@ def bench_churn(a):
                                                "--duration", f"{a.seconds}s", "--cleanup-on-exit",
                                                "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warn"],
                      env=env)
-            wait_for("churn ready", lambda: _up(admin), 60)
+            wait_for("churn ready", lambda a=admin: _up(a), 60)
             time.sleep(2)
             r0, t0 = scrape(admin), time.time()
             time.sleep(max(1, a.seconds - 6))
@@ -474,8 +476,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "dst-load-controller"],
                        cwd=REPO, check=True)
     machine = {"cpus": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-               "kernel": os.uname().release, "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                                                          if l.startswith("model name")), "?")}
+               "kernel": os.uname().release, "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                                                          if ln.startswith("model name")), "?")}
     results = {"machine": machine, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for b in a.benches:
         print(f"== {b}", flush=True)

@@ -8,6 +8,7 @@
 #        (components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
 # env:   DST_LOCAL_CLUSTER_DIR  state directory (default: <repo>/.local-cluster)
 #        KWOK_NODES             fake nodes to create (default 2)
+#        DST_LOCAL_PORT_OFFSET  added to every port (default 0)
 #        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
 set -euo pipefail
 
@@ -19,9 +20,12 @@ CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
 STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
 KWOK_NODES=${KWOK_NODES:-2}
 
-ETCD_PORT=23790 ETCD_PEER_PORT=23800 ETCD_METRICS_PORT=23810
-APISERVER_PORT=16443 KCM_PORT=10357 SCHEDULER_PORT=10359 KWOK_PORT=10247
-DESTINATION_PORT=18086 DESTINATION_METRICS_PORT=19996
+# DST_LOCAL_PORT_OFFSET moves every port, so two control planes (with their
+# own DST_LOCAL_CLUSTER_DIR) can run side by side.
+o=${DST_LOCAL_PORT_OFFSET:-0}
+ETCD_PORT=$((23790 + o)) ETCD_PEER_PORT=$((23800 + o)) ETCD_METRICS_PORT=$((23810 + o))
+APISERVER_PORT=$((16443 + o)) KCM_PORT=$((10357 + o)) SCHEDULER_PORT=$((10359 + o)) KWOK_PORT=$((10247 + o))
+DESTINATION_PORT=$((18086 + o)) DESTINATION_METRICS_PORT=$((19996 + o))
 CLUSTER_DOMAIN=cluster.local
 TOKEN=dst-load-local-admin-token
 
@@ -256,6 +260,7 @@ write_env() {
 # Written by hack/local-cluster.sh up; source it.
 export KUBECONFIG=$STATE/kubeconfig
 export DST_LOCAL_CLUSTER_DIR=$STATE
+export DST_LOCAL_PORT_OFFSET=$o
 export DST_LOCAL_APISERVER=https://127.0.0.1:$APISERVER_PORT
 export DST_LOCAL_KUBECTL=$KUBECTL
 export DST_LOCAL_ETCD_METRICS=http://127.0.0.1:$ETCD_METRICS_PORT/metrics

@@ -77,7 +77,8 @@ openssl verify -CAfile "$ca/ca.crt" "$ca/issuer.crt" >/dev/null
 echo "ok: P-256 chain verified, refusal and --force behave"
 
 section "helmfile $HELMFILE_VERSION: environments, conditions and values"
-export PATH=$(dirname "$HELM"):$PATH
+PATH=$(dirname "$HELM"):$PATH
+export PATH
 python3 "$here/check-helmfile.py" "$repo" "$ca" "$HELMFILE"
 
 section "helm lint and template of charts/dst-load-test with every scenario"
@@ -146,18 +147,15 @@ for denied in "create services" "patch deployments" "delete endpointslices" "get
   # shellcheck disable=SC2086
   if "$KUBECTL" auth can-i $denied -n "$NS" --as "$(sa client)" >/dev/null 2>&1; then fail "client may $denied"; fi
 done
-# A stand-in destination (admin credentials) serving the namespace's Services.
-dst_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-"$BIN" mock-dst --addr "127.0.0.1:$dst_port" --admin-addr 127.0.0.1:0 --kubernetes-namespace "$NS" \
-  >"$tmp/dst.log" 2>&1 &
-pids+=($!)
+# The destination is Linkerd's real controller of the local control plane.
+: "${DESTINATION_ADDR:?source the env file of the local control plane (hack/local-cluster.sh up)}"
 KUBECONFIG=$churn_kc "$BIN" churn --namespace "$NS" --stable-services 1 --stable-endpoints 2 \
   --oscillate-services 1 --oscillate-min-endpoints 1 --oscillate-max-endpoints 3 \
   --oscillate-min-hold 2s --oscillate-max-hold 2s --duration 12s --cleanup-on-exit \
   --admin-addr 127.0.0.1:0 >"$tmp/churn.out" 2>"$tmp/churn.err" &
 churn_pid=$!
 sleep 3
-KUBECONFIG=$client_kc "$BIN" client --destination-addr "127.0.0.1:$dst_port" --namespace "$NS" \
+KUBECONFIG=$client_kc "$BIN" client --destination-addr "$DESTINATION_ADDR" --node-name kwok-node-0 --namespace "$NS" \
   --service-label-selector app.kubernetes.io/managed-by=dst-load-controller --ground-truth \
   --duration 6s --admin-addr 127.0.0.1:0 --slo errors==0 --slo stale_streams==0 \
   --slo 'convergence_latency.max<5s' >"$tmp/client.out" 2>"$tmp/client.err" ||
@@ -173,7 +171,7 @@ echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates pa
 section "dashboards: kube-apiserver metrics exist in its /metrics"
 curl -sk -H "Authorization: Bearer dst-load-local-admin-token" "$DST_LOCAL_APISERVER/metrics" >"$tmp/apiserver.metrics"
 for m in $(awk '!/^#/ && $2 == "kube-apiserver" {print $1}' "$repo/dashboards/external-metrics.txt"); do
-  grep -q "^$m[{ ]" "$tmp/apiserver.metrics" || fail "kube-apiserver does not export $m"
+  grep -q "^${m}[{ ]" "$tmp/apiserver.metrics" || fail "kube-apiserver does not export $m"
   echo "  $m: present"
 done
 # The label values the dashboards filter on.
