@@ -66,6 +66,17 @@ class Proc:
         return self.p.stdout.read()
 
 
+def by_label(port, name, label):
+    """{label value: sample} of one labelled family."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(rf'{name}{{.*{label}="([^"]*)".*}} (\S+)$', line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def scrape(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out = {}
@@ -300,7 +311,7 @@ def bench_controller(a):
     warmup, window = 20, a.seconds
     churn = None
     try:
-        churn, _ = oscillating_churn("controller-churn", env, ns, services, 10, 50, "2s", warmup + window + 30)
+        churn, _ = oscillating_churn("controller-churn", env, ns, services, 10, 50, "5s", warmup + window + 30)
         cl, admin, report = cluster_client("controller-client", env, ns, services, streams // services,
                                            100, warmup + window + 5)
         wait_for("client /ready", lambda: _ready(admin), 120)
@@ -308,6 +319,7 @@ def bench_controller(a):
         m0, c0, d0, t0 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
         time.sleep(window)
         m1, c1, d1, t1 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
+        resets = by_label(admin, "destination_client_streams_reset_total", "reason")
         ctl = scrape_url(f"http://{env['DESTINATION_METRICS_ADDR']}/metrics")
         rss, hwm = dst.mem()
         cl.p.communicate(timeout=120)
@@ -316,7 +328,7 @@ def bench_controller(a):
         client_cpu, ctl_cpu = c1 - c0, d1 - d0
         return {
             "streams": streams, "services": services, "connections": 100,
-            "oscillation": "10 <-> 50 endpoints, 2s holds", "window_s": round(t1 - t0, 1),
+            "oscillation": "10 <-> 50 endpoints, 5s holds", "window_s": round(t1 - t0, 1),
             "messages_received": int(msgs),
             "controller_cpu_s": round(ctl_cpu, 2), "client_cpu_s": round(client_cpu, 2),
             "controller_us_per_message": round(ctl_cpu / msgs * 1e6, 1) if msgs else None,
@@ -325,6 +337,7 @@ def bench_controller(a):
             "controller_rss_mib": round(rss / 2**20, 1), "controller_peak_rss_mib": round(hwm / 2**20, 1),
             "controller_heap_inuse_mib": round(ctl.get("go_memstats_heap_inuse_bytes", 0) / 2**20, 1),
             "stale_streams": rep["stale_streams"], "errors": rep["errors"],
+            "resets_by_reason_in_window": resets,
             "services_never_served": rep.get("services_never_served"),
             "destination_leg_ms": {k: round(rep["destination_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
             "kubernetes_leg_ms": {k: round(rep["kubernetes_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
@@ -360,7 +373,7 @@ def bench_redline(a):
     churn = None
     rows, profile = [], None
     try:
-        churn, _ = oscillating_churn("redline-churn", env, ns, services, 10, 50, "2s",
+        churn, _ = oscillating_churn("redline-churn", env, ns, services, 10, 50, "5s",
                                      per_step * len(steps) + 120)
         for streams in steps:
             name = f"redline-client-{streams}"
@@ -407,7 +420,7 @@ def bench_redline(a):
         top = r.stdout
         print(top)
     red = next((r["streams"] for r in rows if not r["pass"] and not r["client_bound"]), None)
-    return {"services": services, "oscillation": "10 <-> 50 endpoints, 2s holds", "steps": rows,
+    return {"services": services, "oscillation": "10 <-> 50 endpoints, 5s holds", "steps": rows,
             "red_line_streams": red, "profile": profile, "profile_top": top}
 
 

@@ -145,7 +145,8 @@ start_controller_manager() {
 start_scheduler() {
   start kube-scheduler "$K8S_BIN/kube-scheduler" \
     --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
-    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false \
+    --kube-api-qps 200 --kube-api-burst 400
 }
 
 start_kwok() {

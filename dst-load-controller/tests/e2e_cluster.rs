@@ -1915,3 +1915,85 @@ scrape_configs:
     let _ = client_proc.start_kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Finding: Linkerd's destination controller serves gRPC with gRPC-Go's
+/// default keep-alive enforcement (a client may ping at most every 5
+/// minutes). A client that pings every 10 s, reaching the controller with no
+/// proxy in front of it, gets GOAWAY `too_many_pings` and loses every stream
+/// on the connection. The client's default interval (5 min) keeps them.
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn frequent_keepalive_pings_get_every_stream_reset_by_the_controller() {
+    let client = kube().await;
+    let ns = TempNs::new("pings");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--stable-endpoints",
+        "2",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    eventually("pods", || {
+        check_service(&client, &ns.name, "stable-svc-0", 2)
+    })
+    .await;
+    let target = format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name);
+    let dst = destination();
+    let flags = |keepalive: &'static str| {
+        proxy_client(&[
+            "--destination-addr",
+            &dst,
+            "--target-services",
+            &target,
+            "--streams-per-service",
+            "4",
+            "--keepalive-interval",
+            keepalive,
+            "--backoff-max",
+            "1s",
+        ])
+    };
+    let pinging = support::start_client(flags("10s"));
+    let quiet = support::start_client(flags("5m"));
+    let reason = dst_load_controller::client::metrics::ReasonLabels {
+        reason: "transport".into(),
+    };
+    let m = pinging.metrics.clone();
+    eventually_within(
+        "the 10s-pinging connection is closed by the controller",
+        Duration::from_secs(180),
+        || {
+            let resets = m.streams_reset.get(&reason).map_or(0, |c| c.get());
+            async move {
+                if resets >= 4 {
+                    Ok(())
+                } else {
+                    Err(format!("{resets} resets"))
+                }
+            }
+        },
+    )
+    .await;
+    // Every stream came back and holds its endpoints again.
+    let fleet = pinging.fleet.clone();
+    eventually("the pinging client's streams re-converged", || {
+        streams_equal_slices(&client, &fleet, 1)
+    })
+    .await;
+    let quiet_summary = quiet.finish().await;
+    assert_eq!(
+        (quiet_summary.resets, quiet_summary.errors),
+        (0, 0),
+        "{quiet_summary}"
+    );
+    let pinging_summary = pinging.finish().await;
+    assert_eq!(pinging_summary.failed_streams, 0, "{pinging_summary}");
+}

@@ -109,6 +109,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     pub backoff_jitter: f64,
 
+    /// HTTP/2 keep-alive ping interval per connection; `0s` sends none.
+    /// Linkerd's destination controller keeps gRPC-Go's default enforcement
+    /// (pings at most every 5 minutes): a connection that pings more often,
+    /// reaching the controller without a proxy in front of it, is closed
+    /// with GOAWAY `too_many_pings` and every stream on it is reset.
+    #[arg(long, default_value = "5m")]
+    pub keepalive_interval: humantime::Duration,
+
     /// How long a stream waits for its first update before it is counted
     /// in `destination_client_initial_timeouts_total` (it keeps waiting).
     #[arg(long, default_value = "3s")]
@@ -351,11 +359,16 @@ impl Client {
         let uri = destination_uri(&args.destination_addr).map_err(anyhow::Error::msg)?;
         let channels = (0..args.connections)
             .map(|_| {
-                Endpoint::from(uri.clone())
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy()
+                let endpoint = Endpoint::from(uri.clone()).tcp_nodelay(true);
+                let keepalive: Duration = args.keepalive_interval.into();
+                let endpoint = if keepalive.is_zero() {
+                    endpoint
+                } else {
+                    // Not while idle: gRPC-Go also counts pings on a
+                    // connection without streams against the client.
+                    endpoint.http2_keep_alive_interval(keepalive)
+                };
+                endpoint.connect_lazy()
             })
             .collect();
         let context_token = match &args.context_token {
