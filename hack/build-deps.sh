@@ -101,13 +101,19 @@ build_kwok() {
 
 # Linkerd's destination controller. The module proxy refuses github.com/linkerd/*,
 # so it is built from source archives when they are present: LINKERD_SOURCES
-# (default: ../shared/sources next to the repository) holding
+# (default: ../shared/sources next to the repository, see linkerd_sources) holding
 # linkerd2-$LINKERD_VERSION.tar.gz, linkerd2-proxy-api-$LINKERD_PROXY_API_VERSION.tar.gz
 # and SHA256SUMS. Their checksums are verified before anything is extracted.
 # Without the archives it is fetched as a module (machines that can reach it).
 linkerd_sources() {
-  local dir=${LINKERD_SOURCES:-}
-  if [[ -z $dir && -d $here/../../shared/sources ]]; then dir=$(cd "$here/../../shared/sources" && pwd); fi
+  local dir=${LINKERD_SOURCES:-} d
+  if [[ -z $dir ]]; then
+    # ../shared/sources next to the repository (a checkout one level deeper
+    # also finds it), else the workplace's shared folder.
+    for d in "$here/../../shared/sources" "$here/../../../shared/sources" /work/shared/sources; do
+      if [[ -f $d/SHA256SUMS ]]; then dir=$(cd "$d" && pwd); break; fi
+    done
+  fi
   printf '%s' "$dir"
 }
 
