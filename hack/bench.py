@@ -389,6 +389,7 @@ def bench_redline(a):
                     f"http://{env['DESTINATION_METRICS_ADDR']}/debug/pprof/profile?seconds=15", timeout=60).read())
             c1, d1 = cl.cpu(), dst.cpu()
             t1 = time.time()
+            resets = by_label(admin, "destination_client_streams_reset_total", "reason")
             cl.p.communicate(timeout=300)
             rep = json.load(open(report))
             rss, hwm = dst.mem()
@@ -401,7 +402,7 @@ def bench_redline(a):
                 "convergence_p99_ms": round(rep["convergence_latency"]["p99"] * 1e3, 1),
                 "destination_leg_p99_ms": round(rep["destination_leg"]["p99"] * 1e3, 1),
                 "stale_streams": rep["stale_streams"], "unconverged": rep["streams_unconverged"],
-                "errors": rep["errors"], "resets": rep["streams_reset"],
+                "errors": rep["errors"], "resets": rep["streams_reset"], "resets_by_reason": resets,
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
