@@ -33,26 +33,35 @@ def free_port():
     return port
 
 
-class Proc:
-    """A child process with its CPU time and memory read from /proc."""
+class Pid:
+    """CPU time and memory of a process, read from /proc (also for one this
+    harness did not start: the destination controller)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def cpu(self):
+        """User + system CPU seconds so far."""
+        fields = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def mem(self):
+        """(resident now, peak resident) in bytes."""
+        status = open(f"/proc/{self.pid}/status").read()
+        def kb(key):
+            return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+        return kb("VmRSS"), kb("VmHWM")
+
+
+class Proc(Pid):
+    """A child process of the harness, logging to target/bench/NAME.log."""
 
     def __init__(self, name, args, env=None):
         self.name = name
         self.log = open(os.path.join(REPO, f"target/bench/{name}.log"), "w")
         self.p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=self.log,
                                   env=dict(os.environ, **(env or {})), text=True)
-
-    def cpu(self):
-        """User + system CPU seconds so far."""
-        fields = open(f"/proc/{self.p.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-
-    def mem(self):
-        """(resident now, peak resident) in bytes."""
-        status = open(f"/proc/{self.p.pid}/status").read()
-        def kb(key):
-            return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
-        return kb("VmRSS"), kb("VmHWM")
+        super().__init__(self.p.pid)
 
     def stop(self):
         if self.p.poll() is None:
@@ -78,15 +87,7 @@ def by_label(port, name, label):
 
 
 def scrape(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        series, value = line.rsplit(" ", 1)
-        name = series.split("{", 1)[0]
-        out[name] = out.get(name, 0.0) + float(value)
-    return out
+    return scrape_url(f"http://127.0.0.1:{port}/metrics")
 
 
 def wait_for(what, f, timeout):
@@ -238,24 +239,6 @@ def local_cluster():
 def local_cluster_down(started):
     if started:
         subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "down"], stdout=subprocess.DEVNULL)
-
-
-class Pid:
-    """CPU time and memory of a process this harness did not start (the
-    destination controller), read from /proc."""
-
-    def __init__(self, pid):
-        self.pid = pid
-
-    def cpu(self):
-        fields = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-
-    def mem(self):
-        status = open(f"/proc/{self.pid}/status").read()
-        def kb(key):
-            return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) * 1024
-        return kb("VmRSS"), kb("VmHWM")
 
 
 def destination_pid(env):
