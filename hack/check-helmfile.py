@@ -89,6 +89,8 @@ def values(*args, ca=ca_dir, check=True):
 
 all_on = ("--state-values-set", "monitoring.enabled=true", "--state-values-set", "loadTest.enabled=true")
 v = values(*all_on, "--state-values-set", "scenario=red-line")
+if v.get("linkerd-crds", {}).get("installGatewayAPI") is not True:
+    fail("linkerd-crds: installGatewayAPI is not true (linkerd check needs the Gateway API CRDs)")
 cp = v["linkerd-control-plane"]
 if cp["identityTrustAnchorsPEM"].strip() != open(f"{ca_dir}/ca.crt").read().strip():
     fail("linkerd-control-plane: identityTrustAnchorsPEM is not LINKERD_CA_DIR/ca.crt")

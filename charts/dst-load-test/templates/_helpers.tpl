@@ -17,13 +17,17 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "%s-%s" (index . 0).Release.Name (index . 1) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* A flag map as container args: --k=v, --k for true, nothing for false/null. */}}
+{{/* A flag map as container args: --k=v, --k for true, nothing for false/null.
+Helm reads YAML numbers as float64, which %v prints as 1e+06: whole numbers
+are printed as integers. */}}
 {{- define "dst-load-test.args" -}}
 {{- range $k, $v := . }}
 {{- if eq (kindOf $v) "bool" }}
 {{- if $v }}
 - --{{ $k }}
 {{- end }}
+{{- else if and (eq (kindOf $v) "float64") (eq (float64 (int64 $v)) $v) }}
+- {{ printf "--%s=%d" $k (int64 $v) | quote }}
 {{- else if not (eq (toString $v) "<nil>") }}
 - {{ printf "--%s=%v" $k $v | quote }}
 {{- end }}
