@@ -132,14 +132,17 @@ start_apiserver() {
 
 start_controller_manager() {
   # The node lifecycle controller stays on: it lifts the not-ready taint
-  # from new nodes; KWOK renews the nodes' leases so they stay Ready.
+  # from new nodes; KWOK renews the nodes' leases so they stay Ready. On a
+  # loaded machine KWOK's renewals can come late, and after the default 50 s
+  # grace the controller marks every pod on the node not ready, emptying the
+  # EndpointSlices under the tests: fake nodes get an hour.
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
     --service-account-private-key-file "$STATE/pki/sa.key" --use-service-account-credentials=false \
     --controllers '*,-nodeipam' --cluster-name dst-load-local \
     --kube-api-qps 200 --kube-api-burst 400 --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
-    --concurrent-service-endpoint-syncs 20
+    --concurrent-service-endpoint-syncs 20 --node-monitor-grace-period 1h
 }
 
 start_scheduler() {
