@@ -101,9 +101,9 @@ for bad in "client.args.namespace=x" "churn.args.admin-addr=x" "client.replicas=
 done
 # Large numbers render exactly (Helm reads them as float64).
 "$HELM" template t "$chart" --set churn.args.seed=1000000 --set-string churn.args.oscillate-jitter=1.5s \
-  -f <(printf 'client:\n  args:\n    staleness-grace: 2.5s\n    backoff-jitter: 0.25\n') >"$tmp/render/numbers.yaml"
-grep -q -- '"--seed=1000000"' "$tmp/render/numbers.yaml" || fail "seed: 1000000 does not render as --seed=1000000"
-grep -q -- '"--backoff-jitter=0.25"' "$tmp/render/numbers.yaml" || fail "a fraction does not render as itself"
+  -f <(printf 'client:\n  args:\n    staleness-grace: 2.5s\n    backoff-jitter: 0.25\n') >"$tmp/numbers.yaml"
+grep -q -- '"--seed=1000000"' "$tmp/numbers.yaml" || fail "seed: 1000000 does not render as --seed=1000000"
+grep -q -- '"--backoff-jitter=0.25"' "$tmp/numbers.yaml" || fail "a fraction does not render as itself"
 echo "ok: lint clean, 5 scenarios rendered, bad values rejected by the schema, large numbers exact"
 
 section "server-side dry run of every rendered manifest (strict validation)"
