@@ -248,6 +248,27 @@ async fn run(args: &[&str]) -> Output {
     out
 }
 
+/// Runs churn once to create `services` stable services of `endpoints`
+/// endpoints each in `ns`; the objects stay when it exits.
+async fn stable_services(ns: &str, services: u32, endpoints: u32) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (services, endpoints) = (services.to_string(), endpoints.to_string());
+    run(&[
+        "churn",
+        "--namespace",
+        ns,
+        "--stable-services",
+        &services,
+        "--stable-endpoints",
+        &endpoints,
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+}
+
 /// `key=value` from churn's summary line.
 fn summary_field(out: &Output, key: &str) -> u64 {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -814,21 +835,7 @@ async fn client_discovers_services_by_label_and_follows_them() {
     let client = kube().await;
     let ns = TempNs::new("discover");
     let log = DestinationLog::mark();
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "3",
-        "--stable-endpoints",
-        "2",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 3, 2).await;
     for name in ["stable-svc-0", "stable-svc-1", "stable-svc-2"] {
         eventually("pods", || check_service(&client, &ns.name, name, 2)).await;
     }
@@ -1194,21 +1201,7 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
 async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
     let client = kube().await;
     let ns = TempNs::new("dstrestart");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "2",
-        "--stable-endpoints",
-        "3",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 2, 3).await;
     for name in ["stable-svc-0", "stable-svc-1"] {
         eventually("pods", || check_service(&client, &ns.name, name, 3)).await;
     }
@@ -1274,19 +1267,7 @@ async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
 async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
     let _client = kube().await;
     let ns = TempNs::new("errors");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "1",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 1, 1).await;
     let dst = destination();
 
     // An unknown Service in the namespace, and a name outside `*.svc.*`.
@@ -1364,21 +1345,7 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
     let client = kube().await;
     let ns = TempNs::new("noeps");
     let log = DestinationLog::mark();
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "1",
-        "--stable-endpoints",
-        "2",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 1, 2).await;
     eventually("pods", || {
         check_service(&client, &ns.name, "stable-svc-0", 2)
     })
@@ -1633,19 +1600,7 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
 async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape() {
     let client = kube().await;
     let ns = TempNs::new("scrape");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "1",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 1, 1).await;
     eventually("pods", || {
         check_service(&client, &ns.name, "stable-svc-0", 1)
     })
@@ -1926,21 +1881,7 @@ scrape_configs:
 async fn frequent_keepalive_pings_get_every_stream_reset_by_the_controller() {
     let client = kube().await;
     let ns = TempNs::new("pings");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "1",
-        "--stable-endpoints",
-        "2",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    stable_services(&ns.name, 1, 2).await;
     eventually("pods", || {
         check_service(&client, &ns.name, "stable-svc-0", 2)
     })
