@@ -163,31 +163,16 @@ async fn churn_scrape() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_metric_is_exported_or_documented() {
     let ours = names(&(client_and_mock_scrape().await + &churn_scrape().await));
-    let external: BTreeSet<String> =
-        std::fs::read_to_string(repo().join("dashboards/external-metrics.txt"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect();
+    let external: BTreeSet<String> = external_metrics().into_keys().collect();
     let mut checked = 0;
-    let mut dashboards: Vec<_> = std::fs::read_dir(repo().join("dashboards"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    dashboards.sort();
+    let dashboards = dashboard_queries();
     assert!(dashboards.len() >= 3, "dashboards: {dashboards:?}");
     let mut unknown = Vec::new();
     let mut used_external = BTreeSet::new();
-    for path in &dashboards {
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut all = Vec::new();
-        exprs(&json, &mut all);
+    for (path, all) in &dashboards {
         assert!(!all.is_empty(), "{}: no queries", path.display());
         for expr in all {
-            let metrics = promql_metrics(&expr);
+            let metrics = promql_metrics(expr);
             assert!(
                 !metrics.is_empty(),
                 "{}: no metric in `{expr}`",

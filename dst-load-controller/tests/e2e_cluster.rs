@@ -1658,8 +1658,6 @@ async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape()
 #[tokio::test]
 #[ignore = "needs the local control plane and DST_PROMETHEUS: make e2e"]
 async fn every_dashboard_panel_has_data_during_a_cluster_run() {
-    let bin = std::env::var("DST_PROMETHEUS")
-        .expect("DST_PROMETHEUS must name a prometheus binary (hack/e2e.sh sets it)");
     let client = kube().await;
     let ns = TempNs::new("grafana");
     let (churn_admin, client_admin) = (free_port(), free_port());
@@ -1725,9 +1723,7 @@ async fn every_dashboard_panel_has_data_during_a_cluster_run() {
     .unwrap();
 
     // Prometheus, with the labels kube-prometheus-stack's PodMonitors give.
-    let dir = std::env::temp_dir().join(format!("{}-prom", ns.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("token");
+    let token_file = std::env::temp_dir().join(format!("{}-token", ns.name));
     std::fs::write(&token_file, "dst-load-local-admin-token").unwrap();
     let apiserver = std::env::var("DST_LOCAL_APISERVER")
         .unwrap()
@@ -1761,24 +1757,8 @@ scrape_configs:
         ns = ns.name,
         token = token_file.display(),
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = free_port();
-    let _prometheus = tokio::process::Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start prometheus");
-    let url = format!("http://127.0.0.1:{port}");
+    let prometheus = support::Prometheus::start(&config).await;
+    let url = prometheus.url.clone();
     let http = reqwest::Client::new();
     let query = |q: String| {
         let (http, url) = (http.clone(), url.clone());
@@ -1868,7 +1848,7 @@ scrape_configs:
     );
     let _ = churn.start_kill();
     let _ = client_proc.start_kill();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&token_file);
 }
 
 /// Finding: Linkerd's destination controller serves gRPC with gRPC-Go's

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use dst_load_controller::{
     admin, client::truth::Percentiles, mock::server::Behavior, mock::server::Delay,
@@ -22,70 +22,12 @@ const BAR: &str = "bar.ns.svc.cluster.local:8080";
 /// Not served by the mock: every Get is answered NotFound, once (long backoff).
 const GONE: &str = "gone.ns.svc.cluster.local:8080";
 
-struct Prometheus {
-    child: tokio::process::Child,
-    url: String,
-    _dir: TempDir,
+/// `sum(QUERY)` against a running Prometheus.
+trait Sum {
+    async fn sum(&self, query: &str) -> Option<f64>;
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Prometheus {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        let bin = std::env::var("DST_PROMETHEUS").expect(
-            "DST_PROMETHEUS must name a prometheus binary: run hack/build-deps.sh prometheus (hack/e2e.sh sets it)",
-        );
-        let dir = std::env::temp_dir().join(format!("dst-report-prom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: client\n    static_configs:\n      - targets: ['{target}']\n        labels:\n          namespace: dst-load-test\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = tokio::process::Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = http.get(format!("{url}/-/ready")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prometheus not ready in 60s; see {}",
-                dir.join("prometheus.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Self {
-            child,
-            url,
-            _dir: TempDir(dir),
-        }
-    }
-
+impl Sum for Prometheus {
     /// `sum(QUERY)` now, if any series matched.
     async fn sum(&self, query: &str) -> Option<f64> {
         let v: serde_json::Value = reqwest::Client::new()
@@ -172,7 +114,10 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
     let router = admin::router(client.registry.clone(), Default::default());
     tokio::spawn(admin::serve(listener, router, admin_stop.clone()));
 
-    let prom = Prometheus::start(admin_addr).await;
+    let prom = Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: client\n    static_configs:\n      - targets: ['{admin_addr}']\n        labels:\n          namespace: dst-load-test\n"
+    ))
+    .await;
     eventually("initial sets", Duration::from_secs(30), || {
         client.sets(FOO).len() == 20 && client.sets(FOO).iter().all(|s| s.len() == 1)
     })
@@ -352,7 +297,7 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
         "{stderr}"
     );
 
-    drop(prom.child);
+    drop(prom);
     admin_stop.cancel();
     client.finish().await;
     mock.stop().await;

@@ -336,3 +336,62 @@ pub fn external_metrics() -> std::collections::BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// A real Prometheus (the binary named by `DST_PROMETHEUS`, built by
+/// `hack/build-deps.sh prometheus`) on 127.0.0.1 with `config`, in its own
+/// directory (removed on drop), ready when returned.
+pub struct Prometheus {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Prometheus {
+    pub async fn start(config: &str) -> Self {
+        let bin = std::env::var("DST_PROMETHEUS").expect(
+            "DST_PROMETHEUS must name a prometheus binary: run hack/build-deps.sh prometheus (hack/e2e.sh sets it)",
+        );
+        let dir =
+            std::env::temp_dir().join(format!("dst-prom-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = tokio::process::Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start prometheus");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = http.get(format!("{url}/-/ready")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus not ready in 60s; see {}",
+                dir.join("prometheus.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self { child, url, dir }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
