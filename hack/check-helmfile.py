@@ -8,119 +8,166 @@ usage: hack/check-helmfile.py REPO CA_DIR HELMFILE
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 import yaml
 
-repo, ca_dir, helmfile = sys.argv[1:4]
-os.chdir(repo)
-
-
 def fail(msg):
     sys.exit(f"[check-helmfile] FAIL: {msg}")
 
 
-# 1. Parse helmfile.yaml and every plain values file; every referenced file exists.
-docs = [d for d in yaml.safe_load_all(open("helmfile.yaml")) if d]
-envs = docs[0]["environments"]
-releases = [r for d in docs for r in d.get("releases", [])]
-referenced = set()
-for env in envs.values():
-    referenced.update(v for v in env.get("values", []) if isinstance(v, str))
-for r in releases:
-    referenced.update(v for v in r.get("values", []) if isinstance(v, str))
-    if r["chart"].startswith("./"):
-        referenced.add(os.path.join(r["chart"][2:], "Chart.yaml"))
-    else:
-        if not r.get("version"):
-            fail(f"release {r['name']}: chart {r['chart']} is not pinned to a version")
-for path in sorted(referenced):
-    if not os.path.isfile(path):
-        fail(f"{path} is referenced by helmfile.yaml but does not exist")
-for path in glob.glob("values/*.yaml") + glob.glob("charts/*/scenarios/*.yaml"):
-    yaml.safe_load(open(path))
-for path in glob.glob("dashboards/*.json"):
-    json.load(open(path))
-print(f"  helmfile.yaml: {len(envs)} environments, {len(releases)} releases, {len(referenced)} referenced files present")
+def main():
+    repo, ca_dir, helmfile = sys.argv[1:4]
+    os.chdir(repo)
 
-env = dict(os.environ, LINKERD_CA_DIR=ca_dir, HELMFILE_DISABLE_INSIGHTS="true")
+    # 1. Parse helmfile.yaml and every plain values file; every referenced file exists.
+    docs = [d for d in yaml.safe_load_all(open("helmfile.yaml")) if d]
+    envs = docs[0]["environments"]
+    releases = [r for d in docs for r in d.get("releases", [])]
+    referenced = set()
+    for env in envs.values():
+        referenced.update(v for v in env.get("values", []) if isinstance(v, str))
+    for r in releases:
+        referenced.update(v for v in r.get("values", []) if isinstance(v, str))
+        if r["chart"].startswith("./"):
+            referenced.add(os.path.join(r["chart"][2:], "Chart.yaml"))
+        else:
+            if not r.get("version"):
+                fail(f"release {r['name']}: chart {r['chart']} is not pinned to a version")
+    for path in sorted(referenced):
+        if not os.path.isfile(path):
+            fail(f"{path} is referenced by helmfile.yaml but does not exist")
+    for path in glob.glob("values/*.yaml") + glob.glob("charts/*/scenarios/*.yaml"):
+        yaml.safe_load(open(path))
+    for path in glob.glob("dashboards/*.json"):
+        json.load(open(path))
+    print(f"  helmfile.yaml: {len(envs)} environments, {len(releases)} releases, {len(referenced)} referenced files present")
+
+    def hf(*args, check=True, ca=ca_dir):
+        e = dict(os.environ, LINKERD_CA_DIR=ca, HELMFILE_DISABLE_INSIGHTS="true")
+        p = subprocess.run([helmfile, "--file", "helmfile.yaml", *args], env=e, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            fail(f"helmfile {' '.join(args)}: {p.stderr.strip()[-2000:]}")
+        return p
+
+    # 2. Which releases each environment and state value enables.
+    def enabled(*args):
+        out = hf(*args, "list", "--output", "json").stdout
+        return {r["name"] for r in json.loads(out) if r.get("enabled", True) is True}
+
+    base = {"kwok", "kwok-stage-fast", "linkerd-crds", "linkerd-control-plane"}
+    cases = [
+        ((), base),
+        (("--state-values-set", "monitoring.enabled=true"), base | {"kube-prometheus-stack"}),
+        (("--state-values-set", "loadTest.enabled=true"), base | {"dst-load-test"}),
+        (("-e", "multicluster-source"), base | {"linkerd-multicluster"}),
+        (("-e", "multicluster-target"), base | {"linkerd-multicluster"}),
+    ]
+    for args, want in cases:
+        got = enabled(*args)
+        if got != want:
+            fail(f"helmfile {' '.join(args) or '(default)'} list: enabled {sorted(got)}, expected {sorted(want)}")
+        print(f"  {' '.join(args) or 'default':45} {len(got)} releases enabled as expected")
+
+    # 3. Every release's values rendered by helmfile.
+    def values(*args, ca=ca_dir, check=True):
+        with tempfile.TemporaryDirectory() as out:
+            p = hf(*args, "write-values", "--skip-deps", "--output-file-template",
+                   out + "/{{ .Release.Name }}.yaml", ca=ca, check=check)
+            if not check:
+                return p
+            return {os.path.basename(f)[:-5]: yaml.safe_load(open(f)) or {} for f in glob.glob(out + "/*.yaml")}
+
+    all_on = ("--state-values-set", "monitoring.enabled=true", "--state-values-set", "loadTest.enabled=true")
+    v = values(*all_on, "--state-values-set", "scenario=red-line")
+    if v.get("linkerd-crds", {}).get("installGatewayAPI") is not True:
+        fail("linkerd-crds: installGatewayAPI is not true (linkerd check needs the Gateway API CRDs)")
+    cp = v["linkerd-control-plane"]
+    if cp["identityTrustAnchorsPEM"].strip() != open(f"{ca_dir}/ca.crt").read().strip():
+        fail("linkerd-control-plane: identityTrustAnchorsPEM is not LINKERD_CA_DIR/ca.crt")
+    tls = cp["identity"]["issuer"]["tls"]
+    if tls["crtPEM"].strip() != open(f"{ca_dir}/issuer.crt").read().strip() or \
+            tls["keyPEM"].strip() != open(f"{ca_dir}/issuer.key").read().strip():
+        fail("linkerd-control-plane: issuer certificate or key not from LINKERD_CA_DIR")
+    if v["dst-load-test"]["client"]["replicas"] != 25:
+        fail(f"scenario red-line not applied: {v['dst-load-test']}")
+    dash = v["kube-prometheus-stack"]["grafana"]["dashboards"]["dst-load"]
+    for name, d in dash.items():
+        if json.loads(d["json"])["uid"] != name:
+            fail(f"dashboard {name} provisioned with the wrong JSON")
+    if len(dash) != len(glob.glob("dashboards/*.json")):
+        fail(f"{len(dash)} dashboards provisioned, {len(glob.glob('dashboards/*.json'))} in dashboards/")
+    print(f"  values: Linkerd identity from {ca_dir}, scenario red-line, {len(dash)} dashboards provisioned")
+
+    for role in ("source", "target"):
+        mc = values("-e", f"multicluster-{role}")["linkerd-multicluster"]
+        want = open(f"values/linkerd-multicluster-{role}.yaml").read()
+        if mc != yaml.safe_load(want)["multicluster"]["chartValues"]:
+            fail(f"multicluster-{role}: chart values differ from values/linkerd-multicluster-{role}.yaml")
+    print("  multicluster: each environment's chart values come from its file")
+
+    # 4. Clear errors for bad input.
+    p = values(*all_on, "--state-values-set", "scenario=huge", check=False)
+    if p.returncode == 0 or 'unknown scenario "huge"' not in p.stderr:
+        fail(f"an unknown scenario was not refused clearly: {p.stderr[-500:]}")
+    with tempfile.TemporaryDirectory() as empty:
+        p = values(ca=empty, check=False)
+        if p.returncode == 0 or "run hack/gen-certs.sh" not in p.stderr:
+            fail(f"missing certificates were not refused clearly: {p.stderr[-500:]}")
+    print("  bad input: unknown scenario and missing certificates refused with the fix named")
+
+    # 5. Sync order, through helmfile's own plan: a stand-in helm records the
+    # releases it is asked to install (no cluster, no chart fetched).
+    for args, before in [
+        (all_on, [("kube-prometheus-stack", "dst-load-test"), ("linkerd-control-plane", "dst-load-test"),
+                  ("linkerd-crds", "linkerd-control-plane")]),
+        (("--state-values-set", "loadTest.enabled=true"), [("linkerd-control-plane", "dst-load-test")]),
+    ]:
+        order = synced(hf, args)
+        for first, then in before:
+            if first not in order or then not in order or order.index(first) > order.index(then):
+                fail(f"helmfile {' '.join(args)} sync: {first} is not installed before {then}: {order}")
+        print(f"  sync {' '.join(args)}: {len(order)} releases, in dependency order")
+    dag = {line.split()[1]: line.split()[2:] for line in hf("show-dag").stdout.splitlines()[1:] if line.strip()}
+    needs = [n.rstrip(",") for n in dag.get("dst-load-test/dst-load-test", [])]
+    if "monitoring/kube-prometheus-stack" not in needs:
+        fail(f"dst-load-test does not need kube-prometheus-stack (its PodMonitors need the CRD first): {needs}")
+    if "kube-prometheus-stack" in order:
+        fail("kube-prometheus-stack synced with monitoring disabled")
+    pm = values(*all_on)["dst-load-test"].get("podMonitor", {})
+    if pm.get("force") is not True:
+        fail(f"with monitoring enabled, the chart is not told to render its PodMonitors regardless: {pm}")
+    if values("--state-values-set", "loadTest.enabled=true")["dst-load-test"]["podMonitor"]["force"] is not False:
+        fail("without monitoring, the chart is told to render PodMonitors regardless")
+    print("  PodMonitors: forced with monitoring enabled, left to the CRD check without")
 
 
-def hf(*args, check=True, ca=ca_dir):
-    e = dict(env, LINKERD_CA_DIR=ca)
-    p = subprocess.run([helmfile, "--file", "helmfile.yaml", *args], env=e, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        fail(f"helmfile {' '.join(args)}: {p.stderr.strip()[-2000:]}")
-    return p
+STAND_IN_HELM = """#!/bin/sh
+# Records `helm upgrade --install RELEASE ...`; everything else is the real helm.
+if [ "$1" = upgrade ]; then echo "$3" >>"$STAND_IN_LOG"; exit 0; fi
+exec "$REAL_HELM" "$@"
+"""
 
 
-# 2. Which releases each environment and state value enables.
-def enabled(*args):
-    out = hf(*args, "list", "--output", "json").stdout
-    return {r["name"] for r in json.loads(out) if r.get("enabled", True) is True}
+def synced(hf, args):
+    """The releases `helmfile sync` installs, in the order it installs them."""
+    with tempfile.TemporaryDirectory() as d:
+        helm = os.path.join(d, "helm")
+        with open(helm, "w") as f:
+            f.write(STAND_IN_HELM)
+        os.chmod(helm, 0o755)
+        log = os.path.join(d, "log")
+        os.environ.update(STAND_IN_LOG=log, REAL_HELM=shutil.which("helm"), KUBECONFIG=os.path.join(d, "none"))
+        try:
+            hf("--helm-binary", helm, *args, "sync", "--skip-deps", "--concurrency", "1")
+        finally:
+            for k in ("STAND_IN_LOG", "REAL_HELM", "KUBECONFIG"):
+                os.environ.pop(k, None)
+        return open(log).read().split() if os.path.exists(log) else []
 
 
-base = {"kwok", "kwok-stage-fast", "linkerd-crds", "linkerd-control-plane"}
-cases = [
-    ((), base),
-    (("--state-values-set", "monitoring.enabled=true"), base | {"kube-prometheus-stack"}),
-    (("--state-values-set", "loadTest.enabled=true"), base | {"dst-load-test"}),
-    (("-e", "multicluster-source"), base | {"linkerd-multicluster"}),
-    (("-e", "multicluster-target"), base | {"linkerd-multicluster"}),
-]
-for args, want in cases:
-    got = enabled(*args)
-    if got != want:
-        fail(f"helmfile {' '.join(args) or '(default)'} list: enabled {sorted(got)}, expected {sorted(want)}")
-    print(f"  {' '.join(args) or 'default':45} {len(got)} releases enabled as expected")
-
-
-# 3. Every release's values rendered by helmfile.
-def values(*args, ca=ca_dir, check=True):
-    with tempfile.TemporaryDirectory() as out:
-        p = hf(*args, "write-values", "--skip-deps", "--output-file-template",
-               out + "/{{ .Release.Name }}.yaml", ca=ca, check=check)
-        if not check:
-            return p
-        return {os.path.basename(f)[:-5]: yaml.safe_load(open(f)) or {} for f in glob.glob(out + "/*.yaml")}
-
-
-all_on = ("--state-values-set", "monitoring.enabled=true", "--state-values-set", "loadTest.enabled=true")
-v = values(*all_on, "--state-values-set", "scenario=red-line")
-if v.get("linkerd-crds", {}).get("installGatewayAPI") is not True:
-    fail("linkerd-crds: installGatewayAPI is not true (linkerd check needs the Gateway API CRDs)")
-cp = v["linkerd-control-plane"]
-if cp["identityTrustAnchorsPEM"].strip() != open(f"{ca_dir}/ca.crt").read().strip():
-    fail("linkerd-control-plane: identityTrustAnchorsPEM is not LINKERD_CA_DIR/ca.crt")
-tls = cp["identity"]["issuer"]["tls"]
-if tls["crtPEM"].strip() != open(f"{ca_dir}/issuer.crt").read().strip() or \
-        tls["keyPEM"].strip() != open(f"{ca_dir}/issuer.key").read().strip():
-    fail("linkerd-control-plane: issuer certificate or key not from LINKERD_CA_DIR")
-if v["dst-load-test"]["client"]["replicas"] != 25:
-    fail(f"scenario red-line not applied: {v['dst-load-test']}")
-dash = v["kube-prometheus-stack"]["grafana"]["dashboards"]["dst-load"]
-for name, d in dash.items():
-    if json.loads(d["json"])["uid"] != name:
-        fail(f"dashboard {name} provisioned with the wrong JSON")
-if len(dash) != len(glob.glob("dashboards/*.json")):
-    fail(f"{len(dash)} dashboards provisioned, {len(glob.glob('dashboards/*.json'))} in dashboards/")
-print(f"  values: Linkerd identity from {ca_dir}, scenario red-line, {len(dash)} dashboards provisioned")
-
-for role in ("source", "target"):
-    mc = values("-e", f"multicluster-{role}")["linkerd-multicluster"]
-    want = open(f"values/linkerd-multicluster-{role}.yaml").read()
-    if mc != yaml.safe_load(want)["multicluster"]["chartValues"]:
-        fail(f"multicluster-{role}: chart values differ from values/linkerd-multicluster-{role}.yaml")
-print("  multicluster: each environment's chart values come from its file")
-
-# 4. Clear errors for bad input.
-p = values(*all_on, "--state-values-set", "scenario=huge", check=False)
-if p.returncode == 0 or 'unknown scenario "huge"' not in p.stderr:
-    fail(f"an unknown scenario was not refused clearly: {p.stderr[-500:]}")
-with tempfile.TemporaryDirectory() as empty:
-    p = values(ca=empty, check=False)
-    if p.returncode == 0 or "run hack/gen-certs.sh" not in p.stderr:
-        fail(f"missing certificates were not refused clearly: {p.stderr[-500:]}")
-print("  bad input: unknown scenario and missing certificates refused with the fix named")
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
@@ -27,6 +27,13 @@ pub struct Args {
     /// The namespace churn used.
     #[arg(long, default_value = "dst-load-test")]
     pub namespace: String,
+
+    /// Scale this Deployment (the churn that creates the objects) to zero and
+    /// wait for its pods to exit before deleting anything, so that churn
+    /// cannot re-create what cleanup deletes. The chart's pre-delete hook
+    /// passes its churn Deployment. A missing Deployment is not an error.
+    #[arg(long, value_name = "NAME")]
+    pub stop_deployment: Option<String>,
 
     /// How long to wait for the objects to disappear.
     #[arg(long, default_value = "2m")]
@@ -48,6 +55,16 @@ impl Args {
             ApiMetrics::register(&mut registry),
             shutdown,
         );
+        let deadline = tokio::time::Instant::now() + self.timeout.into();
+        let stopped = match &self.stop_deployment {
+            Some(name) => {
+                stop_deployment(&client, &caller, &self.namespace, name, deadline).await?
+            }
+            None => false,
+        };
+        if let Some(name) = self.stop_deployment.as_deref().filter(|_| stopped) {
+            println!("stopped deployment {name}");
+        }
         let report = cleanup(&client, &caller, &self.namespace, self.timeout.into()).await?;
         println!("{report}");
         Ok(ExitCode::SUCCESS)
@@ -88,6 +105,56 @@ pub struct Timeout {
     waited: Duration,
     what: &'static str,
     namespace: String,
+}
+
+/// Scales Deployment `name` to zero and waits until its pods are gone.
+/// Returns false when there is no such Deployment.
+pub async fn stop_deployment(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    name: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<bool> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let op = |verb, resource| Op {
+        verb,
+        resource,
+        namespace: namespace.to_string(),
+        name: Some(name.to_string()),
+    };
+    let Some(deployment) = caller
+        .call(op("get", "deployments"), || api.get_opt(name))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}));
+    let pp = PatchParams::default();
+    match caller
+        .call(op("patch", "deployments/scale"), || {
+            api.patch_scale(name, &pp, &scale)
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let selector = deployment
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    anyhow::ensure!(
+        !selector.is_empty(),
+        "deployment {name} has no matchLabels selector: cannot tell which pods are its"
+    );
+    wait_gone::<Pod>(client, caller, namespace, "pods", Some(&selector), deadline).await?;
+    Ok(true)
 }
 
 /// Deletes every Service and Deployment labelled as churn's in `namespace`,

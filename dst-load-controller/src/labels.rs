@@ -26,6 +26,11 @@ pub const CREATED_BY: &str = "linkerd.io/created-by";
 pub const PROXY_VERSION: &str = "linkerd.io/proxy-version";
 /// The injector's annotation with the identity mode.
 pub const IDENTITY_MODE: &str = "linkerd.io/identity-mode";
+/// Linkerd multicluster's export label (`true` = gateway mirroring,
+/// `remote-discovery` = remote discovery, as `link-gen`'s default selectors).
+pub const EXPORTED: &str = "mirror.linkerd.io/exported";
+/// Linkerd multicluster's federated-service membership label (`member`).
+pub const FEDERATED: &str = "mirror.linkerd.io/federated";
 /// The field manager for every server-side apply churn makes.
 pub const FIELD_MANAGER: &str = "dst-load-controller";
 

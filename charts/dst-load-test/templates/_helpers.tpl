@@ -50,6 +50,88 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
+{{/* Where churn's, the client's and the cleanup hook's pods run. */}}
+{{- define "dst-load-test.podPlacement" -}}
+securityContext:
+  {{- include "dst-load-test.podSecurityContext" . | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Annotations of the pre-delete cleanup hook's objects, at a weight. */}}
+{{- define "dst-load-test.cleanupHook" -}}
+helm.sh/hook: pre-delete
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}
+
+{{/* Only what churn does, only in the release namespace: check that the
+namespace is there, server-side apply Services and Deployments (patch, and
+create for the first apply), read them back, and delete them and wait for
+their pods on --cleanup-on-exit. */}}
+{{- define "dst-load-test.churnRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: [{{ .Release.Namespace | quote }}]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+{{- end }}
+
+{{/* Read-only, in the release namespace: discover Services by label, and
+follow the ground truth (EndpointSlices, churn's stamps on Deployments). */}}
+{{- define "dst-load-test.clientRules" -}}
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["list", "watch"]
+{{- if .Values.client.groundTruth }}
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch"]
+{{- end }}
+{{- end }}
+
+{{/* The flags the chart sets itself, per component, with the value to set
+instead: in churn.args or client.args they would clash at run time. */}}
+{{- define "dst-load-test.checkArgs" -}}
+{{- $common := dict
+  "namespace" "install the release into that namespace instead (helm install -n NAMESPACE)"
+  "admin-addr" "the chart serves probes and metrics on its own port; it is not configurable"
+  "log-level" "set log.level instead"
+  "log-format" "set log.format instead" }}
+{{- $owned := dict
+  "churn" (merge (dict "control-plane-ns" "set linkerdNamespace instead") $common)
+  "client" (merge (dict
+    "destination-addr" "set client.destinationAddr instead"
+    "service-label-selector" "set client.serviceLabelSelector instead"
+    "target-services" "the chart discovers Services with client.serviceLabelSelector: set that instead"
+    "ground-truth" "set client.groundTruth instead") $common) }}
+{{- range $component := list "churn" "client" }}
+{{- $args := (index $.Values $component).args | default dict }}
+{{- range $flag, $use := index $owned $component }}
+{{- if hasKey $args $flag }}
+{{- fail (printf "%s.args.%s: the chart sets --%s itself; %s" $component $flag $flag $use) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "dst-load-test.image" -}}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
 {{- end }}

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     metrics::{Metrics, ServiceLabels},
-    objects::{NodeSelector, Pattern, ProxyInjection, ServiceTemplate, TolerationSpec},
+    objects::{Export, NodeSelector, Pattern, ProxyInjection, ServiceTemplate, TolerationSpec},
     schedule::{Oscillation, OscillationArgs, Schedule},
 };
 use crate::{
@@ -89,6 +89,13 @@ pub struct Args {
     /// clusters that run Linkerd's proxy injector.
     #[arg(long, value_enum, default_value_t = ProxyInjection::Synthetic)]
     pub proxy_injection: ProxyInjection,
+
+    /// Label churn's Services for Linkerd multicluster: `remote-discovery`
+    /// (`mirror.linkerd.io/exported=remote-discovery`) or `federated`
+    /// (`mirror.linkerd.io/federated=member`), matching `linkerd multicluster
+    /// link-gen`'s default selectors; `none` leaves them unexported.
+    #[arg(long, value_enum, default_value_t = Export::None)]
+    pub export: Export,
 
     /// `linkerd.io/proxy-version` (and the proxy image tag) of synthetic pods.
     #[arg(long, default_value = "edge-26.8.3")]
@@ -180,6 +187,7 @@ impl Args {
             control_plane_ns: (!self.control_plane_ns.is_empty())
                 .then(|| self.control_plane_ns.clone()),
             injection: self.proxy_injection,
+            export: self.export,
             proxy_version: self.proxy_version.clone(),
             node_selector: self.node_selector.clone(),
             tolerations: self.toleration.iter().map(|t| t.0.clone()).collect(),

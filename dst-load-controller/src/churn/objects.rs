@@ -113,6 +113,33 @@ pub enum ProxyInjection {
     Webhook,
 }
 
+/// How churn's Services are offered to Linkerd multicluster's service mirror
+/// in other clusters (the label a `Link`'s default selectors match).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Export {
+    /// Not exported.
+    #[default]
+    None,
+    /// `mirror.linkerd.io/exported=remote-discovery`: a linked cluster mirrors
+    /// the Service and its destination controller reads the endpoints from
+    /// this cluster's API server (no gateway in the data path).
+    RemoteDiscovery,
+    /// `mirror.linkerd.io/federated=member`: the Service joins the federated
+    /// Service `{name}-federated` in linked clusters.
+    Federated,
+}
+
+impl Export {
+    /// The label that exports a Service this way, if any.
+    pub fn label(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::None => None,
+            Self::RemoteDiscovery => Some((labels::EXPORTED, "remote-discovery")),
+            Self::Federated => Some((labels::FEDERATED, "member")),
+        }
+    }
+}
+
 /// The proxy's ports, as Linkerd's chart defaults them.
 pub mod proxy_ports {
     /// Inbound (`linkerd-proxy`).
@@ -139,6 +166,8 @@ pub struct ServiceTemplate {
     pub control_plane_ns: Option<String>,
     /// How meshed pods get their proxy (ignored when unmeshed).
     pub injection: ProxyInjection,
+    /// The multicluster export label on Services.
+    pub export: Export,
     /// `linkerd.io/proxy-version` on synthetically injected pods.
     pub proxy_version: String,
     /// Node selector for KWOK placement.
@@ -178,6 +207,9 @@ impl ServiceTemplate {
     pub fn service(&self, name: &str, pattern: Pattern) -> Service {
         let mut l = owned_labels(pattern);
         l.extend(selector(name));
+        if let Some((k, v)) = self.export.label() {
+            l.insert(k.to_string(), v.to_string());
+        }
         Service {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -348,6 +380,7 @@ mod tests {
             image: "registry.k8s.io/pause:3.10".into(),
             control_plane_ns: Some("linkerd".into()),
             injection: ProxyInjection::Synthetic,
+            export: Export::None,
             proxy_version: "edge-26.8.3".into(),
             node_selector: "type=kwok".parse().unwrap(),
             tolerations: vec![
@@ -356,6 +389,35 @@ mod tests {
                     .unwrap()
                     .0,
             ],
+        }
+    }
+
+    #[test]
+    fn export_labels_match_link_gen_default_selectors() {
+        let mut t = mk_template();
+        let unexported = t.service("s", Pattern::Stable).metadata.labels.unwrap();
+        assert!(!unexported.contains_key(labels::EXPORTED));
+        assert!(!unexported.contains_key(labels::FEDERATED));
+        for (export, key, value) in [
+            (
+                Export::RemoteDiscovery,
+                "mirror.linkerd.io/exported",
+                "remote-discovery",
+            ),
+            (Export::Federated, "mirror.linkerd.io/federated", "member"),
+        ] {
+            t.export = export;
+            let l = t.service("s", Pattern::Oscillate).metadata.labels.unwrap();
+            assert_eq!(l.get(key).map(String::as_str), Some(value), "{export:?}");
+            assert_eq!(
+                l.len(),
+                unexported.len() + 1,
+                "{export:?}: only the export label added"
+            );
+            // Pods are never labelled for export.
+            let d = t.deployment("s", Pattern::Oscillate, 1, "t");
+            let pod = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+            assert!(!pod.contains_key(key));
         }
     }
 
