@@ -108,6 +108,24 @@ def main():
         if mc != yaml.safe_load(want)["multicluster"]["chartValues"]:
             fail(f"multicluster-{role}: chart values differ from values/linkerd-multicluster-{role}.yaml")
     print("  multicluster: each environment's chart values come from its file")
+    # The load test's halves: churn exports in the target, clients watch in the source.
+    lt = ("--state-values-set", "loadTest.enabled=true", "--state-values-set", "scenario=small-oscillation")
+    tgt = values("-e", "multicluster-target", *lt)
+    src = values("-e", "multicluster-source", *lt)
+    if tgt["dst-load-test"]["churn"]["args"].get("export") != "remote-discovery" or \
+            tgt["dst-load-test"]["client"].get("enabled") is not False:
+        fail(f"multicluster-target: churn must export for remote discovery and run no clients: {tgt['dst-load-test']}")
+    if src["dst-load-test"]["churn"].get("enabled") is not False or \
+            src["dst-load-test"]["client"].get("groundTruth") is not False:
+        fail(f"multicluster-source: clients only, without local ground truth: {src['dst-load-test']}")
+    if tgt["dst-load-test"]["churn"]["args"].get("oscillate-services") != 10:
+        fail("multicluster-target: the scenario's values were lost")
+    links = [c["link"]["ref"]["name"] for c in src["linkerd-multicluster"]["controllers"]]
+    if links != ["target"] or tgt["linkerd-multicluster"]["remoteMirrorServiceAccount"] is not True:
+        fail(f"the source must follow a Link named target ({links}), the target must grant remote access")
+    if values("--state-values-set", "loadTest.enabled=true")["dst-load-test"].get("churn", {}).get("enabled") is False:
+        fail("outside multicluster, the multicluster values must not apply")
+    print("  multicluster load: churn exports in the target, clients in the source follow the Link named target")
 
     # 4. Clear errors for bad input.
     p = values(*all_on, "--state-values-set", "scenario=huge", check=False)
