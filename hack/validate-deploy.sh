@@ -41,7 +41,8 @@ NS=dst-deploy-check-$$
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$KUBECTL" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  "$KUBECTL" delete namespace "$NS" "$NS-linkerd" "$NS-mc-source" "$NS-mc-target" "$NS-helm" "$NS-recipe" \
+    --ignore-not-found --wait=false >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -104,7 +105,66 @@ done
   -f <(printf 'client:\n  args:\n    staleness-grace: 2.5s\n    backoff-jitter: 0.25\n') >"$tmp/numbers.yaml"
 grep -q -- '"--seed=1000000"' "$tmp/numbers.yaml" || fail "seed: 1000000 does not render as --seed=1000000"
 grep -q -- '"--backoff-jitter=0.25"' "$tmp/numbers.yaml" || fail "a fraction does not render as itself"
+# Every flag the chart sets itself is refused in args, naming the value to use.
+while read -r component flag use; do
+  if "$HELM" template t "$chart" --set "$component.args.$flag=x" >/dev/null 2>"$tmp/owned.err"; then
+    fail "$component.args.$flag accepted: the chart sets --$flag itself"
+  fi
+  grep -q "$component.args.$flag: the chart sets --$flag itself; .*$use" "$tmp/owned.err" ||
+    fail "$component.args.$flag refused without naming $use: $(cat "$tmp/owned.err")"
+done <<'OWNED'
+churn namespace helm.install.-n
+churn control-plane-ns linkerdNamespace
+churn admin-addr not.configurable
+churn log-level log.level
+churn log-format log.format
+client namespace helm.install.-n
+client destination-addr client.destinationAddr
+client service-label-selector client.serviceLabelSelector
+client target-services client.serviceLabelSelector
+client ground-truth client.groundTruth
+client admin-addr not.configurable
+client log-level log.level
+client log-format log.format
+OWNED
+# The flags the templates pass are exactly the owned ones (none forgotten).
+python3 - "$tmp/render/default.yaml" "$chart/values.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+defaults = yaml.safe_load(open(sys.argv[2]))
+def args(component):
+    [d] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(component)]
+    return d, d["spec"]["template"]["spec"]["containers"][0]["args"]
+owned = {"churn": {"namespace", "control-plane-ns", "admin-addr", "log-level", "log-format"},
+         "client": {"namespace", "destination-addr", "service-label-selector", "admin-addr", "log-level",
+                    "log-format", "ground-truth"}}
+for component, want in owned.items():
+    d, a = args(component)
+    set_by_chart = {x[2:].split("=")[0] for x in a[1:]} - set(defaults[component]["args"])
+    assert set_by_chart == want, (component, set_by_chart, want)
+churn, _ = args("churn")
+assert churn["spec"]["replicas"] == 1 and churn["spec"]["strategy"] == {"type": "Recreate"}, churn["spec"]
+assert not [d for d in docs if d["kind"] == "Pod"], "a bare Pod is rendered"
+hooks = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}) for d in docs
+         if "helm.sh/hook" in d["metadata"].get("annotations", {})}
+assert set(hooks) == {("ServiceAccount", "dst-load-test-cleanup"), ("Role", "dst-load-test-cleanup"),
+                      ("RoleBinding", "dst-load-test-cleanup"), ("Job", "dst-load-test-cleanup")}, hooks
+assert all(a["helm.sh/hook"] == "pre-delete" for a in hooks.values()), hooks
+job_weight = int(hooks[("Job", "dst-load-test-cleanup")]["helm.sh/hook-weight"])
+assert all(int(a["helm.sh/hook-weight"]) < job_weight for k, a in hooks.items() if k[0] != "Job"), hooks
+[job] = [d for d in docs if d["kind"] == "Job"]
+assert "--stop-deployment=dst-load-test-churn" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+PY
+# RBAC only: the three RBAC objects of each component, nothing else.
+"$HELM" template dst-load-test "$chart" -n "$NS" --set rbacOnly=true --api-versions monitoring.coreos.com/v1/PodMonitor \
+  >"$tmp/rbac-only.yaml"
+kinds=$(grep '^kind:' "$tmp/rbac-only.yaml" | sort | uniq -c | tr -s ' ' | paste -sd,)
+[[ $kinds == " 2 kind: Role, 2 kind: RoleBinding, 2 kind: ServiceAccount" ]] || fail "rbacOnly renders $kinds"
+# PodMonitors on request even before the CRD exists.
+n=$("$HELM" template t "$chart" --set podMonitor.force=true | grep -c '^kind: PodMonitor' || true)
+[[ $n == 2 ]] || fail "podMonitor.force=true rendered $n PodMonitors"
 echo "ok: lint clean, 5 scenarios rendered, bad values rejected by the schema, large numbers exact"
+echo "ok: 13 chart-owned flags refused with the value to use; churn is a Recreate Deployment; pre-delete hook with its RBAC; rbacOnly; podMonitor.force"
 
 section "server-side dry run of every rendered manifest (strict validation)"
 "$KUBECTL" apply --server-side -f "$CRDS/monitoring.coreos.com_podmonitors.yaml" >/dev/null
@@ -115,7 +175,8 @@ section "server-side dry run of every rendered manifest (strict validation)"
 python3 - "$tmp/render/default.yaml" >"$tmp/rbac.yaml" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-keep = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+keep = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")
+        and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
 assert len(keep) == 6, [d["kind"] for d in keep]
 print(yaml.safe_dump_all(keep))
 PY
@@ -172,6 +233,58 @@ grep -q "SLO PASS convergence_latency.max<5s" "$tmp/client.out" || fail "client 
 left=$("$KUBECTL" get deploy,svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l)
 [[ $left == 0 ]] || fail "churn's cleanup left $left objects"
 echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates passed, cleanup complete, nothing beyond the verbs granted"
+
+section "Linkerd's charts from the source archive ($LINKERD_VERSION) with our values"
+# The charts build-deps.sh copied out of ../shared/sources, laid out as in
+# the source tree (their partials dependency is a relative file:// path).
+LCHARTS=$CACHE/linkerd-$LINKERD_VERSION/charts
+lc=$tmp/linkerd-charts
+mkdir -p "$lc/charts" "$lc/multicluster/charts"
+cp -r "$LCHARTS/partials" "$LCHARTS/linkerd-crds" "$LCHARTS/linkerd-control-plane" "$lc/charts/"
+cp -r "$LCHARTS/linkerd-multicluster" "$lc/multicluster/charts/"
+for c in charts/linkerd-crds charts/linkerd-control-plane multicluster/charts/linkerd-multicluster; do
+  (cd "$lc/$c" && "$HELM" dependency build . >/dev/null) || fail "helm dependency build $c"
+done
+# Our values for them, exactly as helmfile passes them, in every environment.
+for env in default multicluster-source multicluster-target; do
+  LINKERD_CA_DIR=$ca HELMFILE_DISABLE_INSIGHTS=true "$HELMFILE" --file "$repo/helmfile.yaml" -e "$env" \
+    --state-values-set monitoring.enabled=true --state-values-set loadTest.enabled=true \
+    write-values --skip-deps --output-file-template "$tmp/values/$env/{{ .Release.Name }}.yaml" >/dev/null 2>&1
+done
+v=$tmp/values
+python3 "$here/check-linkerd-charts.py" keys "$lc/charts/linkerd-crds" "$v"/*/linkerd-crds.yaml
+python3 "$here/check-linkerd-charts.py" keys "$lc/charts/linkerd-control-plane" "$v"/*/linkerd-control-plane.yaml
+python3 "$here/check-linkerd-charts.py" keys "$lc/multicluster/charts/linkerd-multicluster" "$v"/multicluster-*/linkerd-multicluster.yaml
+# Rendered as helm would install them (identity from gen-certs.sh's
+# certificates), then a strict server-side dry run of every object. The
+# control plane and the multicluster extension go to scratch namespaces.
+"$KUBECTL" api-resources --namespaced=false --no-headers | awk '{print $NF}' >"$tmp/cluster-kinds"
+render() { # release chart namespace values-file
+  "$HELM" template "$1" "$2" --kube-version "$K8S_VERSION" -n "$3" -f "$4" |
+    python3 "$here/check-linkerd-charts.py" namespace "$3" "$tmp/cluster-kinds"
+}
+LNS=$NS-linkerd
+"$KUBECTL" create namespace "$LNS" >/dev/null
+render linkerd-crds "$lc/charts/linkerd-crds" linkerd "$v/default/linkerd-crds.yaml" >"$tmp/l-crds.yaml"
+grep -q 'name: httproutes.gateway.networking.k8s.io' "$tmp/l-crds.yaml" || fail "linkerd-crds renders no Gateway API CRDs"
+render linkerd-control-plane "$lc/charts/linkerd-control-plane" "$LNS" "$v/default/linkerd-control-plane.yaml" >"$tmp/l-cp.yaml"
+grep -q "$(head -2 "$ca/ca.crt" | tail -1)" "$tmp/l-cp.yaml" || fail "the control plane does not carry gen-certs.sh's trust anchor"
+for role in source target; do
+  MNS=$NS-mc-$role
+  "$KUBECTL" create namespace "$MNS" >/dev/null
+  render linkerd-multicluster "$lc/multicluster/charts/linkerd-multicluster" "$MNS" \
+    "$v/multicluster-$role/linkerd-multicluster.yaml" >"$tmp/l-mc-$role.yaml"
+done
+grep -q 'name: controller-target' "$tmp/l-mc-source.yaml" || fail "the source runs no service mirror for the Link named target"
+grep -q 'name: linkerd-service-mirror-remote-access-default' "$tmp/l-mc-target.yaml" ||
+  fail "the target grants no remote access for link-gen's credentials"
+if grep -q 'name: linkerd-gateway$' "$tmp/l-mc-source.yaml" "$tmp/l-mc-target.yaml"; then fail "a gateway is rendered"; fi
+for f in l-crds l-cp l-mc-source l-mc-target; do
+  "$KUBECTL" apply --server-side --force-conflicts --dry-run=server --validate=strict -f "$tmp/$f.yaml" >"$tmp/dry.out" ||
+    fail "server-side dry run of Linkerd's ${f#l-} manifests"
+  echo "  ${f#l-}: $(grep -c . "$tmp/dry.out") objects accepted"
+done
+"$KUBECTL" delete namespace "$LNS" "$NS-mc-source" "$NS-mc-target" --wait=false >/dev/null
 
 section "dashboards: kube-apiserver metrics exist in its /metrics"
 curl -sk -H "Authorization: Bearer dst-load-local-admin-token" "$DST_LOCAL_APISERVER/metrics" >"$tmp/apiserver.metrics"
