@@ -234,6 +234,60 @@ left=$("$KUBECTL" get deploy,svc -n "$NS" -l app.kubernetes.io/managed-by=dst-lo
 [[ $left == 0 ]] || fail "churn's cleanup left $left objects"
 echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates passed, cleanup complete, nothing beyond the verbs granted"
 
+section "helm install and uninstall: the pre-delete hook stops churn and removes all it created"
+# The real helm against the real apiserver. Pods land on the KWOK node (they
+# look Running but run nothing), so this script plays their containers: churn
+# with the churn ServiceAccount's token, and the hook Job's exact args with
+# the hook's token while helm waits for the Job; then it reports the Job's
+# pod Succeeded, as the kubelet would, and helm finishes the uninstall.
+HNS=$NS-helm
+"$HELM" install dst-load-test "$chart" -n "$HNS" --create-namespace \
+  --set image.pullPolicy=Never --set nodeSelector.type=kwok \
+  --set-json 'tolerations=[{"key":"kwok.x-k8s.io/node","operator":"Exists","effect":"NoSchedule"}]' \
+  --set churn.args.stable-services=2 --set churn.args.stable-endpoints=2 >/dev/null
+"$KUBECTL" -n "$HNS" rollout status deploy/dst-load-test-churn --timeout=120s >/dev/null
+churn_hkc=$(NS=$HNS kubeconfig_for dst-load-test-churn)
+# churn (its container's args, with the chart's churn ServiceAccount) creates
+# its objects and exits without cleaning up, as a churn killed mid-run would.
+mapfile -t churn_args < <("$KUBECTL" -n "$HNS" get deploy dst-load-test-churn \
+  -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}' | grep -v -- '--admin-addr')
+KUBECONFIG=$churn_hkc "$BIN" "${churn_args[@]}" --admin-addr 127.0.0.1:0 --duration 4s >"$tmp/hchurn.out" 2>&1 ||
+  { cat "$tmp/hchurn.out" >&2; fail "churn with the chart's args and ServiceAccount"; }
+owned() { "$KUBECTL" get deploy,svc -n "$HNS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l; }
+[[ $(owned) == 4 ]] || fail "churn left $(owned) objects, expected 2 Services and 2 Deployments"
+"$HELM" uninstall dst-load-test -n "$HNS" --wait --timeout 3m >"$tmp/uninstall.out" 2>&1 &
+uninstall_pid=$!
+pids+=("$uninstall_pid")
+for _ in $(seq 120); do
+  "$KUBECTL" -n "$HNS" get job dst-load-test-cleanup >/dev/null 2>&1 && break
+  sleep 0.5
+done
+"$KUBECTL" -n "$HNS" get job dst-load-test-cleanup >/dev/null || fail "helm uninstall created no cleanup Job"
+# While the hook runs, its RBAC exists and the release's objects are not yet deleted.
+for o in sa/dst-load-test-cleanup role/dst-load-test-cleanup rolebinding/dst-load-test-cleanup deploy/dst-load-test-churn; do
+  "$KUBECTL" -n "$HNS" get "$o" >/dev/null 2>&1 || fail "$o is gone while the pre-delete hook runs"
+done
+hook_kc=$(NS=$HNS kubeconfig_for dst-load-test-cleanup)
+mapfile -t hook_args < <("$KUBECTL" -n "$HNS" get job dst-load-test-cleanup \
+  -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}')
+KUBECONFIG=$hook_kc "$BIN" "${hook_args[@]}" >"$tmp/hook.out" 2>&1 || { cat "$tmp/hook.out" >&2; fail "the hook's cleanup"; }
+grep -q "stopped deployment dst-load-test-churn" "$tmp/hook.out" || fail "the hook did not stop churn: $(cat "$tmp/hook.out")"
+grep -q "deleted 2 services and 2 deployments" "$tmp/hook.out" || fail "the hook's cleanup: $(cat "$tmp/hook.out")"
+[[ $("$KUBECTL" -n "$HNS" get deploy dst-load-test-churn -o jsonpath='{.spec.replicas}') == 0 ]] ||
+  fail "churn's Deployment was not scaled to zero"
+for _ in $(seq 60); do
+  pod=$("$KUBECTL" -n "$HNS" get pods -l job-name=dst-load-test-cleanup -o name | head -1)
+  [[ -n $pod ]] && break
+  sleep 0.5
+done
+[[ -n $pod ]] || fail "the cleanup Job has no pod"
+"$KUBECTL" -n "$HNS" patch "$pod" --subresource=status --type=merge \
+  -p '{"status":{"phase":"Succeeded","conditions":[{"type":"Ready","status":"False"}],"containerStatuses":[{"name":"cleanup","image":"x","imageID":"","ready":false,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}}]}}' >/dev/null
+wait "$uninstall_pid" || { cat "$tmp/uninstall.out" >&2; fail "helm uninstall"; }
+left=$("$KUBECTL" get all,sa,role,rolebinding -n "$HNS" -o name | grep -v -e '^serviceaccount/default$' -e '^pod/' || true)
+[[ -z $left && $(owned) == 0 ]] || fail "helm uninstall left: $left (churn's: $(owned))"
+echo "ok: uninstall ran the hook with its own RBAC while churn's objects existed; churn stopped, 2 services and 2 deployments deleted; nothing left"
+
 section "Linkerd's charts from the source archive ($LINKERD_VERSION) with our values"
 # The charts build-deps.sh copied out of ../shared/sources, laid out as in
 # the source tree (their partials dependency is a relative file:// path).
