@@ -288,6 +288,59 @@ left=$("$KUBECTL" get all,sa,role,rolebinding -n "$HNS" -o name | grep -v -e '^s
 [[ -z $left && $(owned) == 0 ]] || fail "helm uninstall left: $left (churn's: $(owned))"
 echo "ok: uninstall ran the hook with its own RBAC while churn's objects existed; churn stopped, 2 services and 2 deployments deleted; nothing left"
 
+section "the README's kubectl run recipe, with the chart in RBAC-only mode"
+# The recipe's helm and kubectl commands as written, in a scratch namespace.
+RNS=$NS-recipe
+awk '/<!-- recipe: kubectl-run/ {on=1; next} on && /^```bash/ {next} on && /^```/ {exit} on' "$repo/README.md" |
+  sed -e "s/-n dst-load-test /-n $RNS /g" -e "s/--namespace=dst-load-test /--namespace=$RNS /g" >"$tmp/recipe.sh"
+grep -q 'rbacOnly=true' "$tmp/recipe.sh" || fail "README recipe not found (or not in RBAC-only mode)"
+(
+  cd "$repo"
+  helm() { "$HELM" "$@" >/dev/null; }
+  kubectl() { if [[ $3 == logs ]]; then return 0; fi; "$KUBECTL" "$@" >/dev/null; }
+  set -e
+  # shellcheck disable=SC1090
+  . "$tmp/recipe.sh"
+) || fail "the recipe's commands: $(cat "$tmp/recipe.sh")"
+for c in churn client; do
+  [[ $("$KUBECTL" -n "$RNS" get pod "$c" -o jsonpath='{.spec.serviceAccountName}') == "dst-load-test-$c" ]] ||
+    fail "pod $c does not run as dst-load-test-$c"
+done
+left=$("$KUBECTL" -n "$RNS" get deploy,job -o name | wc -l)
+[[ $left == 0 ]] || fail "rbacOnly installed $left workloads: a second churn"
+# Their processes, played here under the same ServiceAccounts, scaled down
+# for a shared machine (fewer services, endpoints and streams; seconds for
+# minutes) and pointed at the local destination controller.
+pod_args() {
+  "$KUBECTL" -n "$RNS" get pod "$1" -o jsonpath='{range .spec.containers[0].args[*]}{@}{"\n"}{end}' | sed \
+    -e 's/^--oscillate-services=.*/--oscillate-services=2/' -e 's/^--oscillate-min-endpoints=.*/--oscillate-min-endpoints=2/' \
+    -e 's/^--oscillate-max-endpoints=.*/--oscillate-max-endpoints=6/' -e 's/^--oscillate-min-hold=.*/--oscillate-min-hold=2s/' \
+    -e 's/^--oscillate-max-hold=.*/--oscillate-max-hold=3s/' -e 's/^--oscillate-jitter=.*/--oscillate-jitter=1s/' \
+    -e "s/^--destination-addr=.*/--destination-addr=$DESTINATION_ADDR/" -e 's/^--connections=.*/--connections=4/' \
+    -e 's/^--streams-per-service=.*/--streams-per-service=2/' -e 's/^--duration=.*/--duration=12s/'
+}
+mapfile -t churn_args < <(pod_args churn)
+# Latency gates are benchmarks' business on a shared machine: the exact ones stay.
+mapfile -t client_args < <(pod_args client | awk '$0 == "--slo" {getline v; if (v !~ /latency/) print $0 "\n" v; next} {print}')
+rchurn_kc=$(NS=$RNS kubeconfig_for dst-load-test-churn)
+rclient_kc=$(NS=$RNS kubeconfig_for dst-load-test-client)
+KUBECONFIG=$rchurn_kc "$BIN" "${churn_args[@]}" --admin-addr 127.0.0.1:0 --duration 20s --cleanup-on-exit \
+  >"$tmp/rchurn.out" 2>"$tmp/rchurn.err" &
+rchurn=$!
+pids+=("$rchurn")
+sleep 3
+KUBECONFIG=$rclient_kc "$BIN" "${client_args[@]}" --admin-addr 127.0.0.1:0 --node-name kwok-node-0 \
+  >"$tmp/rclient.out" 2>"$tmp/rclient.err" ||
+  { cat "$tmp/rclient.out" "$tmp/rclient.err" >&2; fail "the recipe's client under dst-load-test-client"; }
+wait "$rchurn" || { cat "$tmp/rchurn.err" >&2; fail "the recipe's churn under dst-load-test-churn"; }
+grep -q "SLO PASS stale_streams==0" "$tmp/rclient.out" || fail "recipe client: $(cat "$tmp/rclient.out")"
+grep -Eq '^  updates: +[1-9]' "$tmp/rclient.out" && grep -Eq '^  errors: +0$' "$tmp/rclient.out" ||
+  fail "recipe client saw no updates, or errors: $(cat "$tmp/rclient.out")"
+grep -q "api_errors=0" "$tmp/rchurn.out" || fail "recipe churn saw API errors: $(cat "$tmp/rchurn.out")"
+if grep -qi forbidden "$tmp/rchurn.err" "$tmp/rclient.err"; then fail "forbidden calls in the recipe"; fi
+"$KUBECTL" -n "$RNS" delete pod churn client --wait=false >/dev/null
+echo "ok: the recipe's helm and kubectl commands ran as written; churn and client worked under the chart's RBAC-only ServiceAccounts ($(grep -o 'services_created=[0-9]*' "$tmp/rchurn.out"))"
+
 section "Linkerd's charts from the source archive ($LINKERD_VERSION) with our values"
 # The charts build-deps.sh copied out of ../shared/sources, laid out as in
 # the source tree (their partials dependency is a relative file:// path).
