@@ -100,6 +100,8 @@ def main():
             fail(f"dashboard {name} provisioned with the wrong JSON")
     if len(dash) != len(glob.glob("dashboards/*.json")):
         fail(f"{len(dash)} dashboards provisioned, {len(glob.glob('dashboards/*.json'))} in dashboards/")
+    if "runAsRoot" in json.dumps(cp.get("proxyInit", {})):
+        fail("linkerd-control-plane: proxyInit.runAsRoot is for Docker-runtime nodes; k3d runs containerd")
     print(f"  values: Linkerd identity from {ca_dir}, scenario red-line, {len(dash)} dashboards provisioned")
 
     for role in ("source", "target"):
@@ -137,6 +139,8 @@ def main():
             fail(f"missing certificates were not refused clearly: {p.stderr[-500:]}")
     print("  bad input: unknown scenario and missing certificates refused with the fix named")
 
+    readme_scenarios()
+
     # 5. Sync order, through helmfile's own plan: a stand-in helm records the
     # releases it is asked to install (no cluster, no chart fetched).
     for args, before in [
@@ -161,6 +165,47 @@ def main():
     if values("--state-values-set", "loadTest.enabled=true")["dst-load-test"]["podMonitor"]["force"] is not False:
         fail("without monitoring, the chart is told to render PodMonitors regardless")
     print("  PodMonitors: forced with monitoring enabled, left to the CRD check without")
+
+
+def cpu(q):
+    return int(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def gib(q):
+    return int(q[:-2]) / 1024 if q.endswith("Mi") else float(q[:-2])
+
+
+def number(x):
+    return f"{x:g}" if x < 1000 else f"{x:,.0f}"
+
+
+def readme_scenarios():
+    """The README's table of what each scenario asks, against the scenario files."""
+    base = yaml.safe_load(open("charts/dst-load-test/values.yaml"))
+    rows = {}
+    for line in open("README.md"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 6:
+            rows[cells[0].strip("`")] = cells[1:]
+    files = sorted(os.path.basename(f)[:-5] for f in glob.glob("charts/dst-load-test/scenarios/*.yaml"))
+    if sorted(rows) != files:
+        fail(f"README scenario table lists {sorted(rows)}, scenarios are {files}")
+    for name in files:
+        sc = yaml.safe_load(open(f"charts/dst-load-test/scenarios/{name}.yaml"))
+        client = dict(base["client"], **sc.get("client", {}))
+        churn = dict(base["churn"]["args"], **sc["churn"]["args"])
+        n, res = client["replicas"], client["resources"]
+        # --streams-per-service is per client process, over its --connections.
+        streams = n * client["args"]["streams-per-service"] * \
+            (churn.get("stable-services", 0) + churn.get("oscillate-services", 0))
+        peak = churn.get("stable-services", 0) * churn.get("stable-endpoints", 0) + \
+            churn.get("oscillate-services", 0) * churn.get("oscillate-max-endpoints", 0)
+        c = number(n * cpu(res["requests"]["cpu"]))
+        want = [str(n), f"{streams:,}", f"{peak:,}", f"{c} CPU" + ("" if c == "1" else "s"),
+                f"{number(n * gib(res['requests']['memory']))} GiB / {number(n * gib(res['limits']['memory']))} GiB"]
+        if rows[name] != want:
+            fail(f"README scenario table, {name}: {rows[name]}; the scenario files say {want}")
+    print(f"  README: the resources of {len(files)} scenarios match their files")
 
 
 STAND_IN_HELM = """#!/bin/sh

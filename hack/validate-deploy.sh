@@ -341,6 +341,42 @@ if grep -qi forbidden "$tmp/rchurn.err" "$tmp/rclient.err"; then fail "forbidden
 "$KUBECTL" -n "$RNS" delete pod churn client --wait=false >/dev/null
 echo "ok: the recipe's helm and kubectl commands ran as written; churn and client worked under the chart's RBAC-only ServiceAccounts ($(grep -o 'services_created=[0-9]*' "$tmp/rchurn.out"))"
 
+section "k3d scripts, with stand-in k3d, docker, kubectl, helmfile and linkerd"
+# No Docker here: the stand-ins record their arguments, and the recorded
+# calls are what the walk-through would do.
+stand=$tmp/stand-in
+mkdir -p "$stand"
+for tool in k3d docker kubectl helmfile linkerd; do
+  cat >"$stand/$tool" <<STAND
+#!/usr/bin/env bash
+echo "$tool \$*" >>"$stand/calls"
+case "$tool \$*" in
+  "docker inspect"*) echo 172.18.0.3 ;;
+  "linkerd "*link-gen*) echo "kind: Link" ;;
+  "kubectl "*"apply -f -") sed 's/^/  stdin: /' >>"$stand/calls" ;;
+esac
+STAND
+  chmod +x "$stand/$tool"
+done
+PATH=$stand:$PATH LINKERD_CA_DIR=$ca "$here/k3d-multicluster.sh" >/dev/null
+calls=$stand/calls
+k3s_minor=$(sed -n 's/^K3S_IMAGE=rancher\/k3s:v1\.\([0-9]*\)\..*/\1/p' "$here/versions.env")
+((k3s_minor >= 31)) || fail "K3S_IMAGE must be Kubernetes >= 1.31 (Linkerd $LINKERD_VERSION's charts)"
+for c in target source; do
+  grep -q "^k3d cluster create $c --image $(sed -n 's/^K3S_IMAGE=//p' "$here/versions.env") .*kube-controller-manager-arg=kube-api-qps=200.*--network dst-load-multicluster" "$calls" ||
+    fail "cluster $c: not created with the pinned k3s image, controller-manager QPS and the shared network: $(grep "create $c" "$calls")"
+done
+grep -q "^linkerd --context k3d-target multicluster link-gen --cluster-name target --gateway=false --api-server-address https://172.18.0.3:6443$" "$calls" ||
+  fail "link-gen: $(grep link-gen "$calls")"
+grep -A1 "^kubectl --context k3d-source apply -f -" "$calls" | grep -q "stdin: kind: Link" || fail "the Link is not applied to the source"
+mapfile -t syncs < <(grep '^helmfile' "$calls")
+want=("helmfile --kube-context k3d-target -e multicluster-target sync"
+  "helmfile --kube-context k3d-source -e multicluster-source sync"
+  "helmfile --kube-context k3d-target -e multicluster-target --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync"
+  "helmfile --kube-context k3d-source -e multicluster-source --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync")
+[[ ${syncs[*]} == "${want[*]}" ]] || fail "helmfile calls: ${syncs[*]}"
+echo "ok: pinned k3s (1.$k3s_minor) at 200 QPS, target linked to source by link-gen --gateway=false, churn synced to the target and clients to the source"
+
 section "Linkerd's charts from the source archive ($LINKERD_VERSION) with our values"
 # The charts build-deps.sh copied out of ../shared/sources, laid out as in
 # the source tree (their partials dependency is a relative file:// path).
