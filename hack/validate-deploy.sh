@@ -215,12 +215,16 @@ for denied in "create services" "patch deployments" "delete endpointslices" "get
 done
 # The destination is Linkerd's real controller of the local control plane.
 : "${DESTINATION_ADDR:?source the env file of the local control plane (hack/local-cluster.sh up)}"
-KUBECONFIG=$churn_kc "$BIN" churn --namespace "$NS" --stable-services 1 --stable-endpoints 2 \
+KUBECONFIG=$churn_kc "$BIN" churn --namespace "$NS" --stable-services 1 --stable-endpoints 2 --export remote-discovery \
   --oscillate-services 1 --oscillate-min-endpoints 1 --oscillate-max-endpoints 3 \
   --oscillate-min-hold 2s --oscillate-max-hold 2s --duration 12s --cleanup-on-exit \
   --admin-addr 127.0.0.1:0 >"$tmp/churn.out" 2>"$tmp/churn.err" &
 churn_pid=$!
-sleep 3
+for _ in $(seq 120); do # until churn has created both Services (a busy machine may take a while)
+  "$KUBECTL" get svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller --show-labels >"$tmp/exported" 2>/dev/null || true
+  [[ $(grep -c managed-by "$tmp/exported") == 2 ]] && break
+  sleep 0.5
+done
 KUBECONFIG=$client_kc "$BIN" client --destination-addr "$DESTINATION_ADDR" --node-name kwok-node-0 --namespace "$NS" \
   --service-label-selector app.kubernetes.io/managed-by=dst-load-controller --ground-truth \
   --duration 6s --admin-addr 127.0.0.1:0 --slo errors==0 --slo stale_streams==0 \
@@ -230,6 +234,8 @@ wait "$churn_pid" || { cat "$tmp/churn.err" >&2; fail "churn with its ServiceAcc
 grep -q "api_errors=0" "$tmp/churn.out" || fail "churn saw API errors: $(cat "$tmp/churn.out")"
 if grep -qi forbidden "$tmp/churn.err" "$tmp/client.err"; then fail "forbidden calls"; fi
 grep -q "SLO PASS convergence_latency.max<5s" "$tmp/client.out" || fail "client measured no convergence: $(cat "$tmp/client.out")"
+exported=$(grep -c 'mirror.linkerd.io/exported=remote-discovery' "$tmp/exported" || true)
+[[ $exported == 2 ]] || fail "churn --export remote-discovery labelled $exported of 2 Services"
 left=$("$KUBECTL" get deploy,svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l)
 [[ $left == 0 ]] || fail "churn's cleanup left $left objects"
 echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates passed, cleanup complete, nothing beyond the verbs granted"
@@ -246,6 +252,19 @@ HNS=$NS-helm
   --set-json 'tolerations=[{"key":"kwok.x-k8s.io/node","operator":"Exists","effect":"NoSchedule"}]' \
   --set churn.args.stable-services=2 --set churn.args.stable-endpoints=2 >/dev/null
 "$KUBECTL" -n "$HNS" rollout status deploy/dst-load-test-churn --timeout=120s >/dev/null
+# Changing the scenario: a plain upgrade and a --force one (which failed on
+# the bare Pod churn used to be) both replace churn with the new flags.
+for force in "" --force; do
+  n=$([[ -z $force ]] && echo 3 || echo 2)
+  # shellcheck disable=SC2086
+  "$HELM" upgrade dst-load-test "$chart" -n "$HNS" --reuse-values $force --set churn.args.stable-services=$n \
+    >"$tmp/upgrade.out" 2>&1 || { cat "$tmp/upgrade.out" >&2; fail "helm upgrade $force changing churn's flags"; }
+  "$KUBECTL" -n "$HNS" get deploy dst-load-test-churn -o jsonpath='{.spec.template.spec.containers[0].args}' |
+    grep -q -- "--stable-services=$n" || fail "helm upgrade $force did not change churn's flags"
+  "$KUBECTL" -n "$HNS" rollout status deploy/dst-load-test-churn --timeout=120s >/dev/null
+done
+[[ $("$KUBECTL" -n "$HNS" get pods -l app.kubernetes.io/component=churn -o name | wc -l) == 1 ]] ||
+  fail "more than one churn pod after upgrades"
 churn_hkc=$(NS=$HNS kubeconfig_for dst-load-test-churn)
 # churn (its container's args, with the chart's churn ServiceAccount) creates
 # its objects and exits without cleaning up, as a churn killed mid-run would.
