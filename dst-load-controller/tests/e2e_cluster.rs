@@ -1151,6 +1151,13 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
         "127.0.0.1:0",
         "--report",
         report.to_str().unwrap(),
+        // Exact gates instead of the scenario's latency targets: on a busy
+        // machine the apiserver's leg alone can exceed them (benchmarks'
+        // business, not a test's).
+        "--slo",
+        "stale_streams==0",
+        "--slo",
+        "errors==0",
     ])
     .await;
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
