@@ -18,3 +18,4 @@ pub mod run;
 pub mod shutdown;
 pub mod slices;
 pub mod slo;
+pub mod watch;

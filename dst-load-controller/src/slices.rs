@@ -8,6 +8,8 @@ use std::{
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::watch::Change;
+
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -74,14 +76,17 @@ impl SliceSets {
     }
 
     /// Forgets a deleted slice. Returns its Service.
-    pub fn delete(&mut self, slice: &EndpointSlice) -> Option<String> {
-        let name = slice.metadata.name.as_ref()?;
+    pub fn remove(&mut self, name: &str) -> Option<String> {
         self.slices.remove(name).map(|s| s.service)
     }
 
-    /// Forgets every slice (a watch restart re-lists them).
-    pub fn clear(&mut self) {
-        self.slices.clear();
+    /// Applies one change from a [`crate::watch::Driver`]. Returns the
+    /// Service whose set may have changed.
+    pub fn change(&mut self, change: &Change<EndpointSlice>) -> Option<String> {
+        match change {
+            Change::Apply(slice) => self.apply(slice),
+            Change::Delete(key) => self.remove(&key.name),
+        }
     }
 
     /// The ready addresses of `service`, across its slices.
@@ -139,7 +144,7 @@ mod tests {
         .into();
         assert_eq!(s.addrs("a"), want);
         assert_eq!(s.services().len(), 2);
-        assert_eq!(s.delete(&mk_slice("a-2", "a", 8080, &[])), Some("a".into()));
+        assert_eq!(s.remove("a-2"), Some("a".into()));
         assert_eq!(s.addrs("a").len(), 1);
         // A changed slice replaces its previous contribution.
         s.apply(&mk_slice("a-1", "a", 8080, &[("10.0.0.9", Some(true))]));

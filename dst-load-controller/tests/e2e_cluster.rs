@@ -1924,3 +1924,201 @@ async fn frequent_keepalive_pings_get_every_stream_reset_by_the_controller() {
     let pinging_summary = pinging.finish().await;
     assert_eq!(pinging_summary.failed_streams, 0, "{pinging_summary}");
 }
+
+/// A hand-made EndpointSlice of Service `service` (selector-less Services
+/// keep exactly the slices we write).
+fn hand_slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ips.iter().map(|ip| serde_json::json!({
+            "addresses": [ip], "conditions": {"ready": true},
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+fn selectorless_service(name: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
+    }))
+    .unwrap()
+}
+
+fn addrs(ips: &[&str]) -> Vec<SocketAddr> {
+    let mut v: Vec<SocketAddr> = ips
+        .iter()
+        .map(|ip| format!("{ip}:8080").parse().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A watch that comes back after being away re-lists. What changed meanwhile
+/// (a slice of a multi-slice Service deleted, a whole Service deleted) must
+/// reach the client's ground truth and the mock's destinations exactly, with
+/// no latency sample for changes whose time nobody knows, and no partial
+/// truth while the list is read.
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_resumed_watch_relists_exactly_what_changed_while_away() {
+    use dst_load_controller::{
+        client::{
+            kube_truth,
+            metrics::ServiceStreams,
+            target::Authority,
+            truth::{Kind, Latencies},
+        },
+        mock::{self, MockDestination, server::Behavior},
+    };
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let client = kube().await;
+    let ns = TempNs::new("relist");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let n: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": ns.name}})).unwrap();
+    namespaces.create(&PostParams::default(), &n).await.unwrap();
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns.name);
+    let pp = PostParams::default();
+    for svc in ["multi", "gone"] {
+        services
+            .create(&pp, &selectorless_service(svc))
+            .await
+            .unwrap();
+    }
+    slices
+        .create(
+            &pp,
+            &hand_slice("multi-a", "multi", &["10.9.0.1", "10.9.0.2"]),
+        )
+        .await
+        .unwrap();
+    slices
+        .create(&pp, &hand_slice("multi-b", "multi", &["10.9.0.3"]))
+        .await
+        .unwrap();
+    slices
+        .create(&pp, &hand_slice("gone-a", "gone", &["10.9.1.1"]))
+        .await
+        .unwrap();
+
+    let authority = |svc: &str| format!("{svc}.{}.svc.cluster.local:8080", ns.name);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let latencies = Latencies::register(&mut registry);
+    let fleet = Arc::new(Fleet::default());
+    let streams: Vec<Arc<ServiceStreams>> = ["multi", "gone"]
+        .iter()
+        .map(|svc| Arc::new(ServiceStreams::new(authority(svc), 0, latencies.clone())))
+        .collect();
+    for s in &streams {
+        fleet.insert(s.clone());
+    }
+    let (multi, gone) = (&streams[0], &streams[1]);
+    let mock = MockDestination::new(Behavior::default(), &mut registry);
+    let handle = mock.handle();
+    let mock_set = |svc: &str| {
+        handle
+            .get(&Authority::new(&format!("{svc}.{}.svc.cluster.local", ns.name), 8080).unwrap())
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+    };
+
+    // One watch each, as the client and the mock run them.
+    let start = |truth: kube_truth::Follower, kube_view: mock::kube::Follower| {
+        let stop = CancellationToken::new();
+        let (c1, c2, s1, s2) = (client.clone(), client.clone(), stop.clone(), stop.clone());
+        let t = tokio::spawn(async move {
+            let mut truth = truth;
+            truth.follow(c1, s1).await;
+            truth
+        });
+        let m = tokio::spawn(async move {
+            let mut kube_view = kube_view;
+            kube_view.follow(c2, s2).await;
+            kube_view
+        });
+        (stop, t, m)
+    };
+    let (stop, t, m) = start(
+        kube_truth::Follower::new(ns.name.clone(), "cluster.local".into(), fleet.clone()),
+        mock::kube::Follower::new(ns.name.clone(), "cluster.local".into(), handle.clone()),
+    );
+    let all = ["10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4"];
+    let state = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "truth multi {:?} gone {:?}; mock multi {:?} gone {:?}",
+                multi.truth.expected(),
+                gone.truth.expected(),
+                mock_set("multi"),
+                mock_set("gone")
+            ))
+        }
+    };
+    eventually("the first list", || async {
+        state(
+            multi.truth.expected() == addrs(&all[..3])
+                && gone.truth.expected() == addrs(&["10.9.1.1"])
+                && mock_set("multi") == Some(addrs(&all[..3])),
+        )
+    })
+    .await;
+    // A change watched as it happens is timed: one Kubernetes-leg sample.
+    slices
+        .replace("multi-b", &pp, &{
+            let mut s = slices.get("multi-b").await.unwrap();
+            s.endpoints = hand_slice("x", "multi", &["10.9.0.3", "10.9.0.4"]).endpoints;
+            s
+        })
+        .await
+        .unwrap();
+    eventually("the watched change", || async {
+        state(multi.truth.expected() == addrs(&all) && mock_set("multi") == Some(addrs(&all)))
+    })
+    .await;
+    let timed = latencies.percentiles(Kind::KubernetesLeg).count;
+    assert_eq!(timed, 1);
+
+    // Away: one of multi's two slices and the whole of `gone` are deleted.
+    stop.cancel();
+    let (truth, kube_view) = (t.await.unwrap(), m.await.unwrap());
+    let dp = DeleteParams::default();
+    slices.delete("multi-b", &dp).await.unwrap();
+    slices.delete("gone-a", &dp).await.unwrap();
+    services.delete("gone", &dp).await.unwrap();
+
+    // Back, with a new watch on the same state: it re-lists.
+    let (stop, t, m) = start(truth, kube_view);
+    eventually("the re-list's changes", || async {
+        state(
+            multi.truth.expected() == addrs(&all[..2])
+                && gone.truth.expected().is_empty()
+                && mock_set("multi") == Some(addrs(&all[..2]))
+                && mock_set("gone").is_none(),
+        )
+    })
+    .await;
+    // Give a wrong, partial or repeated publication time to show, then check.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(multi.truth.expected(), addrs(&all[..2]));
+    assert!(gone.truth.expected().is_empty());
+    assert_eq!(mock_set("multi"), Some(addrs(&all[..2])));
+    assert_eq!(mock_set("gone"), None);
+    assert_eq!(
+        latencies.percentiles(Kind::KubernetesLeg).count,
+        timed,
+        "the re-list's changes were timed"
+    );
+    stop.cancel();
+    t.await.unwrap();
+    m.await.unwrap();
+}

@@ -6,7 +6,12 @@
 //! the set first reaches that scale's replica count; later changes (pod
 //! restarts, evictions) are timed from when our watch saw them.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::SystemTime,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
@@ -17,7 +22,11 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use super::Fleet;
-use crate::{labels, slices::SliceSets};
+use crate::{
+    labels,
+    slices::SliceSets,
+    watch::{Batch, Change, Driver},
+};
 
 /// The latest scale of one Deployment.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,6 +75,11 @@ impl Attribution {
         }
     }
 
+    /// Forgets a deleted Deployment's scale.
+    pub fn forget(&mut self, name: &str) {
+        self.scales.remove(name);
+    }
+
     /// When the change that led a Service to `size` endpoints was made, given
     /// that our watch saw it at `seen_at`.
     pub fn changed_at(&mut self, service: &str, size: usize, seen_at: SystemTime) -> SystemTime {
@@ -79,8 +93,126 @@ impl Attribution {
     }
 }
 
-/// Follows `namespace` until `stop`, setting the truth of every watched
-/// service there (`{service}.{namespace}.svc.{cluster_domain}:*`).
+/// A service's truth computed before the fleet watches it (discovery may
+/// add it later): applied on the next tick.
+#[derive(Debug)]
+struct Pending {
+    addrs: Vec<SocketAddr>,
+    /// When the change was made and when our watch saw it; `None` for a
+    /// change found by a re-list, which is not timed.
+    timing: Option<(SystemTime, SystemTime)>,
+}
+
+/// The ground truth of one namespace, from its EndpointSlices and churn's
+/// stamps on its Deployments. Its state outlives any one watch: calling
+/// [`Follower::follow`] again resumes with a fresh watch, whose re-list
+/// yields only what changed meanwhile (see [`crate::watch`]).
+#[derive(Debug)]
+pub struct Follower {
+    namespace: String,
+    cluster_domain: String,
+    fleet: Arc<Fleet>,
+    slices: Driver<EndpointSlice>,
+    deployments: Driver<Deployment>,
+    sets: SliceSets,
+    attribution: Attribution,
+    pending: HashMap<String, Pending>,
+}
+
+impl Follower {
+    /// Sets the truth of every watched service in `namespace`
+    /// (`{service}.{namespace}.svc.{cluster_domain}:*`).
+    pub fn new(namespace: String, cluster_domain: String, fleet: Arc<Fleet>) -> Self {
+        Self {
+            namespace,
+            cluster_domain,
+            fleet,
+            slices: Driver::new(),
+            deployments: Driver::new(),
+            sets: SliceSets::new(None),
+            attribution: Attribution::default(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Watches until `stop`.
+    pub async fn follow(&mut self, kube: kube::Client, stop: CancellationToken) {
+        let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &self.namespace);
+        let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
+        let mut deploy_events =
+            std::pin::pin!(watcher(deployments, watcher::Config::default()).default_backoff());
+        let mut slice_events =
+            std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                e = deploy_events.next() => match e {
+                    Some(Ok(e)) => {
+                        for c in self.deployments.event(e).map(|b| b.changes).unwrap_or_default() {
+                            match c {
+                                Change::Apply(d) => self.attribution.deployment(&d),
+                                Change::Delete(k) => self.attribution.forget(&k.name),
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "deployment watch failed; retrying"),
+                    None => return,
+                },
+                e = slice_events.next() => match e {
+                    Some(Ok(e)) => if let Some(batch) = self.slices.event(e) {
+                        self.slices_changed(batch);
+                    },
+                    Some(Err(error)) => tracing::warn!(%error, "endpointslice watch failed; retrying"),
+                    None => return,
+                },
+                _ = tick.tick() => {}
+            }
+            self.publish();
+        }
+    }
+
+    /// Recomputes the truth of each service a batch touched, once.
+    fn slices_changed(&mut self, batch: Batch<EndpointSlice>) {
+        let services: BTreeSet<String> = batch
+            .changes
+            .iter()
+            .filter_map(|c| self.sets.change(c))
+            .collect();
+        let seen_at = SystemTime::now();
+        for service in services {
+            let addrs: Vec<_> = self.sets.addrs(&service).into_iter().collect();
+            let timing = (!batch.relist).then(|| {
+                let changed_at = self.attribution.changed_at(&service, addrs.len(), seen_at);
+                (changed_at, seen_at)
+            });
+            self.pending.insert(service, Pending { addrs, timing });
+        }
+    }
+
+    /// Hands computed truths to the services the fleet watches.
+    fn publish(&mut self) {
+        let services = self.fleet.services();
+        let (namespace, domain) = (&self.namespace, &self.cluster_domain);
+        self.pending.retain(|service, p| {
+            let prefix = format!("{service}.{namespace}.svc.{domain}:");
+            let mut watched = false;
+            for s in services.iter().filter(|s| s.service.starts_with(&prefix)) {
+                watched = true;
+                match p.timing {
+                    Some((changed_at, seen_at)) => {
+                        s.set_truth_seen(p.addrs.iter().copied(), changed_at, Some(seen_at))
+                    }
+                    None => s.set_truth_unmeasured(p.addrs.iter().copied()),
+                }
+            }
+            !watched
+        });
+    }
+}
+
+/// Follows `namespace` until `stop`: [`Follower::follow`] on a new follower.
 pub async fn follow(
     kube: kube::Client,
     namespace: String,
@@ -88,61 +220,9 @@ pub async fn follow(
     fleet: Arc<Fleet>,
     stop: CancellationToken,
 ) {
-    let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &namespace);
-    let slices: Api<EndpointSlice> = Api::namespaced(kube, &namespace);
-    let mut deploy_events =
-        std::pin::pin!(watcher(deployments, watcher::Config::default()).default_backoff());
-    let mut slice_events =
-        std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
-    let mut sets = SliceSets::new(None);
-    let mut attribution = Attribution::default();
-    // Truths computed for services the fleet does not watch yet (discovery
-    // may add them later): applied on the next tick.
-    let mut pending: HashMap<String, (Vec<std::net::SocketAddr>, SystemTime, SystemTime)> =
-        HashMap::new();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    let host = |svc: &str| format!("{svc}.{namespace}.svc.{cluster_domain}:");
-    loop {
-        let changed = tokio::select! {
-            _ = stop.cancelled() => return,
-            e = deploy_events.next() => {
-                match e {
-                    Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => attribution.deployment(&d),
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => tracing::warn!(%error, "deployment watch failed; retrying"),
-                    None => return,
-                }
-                continue;
-            }
-            e = slice_events.next() => match e {
-                Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => sets.apply(&s),
-                Some(Ok(watcher::Event::Delete(s))) => sets.delete(&s),
-                Some(Ok(watcher::Event::Init)) => { sets.clear(); None }
-                Some(Ok(watcher::Event::InitDone)) => None,
-                Some(Err(error)) => { tracing::warn!(%error, "endpointslice watch failed; retrying"); None }
-                None => return,
-            },
-            _ = tick.tick() => None,
-        };
-        if let Some(service) = changed {
-            let seen_at = SystemTime::now();
-            let addrs: Vec<_> = sets.addrs(&service).into_iter().collect();
-            let changed_at = attribution.changed_at(&service, addrs.len(), seen_at);
-            pending.insert(service, (addrs, changed_at, seen_at));
-        }
-        pending.retain(|service, (addrs, changed_at, seen_at)| {
-            let prefix = host(service);
-            let watched: Vec<_> = fleet
-                .services()
-                .into_iter()
-                .filter(|s| s.service.starts_with(&prefix))
-                .collect();
-            for s in &watched {
-                s.set_truth_seen(addrs.iter().copied(), *changed_at, Some(*seen_at));
-            }
-            watched.is_empty()
-        });
-    }
+    Follower::new(namespace, cluster_domain, fleet)
+        .follow(kube, stop)
+        .await
 }
 
 #[cfg(test)]

@@ -334,6 +334,18 @@ impl ServiceStreams {
         seen_at: Option<SystemTime>,
     ) {
         self.truth.set_seen(expected, changed_at, seen_at);
+        self.rescan();
+    }
+
+    /// Sets a truth whose change time is unknown (found by a re-list): no
+    /// latency is recorded for it. See [`ServiceTruth::set_unmeasured`].
+    pub fn set_truth_unmeasured(&self, expected: impl IntoIterator<Item = SocketAddr>) {
+        self.truth.set_unmeasured(expected);
+        self.rescan();
+    }
+
+    /// Credits the streams that already hold the truth.
+    fn rescan(&self) {
         for (i, slot) in self.slots.iter().enumerate() {
             let state = slot.state.lock().expect("stream set lock");
             if let Some(at) = state.last_update {

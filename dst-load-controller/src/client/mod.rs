@@ -20,7 +20,7 @@ use std::{
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -31,7 +31,10 @@ use self::{
     target::{Authority, Targets},
     token::ContextToken,
 };
-use crate::admin::{self, Readiness};
+use crate::{
+    admin::{self, Readiness},
+    watch::{Change, Driver},
+};
 
 /// Flags of `client`.
 #[derive(Clone, Debug, clap::Args)]
@@ -341,7 +344,8 @@ impl Fleet {
             .collect()
     }
 
-    fn insert(&self, s: Arc<ServiceStreams>) {
+    /// Adds (or replaces) a service's streams.
+    pub fn insert(&self, s: Arc<ServiceStreams>) {
         self.0
             .write()
             .expect("fleet lock")
@@ -553,42 +557,66 @@ impl Client {
     ) -> anyhow::Result<()> {
         let api: kube::Api<Service> = kube::Api::namespaced(kube, namespace);
         let cfg = watcher::Config::default().labels(selector);
-        let mut events = std::pin::pin!(watcher(api, cfg));
+        // The watcher retries with backoff by itself; a re-list (after a
+        // long disconnection) yields the Services deleted meanwhile.
+        let mut events = std::pin::pin!(watcher(api, cfg).default_backoff());
+        let mut driver = Driver::<Service>::new();
         let mut per_service: BTreeMap<String, CancellationToken> = BTreeMap::new();
+        // Service name -> authority, to close a deleted Service's streams.
+        let mut authorities: BTreeMap<String, String> = BTreeMap::new();
         loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 e = events.next() => match e { Some(e) => e, None => return Ok(()) },
             };
-            let (svc, deleted) = match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
-                Ok(watcher::Event::Delete(s)) => (s, true),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
+            let batch = match event {
+                Ok(e) => match driver.event(e) {
+                    Some(batch) => batch,
+                    None => continue,
+                },
                 Err(error) => {
-                    // The watcher retries by itself; count and go on.
                     self.metrics.error("kubernetes_watch");
                     tracing::warn!(%error, "service watch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            let Some(authority) = service_authority(&svc, namespace, &self.args.cluster_domain)
-            else {
-                continue;
-            };
-            if deleted {
-                if let Some(token) = per_service.remove(&authority) {
-                    tracing::info!(service = %authority, "service deleted; closing its streams");
-                    token.cancel();
-                    self.services.remove(&authority);
+            for change in batch.changes {
+                match change {
+                    Change::Apply(svc) => {
+                        let (Some(name), Some(authority)) = (
+                            svc.metadata.name.clone(),
+                            service_authority(&svc, namespace, &self.args.cluster_domain),
+                        ) else {
+                            continue;
+                        };
+                        if let Some(old) = authorities.insert(name, authority.clone())
+                            && old != authority
+                            && let Some(token) = per_service.remove(&old)
+                        {
+                            tracing::info!(service = %old, "service port changed; closing its streams");
+                            token.cancel();
+                            self.services.remove(&old);
+                        }
+                        if let std::collections::btree_map::Entry::Vacant(entry) =
+                            per_service.entry(authority)
+                        {
+                            tracing::info!(service = %entry.key(), "service discovered; opening streams");
+                            let token = stop.child_token();
+                            self.spawn_service(entry.key(), next_channel, tasks, token.clone());
+                            entry.insert(token);
+                        }
+                    }
+                    Change::Delete(key) => {
+                        let Some(authority) = authorities.remove(&key.name) else {
+                            continue;
+                        };
+                        if let Some(token) = per_service.remove(&authority) {
+                            tracing::info!(service = %authority, "service deleted; closing its streams");
+                            token.cancel();
+                            self.services.remove(&authority);
+                        }
+                    }
                 }
-            } else if let std::collections::btree_map::Entry::Vacant(entry) =
-                per_service.entry(authority)
-            {
-                tracing::info!(service = %entry.key(), "service discovered; opening streams");
-                let token = stop.child_token();
-                self.spawn_service(entry.key(), next_channel, tasks, token.clone());
-                entry.insert(token);
             }
         }
     }

@@ -308,6 +308,24 @@ impl ServiceTruth {
         changed_at: SystemTime,
         seen_at: Option<SystemTime>,
     ) -> u64 {
+        self.set_epoch(expected, changed_at, seen_at, true)
+    }
+
+    /// Sets the truth after a change whose time is unknown (found by a
+    /// re-list of the Kubernetes API): streams are checked against it, but
+    /// no latency is recorded for it.
+    pub fn set_unmeasured(&self, expected: impl IntoIterator<Item = SocketAddr>) -> u64 {
+        let now = SystemTime::now();
+        self.set_epoch(expected, now, Some(now), false)
+    }
+
+    fn set_epoch(
+        &self,
+        expected: impl IntoIterator<Item = SocketAddr>,
+        changed_at: SystemTime,
+        seen_at: Option<SystemTime>,
+        timed: bool,
+    ) -> u64 {
         let expected: HashSet<SocketAddr> = expected.into_iter().collect();
         let mut guard = self.epoch.lock().expect("truth lock");
         let (version, changed, measured) = match guard.as_ref() {
@@ -324,7 +342,7 @@ impl ServiceTruth {
                         .symmetric_difference(&expected)
                         .copied()
                         .collect(),
-                    true,
+                    timed,
                 )
             }
         };

@@ -3,7 +3,7 @@
 //! ready addresses of its EndpointSlices. A stand-in where Linkerd's own
 //! controller is not available; no topology, profiles or policy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use futures::StreamExt;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -14,10 +14,112 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use super::Handle;
-use crate::{client::target::Authority, slices::SliceSets};
+use crate::{
+    client::target::Authority,
+    slices::SliceSets,
+    watch::{Change, Driver},
+};
 
-/// Follows `namespace` until `stop`, keeping `handle`'s destinations equal to
-/// its Services' ready endpoints.
+/// A namespace's Services and EndpointSlices as the mock's destinations.
+/// Its state outlives any one watch: [`Follower::follow`] again resumes with
+/// a fresh watch, whose re-list yields only what changed meanwhile (see
+/// [`crate::watch`]): a Service or slice deleted while the watch was away is
+/// removed then.
+#[derive(Debug)]
+pub struct Follower {
+    namespace: String,
+    cluster_domain: String,
+    handle: Handle,
+    services: Driver<Service>,
+    slices: Driver<EndpointSlice>,
+    sets: SliceSets,
+    ports: HashMap<String, Authority>,
+}
+
+impl Follower {
+    /// Keeps `handle`'s destinations equal to `namespace`'s Services' ready endpoints.
+    pub fn new(namespace: String, cluster_domain: String, handle: Handle) -> Self {
+        Self {
+            namespace,
+            cluster_domain,
+            handle,
+            services: Driver::new(),
+            slices: Driver::new(),
+            sets: SliceSets::new(None),
+            ports: HashMap::new(),
+        }
+    }
+
+    /// Watches until `stop`.
+    pub async fn follow(&mut self, kube: kube::Client, stop: CancellationToken) {
+        let services: Api<Service> = Api::namespaced(kube.clone(), &self.namespace);
+        let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
+        let mut service_events =
+            std::pin::pin!(watcher(services, watcher::Config::default()).default_backoff());
+        let mut slice_events =
+            std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
+        loop {
+            let touched: BTreeSet<String> = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = service_events.next() => match e {
+                    Some(Ok(e)) => match self.services.event(e) {
+                        Some(batch) => batch.changes.iter().filter_map(|c| self.service(c)).collect(),
+                        None => continue,
+                    },
+                    Some(Err(error)) => { tracing::warn!(%error, "service watch failed; retrying"); continue }
+                    None => return,
+                },
+                e = slice_events.next() => match e {
+                    Some(Ok(e)) => match self.slices.event(e) {
+                        Some(batch) => batch.changes.iter().filter_map(|c| self.sets.change(c)).collect(),
+                        None => continue,
+                    },
+                    Some(Err(error)) => { tracing::warn!(%error, "endpointslice watch failed; retrying"); continue }
+                    None => return,
+                },
+            };
+            for name in touched {
+                if let Some(a) = self.ports.get(&name) {
+                    self.handle.set(a, self.sets.addrs(&name));
+                }
+            }
+        }
+    }
+
+    /// Applies a Service change; returns the name to (re)serve, if any.
+    fn service(&mut self, change: &Change<Service>) -> Option<String> {
+        match change {
+            Change::Apply(s) => {
+                let name = s.metadata.name.clone()?;
+                let port = s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.ports.as_ref())
+                    .and_then(|p| p.first())
+                    .and_then(|p| u16::try_from(p.port).ok())?;
+                let host = format!("{name}.{}.svc.{}", self.namespace, self.cluster_domain);
+                match Authority::new(&host, port) {
+                    Ok(a) => {
+                        self.ports.insert(name.clone(), a);
+                        Some(name)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "skipping service");
+                        None
+                    }
+                }
+            }
+            Change::Delete(key) => {
+                if let Some(a) = self.ports.remove(&key.name) {
+                    self.handle.delete(&a);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Follows `namespace` until `stop`: [`Follower::follow`] on a new follower.
 pub async fn follow(
     kube: kube::Client,
     namespace: String,
@@ -25,47 +127,7 @@ pub async fn follow(
     handle: Handle,
     stop: CancellationToken,
 ) {
-    let services: Api<Service> = Api::namespaced(kube.clone(), &namespace);
-    let slices: Api<EndpointSlice> = Api::namespaced(kube, &namespace);
-    let mut service_events =
-        std::pin::pin!(watcher(services, watcher::Config::default()).default_backoff());
-    let mut slice_events =
-        std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
-    let mut sets = SliceSets::new(None);
-    let mut ports: HashMap<String, Authority> = HashMap::new();
-    loop {
-        let (name, deleted) = tokio::select! {
-            _ = stop.cancelled() => return,
-            e = service_events.next() => match e {
-                Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => {
-                    let Some(name) = s.metadata.name.clone() else { continue };
-                    let port = s.spec.as_ref().and_then(|sp| sp.ports.as_ref()).and_then(|p| p.first()).map(|p| p.port);
-                    let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else { continue };
-                    match Authority::new(&format!("{name}.{namespace}.svc.{cluster_domain}"), port) {
-                        Ok(a) => { ports.insert(name.clone(), a); }
-                        Err(error) => { tracing::warn!(%error, "skipping service"); continue; }
-                    }
-                    (name, false)
-                }
-                Some(Ok(watcher::Event::Delete(s))) => match s.metadata.name { Some(n) => (n, true), None => continue },
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => { tracing::warn!(%error, "service watch failed; retrying"); continue }
-                None => return,
-            },
-            e = slice_events.next() => match e {
-                Some(Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))) => match sets.apply(&s) { Some(n) => (n, false), None => continue },
-                Some(Ok(watcher::Event::Delete(s))) => match sets.delete(&s) { Some(n) => (n, false), None => continue },
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => { tracing::warn!(%error, "endpointslice watch failed; retrying"); continue }
-                None => return,
-            },
-        };
-        if deleted {
-            if let Some(a) = ports.remove(&name) {
-                handle.delete(&a);
-            }
-        } else if let Some(a) = ports.get(&name) {
-            handle.set(a, sets.addrs(&name));
-        }
-    }
+    Follower::new(namespace, cluster_domain, handle)
+        .follow(kube, stop)
+        .await
 }
