@@ -486,13 +486,20 @@ pub async fn run_mock_scenario(
 
     let admin_stop = CancellationToken::new();
     let registry = Arc::new(registry);
+    let ready = crate::admin::Readiness::default();
     if let Some(addr) = admin {
-        let router = crate::admin::router(registry.clone(), crate::admin::Readiness::default());
+        let router = crate::admin::router(registry.clone(), ready.clone());
         crate::admin::spawn(addr, router, admin_stop.clone()).await?;
     }
 
     // The truth starts as the initial sets; changes come from the mock's feed.
     wait_for_fleet(&fleet, dsts.len()).await;
+    // Ready once every stream has had its first answer.
+    tokio::spawn(client::track_readiness(
+        fleet.clone(),
+        ready.clone(),
+        admin_stop.clone(),
+    ));
     let truth_task = tokio::spawn(follow_mock_truth(handle.clone(), fleet.clone()));
 
     let churn_stop = shutdown.child_token();
@@ -590,108 +597,131 @@ pub async fn run_cluster_scenario(
     let started_at = jiff::Timestamp::now();
     let mut registry = Registry::default();
 
-    let stable = plan.min_endpoints == plan.max_endpoints;
-    let mut churn_flags: Vec<String> = vec![
-        "churn".into(),
-        format!("--namespace={ns}"),
-        format!("--seed={seed}"),
-    ];
-    if stable {
-        churn_flags.push(format!("--stable-services={}", plan.services));
-        churn_flags.push(format!("--stable-endpoints={}", plan.min_endpoints));
-    } else {
-        churn_flags.extend([
-            format!("--oscillate-services={}", plan.services),
-            format!("--oscillate-min-endpoints={}", plan.min_endpoints),
-            format!("--oscillate-max-endpoints={}", plan.max_endpoints),
-            format!(
-                "--oscillate-min-hold={}",
-                humantime::format_duration(plan.min_hold)
-            ),
-            format!(
-                "--oscillate-max-hold={}",
-                humantime::format_duration(plan.max_hold)
-            ),
-            format!(
-                "--oscillate-jitter={}",
-                humantime::format_duration(plan.jitter)
-            ),
-        ]);
-    }
-    churn_flags.extend([
-        format!("--qps={}", args.kube.qps),
-        format!("--burst={}", args.kube.burst),
-    ]);
-    if let Some(ctx) = &args.kube.kube_context {
-        churn_flags.push(format!("--kube-context={ctx}"));
-    }
-    let churn_args = ChurnCli::try_parse_from(&churn_flags)?.args;
-    churn_args.validate().map_err(anyhow::Error::msg)?;
-    let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
-    let churn = crate::churn::Churn::new(churn_args, churn_metrics.clone()).await?;
-    let churn_ready = crate::admin::Readiness::default();
-    let churn_stop = shutdown.child_token();
-    let churn_task = tokio::spawn(churn.run(churn_stop.clone(), churn_ready.clone()));
-    while !churn_ready.get() {
-        if churn_task.is_finished() {
-            churn_task.await??;
-            anyhow::bail!("churn ended before its services existed");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let pattern = if stable { "stable" } else { "oscillate" };
-    let client_args = ClientCli::try_parse_from([
-        "client".to_string(),
-        format!("--destination-addr={destination}"),
-        format!(
-            "--target-services={pattern}-svc-{{0..{}}}.{ns}.svc.cluster.local:8080",
-            plan.services - 1
-        ),
-        format!("--streams-per-service={}", plan.streams_per_service),
-        format!("--connections={}", plan.connections),
-        "--ground-truth".to_string(),
-    ])?
-    .args;
-    client_args.validate().map_err(anyhow::Error::msg)?;
-    let client = Client::new(client_args, &mut registry)?;
-    let fleet = client.fleet();
-    let client_metrics = client.metrics().clone();
-    let client_stop = CancellationToken::new();
-    let client_task = tokio::spawn(client.run(client_stop.clone()));
-
+    let ready = crate::admin::Readiness::default();
     let admin_stop = CancellationToken::new();
-    if let Some(addr) = admin {
-        let router = crate::admin::router(Arc::new(registry), crate::admin::Readiness::default());
-        crate::admin::spawn(addr, router, admin_stop.clone()).await?;
-    }
-    let progress = Progress::start(
-        fleet.clone(),
-        client_metrics.clone(),
-        u64::from(plan.services) * u64::from(plan.streams_per_service),
-    );
-    tokio::select! {
-        _ = tokio::time::sleep(plan.duration) => {}
-        _ = shutdown.cancelled() => {}
-    }
-    churn_stop.cancel();
-    churn_task.await??;
-    settle(&fleet, args.settle.into()).await;
-    progress.finish();
-    client_stop.cancel();
-    let summary = client_task.await??;
-    let ended_at = jiff::Timestamp::now();
-    admin_stop.cancel();
-    if !args.keep {
-        let kube = args.kube.client().await?;
-        let caller = crate::kube_api::Caller::new(
-            args.kube.limiter(),
-            churn_metrics.api.clone(),
-            CancellationToken::new(),
+    let churn_stop = shutdown.child_token();
+    let client_stop = CancellationToken::new();
+    let mut churn_task = None;
+    // Whatever happens once churn may have created objects, they are
+    // cleaned up (unless --keep) before the outcome, or the error, is returned.
+    let measured = async {
+        let stable = plan.min_endpoints == plan.max_endpoints;
+        let mut churn_flags: Vec<String> = vec![
+            "churn".into(),
+            format!("--namespace={ns}"),
+            format!("--seed={seed}"),
+        ];
+        if stable {
+            churn_flags.push(format!("--stable-services={}", plan.services));
+            churn_flags.push(format!("--stable-endpoints={}", plan.min_endpoints));
+        } else {
+            churn_flags.extend([
+                format!("--oscillate-services={}", plan.services),
+                format!("--oscillate-min-endpoints={}", plan.min_endpoints),
+                format!("--oscillate-max-endpoints={}", plan.max_endpoints),
+                format!(
+                    "--oscillate-min-hold={}",
+                    humantime::format_duration(plan.min_hold)
+                ),
+                format!(
+                    "--oscillate-max-hold={}",
+                    humantime::format_duration(plan.max_hold)
+                ),
+                format!(
+                    "--oscillate-jitter={}",
+                    humantime::format_duration(plan.jitter)
+                ),
+            ]);
+        }
+        churn_flags.extend([
+            format!("--qps={}", args.kube.qps),
+            format!("--burst={}", args.kube.burst),
+        ]);
+        if let Some(ctx) = &args.kube.kube_context {
+            churn_flags.push(format!("--kube-context={ctx}"));
+        }
+        let churn_args = ChurnCli::try_parse_from(&churn_flags)?.args;
+        churn_args.validate().map_err(anyhow::Error::msg)?;
+        let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
+        let churn = crate::churn::Churn::new(churn_args, churn_metrics.clone()).await?;
+        let churn_ready = crate::admin::Readiness::default();
+        let task = churn_task.insert(tokio::spawn(
+            churn.run(churn_stop.clone(), churn_ready.clone()),
+        ));
+        while !churn_ready.get() {
+            if task.is_finished() {
+                churn_task.take().expect("churn task").await??;
+                anyhow::bail!("churn ended before its services existed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let pattern = if stable { "stable" } else { "oscillate" };
+        let client_args = ClientCli::try_parse_from([
+            "client".to_string(),
+            format!("--destination-addr={destination}"),
+            format!(
+                "--target-services={pattern}-svc-{{0..{}}}.{ns}.svc.cluster.local:8080",
+                plan.services - 1
+            ),
+            format!("--streams-per-service={}", plan.streams_per_service),
+            format!("--connections={}", plan.connections),
+            "--ground-truth".to_string(),
+        ])?
+        .args;
+        client_args.validate().map_err(anyhow::Error::msg)?;
+        let client = Client::new(client_args, &mut registry)?;
+        let fleet = client.fleet();
+        let client_metrics = client.metrics().clone();
+        let client_task = tokio::spawn(client.run(client_stop.clone()));
+
+        if let Some(addr) = admin {
+            let router = crate::admin::router(Arc::new(registry), ready.clone());
+            crate::admin::spawn(addr, router, admin_stop.clone()).await?;
+        }
+        // Ready once every stream has had its first answer.
+        tokio::spawn(client::track_readiness(
+            fleet.clone(),
+            ready.clone(),
+            admin_stop.clone(),
+        ));
+        let progress = Progress::start(
+            fleet.clone(),
+            client_metrics.clone(),
+            u64::from(plan.services) * u64::from(plan.streams_per_service),
         );
-        let report = crate::cleanup::cleanup(&kube, &caller, &ns, Duration::from_secs(120)).await?;
-        tracing::info!(%report, "cleaned up");
+        tokio::select! {
+            _ = tokio::time::sleep(plan.duration) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        churn_stop.cancel();
+        churn_task.take().expect("churn task").await??;
+        settle(&fleet, args.settle.into()).await;
+        progress.finish();
+        client_stop.cancel();
+        let summary = client_task.await??;
+        let ended_at = jiff::Timestamp::now();
+        anyhow::Ok((fleet, client_metrics, summary, ended_at, churn_metrics))
     }
+    .await;
+    // After an early error: stop what still runs before cleaning up.
+    admin_stop.cancel();
+    client_stop.cancel();
+    churn_stop.cancel();
+    if let Some(task) = churn_task.take() {
+        let _ = task.await;
+    }
+    if !args.keep {
+        let cleaned = cleanup_namespace(&args.kube, &ns).await;
+        match (&measured, cleaned) {
+            (_, Ok(report)) => tracing::info!(%report, "cleaned up"),
+            (Ok(_), Err(e)) => return Err(e),
+            (Err(_), Err(e)) => {
+                tracing::error!(error = %e, namespace = %ns, "cleanup after a failed run failed too")
+            }
+        }
+    }
+    let (fleet, client_metrics, summary, ended_at, churn_metrics) = measured?;
 
     Ok(Outcome::collect(
         Mode {
@@ -708,6 +738,20 @@ pub async fn run_cluster_scenario(
         &client_metrics,
         &summary,
     ))
+}
+
+/// Deletes what churn created in `namespace` (and the namespace, if churn created it).
+async fn cleanup_namespace(
+    kube_args: &crate::kube_api::KubeArgs,
+    ns: &str,
+) -> anyhow::Result<crate::cleanup::Report> {
+    let kube = kube_args.client().await?;
+    let caller = crate::kube_api::Caller::new(
+        kube_args.limiter(),
+        crate::kube_api::ApiMetrics::register(&mut Registry::default()),
+        CancellationToken::new(),
+    );
+    crate::cleanup::cleanup(&kube, &caller, ns, Duration::from_secs(120)).await
 }
 
 /// Feeds the client's ground truth from the mock: every destination's set

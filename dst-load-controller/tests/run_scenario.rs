@@ -156,3 +156,66 @@ fn a_run_without_samples_fails_loudly() {
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("too few samples to judge: 0"), "{stdout}");
 }
+
+/// The status line of `GET path` on `addr`, or None when nothing listens.
+fn http_status(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    response.lines().next().map(str::to_string)
+}
+
+#[test]
+fn run_is_ready_once_every_stream_is_answered() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--services",
+            "2",
+            "--min-endpoints",
+            "1",
+            "--max-endpoints",
+            "3",
+            "--streams-per-service",
+            "2",
+            "--duration",
+            "6s",
+            "--admin-addr",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut statuses = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        if let Some(s) = http_status(&addr, "/ready") {
+            let ok = s.contains(" 200 ");
+            statuses.push(s);
+            if ok {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        statuses.last().is_some_and(|s| s.contains(" 200 ")),
+        "/ready never answered 200 during the run: {statuses:?}"
+    );
+    assert!(status.success());
+}

@@ -634,7 +634,8 @@ pub fn service_authority(svc: &Service, namespace: &str, cluster_domain: &str) -
     Some(format!("{name}.{namespace}.svc.{cluster_domain}:{port}"))
 }
 
-async fn track_readiness(fleet: Arc<Fleet>, ready: Readiness, stop: CancellationToken) {
+/// Keeps `ready` true while every watched stream has had its first answer.
+pub async fn track_readiness(fleet: Arc<Fleet>, ready: Readiness, stop: CancellationToken) {
     loop {
         let services = fleet.services();
         ready.set(!services.is_empty() && services.iter().all(|s| s.all_answered()));
