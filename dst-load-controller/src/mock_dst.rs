@@ -75,6 +75,10 @@ pub struct Args {
     /// The cluster domain of --kubernetes-namespace authorities.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+
+    /// The Kubernetes API client of --kubernetes-namespace.
+    #[command(flatten)]
+    pub kube: crate::kube_api::KubeArgs,
 }
 
 impl Args {
@@ -84,6 +88,7 @@ impl Args {
             return Err("--stream-queue-capacity must be at least 1".into());
         }
         self.oscillation.validate()?;
+        self.kube.validate()?;
         for g in &self.generate {
             if self.dsts.0.iter().any(|d| d.authority == g.authority) {
                 return Err(format!(
@@ -110,6 +115,7 @@ impl Args {
             identities,
             kubernetes_namespace,
             cluster_domain,
+            kube,
         } = self;
         let shutdown = crate::shutdown::on_signal();
         let mut registry = Registry::default();
@@ -155,7 +161,7 @@ impl Args {
             }
         }
         if !kubernetes_namespace.is_empty() {
-            let kube = kube::Client::try_default().await.map_err(|e| {
+            let kube = kube.client().await.map_err(|e| {
                 anyhow::anyhow!("cannot build a Kubernetes client for --kubernetes-namespace: {e}")
             })?;
             for ns in kubernetes_namespace {

@@ -657,7 +657,7 @@ pub async fn run_cluster_scenario(
         }
 
         let pattern = if stable { "stable" } else { "oscillate" };
-        let client_args = ClientCli::try_parse_from([
+        let mut client_args = ClientCli::try_parse_from([
             "client".to_string(),
             format!("--destination-addr={destination}"),
             format!(
@@ -669,6 +669,8 @@ pub async fn run_cluster_scenario(
             "--ground-truth".to_string(),
         ])?
         .args;
+        // The ground truth through the same Kubernetes client settings as churn.
+        client_args.kube = args.kube.clone();
         client_args.validate().map_err(anyhow::Error::msg)?;
         let client = Client::new(client_args, &mut registry)?;
         let fleet = client.fleet();

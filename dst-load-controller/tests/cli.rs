@@ -304,3 +304,75 @@ fn report_rejects_bad_flags() {
         "invalid SLO 'errors~0'",
     );
 }
+
+/// The client's and the mock's Kubernetes clients honour the shared kube
+/// flags (they used to read only the default kubeconfig context).
+#[test]
+fn client_and_mock_dst_use_the_kube_flags() {
+    let dir = std::env::temp_dir().join(format!("dst-kubeflags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    // A default context that works as a kubeconfig (it is never dialled).
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: present, context: {cluster: c, user: u}}]\ncurrent-context: present\n",
+    )
+    .unwrap();
+    let runs: [&[&str]; 2] = [
+        &[
+            "client",
+            "--destination-addr",
+            "127.0.0.1:1",
+            "--target-services",
+            "a.b.svc.cluster.local:80",
+            "--ground-truth",
+            "--duration",
+            "2s",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kube-context",
+            "absent",
+        ],
+        &[
+            "mock-dst",
+            "--addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kubernetes-namespace",
+            "ns",
+            "--kube-context",
+            "absent",
+        ],
+    ];
+    for args in runs {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot load kube context") && stderr.contains("absent"),
+            "{args:?}: {stderr}"
+        );
+    }
+    for bad in [["--qps", "0"], ["--burst", "0"]] {
+        usage_error(
+            &[
+                &[
+                    "client",
+                    "--destination-addr",
+                    "127.0.0.1:1",
+                    "--target-services",
+                    "a.b.svc.cluster.local:80",
+                ][..],
+                &bad[..],
+            ]
+            .concat(),
+            bad[0],
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -151,11 +151,16 @@ pub struct Args {
     /// Gates, the JSON report and JUnit output, evaluated when the client stops.
     #[command(flatten)]
     pub gates: crate::gates::GateArgs,
+
+    /// The Kubernetes API client of --ground-truth and --service-label-selector.
+    #[command(flatten)]
+    pub kube: crate::kube_api::KubeArgs,
 }
 
 impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        self.kube.validate()?;
         if self.streams_per_service == 0 {
             return Err("--streams-per-service must be at least 1".into());
         }
@@ -444,7 +449,10 @@ impl Client {
         ));
         let mut truth_tasks = Vec::new();
         if self.args.ground_truth {
-            let kube = kube::Client::try_default()
+            let kube = self
+                .args
+                .kube
+                .client()
                 .await
                 .context("cannot build a Kubernetes client for --ground-truth")?;
             for namespace in self.truth_namespaces() {
@@ -461,7 +469,10 @@ impl Client {
 
         if let Some(selector) = &self.args.service_label_selector {
             let namespace = self.args.namespace.clone().unwrap_or_default();
-            let kube = kube::Client::try_default()
+            let kube = self
+                .args
+                .kube
+                .client()
                 .await
                 .context("cannot build a Kubernetes client for --service-label-selector")?;
             self.discover(
