@@ -3,7 +3,7 @@
 //! code paths that produce it) or one on the documented list of Linkerd and
 //! Kubernetes metrics in dashboards/external-metrics.txt.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeSet,

@@ -2,7 +2,7 @@
 //! adds, removes, deletions, errors, stream ends and reconnects, checked
 //! through every stream's set and the exported metrics.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The mock Destination server, observed with a raw gRPC client: every
 //! message sequence a proxy can see, and the HTTP control API.
 
-mod support;
+use crate::support;
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -1,7 +1,7 @@
 //! `mock-dst` as a user starts it: the documented LINKERD2_MOCK_DSTS example
 //! and the control API, against the real binary on loopback.
 
-mod support;
+use crate::support;
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 

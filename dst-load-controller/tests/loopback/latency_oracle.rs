@@ -6,13 +6,13 @@
 //! and the record must honour the injected delay: never early. The upper
 //! bounds are wide, for a loaded machine; how closely the two agree on a
 //! quiet one (within 1 ms) is a benchmark figure (BENCHMARKS.md), printed
-//! by `cargo test --release --test latency_oracle -- --nocapture`.
+//! by `cargo test --release --test loopback latency_oracle -- --nocapture`.
 //!
 //! Changes are staggered over 100 services of 10 streams each, so that what
 //! is measured is the measurement, not a 1,000-stream burst queueing on two
 //! cores (that is the fan-out benchmark's subject, see BENCHMARKS.md).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

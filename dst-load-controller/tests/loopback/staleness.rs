@@ -2,7 +2,7 @@
 //! client must report exactly those streams stale, with the right addresses,
 //! and count how long they stayed stale once they agree again.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,0 +1,17 @@
+//! The integration tests that need no cluster, in one binary: our binary,
+//! our mock and real Prometheus-format scrapes, all on loopback. (The tests
+//! against the local control plane are `e2e_cluster.rs` and
+//! `report_prometheus.rs`, run by `make e2e`.)
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod client_mock;
+mod dashboards;
+mod latency_oracle;
+mod mock_dst;
+mod mock_dst_cli;
+mod mock_identity;
+mod run_scenario;
+mod staleness;
