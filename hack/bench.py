@@ -11,9 +11,11 @@ usage: hack/bench.py [capacity|fanout|churn|controller|redline ...] [--streams N
 on the local control plane (hack/local-cluster.sh), brought up if it is down.
 """
 import argparse
+import atexit
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +55,15 @@ class Pid:
         return kb("VmRSS"), kb("VmHWM")
 
 
+# Every child still running; stop_all() ends them on every exit path.
+LIVE = []
+
+
+def stop_all():
+    for p in list(LIVE):
+        p.stop()
+
+
 class Proc(Pid):
     """A child process of the harness, logging to target/bench/NAME.log."""
 
@@ -61,9 +72,12 @@ class Proc(Pid):
         self.log = open(os.path.join(REPO, f"target/bench/{name}.log"), "w")
         self.p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=self.log,
                                   env=dict(os.environ, **(env or {})), text=True)
+        LIVE.append(self)
         super().__init__(self.p.pid)
 
     def stop(self):
+        if self in LIVE:
+            LIVE.remove(self)
         if self.p.poll() is None:
             self.p.terminate()
             try:
@@ -463,6 +477,16 @@ def main():
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
+    # SIGTERM/SIGINT and errors unwind through the finally below: no child outlives the harness.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    atexit.register(stop_all)
+    try:
+        run_benches(ap, a)
+    finally:
+        stop_all()
+
+
+def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
                "controller": bench_controller, "redline": bench_redline}
     for b in a.benches:
