@@ -366,13 +366,17 @@ section "k3d scripts, with stand-in k3d, docker, kubectl, helmfile and linkerd"
 stand=$tmp/stand-in
 mkdir -p "$stand"
 for tool in k3d docker kubectl helmfile linkerd; do
+  # One append per call (a pipeline's two ends run at once): stdin of
+  # `apply -f -` goes on the same line.
   cat >"$stand/$tool" <<STAND
 #!/usr/bin/env bash
-echo "$tool \$*" >>"$stand/calls"
+case "$tool \$*" in
+  "kubectl "*"apply -f -") echo "$tool \$* stdin: \$(tr '\n' ' ')" >>"$stand/calls" ;;
+  *) echo "$tool \$*" >>"$stand/calls" ;;
+esac
 case "$tool \$*" in
   "docker inspect"*) echo 172.18.0.3 ;;
   "linkerd "*link-gen*) echo "kind: Link" ;;
-  "kubectl "*"apply -f -") sed 's/^/  stdin: /' >>"$stand/calls" ;;
 esac
 STAND
   chmod +x "$stand/$tool"
@@ -387,7 +391,7 @@ for c in target source; do
 done
 grep -q "^linkerd --context k3d-target multicluster link-gen --cluster-name target --gateway=false --api-server-address https://172.18.0.3:6443$" "$calls" ||
   fail "link-gen: $(grep link-gen "$calls")"
-grep -A1 "^kubectl --context k3d-source apply -f -" "$calls" | grep -q "stdin: kind: Link" || fail "the Link is not applied to the source"
+grep -q "^kubectl --context k3d-source apply -f - stdin: kind: Link" "$calls" || fail "the Link is not applied to the source"
 mapfile -t syncs < <(grep '^helmfile' "$calls")
 want=("helmfile --kube-context k3d-target -e multicluster-target sync"
   "helmfile --kube-context k3d-source -e multicluster-source sync"
