@@ -37,10 +37,12 @@ linkerd --context k3d-target multicluster link-gen --cluster-name target --gatew
 echo "linked: k3d-source mirrors k3d-target's exported Services (linkerd --context k3d-source multicluster check)"
 if [[ ${LOAD:-true} == true ]]; then
   scenario=${SCENARIO:-small-oscillation}
-  # churn in the target (exported Services), clients in the source.
-  helmfile --kube-context k3d-target -e multicluster-target \
-    --state-values-set loadTest.enabled=true --state-values-set "scenario=$scenario" sync
+  # Clients in the source first: that creates the namespace there, which the
+  # service mirror needs (it skips a Service whose namespace is missing, as
+  # namespace creation is off by default). Then churn in the target.
   helmfile --kube-context k3d-source -e multicluster-source \
+    --state-values-set loadTest.enabled=true --state-values-set "scenario=$scenario" sync
+  helmfile --kube-context k3d-target -e multicluster-target \
     --state-values-set loadTest.enabled=true --state-values-set "scenario=$scenario" sync
   echo "load: churn in k3d-target, clients in k3d-source ($scenario)"
 fi

@@ -395,10 +395,10 @@ grep -q "^kubectl --context k3d-source apply -f - stdin: kind: Link" "$calls" ||
 mapfile -t syncs < <(grep '^helmfile' "$calls")
 want=("helmfile --kube-context k3d-target -e multicluster-target sync"
   "helmfile --kube-context k3d-source -e multicluster-source sync"
-  "helmfile --kube-context k3d-target -e multicluster-target --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync"
-  "helmfile --kube-context k3d-source -e multicluster-source --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync")
+  "helmfile --kube-context k3d-source -e multicluster-source --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync"
+  "helmfile --kube-context k3d-target -e multicluster-target --state-values-set loadTest.enabled=true --state-values-set scenario=small-oscillation sync")
 [[ ${syncs[*]} == "${want[*]}" ]] || fail "helmfile calls: ${syncs[*]}"
-echo "ok: pinned k3s (1.$k3s_minor) at 200 QPS, target linked to source by link-gen --gateway=false, churn synced to the target and clients to the source"
+echo "ok: pinned k3s (1.$k3s_minor) at 200 QPS, target linked to source by link-gen --gateway=false, clients synced to the source (its namespace first), then churn to the target"
 
 section "Linkerd's charts from the source archive ($LINKERD_VERSION) with our values"
 # The charts build-deps.sh copied out of ../shared/sources, laid out as in
