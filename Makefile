@@ -7,12 +7,14 @@ CARGO ?= cargo
 ## test: everything: lint, unit and integration tests, then the end-to-end tests.
 test: lint unit e2e
 
-## lint: formatting and clippy, warnings as errors; shellcheck on hack/*.sh, ruff on hack/*.py.
+## lint: formatting and clippy, warnings as errors; shellcheck on hack/*.sh, ruff on hack/*.py;
+## no import cycle between the crate's modules (hack/check-layers.py).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	shellcheck -x -S warning hack/*.sh
 	python3 -m ruff check hack/*.py
+	python3 hack/check-layers.py
 
 ## unit: unit tests and integration tests against the mock on loopback.
 unit:

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode};
 use serde::Serialize;
 
 use crate::{
-    client::{self, Fleet, truth::Kind, truth::Percentiles},
+    latency::Percentiles,
     slo::{self, Count, Latency, Measured, Slo, Verdict},
 };
 
@@ -115,36 +115,6 @@ pub struct Measurements {
 }
 
 impl Measurements {
-    /// Reads everything off a finished client.
-    pub fn collect(
-        fleet: &Fleet,
-        metrics: &client::metrics::Metrics,
-        summary: &client::Summary,
-    ) -> Self {
-        let services = fleet.services();
-        let latencies = &metrics.latencies;
-        let sum = |f: &dyn Fn(&client::metrics::ServiceStreams) -> u64| {
-            services.iter().map(|s| f(s)).sum::<u64>()
-        };
-        Measurements {
-            streams: sum(&|s| s.len() as u64),
-            streams_created: summary.streams_created,
-            streams_reset: summary.resets,
-            updates_received: summary.updates,
-            errors: summary.errors,
-            fanouts_completed: sum(&|s| s.truth.completed.get()),
-            fanouts_superseded: sum(&|s| s.truth.superseded.get()),
-            streams_unconverged: sum(&|s| s.truth.pending() as u64),
-            update_latency: latencies.percentiles(Kind::Update),
-            convergence_latency: latencies.percentiles(Kind::Convergence),
-            fanout_completion: latencies.percentiles(Kind::Fanout),
-            kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
-            destination_leg: latencies.percentiles(Kind::DestinationLeg),
-            stale_streams: metrics.staleness.stale_now(fleet),
-            services_never_served: summary.dropped().count() as u64,
-        }
-    }
-
     /// The latency rows of a summary table.
     pub fn latency_table(&self) -> String {
         let ms = |s: f64| format!("{:.1}", s * 1e3);

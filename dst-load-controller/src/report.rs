@@ -12,8 +12,8 @@ use std::{collections::BTreeMap, process::ExitCode, str::FromStr, time::Duration
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    client::truth::Percentiles,
     gates::{GateArgs, Measurements, verdict_table},
+    latency::Percentiles,
 };
 
 /// `report` flags.
@@ -39,7 +39,7 @@ pub struct Args {
 
     /// Judge by this scenario's success criteria when no --slo is given.
     #[arg(long, value_enum)]
-    pub scenario: Option<crate::run::Scenario>,
+    pub scenario: Option<crate::scenario::Scenario>,
 
     /// Timeout of each Prometheus query.
     #[arg(long, default_value = "30s")]

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::Serialize;
 
-use crate::client::truth::Percentiles;
+use crate::latency::Percentiles;
 
 /// Exit status when an SLO failed.
 pub const EXIT_SLO_FAILED: u8 = 3;

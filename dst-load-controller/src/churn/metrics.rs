@@ -15,8 +15,8 @@ use prometheus_client::{
 
 use super::objects::Pattern;
 use crate::{
-    client::truth::{Percentiles, Timings},
     kube_api::ApiMetrics,
+    latency::{Percentiles, Timings},
 };
 
 /// `{pattern, service}`.

@@ -3,7 +3,7 @@
 
 pub mod metrics;
 pub mod objects;
-pub mod schedule;
+pub use crate::schedule;
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 

@@ -21,7 +21,7 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::Fleet;
+use super::fleet::Fleet;
 use crate::{
     labels,
     slices::SliceSets,

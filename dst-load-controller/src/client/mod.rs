@@ -1,21 +1,19 @@
 //! `client`: many `Destination.Get` watches, the way proxies hold them.
 
 pub mod endpoints;
+pub mod fleet;
 pub mod kube_truth;
+pub mod label;
 pub mod metrics;
 pub mod staleness;
 pub mod stream;
-pub mod target;
+pub use crate::target;
 pub mod token;
 pub mod truth;
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    process::ExitCode,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+pub use fleet::Fleet;
+
+use std::{collections::BTreeMap, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -33,6 +31,8 @@ use self::{
 };
 use crate::{
     admin::{self, Readiness},
+    gates::Measurements,
+    latency::Kind,
     watch::{Change, Driver},
 };
 
@@ -146,7 +146,7 @@ pub struct Args {
     /// Judge the run by this scenario's success criteria (from the load-test
     /// plan) when no --slo is given. Without either, nothing is gated.
     #[arg(long, value_enum)]
-    pub scenario: Option<crate::run::Scenario>,
+    pub scenario: Option<crate::scenario::Scenario>,
 
     /// Gates, the JSON report and JUnit output, evaluated when the client stops.
     #[command(flatten)]
@@ -214,7 +214,7 @@ impl Args {
         admin::spawn(admin_addr, router, stop.clone()).await?;
         let started_at = jiff::Timestamp::now();
         let summary = client.run(stop).await?;
-        let measured = crate::gates::Measurements::collect(&fleet, &metrics, &summary);
+        let measured = measure(&fleet, &metrics, &summary);
         let slos = crate::slo::judge(&slos, &measured, gates.min_samples);
         print!("{summary}");
         print!("{}", measured.latency_table());
@@ -257,7 +257,7 @@ struct ReportConfig {
     ground_truth: bool,
     staleness_grace: String,
     duration: Option<String>,
-    scenario: Option<crate::run::Scenario>,
+    scenario: Option<crate::scenario::Scenario>,
 }
 
 impl From<&Args> for ReportConfig {
@@ -327,39 +327,6 @@ pub struct Client {
     metrics: Metrics,
     services: Arc<Fleet>,
     readiness: Readiness,
-}
-
-/// Every watched service's streams, shared with the scrape-time gauges.
-#[derive(Debug, Default)]
-pub struct Fleet(RwLock<BTreeMap<String, Arc<ServiceStreams>>>);
-
-impl Fleet {
-    /// One service's streams.
-    pub fn get(&self, service: &str) -> Option<Arc<ServiceStreams>> {
-        self.0.read().expect("fleet lock").get(service).cloned()
-    }
-
-    /// A snapshot of the services watched now.
-    pub fn services(&self) -> Vec<Arc<ServiceStreams>> {
-        self.0
-            .read()
-            .expect("fleet lock")
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// Adds (or replaces) a service's streams.
-    pub fn insert(&self, s: Arc<ServiceStreams>) {
-        self.0
-            .write()
-            .expect("fleet lock")
-            .insert(s.service.clone(), s);
-    }
-
-    fn remove(&self, service: &str) {
-        self.0.write().expect("fleet lock").remove(service);
-    }
 }
 
 impl Client {
@@ -630,6 +597,31 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// Reads everything a gate or report needs off a finished client.
+pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> Measurements {
+    let services = fleet.services();
+    let latencies = &metrics.latencies;
+    let sum =
+        |f: &dyn Fn(&metrics::ServiceStreams) -> u64| services.iter().map(|s| f(s)).sum::<u64>();
+    Measurements {
+        streams: sum(&|s| s.len() as u64),
+        streams_created: summary.streams_created,
+        streams_reset: summary.resets,
+        updates_received: summary.updates,
+        errors: summary.errors,
+        fanouts_completed: sum(&|s| s.truth.completed.get()),
+        fanouts_superseded: sum(&|s| s.truth.superseded.get()),
+        streams_unconverged: sum(&|s| s.truth.pending() as u64),
+        update_latency: latencies.percentiles(Kind::Update),
+        convergence_latency: latencies.percentiles(Kind::Convergence),
+        fanout_completion: latencies.percentiles(Kind::Fanout),
+        kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
+        destination_leg: latencies.percentiles(Kind::DestinationLeg),
+        stale_streams: metrics.staleness.stale_now(fleet),
+        services_never_served: summary.dropped().count() as u64,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Staleness: every stream's set compared with the ground truth; a stream
 //! that disagrees for longer than a grace period is stale.
 
-use super::metrics::ServiceLabel;
+use super::label::ServiceLabel;
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -16,7 +16,7 @@ use prometheus_client::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Fleet;
+use super::fleet::Fleet;
 
 /// Staleness metrics.
 #[derive(Clone, Debug)]

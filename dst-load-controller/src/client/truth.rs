@@ -13,7 +13,7 @@
 //! Timestamps are wall-clock (`SystemTime`) because the change is stamped by
 //! another component (the mock, or churn through the Kubernetes API).
 
-use super::metrics::ServiceLabel;
+use super::label::ServiceLabel;
 use std::{
     collections::HashSet,
     net::SocketAddr,
@@ -22,27 +22,14 @@ use std::{
 };
 
 use hdrhistogram::Histogram as Hdr;
+
+pub use crate::latency::{Kind, Percentiles, Timings};
+use crate::latency::{buckets, micros, mk_hdr};
 use linkerd2_proxy_api::destination::{Update, update};
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::{Registry, Unit},
 };
-
-/// Which latency.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Change to first update reflecting it.
-    Update,
-    /// Change to a stream's set equal to the truth.
-    Convergence,
-    /// Change to the last stream converged.
-    Fanout,
-    /// Change to our watch seeing the EndpointSlice (the Kubernetes leg).
-    KubernetesLeg,
-    /// EndpointSlice seen by our watch to a stream converged (the
-    /// destination leg: one clock, immune to skew between machines).
-    DestinationLeg,
-}
 
 /// Latency recorders: Prometheus histograms for dashboards and HDR
 /// histograms (microsecond resolution) for exact report percentiles.
@@ -56,98 +43,6 @@ pub struct Latencies {
     hdr: Arc<Mutex<[Hdr<u64>; 5]>>,
     /// Observations that came before the change by the clocks involved.
     pub clock_skew: Counter,
-}
-
-/// Percentiles of one latency, from every sample.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Median, seconds.
-    pub p50: f64,
-    /// 95th percentile, seconds.
-    pub p95: f64,
-    /// 99th percentile, seconds.
-    pub p99: f64,
-    /// 99.9th percentile, seconds.
-    pub p999: f64,
-    /// Largest sample, seconds.
-    pub max: f64,
-}
-
-impl Percentiles {
-    /// From an HDR histogram of microseconds: each value the midpoint of its
-    /// HDR bucket, within 0.05% of the true sample.
-    pub fn from_hdr(hdr: &Hdr<u64>) -> Self {
-        if hdr.is_empty() {
-            return Percentiles::default();
-        }
-        let s = |us: u64| hdr.median_equivalent(us) as f64 / 1e6;
-        Percentiles {
-            count: hdr.len(),
-            p50: s(hdr.value_at_quantile(0.50)),
-            p95: s(hdr.value_at_quantile(0.95)),
-            p99: s(hdr.value_at_quantile(0.99)),
-            p999: s(hdr.value_at_quantile(0.999)),
-            max: s(hdr.max()),
-        }
-    }
-}
-
-/// A duration as an HDR sample: microseconds, within the histogram's bounds.
-fn micros(d: Duration) -> u64 {
-    (d.as_micros() as u64).clamp(1, 3_600_000_000)
-}
-
-/// One latency, recorded twice: into a Prometheus histogram for dashboards
-/// and into an HDR histogram for the exact percentiles of reports.
-#[derive(Clone, Debug)]
-pub struct Timings {
-    histogram: Histogram,
-    hdr: Arc<Mutex<Hdr<u64>>>,
-}
-
-impl Timings {
-    /// Timings exported through `histogram` (register [`Timings::histogram`]).
-    pub fn new(histogram: Histogram) -> Self {
-        Self {
-            histogram,
-            hdr: Arc::new(Mutex::new(mk_hdr())),
-        }
-    }
-
-    /// The Prometheus histogram, to register.
-    pub fn histogram(&self) -> Histogram {
-        self.histogram.clone()
-    }
-
-    /// Records one sample.
-    pub fn record(&self, d: Duration) {
-        self.histogram.observe(d.as_secs_f64());
-        self.hdr
-            .lock()
-            .expect("hdr lock")
-            .saturating_record(micros(d));
-    }
-
-    /// Percentiles of every sample so far.
-    pub fn percentiles(&self) -> Percentiles {
-        Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock"))
-    }
-}
-
-/// An HDR histogram for latencies in microseconds.
-fn mk_hdr() -> Hdr<u64> {
-    // 1 µs to 1 h at 3 significant digits: below the 1 ms report precision.
-    Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid HDR bounds")
-}
-
-fn buckets() -> Histogram {
-    // 1 ms to ~65 s, doubling: covers a local round trip to the plan's
-    // slowest success criterion (10 s) and beyond.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 17,
-    ))
 }
 
 impl Latencies {

@@ -19,8 +19,8 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Handle, store::Change};
-use crate::client::target::Authority;
+use super::{handle::Handle, store::Change};
+use crate::target::Authority;
 
 /// A destination as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, str::FromStr};
 
-use crate::client::target::{Authority, TargetError};
+use crate::target::{Authority, TargetError};
 
 /// One destination and its endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]

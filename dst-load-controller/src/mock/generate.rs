@@ -6,10 +6,10 @@ use std::{net::SocketAddr, str::FromStr};
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 
-use super::Handle;
+use super::handle::Handle;
 use crate::{
-    churn::schedule::{self, Oscillation, Schedule},
-    client::target::Authority,
+    schedule::{self, Oscillation, Schedule},
+    target::Authority,
 };
 
 /// The `n`th usable address of `net` (the network address is skipped), with `port`.

@@ -13,10 +13,10 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::Handle;
+use super::handle::Handle;
 use crate::{
-    client::target::Authority,
     slices::SliceSets,
+    target::Authority,
     watch::{Change, Driver},
 };
 

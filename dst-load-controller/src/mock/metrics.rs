@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::client::truth::{Percentiles, Timings};
+use crate::latency::{Percentiles, Timings};
 
 /// Counters of one mock server.
 #[derive(Clone, Debug)]

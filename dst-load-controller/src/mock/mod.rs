@@ -16,13 +16,16 @@
 pub mod control;
 pub mod dsts;
 pub mod generate;
+pub mod handle;
 pub mod identity;
 pub mod kube;
 pub mod metrics;
 pub mod server;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+pub use handle::Handle;
+
+use std::net::SocketAddr;
 
 use linkerd2_proxy_api::{
     destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
@@ -35,9 +38,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     metrics::Metrics,
     server::{Behavior, Service},
-    store::{Change, Store},
 };
-use crate::client::target::Authority;
 
 /// A mock Destination server, not yet serving.
 pub struct MockDestination {
@@ -45,17 +46,6 @@ pub struct MockDestination {
     behavior: Behavior,
     identities: Option<identity::Identities>,
 }
-
-/// Changes the mock's destinations while it serves. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    store: Store,
-    metrics: Metrics,
-    feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
-}
-
-/// Changes kept for a slow reader of [`Handle::changes`] before it lags.
-const CHANGE_FEED_CAPACITY: usize = 65_536;
 
 /// Binds a listener with a backlog deep enough for thousands of simulated
 /// proxies connecting at once (the default drops some with resets).
@@ -75,11 +65,7 @@ impl MockDestination {
     pub fn new(behavior: Behavior, registry: &mut Registry) -> Self {
         let metrics = Metrics::register(registry);
         Self {
-            handle: Handle {
-                store: Store::default(),
-                metrics,
-                feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
-            },
+            handle: Handle::new(metrics),
             behavior,
             identities: None,
         }
@@ -126,59 +112,5 @@ impl MockDestination {
                 shutdown.cancelled_owned(),
             )
             .await
-    }
-}
-
-impl Handle {
-    /// Replaces a destination's endpoints, creating it if needed.
-    pub fn set(
-        &self,
-        authority: &Authority,
-        endpoints: impl IntoIterator<Item = SocketAddr>,
-    ) -> Arc<Change> {
-        self.publish(authority, self.store.set(authority, endpoints))
-    }
-
-    /// Adds and removes endpoints.
-    pub fn patch(
-        &self,
-        authority: &Authority,
-        add: &[SocketAddr],
-        remove: &[SocketAddr],
-    ) -> Arc<Change> {
-        self.publish(authority, self.store.patch(authority, add, remove))
-    }
-
-    /// Deletes a destination; `None` if it never existed.
-    pub fn delete(&self, authority: &Authority) -> Option<Arc<Change>> {
-        let change = self.store.delete(authority)?;
-        Some(self.publish(authority, change))
-    }
-
-    fn publish(&self, authority: &Authority, change: Arc<Change>) -> Arc<Change> {
-        self.metrics.changes.inc();
-        // Nobody listening is fine.
-        let _ = self.feed.send((authority.clone(), change.clone()));
-        change
-    }
-
-    /// Every change from now on, with its destination and timestamp.
-    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<(Authority, Arc<Change>)> {
-        self.feed.subscribe()
-    }
-
-    /// A destination's endpoints, if it exists.
-    pub fn get(&self, authority: &Authority) -> Option<Vec<SocketAddr>> {
-        self.store.get(authority)
-    }
-
-    /// Every existing destination and its endpoints.
-    pub fn list(&self) -> Vec<(Authority, Vec<SocketAddr>)> {
-        self.store.list()
-    }
-
-    /// The metrics handles.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 }

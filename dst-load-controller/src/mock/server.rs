@@ -21,7 +21,7 @@ use super::{
     metrics::Metrics,
     store::{Change, Store},
 };
-use crate::client::target::Authority;
+use crate::target::Authority;
 
 /// How updates are shaped and delivered.
 #[derive(Clone, Debug)]

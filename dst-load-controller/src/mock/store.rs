@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use crate::client::target::Authority;
+use crate::target::Authority;
 
 /// Changes buffered per destination before a stream that has not read them
 /// counts as overflowed. Larger than any per-stream queue on purpose: the

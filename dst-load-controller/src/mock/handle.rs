@@ -1,0 +1,83 @@
+//! The handle that changes the mock's destinations, and the feed of those
+//! changes.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use super::{
+    metrics::Metrics,
+    store::{Change, Store},
+};
+use crate::target::Authority;
+
+/// Changes the mock's destinations while it serves. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    pub(super) store: Store,
+    pub(super) metrics: Metrics,
+    feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
+}
+
+/// Changes kept for a slow reader of [`Handle::changes`] before it lags.
+const CHANGE_FEED_CAPACITY: usize = 65_536;
+
+impl Handle {
+    pub(super) fn new(metrics: Metrics) -> Self {
+        Self {
+            store: Store::default(),
+            metrics,
+            feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
+        }
+    }
+
+    /// Replaces a destination's endpoints, creating it if needed.
+    pub fn set(
+        &self,
+        authority: &Authority,
+        endpoints: impl IntoIterator<Item = SocketAddr>,
+    ) -> Arc<Change> {
+        self.publish(authority, self.store.set(authority, endpoints))
+    }
+
+    /// Adds and removes endpoints.
+    pub fn patch(
+        &self,
+        authority: &Authority,
+        add: &[SocketAddr],
+        remove: &[SocketAddr],
+    ) -> Arc<Change> {
+        self.publish(authority, self.store.patch(authority, add, remove))
+    }
+
+    /// Deletes a destination; `None` if it never existed.
+    pub fn delete(&self, authority: &Authority) -> Option<Arc<Change>> {
+        let change = self.store.delete(authority)?;
+        Some(self.publish(authority, change))
+    }
+
+    fn publish(&self, authority: &Authority, change: Arc<Change>) -> Arc<Change> {
+        self.metrics.changes.inc();
+        // Nobody listening is fine.
+        let _ = self.feed.send((authority.clone(), change.clone()));
+        change
+    }
+
+    /// Every change from now on, with its destination and timestamp.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<(Authority, Arc<Change>)> {
+        self.feed.subscribe()
+    }
+
+    /// A destination's endpoints, if it exists.
+    pub fn get(&self, authority: &Authority) -> Option<Vec<SocketAddr>> {
+        self.store.get(authority)
+    }
+
+    /// Every existing destination and its endpoints.
+    pub fn list(&self) -> Vec<(Authority, Vec<SocketAddr>)> {
+        self.store.list()
+    }
+
+    /// The metrics handles.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

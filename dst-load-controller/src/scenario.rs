@@ -1,0 +1,112 @@
+//! The load-test plan's five scenarios: their numbers and their success
+//! criteria as SLOs.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The load-test plan's scenarios.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 10 services x 100 endpoints, 100 proxies each, no churn.
+    Baseline,
+    /// 10 services oscillating 10 <-> 200, 100 proxies each.
+    SmallOscillation,
+    /// 1 service oscillating 500 <-> 1000, 1000 proxies.
+    LargeRollout,
+    /// 100 services oscillating 50 <-> 100, 100 proxies each.
+    ManyServices,
+    /// 50 services oscillating 100 <-> 200, 500 proxies each.
+    RedLine,
+}
+
+/// A scenario's numbers: the plan's, with holds shortened so a run fits in
+/// about a minute.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// Services.
+    pub services: u32,
+    /// Endpoints at start (and the low end).
+    pub min_endpoints: u32,
+    /// The high end; equal to min for no churn.
+    pub max_endpoints: u32,
+    /// Streams per service: one per simulated proxy.
+    pub streams_per_service: u32,
+    /// HTTP/2 connections (simulated proxies).
+    pub connections: u32,
+    /// Hold at min.
+    #[serde(with = "humantime_serde_secs")]
+    pub min_hold: Duration,
+    /// Hold at max.
+    #[serde(with = "humantime_serde_secs")]
+    pub max_hold: Duration,
+    /// Jitter upper bound before each scale.
+    #[serde(with = "humantime_serde_secs")]
+    pub jitter: Duration,
+    /// How long the run lasts.
+    #[serde(with = "humantime_serde_secs")]
+    pub duration: Duration,
+}
+
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Scenario {
+    /// The plan's success criteria, as SLOs.
+    pub fn default_slos(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Baseline => &["stale_streams==0", "errors==0", "resets==0"],
+            Scenario::SmallOscillation => &[
+                "update_latency.p95<500ms",
+                "update_latency.p99<2s",
+                "fanout_completion.max<10s",
+                "resets==0",
+                "stale_streams==0",
+            ],
+            Scenario::LargeRollout => &[
+                "update_latency.p95<1s",
+                "update_latency.p99<3s",
+                "fanout_completion.max<15s",
+                "stale_streams==0",
+            ],
+            Scenario::ManyServices => &[
+                "update_latency.p95<1s",
+                "update_latency.p99<3s",
+                "fanout_completion.max<20s",
+                "stale_streams==0",
+            ],
+            Scenario::RedLine => &["update_latency.p99<10s", "stale_streams==0"],
+        }
+    }
+
+    /// The plan's numbers (holds of minutes are shortened to seconds).
+    pub fn plan(self) -> Plan {
+        let s = Duration::from_secs;
+        let (services, min, max, proxies, jitter) = match self {
+            Scenario::Baseline => (10, 100, 100, 100, s(0)),
+            Scenario::SmallOscillation => (10, 10, 200, 100, s(2)),
+            Scenario::LargeRollout => (1, 500, 1000, 1000, s(0)),
+            Scenario::ManyServices => (100, 50, 100, 100, s(2)),
+            Scenario::RedLine => (50, 100, 200, 500, s(2)),
+        };
+        Plan {
+            services,
+            min_endpoints: min,
+            max_endpoints: max,
+            streams_per_service: proxies,
+            connections: proxies,
+            // The plan holds 2 min at min and 5 min at max; the same ratio, shorter.
+            min_hold: s(4),
+            max_hold: s(10),
+            jitter,
+            duration: s(60),
+        }
+    }
+}
