@@ -54,6 +54,8 @@ pub struct Metrics {
     pub streams_failed: Family<ReasonLabels, Counter>,
     /// Updates received.
     pub updates_received: Family<UpdateLabels, Counter>,
+    /// Addresses in the updates received (added plus removed), all services.
+    pub endpoint_updates_received: Counter,
     /// Errors from `Get` or a stream, by gRPC code or `transport`.
     pub connection_errors: Family<ReasonLabels, Counter>,
     /// Streams whose first update did not come within `--initial-timeout`.
@@ -87,6 +89,7 @@ impl Metrics {
             streams_reset: Family::default(),
             streams_failed: Family::default(),
             updates_received: Family::default(),
+            endpoint_updates_received: Counter::default(),
             connection_errors: Family::default(),
             initial_timeouts: Counter::default(),
             invalid_addresses: Counter::default(),
@@ -125,6 +128,11 @@ impl Metrics {
             "updates_received",
             "Destination updates received, by service and kind",
             m.updates_received.clone(),
+        );
+        reg.register(
+            "endpoint_updates_received",
+            "Endpoint addresses in the updates received (added plus removed), all services",
+            m.endpoint_updates_received.clone(),
         );
         reg.register(
             "connection_errors",

@@ -160,6 +160,7 @@ impl Stream {
                             Ok(Some(update)) => {
                                 let k = kind(&update);
                                 counters[k as usize].inc();
+                                metrics.endpoint_updates_received.inc_by(endpoints_in(&update));
                                 let applied = slot.apply(index, &update, &service.truth);
                                 if applied.invalid_addrs > 0 {
                                     metrics.invalid_addresses.inc_by(applied.invalid_addrs as u64);
@@ -217,6 +218,16 @@ impl Stream {
                 _ = sleep(delay) => {}
             }
         }
+    }
+}
+
+/// Addresses an update adds or removes.
+fn endpoints_in(update: &linkerd2_proxy_api::destination::Update) -> u64 {
+    use linkerd2_proxy_api::destination::update::Update as U;
+    match &update.update {
+        Some(U::Add(set)) => set.addrs.len() as u64,
+        Some(U::Remove(set)) => set.addrs.len() as u64,
+        Some(U::NoEndpoints(_)) | None => 0,
     }
 }
 

@@ -109,6 +109,16 @@ async fn streams_track_adds_removes_and_deletion() {
         ),
         Some(5.0)
     );
+    // Addresses carried, counted where they arrive: foo 5 x (3 + 1 added,
+    // 1 removed), bar 5 x (1 added, 1 removed).
+    assert_eq!(
+        sample(
+            &text,
+            "destination_client_endpoint_updates_received_total",
+            &[]
+        ),
+        Some(35.0)
+    );
     // The unknown services are retried with backoff: NotFound, counted.
     eventually("NotFound retried", WAIT, || {
         sample(
