@@ -33,6 +33,17 @@ pub struct KubeArgs {
     pub burst: u32,
 }
 
+impl Default for KubeArgs {
+    /// The flags' defaults: the current context, 20 requests/s, bursts of 40.
+    fn default() -> Self {
+        Self {
+            kube_context: None,
+            qps: 20.0,
+            burst: 40,
+        }
+    }
+}
+
 impl KubeArgs {
     /// Checks the rate limit flags.
     pub fn validate(&self) -> Result<(), String> {

@@ -124,6 +124,12 @@ impl Args {
             ));
         }
         let plan = self.plan();
+        if self.destination_addr.is_some() && !crate::churn::is_dns_label(&self.namespace) {
+            return Err(format!(
+                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
+                self.namespace
+            ));
+        }
         if plan.services == 0 {
             return Err("--services must be at least 1".into());
         }
@@ -471,12 +477,6 @@ struct ClientCli {
     args: client::Args,
 }
 
-#[derive(Parser)]
-struct ChurnCli {
-    #[command(flatten)]
-    args: crate::churn::Args,
-}
-
 /// Runs a scenario against a cluster: churn makes the changes, the client
 /// watches `--destination-addr`, the Kubernetes API is the ground truth.
 pub async fn run_cluster_scenario(
@@ -503,44 +503,25 @@ pub async fn run_cluster_scenario(
     // cleaned up (unless --keep) before the outcome, or the error, is returned.
     let measured = async {
         let stable = plan.min_endpoints == plan.max_endpoints;
-        let mut churn_flags: Vec<String> = vec![
-            "churn".into(),
-            format!("--namespace={ns}"),
-            format!("--seed={seed}"),
-        ];
+        let mut churn_config = crate::churn::Config::new(&ns);
+        churn_config.seed = seed;
+        churn_config.kube = args.kube.clone();
         if stable {
-            churn_flags.push(format!("--stable-services={}", plan.services));
-            churn_flags.push(format!("--stable-endpoints={}", plan.min_endpoints));
+            churn_config.stable_services = plan.services;
+            churn_config.stable_endpoints = plan.min_endpoints;
         } else {
-            churn_flags.extend([
-                format!("--oscillate-services={}", plan.services),
-                format!("--oscillate-min-endpoints={}", plan.min_endpoints),
-                format!("--oscillate-max-endpoints={}", plan.max_endpoints),
-                format!(
-                    "--oscillate-min-hold={}",
-                    humantime::format_duration(plan.min_hold)
-                ),
-                format!(
-                    "--oscillate-max-hold={}",
-                    humantime::format_duration(plan.max_hold)
-                ),
-                format!(
-                    "--oscillate-jitter={}",
-                    humantime::format_duration(plan.jitter)
-                ),
-            ]);
+            churn_config.oscillate_services = plan.services;
+            churn_config.oscillation = crate::schedule::Oscillation {
+                min: plan.min_endpoints,
+                max: plan.max_endpoints,
+                min_hold: plan.min_hold,
+                max_hold: plan.max_hold,
+                jitter: crate::schedule::Jitter::Upto(plan.jitter),
+                cycles: 0,
+            };
         }
-        churn_flags.extend([
-            format!("--qps={}", args.kube.qps),
-            format!("--burst={}", args.kube.burst),
-        ]);
-        if let Some(ctx) = &args.kube.kube_context {
-            churn_flags.push(format!("--kube-context={ctx}"));
-        }
-        let churn_args = ChurnCli::try_parse_from(&churn_flags)?.args;
-        churn_args.validate().map_err(anyhow::Error::msg)?;
         let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
-        let churn = crate::churn::Churn::new(churn_args, churn_metrics.clone()).await?;
+        let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
         let churn_ready = crate::admin::Readiness::default();
         let task = churn_task.insert(tokio::spawn(
             churn.run(churn_stop.clone(), churn_ready.clone()),

@@ -203,7 +203,8 @@ impl Args {
         let router = admin::router(Arc::new(registry), ready.clone());
         let admin_stop = CancellationToken::new();
         admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
-        let churn = Churn::new(self, metrics.clone()).await?;
+        let config = Config::try_from(self).map_err(anyhow::Error::msg)?;
+        let churn = Churn::new(config, metrics.clone()).await?;
         let seed = churn.seed;
         let result = churn.run(shutdown, ready).await;
         admin_stop.cancel();
@@ -223,7 +224,82 @@ impl Args {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// What a churn run does, validated. Made from the flags with
+/// [`TryFrom<Args>`] (where validation lives), or built directly by `run`
+/// and tests from [`Config::new`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Services with a fixed number of endpoints.
+    pub stable_services: u32,
+    /// Endpoints of each stable service.
+    pub stable_endpoints: u32,
+    /// Services that oscillate.
+    pub oscillate_services: u32,
+    /// How they oscillate (endpoints between min and max, holds, jitter, cycles).
+    pub oscillation: Oscillation,
+    /// The seed of the jitter schedule.
+    pub seed: u64,
+    /// Stop after this long; `None` = until signalled or the cycles are done.
+    pub duration: Option<Duration>,
+    /// The shape of every Service and Deployment, the namespace included.
+    pub template: ServiceTemplate,
+    /// Delete everything on exit, waiting this long for it to be gone.
+    pub cleanup_on_exit: Option<Duration>,
+    /// The Kubernetes client.
+    pub kube: KubeArgs,
+}
+
+impl Config {
+    /// No services yet, in `namespace`, with the flags' defaults otherwise
+    /// (KWOK placement, synthetic injection into `linkerd`, a random seed).
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            stable_services: 0,
+            stable_endpoints: 1,
+            oscillate_services: 0,
+            oscillation: Oscillation {
+                min: 1,
+                max: 10,
+                min_hold: Duration::from_secs(30),
+                max_hold: Duration::from_secs(30),
+                jitter: crate::schedule::Jitter::Percent(0),
+                cycles: 0,
+            },
+            seed: rand::random(),
+            duration: None,
+            template: ServiceTemplate::kwok(namespace),
+            cleanup_on_exit: None,
+            kube: KubeArgs::default(),
+        }
+    }
+
+    /// The namespace of every object.
+    pub fn namespace(&self) -> &str {
+        &self.template.namespace
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = String;
+
+    fn try_from(args: Args) -> Result<Self, String> {
+        args.validate()?;
+        Ok(Self {
+            stable_services: args.stable_services,
+            stable_endpoints: args.stable_endpoints,
+            oscillate_services: args.oscillate_services,
+            oscillation: args.oscillation(),
+            seed: args.oscillation.seed(),
+            duration: args.duration.map(Into::into),
+            template: args.template(),
+            cleanup_on_exit: args.cleanup_on_exit.then(|| args.cleanup_timeout.into()),
+            kube: args.kube,
+        })
+    }
+}
+
+/// A valid namespace (DNS label) name.
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -234,7 +310,7 @@ fn is_dns_label(s: &str) -> bool {
 
 /// A churn run: its client, flags and metrics.
 pub struct Churn {
-    args: Args,
+    config: Config,
     client: kube::Client,
     caller: Caller,
     caller_stop: CancellationToken,
@@ -244,17 +320,17 @@ pub struct Churn {
 
 impl Churn {
     /// Connects to the cluster (no calls are made yet).
-    pub async fn new(args: Args, metrics: Metrics) -> anyhow::Result<Self> {
-        let client = args.kube.client().await?;
+    pub async fn new(config: Config, metrics: Metrics) -> anyhow::Result<Self> {
+        let client = config.kube.client().await?;
         let caller_stop = CancellationToken::new();
         let caller = Caller::new(
-            args.kube.limiter(),
+            config.kube.limiter(),
             metrics.api.clone(),
             caller_stop.clone(),
         );
-        let seed = args.oscillation.seed();
+        let seed = config.seed;
         Ok(Self {
-            args,
+            config,
             client,
             caller,
             caller_stop,
@@ -266,7 +342,7 @@ impl Churn {
     /// Creates the objects, then scales until `shutdown`, `--duration` or
     /// `--cycles`; cleans up with `--cleanup-on-exit`.
     pub async fn run(self, shutdown: CancellationToken, ready: Readiness) -> anyhow::Result<()> {
-        let stop = crate::shutdown::with_deadline(&shutdown, self.args.duration.map(Into::into));
+        let stop = crate::shutdown::with_deadline(&shutdown, self.config.duration);
         // Retries are abandoned on the signal, not on --duration: the objects
         // must exist before the run can end normally.
         let forward = {
@@ -276,18 +352,14 @@ impl Churn {
                 caller_stop.cancel();
             })
         };
-        tracing::info!(seed = self.seed, namespace = %self.args.namespace, "churn starting (replay with --seed {})", self.seed);
+        tracing::info!(seed = self.seed, namespace = %self.config.namespace(), "churn starting (replay with --seed {})", self.seed);
         let result = self.churn(&stop, &ready).await;
         forward.abort();
-        if self.args.cleanup_on_exit {
+        if let Some(timeout) = self.config.cleanup_on_exit {
             let caller = self.caller.with_shutdown(CancellationToken::new());
-            let report = crate::cleanup::cleanup(
-                &self.client,
-                &caller,
-                &self.args.namespace,
-                self.args.cleanup_timeout.into(),
-            )
-            .await?;
+            let report =
+                crate::cleanup::cleanup(&self.client, &caller, self.config.namespace(), timeout)
+                    .await?;
             tracing::info!(%report, "cleaned up");
         }
         result
@@ -296,15 +368,15 @@ impl Churn {
     async fn churn(&self, stop: &CancellationToken, ready: &Readiness) -> anyhow::Result<()> {
         self.ensure_namespace().await?;
         let template = self.template();
-        let services: Vec<(Pattern, u32)> = (0..self.args.stable_services)
+        let services: Vec<(Pattern, u32)> = (0..self.config.stable_services)
             .map(|i| (Pattern::Stable, i))
-            .chain((0..self.args.oscillate_services).map(|i| (Pattern::Oscillate, i)))
+            .chain((0..self.config.oscillate_services).map(|i| (Pattern::Oscillate, i)))
             .collect();
-        let osc = self.args.oscillation();
+        let osc = self.config.oscillation;
         futures::stream::iter(services.iter().copied())
             .map(|(pattern, i)| {
                 let replicas = match pattern {
-                    Pattern::Stable => self.args.stable_endpoints,
+                    Pattern::Stable => self.config.stable_endpoints,
                     Pattern::Oscillate => osc.min,
                 };
                 self.ensure_service(&template, pattern, i, replicas)
@@ -315,12 +387,12 @@ impl Churn {
         ready.set(true);
         tracing::info!(services = services.len(), "initial objects exist");
 
-        if self.args.oscillate_services == 0 {
+        if self.config.oscillate_services == 0 {
             stop.cancelled().await;
             return Ok(());
         }
         let start = Instant::now();
-        let oscillators = (0..self.args.oscillate_services).map(|i| {
+        let oscillators = (0..self.config.oscillate_services).map(|i| {
             let schedule = Schedule::new(osc, self.seed, i);
             self.oscillate(&template, i, schedule, start, stop)
         });
@@ -336,21 +408,21 @@ impl Churn {
     }
 
     fn template(&self) -> ServiceTemplate {
-        self.args.template()
+        self.config.template.clone()
     }
 
     fn op(&self, verb: &'static str, resource: &'static str, name: Option<&str>) -> Op {
         Op {
             verb,
             resource,
-            namespace: self.args.namespace.clone(),
+            namespace: self.config.namespace().to_string(),
             name: name.map(str::to_string),
         }
     }
 
     async fn ensure_namespace(&self) -> anyhow::Result<()> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let ns = &self.args.namespace;
+        let ns = self.config.namespace();
         let mut logged = false;
         loop {
             let existing = self
@@ -401,7 +473,7 @@ impl Churn {
     ) -> anyhow::Result<()> {
         let name = pattern.service_name(i);
         let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.args.namespace);
+        let services: Api<Service> = Api::namespaced(self.client.clone(), self.config.namespace());
         let existed = self
             .caller
             .call(self.op("get", "services", Some(&name)), || {
@@ -420,7 +492,7 @@ impl Churn {
         }
 
         let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), &self.args.namespace);
+            Api::namespaced(self.client.clone(), self.config.namespace());
         let current = self
             .caller
             .call(self.op("get", "deployments", Some(&name)), || {
@@ -464,7 +536,7 @@ impl Churn {
         let name = Pattern::Oscillate.service_name(i);
         let labels = ServiceLabels::new(Pattern::Oscillate, &name);
         let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), &self.args.namespace);
+            Api::namespaced(self.client.clone(), self.config.namespace());
         let params = PatchParams::apply(labels::FIELD_MANAGER).force();
         schedule::drive(schedule, start, stop, |step, lag| {
             let (name, labels, deployments, params) = (&name, &labels, &deployments, &params);
@@ -493,5 +565,55 @@ impl Churn {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn config_new_has_the_flags_defaults() {
+        let from_flags = Config::try_from(
+            Cli::parse_from([
+                "churn",
+                "--namespace",
+                "ns",
+                "--stable-services",
+                "1",
+                "--seed",
+                "5",
+            ])
+            .args,
+        )
+        .unwrap();
+        let mut direct = Config::new("ns");
+        direct.stable_services = 1;
+        direct.seed = 5;
+        assert_eq!(format!("{direct:?}"), format!("{from_flags:?}"));
+    }
+
+    #[test]
+    fn config_from_flags_validates() {
+        let bad = Cli::parse_from([
+            "churn",
+            "--namespace",
+            "Not_A_Label",
+            "--stable-services",
+            "1",
+        ]);
+        assert!(
+            Config::try_from(bad.args)
+                .unwrap_err()
+                .contains("not a valid namespace name")
+        );
     }
 }

@@ -203,6 +203,28 @@ pub fn namespace(name: &str) -> Namespace {
 }
 
 impl ServiceTemplate {
+    /// The flags' defaults in `namespace`: pods on KWOK nodes (`type=kwok`,
+    /// tolerating KWOK's taint), meshed into `linkerd` with the synthetic
+    /// injected shape, port 8080, not exported.
+    pub fn kwok(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            port: 8080,
+            image: "registry.k8s.io/pause:3.10".to_string(),
+            control_plane_ns: Some("linkerd".to_string()),
+            injection: ProxyInjection::Synthetic,
+            export: Export::None,
+            proxy_version: "edge-26.8.3".to_string(),
+            node_selector: "type=kwok".parse().expect("valid node selector"),
+            tolerations: vec![
+                "kwok.x-k8s.io/node=fake:NoSchedule"
+                    .parse::<TolerationSpec>()
+                    .expect("valid toleration")
+                    .0,
+            ],
+        }
+    }
+
     /// The ClusterIP Service for `name`.
     pub fn service(&self, name: &str, pattern: Pattern) -> Service {
         let mut l = owned_labels(pattern);

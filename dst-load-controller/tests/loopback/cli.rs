@@ -252,6 +252,16 @@ fn run_rejects_bad_flags() {
         "is greater than --max-endpoints",
     );
     usage_error(&["run", "--scenario", "huge"], "invalid value 'huge'");
+    usage_error(
+        &[
+            "run",
+            "--destination-addr",
+            "127.0.0.1:1",
+            "--namespace",
+            "Bad_NS",
+        ],
+        "--namespace 'Bad_NS' is not a valid namespace name",
+    );
 }
 
 #[test]
