@@ -5,7 +5,6 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use clap::Parser;
 use ipnet::IpNet;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -368,20 +367,13 @@ pub async fn run_mock_scenario(
     }
     let initial_changes = handle.metrics().changes.get();
 
-    let targets = dsts
-        .iter()
-        .map(|d| d.authority.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let client_args = ClientCli::try_parse_from([
-        "client".to_string(),
-        format!("--destination-addr={dst_addr}"),
-        format!("--target-services={targets}"),
-        format!("--streams-per-service={}", plan.streams_per_service),
-        format!("--connections={}", plan.connections),
-    ])?
-    .args;
-    let client = Client::new(client_args, &mut registry)?;
+    let targets = dsts.iter().map(|d| d.authority.clone()).collect();
+    let mut client_config =
+        client::Config::new(&dst_addr.to_string(), client::Watch::Targets(targets))
+            .map_err(anyhow::Error::msg)?;
+    client_config.streams_per_service = plan.streams_per_service;
+    client_config.connections = plan.connections;
+    let client = Client::new(client_config, &mut registry)?;
     let fleet = client.fleet();
     let client_metrics = client.metrics().clone();
     let client_stop = CancellationToken::new();
@@ -471,12 +463,6 @@ pub async fn run_mock_scenario(
     ))
 }
 
-#[derive(Parser)]
-struct ClientCli {
-    #[command(flatten)]
-    args: client::Args,
-}
-
 /// Runs a scenario against a cluster: churn makes the changes, the client
 /// watches `--destination-addr`, the Kubernetes API is the ground truth.
 pub async fn run_cluster_scenario(
@@ -535,22 +521,22 @@ pub async fn run_cluster_scenario(
         }
 
         let pattern = if stable { "stable" } else { "oscillate" };
-        let mut client_args = ClientCli::try_parse_from([
-            "client".to_string(),
-            format!("--destination-addr={destination}"),
-            format!(
-                "--target-services={pattern}-svc-{{0..{}}}.{ns}.svc.cluster.local:8080",
-                plan.services - 1
-            ),
-            format!("--streams-per-service={}", plan.streams_per_service),
-            format!("--connections={}", plan.connections),
-            "--ground-truth".to_string(),
-        ])?
-        .args;
+        let targets = (0..plan.services)
+            .map(|i| {
+                crate::target::Authority::new(
+                    &format!("{pattern}-svc-{i}.{ns}.svc.cluster.local"),
+                    8080,
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let mut client_config = client::Config::new(&destination, client::Watch::Targets(targets))
+            .map_err(anyhow::Error::msg)?;
+        client_config.streams_per_service = plan.streams_per_service;
+        client_config.connections = plan.connections;
+        client_config.ground_truth = true;
         // The ground truth through the same Kubernetes client settings as churn.
-        client_args.kube = args.kube.clone();
-        client_args.validate().map_err(anyhow::Error::msg)?;
-        let client = Client::new(client_args, &mut registry)?;
+        client_config.kube = args.kube.clone();
+        let client = Client::new(client_config, &mut registry)?;
         let fleet = client.fleet();
         let client_metrics = client.metrics().clone();
         let client_task = tokio::spawn(client.run(client_stop.clone()));
@@ -738,6 +724,8 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[derive(Parser)]

@@ -208,7 +208,10 @@ impl Args {
         let slos = gates.slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
         let config = ReportConfig::from(&self);
         let mut registry = Registry::default();
-        let client = Client::new(self, &mut registry)?;
+        let client = Client::new(
+            Config::try_from(&self).map_err(anyhow::Error::msg)?,
+            &mut registry,
+        )?;
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         let router = admin::router(Arc::new(registry), client.readiness());
         admin::spawn(admin_addr, router, stop.clone()).await?;
@@ -301,6 +304,142 @@ impl From<&(String, usize, u64, u64)> for ServiceRow {
     }
 }
 
+/// Which services a client watches.
+#[derive(Clone, Debug)]
+pub enum Watch {
+    /// These authorities, for the whole run.
+    Targets(Vec<Authority>),
+    /// The Services of `namespace` matching `selector`, as they come and go.
+    Selector {
+        /// The namespace.
+        namespace: String,
+        /// A label selector.
+        selector: String,
+    },
+}
+
+/// What a client does, validated. Made from the flags with
+/// [`TryFrom<Args>`] (where validation lives), or built directly by `run`
+/// and tests from [`Config::new`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The Destination service.
+    pub destination: http::Uri,
+    /// The services watched.
+    pub watch: Watch,
+    /// The namespace of the ground truth for targets (default: the
+    /// namespaces the target authorities name).
+    pub namespace: Option<String>,
+    /// The cluster domain of discovered Services' authorities.
+    pub cluster_domain: String,
+    /// Streams per service.
+    pub streams_per_service: u32,
+    /// HTTP/2 connections the streams share.
+    pub connections: u32,
+    /// HTTP/2 keepalive pings on busy connections; `None` = none.
+    pub keepalive: Option<Duration>,
+    /// Every stream's token, timeouts, lifetimes and backoff.
+    pub stream: StreamConfig,
+    /// Follow the ground truth through the Kubernetes API.
+    pub ground_truth: bool,
+    /// How long a stream may differ from the truth before it is stale.
+    pub staleness_grace: Duration,
+    /// The Kubernetes client of the ground truth and discovery.
+    pub kube: crate::kube_api::KubeArgs,
+}
+
+impl Config {
+    /// One stream per target over one connection, with the flags' defaults
+    /// otherwise (the context token from the POD_* and NODE_NAME environment,
+    /// as the proxy injector sets it).
+    pub fn new(destination: &str, watch: Watch) -> Result<Self, String> {
+        let env = |k: &str| std::env::var(k).ok();
+        Ok(Self {
+            destination: destination_uri(destination)?,
+            watch,
+            namespace: None,
+            cluster_domain: "cluster.local".to_string(),
+            streams_per_service: 1,
+            connections: 1,
+            keepalive: Some(Duration::from_secs(300)),
+            stream: StreamConfig {
+                context_token: ContextToken::new(
+                    env("POD_NAMESPACE"),
+                    env("NODE_NAME"),
+                    env("POD_NAME"),
+                )
+                .to_wire(),
+                initial_timeout: Duration::from_secs(3),
+                lifetime: None,
+                backoff: BackoffConfig {
+                    min: Duration::from_millis(100),
+                    max: Duration::from_secs(60),
+                    jitter: 0.1,
+                },
+            },
+            ground_truth: false,
+            staleness_grace: Duration::from_secs(10),
+            kube: crate::kube_api::KubeArgs::default(),
+        })
+    }
+}
+
+impl TryFrom<&Args> for Config {
+    type Error = String;
+
+    fn try_from(args: &Args) -> Result<Self, String> {
+        args.validate()?;
+        let watch = match &args.service_label_selector {
+            Some(selector) => Watch::Selector {
+                namespace: args.namespace.clone().unwrap_or_default(),
+                selector: selector.clone(),
+            },
+            None => Watch::Targets(
+                args.target_services
+                    .iter()
+                    .flat_map(|t| t.0.iter().cloned())
+                    .collect(),
+            ),
+        };
+        let keepalive: Duration = args.keepalive_interval.into();
+        let context_token = match &args.context_token {
+            Some(token) => token.clone(),
+            None => ContextToken::new(
+                args.pod_namespace.clone(),
+                args.node_name.clone(),
+                args.pod_name.clone(),
+            )
+            .to_wire(),
+        };
+        let lifetime = match (args.min_stream_lifetime, args.max_stream_lifetime) {
+            (lo, Some(hi)) => Some((lo.map(Into::into).unwrap_or(*hi), hi.into())),
+            _ => None,
+        };
+        Ok(Self {
+            destination: destination_uri(&args.destination_addr)?,
+            watch,
+            namespace: args.namespace.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            streams_per_service: args.streams_per_service,
+            connections: args.connections,
+            keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            stream: StreamConfig {
+                context_token,
+                initial_timeout: args.initial_timeout.into(),
+                lifetime,
+                backoff: BackoffConfig {
+                    min: args.backoff_min.into(),
+                    max: args.backoff_max.into(),
+                    jitter: args.backoff_jitter,
+                },
+            },
+            ground_truth: args.ground_truth,
+            staleness_grace: args.staleness_grace.into(),
+            kube: args.kube.clone(),
+        })
+    }
+}
+
 fn destination_uri(addr: &str) -> Result<http::Uri, String> {
     let with_scheme = if addr.contains("://") {
         addr.to_string()
@@ -321,61 +460,35 @@ fn destination_uri(addr: &str) -> Result<http::Uri, String> {
 /// A running client: its connections, streams and metrics. Usable as a
 /// library (tests, `run`) as well as by the subcommand.
 pub struct Client {
-    args: Args,
+    config: Config,
     channels: Vec<Channel>,
-    config: Arc<StreamConfig>,
+    stream: Arc<StreamConfig>,
     metrics: Metrics,
     services: Arc<Fleet>,
     readiness: Readiness,
 }
 
 impl Client {
-    /// Builds a client from flags, registering its metrics. Connects lazily.
-    pub fn new(args: Args, registry: &mut Registry) -> anyhow::Result<Self> {
-        let uri = destination_uri(&args.destination_addr).map_err(anyhow::Error::msg)?;
-        let channels = (0..args.connections)
+    /// Builds a client, registering its metrics. Connects lazily.
+    pub fn new(config: Config, registry: &mut Registry) -> anyhow::Result<Self> {
+        let channels = (0..config.connections)
             .map(|_| {
-                let endpoint = Endpoint::from(uri.clone()).tcp_nodelay(true);
-                let keepalive: Duration = args.keepalive_interval.into();
-                let endpoint = if keepalive.is_zero() {
-                    endpoint
-                } else {
+                let endpoint = Endpoint::from(config.destination.clone()).tcp_nodelay(true);
+                match config.keepalive {
                     // Not while idle: gRPC-Go also counts pings on a
                     // connection without streams against the client.
-                    endpoint.http2_keep_alive_interval(keepalive)
-                };
-                endpoint.connect_lazy()
+                    Some(interval) => endpoint.http2_keep_alive_interval(interval),
+                    None => endpoint,
+                }
+                .connect_lazy()
             })
             .collect();
-        let context_token = match &args.context_token {
-            Some(token) => token.clone(),
-            None => ContextToken::new(
-                args.pod_namespace.clone(),
-                args.node_name.clone(),
-                args.pod_name.clone(),
-            )
-            .to_wire(),
-        };
-        let lifetime = match (args.min_stream_lifetime, args.max_stream_lifetime) {
-            (lo, Some(hi)) => Some((lo.map(Into::into).unwrap_or(*hi), hi.into())),
-            _ => None,
-        };
-        let config = Arc::new(StreamConfig {
-            context_token,
-            initial_timeout: args.initial_timeout.into(),
-            lifetime,
-            backoff: BackoffConfig {
-                min: args.backoff_min.into(),
-                max: args.backoff_max.into(),
-                jitter: args.backoff_jitter,
-            },
-        });
         let services = Arc::new(Fleet::default());
         let metrics = Metrics::register(registry, services.clone());
         Ok(Self {
-            args,
-            channels,
+            stream: Arc::new(config.stream.clone()),
             config,
+            channels,
             metrics,
             services,
             readiness: Readiness::default(),
@@ -410,14 +523,14 @@ impl Client {
         let staleness_task = tokio::spawn(staleness::watch(
             self.services.clone(),
             self.metrics.staleness.clone(),
-            self.args.staleness_grace.into(),
+            self.config.staleness_grace,
             Duration::from_secs(1),
             stop.clone(),
         ));
         let mut truth_tasks = Vec::new();
-        if self.args.ground_truth {
+        if self.config.ground_truth {
             let kube = self
-                .args
+                .config
                 .kube
                 .client()
                 .await
@@ -427,24 +540,27 @@ impl Client {
                 truth_tasks.push(tokio::spawn(kube_truth::follow(
                     kube.clone(),
                     namespace,
-                    self.args.cluster_domain.clone(),
+                    self.config.cluster_domain.clone(),
                     self.services.clone(),
                     stop.clone(),
                 )));
             }
         }
 
-        if let Some(selector) = &self.args.service_label_selector {
-            let namespace = self.args.namespace.clone().unwrap_or_default();
+        if let Watch::Selector {
+            namespace,
+            selector,
+        } = &self.config.watch
+        {
             let kube = self
-                .args
+                .config
                 .kube
                 .client()
                 .await
                 .context("cannot build a Kubernetes client for --service-label-selector")?;
             self.discover(
                 kube,
-                &namespace,
+                namespace,
                 selector,
                 &mut next_channel,
                 &mut tasks,
@@ -452,12 +568,10 @@ impl Client {
             )
             .await?;
         } else {
-            let targets: Vec<Authority> = self
-                .args
-                .target_services
-                .iter()
-                .flat_map(|t| t.0.iter().cloned())
-                .collect();
+            let targets: &[Authority] = match &self.config.watch {
+                Watch::Targets(t) => t,
+                Watch::Selector { .. } => &[],
+            };
             for authority in targets {
                 self.spawn_service(
                     &authority.to_string(),
@@ -468,7 +582,7 @@ impl Client {
             }
             tracing::info!(
                 services = self.services.services().len(),
-                streams_per_service = self.args.streams_per_service,
+                streams_per_service = self.config.streams_per_service,
                 connections = self.channels.len(),
                 "streams started"
             );
@@ -486,13 +600,15 @@ impl Client {
     /// The namespaces whose ground truth is followed: `--namespace`, or those
     /// named by the target authorities (`svc.NAMESPACE.svc...`).
     fn truth_namespaces(&self) -> std::collections::BTreeSet<String> {
-        if let Some(ns) = &self.args.namespace {
+        if let Some(ns) = &self.config.namespace {
             return [ns.clone()].into();
         }
-        self.args
-            .target_services
+        let targets: &[Authority] = match &self.config.watch {
+            Watch::Targets(t) => t,
+            Watch::Selector { namespace, .. } => return [namespace.clone()].into(),
+        };
+        targets
             .iter()
-            .flat_map(|t| t.0.iter())
             .filter_map(|a| a.host().split('.').nth(1).map(str::to_string))
             .collect()
     }
@@ -506,7 +622,7 @@ impl Client {
     ) {
         let streams = Arc::new(ServiceStreams::new(
             service.to_string(),
-            self.args.streams_per_service as usize,
+            self.config.streams_per_service as usize,
             self.metrics.latencies.clone(),
         ));
         self.services.insert(streams.clone());
@@ -519,7 +635,7 @@ impl Client {
                 channel,
             };
             let span = tracing::debug_span!("stream", service, index);
-            let fut = s.run(self.config.clone(), self.metrics.clone(), stop.clone());
+            let fut = s.run(self.stream.clone(), self.metrics.clone(), stop.clone());
             tasks.spawn(tracing::Instrument::instrument(fut, span));
         }
     }
@@ -563,7 +679,7 @@ impl Client {
                     Change::Apply(svc) => {
                         let (Some(name), Some(authority)) = (
                             svc.metadata.name.clone(),
-                            service_authority(&svc, namespace, &self.args.cluster_domain),
+                            service_authority(&svc, namespace, &self.config.cluster_domain),
                         ) else {
                             continue;
                         };
@@ -769,5 +885,51 @@ impl std::fmt::Display for Summary {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn config_new_has_the_flags_defaults() {
+        let flags = Cli::parse_from([
+            "client",
+            "--destination-addr",
+            "127.0.0.1:8086",
+            "--target-services",
+            "a.ns.svc.cluster.local:80",
+        ]);
+        let from_flags = Config::try_from(&flags.args).unwrap();
+        let direct = Config::new(
+            "127.0.0.1:8086",
+            Watch::Targets(vec![Authority::new("a.ns.svc.cluster.local", 80).unwrap()]),
+        )
+        .unwrap();
+        assert_eq!(format!("{direct:?}"), format!("{from_flags:?}"));
+    }
+
+    #[test]
+    fn config_from_flags_validates() {
+        let flags = Cli::parse_from(["client", "--destination-addr", "127.0.0.1:8086"]);
+        assert!(
+            Config::try_from(&flags.args)
+                .unwrap_err()
+                .contains("nothing to watch")
+        );
+        assert!(
+            Config::new("no-port", Watch::Targets(vec![]))
+                .unwrap_err()
+                .contains("has no port")
+        );
     }
 }

@@ -82,9 +82,15 @@ pub struct RunningClient {
     pub task: tokio::task::JoinHandle<anyhow::Result<client::Summary>>,
 }
 
+/// Starts a client from its flags (validated as the subcommand does).
 pub fn start_client(args: client::Args) -> RunningClient {
+    start_client_with(client::Config::try_from(&args).expect("valid client flags"))
+}
+
+/// Starts a client from a config built directly.
+pub fn start_client_with(config: client::Config) -> RunningClient {
     let mut registry = Registry::default();
-    let c = Client::new(args, &mut registry).unwrap();
+    let c = Client::new(config, &mut registry).unwrap();
     let fleet = c.fleet();
     let metrics = c.metrics().clone();
     let stop = CancellationToken::new();
