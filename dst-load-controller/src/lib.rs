@@ -16,6 +16,7 @@ pub mod mock;
 pub mod mock_dst;
 pub mod report;
 pub mod run;
+pub mod runtime;
 pub mod scenario;
 pub mod schedule;
 pub mod shutdown;

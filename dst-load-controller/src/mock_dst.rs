@@ -1,11 +1,8 @@
 //! `mock-dst`: a standalone mock Destination server.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc};
-
-use prometheus_client::registry::Registry;
+use std::{net::SocketAddr, process::ExitCode};
 
 use crate::{
-    admin::{self, Readiness},
     churn::schedule::OscillationArgs,
     mock::{
         MockDestination, control,
@@ -14,6 +11,7 @@ use crate::{
         identity::Identities,
         server::{Behavior, Delay},
     },
+    runtime::Runtime,
 };
 
 /// Flags of `mock-dst`.
@@ -117,8 +115,8 @@ impl Args {
             cluster_domain,
             kube,
         } = self;
-        let shutdown = crate::shutdown::on_signal();
-        let mut registry = Registry::default();
+        let mut rt = Runtime::new();
+        let shutdown = rt.shutdown();
         let behavior = Behavior {
             legacy_no_endpoints,
             queue_capacity: stream_queue_capacity,
@@ -126,7 +124,7 @@ impl Args {
             withhold_removals_every,
             ..Default::default()
         };
-        let mut mock = MockDestination::new(behavior, &mut registry);
+        let mut mock = MockDestination::new(behavior, rt.registry());
         if let Some(ids) = identities {
             tracing::info!(identities = ?ids.names(), "serving the Identity service");
             mock = mock.with_identities(ids);
@@ -138,10 +136,8 @@ impl Args {
         let listener = crate::mock::bind(addr).map_err(|e| {
             anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
         })?;
-        let ready = Readiness::default();
-        let router =
-            admin::router(Arc::new(registry), ready.clone()).merge(control::router(handle.clone()));
-        admin::spawn(admin_addr, router, shutdown.clone()).await?;
+        rt.serve_admin_with(admin_addr, control::router(handle.clone()))
+            .await?;
         tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
         let seed = oscillation.seed();
         let timing = oscillation.oscillation(0, 0);
@@ -150,7 +146,7 @@ impl Args {
             if g.oscillates() {
                 tracing::info!(destination = %g.authority, min = g.min, max = g.max, seed, "oscillating");
                 let stop = shutdown.clone();
-                tokio::spawn(generate::oscillate(
+                rt.spawn(generate::oscillate(
                     handle.clone(),
                     g,
                     timing,
@@ -166,7 +162,7 @@ impl Args {
             })?;
             for ns in kubernetes_namespace {
                 tracing::info!(namespace = %ns, "serving the namespace's Services");
-                tokio::spawn(crate::mock::kube::follow(
+                rt.spawn(crate::mock::kube::follow(
                     kube.clone(),
                     ns,
                     cluster_domain.clone(),
@@ -175,8 +171,10 @@ impl Args {
                 ));
             }
         }
-        ready.set(true);
-        mock.serve(listener, shutdown).await?;
+        rt.readiness().set(true);
+        let served = mock.serve(listener, shutdown).await;
+        rt.finish().await?;
+        served?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -5,7 +5,7 @@ pub mod metrics;
 pub mod objects;
 pub use crate::schedule;
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
@@ -16,7 +16,6 @@ use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
-use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +25,10 @@ use self::{
     schedule::{Oscillation, OscillationArgs, Schedule},
 };
 use crate::{
-    admin::{self, Readiness},
+    admin::Readiness,
     kube_api::{Caller, KubeArgs, Op},
     labels,
+    runtime::Runtime,
 };
 
 /// Flags of `churn`.
@@ -196,18 +196,14 @@ impl Args {
 
     /// Runs churn until signalled, `--duration`, or `--cycles` are done.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let shutdown = crate::shutdown::on_signal();
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
-        let ready = Readiness::default();
-        let router = admin::router(Arc::new(registry), ready.clone());
-        let admin_stop = CancellationToken::new();
-        admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
+        let mut rt = Runtime::new();
+        let metrics = Metrics::register(rt.registry());
+        rt.serve_admin(self.admin_addr).await?;
         let config = Config::try_from(self).map_err(anyhow::Error::msg)?;
         let churn = Churn::new(config, metrics.clone()).await?;
         let seed = churn.seed;
-        let result = churn.run(shutdown, ready).await;
-        admin_stop.cancel();
+        let result = churn.run(rt.shutdown(), rt.readiness()).await;
+        let finished = rt.finish().await;
         let lag = metrics.dispatch_lag_percentiles();
         println!(
             "churn summary: seed={seed} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
@@ -220,7 +216,8 @@ impl Args {
             lag.p99 * 1e3,
             lag.max * 1e3,
         );
-        result.map(|()| ExitCode::SUCCESS)
+        result?;
+        finished.map(|()| ExitCode::SUCCESS)
     }
 }
 

@@ -30,9 +30,10 @@ use self::{
     token::ContextToken,
 };
 use crate::{
-    admin::{self, Readiness},
+    admin::Readiness,
     gates::Measurements,
     latency::Kind,
+    runtime::Runtime,
     watch::{Change, Driver},
 };
 
@@ -201,22 +202,23 @@ impl Args {
     /// Runs until `--duration` or a signal, then prints a summary, judges
     /// the gates and writes the reports.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let shutdown = crate::shutdown::on_signal();
-        let stop = crate::shutdown::with_deadline(&shutdown, self.duration.map(Into::into));
+        let mut rt = Runtime::new();
+        let stop = crate::shutdown::with_deadline(&rt.shutdown(), self.duration.map(Into::into));
         let admin_addr = self.admin_addr;
         let gates = self.gates.clone();
         let slos = gates.slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
         let config = ReportConfig::from(&self);
-        let mut registry = Registry::default();
         let client = Client::new(
             Config::try_from(&self).map_err(anyhow::Error::msg)?,
-            &mut registry,
-        )?;
+            rt.registry(),
+        )?
+        .with_readiness(rt.readiness());
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
-        let router = admin::router(Arc::new(registry), client.readiness());
-        admin::spawn(admin_addr, router, stop.clone()).await?;
+        rt.serve_admin(admin_addr).await?;
         let started_at = jiff::Timestamp::now();
-        let summary = client.run(stop).await?;
+        let summary = client.run(stop).await;
+        rt.finish().await?;
+        let summary = summary?;
         let measured = measure(&fleet, &metrics, &summary);
         let slos = crate::slo::judge(&slos, &measured, gates.min_samples);
         print!("{summary}");
@@ -493,6 +495,12 @@ impl Client {
             services,
             readiness: Readiness::default(),
         })
+    }
+
+    /// Reports readiness through `readiness` (the process's `/ready`).
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Ready once every stream has had its first answer.

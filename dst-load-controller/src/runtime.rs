@@ -1,0 +1,175 @@
+//! One owner per process for what every subcommand needs, as kubert's
+//! `Runtime`: the root cancellation (the first SIGINT/SIGTERM, or a critical
+//! task failing), a tracker of every task it spawns (none is detached: the
+//! process waits for them), the metrics registry, and the admin server.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use prometheus_client::registry::Registry;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::admin::{self, Readiness};
+
+/// The process's root: build it first, spawn through it, finish it last.
+pub struct Runtime {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    registry: Registry,
+    readiness: Readiness,
+    failure: Arc<Mutex<Option<anyhow::Error>>>,
+}
+
+impl Runtime {
+    /// A runtime whose root is cancelled on the first SIGINT or SIGTERM (a
+    /// second one exits at once).
+    pub fn new() -> Self {
+        Self::with_shutdown(crate::shutdown::on_signal())
+    }
+
+    /// A runtime under an existing root (tests, embedding).
+    pub fn with_shutdown(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            tracker: TaskTracker::new(),
+            registry: Registry::default(),
+            readiness: Readiness::default(),
+            failure: Arc::default(),
+        }
+    }
+
+    /// The root cancellation: every task drains when it fires.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The registry, for components to register their metrics into before
+    /// the admin server starts.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// `/ready` of the admin server.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Spawns a task the process waits for at [`Runtime::finish`].
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Spawns a task whose failure ends the process: it is logged, kept for
+    /// [`Runtime::finish`], and cancels the root.
+    pub fn spawn_critical<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (shutdown, failure) = (self.shutdown.clone(), self.failure.clone());
+        self.tracker.spawn(async move {
+            if let Err(error) = task.await {
+                tracing::error!(task = name, error = %format!("{error:#}"), "critical task failed; shutting down");
+                failure
+                    .lock()
+                    .expect("failure lock")
+                    .get_or_insert(error.context(format!("{name} failed")));
+                shutdown.cancel();
+            }
+        });
+    }
+
+    /// Binds and serves the admin server (metrics of the registry so far,
+    /// `/live`, `/ready`) until the root is cancelled; a failure to serve is
+    /// critical. Returns the bound address.
+    pub async fn serve_admin(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        self.serve_admin_with(addr, axum::Router::new()).await
+    }
+
+    /// [`Runtime::serve_admin`] with more routes (the mock's control API).
+    pub async fn serve_admin_with(
+        &mut self,
+        addr: SocketAddr,
+        routes: axum::Router,
+    ) -> anyhow::Result<SocketAddr> {
+        let registry = std::mem::take(&mut self.registry);
+        let router = admin::router(Arc::new(registry), self.readiness.clone()).merge(routes);
+        let listener = admin::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let shutdown = self.shutdown.clone();
+        self.spawn_critical("admin server", async move {
+            Ok(admin::serve(listener, router, shutdown).await?)
+        });
+        tracing::info!(addr = %local, "admin server listening");
+        Ok(local)
+    }
+
+    /// Cancels the root, waits for every task, and returns the first
+    /// critical failure, if any.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        match self.failure.lock().expect("failure lock").take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_critical_task_cancels_the_root_and_is_reported() {
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        let root = rt.shutdown();
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = drained.clone();
+        let r = root.clone();
+        rt.spawn(async move {
+            r.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        rt.spawn_critical("watcher", async { anyhow::bail!("boom") });
+        tokio::time::timeout(Duration::from_secs(10), root.cancelled())
+            .await
+            .expect("the failure cancelled the root");
+        let err = rt.finish().await.unwrap_err();
+        assert_eq!(format!("{err:#}"), "watcher failed: boom");
+        assert!(
+            drained.load(std::sync::atomic::Ordering::SeqCst),
+            "finish waited for every task"
+        );
+    }
+
+    #[tokio::test]
+    async fn finish_without_failure_is_ok_and_waits() {
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        let root = rt.shutdown();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        rt.spawn_critical("worker", async move {
+            root.cancelled().await;
+            d.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        rt.finish().await.unwrap();
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
