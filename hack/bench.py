@@ -432,12 +432,14 @@ def bench_churn(a):
         for label, services, hold, qps in [("under --qps", 10, "1s", 100), ("over --qps", 40, "200ms", 50)]:
             ns = f"bench-churn-{os.getpid()}-{len(results)}"
             admin = free_port()
+            report = os.path.join(REPO, f"target/bench/churn-{len(results)}.json")
             p = Proc(f"churn-{len(results)}", ["churn", "--namespace", ns, "--oscillate-services", str(services),
                                                "--oscillate-min-endpoints", "1", "--oscillate-max-endpoints", "2",
                                                "--oscillate-min-hold", hold, "--oscillate-max-hold", hold,
                                                "--qps", str(qps), "--burst", str(qps),
                                                "--duration", f"{a.seconds}s", "--cleanup-on-exit",
-                                               "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warn"],
+                                               "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warn",
+                                               "--report", report],
                      env=env)
             wait_for("churn ready", lambda a=admin: _up(a), 60)
             time.sleep(2)
@@ -447,15 +449,15 @@ def bench_churn(a):
             calls = (r1["churn_api_request_duration_seconds_count"]
                      - r0["churn_api_request_duration_seconds_count"])
             cpu = p.cpu()
-            summary = p.p.communicate(timeout=180)[0]
-            fields = dict(kv.split("=") for kv in summary.split(":", 1)[1].split())
+            p.p.communicate(timeout=180)
+            r = json.load(open(report))
             results.append({
                 "case": label, "services": services, "hold": hold, "qps": qps,
                 "requests_per_second": round(calls / (t1 - t0), 1),
-                "scale_events": int(fields["scale_events"]), "api_errors": int(fields["api_errors"]),
-                "dispatch_lag_p50_ms": float(fields["dispatch_lag_p50_ms"]),
-                "dispatch_lag_p99_ms": float(fields["dispatch_lag_p99_ms"]),
-                "dispatch_lag_max_ms": float(fields["dispatch_lag_max_ms"]),
+                "scale_events": r["scale_events"], "api_errors": r["api_errors"],
+                "dispatch_lag_p50_ms": round(r["dispatch_lag"]["p50"] * 1e3, 3),
+                "dispatch_lag_p99_ms": round(r["dispatch_lag"]["p99"] * 1e3, 3),
+                "dispatch_lag_max_ms": round(r["dispatch_lag"]["max"] * 1e3, 3),
                 "churn_cpu_seconds": round(cpu, 2),
             })
     finally:

@@ -398,6 +398,7 @@ async fn churn_creates_placed_meshed_services_with_matching_endpointslices() {
     let client = kube().await;
     let ns = TempNs::new("churn");
     let admin = format!("127.0.0.1:{}", free_port());
+    let report = std::env::temp_dir().join(format!("{}-churn.json", ns.name));
     let out = run(&[
         "churn",
         "--namespace",
@@ -422,11 +423,26 @@ async fn churn_creates_placed_meshed_services_with_matching_endpointslices() {
         "11",
         "--admin-addr",
         &admin,
+        "--report",
+        report.to_str().unwrap(),
     ])
     .await;
     assert_eq!(summary_field(&out, "services_created"), 4);
     assert_eq!(summary_field(&out, "scale_events"), 4);
     assert_eq!(summary_field(&out, "cycles_completed"), 2);
+    // --report has the summary line's figures.
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for k in [
+        "services_created",
+        "scale_events",
+        "cycles_completed",
+        "api_errors",
+        "seed",
+    ] {
+        assert_eq!(r[k].as_u64(), Some(summary_field(&out, k)), "{k} in {r}");
+    }
+    assert_eq!(r["dispatch_lag"]["count"], 4, "{r}");
+    let _ = std::fs::remove_file(&report);
 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);

@@ -117,6 +117,11 @@ pub struct Args {
     #[arg(long, default_value = "0.0.0.0:9990")]
     pub admin_addr: SocketAddr,
 
+    /// Also write the exit summary as JSON to this file (for scripts and
+    /// benchmarks; the same figures as the summary line).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub kube: KubeArgs,
 }
@@ -199,23 +204,27 @@ impl Args {
         let mut rt = Runtime::new();
         let metrics = Metrics::register(rt.registry());
         rt.serve_admin(self.admin_addr).await?;
+        let report = self.report.clone();
         let config = Config::try_from(self).map_err(anyhow::Error::msg)?;
         let churn = Churn::new(config, metrics.clone()).await?;
         let seed = churn.seed;
         let result = churn.run(rt.shutdown(), rt.readiness()).await;
         let finished = rt.finish().await;
-        let lag = metrics.dispatch_lag_percentiles();
-        println!(
-            "churn summary: seed={seed} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
-            metrics.services_created.get(),
-            metrics.scale_events_total.get(),
-            metrics.cycles_completed.get(),
-            metrics.api.errors(),
-            metrics.api.retries(),
-            lag.p50 * 1e3,
-            lag.p99 * 1e3,
-            lag.max * 1e3,
-        );
+        let summary = Summary {
+            seed,
+            services_created: metrics.services_created.get(),
+            scale_events: metrics.scale_events_total.get(),
+            cycles_completed: metrics.cycles_completed.get(),
+            api_errors: metrics.api.errors(),
+            api_retries: metrics.api.retries(),
+            dispatch_lag: metrics.dispatch_lag_percentiles(),
+        };
+        println!("{summary}");
+        if let Some(path) = &report {
+            let json = serde_json::to_vec_pretty(&summary)?;
+            std::fs::write(path, json)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+        }
         result?;
         finished.map(|()| ExitCode::SUCCESS)
     }
@@ -292,6 +301,43 @@ impl TryFrom<Args> for Config {
             cleanup_on_exit: args.cleanup_on_exit.then(|| args.cleanup_timeout.into()),
             kube: args.kube,
         })
+    }
+}
+
+/// What a churn run did: its exit summary line, and `--report`.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    /// The seed (replay with --seed).
+    pub seed: u64,
+    /// Services created (not adopted).
+    pub services_created: u64,
+    /// Scale events applied.
+    pub scale_events: u64,
+    /// Oscillation cycles completed.
+    pub cycles_completed: u64,
+    /// API calls that failed for good.
+    pub api_errors: u64,
+    /// API calls retried.
+    pub api_retries: u64,
+    /// How late scale events were dispatched after their schedule (seconds).
+    pub dispatch_lag: crate::latency::Percentiles,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "churn summary: seed={} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
+            self.seed,
+            self.services_created,
+            self.scale_events,
+            self.cycles_completed,
+            self.api_errors,
+            self.api_retries,
+            self.dispatch_lag.p50 * 1e3,
+            self.dispatch_lag.p99 * 1e3,
+            self.dispatch_lag.max * 1e3,
+        )
     }
 }
 
