@@ -76,6 +76,7 @@ class Proc(Pid):
         super().__init__(self.p.pid)
 
     def stop(self):
+        """Terminates the process (if still running); returns its stdout."""
         if self in LIVE:
             LIVE.remove(self)
         if self.p.poll() is None:
@@ -86,7 +87,16 @@ class Proc(Pid):
                 self.p.kill()
                 out, _ = self.p.communicate()
             return out
-        return self.p.stdout.read()
+        if self.p.stdout and not self.p.stdout.closed:
+            return self.p.stdout.read()
+        return ""
+
+    def wait(self, timeout):
+        """Waits for the process to end by itself; returns its stdout."""
+        out, _ = self.p.communicate(timeout=timeout)
+        if self in LIVE:
+            LIVE.remove(self)
+        return out
 
 
 def by_label(port, name, label):
@@ -320,7 +330,7 @@ def bench_controller(a):
         resets = by_label(admin, "destination_client_streams_reset_total", "reason")
         ctl = scrape_url(f"http://{env['DESTINATION_METRICS_ADDR']}/metrics")
         rss, hwm = dst.mem()
-        cl.p.communicate(timeout=120)
+        cl.wait(timeout=120)
         rep = json.load(open(report))
         msgs = m1["destination_client_updates_received_total"] - m0["destination_client_updates_received_total"]
         client_cpu, ctl_cpu = c1 - c0, d1 - d0
@@ -388,7 +398,7 @@ def bench_redline(a):
             c1, d1 = cl.cpu(), dst.cpu()
             t1 = time.time()
             resets = by_label(admin, "destination_client_streams_reset_total", "reason")
-            cl.p.communicate(timeout=300)
+            cl.wait(timeout=300)
             rep = json.load(open(report))
             rss, hwm = dst.mem()
             client_core = (c1 - c0) / (t1 - t0)
@@ -449,7 +459,7 @@ def bench_churn(a):
             calls = (r1["churn_api_request_duration_seconds_count"]
                      - r0["churn_api_request_duration_seconds_count"])
             cpu = p.cpu()
-            p.p.communicate(timeout=180)
+            p.wait(timeout=180)
             r = json.load(open(report))
             results.append({
                 "case": label, "services": services, "hold": hold, "qps": qps,
