@@ -237,7 +237,14 @@ impl Destination for Service {
                             _ = tokio::time::sleep(d.saturating_sub(late)) => {}
                         }
                     }
-                    let updates = shaper.updates(&change);
+                    // Built once per change for every stream of the
+                    // destination; a stream withholding removals (a fault)
+                    // builds its own.
+                    let updates = if shaper.withhold_removals {
+                        shaper.updates(&change)
+                    } else {
+                        change.shaped.0.get_or_init(|| shaper.updates(&change)).clone()
+                    };
                     if !updates.is_empty() {
                         metrics.delivered(change.at);
                     }

@@ -30,7 +30,22 @@ pub struct Change {
     pub len: usize,
     /// When the change was made.
     pub at: SystemTime,
+    /// The messages streams send for it, built once by the first stream
+    /// that sends it (not part of equality).
+    pub shaped: Shaped,
 }
+
+/// A change's messages, built once and shared by every stream.
+#[derive(Clone, Debug, Default)]
+pub struct Shaped(pub std::sync::OnceLock<Vec<linkerd2_proxy_api::destination::Update>>);
+
+impl PartialEq for Shaped {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Shaped {}
 
 #[derive(Debug)]
 struct Dst {
@@ -144,6 +159,7 @@ impl Store {
             exists: state.exists,
             len: state.endpoints.len(),
             at: SystemTime::now(),
+            shaped: Shaped::default(),
         });
         // Sent under the lock so that a subscriber's snapshot and feed agree.
         if !change.added.is_empty() || !change.removed.is_empty() {
