@@ -243,7 +243,11 @@ impl Destination for Service {
                     let updates = if shaper.withhold_removals {
                         shaper.updates(&change)
                     } else {
-                        change.shaped.0.get_or_init(|| shaper.updates(&change)).clone()
+                        change
+                            .shaped
+                            .0
+                            .get_or_init(|| shaper.updates(&change))
+                            .clone()
                     };
                     if !updates.is_empty() {
                         metrics.delivered(change.at);
