@@ -26,7 +26,7 @@ STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
 # shellcheck disable=SC1091
 . "$STATE/env"
 
-"$here/build-deps.sh" helm step helmfile hadolint prometheus_operator_crds >&2
+"$here/build-deps.sh" helm step helmfile hadolint prometheus_operator_crds linkerd >&2
 HELM=$CACHE/helm-$HELM_VERSION/bin/helm
 STEP=$CACHE/step-$STEP_VERSION/bin/step
 HELMFILE=$CACHE/helmfile-$HELMFILE_VERSION/bin/helmfile
@@ -265,11 +265,16 @@ for force in "" --force; do
 done
 [[ $("$KUBECTL" -n "$HNS" get pods -l app.kubernetes.io/component=churn -o name | wc -l) == 1 ]] ||
   fail "more than one churn pod after upgrades"
+# The first container's args of a pod, or of a workload's pod template.
+container_args() { # namespace kind/name
+  local path=.spec.template.spec
+  [[ $2 == pod/* ]] && path=.spec
+  "$KUBECTL" -n "$1" get "$2" -o jsonpath="{range $path.containers[0].args[*]}{@}{\"\\n\"}{end}"
+}
 churn_hkc=$(NS=$HNS kubeconfig_for dst-load-test-churn)
 # churn (its container's args, with the chart's churn ServiceAccount) creates
 # its objects and exits without cleaning up, as a churn killed mid-run would.
-mapfile -t churn_args < <("$KUBECTL" -n "$HNS" get deploy dst-load-test-churn \
-  -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}' | grep -v -- '--admin-addr')
+mapfile -t churn_args < <(container_args "$HNS" deploy/dst-load-test-churn | grep -v -- '--admin-addr')
 KUBECONFIG=$churn_hkc "$BIN" "${churn_args[@]}" --admin-addr 127.0.0.1:0 --duration 4s >"$tmp/hchurn.out" 2>&1 ||
   { cat "$tmp/hchurn.out" >&2; fail "churn with the chart's args and ServiceAccount"; }
 owned() { "$KUBECTL" get deploy,svc -n "$HNS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l; }
@@ -287,8 +292,7 @@ for o in sa/dst-load-test-cleanup role/dst-load-test-cleanup rolebinding/dst-loa
   "$KUBECTL" -n "$HNS" get "$o" >/dev/null 2>&1 || fail "$o is gone while the pre-delete hook runs"
 done
 hook_kc=$(NS=$HNS kubeconfig_for dst-load-test-cleanup)
-mapfile -t hook_args < <("$KUBECTL" -n "$HNS" get job dst-load-test-cleanup \
-  -o jsonpath='{range .spec.template.spec.containers[0].args[*]}{@}{"\n"}{end}')
+mapfile -t hook_args < <(container_args "$HNS" job/dst-load-test-cleanup)
 KUBECONFIG=$hook_kc "$BIN" "${hook_args[@]}" >"$tmp/hook.out" 2>&1 || { cat "$tmp/hook.out" >&2; fail "the hook's cleanup"; }
 grep -q "stopped deployment dst-load-test-churn" "$tmp/hook.out" || fail "the hook did not stop churn: $(cat "$tmp/hook.out")"
 grep -q "deleted 2 services and 2 deployments" "$tmp/hook.out" || fail "the hook's cleanup: $(cat "$tmp/hook.out")"
@@ -331,7 +335,7 @@ left=$("$KUBECTL" -n "$RNS" get deploy,job -o name | wc -l)
 # for a shared machine (fewer services, endpoints and streams; seconds for
 # minutes) and pointed at the local destination controller.
 pod_args() {
-  "$KUBECTL" -n "$RNS" get pod "$1" -o jsonpath='{range .spec.containers[0].args[*]}{@}{"\n"}{end}' | sed \
+  container_args "$RNS" "pod/$1" | sed \
     -e 's/^--oscillate-services=.*/--oscillate-services=2/' -e 's/^--oscillate-min-endpoints=.*/--oscillate-min-endpoints=2/' \
     -e 's/^--oscillate-max-endpoints=.*/--oscillate-max-endpoints=6/' -e 's/^--oscillate-min-hold=.*/--oscillate-min-hold=2s/' \
     -e 's/^--oscillate-max-hold=.*/--oscillate-max-hold=3s/' -e 's/^--oscillate-jitter=.*/--oscillate-jitter=1s/' \

@@ -100,3 +100,13 @@ pub fn usage_error(msg: impl std::fmt::Display) -> ! {
         .error(clap::error::ErrorKind::ValueValidation, msg)
         .exit()
 }
+
+/// Parses the flags of one subcommand (`argv[0]` is the program name), as
+/// the command line does: for unit tests of a module's `Args`.
+#[cfg(test)]
+pub(crate) fn parse_flags<T: clap::Args + clap::FromArgMatches>(
+    argv: &[&str],
+) -> Result<T, clap::Error> {
+    let matches = T::augment_args(clap::Command::new("test")).try_get_matches_from(argv)?;
+    T::from_arg_matches(&matches)
+}

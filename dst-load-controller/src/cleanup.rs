@@ -47,28 +47,49 @@ impl Args {
     /// Deletes and waits.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         self.kube.validate().map_err(anyhow::Error::msg)?;
-        let client = self.kube.client().await?;
-        let shutdown = crate::shutdown::on_signal();
-        let mut registry = Registry::default();
-        let caller = Caller::new(
-            self.kube.limiter(),
-            ApiMetrics::register(&mut registry),
-            shutdown,
-        );
-        let deadline = tokio::time::Instant::now() + self.timeout.into();
-        let stopped = match &self.stop_deployment {
-            Some(name) => {
-                stop_deployment(&client, &caller, &self.namespace, name, deadline).await?
-            }
-            None => false,
-        };
-        if let Some(name) = self.stop_deployment.as_deref().filter(|_| stopped) {
+        let stop = self.stop_deployment.as_deref();
+        let (stopped, report) = connect_and_cleanup(
+            &self.kube,
+            &self.namespace,
+            stop,
+            self.timeout.into(),
+            crate::shutdown::on_signal(),
+        )
+        .await?;
+        if let Some(name) = stop.filter(|_| stopped) {
             println!("stopped deployment {name}");
         }
-        let report = cleanup(&client, &caller, &self.namespace, self.timeout.into()).await?;
         println!("{report}");
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Connects with `kube`, first stops `stop_deployment` (see
+/// [`stop_deployment`]) if given, then [`cleanup`]s `namespace`; API calls
+/// give up retrying when `shutdown` fires. Returns whether a Deployment was
+/// stopped, and what was deleted.
+pub async fn connect_and_cleanup(
+    kube: &KubeArgs,
+    namespace: &str,
+    stop: Option<&str>,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(bool, Report)> {
+    let client = kube.client().await?;
+    let caller = Caller::new(
+        kube.limiter(),
+        ApiMetrics::register(&mut Registry::default()),
+        shutdown,
+    );
+    let stopped = match stop {
+        Some(name) => {
+            let deadline = tokio::time::Instant::now() + timeout;
+            stop_deployment(&client, &caller, namespace, name, deadline).await?
+        }
+        None => false,
+    };
+    let report = cleanup(&client, &caller, namespace, timeout).await?;
+    Ok((stopped, report))
 }
 
 /// What cleanup deleted.

@@ -578,9 +578,16 @@ pub async fn run_cluster_scenario(
         let _ = task.await;
     }
     if !args.keep {
-        let cleaned = cleanup_namespace(&args.kube, &ns).await;
+        let cleaned = crate::cleanup::connect_and_cleanup(
+            &args.kube,
+            &ns,
+            None,
+            Duration::from_secs(120),
+            CancellationToken::new(),
+        )
+        .await;
         match (&measured, cleaned) {
-            (_, Ok(report)) => tracing::info!(%report, "cleaned up"),
+            (_, Ok((_, report))) => tracing::info!(%report, "cleaned up"),
             (Ok(_), Err(e)) => return Err(e),
             (Err(_), Err(e)) => {
                 tracing::error!(error = %e, namespace = %ns, "cleanup after a failed run failed too")
@@ -604,20 +611,6 @@ pub async fn run_cluster_scenario(
         &client_metrics,
         &summary,
     ))
-}
-
-/// Deletes what churn created in `namespace` (and the namespace, if churn created it).
-async fn cleanup_namespace(
-    kube_args: &crate::kube_api::KubeArgs,
-    ns: &str,
-) -> anyhow::Result<crate::cleanup::Report> {
-    let kube = kube_args.client().await?;
-    let caller = crate::kube_api::Caller::new(
-        kube_args.limiter(),
-        crate::kube_api::ApiMetrics::register(&mut Registry::default()),
-        CancellationToken::new(),
-    );
-    crate::cleanup::cleanup(&kube, &caller, ns, Duration::from_secs(120)).await
 }
 
 /// Feeds the client's ground truth from the mock: every destination's set
@@ -724,20 +717,14 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::args::parse_flags;
 
     fn mk_args(flags: &[&str]) -> Args {
-        Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
-            .unwrap()
-            .args
+        let argv: Vec<&str> = std::iter::once("run")
+            .chain(flags.iter().copied())
+            .collect();
+        parse_flags(&argv).unwrap()
     }
 
     #[test]

@@ -613,20 +613,13 @@ impl Churn {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::args::parse_flags;
 
     #[test]
     fn config_new_has_the_flags_defaults() {
         let from_flags = Config::try_from(
-            Cli::parse_from([
+            parse_flags::<Args>(&[
                 "churn",
                 "--namespace",
                 "ns",
@@ -635,7 +628,7 @@ mod tests {
                 "--seed",
                 "5",
             ])
-            .args,
+            .unwrap(),
         )
         .unwrap();
         let mut direct = Config::new("ns");
@@ -646,15 +639,16 @@ mod tests {
 
     #[test]
     fn config_from_flags_validates() {
-        let bad = Cli::parse_from([
+        let bad: Args = parse_flags(&[
             "churn",
             "--namespace",
             "Not_A_Label",
             "--stable-services",
             "1",
-        ]);
+        ])
+        .unwrap();
         assert!(
-            Config::try_from(bad.args)
+            Config::try_from(bad)
                 .unwrap_err()
                 .contains("not a valid namespace name")
         );

@@ -898,26 +898,20 @@ impl std::fmt::Display for Summary {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use crate::args::parse_flags;
 
     #[test]
     fn config_new_has_the_flags_defaults() {
-        let flags = Cli::parse_from([
+        let flags: Args = parse_flags(&[
             "client",
             "--destination-addr",
             "127.0.0.1:8086",
             "--target-services",
             "a.ns.svc.cluster.local:80",
-        ]);
-        let from_flags = Config::try_from(&flags.args).unwrap();
+        ])
+        .unwrap();
+        let from_flags = Config::try_from(&flags).unwrap();
         let direct = Config::new(
             "127.0.0.1:8086",
             Watch::Targets(vec![Authority::new("a.ns.svc.cluster.local", 80).unwrap()]),
@@ -928,9 +922,9 @@ mod tests {
 
     #[test]
     fn config_from_flags_validates() {
-        let flags = Cli::parse_from(["client", "--destination-addr", "127.0.0.1:8086"]);
+        let flags: Args = parse_flags(&["client", "--destination-addr", "127.0.0.1:8086"]).unwrap();
         assert!(
-            Config::try_from(&flags.args)
+            Config::try_from(&flags)
                 .unwrap_err()
                 .contains("nothing to watch")
         );
