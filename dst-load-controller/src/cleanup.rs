@@ -5,7 +5,7 @@ use std::{fmt, process::ExitCode, time::Duration};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        apps::v1::Deployment,
+        apps::v1::{Deployment, StatefulSet},
         core::v1::{Namespace, Pod, Service},
     },
 };
@@ -99,6 +99,8 @@ pub struct Report {
     pub services: usize,
     /// Deployments deleted.
     pub deployments: usize,
+    /// StatefulSets deleted.
+    pub statefulsets: usize,
     /// Whether the namespace was deleted (only when churn created it and nothing else is in it).
     pub namespace_deleted: bool,
 }
@@ -107,9 +109,13 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "deleted {} services and {} deployments{}",
+            "deleted {} services and {} deployments{}{}",
             self.services,
             self.deployments,
+            match self.statefulsets {
+                0 => String::new(),
+                n => format!(" and {n} statefulsets"),
+            },
             if self.namespace_deleted {
                 " and the namespace"
             } else {
@@ -178,7 +184,7 @@ pub async fn stop_deployment(
     Ok(true)
 }
 
-/// Deletes every Service and Deployment labelled as churn's in `namespace`,
+/// Deletes every Service, Deployment and StatefulSet labelled as churn's in `namespace`,
 /// waits until they and their pods are gone, and deletes the namespace if
 /// churn created it and nothing else is in it.
 pub async fn cleanup(
@@ -190,6 +196,8 @@ pub async fn cleanup(
     let deadline = tokio::time::Instant::now() + timeout;
     let services = delete_owned::<Service>(client, caller, namespace, "services").await?;
     let deployments = delete_owned::<Deployment>(client, caller, namespace, "deployments").await?;
+    let statefulsets =
+        delete_owned::<StatefulSet>(client, caller, namespace, "statefulsets").await?;
     wait_gone::<Service>(
         client,
         caller,
@@ -204,6 +212,15 @@ pub async fn cleanup(
         caller,
         namespace,
         "deployments",
+        Some(&labels::owned_selector()),
+        deadline,
+    )
+    .await?;
+    wait_gone::<StatefulSet>(
+        client,
+        caller,
+        namespace,
+        "statefulsets",
         Some(&labels::owned_selector()),
         deadline,
     )
@@ -236,6 +253,7 @@ pub async fn cleanup(
     if ours
         && count::<Service>(client, caller, namespace, "services", None).await? == 0
         && count::<Deployment>(client, caller, namespace, "deployments", None).await? == 0
+        && count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await? == 0
         && count::<Pod>(client, caller, namespace, "pods", None).await? == 0
     {
         let dp = DeleteParams::default();
@@ -251,6 +269,7 @@ pub async fn cleanup(
     Ok(Report {
         services,
         deployments,
+        statefulsets,
         namespace_deleted,
     })
 }

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode};
 use serde::Serialize;
 
 use crate::{
-    latency::Percentiles,
+    latency::{PatternLatencies, Percentiles},
     slo::{self, Count, Latency, Measured, Slo, Verdict},
 };
 
@@ -112,6 +112,10 @@ pub struct Measurements {
     /// Services whose streams never got an endpoint although the ground
     /// truth lists endpoints for them (always 0 without a ground truth).
     pub services_never_served: u64,
+    /// Update, convergence and fan-out latencies by churn pattern (the
+    /// `pattern` label), for the patterns that had samples.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_pattern: std::collections::BTreeMap<String, PatternLatencies>,
 }
 
 impl Measurements {
@@ -138,6 +142,13 @@ impl Measurements {
         if self.kubernetes_leg.count > 0 {
             t += &row("scale -> slice seen", &self.kubernetes_leg);
             t += &row("slice seen -> converged", &self.destination_leg);
+        }
+        if self.by_pattern.len() > 1 {
+            for (pattern, p) in &self.by_pattern {
+                t += &row(&format!("{pattern}: change -> update"), &p.update_latency);
+                t += &row(&format!("{pattern}: converged"), &p.convergence_latency);
+                t += &row(&format!("{pattern}: fan-out"), &p.fanout_completion);
+            }
         }
         t
     }

@@ -117,3 +117,14 @@ pub(crate) fn buckets() -> Histogram {
         0.001, 2.0, 17,
     ))
 }
+
+/// One pattern's latencies (a run's figures broken down by churn pattern).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PatternLatencies {
+    /// Change to first update reflecting it, per stream.
+    pub update_latency: Percentiles,
+    /// Change to a stream's set equal to the truth, per stream.
+    pub convergence_latency: Percentiles,
+    /// Change to the last stream converged, per change.
+    pub fanout_completion: Percentiles,
+}

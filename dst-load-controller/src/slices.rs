@@ -17,7 +17,9 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Slice {
     service: String,
-    addrs: BTreeSet<SocketAddr>,
+    /// Ready addresses, with the endpoint's hostname (set for the pods of
+    /// a StatefulSet behind a headless Service).
+    addrs: BTreeMap<SocketAddr, Option<String>>,
 }
 
 /// Ready addresses per Service, from every slice seen.
@@ -59,11 +61,11 @@ impl SliceSets {
                 .iter()
                 // Ready, or unknown readiness (the API's default is ready).
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                .flat_map(|e| e.addresses.iter())
-                .filter_map(|a| a.parse::<IpAddr>().ok())
-                .map(|ip| SocketAddr::new(ip, port))
+                .flat_map(|e| e.addresses.iter().map(|a| (a, e.hostname.clone())))
+                .filter_map(|(a, host)| Some((a.parse::<IpAddr>().ok()?, host)))
+                .map(|(ip, host)| (SocketAddr::new(ip, port), host))
                 .collect(),
-            None => BTreeSet::new(),
+            None => BTreeMap::new(),
         };
         self.slices.insert(
             name,
@@ -94,7 +96,16 @@ impl SliceSets {
         self.slices
             .values()
             .filter(|s| s.service == service)
-            .flat_map(|s| s.addrs.iter().copied())
+            .flat_map(|s| s.addrs.keys().copied())
+            .collect()
+    }
+
+    /// The ready addresses of `service` with their endpoints' hostnames.
+    pub fn hosts(&self, service: &str) -> BTreeMap<SocketAddr, Option<String>> {
+        self.slices
+            .values()
+            .filter(|s| s.service == service)
+            .flat_map(|s| s.addrs.iter().map(|(a, h)| (*a, h.clone())))
             .collect()
     }
 
@@ -118,8 +129,8 @@ mod tests {
             "metadata": {"name": name, "labels": {SERVICE_NAME_LABEL: service}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": port}],
-            "endpoints": eps.iter().map(|(ip, ready)| match ready {
-                Some(r) => serde_json::json!({"addresses": [ip], "conditions": {"ready": r}}),
+            "endpoints": eps.iter().enumerate().map(|(k, (ip, ready))| match ready {
+                Some(r) => serde_json::json!({"addresses": [ip], "conditions": {"ready": r}, "hostname": format!("h-{k}")}),
                 None => serde_json::json!({"addresses": [ip]}),
             }).collect::<Vec<_>>(),
         }))
@@ -143,6 +154,9 @@ mod tests {
         ]
         .into();
         assert_eq!(s.addrs("a"), want);
+        // Hostnames come with their addresses; an endpoint without one has none.
+        let hosts: Vec<_> = s.hosts("a").into_values().collect();
+        assert_eq!(hosts, [Some("h-0".to_string()), None]);
         assert_eq!(s.services().len(), 2);
         assert_eq!(s.remove("a-2"), Some("a".into()));
         assert_eq!(s.addrs("a").len(), 1);

@@ -13,7 +13,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::objects::Pattern;
+use super::objects::{ChangeKind, Pattern};
 use crate::{
     kube_api::ApiMetrics,
     latency::{Percentiles, Timings},
@@ -22,7 +22,7 @@ use crate::{
 /// `{pattern, service}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    /// `stable` or `oscillate`.
+    /// `stable`, `oscillate`, `restart`, `ephemeral` or `statefulset`.
     pub pattern: &'static str,
     /// The Service name.
     pub service: String,
@@ -36,6 +36,15 @@ impl ServiceLabels {
             service: service.to_string(),
         }
     }
+}
+
+/// `{pattern, kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The service's pattern.
+    pub pattern: &'static str,
+    /// `create`, `scale`, `restart` or `delete`.
+    pub kind: &'static str,
 }
 
 /// Churn's metrics.
@@ -53,6 +62,11 @@ pub struct Metrics {
     pub api: ApiMetrics,
     /// Scale events, all services (for the exit summary).
     pub scale_events_total: Counter,
+    /// Every change, by pattern and kind.
+    pub events: Family<EventLabels, Counter>,
+    /// Changes of each kind, all services (for the exit summary), indexed
+    /// by [`ChangeKind`].
+    kinds_total: [Counter; 4],
     /// How late scale events were dispatched after their scheduled time.
     dispatch_lag: Timings,
 }
@@ -68,6 +82,8 @@ impl Metrics {
             cycles_completed: Counter::default(),
             api: ApiMetrics::register(reg),
             scale_events_total: Counter::default(),
+            events: Family::default(),
+            kinds_total: Default::default(),
             // 100 µs to ~6.5 s.
             dispatch_lag: Timings::new(Histogram::new(exponential_buckets(0.0001, 2.0, 17))),
         };
@@ -80,6 +96,11 @@ impl Metrics {
             "scale_events",
             "Scale changes applied, by pattern and service",
             m.scale_events.clone(),
+        );
+        reg.register(
+            "events",
+            "Changes applied (create, scale, restart, delete), by pattern and kind",
+            m.events.clone(),
         );
         reg.register(
             "current_replicas",
@@ -98,6 +119,22 @@ impl Metrics {
             m.dispatch_lag.histogram(),
         );
         m
+    }
+
+    /// Counts one change applied to a service of `pattern`.
+    pub fn changed(&self, pattern: Pattern, kind: ChangeKind) {
+        self.events
+            .get_or_create(&EventLabels {
+                pattern: pattern.as_str(),
+                kind: kind.as_str(),
+            })
+            .inc();
+        self.kinds_total[kind as usize].inc();
+    }
+
+    /// Changes of `kind` applied so far, all services.
+    pub fn changes(&self, kind: ChangeKind) -> u64 {
+        self.kinds_total[kind as usize].get()
     }
 
     /// Records one scale event's dispatch lag.

@@ -8,20 +8,26 @@ pub use crate::schedule;
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Namespace, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::{Namespace, PodTemplateSpec, Service},
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use kube::{
     Api,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::{
     metrics::{Metrics, ServiceLabels},
-    objects::{Export, NodeSelector, Pattern, ProxyInjection, ServiceTemplate, TolerationSpec},
+    objects::{
+        ChangeKind, Export, NodeSelector, Pattern, ProxyInjection, Rollout, ServiceTemplate, Stamp,
+        TolerationSpec,
+    },
     schedule::{Oscillation, OscillationArgs, Schedule},
 };
 use crate::{
@@ -60,6 +66,71 @@ pub struct Args {
 
     #[command(flatten)]
     pub oscillation: OscillationArgs,
+
+    /// Services rolled every --restart-interval (`restart-svc-{i}`): every
+    /// pod replaced, the count kept.
+    #[arg(long, default_value_t = 0)]
+    pub restart_services: u32,
+
+    /// Endpoints (replicas) of each restarted service.
+    #[arg(long, default_value_t = 1)]
+    pub restart_endpoints: u32,
+
+    /// How often each restarted service rolls (jittered like oscillation).
+    #[arg(long, default_value = "60s")]
+    pub restart_interval: humantime::Duration,
+
+    /// The rolling update's maxSurge: a count or a percentage.
+    #[arg(long, default_value = "25%", value_parser = objects::parse_int_or_percent)]
+    pub restart_max_surge: IntOrString,
+
+    /// The rolling update's maxUnavailable: a count or a percentage.
+    #[arg(long, default_value = "25%", value_parser = objects::parse_int_or_percent)]
+    pub restart_max_unavailable: IntOrString,
+
+    /// Services that live --ephemeral-lifetime, are deleted with their
+    /// Deployment, and come back with the same name after --ephemeral-gap
+    /// (`ephemeral-svc-{i}`).
+    #[arg(long, default_value_t = 0)]
+    pub ephemeral_services: u32,
+
+    /// Endpoints (replicas) of each ephemeral service while it lives.
+    #[arg(long, default_value_t = 1)]
+    pub ephemeral_endpoints: u32,
+
+    /// How long an ephemeral service lives (jittered like oscillation).
+    #[arg(long, default_value = "60s")]
+    pub ephemeral_lifetime: humantime::Duration,
+
+    /// How long an ephemeral service stays deleted (jittered like oscillation).
+    #[arg(long, default_value = "10s")]
+    pub ephemeral_gap: humantime::Duration,
+
+    /// Headless Services `sts-svc-{i}` with StatefulSets `sts-{i}`, whose
+    /// pods `sts-{i}-{k}` have stable hostnames.
+    #[arg(long, default_value_t = 0)]
+    pub statefulset_services: u32,
+
+    /// Replicas of each StatefulSet (when not oscillating).
+    #[arg(long, default_value_t = 1)]
+    pub statefulset_replicas: u32,
+
+    /// Oscillate the StatefulSets from this many replicas (with
+    /// --statefulset-max-replicas; timing from the --oscillate-* flags).
+    #[arg(long, requires = "statefulset_max_replicas")]
+    pub statefulset_min_replicas: Option<u32>,
+
+    /// Oscillate the StatefulSets up to this many replicas.
+    #[arg(long, requires = "statefulset_min_replicas")]
+    pub statefulset_max_replicas: Option<u32>,
+
+    /// Services that change in the same instant, every time: oscillating,
+    /// restarted, ephemeral and StatefulSet services are taken in groups of
+    /// this many, and each group shares one schedule with no jitter between
+    /// its members (a node drain or a deploy wave). 1 = every service on its
+    /// own schedule.
+    #[arg(long, default_value_t = 1)]
+    pub burst_size: u32,
 
     /// Stop after this long. Unset = until signalled or --cycles are done.
     #[arg(long)]
@@ -130,8 +201,46 @@ impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
-        if self.stable_services == 0 && self.oscillate_services == 0 {
-            return Err("nothing to do: give --stable-services and/or --oscillate-services".into());
+        if self.stable_services == 0
+            && self.oscillate_services == 0
+            && self.restart_services == 0
+            && self.ephemeral_services == 0
+            && self.statefulset_services == 0
+        {
+            return Err("nothing to do: give --stable-services, --oscillate-services, --restart-services, --ephemeral-services and/or --statefulset-services".into());
+        }
+        if self.burst_size == 0 {
+            return Err("--burst-size must be at least 1 (1 = no bursts)".into());
+        }
+        if self.restart_services > 0 && Duration::from(self.restart_interval).is_zero() {
+            return Err("--restart-interval must be above zero (e.g. 60s)".into());
+        }
+        if self.restart_services > 0 && self.restart_endpoints == 0 {
+            return Err(
+                "--restart-endpoints must be at least 1: a restart replaces endpoints".into(),
+            );
+        }
+        if self.restart_max_surge == IntOrString::Int(0)
+            && self.restart_max_unavailable == IntOrString::Int(0)
+        {
+            return Err("--restart-max-surge and --restart-max-unavailable are both 0: Kubernetes refuses a rollout that can make no progress; give one of them above 0".into());
+        }
+        if self.ephemeral_services > 0
+            && (Duration::from(self.ephemeral_lifetime).is_zero()
+                || Duration::from(self.ephemeral_gap).is_zero())
+        {
+            return Err(
+                "--ephemeral-lifetime and --ephemeral-gap must be above zero (e.g. 60s and 10s)"
+                    .into(),
+            );
+        }
+        if let (Some(min), Some(max)) =
+            (self.statefulset_min_replicas, self.statefulset_max_replicas)
+            && min >= max
+        {
+            return Err(format!(
+                "--statefulset-min-replicas ({min}) must be below --statefulset-max-replicas ({max})"
+            ));
         }
         if self.oscillate_min_endpoints > self.oscillate_max_endpoints {
             return Err(format!(
@@ -149,13 +258,26 @@ impl Args {
         }
         self.oscillation.validate()?;
         let osc = self.oscillation();
-        if self.oscillate_services > 0 && osc.min_hold.is_zero() && osc.max_hold.is_zero() {
+        let oscillates = self.oscillate_services > 0
+            || (self.statefulset_services > 0 && self.statefulset_min_replicas.is_some());
+        if oscillates && osc.min_hold.is_zero() && osc.max_hold.is_zero() {
             return Err(
                 "the oscillation holds are both zero; give --oscillate-hold-duration (e.g. 30s)"
                     .into(),
             );
         }
-        if i32::try_from(self.oscillate_max_endpoints.max(self.stable_endpoints)).is_err() {
+        let largest = [
+            self.oscillate_max_endpoints,
+            self.stable_endpoints,
+            self.restart_endpoints,
+            self.ephemeral_endpoints,
+            self.statefulset_replicas,
+            self.statefulset_max_replicas.unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if i32::try_from(largest).is_err() {
             return Err(
                 "endpoint counts must fit in a Deployment's replicas (at most 2147483647)".into(),
             );
@@ -214,6 +336,9 @@ impl Args {
             seed,
             services_created: metrics.services_created.get(),
             scale_events: metrics.scale_events_total.get(),
+            restart_events: metrics.changes(ChangeKind::Restart),
+            create_events: metrics.changes(ChangeKind::Create),
+            delete_events: metrics.changes(ChangeKind::Delete),
             cycles_completed: metrics.cycles_completed.get(),
             api_errors: metrics.api.errors(),
             api_retries: metrics.api.retries(),
@@ -243,6 +368,14 @@ pub struct Config {
     pub oscillate_services: u32,
     /// How they oscillate (endpoints between min and max, holds, jitter, cycles).
     pub oscillation: Oscillation,
+    /// Rolling restarts.
+    pub restart: Restart,
+    /// Service lifecycles.
+    pub ephemeral: Ephemeral,
+    /// StatefulSets.
+    pub statefulset: StatefulSets,
+    /// Services that change in the same instant (1 = no bursts).
+    pub burst_size: u32,
     /// The seed of the jitter schedule.
     pub seed: u64,
     /// Stop after this long; `None` = until signalled or the cycles are done.
@@ -271,6 +404,24 @@ impl Config {
                 jitter: crate::schedule::Jitter::Percent(0),
                 cycles: 0,
             },
+            restart: Restart {
+                services: 0,
+                endpoints: 1,
+                interval: Duration::from_secs(60),
+                rollout: Rollout::default(),
+            },
+            ephemeral: Ephemeral {
+                services: 0,
+                endpoints: 1,
+                lifetime: Duration::from_secs(60),
+                gap: Duration::from_secs(10),
+            },
+            statefulset: StatefulSets {
+                services: 0,
+                replicas: 1,
+                oscillate: None,
+            },
+            burst_size: 1,
             seed: rand::random(),
             duration: None,
             template: ServiceTemplate::kwok(namespace),
@@ -295,12 +446,143 @@ impl TryFrom<Args> for Config {
             stable_endpoints: args.stable_endpoints,
             oscillate_services: args.oscillate_services,
             oscillation: args.oscillation(),
+            restart: Restart {
+                services: args.restart_services,
+                endpoints: args.restart_endpoints,
+                interval: args.restart_interval.into(),
+                rollout: Rollout {
+                    max_surge: args.restart_max_surge.clone(),
+                    max_unavailable: args.restart_max_unavailable.clone(),
+                },
+            },
+            ephemeral: Ephemeral {
+                services: args.ephemeral_services,
+                endpoints: args.ephemeral_endpoints,
+                lifetime: args.ephemeral_lifetime.into(),
+                gap: args.ephemeral_gap.into(),
+            },
+            statefulset: StatefulSets {
+                services: args.statefulset_services,
+                replicas: args.statefulset_replicas,
+                oscillate: args
+                    .statefulset_min_replicas
+                    .zip(args.statefulset_max_replicas),
+            },
+            burst_size: args.burst_size,
             seed: args.oscillation.seed(),
             duration: args.duration.map(Into::into),
             template: args.template(),
             cleanup_on_exit: args.cleanup_on_exit.then(|| args.cleanup_timeout.into()),
             kube: args.kube,
         })
+    }
+}
+
+/// Rolling restarts of `restart-svc-{i}`.
+#[derive(Clone, Debug)]
+pub struct Restart {
+    /// Services.
+    pub services: u32,
+    /// Endpoints of each.
+    pub endpoints: u32,
+    /// How often each rolls.
+    pub interval: Duration,
+    /// The rolling update's surge and unavailability.
+    pub rollout: Rollout,
+}
+
+/// Lifecycles of `ephemeral-svc-{i}`.
+#[derive(Clone, Debug)]
+pub struct Ephemeral {
+    /// Services.
+    pub services: u32,
+    /// Endpoints of each while it lives.
+    pub endpoints: u32,
+    /// How long each lives.
+    pub lifetime: Duration,
+    /// How long each stays deleted.
+    pub gap: Duration,
+}
+
+/// StatefulSets `sts-{i}` behind headless Services `sts-svc-{i}`.
+#[derive(Clone, Debug)]
+pub struct StatefulSets {
+    /// Services.
+    pub services: u32,
+    /// Replicas of each (when not oscillating).
+    pub replicas: u32,
+    /// Oscillate between these replica counts, on the oscillation's timing.
+    pub oscillate: Option<(u32, u32)>,
+}
+
+impl Config {
+    /// How many services follow `pattern`.
+    pub fn count(&self, pattern: Pattern) -> u32 {
+        match pattern {
+            Pattern::Stable => self.stable_services,
+            Pattern::Oscillate => self.oscillate_services,
+            Pattern::Restart => self.restart.services,
+            Pattern::Ephemeral => self.ephemeral.services,
+            Pattern::StatefulSet => self.statefulset.services,
+        }
+    }
+
+    /// Every service, with its replicas at start.
+    pub fn services(&self) -> Vec<(Pattern, u32, u32)> {
+        Pattern::ALL
+            .into_iter()
+            .flat_map(|p| {
+                let replicas = match p {
+                    Pattern::Stable => self.stable_endpoints,
+                    Pattern::Oscillate => self.oscillation.min,
+                    Pattern::Restart => self.restart.endpoints,
+                    Pattern::Ephemeral => self.ephemeral.endpoints,
+                    Pattern::StatefulSet => self
+                        .statefulset
+                        .oscillate
+                        .map_or(self.statefulset.replicas, |(min, _)| min),
+                };
+                (0..self.count(p)).map(move |i| (p, i, replicas))
+            })
+            .collect()
+    }
+
+    /// How a changing pattern's services change, as an oscillation between
+    /// two step values (replicas; 0 = deleted), and the delay before the
+    /// schedule starts. `None` for a pattern with nothing to change.
+    ///
+    /// A restart is a step to the same count; a lifecycle alternates the
+    /// endpoint count (alive, held for the lifetime) and 0 (deleted, held
+    /// for the gap). Both start one hold in, after which the jitter applies
+    /// as it does to oscillation.
+    pub fn timing(&self, pattern: Pattern) -> Option<(Oscillation, Duration)> {
+        let osc = self.oscillation;
+        let every = |min, max, min_hold, max_hold| Oscillation {
+            min,
+            max,
+            min_hold,
+            max_hold,
+            ..osc
+        };
+        if self.count(pattern) == 0 {
+            return None;
+        }
+        match pattern {
+            Pattern::Stable => None,
+            Pattern::Oscillate => Some((osc, Duration::ZERO)),
+            Pattern::Restart => {
+                let (e, d) = (self.restart.endpoints, self.restart.interval);
+                Some((every(e, e, d, d), d))
+            }
+            Pattern::Ephemeral => {
+                let e = &self.ephemeral;
+                Some((every(e.endpoints, 0, e.lifetime, e.gap), e.lifetime))
+            }
+            Pattern::StatefulSet => self
+                .statefulset
+                .oscillate
+                .map(|(min, max)| (every(min, max, osc.min_hold, osc.max_hold), Duration::ZERO)),
+        }
     }
 }
 
@@ -313,6 +595,13 @@ pub struct Summary {
     pub services_created: u64,
     /// Scale events applied.
     pub scale_events: u64,
+    /// Rolling restarts started.
+    pub restart_events: u64,
+    /// Ephemeral services created again after their gap (the first
+    /// creation is in `services_created`).
+    pub create_events: u64,
+    /// Ephemeral services deleted.
+    pub delete_events: u64,
     /// Oscillation cycles completed.
     pub cycles_completed: u64,
     /// API calls that failed for good.
@@ -327,10 +616,13 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "churn summary: seed={} services_created={} scale_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
+            "churn summary: seed={} services_created={} scale_events={} restart_events={} create_events={} delete_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
             self.seed,
             self.services_created,
             self.scale_events,
+            self.restart_events,
+            self.create_events,
+            self.delete_events,
             self.cycles_completed,
             self.api_errors,
             self.api_retries,
@@ -411,42 +703,214 @@ impl Churn {
     async fn churn(&self, stop: &CancellationToken, ready: &Readiness) -> anyhow::Result<()> {
         self.ensure_namespace().await?;
         let template = self.template();
-        let services: Vec<(Pattern, u32)> = (0..self.config.stable_services)
-            .map(|i| (Pattern::Stable, i))
-            .chain((0..self.config.oscillate_services).map(|i| (Pattern::Oscillate, i)))
-            .collect();
-        let osc = self.config.oscillation;
+        let services = self.config.services();
         futures::stream::iter(services.iter().copied())
-            .map(|(pattern, i)| {
-                let replicas = match pattern {
-                    Pattern::Stable => self.config.stable_endpoints,
-                    Pattern::Oscillate => osc.min,
-                };
-                self.ensure_service(&template, pattern, i, replicas)
-            })
+            .map(|(pattern, i, replicas)| self.ensure_service(&template, pattern, i, replicas))
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
         ready.set(true);
         tracing::info!(services = services.len(), "initial objects exist");
 
-        if self.config.oscillate_services == 0 {
+        let start = Instant::now();
+        let burst = self.config.burst_size.max(1) as usize;
+        let mut drivers = Vec::new();
+        for pattern in Pattern::ALL {
+            let Some((timing, first)) = self.config.timing(pattern) else {
+                continue;
+            };
+            let members: Vec<u32> = (0..self.config.count(pattern)).collect();
+            for (group, members) in members.chunks(burst).enumerate() {
+                let schedule = Schedule::new(timing, self.seed, schedule_index(pattern, group));
+                drivers.push(self.drive(
+                    &template,
+                    pattern,
+                    members.to_vec(),
+                    schedule,
+                    start + first,
+                    stop,
+                ));
+            }
+        }
+        if drivers.is_empty() {
             stop.cancelled().await;
             return Ok(());
         }
-        let start = Instant::now();
-        let oscillators = (0..self.config.oscillate_services).map(|i| {
-            let schedule = Schedule::new(osc, self.seed, i);
-            self.oscillate(&template, i, schedule, start, stop)
-        });
-        let done = futures::future::try_join_all(oscillators);
+        let done = futures::future::try_join_all(drivers);
         tokio::select! {
             r = done => {
                 r?;
-                tracing::info!("every oscillating service finished its cycles");
+                if !stop.is_cancelled() {
+                    tracing::info!("every changing service finished its cycles");
+                }
             }
             _ = stop.cancelled() => {}
         }
+        Ok(())
+    }
+
+    /// Applies `schedule` to every member of a group at once.
+    async fn drive(
+        &self,
+        t: &ServiceTemplate,
+        pattern: Pattern,
+        members: Vec<u32>,
+        schedule: Schedule,
+        start: Instant,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        schedule::drive(schedule, start, stop, |step, lag| {
+            let members = &members;
+            async move {
+                self.metrics.dispatched(lag);
+                // The calls in flight are finished even if a signal arrives meanwhile.
+                futures::future::try_join_all(
+                    members.iter().map(|&i| self.change(t, pattern, i, step)),
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// One scheduled change of service `i`.
+    async fn change(
+        &self,
+        t: &ServiceTemplate,
+        pattern: Pattern,
+        i: u32,
+        step: schedule::Step,
+    ) -> anyhow::Result<()> {
+        let name = pattern.service_name(i);
+        let labels = ServiceLabels::new(pattern, &name);
+        let at = objects::timestamp(jiff::Timestamp::now());
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let ns = self.config.namespace();
+        let kind = match pattern {
+            Pattern::Stable => return Ok(()),
+            Pattern::Oscillate => {
+                let deploy =
+                    Patch::Apply(t.deployment(&name, pattern, &Stamp::scale(step.replicas, &at)));
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+                self.caller
+                    .call(self.op("apply", "deployments", Some(&name)), || {
+                        api.patch(&name, &params, &deploy)
+                    })
+                    .await?;
+                ChangeKind::Scale
+            }
+            Pattern::StatefulSet => {
+                let sts = Patch::Apply(t.statefulset(i, &Stamp::scale(step.replicas, &at)));
+                let workload = pattern.workload_name(i);
+                let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+                self.caller
+                    .call(self.op("apply", "statefulsets", Some(&workload)), || {
+                        api.patch(&workload, &params, &sts)
+                    })
+                    .await?;
+                ChangeKind::Scale
+            }
+            Pattern::Restart => {
+                let stamp = Stamp {
+                    at: at.clone(),
+                    replicas: step.replicas,
+                    kind: ChangeKind::Restart,
+                    restarted_at: Some(at.clone()),
+                };
+                let deploy = Patch::Apply(t.deployment_rolling(
+                    &name,
+                    pattern,
+                    &stamp,
+                    Some(&self.config.restart.rollout),
+                ));
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+                self.caller
+                    .call(self.op("apply", "deployments", Some(&name)), || {
+                        api.patch(&name, &params, &deploy)
+                    })
+                    .await?;
+                ChangeKind::Restart
+            }
+            Pattern::Ephemeral if step.replicas == 0 => {
+                self.delete_service(&name, &at).await?;
+                ChangeKind::Delete
+            }
+            Pattern::Ephemeral => {
+                let stamp = Stamp {
+                    kind: ChangeKind::Create,
+                    ..Stamp::scale(step.replicas, &at)
+                };
+                self.apply_service(t, pattern, &name).await?;
+                let deploy = Patch::Apply(t.deployment(&name, pattern, &stamp));
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+                self.caller
+                    .call(self.op("apply", "deployments", Some(&name)), || {
+                        api.patch(&name, &params, &deploy)
+                    })
+                    .await?;
+                ChangeKind::Create
+            }
+        };
+        self.metrics.changed(pattern, kind);
+        if kind == ChangeKind::Scale {
+            self.metrics.scale_events.get_or_create(&labels).inc();
+            self.metrics.scale_events_total.inc();
+        }
+        self.metrics
+            .current_replicas
+            .get_or_create(&labels)
+            .set(step.replicas.into());
+        if step.completes_cycle {
+            self.metrics.cycles_completed.inc();
+        }
+        tracing::debug!(service = %name, kind = kind.as_str(), replicas = step.replicas, %at, "changed");
+        Ok(())
+    }
+
+    /// Deletes an ephemeral service: stamps the deletion on its Deployment
+    /// (0 endpoints, `change=delete`), deletes the Service (the change the
+    /// destination controller sees), then the Deployment and its pods.
+    async fn delete_service(&self, name: &str, at: &str) -> anyhow::Result<()> {
+        let ns = self.config.namespace();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let stamp = Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            labels::SCALED_AT: at,
+            labels::REPLICAS: "0",
+            labels::CHANGE: ChangeKind::Delete.as_str(),
+        }}}));
+        let pp = PatchParams::default();
+        /// A call whose object is already gone did what it was for.
+        fn gone<T>(r: Result<T, crate::kube_api::Error>) -> anyhow::Result<()> {
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        gone(
+            self.caller
+                .call(self.op("patch", "deployments", Some(name)), || {
+                    deployments.patch(name, &pp, &stamp)
+                })
+                .await,
+        )?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let dp = DeleteParams::background();
+        gone(
+            self.caller
+                .call(self.op("delete", "services", Some(name)), || {
+                    services.delete(name, &dp)
+                })
+                .await,
+        )?;
+        gone(
+            self.caller
+                .call(self.op("delete", "deployments", Some(name)), || {
+                    deployments.delete(name, &dp)
+                })
+                .await,
+        )?;
         Ok(())
     }
 
@@ -507,6 +971,35 @@ impl Churn {
         }
     }
 
+    /// Applies the Service `name`, counting it when it did not exist.
+    async fn apply_service(
+        &self,
+        t: &ServiceTemplate,
+        pattern: Pattern,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), self.config.namespace());
+        let existed = self
+            .caller
+            .call(self.op("get", "services", Some(name)), || {
+                services.get_opt(name)
+            })
+            .await?
+            .is_some();
+        let svc = Patch::Apply(t.service(name, pattern));
+        self.caller
+            .call(self.op("apply", "services", Some(name)), || {
+                services.patch(name, &params, &svc)
+            })
+            .await?;
+        if !existed {
+            self.metrics.services_created.inc();
+        }
+        Ok(())
+    }
+
+    /// Creates (or adopts) service `i` of `pattern` at `replicas`.
     async fn ensure_service(
         &self,
         t: &ServiceTemplate,
@@ -515,99 +1008,104 @@ impl Churn {
         replicas: u32,
     ) -> anyhow::Result<()> {
         let name = pattern.service_name(i);
+        self.apply_service(t, pattern, &name).await?;
         let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let services: Api<Service> = Api::namespaced(self.client.clone(), self.config.namespace());
-        let existed = self
-            .caller
-            .call(self.op("get", "services", Some(&name)), || {
-                services.get_opt(&name)
-            })
-            .await?
-            .is_some();
-        let svc = Patch::Apply(t.service(&name, pattern));
-        self.caller
-            .call(self.op("apply", "services", Some(&name)), || {
-                services.patch(&name, &params, &svc)
-            })
-            .await?;
-        if !existed {
-            self.metrics.services_created.inc();
+        let ns = self.config.namespace();
+        let workload = pattern.workload_name(i);
+        let now = objects::timestamp(jiff::Timestamp::now());
+        if pattern == Pattern::StatefulSet {
+            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+            let current = self
+                .caller
+                .call(self.op("get", "statefulsets", Some(&workload)), || {
+                    api.get_opt(&workload)
+                })
+                .await?;
+            let stamp = current_stamp(
+                current.as_ref().map(|s| &s.metadata),
+                current
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .map(|s| (s.replicas, &s.template)),
+                replicas,
+                &now,
+            );
+            let sts = Patch::Apply(t.statefulset(i, &stamp));
+            self.caller
+                .call(self.op("apply", "statefulsets", Some(&workload)), || {
+                    api.patch(&workload, &params, &sts)
+                })
+                .await?;
+        } else {
+            let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+            let current = self
+                .caller
+                .call(self.op("get", "deployments", Some(&workload)), || {
+                    api.get_opt(&workload)
+                })
+                .await?;
+            let stamp = current_stamp(
+                current.as_ref().map(|d| &d.metadata),
+                current
+                    .as_ref()
+                    .and_then(|d| d.spec.as_ref())
+                    .map(|s| (s.replicas, &s.template)),
+                replicas,
+                &now,
+            );
+            let rollout = (pattern == Pattern::Restart).then_some(&self.config.restart.rollout);
+            let deploy = Patch::Apply(t.deployment_rolling(&workload, pattern, &stamp, rollout));
+            self.caller
+                .call(self.op("apply", "deployments", Some(&workload)), || {
+                    api.patch(&workload, &params, &deploy)
+                })
+                .await?;
         }
-
-        let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), self.config.namespace());
-        let current = self
-            .caller
-            .call(self.op("get", "deployments", Some(&name)), || {
-                deployments.get_opt(&name)
-            })
-            .await?;
-        // A restarted churn keeps the timestamp of a size that did not change,
-        // so a client does not see a change that never happened.
-        let scaled_at = current
-            .as_ref()
-            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas as i32))
-            .and_then(|d| {
-                d.metadata
-                    .annotations
-                    .as_ref()?
-                    .get(labels::SCALED_AT)
-                    .cloned()
-            })
-            .unwrap_or_else(|| objects::timestamp(jiff::Timestamp::now()));
-        let deploy = Patch::Apply(t.deployment(&name, pattern, replicas, &scaled_at));
-        self.caller
-            .call(self.op("apply", "deployments", Some(&name)), || {
-                deployments.patch(&name, &params, &deploy)
-            })
-            .await?;
         self.metrics
             .current_replicas
             .get_or_create(&ServiceLabels::new(pattern, &name))
             .set(replicas.into());
         Ok(())
     }
+}
 
-    async fn oscillate(
-        &self,
-        t: &ServiceTemplate,
-        i: u32,
-        schedule: Schedule,
-        start: Instant,
-        stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let name = Pattern::Oscillate.service_name(i);
-        let labels = ServiceLabels::new(Pattern::Oscillate, &name);
-        let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), self.config.namespace());
-        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        schedule::drive(schedule, start, stop, |step, lag| {
-            let (name, labels, deployments, params) = (&name, &labels, &deployments, &params);
-            async move {
-                self.metrics.dispatched(lag);
-                let scaled_at = objects::timestamp(jiff::Timestamp::now());
-                let deploy =
-                    Patch::Apply(t.deployment(name, Pattern::Oscillate, step.replicas, &scaled_at));
-                // The call in flight is finished even if a signal arrives meanwhile.
-                self.caller
-                    .call(self.op("apply", "deployments", Some(name)), || {
-                        deployments.patch(name, params, &deploy)
-                    })
-                    .await?;
-                self.metrics.scale_events.get_or_create(labels).inc();
-                self.metrics.scale_events_total.inc();
-                self.metrics
-                    .current_replicas
-                    .get_or_create(labels)
-                    .set(step.replicas.into());
-                if step.completes_cycle {
-                    self.metrics.cycles_completed.inc();
-                }
-                tracing::debug!(service = %name, replicas = step.replicas, %scaled_at, ?lag, "scaled");
-                Ok(())
-            }
-        })
-        .await
+/// The stamp of a first apply at `replicas`. A restarted churn keeps the
+/// stamp of a size that did not change, so a client does not see a change
+/// that never happened, and the pod template's restart time, so the apply
+/// does not roll the pods.
+fn current_stamp(
+    meta: Option<&ObjectMeta>,
+    spec: Option<(Option<i32>, &PodTemplateSpec)>,
+    replicas: u32,
+    now: &str,
+) -> Stamp {
+    let same_size = spec.is_some_and(|(r, _)| r == Some(replicas as i32));
+    let at = meta
+        .filter(|_| same_size)
+        .and_then(|m| m.annotations.as_ref()?.get(labels::SCALED_AT).cloned())
+        .unwrap_or_else(|| now.to_string());
+    let restarted_at = spec.and_then(|(_, t)| {
+        t.metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(labels::RESTARTED_AT)
+            .cloned()
+    });
+    Stamp {
+        restarted_at,
+        ..Stamp::scale(replicas, &at)
+    }
+}
+
+/// The seed index of a group's schedule: oscillating groups keep their
+/// index (a run replays as before bursts existed); other patterns draw from
+/// their own ranges.
+fn schedule_index(pattern: Pattern, group: usize) -> u32 {
+    let group = group as u32;
+    match pattern {
+        Pattern::Oscillate => group,
+        p => ((p as u32) << 24) | group,
     }
 }
 
@@ -652,5 +1150,151 @@ mod tests {
                 .unwrap_err()
                 .contains("not a valid namespace name")
         );
+    }
+
+    fn config(flags: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["churn"];
+        argv.extend_from_slice(flags);
+        Config::try_from(parse_flags::<Args>(&argv).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn restarts_and_lifecycles_follow_their_own_seeded_schedules() {
+        let c = config(&[
+            "--restart-services",
+            "2",
+            "--restart-endpoints",
+            "3",
+            "--restart-interval",
+            "20s",
+            "--ephemeral-services",
+            "1",
+            "--ephemeral-endpoints",
+            "2",
+            "--ephemeral-lifetime",
+            "30s",
+            "--ephemeral-gap",
+            "5s",
+            "--statefulset-services",
+            "1",
+            "--statefulset-replicas",
+            "4",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.services(),
+            [
+                (Pattern::Restart, 0, 3),
+                (Pattern::Restart, 1, 3),
+                (Pattern::Ephemeral, 0, 2),
+                (Pattern::StatefulSet, 0, 4),
+            ]
+        );
+        // A restart is a step to the same count every interval, starting one interval in.
+        let (restart, first) = c.timing(Pattern::Restart).unwrap();
+        assert_eq!(first, Duration::from_secs(20));
+        let steps: Vec<_> = Schedule::new(restart, 7, 0).take(3).collect();
+        assert!(steps.iter().all(|s| s.replicas == 3));
+        assert_eq!(
+            steps[0].after,
+            Duration::ZERO,
+            "no jitter: right at the first interval"
+        );
+        assert_eq!(steps[1].after, Duration::from_secs(20));
+        // A lifecycle: deleted after the lifetime, back after the gap, and so on.
+        let (life, first) = c.timing(Pattern::Ephemeral).unwrap();
+        assert_eq!(first, Duration::from_secs(30));
+        let steps: Vec<_> = Schedule::new(life, 7, 0).take(4).collect();
+        let shape: Vec<_> = steps
+            .iter()
+            .map(|s| (s.after.as_secs(), s.replicas))
+            .collect();
+        assert_eq!(shape, [(0, 0), (5, 2), (30, 0), (5, 2)]);
+        // StatefulSets without min/max do not change; stable services never do.
+        assert!(c.timing(Pattern::StatefulSet).is_none());
+        assert!(c.timing(Pattern::Stable).is_none());
+    }
+
+    #[test]
+    fn a_burst_shares_one_schedule_and_groups_differ() {
+        let c = config(&[
+            "--oscillate-services",
+            "4",
+            "--oscillate-jitter",
+            "10s",
+            "--burst-size",
+            "2",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        let (osc, _) = c.timing(Pattern::Oscillate).unwrap();
+        let group = |g| -> Vec<_> {
+            Schedule::new(osc, 3, schedule_index(Pattern::Oscillate, g))
+                .take(6)
+                .collect()
+        };
+        // Groups of 2: services 0-1 follow group 0's steps, 2-3 group 1's.
+        assert_ne!(group(0), group(1), "groups are jittered apart");
+        // Burst size 1 replays the schedules of a run without bursts.
+        assert_eq!(schedule_index(Pattern::Oscillate, 5), 5);
+        assert_ne!(
+            schedule_index(Pattern::Restart, 0),
+            schedule_index(Pattern::Oscillate, 0)
+        );
+    }
+
+    #[test]
+    fn new_pattern_flags_are_validated() {
+        for (flags, needle) in [
+            (
+                &["--burst-size", "0", "--stable-services", "1"][..],
+                "--burst-size",
+            ),
+            (
+                &["--restart-services", "1", "--restart-interval", "0s"][..],
+                "--restart-interval",
+            ),
+            (
+                &[
+                    "--restart-services",
+                    "1",
+                    "--restart-max-surge",
+                    "0",
+                    "--restart-max-unavailable",
+                    "0",
+                ][..],
+                "both 0",
+            ),
+            (
+                &["--ephemeral-services", "1", "--ephemeral-gap", "0s"][..],
+                "--ephemeral-gap",
+            ),
+            (
+                &[
+                    "--statefulset-services",
+                    "1",
+                    "--statefulset-min-replicas",
+                    "3",
+                    "--statefulset-max-replicas",
+                    "3",
+                ][..],
+                "must be below",
+            ),
+            (&[][..], "nothing to do"),
+        ] {
+            let err = config(flags).unwrap_err();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+        let err = config(&[
+            "--statefulset-services",
+            "1",
+            "--statefulset-min-replicas",
+            "1",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--statefulset-max-replicas"), "{err}");
     }
 }

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, str::FromStr};
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, DeploymentSpec},
+        apps::v1::{
+            Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+            StatefulSetSpec,
+        },
         core::v1::{
             Container, ContainerPort, EnvVar, Namespace, PodSpec, PodTemplateSpec, Service,
             ServicePort, ServiceSpec, Toleration,
@@ -18,26 +21,185 @@ use k8s_openapi::{
 use crate::labels;
 
 /// Which churn pattern a service follows.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pattern {
     /// Fixed size.
     Stable,
     /// Scales between min and max.
     Oscillate,
+    /// Rolled every interval: every address replaced, the count kept.
+    Restart,
+    /// Created, deleted after its lifetime, created again after a gap.
+    Ephemeral,
+    /// A headless Service in front of a StatefulSet (stable pod hostnames).
+    StatefulSet,
 }
 
 impl Pattern {
-    /// The label value and name prefix.
+    /// Every pattern, in the order churn creates them.
+    pub const ALL: [Pattern; 5] = [
+        Pattern::Stable,
+        Pattern::Oscillate,
+        Pattern::Restart,
+        Pattern::Ephemeral,
+        Pattern::StatefulSet,
+    ];
+
+    /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::Stable => "stable",
             Pattern::Oscillate => "oscillate",
+            Pattern::Restart => "restart",
+            Pattern::Ephemeral => "ephemeral",
+            Pattern::StatefulSet => "statefulset",
         }
     }
 
-    /// The name of service `i`: `stable-svc-3`, `oscillate-svc-0`.
+    /// The Service name prefix.
+    fn prefix(self) -> &'static str {
+        match self {
+            Pattern::StatefulSet => "sts",
+            p => p.as_str(),
+        }
+    }
+
+    /// The name of service `i`: `stable-svc-3`, `oscillate-svc-0`, `sts-svc-1`.
     pub fn service_name(self, i: u32) -> String {
-        format!("{}-svc-{i}", self.as_str())
+        format!("{}-svc-{i}", self.prefix())
+    }
+
+    /// The name of service `i`'s workload: the service's name, except
+    /// StatefulSets (`sts-{i}`).
+    pub fn workload_name(self, i: u32) -> String {
+        match self {
+            Pattern::StatefulSet => format!("sts-{i}"),
+            p => p.service_name(i),
+        }
+    }
+
+    /// The pattern of a Service churn names (`None` for any other name).
+    pub fn of_service(name: &str) -> Option<Pattern> {
+        let (prefix, index) = name.rsplit_once("-svc-")?;
+        index.parse::<u32>().ok()?;
+        Pattern::ALL.into_iter().find(|p| p.prefix() == prefix)
+    }
+}
+
+/// What a change did, recorded in [`labels::CHANGE`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// The service and its workload were created.
+    Create,
+    /// The replica count changed.
+    Scale,
+    /// Every pod was replaced (a rolling restart).
+    Restart,
+    /// The service and its workload were deleted.
+    Delete,
+}
+
+impl ChangeKind {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Scale => "scale",
+            ChangeKind::Restart => "restart",
+            ChangeKind::Delete => "delete",
+        }
+    }
+
+    /// Parses an annotation value.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ChangeKind::Create,
+            ChangeKind::Scale,
+            ChangeKind::Restart,
+            ChangeKind::Delete,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A change's stamp on the workload it changes: when, to how many
+/// endpoints, and what kind of change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// RFC 3339 with nanoseconds ([`timestamp`]).
+    pub at: String,
+    /// The endpoint count the change leads to.
+    pub replicas: u32,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The pod template's [`labels::RESTARTED_AT`] (kept on every apply so
+    /// a later apply does not undo a restart).
+    pub restarted_at: Option<String>,
+}
+
+impl Stamp {
+    /// A scale (or a first apply) to `replicas` at `at`.
+    pub fn scale(replicas: u32, at: &str) -> Self {
+        Self {
+            at: at.to_string(),
+            replicas,
+            kind: ChangeKind::Scale,
+            restarted_at: None,
+        }
+    }
+
+    fn annotations(&self, service: Option<&str>) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (labels::SCALED_AT.to_string(), self.at.clone()),
+            (labels::REPLICAS.to_string(), self.replicas.to_string()),
+            (labels::CHANGE.to_string(), self.kind.as_str().to_string()),
+        ]);
+        if let Some(s) = service {
+            a.insert(labels::SERVICE.to_string(), s.to_string());
+        }
+        a
+    }
+}
+
+/// How a Deployment rolls: `maxSurge` and `maxUnavailable` (a count or a
+/// percentage, as Kubernetes takes them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    /// Pods above the desired count during a roll.
+    pub max_surge: IntOrString,
+    /// Pods below the desired count during a roll.
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for Rollout {
+    /// Kubernetes' defaults (25% each).
+    fn default() -> Self {
+        Self {
+            max_surge: IntOrString::String("25%".into()),
+            max_unavailable: IntOrString::String("25%".into()),
+        }
+    }
+}
+
+/// Parses `N` or `N%` as Kubernetes' int-or-percent.
+pub fn parse_int_or_percent(s: &str) -> Result<IntOrString, String> {
+    let bad = || format!("'{s}' is not a count or a percentage (e.g. 1 or 25%)");
+    match s.strip_suffix('%') {
+        Some(p) => {
+            let n: u32 = p.parse().map_err(|_| bad())?;
+            if n > 100 {
+                return Err(format!("'{s}': a percentage is at most 100%"));
+            }
+            Ok(IntOrString::String(s.to_string()))
+        }
+        None => {
+            let n: i32 = s.parse().map_err(|_| bad())?;
+            if n < 0 {
+                return Err(bad());
+            }
+            Ok(IntOrString::Int(n))
+        }
     }
 }
 
@@ -241,6 +403,9 @@ impl ServiceTemplate {
             },
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".to_string()),
+                // StatefulSet pods get their DNS names (and EndpointSlice
+                // hostnames) through a headless Service.
+                cluster_ip: (pattern == Pattern::StatefulSet).then(|| "None".to_string()),
                 selector: Some(selector(name)),
                 ports: Some(vec![ServicePort {
                     name: Some("http".to_string()),
@@ -255,18 +420,102 @@ impl ServiceTemplate {
         }
     }
 
-    /// The Deployment for `name` at `replicas`, annotated with when that size was set.
-    pub fn deployment(
+    /// The Deployment for `name`, stamped with the change that shaped it.
+    pub fn deployment(&self, name: &str, pattern: Pattern, stamp: &Stamp) -> Deployment {
+        self.deployment_rolling(name, pattern, stamp, None)
+    }
+
+    /// [`ServiceTemplate::deployment`] with a rolling-update strategy.
+    pub fn deployment_rolling(
         &self,
         name: &str,
         pattern: Pattern,
-        replicas: u32,
-        scaled_at: &str,
+        stamp: &Stamp,
+        rollout: Option<&Rollout>,
     ) -> Deployment {
         let mut l = owned_labels(pattern);
         l.extend(selector(name));
-        let mut pod_labels = l.clone();
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(l),
+                annotations: Some(stamp.annotations(None)),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(stamp.replicas as i32),
+                selector: LabelSelector {
+                    match_labels: Some(selector(name)),
+                    ..Default::default()
+                },
+                strategy: rollout.map(|r| DeploymentStrategy {
+                    type_: Some("RollingUpdate".to_string()),
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(r.max_surge.clone()),
+                        max_unavailable: Some(r.max_unavailable.clone()),
+                    }),
+                }),
+                template: self.pod_template(name, name, pattern, stamp, labels::PROXY_DEPLOYMENT),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// StatefulSet `sts-{i}` behind the headless Service `sts-svc-{i}`: its
+    /// pods are `sts-{i}-{k}`, with that hostname in the EndpointSlices.
+    /// Pods start and stop in parallel, as churn scales them all at once.
+    pub fn statefulset(&self, i: u32, stamp: &Stamp) -> StatefulSet {
+        let pattern = Pattern::StatefulSet;
+        let (name, service) = (pattern.workload_name(i), pattern.service_name(i));
+        let mut l = owned_labels(pattern);
+        l.extend(selector(&service));
+        StatefulSet {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(l),
+                annotations: Some(stamp.annotations(Some(&service))),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(stamp.replicas as i32),
+                service_name: Some(service.clone()),
+                pod_management_policy: Some("Parallel".to_string()),
+                selector: LabelSelector {
+                    match_labels: Some(selector(&service)),
+                    ..Default::default()
+                },
+                template: self.pod_template(
+                    &name,
+                    &service,
+                    pattern,
+                    stamp,
+                    labels::PROXY_STATEFULSET,
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The pods of `workload`, selected by `service`; `owner_label` is the
+    /// injector's label naming the workload.
+    fn pod_template(
+        &self,
+        workload: &str,
+        service: &str,
+        pattern: Pattern,
+        stamp: &Stamp,
+        owner_label: &str,
+    ) -> PodTemplateSpec {
+        let mut pod_labels = owned_labels(pattern);
+        pod_labels.extend(selector(service));
         let mut pod_annotations = BTreeMap::new();
+        if let Some(at) = &stamp.restarted_at {
+            pod_annotations.insert(labels::RESTARTED_AT.to_string(), at.clone());
+        }
         let mut containers = vec![Container {
             name: "app".to_string(),
             image: Some(self.image.clone()),
@@ -280,7 +529,7 @@ impl ServiceTemplate {
             }
             (Some(cp), ProxyInjection::Synthetic) => {
                 pod_labels.insert(labels::CONTROL_PLANE_NS.to_string(), cp.clone());
-                pod_labels.insert(labels::PROXY_DEPLOYMENT.to_string(), name.to_string());
+                pod_labels.insert(owner_label.to_string(), workload.to_string());
                 pod_labels.insert(labels::WORKLOAD_NS.to_string(), self.namespace.clone());
                 pod_annotations.insert(
                     labels::CREATED_BY.to_string(),
@@ -294,44 +543,22 @@ impl ServiceTemplate {
                 containers.insert(0, self.proxy_container());
             }
         }
-        Deployment {
-            metadata: ObjectMeta {
-                name: Some(name.to_string()),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(l),
-                annotations: Some(BTreeMap::from([
-                    (labels::SCALED_AT.to_string(), scaled_at.to_string()),
-                    (labels::REPLICAS.to_string(), replicas.to_string()),
-                ])),
-                ..Default::default()
-            },
-            spec: Some(DeploymentSpec {
-                replicas: Some(replicas as i32),
-                selector: LabelSelector {
-                    match_labels: Some(selector(name)),
-                    ..Default::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(pod_labels),
-                        annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        node_selector: (!self.node_selector.0.is_empty())
-                            .then(|| self.node_selector.0.clone()),
-                        tolerations: (!self.tolerations.is_empty())
-                            .then(|| self.tolerations.clone()),
-                        // Fake pods: nothing to drain, so deletions are immediate.
-                        termination_grace_period_seconds: Some(0),
-                        automount_service_account_token: Some(false),
-                        containers,
-                        ..Default::default()
-                    }),
-                },
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(pod_labels),
+                annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                 ..Default::default()
             }),
-            ..Default::default()
+            spec: Some(PodSpec {
+                node_selector: (!self.node_selector.0.is_empty())
+                    .then(|| self.node_selector.0.clone()),
+                tolerations: (!self.tolerations.is_empty()).then(|| self.tolerations.clone()),
+                // Fake pods: nothing to drain, so deletions are immediate.
+                termination_grace_period_seconds: Some(0),
+                automount_service_account_token: Some(false),
+                containers,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -437,7 +664,7 @@ mod tests {
                 "{export:?}: only the export label added"
             );
             // Pods are never labelled for export.
-            let d = t.deployment("s", Pattern::Oscillate, 1, "t");
+            let d = t.deployment("s", Pattern::Oscillate, &Stamp::scale(1, "t"));
             let pod = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
             assert!(!pod.contains_key(key));
         }
@@ -464,8 +691,7 @@ mod tests {
         let d = mk_template().deployment(
             "oscillate-svc-1",
             Pattern::Oscillate,
-            7,
-            "2026-11-21T00:00:00.000000001Z",
+            &Stamp::scale(7, "2026-11-21T00:00:00.000000001Z"),
         );
         let ann = d.metadata.annotations.unwrap();
         assert_eq!(ann[labels::SCALED_AT], "2026-11-21T00:00:00.000000001Z");
@@ -506,7 +732,7 @@ mod tests {
 
     #[test]
     fn synthetic_injection_gives_pods_the_injected_proxy_shape() {
-        let d = mk_template().deployment("stable-svc-0", Pattern::Stable, 1, "t");
+        let d = mk_template().deployment("stable-svc-0", Pattern::Stable, &Stamp::scale(1, "t"));
         let tmpl = d.spec.unwrap().template;
         let meta = tmpl.metadata.unwrap();
         let l = meta.labels.unwrap();
@@ -545,7 +771,7 @@ mod tests {
         let mut t = mk_template();
         t.injection = ProxyInjection::Webhook;
         let tmpl = t
-            .deployment("x", Pattern::Stable, 1, "t")
+            .deployment("x", Pattern::Stable, &Stamp::scale(1, "t"))
             .spec
             .unwrap()
             .template;
@@ -566,7 +792,7 @@ mod tests {
     fn unmeshed_pods_have_no_control_plane_label() {
         let mut t = mk_template();
         t.control_plane_ns = None;
-        let d = t.deployment("x", Pattern::Stable, 1, "t");
+        let d = t.deployment("x", Pattern::Stable, &Stamp::scale(1, "t"));
         let tmpl = d.spec.unwrap().template;
         let pod_labels = tmpl.metadata.unwrap().labels.unwrap();
         assert!(!pod_labels.contains_key(labels::CONTROL_PLANE_NS));
@@ -590,5 +816,122 @@ mod tests {
     fn timestamps_have_nanoseconds() {
         let t: jiff::Timestamp = "2026-11-21T04:00:00.5Z".parse().unwrap();
         assert_eq!(timestamp(t), "2026-11-21T04:00:00.500000000Z");
+    }
+
+    #[test]
+    fn statefulset_pods_sit_behind_a_headless_service_named_in_the_stamp() {
+        let t = mk_template();
+        let svc = t.service("sts-svc-2", Pattern::StatefulSet);
+        assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(
+            t.service("stable-svc-0", Pattern::Stable)
+                .spec
+                .unwrap()
+                .cluster_ip,
+            None
+        );
+        let sts = t.statefulset(2, &Stamp::scale(3, "t"));
+        assert_eq!(sts.metadata.name.as_deref(), Some("sts-2"));
+        let ann = sts.metadata.annotations.unwrap();
+        assert_eq!(ann[labels::SERVICE], "sts-svc-2");
+        assert_eq!(ann[labels::CHANGE], "scale");
+        assert_eq!(ann[labels::REPLICAS], "3");
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.service_name.as_deref(), Some("sts-svc-2"));
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        // The Service selects the pods; the injector's label names the StatefulSet.
+        for (k, v) in spec.selector.match_labels.unwrap() {
+            assert_eq!(pod_labels[&k], v);
+        }
+        assert_eq!(pod_labels[labels::NAME], "sts-svc-2");
+        assert_eq!(pod_labels[labels::PROXY_STATEFULSET], "sts-2");
+        assert!(!pod_labels.contains_key(labels::PROXY_DEPLOYMENT));
+    }
+
+    #[test]
+    fn a_restart_stamps_the_deployment_and_bumps_the_pod_template() {
+        let stamp = Stamp {
+            at: "2026-11-22T00:00:00.000000000Z".into(),
+            replicas: 4,
+            kind: ChangeKind::Restart,
+            restarted_at: Some("2026-11-22T00:00:00.000000000Z".into()),
+        };
+        let rollout = Rollout {
+            max_surge: parse_int_or_percent("1").unwrap(),
+            max_unavailable: parse_int_or_percent("0").unwrap(),
+        };
+        let d = mk_template().deployment_rolling(
+            "restart-svc-0",
+            Pattern::Restart,
+            &stamp,
+            Some(&rollout),
+        );
+        assert_eq!(d.metadata.annotations.unwrap()[labels::CHANGE], "restart");
+        let spec = d.spec.unwrap();
+        let ru = spec.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(ru.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        let pod_ann = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            pod_ann[labels::RESTARTED_AT],
+            "2026-11-22T00:00:00.000000000Z"
+        );
+        // Without a restart time the template carries none (no roll on apply).
+        let plain = mk_template().deployment("x", Pattern::Stable, &Stamp::scale(1, "t"));
+        let plain_ann = plain
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
+        assert!(!plain_ann.contains_key(labels::RESTARTED_AT));
+    }
+
+    #[test]
+    fn int_or_percent_flags() {
+        assert_eq!(
+            parse_int_or_percent("25%").unwrap(),
+            IntOrString::String("25%".into())
+        );
+        assert_eq!(parse_int_or_percent("2").unwrap(), IntOrString::Int(2));
+        for bad in ["-1", "x", "101%", "1.5"] {
+            assert!(parse_int_or_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_authorities_agree_on_the_pattern() {
+        for p in Pattern::ALL {
+            let svc = p.service_name(3);
+            assert_eq!(
+                labels::pattern_of_authority(&format!("{svc}.ns.svc.cluster.local:8080")),
+                p.as_str()
+            );
+        }
+        assert_eq!(Pattern::StatefulSet.workload_name(3), "sts-3");
+        assert_eq!(
+            labels::pattern_of_authority("sts-3-0.sts-svc-3.ns.svc.cluster.local:8080"),
+            "statefulset"
+        );
+        assert_eq!(
+            labels::pattern_of_authority("web.ns.svc.cluster.local:80"),
+            "other"
+        );
+        assert_eq!(
+            labels::pattern_of_authority("foo-svc-x.ns.svc.cluster.local:80"),
+            "other"
+        );
+        for k in [
+            ChangeKind::Create,
+            ChangeKind::Scale,
+            ChangeKind::Restart,
+            ChangeKind::Delete,
+        ] {
+            assert_eq!(ChangeKind::parse(k.as_str()), Some(k));
+        }
     }
 }

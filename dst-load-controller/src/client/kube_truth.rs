@@ -1,10 +1,13 @@
 //! The ground truth from the Kubernetes API: EndpointSlices give each
-//! Service's expected set; churn's `scaled-at` / `replicas` annotations on
-//! Deployments say when the change that produced it was made.
+//! Service's expected set (and, by endpoint hostname, each per-pod
+//! authority's); churn's `scaled-at` / `replicas` / `change` annotations on
+//! Deployments and StatefulSets say when the change that produced it was made.
 //!
-//! A slice change is attributed to the latest scale of its Deployment until
-//! the set first reaches that scale's replica count; later changes (pod
-//! restarts, evictions) are timed from when our watch saw them.
+//! A slice change is attributed to the latest change stamped on its
+//! workload until the set first reaches what that change leads to: the
+//! stamped count of endpoints and, for a restart, none of the addresses
+//! held when the restart was seen. Later changes (pod restarts, evictions)
+//! are timed from when our watch saw them.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -14,7 +17,13 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{apps::v1::Deployment, discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::{
     Api,
     runtime::{WatchStreamExt, watcher},
@@ -28,27 +37,36 @@ use crate::{
     watch::{Batch, Change, Driver},
 };
 
-/// The latest scale of one Deployment.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The latest change stamped on one service's workload.
+#[derive(Clone, Debug, PartialEq)]
 struct Scale {
     at: SystemTime,
     replicas: usize,
+    /// For a restart: the addresses the service held when it was seen.
+    replaced: Option<BTreeSet<SocketAddr>>,
     reached: bool,
 }
 
-/// Attributes slice changes to scales. Pure: the watcher loop feeds it.
+/// Attributes slice changes to churn's changes. Pure: the watcher loop feeds it.
 #[derive(Debug, Default)]
 pub struct Attribution {
     scales: HashMap<String, Scale>,
 }
 
 impl Attribution {
-    /// Records a Deployment's annotations (a newer `scaled-at` starts a new scale).
-    pub fn deployment(&mut self, d: &Deployment) {
-        let Some(name) = d.metadata.name.clone() else {
+    /// Records a workload's stamp (a newer `scaled-at` starts a new change).
+    /// `current` is the service's set now, which a restart must replace.
+    /// The stamp names its Service in `dst-load.linkerd.io/service`, or the
+    /// workload has the Service's name.
+    pub fn workload(
+        &mut self,
+        meta: &ObjectMeta,
+        current: impl FnOnce(&str) -> BTreeSet<SocketAddr>,
+    ) {
+        let Some(ann) = meta.annotations.as_ref() else {
             return;
         };
-        let Some(ann) = d.metadata.annotations.as_ref() else {
+        let Some(service) = ann.get(labels::SERVICE).or(meta.name.as_ref()).cloned() else {
             return;
         };
         let (Some(at), Some(replicas)) = (ann.get(labels::SCALED_AT), ann.get(labels::REPLICAS))
@@ -60,32 +78,34 @@ impl Attribution {
             return;
         };
         let at = SystemTime::from(at);
-        match self.scales.get(&name) {
-            Some(s) if s.at >= at => {}
-            _ => {
-                self.scales.insert(
-                    name,
-                    Scale {
-                        at,
-                        replicas,
-                        reached: false,
-                    },
-                );
-            }
+        if self.scales.get(&service).is_some_and(|s| s.at >= at) {
+            return;
         }
+        let restart = ann.get(labels::CHANGE).map(String::as_str) == Some("restart");
+        let replaced = restart.then(|| current(&service));
+        self.scales.insert(
+            service,
+            Scale {
+                at,
+                replicas,
+                replaced,
+                reached: false,
+            },
+        );
     }
 
-    /// Forgets a deleted Deployment's scale.
-    pub fn forget(&mut self, name: &str) {
-        self.scales.remove(name);
-    }
-
-    /// When the change that led a Service to `size` endpoints was made, given
-    /// that our watch saw it at `seen_at`.
-    pub fn changed_at(&mut self, service: &str, size: usize, seen_at: SystemTime) -> SystemTime {
+    /// When the change that led a Service to `addrs` was made, given that
+    /// our watch saw it at `seen_at`.
+    pub fn changed_at(
+        &mut self,
+        service: &str,
+        addrs: &BTreeSet<SocketAddr>,
+        seen_at: SystemTime,
+    ) -> SystemTime {
         match self.scales.get_mut(service) {
             Some(s) if !s.reached => {
-                s.reached = size == s.replicas;
+                s.reached = addrs.len() == s.replicas
+                    && s.replaced.as_ref().is_none_or(|old| old.is_disjoint(addrs));
                 s.at
             }
             _ => seen_at,
@@ -97,7 +117,8 @@ impl Attribution {
 /// add it later): applied on the next tick.
 #[derive(Debug)]
 struct Pending {
-    addrs: Vec<SocketAddr>,
+    /// Ready addresses with their endpoints' hostnames.
+    addrs: Vec<(SocketAddr, Option<String>)>,
     /// When the change was made and when our watch saw it; `None` for a
     /// change found by a re-list, which is not timed.
     timing: Option<(SystemTime, SystemTime)>,
@@ -114,6 +135,7 @@ pub struct Follower {
     fleet: Arc<Fleet>,
     slices: Driver<EndpointSlice>,
     deployments: Driver<Deployment>,
+    statefulsets: Driver<StatefulSet>,
     sets: SliceSets,
     attribution: Attribution,
     pending: HashMap<String, Pending>,
@@ -121,7 +143,9 @@ pub struct Follower {
 
 impl Follower {
     /// Sets the truth of every watched service in `namespace`
-    /// (`{service}.{namespace}.svc.{cluster_domain}:*`).
+    /// (`{service}.{namespace}.svc.{cluster_domain}:*`), and of every
+    /// per-pod authority (`{hostname}.{service}.{namespace}.svc.{cluster_domain}:*`:
+    /// the endpoint with that hostname).
     pub fn new(namespace: String, cluster_domain: String, fleet: Arc<Fleet>) -> Self {
         Self {
             namespace,
@@ -129,6 +153,7 @@ impl Follower {
             fleet,
             slices: Driver::new(),
             deployments: Driver::new(),
+            statefulsets: Driver::new(),
             sets: SliceSets::new(None),
             attribution: Attribution::default(),
             pending: HashMap::new(),
@@ -138,9 +163,12 @@ impl Follower {
     /// Watches until `stop`.
     pub async fn follow(&mut self, kube: kube::Client, stop: CancellationToken) {
         let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &self.namespace);
+        let statefulsets: Api<StatefulSet> = Api::namespaced(kube.clone(), &self.namespace);
         let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
         let mut deploy_events =
             std::pin::pin!(watcher(deployments, watcher::Config::default()).default_backoff());
+        let mut sts_events =
+            std::pin::pin!(watcher(statefulsets, watcher::Config::default()).default_backoff());
         let mut slice_events =
             std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -150,14 +178,28 @@ impl Follower {
                 e = deploy_events.next() => match e {
                     Some(Ok(e)) => {
                         for c in self.deployments.event(e).map(|b| b.changes).unwrap_or_default() {
-                            match c {
-                                Change::Apply(d) => self.attribution.deployment(&d),
-                                Change::Delete(k) => self.attribution.forget(&k.name),
+                            // A deleted workload's last stamp (an ephemeral
+                            // service's deletion) still explains the slice
+                            // changes that follow; a new stamp replaces it.
+                            if let Change::Apply(d) = c {
+                                self.attribution.workload(&d.metadata, |s| self.sets.addrs(s));
                             }
                         }
                         continue;
                     }
                     Some(Err(error)) => tracing::warn!(%error, "deployment watch failed; retrying"),
+                    None => return,
+                },
+                e = sts_events.next() => match e {
+                    Some(Ok(e)) => {
+                        for c in self.statefulsets.event(e).map(|b| b.changes).unwrap_or_default() {
+                            if let Change::Apply(s) = c {
+                                self.attribution.workload(&s.metadata, |svc| self.sets.addrs(svc));
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Err(error)) => tracing::warn!(%error, "statefulset watch failed; retrying"),
                     None => return,
                 },
                 e = slice_events.next() => match e {
@@ -182,11 +224,13 @@ impl Follower {
             .collect();
         let seen_at = SystemTime::now();
         for service in services {
-            let addrs: Vec<_> = self.sets.addrs(&service).into_iter().collect();
+            let hosts = self.sets.hosts(&service);
             let timing = (!batch.relist).then(|| {
-                let changed_at = self.attribution.changed_at(&service, addrs.len(), seen_at);
+                let addrs = hosts.keys().copied().collect();
+                let changed_at = self.attribution.changed_at(&service, &addrs, seen_at);
                 (changed_at, seen_at)
             });
+            let addrs = hosts.into_iter().collect();
             self.pending.insert(service, Pending { addrs, timing });
         }
     }
@@ -196,20 +240,44 @@ impl Follower {
         let services = self.fleet.services();
         let (namespace, domain) = (&self.namespace, &self.cluster_domain);
         self.pending.retain(|service, p| {
-            let prefix = format!("{service}.{namespace}.svc.{domain}:");
             let mut watched = false;
-            for s in services.iter().filter(|s| s.service.starts_with(&prefix)) {
+            for s in &services {
+                let Some(host) = authority_of(&s.service, service, namespace, domain) else {
+                    continue;
+                };
                 watched = true;
+                let addrs = p
+                    .addrs
+                    .iter()
+                    .filter(|(_, h)| host.is_none() || h.as_deref() == host)
+                    .map(|(a, _)| *a);
                 match p.timing {
                     Some((changed_at, seen_at)) => {
-                        s.set_truth_seen(p.addrs.iter().copied(), changed_at, Some(seen_at))
+                        s.set_truth_seen(addrs, changed_at, Some(seen_at))
                     }
-                    None => s.set_truth_unmeasured(p.addrs.iter().copied()),
+                    None => s.set_truth_unmeasured(addrs),
                 }
             }
             !watched
         });
     }
+}
+
+/// Whether `authority` names `service` (`Some(None)`) or one of its pods by
+/// hostname (`Some(Some(hostname))`) in `namespace`; `None` otherwise.
+fn authority_of<'a>(
+    authority: &'a str,
+    service: &str,
+    namespace: &str,
+    domain: &str,
+) -> Option<Option<&'a str>> {
+    let (host, _port) = authority.rsplit_once(':')?;
+    let name = host.strip_suffix(&format!(".{namespace}.svc.{domain}"))?;
+    if name == service {
+        return Some(None);
+    }
+    let (hostname, rest) = name.split_once('.')?;
+    (rest == service).then_some(Some(hostname))
 }
 
 /// Follows `namespace` until `stop`: [`Follower::follow`] on a new follower.
@@ -236,21 +304,96 @@ mod tests {
         .unwrap()
     }
 
+    fn t(s: &str) -> SystemTime {
+        SystemTime::from(s.parse::<jiff::Timestamp>().unwrap())
+    }
+
+    fn addrs(n: &[u8]) -> BTreeSet<SocketAddr> {
+        n.iter()
+            .map(|i| SocketAddr::from(([10, 0, 0, *i], 80)))
+            .collect()
+    }
+
     #[test]
     fn attributes_slice_changes_to_the_scale_until_it_is_reached() {
         let mut a = Attribution::default();
-        let t = |s: &str| SystemTime::from(s.parse::<jiff::Timestamp>().unwrap());
-        a.deployment(&mk_deployment("svc", "2026-11-21T00:00:10.000000000Z", 3));
+        let none = |_: &str| BTreeSet::new();
+        a.workload(
+            &mk_deployment("svc", "2026-11-21T00:00:10.000000000Z", 3).metadata,
+            none,
+        );
         let seen = t("2026-11-21T00:00:11Z");
         // Pods become ready one by one: each intermediate set is from the scale.
-        assert_eq!(a.changed_at("svc", 2, seen), t("2026-11-21T00:00:10Z"));
-        assert_eq!(a.changed_at("svc", 3, seen), t("2026-11-21T00:00:10Z"));
+        assert_eq!(
+            a.changed_at("svc", &addrs(&[1, 2]), seen),
+            t("2026-11-21T00:00:10Z")
+        );
+        assert_eq!(
+            a.changed_at("svc", &addrs(&[1, 2, 3]), seen),
+            t("2026-11-21T00:00:10Z")
+        );
         // After the scale was reached, a change is not churn's: timed from when it was seen.
-        assert_eq!(a.changed_at("svc", 2, seen), seen);
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 2]), seen), seen);
         // An older annotation (a stale watch event) does not reopen a scale.
-        a.deployment(&mk_deployment("svc", "2026-11-21T00:00:05Z", 1));
-        assert_eq!(a.changed_at("svc", 1, seen), seen);
+        a.workload(
+            &mk_deployment("svc", "2026-11-21T00:00:05Z", 1).metadata,
+            none,
+        );
+        assert_eq!(a.changed_at("svc", &addrs(&[1]), seen), seen);
         // Services churn does not scale are always timed from the watch.
-        assert_eq!(a.changed_at("other", 1, seen), seen);
+        assert_eq!(a.changed_at("other", &addrs(&[1]), seen), seen);
+    }
+
+    #[test]
+    fn a_restart_is_reached_only_when_no_old_address_is_left() {
+        let mut a = Attribution::default();
+        let mut d = mk_deployment("svc", "2026-11-21T00:00:10Z", 2);
+        d.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(labels::CHANGE.into(), "restart".into());
+        a.workload(&d.metadata, |s| {
+            assert_eq!(s, "svc");
+            addrs(&[1, 2])
+        });
+        let (at, seen) = (t("2026-11-21T00:00:10Z"), t("2026-11-21T00:00:12Z"));
+        // A surge, then one old pod gone: the count is back, an old one lingers.
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 2, 3]), seen), at);
+        assert_eq!(a.changed_at("svc", &addrs(&[2, 3]), seen), at);
+        // Every address replaced: reached.
+        assert_eq!(a.changed_at("svc", &addrs(&[3, 4]), seen), at);
+        assert_eq!(a.changed_at("svc", &addrs(&[3]), seen), seen);
+    }
+
+    #[test]
+    fn statefulset_stamps_name_their_service() {
+        let mut a = Attribution::default();
+        let mut d = mk_deployment("sts-0", "2026-11-21T00:00:10Z", 1);
+        d.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(labels::SERVICE.into(), "sts-svc-0".into());
+        a.workload(&d.metadata, |_| BTreeSet::new());
+        let seen = t("2026-11-21T00:00:12Z");
+        assert_eq!(
+            a.changed_at("sts-svc-0", &addrs(&[1]), seen),
+            t("2026-11-21T00:00:10Z")
+        );
+    }
+
+    #[test]
+    fn authorities_name_a_service_or_one_of_its_pods() {
+        let of = |a| authority_of(a, "sts-svc-0", "ns", "cluster.local");
+        assert_eq!(of("sts-svc-0.ns.svc.cluster.local:8080"), Some(None));
+        assert_eq!(
+            of("sts-0-1.sts-svc-0.ns.svc.cluster.local:8080"),
+            Some(Some("sts-0-1"))
+        );
+        assert_eq!(of("sts-svc-01.ns.svc.cluster.local:8080"), None);
+        assert_eq!(of("x.sts-svc-1.ns.svc.cluster.local:8080"), None);
+        assert_eq!(of("sts-svc-0.other.svc.cluster.local:8080"), None);
+        assert_eq!(of("a.b.sts-svc-0.ns.svc.cluster.local:8080"), None);
     }
 }

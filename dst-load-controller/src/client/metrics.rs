@@ -235,9 +235,7 @@ impl Collector for EndpointGauges {
         let unconverged = Family::<ServiceLabel, Gauge>::default();
         for svc in self.0.services() {
             unconverged
-                .get_or_create(&ServiceLabel {
-                    service: svc.service.clone(),
-                })
+                .get_or_create(&ServiceLabel::new(&svc.service))
                 .set(svc.truth.pending() as i64);
         }
         let metric = encoder.encode_descriptor(

@@ -746,6 +746,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         destination_leg: latencies.percentiles(Kind::DestinationLeg),
         stale_streams: metrics.staleness.stale_now(fleet),
         services_never_served: summary.dropped().count() as u64,
+        by_pattern: latencies.by_pattern(),
     }
 }
 

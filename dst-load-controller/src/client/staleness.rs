@@ -57,9 +57,7 @@ impl Metrics {
             .iter()
             .filter_map(|s| {
                 self.stale
-                    .get(&ServiceLabel {
-                        service: s.service.clone(),
-                    })
+                    .get(&ServiceLabel::new(&s.service))
                     .map(|g| g.get())
             })
             .sum()
@@ -147,9 +145,7 @@ pub async fn watch(
             }
             metrics
                 .stale
-                .get_or_create(&ServiceLabel {
-                    service: svc.service.clone(),
-                })
+                .get_or_create(&ServiceLabel::new(&svc.service))
                 .set(stale);
         }
     }

@@ -15,7 +15,7 @@
 
 use super::label::ServiceLabel;
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -23,7 +23,7 @@ use std::{
 
 use hdrhistogram::Histogram as Hdr;
 
-pub use crate::latency::{Kind, Percentiles, Timings};
+pub use crate::latency::{Kind, PatternLatencies, Percentiles, Timings};
 use crate::latency::{buckets, micros, mk_hdr};
 use linkerd2_proxy_api::destination::{Update, update};
 use prometheus_client::{
@@ -41,6 +41,8 @@ pub struct Latencies {
     kubernetes_leg: Family<ServiceLabel, Histogram>,
     destination_leg: Family<ServiceLabel, Histogram>,
     hdr: Arc<Mutex<[Hdr<u64>; 5]>>,
+    /// Update, convergence and fan-out samples by pattern.
+    by_pattern: Arc<Mutex<ByPattern>>,
     /// Observations that came before the change by the clocks involved.
     pub clock_skew: Counter,
 }
@@ -62,6 +64,7 @@ impl Latencies {
                 mk_hdr(),
                 mk_hdr(),
             ])),
+            by_pattern: Arc::default(),
             clock_skew: Counter::default(),
         };
         reg.register_with_unit(
@@ -110,12 +113,38 @@ impl Latencies {
             Kind::KubernetesLeg => &self.kubernetes_leg,
             Kind::DestinationLeg => &self.destination_leg,
         };
-        family
-            .get_or_create(&ServiceLabel {
-                service: service.to_string(),
-            })
-            .observe(latency.as_secs_f64());
+        let label = ServiceLabel::new(service);
+        family.get_or_create(&label).observe(latency.as_secs_f64());
         self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
+        let per_pattern = match kind {
+            Kind::Update => 0,
+            Kind::Convergence => 1,
+            Kind::Fanout => 2,
+            Kind::KubernetesLeg | Kind::DestinationLeg => return,
+        };
+        self.by_pattern
+            .lock()
+            .expect("hdr lock")
+            .entry(label.pattern)
+            .or_insert_with(|| [mk_hdr(), mk_hdr(), mk_hdr()])[per_pattern]
+            .saturating_record(micros(latency));
+    }
+
+    /// Update, convergence and fan-out percentiles of each pattern with samples.
+    pub fn by_pattern(&self) -> BTreeMap<String, PatternLatencies> {
+        self.by_pattern
+            .lock()
+            .expect("hdr lock")
+            .iter()
+            .map(|(pattern, [u, c, f])| {
+                let p = PatternLatencies {
+                    update_latency: Percentiles::from_hdr(u),
+                    convergence_latency: Percentiles::from_hdr(c),
+                    fanout_completion: Percentiles::from_hdr(f),
+                };
+                (pattern.to_string(), p)
+            })
+            .collect()
     }
 
     /// Percentiles of every sample of `kind` so far.
@@ -123,6 +152,9 @@ impl Latencies {
         Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock")[kind as usize])
     }
 }
+
+/// Update, convergence and fan-out histograms per pattern.
+type ByPattern = BTreeMap<&'static str, [Hdr<u64>; 3]>;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Mark {
