@@ -2255,3 +2255,444 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]
     assert!(stderr.contains("cleaned up"), "{stderr}");
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+/// Churn running in this process, with its metrics.
+struct InProcessChurn {
+    metrics: dst_load_controller::churn::metrics::Metrics,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessChurn {
+    /// Starts churn with `config` and waits until its objects exist.
+    async fn start(config: dst_load_controller::churn::Config) -> Self {
+        use dst_load_controller::{admin::Readiness, churn};
+        let metrics = churn::metrics::Metrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        );
+        let churn = churn::Churn::new(config, metrics.clone()).await.unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ready = Readiness::default();
+        let task = tokio::spawn(churn.run(stop.clone(), ready.clone()));
+        eventually("churn's initial objects exist", || {
+            let ready = ready.get();
+            async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("not ready".into())
+                }
+            }
+        })
+        .await;
+        Self {
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until churn has applied `n` changes of `kind`.
+    async fn until(&self, kind: dst_load_controller::churn::objects::ChangeKind, n: u64) {
+        eventually(&format!("{n} {} changes", kind.as_str()), || {
+            let have = self.metrics.changes(kind);
+            async move {
+                if have >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{have} so far"))
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Ready pod IPs of `ns` whose name starts with `prefix`, by pod name.
+async fn pod_ips(
+    client: &kube::Client,
+    ns: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let name = p.metadata.name?;
+            let ip = p.status?.pod_ip?;
+            name.starts_with(prefix).then_some((name, ip))
+        })
+        .collect()
+}
+
+/// Every stream of `service` holds exactly `want`, and the truth agrees.
+fn streams_hold(
+    running: &support::RunningClient,
+    service: &str,
+    want: &[SocketAddr],
+) -> Result<(), String> {
+    let sets = running.sets(service);
+    if sets.is_empty() {
+        return Err(format!("{service}: no streams yet"));
+    }
+    for (i, set) in sets.iter().enumerate() {
+        if set != want {
+            return Err(format!("{service} stream {i}: {set:?}, want {want:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn after_every_rolling_restart_every_stream_holds_the_new_addresses_and_no_old_one() {
+    use dst_load_controller::churn::{self, objects::ChangeKind};
+    let client = kube().await;
+    let ns = TempNs::new("restart");
+    let log = DestinationLog::mark();
+    let mut config = churn::Config::new(&ns.name);
+    config.restart.services = 2;
+    config.restart.endpoints = 3;
+    config.restart.interval = Duration::from_secs(5);
+    config.restart.rollout = churn::objects::Rollout {
+        max_surge: churn::objects::parse_int_or_percent("1").unwrap(),
+        max_unavailable: churn::objects::parse_int_or_percent("0").unwrap(),
+    };
+    // Both services roll in the same instant.
+    config.burst_size = 2;
+    config.seed = 12;
+    let churn = InProcessChurn::start(config).await;
+    let svc = |i| format!("restart-svc-{i}.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &format!("{},{}", svc(0), svc(1)),
+        "--namespace",
+        &ns.name,
+        "--ground-truth",
+        "--streams-per-service",
+        "3",
+        "--staleness-grace",
+        "10s",
+    ]));
+    let fleet = running.fleet.clone();
+    eventually("streams hold the first pods", || {
+        streams_equal_slices(&client, &fleet, 2)
+    })
+    .await;
+    let before: BTreeSet<String> = pod_ips(&client, &ns.name, "restart-svc-")
+        .await
+        .into_values()
+        .collect();
+    // Two rolls of each service (the pair is one burst: 2 changes per roll).
+    churn.until(ChangeKind::Restart, 4).await;
+    churn.finish().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    eventually("both rollouts complete", || async {
+        for i in 0..2 {
+            let name = format!("restart-svc-{i}");
+            let d = deployments.get(&name).await.map_err(|e| e.to_string())?;
+            let st = d.status.unwrap_or_default();
+            let done = st.observed_generation == d.metadata.generation
+                && st.replicas == Some(3)
+                && st.updated_replicas == Some(3)
+                && st.ready_replicas == Some(3);
+            let slices = slice_addrs(&client, &ns.name, &name, 8080).await?;
+            if !done || slices.len() != 3 {
+                return Err(format!("{name}: {st:?}, slices {slices:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    eventually(
+        "every stream holds its slices' addresses after the last roll",
+        || streams_equal_slices(&client, &fleet, 2),
+    )
+    .await;
+    for i in 0..2 {
+        let name = format!("restart-svc-{i}");
+        let want = slice_addrs(&client, &ns.name, &name, 8080).await.unwrap();
+        assert_eq!(want.len(), 3, "{name}: the count is kept");
+        // The pods now serving are the rolled ones, not the first ones.
+        let pods = pod_ips(&client, &ns.name, &name).await;
+        let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+        let sets = rs
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+            .await
+            .unwrap()
+            .items;
+        assert!(
+            sets.len() >= 3,
+            "{name}: {} ReplicaSets after two rolls",
+            sets.len()
+        );
+        assert_eq!(pods.len(), 3, "{name}: {pods:?}");
+    }
+    // No address of the first pods is served by any stream, unless KWOK
+    // handed the same IP to a new pod (then the slices list it too).
+    let now: BTreeSet<SocketAddr> = [0, 1]
+        .iter()
+        .flat_map(|i| running.sets(&svc(*i)).into_iter().flatten())
+        .collect();
+    let truth: BTreeSet<SocketAddr> = [0, 1]
+        .iter()
+        .flat_map(|i| fleet.get(&svc(*i)).unwrap().truth.expected())
+        .collect();
+    assert_eq!(now, truth);
+    let lingering: Vec<_> = now
+        .iter()
+        .filter(|a| before.contains(&a.ip().to_string()) && !truth.contains(a))
+        .collect();
+    assert!(lingering.is_empty(), "old addresses served: {lingering:?}");
+    let m = running.metrics.clone();
+    let summary = running.finish().await;
+    let measured = client::measure(&fleet, &m, &summary);
+    assert_eq!(measured.stale_streams, 0);
+    assert_eq!(measured.streams_unconverged, 0);
+    assert_eq!(summary.errors, 0);
+    // Every roll was timed from its stamp, under the `restart` pattern.
+    let restart = &measured.by_pattern["restart"];
+    assert!(
+        restart.fanout_completion.count >= 4,
+        "{} restart fan-outs",
+        restart.fanout_completion.count
+    );
+    assert!(restart.convergence_latency.count >= 4 * 3);
+    assert_eq!(measured.by_pattern.keys().collect::<Vec<_>>(), ["restart"]);
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
+    use dst_load_controller::churn::{self, objects::ChangeKind};
+    let client = kube().await;
+    let ns = TempNs::new("ephemeral");
+    let log = DestinationLog::mark();
+    let mut config = churn::Config::new(&ns.name);
+    config.ephemeral.services = 1;
+    config.ephemeral.endpoints = 2;
+    config.ephemeral.lifetime = Duration::from_secs(6);
+    config.ephemeral.gap = Duration::from_secs(6);
+    config.seed = 3;
+    let churn = InProcessChurn::start(config).await;
+    let svc = format!("ephemeral-svc-0.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &svc,
+        "--namespace",
+        &ns.name,
+        "--ground-truth",
+        "--streams-per-service",
+        "3",
+    ]));
+    let fleet = running.fleet.clone();
+    eventually("streams hold the service's pods", || {
+        streams_equal_slices(&client, &fleet, 1)
+    })
+    .await;
+    churn.until(ChangeKind::Delete, 1).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    // While it is gone (the gap is 6s), the open streams hold nothing.
+    eventually("the deleted service's streams are empty", || {
+        let r = streams_hold(&running, &svc, &[]);
+        async move { r }
+    })
+    .await;
+    let gone = services.get_opt("ephemeral-svc-0").await.unwrap().is_none();
+    churn.until(ChangeKind::Create, 1).await;
+    eventually("the returned service's streams hold its new pods", || {
+        streams_equal_slices(&client, &fleet, 1)
+    })
+    .await;
+    churn.finish().await;
+    let m = running.metrics.clone();
+    let removes: u64 = m
+        .updates_received
+        .get_or_create(&client::metrics::UpdateLabels {
+            service: svc.clone(),
+            kind: "remove",
+        })
+        .get();
+    let summary = running.finish().await;
+    assert!(gone, "the streams emptied while the Service was deleted");
+    // What the real controller does: the stream stays open through the
+    // deletion (no reset, no error, no NoEndpoints); it removes the
+    // addresses and adds the new ones when the service returns.
+    assert_eq!(summary.resets, 0);
+    assert_eq!(summary.errors, 0);
+    assert_eq!(summary.streams_created, 3);
+    assert!(removes >= 3, "{removes} removes on 3 streams");
+    let measured = client::measure(&fleet, &m, &summary);
+    assert_eq!(measured.stale_streams, 0);
+    let eph = &measured.by_pattern["ephemeral"];
+    // The deletion and the return, each fanned out to all 3 streams.
+    assert!(eph.fanout_completion.count >= 2, "{eph:?}");
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn per_pod_authorities_resolve_to_exactly_their_pod_and_follow_its_replacement() {
+    use dst_load_controller::churn;
+    let client = kube().await;
+    let ns = TempNs::new("sts");
+    let log = DestinationLog::mark();
+    let mut config = churn::Config::new(&ns.name);
+    config.statefulset.services = 1;
+    config.statefulset.replicas = 3;
+    let churn = InProcessChurn::start(config).await;
+    let d = format!("{}.svc.cluster.local:8080", ns.name);
+    let pod_authority = |k: u32| format!("sts-0-{k}.sts-svc-0.{d}");
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &format!("sts-0-{{0..2}}.sts-svc-0.{d},sts-svc-0.{d}"),
+        "--namespace",
+        &ns.name,
+        "--ground-truth",
+        "--streams-per-service",
+        "2",
+    ]));
+    let addr = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 8080);
+    let each_pod_resolves = || async {
+        let ips = pod_ips(&client, &ns.name, "sts-0-").await;
+        if ips.len() != 3 {
+            return Err(format!("pods: {ips:?}"));
+        }
+        for k in 0..3 {
+            let ip = &ips[&format!("sts-0-{k}")];
+            streams_hold(&running, &pod_authority(k), &[addr(ip)])?;
+        }
+        let mut all: Vec<SocketAddr> = ips.values().map(|ip| addr(ip)).collect();
+        all.sort();
+        streams_hold(&running, &format!("sts-svc-0.{d}"), &all)
+    };
+    eventually(
+        "each pod's authority holds exactly that pod",
+        each_pod_resolves,
+    )
+    .await;
+
+    // Replace one pod: same name, new pod (KWOK may or may not reuse the IP).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let old = pods.get("sts-0-1").await.unwrap();
+    pods.delete("sts-0-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("sts-0-1 is replaced by a new pod", || async {
+        match pods.get_opt("sts-0-1").await.map_err(|e| e.to_string())? {
+            Some(p)
+                if p.metadata.uid != old.metadata.uid
+                    && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some() =>
+            {
+                Ok(())
+            }
+            _ => Err("not yet".into()),
+        }
+    })
+    .await;
+    eventually("each pod's authority follows its pod", each_pod_resolves).await;
+    churn.finish().await;
+    let m = running.metrics.clone();
+    let fleet = running.fleet.clone();
+    let summary = running.finish().await;
+    let measured = client::measure(&fleet, &m, &summary);
+    assert_eq!(measured.stale_streams, 0);
+    assert_eq!(summary.errors, 0);
+    assert_eq!(summary.resets, 0);
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_burst_of_services_scales_in_one_instant_and_converges_with_latencies() {
+    use dst_load_controller::churn::{self, objects::ChangeKind};
+    let client = kube().await;
+    let ns = TempNs::new("burst");
+    let log = DestinationLog::mark();
+    let mut config = churn::Config::new(&ns.name);
+    config.oscillate_services = 4;
+    config.burst_size = 4;
+    config.oscillation.min = 1;
+    config.oscillation.max = 3;
+    config.oscillation.min_hold = Duration::from_secs(3);
+    config.oscillation.max_hold = Duration::from_secs(3);
+    config.oscillation.jitter = dst_load_controller::schedule::Jitter::Upto(Duration::from_secs(5));
+    config.oscillation.cycles = 1;
+    config.seed = 4;
+    let churn = InProcessChurn::start(config).await;
+    let targets = format!("oscillate-svc-{{0..3}}.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &targets,
+        "--namespace",
+        &ns.name,
+        "--ground-truth",
+        "--streams-per-service",
+        "2",
+    ]));
+    let fleet = running.fleet.clone();
+    eventually("streams hold the first pods", || {
+        streams_equal_slices(&client, &fleet, 4)
+    })
+    .await;
+    churn.until(ChangeKind::Scale, 8).await;
+    // Every member of the burst was stamped in the same instant: the calls
+    // are made together, so the stamps differ by the calls' time only
+    // (jitter spreads services up to 5s apart when not in a burst).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let stamps: Vec<jiff::Timestamp> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| {
+            d.metadata.annotations.as_ref().unwrap()["dst-load.linkerd.io/scaled-at"]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(stamps.len(), 4);
+    let spread = stamps
+        .iter()
+        .max()
+        .unwrap()
+        .duration_since(*stamps.iter().min().unwrap());
+    assert!(
+        spread.as_millis() < 1000,
+        "a burst's stamps are {spread:#} apart: {stamps:?}"
+    );
+    churn.task.await.unwrap().unwrap();
+    eventually("every stream converged after the burst", || {
+        streams_equal_slices(&client, &fleet, 4)
+    })
+    .await;
+    let m = running.metrics.clone();
+    let summary = running.finish().await;
+    let measured = client::measure(&fleet, &m, &summary);
+    assert_eq!(measured.stale_streams, 0);
+    assert_eq!(measured.streams_unconverged, 0);
+    // Two scales of 4 services, each fanned out to both streams and timed.
+    let osc = &measured.by_pattern["oscillate"];
+    assert!(osc.fanout_completion.count >= 8, "{osc:?}");
+    assert!(osc.convergence_latency.count >= 16, "{osc:?}");
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
