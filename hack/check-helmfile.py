@@ -8,6 +8,7 @@ usage: hack/check-helmfile.py REPO CA_DIR HELMFILE
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,17 @@ def number(x):
     return f"{x:g}" if x < 1000 else f"{x:,.0f}"
 
 
+def expanded(targets):
+    """How many authorities a --target-services list names (brace ranges expanded)."""
+    total = 0
+    for item in targets.split(","):
+        n = 1
+        for lo, hi in re.findall(r"\{(\d+)\.\.(\d+)\}", item):
+            n *= int(hi) - int(lo) + 1
+        total += n
+    return total
+
+
 def readme_scenarios():
     """The README's table of what each scenario asks, against the scenario files."""
     base = yaml.safe_load(open("charts/dst-load-test/values.yaml"))
@@ -195,11 +207,22 @@ def readme_scenarios():
         client = dict(base["client"], **sc.get("client", {}))
         churn = dict(base["churn"]["args"], **sc["churn"]["args"])
         n, res = client["replicas"], client["resources"]
-        # --streams-per-service is per client process, over its --connections.
-        streams = n * client["args"]["streams-per-service"] * \
-            (churn.get("stable-services", 0) + churn.get("oscillate-services", 0))
+        # --streams-per-service is per client process and per authority
+        # watched: every Service churn makes, or the listed targetServices.
+        services = sum(churn.get(f"{p}-services", 0)
+                       for p in ("stable", "oscillate", "restart", "ephemeral", "statefulset"))
+        authorities = expanded(client["targetServices"]) if client.get("targetServices") else services
+        streams = n * client["args"]["streams-per-service"] * authorities
+        # A roll surges by maxSurge (25% by default, rounded up) above the count.
+        surge = int(str(churn.get("restart-max-surge", "25%")).rstrip("%"))
+        restart_peak = churn.get("restart-endpoints", 1)
+        restart_peak += -(-restart_peak * surge // 100) if "%" in str(churn.get("restart-max-surge", "25%")) else surge
         peak = churn.get("stable-services", 0) * churn.get("stable-endpoints", 0) + \
-            churn.get("oscillate-services", 0) * churn.get("oscillate-max-endpoints", 0)
+            churn.get("oscillate-services", 0) * churn.get("oscillate-max-endpoints", 0) + \
+            churn.get("restart-services", 0) * restart_peak + \
+            churn.get("ephemeral-services", 0) * churn.get("ephemeral-endpoints", 0) + \
+            churn.get("statefulset-services", 0) * churn.get(
+                "statefulset-max-replicas", churn.get("statefulset-replicas", 1))
         c = number(n * cpu(res["requests"]["cpu"]))
         want = [str(n), f"{streams:,}", f"{peak:,}", f"{c} CPU" + ("" if c == "1" else "s"),
                 f"{number(n * gib(res['requests']['memory']))} GiB / {number(n * gib(res['limits']['memory']))} GiB"]

@@ -121,7 +121,7 @@ churn log-format log.format
 client namespace helm.install.-n
 client destination-addr client.destinationAddr
 client service-label-selector client.serviceLabelSelector
-client target-services client.serviceLabelSelector
+client target-services client.targetServices
 client ground-truth client.groundTruth
 client admin-addr not.configurable
 client log-level log.level

@@ -109,6 +109,9 @@ pub struct Measurements {
     pub destination_leg: Percentiles,
     /// Streams stale at the end.
     pub stale_streams: i64,
+    /// Streams that were stale (differed from the truth past the grace
+    /// period) and recovered: how long each episode lasted.
+    pub staleness: Percentiles,
     /// Services whose streams never got an endpoint although the ground
     /// truth lists endpoints for them (always 0 without a ground truth).
     pub services_never_served: u64,
@@ -142,6 +145,9 @@ impl Measurements {
         if self.kubernetes_leg.count > 0 {
             t += &row("scale -> slice seen", &self.kubernetes_leg);
             t += &row("slice seen -> converged", &self.destination_leg);
+        }
+        if self.staleness.count > 0 {
+            t += &row("stale episodes (ended)", &self.staleness);
         }
         if self.by_pattern.len() > 1 {
             for (pattern, p) in &self.by_pattern {

@@ -132,6 +132,19 @@ impl Args {
         if plan.services == 0 {
             return Err("--services must be at least 1".into());
         }
+        if plan.churn == crate::scenario::Churn::Restart && plan.min_endpoints != plan.max_endpoints
+        {
+            return Err(format!(
+                "the {:?} scenario keeps each service's count while it replaces every address: give --min-endpoints only",
+                self.scenario
+            ));
+        }
+        if plan.churn == crate::scenario::Churn::Restart && plan.min_endpoints == 0 {
+            return Err("--min-endpoints must be at least 1: a restart replaces endpoints".into());
+        }
+        if plan.churn == crate::scenario::Churn::Restart && plan.min_hold.is_zero() {
+            return Err("--min-hold is the restart interval: it must be above zero".into());
+        }
         if plan.min_endpoints > plan.max_endpoints {
             return Err(format!(
                 "--min-endpoints ({}) is greater than --max-endpoints ({})",
@@ -163,6 +176,7 @@ impl Args {
         let base = self.scenario.plan();
         let scaled = |n: u32| ((f64::from(n) * self.scale).ceil() as u32).max(1);
         Plan {
+            churn: base.churn,
             services: self.services.unwrap_or(base.services),
             min_endpoints: self.min_endpoints.unwrap_or(base.min_endpoints),
             max_endpoints: self
@@ -347,27 +361,36 @@ pub async fn run_mock_scenario(
     let mock_stop = CancellationToken::new();
     let mock_task = tokio::spawn(mock.serve(listener, mock_stop.clone()));
 
-    let pattern = if plan.min_endpoints == plan.max_endpoints {
-        "stable"
-    } else {
-        "oscillate"
-    };
-    let dsts: Vec<GeneratedDst> = (0..plan.services)
-        .map(|i| GeneratedDst {
-            authority: format!("{pattern}-svc-{i}.dst-load-test.svc.cluster.local:8080")
-                .parse()
-                .expect("valid authority"),
-            cidr: service_cidr(i),
+    let ns = "dst-load-test";
+    let authorities = plan.authorities(ns);
+    let per_service = authorities.len() / plan.services as usize;
+    let mut dsts = Vec::new();
+    for (i, group) in authorities.chunks(per_service).enumerate() {
+        let cidr = service_cidr(i as u32);
+        let dst = GeneratedDst {
+            authority: group[0].parse().expect("valid authority"),
+            cidr,
             min: plan.min_endpoints,
             max: plan.max_endpoints,
-        })
-        .collect();
-    for d in &dsts {
-        handle.set(&d.authority, d.endpoints(d.min));
+        };
+        handle.set(&dst.authority, dst.endpoints(dst.min));
+        // A StatefulSet pod's own name resolves to its address alone: pod
+        // k holds the service's k-th address.
+        for (k, pod) in group[1..].iter().enumerate() {
+            let addr = generate::nth_endpoint(&cidr, k as u64, dst.authority.port());
+            handle.set(
+                &pod.parse().expect("valid authority"),
+                addr.into_iter().collect::<Vec<_>>(),
+            );
+        }
+        dsts.push(dst);
     }
     let initial_changes = handle.metrics().changes.get();
 
-    let targets = dsts.iter().map(|d| d.authority.clone()).collect();
+    let targets = authorities
+        .iter()
+        .map(|a| a.parse().expect("valid authority"))
+        .collect();
     let mut client_config =
         client::Config::new(&dst_addr.to_string(), client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
@@ -388,7 +411,7 @@ pub async fn run_mock_scenario(
     }
 
     // The truth starts as the initial sets; changes come from the mock's feed.
-    wait_for_fleet(&fleet, dsts.len()).await;
+    wait_for_fleet(&fleet, authorities.len()).await;
     // Ready once every stream has had its first answer.
     tokio::spawn(client::track_readiness(
         fleet.clone(),
@@ -406,26 +429,25 @@ pub async fn run_mock_scenario(
         jitter: Jitter::Upto(plan.jitter),
         cycles: 0,
     };
+    let restart = plan.churn == crate::scenario::Churn::Restart;
     let generators: Vec<_> = dsts
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.oscillates())
+        .filter(|(_, d)| restart || d.oscillates())
         .map(|(i, d)| {
-            tokio::spawn(generate::oscillate(
-                handle.clone(),
-                d.clone(),
-                timing,
-                seed,
-                i as u32,
-                churn_stop.clone(),
-            ))
+            let (handle, d, stop) = (handle.clone(), d.clone(), churn_stop.clone());
+            if restart {
+                tokio::spawn(generate::restart(handle, d, timing, seed, i as u32, stop))
+            } else {
+                tokio::spawn(generate::oscillate(handle, d, timing, seed, i as u32, stop))
+            }
         })
         .collect();
 
     let progress = Progress::start(
         fleet.clone(),
         client_metrics.clone(),
-        dsts.len() as u64 * u64::from(plan.streams_per_service),
+        authorities.len() as u64 * u64::from(plan.streams_per_service),
     );
     tokio::select! {
         _ = tokio::time::sleep(plan.duration) => {}
@@ -488,23 +510,35 @@ pub async fn run_cluster_scenario(
     // Whatever happens once churn may have created objects, they are
     // cleaned up (unless --keep) before the outcome, or the error, is returned.
     let measured = async {
-        let stable = plan.min_endpoints == plan.max_endpoints;
         let mut churn_config = crate::churn::Config::new(&ns);
         churn_config.seed = seed;
         churn_config.kube = args.kube.clone();
-        if stable {
-            churn_config.stable_services = plan.services;
-            churn_config.stable_endpoints = plan.min_endpoints;
-        } else {
-            churn_config.oscillate_services = plan.services;
-            churn_config.oscillation = crate::schedule::Oscillation {
-                min: plan.min_endpoints,
-                max: plan.max_endpoints,
-                min_hold: plan.min_hold,
-                max_hold: plan.max_hold,
-                jitter: crate::schedule::Jitter::Upto(plan.jitter),
-                cycles: 0,
-            };
+        churn_config.oscillation = crate::schedule::Oscillation {
+            min: plan.min_endpoints,
+            max: plan.max_endpoints,
+            min_hold: plan.min_hold,
+            max_hold: plan.max_hold,
+            jitter: crate::schedule::Jitter::Upto(plan.jitter),
+            cycles: 0,
+        };
+        let oscillates = plan.min_endpoints != plan.max_endpoints;
+        match plan.churn {
+            crate::scenario::Churn::Scale if !oscillates => {
+                churn_config.stable_services = plan.services;
+                churn_config.stable_endpoints = plan.min_endpoints;
+            }
+            crate::scenario::Churn::Scale => churn_config.oscillate_services = plan.services,
+            crate::scenario::Churn::Restart => {
+                churn_config.restart.services = plan.services;
+                churn_config.restart.endpoints = plan.min_endpoints;
+                churn_config.restart.interval = plan.min_hold;
+            }
+            crate::scenario::Churn::StatefulSet => {
+                churn_config.statefulset.services = plan.services;
+                churn_config.statefulset.replicas = plan.min_endpoints;
+                churn_config.statefulset.oscillate =
+                    oscillates.then_some((plan.min_endpoints, plan.max_endpoints));
+            }
         }
         let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
         let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
@@ -520,15 +554,12 @@ pub async fn run_cluster_scenario(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let pattern = if stable { "stable" } else { "oscillate" };
-        let targets = (0..plan.services)
-            .map(|i| {
-                crate::target::Authority::new(
-                    &format!("{pattern}-svc-{i}.{ns}.svc.cluster.local"),
-                    8080,
-                )
-            })
-            .collect::<Result<_, _>>()?;
+        let authorities = plan.authorities(&ns);
+        let targets = authorities
+            .iter()
+            .map(|a| a.parse::<crate::target::Authority>())
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
         let mut client_config = client::Config::new(&destination, client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
         client_config.streams_per_service = plan.streams_per_service;
@@ -554,7 +585,7 @@ pub async fn run_cluster_scenario(
         let progress = Progress::start(
             fleet.clone(),
             client_metrics.clone(),
-            u64::from(plan.services) * u64::from(plan.streams_per_service),
+            authorities.len() as u64 * u64::from(plan.streams_per_service),
         );
         tokio::select! {
             _ = tokio::time::sleep(plan.duration) => {}
@@ -605,7 +636,8 @@ pub async fn run_cluster_scenario(
             ended_at,
             destination,
             updates_sent: None,
-            changes: churn_metrics.scale_events_total.get(),
+            changes: churn_metrics.scale_events_total.get()
+                + churn_metrics.changes(crate::churn::objects::ChangeKind::Restart),
         },
         &fleet,
         &client_metrics,

@@ -19,12 +19,34 @@ pub enum Scenario {
     ManyServices,
     /// 50 services oscillating 100 <-> 200, 500 proxies each.
     RedLine,
+    /// 10 services of 20 endpoints, each rolled (every address replaced)
+    /// every 10 s, 100 proxies each.
+    RollingRestart,
+    /// 5 StatefulSets oscillating 3 <-> 6 pods behind headless Services;
+    /// 20 proxies watch each service and each of its first 3 pods by name.
+    Statefulset,
+}
+
+/// How a scenario's services change.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Churn {
+    /// Deployments scaled between min and max (fixed when equal).
+    Scale,
+    /// Deployments of min endpoints rolled every min hold: every address
+    /// replaced, the count kept.
+    Restart,
+    /// StatefulSets behind headless Services, scaled between min and max;
+    /// each pod below min is also watched by its own name.
+    StatefulSet,
 }
 
 /// A scenario's numbers: the plan's, with holds shortened so a run fits in
 /// about a minute.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
+    /// How the services change.
+    pub churn: Churn,
     /// Services.
     pub services: u32,
     /// Endpoints at start (and the low end).
@@ -83,6 +105,22 @@ impl Scenario {
                 "stale_streams==0",
             ],
             Scenario::RedLine => &["update_latency.p99<10s", "stale_streams==0"],
+            // A roll is a burst of adds and removes: the same bounds as a
+            // many-service oscillation, and no address may linger.
+            Scenario::RollingRestart => &[
+                "update_latency.p95<1s",
+                "update_latency.p99<3s",
+                "fanout_completion.max<10s",
+                "resets==0",
+                "stale_streams==0",
+            ],
+            Scenario::Statefulset => &[
+                "update_latency.p95<500ms",
+                "update_latency.p99<2s",
+                "fanout_completion.max<10s",
+                "resets==0",
+                "stale_streams==0",
+            ],
         }
     }
 
@@ -95,8 +133,31 @@ impl Scenario {
             Scenario::LargeRollout => (1, 500, 1000, 1000, s(0)),
             Scenario::ManyServices => (100, 50, 100, 100, s(2)),
             Scenario::RedLine => (50, 100, 200, 500, s(2)),
+            Scenario::RollingRestart => (10, 20, 20, 100, s(2)),
+            Scenario::Statefulset => (5, 3, 6, 20, s(2)),
         };
+        let churn = match self {
+            Scenario::RollingRestart => Churn::Restart,
+            Scenario::Statefulset => Churn::StatefulSet,
+            _ => Churn::Scale,
+        };
+        if churn == Churn::Restart {
+            return Plan {
+                churn,
+                services,
+                min_endpoints: min,
+                max_endpoints: max,
+                streams_per_service: proxies,
+                connections: proxies,
+                // Every service rolls every 10 s.
+                min_hold: s(10),
+                max_hold: s(10),
+                jitter,
+                duration: s(60),
+            };
+        }
         Plan {
+            churn,
             services,
             min_endpoints: min,
             max_endpoints: max,
@@ -108,5 +169,32 @@ impl Scenario {
             jitter,
             duration: s(60),
         }
+    }
+}
+
+impl Plan {
+    /// The authorities the client watches in `namespace`: each service's
+    /// and, for StatefulSets, each pod's below the minimum by name
+    /// (`sts-{i}-{k}.sts-svc-{i}...`: pods that exist all along).
+    pub fn authorities(&self, namespace: &str) -> Vec<String> {
+        let fqdn = |name: &str| format!("{name}.{namespace}.svc.cluster.local:8080");
+        (0..self.services)
+            .flat_map(|i| match self.churn {
+                Churn::Scale => {
+                    let pattern = if self.min_endpoints == self.max_endpoints {
+                        "stable"
+                    } else {
+                        "oscillate"
+                    };
+                    vec![fqdn(&format!("{pattern}-svc-{i}"))]
+                }
+                Churn::Restart => vec![fqdn(&format!("restart-svc-{i}"))],
+                Churn::StatefulSet => std::iter::once(fqdn(&format!("sts-svc-{i}")))
+                    .chain(
+                        (0..self.min_endpoints).map(|k| fqdn(&format!("sts-{i}-{k}.sts-svc-{i}"))),
+                    )
+                    .collect(),
+            })
+            .collect()
     }
 }

@@ -1462,7 +1462,7 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
     let log = DestinationLog::mark();
     // (scenario, --scale, overrides, services, streams per service, oscillates)
     type Case<'a> = (&'a str, &'a str, &'a [&'a str], u64, u64, bool);
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         (
             "baseline",
             "0.05",
@@ -1528,6 +1528,32 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
                 "8",
             ],
             3,
+            5,
+            true,
+        ),
+        // Every address replaced every 2s (the min hold is the interval).
+        (
+            "rolling-restart",
+            "0.05",
+            &["--services", "2", "--min-endpoints", "3"],
+            2,
+            5,
+            true,
+        ),
+        // 2 StatefulSets of 2..4 pods: 6 authorities (each service and its
+        // first 2 pods by name), 5 streams each.
+        (
+            "statefulset",
+            "0.25",
+            &[
+                "--services",
+                "2",
+                "--min-endpoints",
+                "2",
+                "--max-endpoints",
+                "4",
+            ],
+            6,
             5,
             true,
         ),
@@ -1603,6 +1629,17 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
         assert!(
             deployments
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "{scenario}"
+        );
+        let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(client.clone(), &ns.name);
+        assert!(
+            statefulsets
                 .list(&ListParams::default())
                 .await
                 .unwrap()

@@ -84,7 +84,7 @@ their pods on --cleanup-on-exit. */}}
   resources: ["services"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
@@ -92,7 +92,8 @@ their pods on --cleanup-on-exit. */}}
 {{- end }}
 
 {{/* Read-only, in the release namespace: discover Services by label, and
-follow the ground truth (EndpointSlices, churn's stamps on Deployments). */}}
+follow the ground truth (EndpointSlices, churn's stamps on Deployments and
+StatefulSets). */}}
 {{- define "dst-load-test.clientRules" -}}
 - apiGroups: [""]
   resources: ["services"]
@@ -102,7 +103,7 @@ follow the ground truth (EndpointSlices, churn's stamps on Deployments). */}}
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["deployments", "statefulsets"]
   verbs: ["list", "watch"]
 {{- end }}
 {{- end }}
@@ -120,7 +121,7 @@ instead: in churn.args or client.args they would clash at run time. */}}
   "client" (merge (dict
     "destination-addr" "set client.destinationAddr instead"
     "service-label-selector" "set client.serviceLabelSelector instead"
-    "target-services" "the chart discovers Services with client.serviceLabelSelector: set that instead"
+    "target-services" "set client.targetServices instead (it replaces client.serviceLabelSelector)"
     "ground-truth" "set client.groundTruth instead") $common) }}
 {{- range $component := list "churn" "client" }}
 {{- $args := (index $.Values $component).args | default dict }}

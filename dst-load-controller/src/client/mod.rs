@@ -745,6 +745,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         kubernetes_leg: latencies.percentiles(Kind::KubernetesLeg),
         destination_leg: latencies.percentiles(Kind::DestinationLeg),
         stale_streams: metrics.staleness.stale_now(fleet),
+        staleness: metrics.staleness.episodes(),
         services_never_served: summary.dropped().count() as u64,
         by_pattern: latencies.by_pattern(),
     }

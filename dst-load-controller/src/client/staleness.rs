@@ -22,7 +22,7 @@ use super::fleet::Fleet;
 #[derive(Clone, Debug)]
 pub struct Metrics {
     stale: Family<ServiceLabel, Gauge>,
-    durations: Histogram,
+    durations: crate::latency::Timings,
 }
 
 impl Metrics {
@@ -32,8 +32,8 @@ impl Metrics {
             stale: Family::default(),
             // 1 s to ~9 h: a stream is only stale after the grace period, and
             // the bug class this catches (stale endpoints) lasts until a restart.
-            durations: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                1.0, 2.0, 16,
+            durations: crate::latency::Timings::new(Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 16),
             )),
         };
         reg.register(
@@ -45,9 +45,16 @@ impl Metrics {
             "staleness",
             "How long streams stayed stale (observed when they recover)",
             Unit::Seconds,
-            m.durations.clone(),
+            m.durations.histogram(),
         );
         m
+    }
+
+    /// How long the streams that were stale (past the grace period) stayed
+    /// so, for every episode that ended; one that lasts to the end is in
+    /// [`Metrics::stale_now`] instead.
+    pub fn episodes(&self) -> crate::latency::Percentiles {
+        self.durations.percentiles()
     }
 
     /// Stale streams now, all services.
@@ -115,7 +122,7 @@ pub async fn watch(
                         if let Some(since) = differs_since.remove(&key) {
                             let d = now - since;
                             if d > grace {
-                                metrics.durations.observe(d.as_secs_f64());
+                                metrics.durations.record(d);
                             }
                         }
                     }

@@ -132,6 +132,44 @@ pub async fn oscillate(
     let Ok(()) = result;
 }
 
+/// Rolls `dst` on `handle` the way a rolling restart does, every hold of
+/// `timing` (jittered, seeded as destination `index`) from one hold in:
+/// each roll replaces every one of its `min` addresses with the next ones
+/// of its CIDR (wrapping around), until the cycles are done or `stop`.
+pub async fn restart(
+    handle: Handle,
+    dst: GeneratedDst,
+    timing: Oscillation,
+    seed: u64,
+    index: u32,
+    stop: CancellationToken,
+) {
+    let osc = Oscillation {
+        min: dst.min,
+        max: dst.min,
+        ..timing
+    };
+    let count = u64::from(dst.min);
+    let port = dst.authority.port();
+    let mut generation = 0u64;
+    let start = tokio::time::Instant::now() + timing.min_hold;
+    let result: Result<(), std::convert::Infallible> =
+        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |_, lag| {
+            generation += 1;
+            if nth_endpoint(&dst.cidr, (generation + 1) * count - 1, port).is_none() {
+                generation = 0;
+            }
+            let addrs: Vec<SocketAddr> = (0..count)
+                .filter_map(|j| nth_endpoint(&dst.cidr, generation * count + j, port))
+                .collect();
+            let change = handle.set(&dst.authority, addrs);
+            tracing::debug!(destination = %dst.authority, generation, ?lag, added = change.added.len(), removed = change.removed.len(), "rolled");
+            async { Ok(()) }
+        })
+        .await;
+    let Ok(()) = result;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
