@@ -16,6 +16,21 @@ use prometheus_client::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How long any call may go without reading a byte.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The apiserver's timeout of every watch we open: shorter than
+/// [`READ_TIMEOUT`], so an idle watch (no events for a while: a quiet
+/// namespace, long holds) is ended by the server and resumed from its
+/// resourceVersion, not cut by our read timeout and re-listed after a
+/// backoff (which would leave the changes made meanwhile untimed).
+pub const WATCH_TIMEOUT_SECS: u32 = 20;
+
+/// The configuration of every watch: [`WATCH_TIMEOUT_SECS`].
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
+}
+
 /// Flags for the Kubernetes client.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KubeArgs {
@@ -56,7 +71,7 @@ impl KubeArgs {
         Ok(())
     }
 
-    /// Builds the client, with request timeouts short enough that a hung
+    /// Builds the client (watches: [`watch_config`]), with request timeouts short enough that a hung
     /// apiserver is retried rather than waited on for minutes.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let options = kube::config::KubeConfigOptions {
@@ -71,7 +86,7 @@ impl KubeArgs {
             Err(e) => anyhow::bail!("cannot load kube context {:?}: {e}", self.kube_context),
         };
         config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(Duration::from_secs(30));
+        config.read_timeout = Some(READ_TIMEOUT);
         config.write_timeout = Some(Duration::from_secs(30));
         Ok(kube::Client::try_from(config)?)
     }
@@ -481,5 +496,14 @@ mod tests {
         };
         let r: Result<(), _> = caller.call(op, || async { Err(api_error(503)) }).await;
         assert!(matches!(r, Err(Error::Cancelled { .. })));
+    }
+
+    #[test]
+    fn watches_end_on_the_server_before_our_read_timeout() {
+        let c = watch_config();
+        assert_eq!(c.timeout, Some(WATCH_TIMEOUT_SECS));
+        assert!(
+            Duration::from_secs(WATCH_TIMEOUT_SECS.into()) + Duration::from_secs(5) < READ_TIMEOUT
+        );
     }
 }

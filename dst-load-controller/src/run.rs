@@ -820,4 +820,38 @@ mod tests {
         assert_eq!(service_cidr(1).to_string(), "10.0.16.0/20");
         assert_eq!(service_cidr(4095).to_string(), "10.255.240.0/20");
     }
+
+    #[test]
+    fn statefulset_plans_watch_each_service_and_its_first_pods_by_name() {
+        let p = mk_args(&[
+            "--scenario",
+            "statefulset",
+            "--services",
+            "2",
+            "--min-endpoints",
+            "2",
+        ])
+        .plan();
+        assert_eq!(
+            p.authorities("ns"),
+            [
+                "sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-0-0.sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-0-1.sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-svc-1.ns.svc.cluster.local:8080",
+                "sts-1-0.sts-svc-1.ns.svc.cluster.local:8080",
+                "sts-1-1.sts-svc-1.ns.svc.cluster.local:8080",
+            ]
+        );
+        let r = mk_args(&["--scenario", "rolling-restart", "--min-endpoints", "5"]).plan();
+        assert_eq!((r.min_endpoints, r.max_endpoints), (5, 5));
+        assert_eq!(
+            r.authorities("ns")[9],
+            "restart-svc-9.ns.svc.cluster.local:8080"
+        );
+        let err = mk_args(&["--scenario", "rolling-restart", "--max-endpoints", "30"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--min-endpoints only"), "{err}");
+    }
 }

@@ -38,6 +38,7 @@ pub enum Churn {
     Restart,
     /// StatefulSets behind headless Services, scaled between min and max;
     /// each pod below min is also watched by its own name.
+    #[serde(rename = "statefulset")]
     StatefulSet,
 }
 

@@ -166,11 +166,12 @@ impl Follower {
         let statefulsets: Api<StatefulSet> = Api::namespaced(kube.clone(), &self.namespace);
         let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
         let mut deploy_events =
-            std::pin::pin!(watcher(deployments, watcher::Config::default()).default_backoff());
-        let mut sts_events =
-            std::pin::pin!(watcher(statefulsets, watcher::Config::default()).default_backoff());
+            std::pin::pin!(watcher(deployments, crate::kube_api::watch_config()).default_backoff());
+        let mut sts_events = std::pin::pin!(
+            watcher(statefulsets, crate::kube_api::watch_config()).default_backoff()
+        );
         let mut slice_events =
-            std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
+            std::pin::pin!(watcher(slices, crate::kube_api::watch_config()).default_backoff());
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {

@@ -658,7 +658,7 @@ impl Client {
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         let api: kube::Api<Service> = kube::Api::namespaced(kube, namespace);
-        let cfg = watcher::Config::default().labels(selector);
+        let cfg = crate::kube_api::watch_config().labels(selector);
         // The watcher retries with backoff by itself; a re-list (after a
         // long disconnection) yields the Services deleted meanwhile.
         let mut events = std::pin::pin!(watcher(api, cfg).default_backoff());

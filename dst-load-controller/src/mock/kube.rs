@@ -55,9 +55,9 @@ impl Follower {
         let services: Api<Service> = Api::namespaced(kube.clone(), &self.namespace);
         let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
         let mut service_events =
-            std::pin::pin!(watcher(services, watcher::Config::default()).default_backoff());
+            std::pin::pin!(watcher(services, crate::kube_api::watch_config()).default_backoff());
         let mut slice_events =
-            std::pin::pin!(watcher(slices, watcher::Config::default()).default_backoff());
+            std::pin::pin!(watcher(slices, crate::kube_api::watch_config()).default_backoff());
         loop {
             let touched: BTreeSet<String> = tokio::select! {
                 _ = stop.cancelled() => return,

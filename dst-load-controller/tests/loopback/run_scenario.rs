@@ -219,3 +219,115 @@ fn run_is_ready_once_every_stream_is_answered() {
     );
     assert!(status.success());
 }
+
+/// `run --scenario X` on the mock with short holds; returns the report.
+fn mock_run(scenario: &str, flags: &[&str]) -> serde_json::Value {
+    let report =
+        std::env::temp_dir().join(format!("dst-run-{scenario}-{}.json", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["run", "--scenario", scenario])
+        .args(flags)
+        .args([
+            "--connections",
+            "1",
+            "--min-hold",
+            "300ms",
+            "--max-hold",
+            "300ms",
+            "--jitter",
+            "0s",
+            "--duration",
+            "2s",
+            "--seed",
+            "1",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    r
+}
+
+#[test]
+fn the_rolling_restart_scenario_replaces_every_address_on_the_mock() {
+    let r = mock_run(
+        "rolling-restart",
+        &[
+            "--services",
+            "2",
+            "--min-endpoints",
+            "3",
+            "--streams-per-service",
+            "3",
+        ],
+    );
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(r["plan"]["churn"], "restart");
+    assert_eq!(n("streams"), 6);
+    let changes = n("changes");
+    // Rolls every 300 ms from 300 ms in, for 2 s: several per service.
+    assert!(changes >= 4, "{changes} rolls");
+    // Every roll is one Add of 3 new addresses and one Remove of the 3 old
+    // ones on each of the service's 3 streams, after one first answer each.
+    assert_eq!(n("updates_sent"), 6 + changes * 2 * 3, "{r}");
+    assert_eq!(n("updates_received"), n("updates_sent"));
+    assert_eq!(n("fanouts_completed"), changes);
+    assert_eq!(
+        r["convergence_latency"]["count"].as_u64(),
+        Some(changes * 3)
+    );
+    assert_eq!(n("streams_unconverged"), 0);
+    assert_eq!(r["stale_streams"], 0);
+    assert_eq!(
+        r["by_pattern"]["restart"]["fanout_completion"]["count"].as_u64(),
+        Some(changes)
+    );
+    let slos = r["slos"].as_array().unwrap();
+    assert_eq!(slos.len(), 5);
+    assert!(slos.iter().all(|v| v["pass"] == true), "{}", r["slos"]);
+}
+
+#[test]
+fn the_statefulset_scenario_watches_each_pod_by_name_on_the_mock() {
+    let r = mock_run(
+        "statefulset",
+        &[
+            "--services",
+            "2",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "3",
+            "--streams-per-service",
+            "2",
+        ],
+    );
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(r["plan"]["churn"], "statefulset");
+    // Each service and its first 2 pods by name: 6 authorities, 2 streams each.
+    assert_eq!(n("streams"), 12);
+    assert_eq!(n("streams_created"), 12);
+    let changes = n("changes");
+    assert!(changes >= 4, "{changes} scales");
+    // Only the services scale: the pods watched by name stay, and every
+    // change reached both of its service's streams.
+    assert_eq!(n("updates_received"), n("updates_sent"));
+    assert_eq!(n("fanouts_completed"), changes);
+    assert_eq!(n("streams_unconverged"), 0);
+    assert_eq!(r["stale_streams"], 0);
+    assert_eq!(n("services_never_served"), 0);
+    assert_eq!(
+        r["by_pattern"]["statefulset"]["fanout_completion"]["count"].as_u64(),
+        Some(changes)
+    );
+}
