@@ -142,21 +142,12 @@ impl Scenario {
             Scenario::Statefulset => Churn::StatefulSet,
             _ => Churn::Scale,
         };
-        if churn == Churn::Restart {
-            return Plan {
-                churn,
-                services,
-                min_endpoints: min,
-                max_endpoints: max,
-                streams_per_service: proxies,
-                connections: proxies,
-                // Every service rolls every 10 s.
-                min_hold: s(10),
-                max_hold: s(10),
-                jitter,
-                duration: s(60),
-            };
-        }
+        let (min_hold, max_hold) = match churn {
+            // Every service rolls every 10 s.
+            Churn::Restart => (s(10), s(10)),
+            // The plan holds 2 min at min and 5 min at max; the same ratio, shorter.
+            Churn::Scale | Churn::StatefulSet => (s(4), s(10)),
+        };
         Plan {
             churn,
             services,
@@ -164,9 +155,8 @@ impl Scenario {
             max_endpoints: max,
             streams_per_service: proxies,
             connections: proxies,
-            // The plan holds 2 min at min and 5 min at max; the same ratio, shorter.
-            min_hold: s(4),
-            max_hold: s(10),
+            min_hold,
+            max_hold,
             jitter,
             duration: s(60),
         }

@@ -2293,6 +2293,25 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]
     let _ = std::fs::remove_file(kubeconfig);
 }
 
+/// A client of the real destination watching `targets` with the
+/// Kubernetes ground truth of `ns`, `streams` streams each.
+fn truth_client(ns: &str, targets: &str, streams: &str, extra: &[&str]) -> support::RunningClient {
+    let dst = destination();
+    let mut flags = vec![
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        targets,
+        "--namespace",
+        ns,
+        "--ground-truth",
+        "--streams-per-service",
+        streams,
+    ];
+    flags.extend_from_slice(extra);
+    support::start_client(proxy_client(&flags))
+}
+
 /// Churn running in this process, with its metrics.
 struct InProcessChurn {
     metrics: dst_load_controller::churn::metrics::Metrics,
@@ -2409,19 +2428,12 @@ async fn after_every_rolling_restart_every_stream_holds_the_new_addresses_and_no
     config.seed = 12;
     let churn = InProcessChurn::start(config).await;
     let svc = |i| format!("restart-svc-{i}.{}.svc.cluster.local:8080", ns.name);
-    let running = support::start_client(proxy_client(&[
-        "--destination-addr",
-        &destination(),
-        "--target-services",
-        &format!("{},{}", svc(0), svc(1)),
-        "--namespace",
+    let running = truth_client(
         &ns.name,
-        "--ground-truth",
-        "--streams-per-service",
+        &format!("{},{}", svc(0), svc(1)),
         "3",
-        "--staleness-grace",
-        "10s",
-    ]));
+        &["--staleness-grace", "10s"],
+    );
     let fleet = running.fleet.clone();
     eventually("streams hold the first pods", || {
         streams_equal_slices(&client, &fleet, 2)
@@ -2492,9 +2504,7 @@ async fn after_every_rolling_restart_every_stream_holds_the_new_addresses_and_no
         .filter(|a| before.contains(&a.ip().to_string()) && !truth.contains(a))
         .collect();
     assert!(lingering.is_empty(), "old addresses served: {lingering:?}");
-    let m = running.metrics.clone();
-    let summary = running.finish().await;
-    let measured = client::measure(&fleet, &m, &summary);
+    let (summary, measured) = running.finish_measured().await;
     assert_eq!(measured.stale_streams, 0);
     assert_eq!(measured.streams_unconverged, 0);
     assert_eq!(summary.errors, 0);
@@ -2521,21 +2531,12 @@ async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
     config.ephemeral.services = 1;
     config.ephemeral.endpoints = 2;
     config.ephemeral.lifetime = Duration::from_secs(6);
-    config.ephemeral.gap = Duration::from_secs(6);
+    // Long enough to see the streams empty on a busy machine.
+    config.ephemeral.gap = Duration::from_secs(12);
     config.seed = 3;
     let churn = InProcessChurn::start(config).await;
     let svc = format!("ephemeral-svc-0.{}.svc.cluster.local:8080", ns.name);
-    let running = support::start_client(proxy_client(&[
-        "--destination-addr",
-        &destination(),
-        "--target-services",
-        &svc,
-        "--namespace",
-        &ns.name,
-        "--ground-truth",
-        "--streams-per-service",
-        "3",
-    ]));
+    let running = truth_client(&ns.name, &svc, "3", &[]);
     let fleet = running.fleet.clone();
     eventually("streams hold the service's pods", || {
         streams_equal_slices(&client, &fleet, 1)
@@ -2543,7 +2544,7 @@ async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
     .await;
     churn.until(ChangeKind::Delete, 1).await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    // While it is gone (the gap is 6s), the open streams hold nothing.
+    // While it is gone, the open streams hold nothing.
     eventually("the deleted service's streams are empty", || {
         let r = streams_hold(&running, &svc, &[]);
         async move { r }
@@ -2564,7 +2565,7 @@ async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
             kind: "remove",
         })
         .get();
-    let summary = running.finish().await;
+    let (summary, measured) = running.finish_measured().await;
     assert!(gone, "the streams emptied while the Service was deleted");
     // What the real controller does: the stream stays open through the
     // deletion (no reset, no error, no NoEndpoints); it removes the
@@ -2573,7 +2574,6 @@ async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
     assert_eq!(summary.errors, 0);
     assert_eq!(summary.streams_created, 3);
     assert!(removes >= 3, "{removes} removes on 3 streams");
-    let measured = client::measure(&fleet, &m, &summary);
     assert_eq!(measured.stale_streams, 0);
     let eph = &measured.by_pattern["ephemeral"];
     // The deletion and the return, each fanned out to all 3 streams.
@@ -2594,17 +2594,12 @@ async fn per_pod_authorities_resolve_to_exactly_their_pod_and_follow_its_replace
     let churn = InProcessChurn::start(config).await;
     let d = format!("{}.svc.cluster.local:8080", ns.name);
     let pod_authority = |k: u32| format!("sts-0-{k}.sts-svc-0.{d}");
-    let running = support::start_client(proxy_client(&[
-        "--destination-addr",
-        &destination(),
-        "--target-services",
-        &format!("sts-0-{{0..2}}.sts-svc-0.{d},sts-svc-0.{d}"),
-        "--namespace",
+    let running = truth_client(
         &ns.name,
-        "--ground-truth",
-        "--streams-per-service",
+        &format!("sts-0-{{0..2}}.sts-svc-0.{d},sts-svc-0.{d}"),
         "2",
-    ]));
+        &[],
+    );
     let addr = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 8080);
     let each_pod_resolves = || async {
         let ips = pod_ips(&client, &ns.name, "sts-0-").await;
@@ -2645,10 +2640,7 @@ async fn per_pod_authorities_resolve_to_exactly_their_pod_and_follow_its_replace
     .await;
     eventually("each pod's authority follows its pod", each_pod_resolves).await;
     churn.finish().await;
-    let m = running.metrics.clone();
-    let fleet = running.fleet.clone();
-    let summary = running.finish().await;
-    let measured = client::measure(&fleet, &m, &summary);
+    let (summary, measured) = running.finish_measured().await;
     assert_eq!(measured.stale_streams, 0);
     assert_eq!(summary.errors, 0);
     assert_eq!(summary.resets, 0);
@@ -2674,17 +2666,7 @@ async fn a_burst_of_services_scales_in_one_instant_and_converges_with_latencies(
     config.seed = 4;
     let churn = InProcessChurn::start(config).await;
     let targets = format!("oscillate-svc-{{0..3}}.{}.svc.cluster.local:8080", ns.name);
-    let running = support::start_client(proxy_client(&[
-        "--destination-addr",
-        &destination(),
-        "--target-services",
-        &targets,
-        "--namespace",
-        &ns.name,
-        "--ground-truth",
-        "--streams-per-service",
-        "2",
-    ]));
+    let running = truth_client(&ns.name, &targets, "2", &[]);
     let fleet = running.fleet.clone();
     eventually("streams hold the first pods", || {
         streams_equal_slices(&client, &fleet, 4)
@@ -2722,9 +2704,8 @@ async fn a_burst_of_services_scales_in_one_instant_and_converges_with_latencies(
         streams_equal_slices(&client, &fleet, 4)
     })
     .await;
-    let m = running.metrics.clone();
-    let summary = running.finish().await;
-    let measured = client::measure(&fleet, &m, &summary);
+    let (summary, measured) = running.finish_measured().await;
+    assert_eq!(summary.errors, 0);
     assert_eq!(measured.stale_streams, 0);
     assert_eq!(measured.streams_unconverged, 0);
     // Two scales of 4 services, each fanned out to both streams and timed.

@@ -785,51 +785,28 @@ impl Churn {
         let name = pattern.service_name(i);
         let labels = ServiceLabels::new(pattern, &name);
         let at = objects::timestamp(jiff::Timestamp::now());
-        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let ns = self.config.namespace();
         let kind = match pattern {
             Pattern::Stable => return Ok(()),
             Pattern::Oscillate => {
-                let deploy =
-                    Patch::Apply(t.deployment(&name, pattern, &Stamp::scale(step.replicas, &at)));
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-                self.caller
-                    .call(self.op("apply", "deployments", Some(&name)), || {
-                        api.patch(&name, &params, &deploy)
-                    })
-                    .await?;
+                let deploy = t.deployment(&name, pattern, &Stamp::scale(step.replicas, &at));
+                self.apply("deployments", &name, deploy).await?;
                 ChangeKind::Scale
             }
             Pattern::StatefulSet => {
-                let sts = Patch::Apply(t.statefulset(i, &Stamp::scale(step.replicas, &at)));
-                let workload = pattern.workload_name(i);
-                let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-                self.caller
-                    .call(self.op("apply", "statefulsets", Some(&workload)), || {
-                        api.patch(&workload, &params, &sts)
-                    })
+                let sts = t.statefulset(i, &Stamp::scale(step.replicas, &at));
+                self.apply("statefulsets", &pattern.workload_name(i), sts)
                     .await?;
                 ChangeKind::Scale
             }
             Pattern::Restart => {
                 let stamp = Stamp {
-                    at: at.clone(),
-                    replicas: step.replicas,
                     kind: ChangeKind::Restart,
                     restarted_at: Some(at.clone()),
+                    ..Stamp::scale(step.replicas, &at)
                 };
-                let deploy = Patch::Apply(t.deployment_rolling(
-                    &name,
-                    pattern,
-                    &stamp,
-                    Some(&self.config.restart.rollout),
-                ));
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-                self.caller
-                    .call(self.op("apply", "deployments", Some(&name)), || {
-                        api.patch(&name, &params, &deploy)
-                    })
-                    .await?;
+                let rollout = Some(&self.config.restart.rollout);
+                let deploy = t.deployment_rolling(&name, pattern, &stamp, rollout);
+                self.apply("deployments", &name, deploy).await?;
                 ChangeKind::Restart
             }
             Pattern::Ephemeral if step.replicas == 0 => {
@@ -842,13 +819,8 @@ impl Churn {
                     ..Stamp::scale(step.replicas, &at)
                 };
                 self.apply_service(t, pattern, &name).await?;
-                let deploy = Patch::Apply(t.deployment(&name, pattern, &stamp));
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-                self.caller
-                    .call(self.op("apply", "deployments", Some(&name)), || {
-                        api.patch(&name, &params, &deploy)
-                    })
-                    .await?;
+                let deploy = t.deployment(&name, pattern, &stamp);
+                self.apply("deployments", &name, deploy).await?;
                 ChangeKind::Create
             }
         };
@@ -971,6 +943,43 @@ impl Churn {
         }
     }
 
+    /// Server-side applies `obj` (named `name`) in the namespace.
+    async fn apply<K>(&self, resource: &'static str, name: &str, obj: K) -> anyhow::Result<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.config.namespace());
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let patch = Patch::Apply(obj);
+        self.caller
+            .call(self.op("apply", resource, Some(name)), || {
+                api.patch(name, &params, &patch)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The object `name` in the namespace, if it exists.
+    async fn get<K>(&self, resource: &'static str, name: &str) -> anyhow::Result<Option<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.config.namespace());
+        Ok(self
+            .caller
+            .call(self.op("get", resource, Some(name)), || api.get_opt(name))
+            .await?)
+    }
+
     /// Applies the Service `name`, counting it when it did not exist.
     async fn apply_service(
         &self,
@@ -978,20 +987,8 @@ impl Churn {
         pattern: Pattern,
         name: &str,
     ) -> anyhow::Result<()> {
-        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let services: Api<Service> = Api::namespaced(self.client.clone(), self.config.namespace());
-        let existed = self
-            .caller
-            .call(self.op("get", "services", Some(name)), || {
-                services.get_opt(name)
-            })
-            .await?
-            .is_some();
-        let svc = Patch::Apply(t.service(name, pattern));
-        self.caller
-            .call(self.op("apply", "services", Some(name)), || {
-                services.patch(name, &params, &svc)
-            })
+        let existed = self.get::<Service>("services", name).await?.is_some();
+        self.apply("services", name, t.service(name, pattern))
             .await?;
         if !existed {
             self.metrics.services_created.inc();
@@ -1009,57 +1006,31 @@ impl Churn {
     ) -> anyhow::Result<()> {
         let name = pattern.service_name(i);
         self.apply_service(t, pattern, &name).await?;
-        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-        let ns = self.config.namespace();
         let workload = pattern.workload_name(i);
         let now = objects::timestamp(jiff::Timestamp::now());
         if pattern == Pattern::StatefulSet {
-            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
-            let current = self
-                .caller
-                .call(self.op("get", "statefulsets", Some(&workload)), || {
-                    api.get_opt(&workload)
-                })
-                .await?;
+            let current: Option<StatefulSet> = self.get("statefulsets", &workload).await?;
+            let spec = current.as_ref().and_then(|s| s.spec.as_ref());
             let stamp = current_stamp(
                 current.as_ref().map(|s| &s.metadata),
-                current
-                    .as_ref()
-                    .and_then(|s| s.spec.as_ref())
-                    .map(|s| (s.replicas, &s.template)),
+                spec.map(|s| (s.replicas, &s.template)),
                 replicas,
                 &now,
             );
-            let sts = Patch::Apply(t.statefulset(i, &stamp));
-            self.caller
-                .call(self.op("apply", "statefulsets", Some(&workload)), || {
-                    api.patch(&workload, &params, &sts)
-                })
+            self.apply("statefulsets", &workload, t.statefulset(i, &stamp))
                 .await?;
         } else {
-            let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-            let current = self
-                .caller
-                .call(self.op("get", "deployments", Some(&workload)), || {
-                    api.get_opt(&workload)
-                })
-                .await?;
+            let current: Option<Deployment> = self.get("deployments", &workload).await?;
+            let spec = current.as_ref().and_then(|d| d.spec.as_ref());
             let stamp = current_stamp(
                 current.as_ref().map(|d| &d.metadata),
-                current
-                    .as_ref()
-                    .and_then(|d| d.spec.as_ref())
-                    .map(|s| (s.replicas, &s.template)),
+                spec.map(|s| (s.replicas, &s.template)),
                 replicas,
                 &now,
             );
             let rollout = (pattern == Pattern::Restart).then_some(&self.config.restart.rollout);
-            let deploy = Patch::Apply(t.deployment_rolling(&workload, pattern, &stamp, rollout));
-            self.caller
-                .call(self.op("apply", "deployments", Some(&workload)), || {
-                    api.patch(&workload, &params, &deploy)
-                })
-                .await?;
+            let deploy = t.deployment_rolling(&workload, pattern, &stamp, rollout);
+            self.apply("deployments", &workload, deploy).await?;
         }
         self.metrics
             .current_replicas

@@ -119,6 +119,10 @@ async fn churn_scrape() -> String {
     let m = ChurnMetrics::register(&mut registry);
     let labels = dst_load_controller::churn::metrics::ServiceLabels::new(Pattern::Oscillate, "svc");
     m.scale_events.get_or_create(&labels).inc();
+    m.changed(
+        Pattern::Oscillate,
+        dst_load_controller::churn::objects::ChangeKind::Scale,
+    );
     m.current_replicas.get_or_create(&labels).set(3);
     let caller = Caller::new(
         dst_load_controller::kube_api::KubeArgs {

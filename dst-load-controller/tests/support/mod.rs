@@ -110,6 +110,16 @@ impl RunningClient {
         self.task.await.unwrap().unwrap()
     }
 
+    /// Stops the client; its summary and what a report would say of it.
+    pub async fn finish_measured(
+        self,
+    ) -> (client::Summary, dst_load_controller::gates::Measurements) {
+        let (fleet, metrics) = (self.fleet.clone(), self.metrics.clone());
+        let summary = self.finish().await;
+        let measured = client::measure(&fleet, &metrics, &summary);
+        (summary, measured)
+    }
+
     /// Every stream's set for `service`, sorted; empty until the service's
     /// streams are started.
     pub fn sets(&self, service: &str) -> Vec<Vec<SocketAddr>> {
