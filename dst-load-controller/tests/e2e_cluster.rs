@@ -2223,7 +2223,7 @@ metadata: {{name: limited, namespace: {ns}}}
 rules:
   - {{apiGroups: [""], resources: [namespaces], verbs: [get]}}
   - {{apiGroups: [""], resources: [services], verbs: [get, list, create, patch, delete]}}
-  - {{apiGroups: [apps], resources: [deployments], verbs: [get, list, delete]}}
+  - {{apiGroups: [apps], resources: [deployments, statefulsets], verbs: [get, list, delete]}}
   - {{apiGroups: [""], resources: [pods], verbs: [list]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
