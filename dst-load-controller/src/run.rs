@@ -175,9 +175,11 @@ impl Args {
     pub fn plan(&self) -> Plan {
         let base = self.scenario.plan();
         let scaled = |n: u32| ((f64::from(n) * self.scale).ceil() as u32).max(1);
+        let services = self.services.unwrap_or(base.services);
         Plan {
             churn: base.churn,
-            services: self.services.unwrap_or(base.services),
+            services,
+            ephemeral_services: Plan::ephemeral_for(base.churn, services),
             min_endpoints: self.min_endpoints.unwrap_or(base.min_endpoints),
             max_endpoints: self
                 .max_endpoints
@@ -363,10 +365,10 @@ pub async fn run_mock_scenario(
 
     let ns = "dst-load-test";
     let authorities = plan.authorities(ns);
-    let per_service = authorities.len() / plan.services as usize;
     let mut dsts = Vec::new();
-    for (i, group) in authorities.chunks(per_service).enumerate() {
-        let cidr = service_cidr(i as u32);
+    for i in 0..plan.services {
+        let group = plan.service_authorities(ns, i);
+        let cidr = service_cidr(i);
         let dst = GeneratedDst {
             authority: group[0].parse().expect("valid authority"),
             cidr,
@@ -384,6 +386,20 @@ pub async fn run_mock_scenario(
             );
         }
         dsts.push(dst);
+    }
+    let ephemeral: Vec<GeneratedDst> = plan
+        .ephemeral_authorities(ns)
+        .iter()
+        .zip(plan.services..)
+        .map(|(a, i)| GeneratedDst {
+            authority: a.parse().expect("valid authority"),
+            cidr: service_cidr(i),
+            min: plan.min_endpoints,
+            max: plan.min_endpoints,
+        })
+        .collect();
+    for d in &ephemeral {
+        handle.set(&d.authority, d.endpoints(d.min));
     }
     let initial_changes = handle.metrics().changes.get();
 
@@ -430,7 +446,7 @@ pub async fn run_mock_scenario(
         cycles: 0,
     };
     let restart = plan.churn == crate::scenario::Churn::Restart;
-    let generators: Vec<_> = dsts
+    let mut generators: Vec<_> = dsts
         .iter()
         .enumerate()
         .filter(|(_, d)| restart || d.oscillates())
@@ -443,6 +459,23 @@ pub async fn run_mock_scenario(
             }
         })
         .collect();
+    let (lifetime, gap) = plan.ephemeral_lifetime_and_gap();
+    let lifecycle = Oscillation {
+        min_hold: lifetime,
+        max_hold: gap,
+        ..timing
+    };
+    for (j, d) in ephemeral.into_iter().enumerate() {
+        let index = plan.services + j as u32;
+        generators.push(tokio::spawn(generate::lifecycle(
+            handle.clone(),
+            d,
+            lifecycle,
+            seed,
+            index,
+            churn_stop.clone(),
+        )));
+    }
 
     let progress = Progress::start(
         fleet.clone(),
@@ -532,6 +565,13 @@ pub async fn run_cluster_scenario(
                 churn_config.restart.services = plan.services;
                 churn_config.restart.endpoints = plan.min_endpoints;
                 churn_config.restart.interval = plan.min_hold;
+                let (lifetime, gap) = plan.ephemeral_lifetime_and_gap();
+                churn_config.ephemeral = crate::churn::Ephemeral {
+                    services: plan.ephemeral_services,
+                    endpoints: plan.min_endpoints,
+                    lifetime,
+                    gap,
+                };
             }
             crate::scenario::Churn::StatefulSet => {
                 churn_config.statefulset.services = plan.services;
@@ -637,7 +677,9 @@ pub async fn run_cluster_scenario(
             destination,
             updates_sent: None,
             changes: churn_metrics.scale_events_total.get()
-                + churn_metrics.changes(crate::churn::objects::ChangeKind::Restart),
+                + churn_metrics.changes(crate::churn::objects::ChangeKind::Restart)
+                + churn_metrics.changes(crate::churn::objects::ChangeKind::Create)
+                + churn_metrics.changes(crate::churn::objects::ChangeKind::Delete),
         },
         &fleet,
         &client_metrics,

@@ -20,7 +20,8 @@ pub enum Scenario {
     /// 50 services oscillating 100 <-> 200, 500 proxies each.
     RedLine,
     /// 10 services of 20 endpoints, each rolled (every address replaced)
-    /// every 10 s, 100 proxies each.
+    /// every 10 s, and 2 services of 20 deleted and re-created (20 s alive,
+    /// 5 s gone); 100 proxies each.
     RollingRestart,
     /// 5 StatefulSets oscillating 3 <-> 6 pods behind headless Services;
     /// 20 proxies watch each service and each of its first 3 pods by name.
@@ -50,6 +51,9 @@ pub struct Plan {
     pub churn: Churn,
     /// Services.
     pub services: u32,
+    /// With restarts: services also deleted and re-created (`min_endpoints`
+    /// each, alive for 2 min holds, gone for half a min hold).
+    pub ephemeral_services: u32,
     /// Endpoints at start (and the low end).
     pub min_endpoints: u32,
     /// The high end; equal to min for no churn.
@@ -151,6 +155,7 @@ impl Scenario {
         Plan {
             churn,
             services,
+            ephemeral_services: Plan::ephemeral_for(churn, services),
             min_endpoints: min,
             max_endpoints: max,
             streams_per_service: proxies,
@@ -164,28 +169,54 @@ impl Scenario {
 }
 
 impl Plan {
-    /// The authorities the client watches in `namespace`: each service's
+    /// The ephemeral services that go with `services` of `churn`: one per 5
+    /// rolled services (at least one), none otherwise.
+    pub fn ephemeral_for(churn: Churn, services: u32) -> u32 {
+        match churn {
+            Churn::Restart => services.div_ceil(5),
+            Churn::Scale | Churn::StatefulSet => 0,
+        }
+    }
+
+    /// How long an ephemeral service lives, and stays gone.
+    pub fn ephemeral_lifetime_and_gap(&self) -> (Duration, Duration) {
+        (self.min_hold * 2, self.min_hold / 2)
+    }
+
+    /// The ephemeral services' authorities in `namespace`.
+    pub fn ephemeral_authorities(&self, namespace: &str) -> Vec<String> {
+        (0..self.ephemeral_services)
+            .map(|j| format!("ephemeral-svc-{j}.{namespace}.svc.cluster.local:8080"))
+            .collect()
+    }
+
+    /// Every authority the client watches in `namespace`:
+    /// [`Plan::service_authorities`] of each service, then the ephemeral ones.
+    pub fn authorities(&self, namespace: &str) -> Vec<String> {
+        (0..self.services)
+            .flat_map(|i| self.service_authorities(namespace, i))
+            .chain(self.ephemeral_authorities(namespace))
+            .collect()
+    }
+
+    /// The authorities of service `i` in `namespace`: the service's
     /// and, for StatefulSets, each pod's below the minimum by name
     /// (`sts-{i}-{k}.sts-svc-{i}...`: pods that exist all along).
-    pub fn authorities(&self, namespace: &str) -> Vec<String> {
+    pub fn service_authorities(&self, namespace: &str, i: u32) -> Vec<String> {
         let fqdn = |name: &str| format!("{name}.{namespace}.svc.cluster.local:8080");
-        (0..self.services)
-            .flat_map(|i| match self.churn {
-                Churn::Scale => {
-                    let pattern = if self.min_endpoints == self.max_endpoints {
-                        "stable"
-                    } else {
-                        "oscillate"
-                    };
-                    vec![fqdn(&format!("{pattern}-svc-{i}"))]
-                }
-                Churn::Restart => vec![fqdn(&format!("restart-svc-{i}"))],
-                Churn::StatefulSet => std::iter::once(fqdn(&format!("sts-svc-{i}")))
-                    .chain(
-                        (0..self.min_endpoints).map(|k| fqdn(&format!("sts-{i}-{k}.sts-svc-{i}"))),
-                    )
-                    .collect(),
-            })
-            .collect()
+        match self.churn {
+            Churn::Scale => {
+                let pattern = if self.min_endpoints == self.max_endpoints {
+                    "stable"
+                } else {
+                    "oscillate"
+                };
+                vec![fqdn(&format!("{pattern}-svc-{i}"))]
+            }
+            Churn::Restart => vec![fqdn(&format!("restart-svc-{i}"))],
+            Churn::StatefulSet => std::iter::once(fqdn(&format!("sts-svc-{i}")))
+                .chain((0..self.min_endpoints).map(|k| fqdn(&format!("sts-{i}-{k}.sts-svc-{i}"))))
+                .collect(),
+        }
     }
 }

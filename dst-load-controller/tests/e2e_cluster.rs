@@ -1531,12 +1531,13 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
             5,
             true,
         ),
-        // Every address replaced every 2s (the min hold is the interval).
+        // Every address replaced every 2s (the min hold is the interval),
+        // and one ephemeral service (4s alive, 1s gone): 3 authorities.
         (
             "rolling-restart",
             "0.05",
             &["--services", "2", "--min-endpoints", "3"],
-            2,
+            3,
             5,
             true,
         ),

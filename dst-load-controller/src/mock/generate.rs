@@ -170,6 +170,39 @@ pub async fn restart(
     let Ok(()) = result;
 }
 
+/// Deletes `dst` from `handle` and brings it back, as a service that is
+/// deleted and re-created: alive for the min hold of `timing` (from the
+/// start), gone for the max hold, jittered and seeded as destination
+/// `index`, until the cycles are done or `stop`. It returns with its first
+/// `min` addresses.
+pub async fn lifecycle(
+    handle: Handle,
+    dst: GeneratedDst,
+    timing: Oscillation,
+    seed: u64,
+    index: u32,
+    stop: CancellationToken,
+) {
+    let osc = Oscillation {
+        min: dst.min,
+        max: 0,
+        ..timing
+    };
+    let start = tokio::time::Instant::now() + timing.min_hold;
+    let result: Result<(), std::convert::Infallible> =
+        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |step, lag| {
+            if step.replicas == 0 {
+                handle.delete(&dst.authority);
+            } else {
+                handle.set(&dst.authority, dst.endpoints(step.replicas));
+            }
+            tracing::debug!(destination = %dst.authority, alive = step.replicas > 0, ?lag, "lifecycle");
+            async { Ok(()) }
+        })
+        .await;
+    let Ok(()) = result;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -273,25 +273,34 @@ fn the_rolling_restart_scenario_replaces_every_address_on_the_mock() {
     );
     let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
     assert_eq!(r["plan"]["churn"], "restart");
-    assert_eq!(n("streams"), 6);
-    let changes = n("changes");
-    // Rolls every 300 ms from 300 ms in, for 2 s: several per service.
-    assert!(changes >= 4, "{changes} rolls");
+    // 2 rolled services and 1 ephemeral one (one per 5 rolled), 3 streams each.
+    assert_eq!(r["plan"]["ephemeral_services"], 1);
+    assert_eq!(n("streams"), 9);
+    let fanouts = |pattern: &str| {
+        r["by_pattern"][pattern]["fanout_completion"]["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{pattern} in {r}"))
+    };
+    let (rolls, lifecycle) = (fanouts("restart"), fanouts("ephemeral"));
+    // Rolls every 300 ms from 300 ms in, for 2 s: several per service; the
+    // ephemeral service was deleted 600 ms in and back 150 ms later, at least.
+    assert!(rolls >= 4, "{rolls} rolls");
+    assert!(lifecycle >= 2, "{lifecycle} deletions and returns");
+    assert_eq!(n("changes"), rolls + lifecycle);
     // Every roll is one Add of 3 new addresses and one Remove of the 3 old
-    // ones on each of the service's 3 streams, after one first answer each.
-    assert_eq!(n("updates_sent"), 6 + changes * 2 * 3, "{r}");
+    // ones on each of the service's 3 streams; a deletion is one Remove of
+    // everything and a return one Add, on each of 3 streams; after one
+    // first answer per stream.
+    assert_eq!(n("updates_sent"), 9 + rolls * 2 * 3 + lifecycle * 3, "{r}");
     assert_eq!(n("updates_received"), n("updates_sent"));
-    assert_eq!(n("fanouts_completed"), changes);
+    assert_eq!(n("fanouts_completed"), n("changes"));
     assert_eq!(
         r["convergence_latency"]["count"].as_u64(),
-        Some(changes * 3)
+        Some(n("changes") * 3)
     );
     assert_eq!(n("streams_unconverged"), 0);
+    assert_eq!(n("streams_reset"), 0);
     assert_eq!(r["stale_streams"], 0);
-    assert_eq!(
-        r["by_pattern"]["restart"]["fanout_completion"]["count"].as_u64(),
-        Some(changes)
-    );
     let slos = r["slos"].as_array().unwrap();
     assert_eq!(slos.len(), 5);
     assert!(slos.iter().all(|v| v["pass"] == true), "{}", r["slos"]);
