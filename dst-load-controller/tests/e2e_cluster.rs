@@ -2444,6 +2444,24 @@ async fn after_every_rolling_restart_every_stream_holds_the_new_addresses_and_no
         .await
         .into_values()
         .collect();
+    // Sample the ready endpoints of one service through the rolls: the
+    // Deployment controller gates the roll on KWOK's readiness, so with
+    // maxUnavailable 0 and maxSurge 1 there are never fewer than 3 nor
+    // more than 4 (sampling can miss a state, never invent one).
+    let sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn({
+        let (client, ns, stop) = (client.clone(), ns.name.clone(), sampling.clone());
+        async move {
+            let mut counts = BTreeSet::new();
+            while !stop.is_cancelled() {
+                if let Ok(a) = slice_addrs(&client, &ns, "restart-svc-0", 8080).await {
+                    counts.insert(a.len());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            counts
+        }
+    });
     // Two rolls of each service (the pair is one burst: 2 changes per roll).
     churn.until(ChangeKind::Restart, 4).await;
     churn.finish().await;
@@ -2465,6 +2483,12 @@ async fn after_every_rolling_restart_every_stream_holds_the_new_addresses_and_no
         Ok(())
     })
     .await;
+    sampling.cancel();
+    let counts = sampler.await.unwrap();
+    assert!(
+        counts.iter().all(|c| (3..=4).contains(c)),
+        "ready endpoints of restart-svc-0 during the rolls: {counts:?}"
+    );
     eventually(
         "every stream holds its slices' addresses after the last roll",
         || streams_equal_slices(&client, &fleet, 2),
