@@ -27,9 +27,13 @@ pub struct Args {
     #[arg(short = 'a', long = "addr", default_value = "0.0.0.0:8086")]
     pub addr: SocketAddr,
 
-    /// Admin server: metrics, /live, /ready and the control API.
+    /// Admin server: metrics, /live, /ready, POST /shutdown and /abort, and
+    /// the control API.
     #[arg(long, default_value = "0.0.0.0:9992")]
     pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub admin_control: crate::admin::ControlArgs,
 
     /// Send `no_endpoints` when a set empties, as older controllers did.
     #[arg(long)]
@@ -104,6 +108,7 @@ impl Args {
             dsts,
             addr,
             admin_addr,
+            admin_control,
             legacy_no_endpoints,
             stream_queue_capacity,
             delay,
@@ -136,7 +141,7 @@ impl Args {
         let listener = crate::mock::bind(addr).map_err(|e| {
             anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
         })?;
-        rt.serve_admin_with(admin_addr, control::router(handle.clone()))
+        rt.serve_admin_with(admin_addr, admin_control, control::router(handle.clone()))
             .await?;
         tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
         let seed = oscillation.seed();

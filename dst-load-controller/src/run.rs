@@ -89,9 +89,13 @@ pub struct Args {
     #[command(flatten)]
     pub gates: crate::gates::GateArgs,
 
-    /// Admin server of the run (the client's metrics and the mock's or churn's).
+    /// Admin server of the run (the client's metrics and the mock's or
+    /// churn's; POST /shutdown ends the run as a signal does).
     #[arg(long, default_value = "0.0.0.0:9993")]
     pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub admin_control: crate::admin::ControlArgs,
 
     /// Run against a cluster instead of the mock: churn creates the
     /// scenario's services in --namespace through the current kube context,
@@ -169,6 +173,14 @@ impl Args {
             return Err("--min-hold and --max-hold are both zero".into());
         }
         Ok(())
+    }
+
+    /// What the admin server's `/shutdown` cancels: the run's `shutdown`.
+    fn control(&self, shutdown: &CancellationToken) -> crate::admin::Control {
+        crate::admin::Control {
+            shutdown: shutdown.clone(),
+            allow_remote: self.admin_control.admin_allow_remote_shutdown,
+        }
     }
 
     /// The scenario's numbers with the overrides and the scale applied.
@@ -422,7 +434,7 @@ pub async fn run_mock_scenario(
     let registry = Arc::new(registry);
     let ready = crate::admin::Readiness::default();
     if let Some(addr) = admin {
-        let router = crate::admin::router(registry.clone(), ready.clone());
+        let router = crate::admin::router(registry.clone(), ready.clone(), args.control(&shutdown));
         crate::admin::spawn(addr, router, admin_stop.clone()).await?;
     }
 
@@ -613,7 +625,8 @@ pub async fn run_cluster_scenario(
         let client_task = tokio::spawn(client.run(client_stop.clone()));
 
         if let Some(addr) = admin {
-            let router = crate::admin::router(Arc::new(registry), ready.clone());
+            let router =
+                crate::admin::router(Arc::new(registry), ready.clone(), args.control(&shutdown));
             crate::admin::spawn(addr, router, admin_stop.clone()).await?;
         }
         // Ready once every stream has had its first answer.

@@ -85,20 +85,32 @@ impl Runtime {
     }
 
     /// Binds and serves the admin server (metrics of the registry so far,
-    /// `/live`, `/ready`) until the root is cancelled; a failure to serve is
+    /// `/live`, `/ready`, `POST /shutdown` cancelling the root, `POST
+    /// /abort`) until the root is cancelled; a failure to serve is
     /// critical. Returns the bound address.
-    pub async fn serve_admin(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        self.serve_admin_with(addr, axum::Router::new()).await
+    pub async fn serve_admin(
+        &mut self,
+        addr: SocketAddr,
+        control: admin::ControlArgs,
+    ) -> anyhow::Result<SocketAddr> {
+        self.serve_admin_with(addr, control, axum::Router::new())
+            .await
     }
 
     /// [`Runtime::serve_admin`] with more routes (the mock's control API).
     pub async fn serve_admin_with(
         &mut self,
         addr: SocketAddr,
+        control: admin::ControlArgs,
         routes: axum::Router,
     ) -> anyhow::Result<SocketAddr> {
         let registry = std::mem::take(&mut self.registry);
-        let router = admin::router(Arc::new(registry), self.readiness.clone()).merge(routes);
+        let control = admin::Control {
+            shutdown: self.shutdown.clone(),
+            allow_remote: control.admin_allow_remote_shutdown,
+        };
+        let router =
+            admin::router(Arc::new(registry), self.readiness.clone(), control).merge(routes);
         let listener = admin::bind(addr).await?;
         let local = listener.local_addr()?;
         let shutdown = self.shutdown.clone();

@@ -184,9 +184,12 @@ pub struct Args {
     #[arg(long, default_value = "2m")]
     pub cleanup_timeout: humantime::Duration,
 
-    /// Admin server (metrics, /live, /ready).
+    /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
     #[arg(long, default_value = "0.0.0.0:9990")]
     pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub admin_control: crate::admin::ControlArgs,
 
     /// Also write the exit summary as JSON to this file (for scripts and
     /// benchmarks; the same figures as the summary line).
@@ -325,7 +328,7 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let mut rt = Runtime::new();
         let metrics = Metrics::register(rt.registry());
-        rt.serve_admin(self.admin_addr).await?;
+        rt.serve_admin(self.admin_addr, self.admin_control).await?;
         let report = self.report.clone();
         let config = Config::try_from(self).map_err(anyhow::Error::msg)?;
         let churn = Churn::new(config, metrics.clone()).await?;

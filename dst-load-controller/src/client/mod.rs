@@ -140,9 +140,12 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub staleness_grace: humantime::Duration,
 
-    /// Admin server (metrics, /live, /ready).
+    /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
     #[arg(long, default_value = "0.0.0.0:9991")]
     pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub admin_control: crate::admin::ControlArgs,
 
     /// Judge the run by this scenario's success criteria (from the load-test
     /// plan) when no --slo is given. Without either, nothing is gated.
@@ -214,7 +217,7 @@ impl Args {
         )?
         .with_readiness(rt.readiness());
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
-        rt.serve_admin(admin_addr).await?;
+        rt.serve_admin(admin_addr, self.admin_control).await?;
         let started_at = jiff::Timestamp::now();
         let summary = client.run(stop).await;
         rt.finish().await?;

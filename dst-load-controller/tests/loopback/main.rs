@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_control;
 mod cli;
 mod client_mock;
 mod dashboards;

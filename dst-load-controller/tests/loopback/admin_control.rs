@@ -1,0 +1,89 @@
+//! `POST /shutdown` and `POST /abort` on a real process's admin server.
+
+use std::{
+    io::{Read, Write},
+    process::Stdio,
+    time::Duration,
+};
+
+use super::support;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+/// The status line of `METHOD path` on `addr`, once the server answers.
+fn request(addr: &str, method: &str, path: &str) -> String {
+    for _ in 0..400 {
+        let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(25));
+            continue;
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            conn,
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        return response.lines().next().unwrap_or_default().to_string();
+    }
+    panic!("{addr} never answered");
+}
+
+/// A mock-dst process with its admin server on loopback.
+fn mock_dst() -> (std::process::Child, String) {
+    let (port, admin) = (support::free_port(), support::free_port());
+    let admin = format!("127.0.0.1:{admin}");
+    let child = std::process::Command::new(BIN)
+        .args([
+            "mock-dst",
+            "-a",
+            &format!("127.0.0.1:{port}"),
+            "--admin-addr",
+            &admin,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, admin)
+}
+
+/// Waits up to a minute for `child` to exit.
+fn exit_code(mut child: std::process::Child) -> Option<i32> {
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("the process did not exit within a minute");
+}
+
+#[test]
+fn post_shutdown_drains_and_exits_0_and_other_methods_get_405() {
+    let (child, admin) = mock_dst();
+    assert_eq!(request(&admin, "GET", "/ready"), "HTTP/1.1 200 OK");
+    assert_eq!(
+        request(&admin, "GET", "/shutdown"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(
+        request(&admin, "PUT", "/abort"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(
+        request(&admin, "POST", "/shutdown"),
+        "HTTP/1.1 202 Accepted"
+    );
+    assert_eq!(exit_code(child), Some(0));
+}
+
+#[test]
+fn post_abort_exits_at_once_with_130() {
+    let (child, admin) = mock_dst();
+    assert_eq!(request(&admin, "POST", "/abort"), "HTTP/1.1 202 Accepted");
+    assert_eq!(exit_code(child), Some(130));
+}
