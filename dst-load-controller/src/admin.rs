@@ -45,8 +45,9 @@ pub struct ControlArgs {
     pub admin_allow_remote_shutdown: bool,
 }
 
-/// What `/shutdown` and `/abort` act on.
-#[derive(Clone, Debug)]
+/// What `/shutdown` and `/abort` act on (default: a token nothing else
+/// watches, loopback peers only).
+#[derive(Clone, Debug, Default)]
 pub struct Control {
     /// Cancelled by `POST /shutdown`: the process's root, as SIGTERM cancels it.
     pub shutdown: CancellationToken,

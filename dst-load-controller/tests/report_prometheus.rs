@@ -111,7 +111,11 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
     let admin_stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = listener.local_addr().unwrap();
-    let router = admin::router(client.registry.clone(), Default::default());
+    let router = admin::router(
+        client.registry.clone(),
+        Default::default(),
+        Default::default(),
+    );
     tokio::spawn(admin::serve(listener, router, admin_stop.clone()));
 
     let prom = Prometheus::start(&format!(
