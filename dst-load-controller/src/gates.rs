@@ -119,6 +119,23 @@ pub struct Measurements {
     /// `pattern` label), for the patterns that had samples.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub by_pattern: std::collections::BTreeMap<String, PatternLatencies>,
+    /// With fault modes: update, convergence and fan-out latencies by
+    /// stream class (`healthy`, `slow`, `stuck`; the figures above are the
+    /// healthy streams'), and resets by class.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_class: std::collections::BTreeMap<String, ClassFigures>,
+}
+
+/// One stream class's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassFigures {
+    /// Streams of the class.
+    pub streams: u64,
+    /// Their resets (the server ending them included).
+    pub resets: u64,
+    /// Their latencies.
+    #[serde(flatten)]
+    pub latencies: PatternLatencies,
 }
 
 impl Measurements {
@@ -148,6 +165,17 @@ impl Measurements {
         }
         if self.staleness.count > 0 {
             t += &row("stale episodes (ended)", &self.staleness);
+        }
+        for (class, c) in &self.by_class {
+            t += &row(
+                &format!("{class}: change -> update"),
+                &c.latencies.update_latency,
+            );
+            t += &row(
+                &format!("{class}: converged"),
+                &c.latencies.convergence_latency,
+            );
+            t += &row(&format!("{class}: fan-out"), &c.latencies.fanout_completion);
         }
         if self.by_pattern.len() > 1 {
             for (pattern, p) in &self.by_pattern {

@@ -776,10 +776,7 @@ impl Progress {
                     .sum();
                 let updates: u64 = services
                     .iter()
-                    .flat_map(|s| {
-                        client::endpoints::UpdateKind::ALL
-                            .map(|k| metrics.update_counter(&s.service, k).get())
-                    })
+                    .map(|s| metrics.updates_of(&s.service))
                     .sum();
                 let rate = (updates - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (tokio::time::Instant::now(), updates);

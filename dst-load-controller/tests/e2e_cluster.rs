@@ -1314,6 +1314,7 @@ async fn unknown_services_are_retried_and_malformed_authorities_end_for_good() {
     let (stop, task) = (running.stop, running.task);
     let reason = |r: &str| dst_load_controller::client::metrics::ReasonLabels {
         reason: r.to_string(),
+        class: "healthy",
     };
     let m = metrics.clone();
     eventually("NotFound retried, InvalidArgument final", || {
@@ -1435,7 +1436,9 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
     );
     for kind in UpdateKind::ALL {
         assert_eq!(
-            metrics.update_counter(&empty_authority, kind).get(),
+            metrics
+                .update_counter(&empty_authority, kind, client::faults::Class::Healthy)
+                .get(),
             0,
             "{kind:?} for a service without endpoints"
         );
@@ -2067,7 +2070,13 @@ async fn a_resumed_watch_relists_exactly_what_changed_while_away() {
     let fleet = Arc::new(Fleet::default());
     let streams: Vec<Arc<ServiceStreams>> = ["multi", "gone"]
         .iter()
-        .map(|svc| Arc::new(ServiceStreams::new(authority(svc), 0, latencies.clone())))
+        .map(|svc| {
+            Arc::new(ServiceStreams::new(
+                authority(svc),
+                Vec::new(),
+                latencies.clone(),
+            ))
+        })
         .collect();
     for s in &streams {
         fleet.insert(s.clone());
@@ -2588,6 +2597,7 @@ async fn an_ephemeral_services_open_streams_follow_its_deletion_and_return() {
         .get_or_create(&client::metrics::UpdateLabels {
             service: svc.clone(),
             kind: "remove",
+            class: "healthy",
         })
         .get();
     let (summary, measured) = running.finish_measured().await;

@@ -16,6 +16,7 @@ use linkerd2_proxy_api::destination::Update;
 
 use super::{
     endpoints::{Applied, EndpointSet},
+    faults::Class,
     truth::{Latencies, ServiceTruth},
 };
 
@@ -136,14 +137,16 @@ pub struct ServiceStreams {
     /// The destination authority.
     pub service: String,
     slots: Vec<StreamSlot>,
+    /// How each stream reads.
+    pub classes: Vec<Class>,
     /// What the streams should hold, and their progress towards it.
     pub truth: ServiceTruth,
 }
 
 impl ServiceStreams {
-    /// `streams` streams, none answered yet, no truth known.
-    pub fn new(service: String, streams: usize, latencies: Latencies) -> Self {
-        let slots = (0..streams)
+    /// One stream of each of `classes`, none answered yet, no truth known.
+    pub fn new(service: String, classes: Vec<Class>, latencies: Latencies) -> Self {
+        let slots = (0..classes.len())
             .map(|_| StreamSlot {
                 state: Mutex::new(SlotState {
                     set: EndpointSet::new(),
@@ -153,10 +156,11 @@ impl ServiceStreams {
                 served: AtomicBool::new(false),
             })
             .collect();
-        let truth = ServiceTruth::new(service.clone(), streams, latencies);
+        let truth = ServiceTruth::new(service.clone(), classes.clone(), latencies);
         Self {
             service,
             slots,
+            classes,
             truth,
         }
     }

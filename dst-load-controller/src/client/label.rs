@@ -1,4 +1,4 @@
-//! The `service` and `pattern` labels of the client's per-service metrics.
+//! The `service`, `pattern` and `class` labels of the client's metrics.
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -18,6 +18,28 @@ impl ServiceLabel {
         Self {
             service: service.to_string(),
             pattern: crate::labels::pattern_of_authority(service),
+        }
+    }
+}
+
+/// `{service, pattern, class}`: a service's streams of one class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    /// The authority watched.
+    pub service: String,
+    /// Its churn pattern (see [`ServiceLabel`]).
+    pub pattern: &'static str,
+    /// How its streams read: `healthy`, `slow`, `stuck`.
+    pub class: &'static str,
+}
+
+impl StreamLabel {
+    /// The labels of `service`'s streams of `class`.
+    pub fn new(service: &str, class: super::faults::Class) -> Self {
+        Self {
+            service: service.to_string(),
+            pattern: crate::labels::pattern_of_authority(service),
+            class: class.as_str(),
         }
     }
 }

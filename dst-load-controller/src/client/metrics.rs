@@ -12,26 +12,40 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::{endpoints::UpdateKind, fleet::Fleet, truth::Latencies};
+use super::{endpoints::UpdateKind, faults::Class, fleet::Fleet, truth::Latencies};
 pub use super::{
     fleet::{ServiceStreams, StreamSlot},
     label::ServiceLabel,
 };
 
-/// `{reason}`.
+/// `{reason, class}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// Why: a gRPC code name, `transport`, `lifetime`, `end_of_stream`.
+    /// Why: a gRPC code name, `transport`, `lifetime`, `end_of_stream`,
+    /// `reset_storm`, `connection_churn`.
     pub reason: String,
+    /// The stream's class: `healthy`, `slow`, `stuck`.
+    pub class: &'static str,
 }
 
-/// `{service, kind}`.
+impl ReasonLabels {
+    fn new(reason: &str, class: Class) -> Self {
+        Self {
+            reason: reason.to_string(),
+            class: class.as_str(),
+        }
+    }
+}
+
+/// `{service, kind, class}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpdateLabels {
     /// The destination authority.
     pub service: String,
     /// `add`, `remove`, `no_endpoints`.
     pub kind: &'static str,
+    /// The stream's class: `healthy`, `slow`, `stuck`.
+    pub class: &'static str,
 }
 
 /// `{service, stat}`.
@@ -76,6 +90,8 @@ pub struct Metrics {
     pub failed_total: Counter,
     /// All resets, for the summary.
     pub resets_total: Counter,
+    /// Resets by class, for the report.
+    resets_by_class: [Counter; 3],
 }
 
 impl Metrics {
@@ -103,6 +119,7 @@ impl Metrics {
             errors_total: Counter::default(),
             failed_total: Counter::default(),
             resets_total: Counter::default(),
+            resets_by_class: Default::default(),
         };
         reg.register(
             "streams_active",
@@ -167,43 +184,52 @@ impl Metrics {
 
     /// The counter for one service and kind, resolved once per stream so the
     /// hot path does not hash labels.
-    pub fn update_counter(&self, service: &str, kind: UpdateKind) -> Counter {
+    pub fn update_counter(&self, service: &str, kind: UpdateKind, class: Class) -> Counter {
         self.updates_received
             .get_or_create(&UpdateLabels {
                 service: service.to_string(),
                 kind: kind.as_str(),
+                class: class.as_str(),
             })
             .clone()
     }
 
-    /// Counts one reset.
-    pub fn reset(&self, reason: &str) {
+    /// Counts one reset of a stream of `class`.
+    pub fn reset(&self, reason: &str, class: Class) {
         self.streams_reset
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&ReasonLabels::new(reason, class))
             .inc();
         self.resets_total.inc();
+        self.resets_by_class[class as usize].inc();
     }
 
-    /// Counts one error.
-    pub fn error(&self, reason: &str) {
+    /// Counts one error on a stream of `class`.
+    pub fn error(&self, reason: &str, class: Class) {
         self.connection_errors
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&ReasonLabels::new(reason, class))
             .inc();
         self.errors_total.inc();
     }
 
-    /// Counts one stream that ended for good.
-    pub fn failed(&self, reason: &str) {
+    /// Counts one stream of `class` that ended for good.
+    pub fn failed(&self, reason: &str, class: Class) {
         self.streams_failed
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
+            .get_or_create(&ReasonLabels::new(reason, class))
             .inc();
         self.failed_total.inc();
+    }
+
+    /// Updates received by `service`'s streams so far, every kind and class.
+    pub fn updates_of(&self, service: &str) -> u64 {
+        UpdateKind::ALL
+            .iter()
+            .flat_map(|k| Class::ALL.map(|c| self.update_counter(service, *k, c).get()))
+            .sum()
+    }
+
+    /// Resets of streams of `class` so far.
+    pub fn resets_of(&self, class: Class) -> u64 {
+        self.resets_by_class[class as usize].get()
     }
 }
 

@@ -1,6 +1,7 @@
 //! `client`: many `Destination.Get` watches, the way proxies hold them.
 
 pub mod endpoints;
+pub mod faults;
 pub mod fleet;
 pub mod kube_truth;
 pub mod label;
@@ -140,6 +141,35 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub staleness_grace: humantime::Duration,
 
+    /// Percentage (0-100) of streams that wait --slow-reader-delay before
+    /// reading each update (HTTP/2 flow control then pushes back on the
+    /// server, as a proxy on a starved node would).
+    #[arg(long, default_value_t = 0)]
+    pub slow_reader_percent: u8,
+
+    /// How long a slow reader waits before reading each update.
+    #[arg(long, default_value = "1s")]
+    pub slow_reader_delay: humantime::Duration,
+
+    /// Percentage (0-100) of streams that read their first update and then
+    /// never read again, keeping the stream open.
+    #[arg(long, default_value_t = 0)]
+    pub stuck_percent: u8,
+
+    /// Every this long, every stream of the process is reset at once and
+    /// re-Gets, as all proxies do after a controller restart.
+    #[arg(long)]
+    pub reset_storm_interval: Option<humantime::Duration>,
+
+    /// Random delay up to this added to each reset storm's interval.
+    #[arg(long, default_value = "0s", requires = "reset_storm_interval")]
+    pub reset_storm_jitter: humantime::Duration,
+
+    /// Every this long (plus up to half of it, per connection) each
+    /// connection is closed and reopened, and its streams with it.
+    #[arg(long)]
+    pub connection_churn_interval: Option<humantime::Duration>,
+
     /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
     #[arg(long, default_value = "0.0.0.0:9991")]
     pub admin_addr: SocketAddr,
@@ -162,6 +192,19 @@ pub struct Args {
 }
 
 impl Args {
+    /// The fault modes from the flags.
+    pub fn faults(&self) -> faults::Faults {
+        faults::Faults {
+            slow_percent: self.slow_reader_percent,
+            slow_delay: self.slow_reader_delay.into(),
+            stuck_percent: self.stuck_percent,
+            reset_storm: self
+                .reset_storm_interval
+                .map(|every| (every.into(), self.reset_storm_jitter.into())),
+            connection_churn: self.connection_churn_interval.map(Into::into),
+        }
+    }
+
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
@@ -193,6 +236,7 @@ impl Args {
         if self.backoff_min.is_zero() {
             return Err("--backoff-min must be greater than zero".into());
         }
+        self.faults().validate()?;
         if !(0.0..=1.0).contains(&self.backoff_jitter) {
             return Err(format!(
                 "--backoff-jitter must be between 0 and 1, got {}",
@@ -349,6 +393,8 @@ pub struct Config {
     pub ground_truth: bool,
     /// How long a stream may differ from the truth before it is stale.
     pub staleness_grace: Duration,
+    /// Misbehaving streams, reset storms and connection churn.
+    pub faults: faults::Faults,
     /// The Kubernetes client of the ground truth and discovery.
     pub kube: crate::kube_api::KubeArgs,
 }
@@ -384,6 +430,7 @@ impl Config {
             },
             ground_truth: false,
             staleness_grace: Duration::from_secs(10),
+            faults: faults::Faults::default(),
             kube: crate::kube_api::KubeArgs::default(),
         })
     }
@@ -440,6 +487,7 @@ impl TryFrom<&Args> for Config {
             },
             ground_truth: args.ground_truth,
             staleness_grace: args.staleness_grace.into(),
+            faults: args.faults(),
             kube: args.kube.clone(),
         })
     }
@@ -462,11 +510,26 @@ fn destination_uri(addr: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// A new lazily connected channel to the destination (a new HTTP/2 connection).
+fn connect(config: &Config) -> Channel {
+    let endpoint = Endpoint::from(config.destination.clone()).tcp_nodelay(true);
+    match config.keepalive {
+        // Not while idle: gRPC-Go also counts pings on a
+        // connection without streams against the client.
+        Some(interval) => endpoint.http2_keep_alive_interval(interval),
+        None => endpoint,
+    }
+    .connect_lazy()
+}
+
 /// A running client: its connections, streams and metrics. Usable as a
 /// library (tests, `run`) as well as by the subcommand.
 pub struct Client {
     config: Config,
-    channels: Vec<Channel>,
+    /// Each connection's current channel: replaced by connection churn.
+    channels: Vec<tokio::sync::watch::Sender<Channel>>,
+    /// Bumped by each reset storm.
+    storm: tokio::sync::watch::Sender<u64>,
     stream: Arc<StreamConfig>,
     metrics: Metrics,
     services: Arc<Fleet>,
@@ -477,16 +540,7 @@ impl Client {
     /// Builds a client, registering its metrics. Connects lazily.
     pub fn new(config: Config, registry: &mut Registry) -> anyhow::Result<Self> {
         let channels = (0..config.connections)
-            .map(|_| {
-                let endpoint = Endpoint::from(config.destination.clone()).tcp_nodelay(true);
-                match config.keepalive {
-                    // Not while idle: gRPC-Go also counts pings on a
-                    // connection without streams against the client.
-                    Some(interval) => endpoint.http2_keep_alive_interval(interval),
-                    None => endpoint,
-                }
-                .connect_lazy()
-            })
+            .map(|_| tokio::sync::watch::Sender::new(connect(&config)))
             .collect();
         let services = Arc::new(Fleet::default());
         let metrics = Metrics::register(registry, services.clone());
@@ -494,6 +548,7 @@ impl Client {
             stream: Arc::new(config.stream.clone()),
             config,
             channels,
+            storm: tokio::sync::watch::Sender::new(0),
             metrics,
             services,
             readiness: Readiness::default(),
@@ -538,6 +593,35 @@ impl Client {
             Duration::from_secs(1),
             stop.clone(),
         ));
+        let mut fault_tasks = Vec::new();
+        if let Some((every, jitter)) = self.config.faults.reset_storm {
+            let (storm, stop) = (self.storm.clone(), stop.clone());
+            fault_tasks.push(tokio::spawn(async move {
+                for delay in faults::jittered(every, jitter, rand::random()) {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    tracing::info!("reset storm: every stream re-Gets");
+                    storm.send_modify(|n| *n += 1);
+                }
+            }));
+        }
+        if let Some(every) = self.config.faults.connection_churn {
+            for channel in &self.channels {
+                let (channel, stop, config) = (channel.clone(), stop.clone(), self.config.clone());
+                fault_tasks.push(tokio::spawn(async move {
+                    for delay in faults::jittered(every, every / 2, rand::random()) {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        // The old connection closes once its streams moved.
+                        channel.send_replace(connect(&config));
+                    }
+                }));
+            }
+        }
         let mut truth_tasks = Vec::new();
         if self.config.ground_truth {
             let kube = self
@@ -602,7 +686,7 @@ impl Client {
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
         staleness_task.abort();
-        for t in truth_tasks {
+        for t in truth_tasks.into_iter().chain(fault_tasks) {
             t.abort();
         }
         Ok(Summary::collect(&self, started.elapsed()))
@@ -631,19 +715,25 @@ impl Client {
         tasks: &mut tokio::task::JoinSet<()>,
         stop: CancellationToken,
     ) {
+        // The process's n-th stream has the n-th class (see Faults::class).
+        let classes = (0..self.config.streams_per_service as usize)
+            .map(|k| self.config.faults.class(*next_channel + k))
+            .collect();
         let streams = Arc::new(ServiceStreams::new(
             service.to_string(),
-            self.config.streams_per_service as usize,
+            classes,
             self.metrics.latencies.clone(),
         ));
         self.services.insert(streams.clone());
         for index in 0..streams.len() {
-            let channel = self.channels[*next_channel % self.channels.len()].clone();
+            let channel = self.channels[*next_channel % self.channels.len()].subscribe();
             *next_channel += 1;
             let s = Stream {
                 service: streams.clone(),
                 index,
                 channel,
+                storm: self.storm.subscribe(),
+                slow_delay: self.config.faults.slow_delay,
             };
             let span = tracing::debug_span!("stream", service, index);
             let fut = s.run(self.stream.clone(), self.metrics.clone(), stop.clone());
@@ -680,7 +770,8 @@ impl Client {
                     None => continue,
                 },
                 Err(error) => {
-                    self.metrics.error("kubernetes_watch");
+                    self.metrics
+                        .error("kubernetes_watch", faults::Class::Healthy);
                     tracing::warn!(%error, "service watch failed; retrying");
                     continue;
                 }
@@ -751,7 +842,38 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         staleness: metrics.staleness.episodes(),
         services_never_served: summary.dropped().count() as u64,
         by_pattern: latencies.by_pattern(),
+        by_class: by_class(&services, metrics),
     }
+}
+
+/// Each class's figures, when any stream is not healthy.
+fn by_class(
+    services: &[Arc<ServiceStreams>],
+    metrics: &metrics::Metrics,
+) -> std::collections::BTreeMap<String, crate::gates::ClassFigures> {
+    use faults::Class;
+    let count = |c: Class| -> u64 {
+        services
+            .iter()
+            .map(|s| s.classes.iter().filter(|x| **x == c).count() as u64)
+            .sum()
+    };
+    if Class::ALL[1..].iter().all(|c| count(*c) == 0) {
+        return Default::default();
+    }
+    let mut latencies = metrics.latencies.by_class();
+    Class::ALL
+        .into_iter()
+        .filter(|c| count(*c) > 0)
+        .map(|c| {
+            let figures = crate::gates::ClassFigures {
+                streams: count(c),
+                resets: metrics.resets_of(c),
+                latencies: latencies.remove(c.as_str()).unwrap_or_default(),
+            };
+            (c.as_str().to_string(), figures)
+        })
+        .collect()
 }
 
 /// The authority a proxy would resolve for a Service: its `http` port, else its first port.
@@ -824,13 +946,7 @@ impl Summary {
                 (s.service.clone(), s.len(), lo, hi)
             })
             .collect();
-        let updates_of = |svc: &str| -> u64 {
-            endpoints::UpdateKind::ALL
-                .map(|k| m.update_counter(svc, k).get())
-                .iter()
-                .sum()
-        };
-        let updates = services.iter().map(|(svc, ..)| updates_of(svc)).sum();
+        let updates = services.iter().map(|(svc, ..)| m.updates_of(svc)).sum();
         let never_served = client
             .services
             .services()

@@ -1,7 +1,7 @@
 //! Staleness: every stream's set compared with the ground truth; a stream
 //! that disagrees for longer than a grace period is stale.
 
-use super::label::ServiceLabel;
+use super::{faults::Class, label::StreamLabel};
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -21,7 +21,7 @@ use super::fleet::Fleet;
 /// Staleness metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    stale: Family<ServiceLabel, Gauge>,
+    stale: Family<StreamLabel, Gauge>,
     durations: crate::latency::Timings,
 }
 
@@ -57,15 +57,17 @@ impl Metrics {
         self.durations.percentiles()
     }
 
-    /// Stale streams now, all services.
+    /// Stale streams now, all services and classes.
     pub fn stale_now(&self, fleet: &Fleet) -> i64 {
         fleet
             .services()
             .iter()
-            .filter_map(|s| {
-                self.stale
-                    .get(&ServiceLabel::new(&s.service))
-                    .map(|g| g.get())
+            .flat_map(|s| {
+                Class::ALL.map(|c| {
+                    self.stale
+                        .get(&StreamLabel::new(&s.service, c))
+                        .map_or(0, |g| g.get())
+                })
             })
             .sum()
     }
@@ -113,7 +115,7 @@ pub async fn watch(
                 continue;
             }
             let want = svc.truth.expected();
-            let mut stale = 0;
+            let mut stale = [0i64; 3];
             for (i, slot) in svc.slots().iter().enumerate() {
                 let key = (svc.service.clone(), i);
                 let have = slot.addrs();
@@ -129,7 +131,7 @@ pub async fn watch(
                     Some(d) => {
                         let since = *differs_since.entry(key).or_insert(now);
                         if now - since > grace {
-                            stale += 1;
+                            stale[svc.classes[i] as usize] += 1;
                             let quiet = last_log
                                 .get(&svc.service)
                                 .is_some_and(|t| now - *t < Duration::from_secs(30));
@@ -150,10 +152,15 @@ pub async fn watch(
                     }
                 }
             }
-            metrics
-                .stale
-                .get_or_create(&ServiceLabel::new(&svc.service))
-                .set(stale);
+            for c in Class::ALL {
+                // Only the classes the service has streams of get a series.
+                if svc.classes.contains(&c) {
+                    metrics
+                        .stale
+                        .get_or_create(&StreamLabel::new(&svc.service, c))
+                        .set(stale[c as usize]);
+                }
+            }
         }
     }
 }

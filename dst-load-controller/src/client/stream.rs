@@ -12,6 +12,7 @@ use tonic::{Code, Status, transport::Channel};
 
 use super::{
     endpoints::{UpdateKind, kind},
+    faults::Class,
     metrics::{Metrics, ServiceStreams},
 };
 
@@ -78,8 +79,13 @@ pub struct Stream {
     pub service: Arc<ServiceStreams>,
     /// This stream's index within the service.
     pub index: usize,
-    /// The connection (simulated proxy) it runs on.
-    pub channel: Channel,
+    /// The connection (simulated proxy) it runs on; a new one arrives with
+    /// connection churn.
+    pub channel: tokio::sync::watch::Receiver<Channel>,
+    /// Changes at every reset storm.
+    pub storm: tokio::sync::watch::Receiver<u64>,
+    /// How long a slow reader waits before reading each update.
+    pub slow_delay: Duration,
 }
 
 enum End {
@@ -87,6 +93,10 @@ enum End {
     Lifetime,
     Eos,
     Error(Status),
+    /// A reset storm: re-Get at once.
+    Storm,
+    /// The connection was replaced: re-Get on the new one at once.
+    Churn,
 }
 
 impl Stream {
@@ -95,9 +105,13 @@ impl Stream {
         let Self {
             service,
             index,
-            channel,
+            mut channel,
+            mut storm,
+            slow_delay,
         } = self;
-        let mut client = DestinationClient::new(channel);
+        let class = service.classes[index];
+        let mut client = DestinationClient::new(channel.borrow_and_update().clone());
+        storm.borrow_and_update();
         let request = GetDestination {
             scheme: "k8s".to_string(),
             path: service.service.clone(),
@@ -105,12 +119,16 @@ impl Stream {
         };
         let counters: Vec<Counter> = UpdateKind::ALL
             .iter()
-            .map(|k| metrics.update_counter(&service.service, *k))
+            .map(|k| metrics.update_counter(&service.service, *k, class))
             .collect();
         let slot = service.slot(index);
         let mut backoff = cfg.backoff.delays();
 
+        let mut reconnect = false;
         loop {
+            if std::mem::take(&mut reconnect) {
+                client = DestinationClient::new(channel.borrow_and_update().clone());
+            }
             metrics.streams_created.inc();
             metrics.streams_active.inc();
             let opened = Instant::now();
@@ -136,6 +154,8 @@ impl Stream {
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break 'stream End::Shutdown,
+                        _ = storm.changed() => break 'stream End::Storm,
+                        _ = channel.changed() => break 'stream End::Churn,
                         _ = sleep_until(lifetime_end.unwrap_or(opened)), if lifetime_end.is_some() => break 'stream End::Lifetime,
                         _ = sleep_until(initial_deadline), if !timed_out => {
                             timed_out = true;
@@ -147,16 +167,27 @@ impl Stream {
                         },
                     }
                 };
+                // A stuck stream reads its first update and then never
+                // again (the stream stays open); a slow one waits before
+                // each read.
+                let stuck = class == Class::Stuck;
+                let slow = class == Class::Slow;
+                let mut read_at = Instant::now();
                 loop {
+                    let waiting = slow && Instant::now() < read_at;
+                    let paused = (stuck && first_seen) || waiting;
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break 'stream End::Shutdown,
+                        _ = storm.changed() => break 'stream End::Storm,
+                        _ = channel.changed() => break 'stream End::Churn,
                         _ = sleep_until(lifetime_end.unwrap_or(opened)), if lifetime_end.is_some() => break 'stream End::Lifetime,
                         _ = sleep_until(initial_deadline), if !timed_out && !first_seen => {
                             timed_out = true;
                             metrics.initial_timeouts.inc();
                         }
-                        msg = updates.message() => match msg {
+                        _ = sleep_until(read_at), if waiting => {}
+                        msg = updates.message(), if !paused => match msg {
                             Ok(Some(update)) => {
                                 let k = kind(&update);
                                 counters[k as usize].inc();
@@ -164,6 +195,9 @@ impl Stream {
                                 let applied = slot.apply(index, &update, &service.truth);
                                 if applied.invalid_addrs > 0 {
                                     metrics.invalid_addresses.inc_by(applied.invalid_addrs as u64);
+                                }
+                                if slow {
+                                    read_at = Instant::now() + slow_delay;
                                 }
                                 if !first_seen {
                                     first_seen = true;
@@ -185,18 +219,27 @@ impl Stream {
             let delay = match end {
                 End::Shutdown => return,
                 End::Lifetime => {
-                    metrics.reset("lifetime");
+                    metrics.reset("lifetime", class);
+                    continue;
+                }
+                End::Storm => {
+                    metrics.reset("reset_storm", class);
+                    continue;
+                }
+                End::Churn => {
+                    metrics.reset("connection_churn", class);
+                    reconnect = true;
                     continue;
                 }
                 End::Eos => {
-                    metrics.reset("end_of_stream");
+                    metrics.reset("end_of_stream", class);
                     backoff.next()
                 }
                 End::Error(status) => {
                     let reason = error_reason(&status);
-                    metrics.error(&reason);
+                    metrics.error(&reason, class);
                     if is_final(status.code()) {
-                        metrics.failed(&reason);
+                        metrics.failed(&reason, class);
                         slot.answer_failed();
                         tracing::warn!(
                             service = %service.service,
@@ -208,7 +251,7 @@ impl Stream {
                         return;
                     }
                     tracing::debug!(service = %service.service, stream = index, %reason, message = status.message(), source = ?std::error::Error::source(&status), "stream error; backing off");
-                    metrics.reset(&reason);
+                    metrics.reset(&reason, class);
                     backoff.next()
                 }
             };

@@ -13,7 +13,7 @@
 //! Timestamps are wall-clock (`SystemTime`) because the change is stamped by
 //! another component (the mock, or churn through the Kubernetes API).
 
-use super::label::ServiceLabel;
+use super::{faults::Class, label::StreamLabel};
 use std::{
     collections::{BTreeMap, HashSet},
     net::SocketAddr,
@@ -35,14 +35,17 @@ use prometheus_client::{
 /// histograms (microsecond resolution) for exact report percentiles.
 #[derive(Clone, Debug)]
 pub struct Latencies {
-    update: Family<ServiceLabel, Histogram>,
-    convergence: Family<ServiceLabel, Histogram>,
-    fanout: Family<ServiceLabel, Histogram>,
-    kubernetes_leg: Family<ServiceLabel, Histogram>,
-    destination_leg: Family<ServiceLabel, Histogram>,
+    update: Family<StreamLabel, Histogram>,
+    convergence: Family<StreamLabel, Histogram>,
+    fanout: Family<StreamLabel, Histogram>,
+    kubernetes_leg: Family<StreamLabel, Histogram>,
+    destination_leg: Family<StreamLabel, Histogram>,
+    /// Every kind, healthy streams only (all streams are, without faults).
     hdr: Arc<Mutex<[Hdr<u64>; 5]>>,
-    /// Update, convergence and fan-out samples by pattern.
+    /// Update, convergence and fan-out samples by pattern (healthy streams).
     by_pattern: Arc<Mutex<ByPattern>>,
+    /// Update, convergence and fan-out samples by class.
+    by_class: Arc<Mutex<ByPattern>>,
     /// Observations that came before the change by the clocks involved.
     pub clock_skew: Counter,
 }
@@ -65,6 +68,7 @@ impl Latencies {
                 mk_hdr(),
             ])),
             by_pattern: Arc::default(),
+            by_class: Arc::default(),
             clock_skew: Counter::default(),
         };
         reg.register_with_unit(
@@ -105,7 +109,7 @@ impl Latencies {
         l
     }
 
-    fn record(&self, kind: Kind, service: &str, latency: Duration) {
+    fn record(&self, kind: Kind, service: &str, class: Class, latency: Duration) {
         let family = match kind {
             Kind::Update => &self.update,
             Kind::Convergence => &self.convergence,
@@ -113,27 +117,44 @@ impl Latencies {
             Kind::KubernetesLeg => &self.kubernetes_leg,
             Kind::DestinationLeg => &self.destination_leg,
         };
-        let label = ServiceLabel::new(service);
+        let label = StreamLabel::new(service, class);
         family.get_or_create(&label).observe(latency.as_secs_f64());
-        self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
-        let per_pattern = match kind {
+        let healthy = class == Class::Healthy;
+        if healthy {
+            self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
+        }
+        let per = match kind {
             Kind::Update => 0,
             Kind::Convergence => 1,
             Kind::Fanout => 2,
             Kind::KubernetesLeg | Kind::DestinationLeg => return,
         };
-        self.by_pattern
-            .lock()
-            .expect("hdr lock")
-            .entry(label.pattern)
-            .or_insert_with(|| [mk_hdr(), mk_hdr(), mk_hdr()])[per_pattern]
-            .saturating_record(micros(latency));
+        let record = |map: &Mutex<ByPattern>, key: &'static str| {
+            map.lock()
+                .expect("hdr lock")
+                .entry(key)
+                .or_insert_with(|| [mk_hdr(), mk_hdr(), mk_hdr()])[per]
+                .saturating_record(micros(latency));
+        };
+        if healthy {
+            record(&self.by_pattern, label.pattern);
+        }
+        record(&self.by_class, label.class);
     }
 
-    /// Update, convergence and fan-out percentiles of each pattern with samples.
+    /// Update, convergence and fan-out percentiles of each pattern with
+    /// samples (healthy streams).
     pub fn by_pattern(&self) -> BTreeMap<String, PatternLatencies> {
-        self.by_pattern
-            .lock()
+        Self::percentiles_of(&self.by_pattern)
+    }
+
+    /// Update, convergence and fan-out percentiles of each class with samples.
+    pub fn by_class(&self) -> BTreeMap<String, PatternLatencies> {
+        Self::percentiles_of(&self.by_class)
+    }
+
+    fn percentiles_of(map: &Mutex<ByPattern>) -> BTreeMap<String, PatternLatencies> {
+        map.lock()
             .expect("hdr lock")
             .iter()
             .map(|(pattern, [u, c, f])| {
@@ -174,13 +195,16 @@ struct Epoch {
     measured: bool,
     marks: Vec<Mark>,
     pending: usize,
+    /// Streams of each class not converged yet.
+    pending_by_class: [usize; 3],
 }
 
 /// One service's truth and its streams' progress towards it.
 #[derive(Debug)]
 pub struct ServiceTruth {
     service: String,
-    streams: usize,
+    /// Each stream's class.
+    classes: Vec<Class>,
     epoch: Mutex<Option<Epoch>>,
     latencies: Latencies,
     /// Epochs whose every stream converged.
@@ -204,11 +228,11 @@ pub enum Standing {
 }
 
 impl ServiceTruth {
-    /// A service with `streams` streams and no truth yet.
-    pub fn new(service: String, streams: usize, latencies: Latencies) -> Self {
+    /// A service whose streams are of `classes` (one each), no truth yet.
+    pub fn new(service: String, classes: Vec<Class>, latencies: Latencies) -> Self {
         Self {
             service,
-            streams,
+            classes,
             epoch: Mutex::new(None),
             latencies,
             completed: Counter::default(),
@@ -274,9 +298,11 @@ impl ServiceTruth {
             }
         };
         if let (true, Some(seen)) = (measured, seen_at) {
+            // A property of the change, not of any stream: recorded once.
             self.latencies.record(
                 Kind::KubernetesLeg,
                 &self.service,
+                Class::Healthy,
                 self.elapsed(changed_at, seen),
             );
         }
@@ -287,8 +313,9 @@ impl ServiceTruth {
             expected,
             changed,
             measured,
-            marks: vec![Mark::default(); self.streams],
-            pending: self.streams,
+            marks: vec![Mark::default(); self.classes.len()],
+            pending: self.classes.len(),
+            pending_by_class: Class::ALL.map(|c| self.classes.iter().filter(|x| **x == c).count()),
         });
         version
     }
@@ -320,24 +347,32 @@ impl ServiceTruth {
         } else {
             Duration::ZERO
         };
+        let class = self.classes[i];
         if epoch.measured && !mark.updated {
             mark.updated = true;
-            self.latencies.record(Kind::Update, &self.service, latency);
+            self.latencies
+                .record(Kind::Update, &self.service, class, latency);
         }
         if converged {
             mark.converged = true;
             mark.updated = true;
             epoch.pending -= 1;
+            epoch.pending_by_class[class as usize] -= 1;
             if epoch.measured {
                 self.latencies
-                    .record(Kind::Convergence, &self.service, latency);
+                    .record(Kind::Convergence, &self.service, class, latency);
                 if let Some(seen) = epoch.seen_at {
                     let leg = self.elapsed(seen, at);
                     self.latencies
-                        .record(Kind::DestinationLeg, &self.service, leg);
+                        .record(Kind::DestinationLeg, &self.service, class, leg);
+                }
+                // Each class's fan-out completes when its last stream
+                // converged: stuck streams do not hold the healthy ones' back.
+                if epoch.pending_by_class[class as usize] == 0 {
+                    self.latencies
+                        .record(Kind::Fanout, &self.service, class, latency);
                 }
                 if epoch.pending == 0 {
-                    self.latencies.record(Kind::Fanout, &self.service, latency);
                     self.completed.inc();
                 }
             }
@@ -414,7 +449,10 @@ mod tests {
 
     fn mk_truth(streams: usize) -> (ServiceTruth, Latencies) {
         let l = Latencies::register(&mut Registry::default());
-        (ServiceTruth::new("svc".into(), streams, l.clone()), l)
+        (
+            ServiceTruth::new("svc".into(), vec![Class::Healthy; streams], l.clone()),
+            l,
+        )
     }
 
     fn set(addrs: &[&str]) -> HashSet<SocketAddr> {

@@ -10,6 +10,7 @@ mod admin_control;
 mod cli;
 mod client_mock;
 mod dashboards;
+mod faults;
 mod latency_oracle;
 mod mock_dst;
 mod mock_dst_cli;

@@ -1,0 +1,182 @@
+//! Misbehaving proxies against our mock: stuck and slow readers overflow
+//! their queue (the mock ends them as Linkerd's controller does), healthy
+//! streams keep converging, and a reset storm re-converges every stream.
+
+use crate::support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use dst_load_controller::{
+    client::faults::Class, mock::generate::endpoints, mock::server::Behavior,
+    run::follow_mock_truth,
+};
+use support::*;
+
+const FOO: &str = "foo.ns.svc.cluster.local:8080";
+
+/// 400 addresses of the `k`-th /20 of 10.0.0.0/8: a change between two of
+/// these is 2 messages of ~12 KB for every stream.
+fn generation(k: u32) -> Vec<SocketAddr> {
+    let net = format!("10.{}.0.0/16", k % 200).parse().unwrap();
+    endpoints(&net, 400, 8080)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_and_slow_streams_overflow_and_healthy_ones_keep_converging() {
+    let mock = Mock::start(Behavior {
+        queue_capacity: 4,
+        ..Default::default()
+    })
+    .await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(&foo, generation(0));
+    let dst = mock.addr.to_string();
+    // 10 streams, one connection each (10 proxies): 2 stuck, 2 slow.
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "10",
+        "--connections",
+        "10",
+        "--stuck-percent",
+        "20",
+        "--slow-reader-percent",
+        "20",
+        "--slow-reader-delay",
+        "300ms",
+    ]));
+    eventually("every stream answered", Duration::from_secs(30), || {
+        let sets = client.sets(FOO);
+        sets.len() == 10 && sets.iter().all(|s| s.len() == 400)
+    })
+    .await;
+    let streams = client.fleet.get(FOO).unwrap();
+    let classes = streams.classes.clone();
+    let count = |c| classes.iter().filter(|x| **x == c).count();
+    assert_eq!(
+        (
+            count(Class::Healthy),
+            count(Class::Slow),
+            count(Class::Stuck)
+        ),
+        (6, 2, 2)
+    );
+    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Replace every address, again and again, until both stuck streams
+    // overflowed (their HTTP/2 windows full, then their queues).
+    let mut k = 0;
+    while mock.handle.metrics().queue_overflows.get() < 2 && k < 400 {
+        k += 1;
+        mock.handle.set(&foo, generation(k));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        mock.handle.metrics().queue_overflows.get() >= 2,
+        "no overflow after {k} changes"
+    );
+    // The healthy streams hold the last set; the stuck ones still hold
+    // their first (they never read what followed).
+    let last = generation(k);
+    let mut want = last.clone();
+    want.sort();
+    eventually(
+        "the healthy streams converged",
+        Duration::from_secs(30),
+        || {
+            let sets = client.sets(FOO);
+            classes
+                .iter()
+                .zip(&sets)
+                .filter(|(c, _)| **c == Class::Healthy)
+                .all(|(_, s)| *s == want)
+        },
+    )
+    .await;
+    let sets = client.sets(FOO);
+    let mut first = generation(0);
+    first.sort();
+    for (c, s) in classes.iter().zip(&sets) {
+        if *c == Class::Stuck {
+            assert_eq!(
+                *s, first,
+                "a stuck stream reads nothing after its first update"
+            );
+        }
+    }
+    let m = client.metrics.clone();
+    let (summary, measured) = client.finish_measured().await;
+    // Only faulty streams were ended: no healthy stream was reset.
+    assert_eq!(m.resets_of(Class::Healthy), 0, "{summary}");
+    let healthy = &measured.by_class["healthy"];
+    assert_eq!(healthy.streams, 6);
+    assert_eq!(measured.by_class["stuck"].streams, 2);
+    // Every healthy stream converged to changes, timed.
+    assert!(
+        healthy.latencies.convergence_latency.count >= 6,
+        "{healthy:?}"
+    );
+    assert!(measured.update_latency.count >= 6);
+    mock.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_storm_re_gets_every_stream_and_they_reconverge() {
+    let mock = Mock::start(Behavior::default()).await;
+    let foo = FOO.parse().unwrap();
+    mock.handle
+        .set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "8",
+        "--connections",
+        "2",
+        "--reset-storm-interval",
+        "1s",
+    ]));
+    // Three storms: each ends and re-Gets all 8 streams at once.
+    eventually("three reset storms", Duration::from_secs(60), || {
+        sample(
+            &scrape(&client.registry),
+            "destination_client_streams_reset_total",
+            &[("reason", "reset_storm"), ("class", "healthy")],
+        )
+        .is_some_and(|n| n >= 24.0)
+    })
+    .await;
+    // A change after the storms reaches every stream.
+    mock.handle.set(&foo, addrs(&["10.0.0.3:8080"]));
+    eventually(
+        "every stream holds the new set",
+        Duration::from_secs(30),
+        || {
+            client
+                .sets(FOO)
+                .iter()
+                .all(|s| *s == addrs(&["10.0.0.3:8080"]))
+        },
+    )
+    .await;
+    let storms = sample(
+        &scrape(&client.registry),
+        "destination_client_streams_reset_total",
+        &[("reason", "reset_storm"), ("class", "healthy")],
+    )
+    .unwrap() as u64;
+    let summary = client.finish().await;
+    // Every storm resets all 8 streams, and nothing else resets them.
+    assert_eq!(storms % 8, 0, "{storms} resets by storms");
+    assert_eq!(summary.resets, storms, "{summary}");
+    assert_eq!(summary.streams_created, 8 + storms);
+    assert_eq!(summary.errors, 0);
+    mock.stop().await;
+}
