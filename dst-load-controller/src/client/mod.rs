@@ -170,6 +170,13 @@ pub struct Args {
     #[arg(long)]
     pub connection_churn_interval: Option<humantime::Duration>,
 
+    /// The HTTP/2 flow-control window of each stream, in bytes (default:
+    /// the HTTP/2 library's, 2 MiB): how much a stream that does not read
+    /// can take before the server must stop sending to it. 65535 is the
+    /// protocol's initial window.
+    #[arg(long)]
+    pub http2_stream_window: Option<u32>,
+
     /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
     #[arg(long, default_value = "0.0.0.0:9991")]
     pub admin_addr: SocketAddr,
@@ -213,6 +220,15 @@ impl Args {
         }
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
+        }
+        if self
+            .http2_stream_window
+            .is_some_and(|w| !(65_535..=2_147_483_647).contains(&w))
+        {
+            return Err(
+                "--http2-stream-window must be from 65535 to 2147483647 bytes (HTTP/2's limits)"
+                    .into(),
+            );
         }
         if self.target_services.is_empty() && self.service_label_selector.is_none() {
             return Err("nothing to watch: give --target-services or --service-label-selector with --namespace".into());
@@ -387,6 +403,8 @@ pub struct Config {
     pub connections: u32,
     /// HTTP/2 keepalive pings on busy connections; `None` = none.
     pub keepalive: Option<Duration>,
+    /// Each stream's HTTP/2 flow-control window; `None` = the library's.
+    pub http2_stream_window: Option<u32>,
     /// Every stream's token, timeouts, lifetimes and backoff.
     pub stream: StreamConfig,
     /// Follow the ground truth through the Kubernetes API.
@@ -413,6 +431,7 @@ impl Config {
             streams_per_service: 1,
             connections: 1,
             keepalive: Some(Duration::from_secs(300)),
+            http2_stream_window: None,
             stream: StreamConfig {
                 context_token: ContextToken::new(
                     env("POD_NAMESPACE"),
@@ -475,6 +494,7 @@ impl TryFrom<&Args> for Config {
             streams_per_service: args.streams_per_service,
             connections: args.connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            http2_stream_window: args.http2_stream_window,
             stream: StreamConfig {
                 context_token,
                 initial_timeout: args.initial_timeout.into(),
@@ -512,7 +532,9 @@ fn destination_uri(addr: &str) -> Result<http::Uri, String> {
 
 /// A new lazily connected channel to the destination (a new HTTP/2 connection).
 fn connect(config: &Config) -> Channel {
-    let endpoint = Endpoint::from(config.destination.clone()).tcp_nodelay(true);
+    let endpoint = Endpoint::from(config.destination.clone())
+        .tcp_nodelay(true)
+        .initial_stream_window_size(config.http2_stream_window);
     match config.keepalive {
         // Not while idle: gRPC-Go also counts pings on a
         // connection without streams against the client.
