@@ -433,6 +433,80 @@ def bench_redline(a):
             "red_line_streams": red, "profile": profile, "profile_top": top}
 
 
+def histogram(port, name):
+    """A client histogram's cumulative buckets {le: count}, all series summed."""
+    out = {}
+    for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode().splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            out[float(le)] = out.get(float(le), 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bench_storm(a):
+    """Reset storms against the real destination controller: every stream
+    of a client (stable services, nothing else changing) re-Gets at once, as
+    all proxies do after a controller restart. For each storm: the
+    controller's CPU in the 10 s after against the 10 s before, its peak RSS
+    against the RSS before, and how long until every stream had its first
+    update again (the largest time-to-first-update bucket the storm filled)."""
+    env, started = local_cluster()
+    dst = destination_pid(env)
+    ns = f"bench-storm-{os.getpid()}"
+    services, streams, every, storms = 10, a.storm_streams, 30, 3
+    churn_admin = free_port()
+    churn = cl = None
+    rows = []
+    try:
+        churn = Proc("storm-churn", ["churn", "--namespace", ns, "--stable-services", str(services),
+                                     "--stable-endpoints", "100", "--cleanup-on-exit",
+                                     "--admin-addr", f"127.0.0.1:{churn_admin}", "--log-level", "warn"], env=env)
+        wait_for("churn ready", lambda: _ready(churn_admin), 180)
+        admin = free_port()
+        cl = Proc("storm-client", [
+            "client", "--destination-addr", env["DESTINATION_ADDR"], "--admin-addr", f"127.0.0.1:{admin}",
+            "--target-services", f"stable-svc-{{0..{services - 1}}}.{ns}.svc.cluster.local:8080",
+            "--streams-per-service", str(streams // services), "--connections", str(min(100, streams)),
+            "--node-name", "kwok-node-0", "--pod-namespace", "default", "--log-level", "warn",
+            "--reset-storm-interval", f"{every}s", "--duration", f"{every * storms + 15}s"], env=env)
+        wait_for("every stream answered", lambda: _ready(admin), 180)
+        ttfu = "destination_client_time_to_first_update_seconds"
+        for k in range(storms):
+            before_hist = histogram(admin, ttfu)
+            c0, t0 = dst.cpu(), time.time()
+            rss_before = dst.mem()[0]
+            base = by_label(admin, "destination_client_streams_reset_total", "reason").get("reset_storm", 0)
+            target = base + streams
+            wait_for(f"storm {k + 1}", lambda target=target: by_label(
+                admin, "destination_client_streams_reset_total", "reason").get("reset_storm", 0) >= target,
+                every + 30)
+            c1, t1 = dst.cpu(), time.time()
+            peak = rss_before
+            while time.time() < t1 + 10:
+                peak = max(peak, dst.mem()[0])
+                time.sleep(0.25)
+            c2, t2 = dst.cpu(), time.time()
+            after = histogram(admin, ttfu)
+            filled = [le for le in sorted(after) if after[le] - before_hist.get(le, 0) >= streams]
+            rows.append({
+                "storm": k + 1, "streams": streams,
+                "controller_cores_before": round((c1 - c0) / (t1 - t0), 3),
+                "controller_cores_10s_after": round((c2 - c1) / (t2 - t1), 3),
+                "controller_cpu_seconds_10s_after": round(c2 - c1, 2),
+                "controller_rss_before_mib": round(rss_before / 2**20, 1),
+                "controller_peak_rss_after_mib": round(peak / 2**20, 1),
+                "every_stream_answered_within_s": filled[0] if filled else None,
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for p in (cl, churn):
+            if p:
+                p.stop()
+        local_cluster_down(started)
+    return {"services": services, "endpoints_per_service": 100, "streams": streams,
+            "storm_every_s": every, "storms": rows}
+
+
 def bench_churn(a):
     """churn against the local control plane: the request rate it reaches
     against --qps, and how late scale events are dispatched."""
@@ -487,6 +561,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measurement window")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--controller-streams", type=int, default=1000, help="controller: streams (default 1000)")
+    ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
@@ -501,7 +576,7 @@ def main():
 
 def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
-               "controller": bench_controller, "redline": bench_redline}
+               "controller": bench_controller, "redline": bench_redline, "storm": bench_storm}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

@@ -2749,3 +2749,132 @@ async fn a_burst_of_services_scales_in_one_instant_and_converges_with_latencies(
     assert!(osc.convergence_latency.count >= 16, "{osc:?}");
     assert_eq!(log.problems(), Vec::<String>::new());
 }
+
+/// The sum of the controller's `endpoint_updates_queue_overflow` over
+/// `namespace`'s services.
+async fn controller_overflows(namespace: &str) -> f64 {
+    let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("endpoint_updates_queue_overflow{"))
+        .filter(|l| l.contains(&format!(".{namespace}.svc.")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn stuck_streams_and_reset_storms_against_the_real_controller() {
+    use dst_load_controller::{
+        churn,
+        client::{faults::Class, metrics::ReasonLabels},
+    };
+    let client = kube().await;
+    let ns = TempNs::new("faults");
+    let log = DestinationLog::mark();
+    let mut config = churn::Config::new(&ns.name);
+    config.oscillate_services = 2;
+    config.oscillation.min = 2;
+    config.oscillation.max = 40;
+    config.oscillation.min_hold = Duration::from_secs(1);
+    config.oscillation.max_hold = Duration::from_secs(1);
+    config.seed = 13;
+    let churn = InProcessChurn::start(config).await;
+    // 2 x 10 streams, one connection each (20 proxies); 2 in 10 stuck, with
+    // the protocol's 64 KiB window; a reset storm every 8 s.
+    let running = truth_client(
+        &ns.name,
+        &format!("oscillate-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name),
+        "10",
+        &[
+            "--connections",
+            "20",
+            "--stuck-percent",
+            "20",
+            "--http2-stream-window",
+            "65535",
+            "--reset-storm-interval",
+            "8s",
+        ],
+    );
+    let storm_resets = |class: Class| {
+        running
+            .metrics
+            .streams_reset
+            .get_or_create(&ReasonLabels {
+                reason: "reset_storm".into(),
+                class: class.as_str(),
+            })
+            .get()
+    };
+    eventually("two reset storms", || {
+        let n = storm_resets(Class::Healthy);
+        async move {
+            if n >= 32 {
+                Ok(())
+            } else {
+                Err(format!("{n} healthy streams reset by storms"))
+            }
+        }
+    })
+    .await;
+    churn.finish().await;
+    let fleet = running.fleet.clone();
+    // Every healthy stream converges to the slices; every stuck one holds
+    // what it read first after its last (re-)Get.
+    eventually(
+        "the healthy streams hold their slices' addresses",
+        || async {
+            for s in fleet.services() {
+                let (_, port) = s.service.rsplit_once(':').unwrap();
+                let name = s.service.split('.').next().unwrap();
+                let want = slice_addrs(&client, &ns.name, name, port.parse().unwrap()).await?;
+                for (i, slot) in s.slots().iter().enumerate() {
+                    if s.classes[i] == Class::Healthy && slot.addrs() != want {
+                        return Err(format!(
+                            "{name} stream {i}: {:?}, want {want:?}",
+                            slot.addrs()
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let overflows = controller_overflows(&ns.name).await;
+    let (healthy_storms, stuck_storms) = (storm_resets(Class::Healthy), storm_resets(Class::Stuck));
+    let m = running.metrics.clone();
+    let (summary, measured) = running.finish_measured().await;
+    eprintln!(
+        "stuck streams: controller overflows {overflows}; storm resets healthy {healthy_storms} stuck {stuck_storms}; resets by class {:?}\n{summary}{}",
+        Class::ALL.map(|c| (c.as_str(), m.resets_of(c))),
+        measured.latency_table()
+    );
+    // Each storm resets all 16 healthy and all 4 stuck streams at once.
+    assert_eq!(healthy_storms % 16, 0, "{healthy_storms}");
+    assert_eq!(
+        stuck_storms,
+        healthy_storms / 4,
+        "{stuck_storms} vs {healthy_storms}"
+    );
+    // Nothing but storms reset a healthy stream.
+    assert_eq!(m.resets_of(Class::Healthy), healthy_storms);
+    assert_eq!(summary.errors, 0);
+    assert_eq!(measured.by_class["healthy"].streams, 16);
+    assert_eq!(measured.by_class["stuck"].streams, 4);
+    // The healthy streams' changes were timed and completed.
+    assert!(
+        measured.by_class["healthy"]
+            .latencies
+            .fanout_completion
+            .count
+            >= 2
+    );
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
