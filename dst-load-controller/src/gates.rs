@@ -107,7 +107,7 @@ pub struct Measurements {
     pub kubernetes_leg: Percentiles,
     /// EndpointSlice seen to stream converged (Kubernetes ground truth only).
     pub destination_leg: Percentiles,
-    /// Streams stale at the end.
+    /// Streams stale at the end (healthy ones; other classes in `by_class`).
     pub stale_streams: i64,
     /// Streams that were stale (differed from the truth past the grace
     /// period) and recovered: how long each episode lasted.
@@ -133,6 +133,8 @@ pub struct ClassFigures {
     pub streams: u64,
     /// Their resets (the server ending them included).
     pub resets: u64,
+    /// Of them, stale at the end.
+    pub stale: i64,
     /// Their latencies.
     #[serde(flatten)]
     pub latencies: PatternLatencies,

@@ -821,7 +821,9 @@ impl Churn {
                     kind: ChangeKind::Create,
                     ..Stamp::scale(step.replicas, &at)
                 };
-                self.apply_service(t, pattern, &name).await?;
+                // Counted in create_events, not services_created.
+                self.apply("services", &name, t.service(&name, pattern))
+                    .await?;
                 let deploy = t.deployment(&name, pattern, &stamp);
                 self.apply("deployments", &name, deploy).await?;
                 ChangeKind::Create

@@ -141,13 +141,14 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub staleness_grace: humantime::Duration,
 
-    /// Percentage (0-100) of streams that wait --slow-reader-delay before
-    /// reading each update (HTTP/2 flow control then pushes back on the
-    /// server, as a proxy on a starved node would).
+    /// Percentage (0-100) of streams that take --slow-reader-delay to handle
+    /// each update: they read the next one only that long after the
+    /// previous (HTTP/2 flow control then pushes back on the server, as on
+    /// a proxy of a starved node).
     #[arg(long, default_value_t = 0)]
     pub slow_reader_percent: u8,
 
-    /// How long a slow reader waits before reading each update.
+    /// How long a slow reader takes per update.
     #[arg(long, default_value = "1s")]
     pub slow_reader_delay: humantime::Duration,
 
@@ -223,7 +224,7 @@ impl Args {
         }
         if self
             .http2_stream_window
-            .is_some_and(|w| !(65_535..=2_147_483_647).contains(&w))
+            .is_some_and(|w| !(65_535..=MAX_WINDOW).contains(&w))
         {
             return Err(
                 "--http2-stream-window must be from 65535 to 2147483647 bytes (HTTP/2's limits)"
@@ -530,11 +531,32 @@ fn destination_uri(addr: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// Tasks aborted when dropped, whatever way the function holding them ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// HTTP/2's largest flow-control window.
+const MAX_WINDOW: u32 = 2_147_483_647;
+
 /// A new lazily connected channel to the destination (a new HTTP/2 connection).
 fn connect(config: &Config) -> Channel {
-    let endpoint = Endpoint::from(config.destination.clone())
+    let mut endpoint = Endpoint::from(config.destination.clone())
         .tcp_nodelay(true)
         .initial_stream_window_size(config.http2_stream_window);
+    if config.faults.slow_percent > 0 || config.faults.stuck_percent > 0 {
+        // Data a stream has received but not read holds the connection's
+        // window too: without this, a few stuck streams would stall every
+        // healthy stream on their connection, the client's own doing and
+        // not the server's. Only stream windows limit then.
+        endpoint = endpoint.initial_connection_window_size(Some(MAX_WINDOW));
+    }
     match config.keepalive {
         // Not while idle: gRPC-Go also counts pings on a
         // connection without streams against the client.
@@ -615,10 +637,10 @@ impl Client {
             Duration::from_secs(1),
             stop.clone(),
         ));
-        let mut fault_tasks = Vec::new();
+        let mut fault_tasks = AbortOnDrop(Vec::new());
         if let Some((every, jitter)) = self.config.faults.reset_storm {
             let (storm, stop) = (self.storm.clone(), stop.clone());
-            fault_tasks.push(tokio::spawn(async move {
+            fault_tasks.0.push(tokio::spawn(async move {
                 for delay in faults::jittered(every, jitter, rand::random()) {
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -632,7 +654,7 @@ impl Client {
         if let Some(every) = self.config.faults.connection_churn {
             for channel in &self.channels {
                 let (channel, stop, config) = (channel.clone(), stop.clone(), self.config.clone());
-                fault_tasks.push(tokio::spawn(async move {
+                fault_tasks.0.push(tokio::spawn(async move {
                     for delay in faults::jittered(every, every / 2, rand::random()) {
                         tokio::select! {
                             _ = stop.cancelled() => return,
@@ -708,9 +730,10 @@ impl Client {
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
         staleness_task.abort();
-        for t in truth_tasks.into_iter().chain(fault_tasks) {
+        for t in truth_tasks {
             t.abort();
         }
+        drop(fault_tasks);
         Ok(Summary::collect(&self, started.elapsed()))
     }
 
@@ -864,12 +887,13 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         staleness: metrics.staleness.episodes(),
         services_never_served: summary.dropped().count() as u64,
         by_pattern: latencies.by_pattern(),
-        by_class: by_class(&services, metrics),
+        by_class: by_class(fleet, &services, metrics),
     }
 }
 
 /// Each class's figures, when any stream is not healthy.
 fn by_class(
+    fleet: &Fleet,
     services: &[Arc<ServiceStreams>],
     metrics: &metrics::Metrics,
 ) -> std::collections::BTreeMap<String, crate::gates::ClassFigures> {
@@ -891,6 +915,7 @@ fn by_class(
             let figures = crate::gates::ClassFigures {
                 streams: count(c),
                 resets: metrics.resets_of(c),
+                stale: metrics.staleness.stale_of(fleet, c),
                 latencies: latencies.remove(c.as_str()).unwrap_or_default(),
             };
             (c.as_str().to_string(), figures)

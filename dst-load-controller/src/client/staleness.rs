@@ -57,19 +57,30 @@ impl Metrics {
         self.durations.percentiles()
     }
 
-    /// Stale streams now, all services and classes.
+    /// Stale streams now, all services, of each service's counted class
+    /// (the healthy streams when it has any: stuck ones are stale by
+    /// design and reported apart, see [`Metrics::stale_of`]).
     pub fn stale_now(&self, fleet: &Fleet) -> i64 {
         fleet
             .services()
             .iter()
-            .flat_map(|s| {
-                Class::ALL.map(|c| {
-                    self.stale
-                        .get(&StreamLabel::new(&s.service, c))
-                        .map_or(0, |g| g.get())
-                })
-            })
+            .map(|s| self.stale_gauge(&s.service, s.truth.counted_class()))
             .sum()
+    }
+
+    /// Stale streams of `class` now, all services.
+    pub fn stale_of(&self, fleet: &Fleet, class: Class) -> i64 {
+        fleet
+            .services()
+            .iter()
+            .map(|s| self.stale_gauge(&s.service, class))
+            .sum()
+    }
+
+    fn stale_gauge(&self, service: &str, class: Class) -> i64 {
+        self.stale
+            .get(&StreamLabel::new(service, class))
+            .map_or(0, |g| g.get())
     }
 }
 

@@ -126,7 +126,10 @@ impl Stream {
 
         let mut reconnect = false;
         loop {
-            if std::mem::take(&mut reconnect) {
+            // A storm or a new connection that came while backing off is
+            // acted on by this (re-)Get, not by resetting it at once.
+            storm.borrow_and_update();
+            if std::mem::take(&mut reconnect) || channel.has_changed().unwrap_or(false) {
                 client = DestinationClient::new(channel.borrow_and_update().clone());
             }
             metrics.streams_created.inc();

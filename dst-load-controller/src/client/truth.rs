@@ -207,9 +207,9 @@ pub struct ServiceTruth {
     classes: Vec<Class>,
     epoch: Mutex<Option<Epoch>>,
     latencies: Latencies,
-    /// Epochs whose every stream converged.
+    /// Epochs whose every (healthy) stream converged.
     pub completed: Counter,
-    /// Epochs replaced by a newer change before every stream converged.
+    /// Epochs replaced by a newer change before every (healthy) stream converged.
     pub superseded: Counter,
 }
 
@@ -284,7 +284,7 @@ impl ServiceTruth {
             // Not a change: keep measuring the epoch in progress.
             Some(prev) if prev.expected == expected => return prev.version,
             Some(prev) => {
-                if prev.measured && prev.pending > 0 {
+                if prev.measured && self.counted(prev) > 0 {
                     self.superseded.inc();
                 }
                 (
@@ -372,7 +372,7 @@ impl ServiceTruth {
                     self.latencies
                         .record(Kind::Fanout, &self.service, class, latency);
                 }
-                if epoch.pending == 0 {
+                if class == self.counted_class() && epoch.pending_by_class[class as usize] == 0 {
                     self.completed.inc();
                 }
             }
@@ -416,13 +416,28 @@ impl ServiceTruth {
         v
     }
 
-    /// Streams not yet converged to the current truth (0 when unknown).
+    /// Streams not yet converged to the current truth (0 when unknown),
+    /// of the class the run is judged on (see [`ServiceTruth::counted_class`]).
     pub fn pending(&self) -> usize {
         self.epoch
             .lock()
             .expect("truth lock")
             .as_ref()
-            .map_or(0, |e| e.pending)
+            .map_or(0, |e| self.counted(e))
+    }
+
+    /// The class whose streams count for completion, superseding and
+    /// unconverged streams: the healthy ones when the service has any (the
+    /// faulty ones are reported apart), else the first class it has.
+    pub fn counted_class(&self) -> Class {
+        Class::ALL
+            .into_iter()
+            .find(|c| self.classes.contains(c))
+            .unwrap_or(Class::Healthy)
+    }
+
+    fn counted(&self, epoch: &Epoch) -> usize {
+        epoch.pending_by_class[self.counted_class() as usize]
     }
 }
 

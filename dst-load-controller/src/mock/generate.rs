@@ -144,12 +144,17 @@ pub async fn restart(
     index: u32,
     stop: CancellationToken,
 ) {
+    // Every roll one min hold after the previous, as churn's restarts.
     let osc = Oscillation {
         min: dst.min,
         max: dst.min,
+        max_hold: timing.min_hold,
         ..timing
     };
     let count = u64::from(dst.min);
+    if count == 0 {
+        return;
+    }
     let port = dst.authority.port();
     let mut generation = 0u64;
     let start = tokio::time::Instant::now() + timing.min_hold;
