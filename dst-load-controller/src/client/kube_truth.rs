@@ -174,7 +174,11 @@ impl Follower {
             std::pin::pin!(watcher(slices, crate::kube_api::watch_config()).default_backoff());
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
+            // Stamps before slices: a workload event and the slice changes
+            // it causes may be ready together, and a restart must know the
+            // addresses it replaces before its first new pod is seen.
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 e = deploy_events.next() => match e {
                     Some(Ok(e)) => {
