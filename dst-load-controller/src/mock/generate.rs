@@ -1,7 +1,7 @@
 //! Destinations that fill and churn themselves: endpoints drawn from a CIDR,
 //! and oscillation between two sizes on the same seeded schedule churn uses.
 
-use std::{net::SocketAddr, str::FromStr};
+use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
@@ -121,11 +121,27 @@ pub async fn oscillate(
         max: dst.max,
         ..timing
     };
-    let start = tokio::time::Instant::now();
+    play(osc, (seed, index), Duration::ZERO, &stop, |step, lag| {
+        let change = handle.set(&dst.authority, dst.endpoints(step.replicas));
+        tracing::debug!(destination = %dst.authority, size = step.replicas, ?lag, added = change.added.len(), removed = change.removed.len(), "oscillated");
+    })
+    .await;
+}
+
+/// Plays the schedule of `osc` seeded as (seed, destination index) from
+/// `delay` in, calling `step` at each step with how late it was, until the
+/// cycles are done or `stop`.
+async fn play(
+    osc: Oscillation,
+    (seed, index): (u64, u32),
+    delay: Duration,
+    stop: &CancellationToken,
+    mut step: impl FnMut(schedule::Step, Duration),
+) {
+    let start = tokio::time::Instant::now() + delay;
     let result: Result<(), std::convert::Infallible> =
-        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |step, lag| {
-            let change = handle.set(&dst.authority, dst.endpoints(step.replicas));
-            tracing::debug!(destination = %dst.authority, size = step.replicas, ?lag, added = change.added.len(), removed = change.removed.len(), "oscillated");
+        schedule::drive(Schedule::new(osc, seed, index), start, stop, |s, lag| {
+            step(s, lag);
             async { Ok(()) }
         })
         .await;
@@ -157,22 +173,18 @@ pub async fn restart(
     }
     let port = dst.authority.port();
     let mut generation = 0u64;
-    let start = tokio::time::Instant::now() + timing.min_hold;
-    let result: Result<(), std::convert::Infallible> =
-        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |_, lag| {
-            generation += 1;
-            if nth_endpoint(&dst.cidr, (generation + 1) * count - 1, port).is_none() {
-                generation = 0;
-            }
-            let addrs: Vec<SocketAddr> = (0..count)
-                .filter_map(|j| nth_endpoint(&dst.cidr, generation * count + j, port))
-                .collect();
-            let change = handle.set(&dst.authority, addrs);
-            tracing::debug!(destination = %dst.authority, generation, ?lag, added = change.added.len(), removed = change.removed.len(), "rolled");
-            async { Ok(()) }
-        })
-        .await;
-    let Ok(()) = result;
+    play(osc, (seed, index), timing.min_hold, &stop, |_, lag| {
+        generation += 1;
+        if nth_endpoint(&dst.cidr, (generation + 1) * count - 1, port).is_none() {
+            generation = 0;
+        }
+        let addrs: Vec<SocketAddr> = (0..count)
+            .filter_map(|j| nth_endpoint(&dst.cidr, generation * count + j, port))
+            .collect();
+        let change = handle.set(&dst.authority, addrs);
+        tracing::debug!(destination = %dst.authority, generation, ?lag, added = change.added.len(), removed = change.removed.len(), "rolled");
+    })
+    .await;
 }
 
 /// Deletes `dst` from `handle` and brings it back, as a service that is
@@ -193,19 +205,15 @@ pub async fn lifecycle(
         max: 0,
         ..timing
     };
-    let start = tokio::time::Instant::now() + timing.min_hold;
-    let result: Result<(), std::convert::Infallible> =
-        schedule::drive(Schedule::new(osc, seed, index), start, &stop, |step, lag| {
-            if step.replicas == 0 {
-                handle.delete(&dst.authority);
-            } else {
-                handle.set(&dst.authority, dst.endpoints(step.replicas));
-            }
-            tracing::debug!(destination = %dst.authority, alive = step.replicas > 0, ?lag, "lifecycle");
-            async { Ok(()) }
-        })
-        .await;
-    let Ok(()) = result;
+    play(osc, (seed, index), timing.min_hold, &stop, |step, lag| {
+        if step.replicas == 0 {
+            handle.delete(&dst.authority);
+        } else {
+            handle.set(&dst.authority, dst.endpoints(step.replicas));
+        }
+        tracing::debug!(destination = %dst.authority, alive = step.replicas > 0, ?lag, "lifecycle");
+    })
+    .await;
 }
 
 #[cfg(test)]
