@@ -23,8 +23,11 @@ fn generation(k: u32) -> Vec<SocketAddr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_and_slow_streams_overflow_and_healthy_ones_keep_converging() {
+    // A queue deep enough that a healthy stream on a busy machine does not
+    // fall 32 updates behind, and 64 KiB stream windows that a stuck one
+    // fills in a few updates.
     let mock = Mock::start(Behavior {
-        queue_capacity: 4,
+        queue_capacity: 32,
         ..Default::default()
     })
     .await;
@@ -47,6 +50,8 @@ async fn stuck_and_slow_streams_overflow_and_healthy_ones_keep_converging() {
         "20",
         "--slow-reader-delay",
         "300ms",
+        "--http2-stream-window",
+        "65535",
     ]));
     eventually("every stream answered", Duration::from_secs(30), || {
         let sets = client.sets(FOO);
@@ -178,5 +183,59 @@ async fn a_reset_storm_re_gets_every_stream_and_they_reconverge() {
     assert_eq!(summary.resets, storms, "{summary}");
     assert_eq!(summary.streams_created, 8 + storms);
     assert_eq!(summary.errors, 0);
+    mock.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_churn_moves_every_stream_to_a_new_connection() {
+    let mock = Mock::start(Behavior::default()).await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(&foo, addrs(&["10.0.0.1:8080"]));
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "4",
+        "--connections",
+        "2",
+        "--connection-churn-interval",
+        "1s",
+    ]));
+    let churned = |c: &RunningClient| {
+        sample(
+            &scrape(&c.registry),
+            "destination_client_streams_reset_total",
+            &[("reason", "connection_churn"), ("class", "healthy")],
+        )
+        .unwrap_or(0.0)
+    };
+    // Each connection is replaced every 1-1.5 s, its 2 streams with it.
+    eventually("connections replaced", Duration::from_secs(60), || {
+        churned(&client) >= 8.0
+    })
+    .await;
+    mock.handle.set(&foo, addrs(&["10.0.0.2:8080"]));
+    eventually(
+        "every stream holds the new set",
+        Duration::from_secs(30),
+        || {
+            let sets = client.sets(FOO);
+            sets.len() == 4 && sets.iter().all(|s| *s == addrs(&["10.0.0.2:8080"]))
+        },
+    )
+    .await;
+    // The streams left behind were closed: the mock serves exactly 4.
+    eventually(
+        "4 streams open at the mock",
+        Duration::from_secs(30),
+        || sample(&scrape(&mock.registry), "mock_dst_streams_active", &[]) == Some(4.0),
+    )
+    .await;
+    let summary = client.finish().await;
+    assert_eq!(summary.errors, 0, "{summary}");
+    assert_eq!(summary.streams_created, 4 + summary.resets, "{summary}");
     mock.stop().await;
 }
