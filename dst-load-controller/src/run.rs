@@ -80,6 +80,11 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
 
+    /// Misbehaving streams, reset storms and connection churn of the
+    /// run's client (see `client`).
+    #[command(flatten)]
+    pub faults: crate::client::faults::FaultArgs,
+
     /// Delay the mock injects before each update on each stream: `50ms` or `10ms..200ms`.
     #[arg(long, default_value = "none")]
     pub mock_delay: Delay,
@@ -126,6 +131,7 @@ impl Args {
                 self.scale
             ));
         }
+        self.faults.faults().validate()?;
         let plan = self.plan();
         if self.destination_addr.is_some() && !crate::churn::is_dns_label(&self.namespace) {
             return Err(format!(
@@ -423,6 +429,7 @@ pub async fn run_mock_scenario(
         client::Config::new(&dst_addr.to_string(), client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
     client_config.streams_per_service = plan.streams_per_service;
+    client_config.faults = args.faults.faults();
     client_config.connections = plan.connections;
     let client = Client::new(client_config, &mut registry)?;
     let fleet = client.fleet();
@@ -615,6 +622,7 @@ pub async fn run_cluster_scenario(
         let mut client_config = client::Config::new(&destination, client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
         client_config.streams_per_service = plan.streams_per_service;
+        client_config.faults = args.faults.faults();
         client_config.connections = plan.connections;
         client_config.ground_truth = true;
         // The ground truth through the same Kubernetes client settings as churn.

@@ -6,6 +6,55 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+/// The fault-mode flags, shared by `client` and `run`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FaultArgs {
+    /// Percentage (0-100) of streams that take --slow-reader-delay to handle
+    /// each update: they read the next one only that long after the
+    /// previous (HTTP/2 flow control then pushes back on the server, as on
+    /// a proxy of a starved node).
+    #[arg(long, default_value_t = 0)]
+    pub slow_reader_percent: u8,
+
+    /// How long a slow reader takes per update.
+    #[arg(long, default_value = "1s")]
+    pub slow_reader_delay: humantime::Duration,
+
+    /// Percentage (0-100) of streams that read their first update and then
+    /// never read again, keeping the stream open.
+    #[arg(long, default_value_t = 0)]
+    pub stuck_percent: u8,
+
+    /// Every this long, every stream of the process is reset at once and
+    /// re-Gets, as all proxies do after a controller restart.
+    #[arg(long)]
+    pub reset_storm_interval: Option<humantime::Duration>,
+
+    /// Random delay up to this added to each reset storm's interval.
+    #[arg(long, default_value = "0s", requires = "reset_storm_interval")]
+    pub reset_storm_jitter: humantime::Duration,
+
+    /// Every this long (plus up to half of it, per connection) each
+    /// connection is closed and reopened, and its streams with it.
+    #[arg(long)]
+    pub connection_churn_interval: Option<humantime::Duration>,
+}
+
+impl FaultArgs {
+    /// The fault modes from the flags.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            slow_percent: self.slow_reader_percent,
+            slow_delay: self.slow_reader_delay.into(),
+            stuck_percent: self.stuck_percent,
+            reset_storm: self
+                .reset_storm_interval
+                .map(|every| (every.into(), self.reset_storm_jitter.into())),
+            connection_churn: self.connection_churn_interval.map(Into::into),
+        }
+    }
+}
+
 /// How a stream reads its updates.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {

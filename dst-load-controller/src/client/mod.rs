@@ -141,35 +141,8 @@ pub struct Args {
     #[arg(long, default_value = "10s")]
     pub staleness_grace: humantime::Duration,
 
-    /// Percentage (0-100) of streams that take --slow-reader-delay to handle
-    /// each update: they read the next one only that long after the
-    /// previous (HTTP/2 flow control then pushes back on the server, as on
-    /// a proxy of a starved node).
-    #[arg(long, default_value_t = 0)]
-    pub slow_reader_percent: u8,
-
-    /// How long a slow reader takes per update.
-    #[arg(long, default_value = "1s")]
-    pub slow_reader_delay: humantime::Duration,
-
-    /// Percentage (0-100) of streams that read their first update and then
-    /// never read again, keeping the stream open.
-    #[arg(long, default_value_t = 0)]
-    pub stuck_percent: u8,
-
-    /// Every this long, every stream of the process is reset at once and
-    /// re-Gets, as all proxies do after a controller restart.
-    #[arg(long)]
-    pub reset_storm_interval: Option<humantime::Duration>,
-
-    /// Random delay up to this added to each reset storm's interval.
-    #[arg(long, default_value = "0s", requires = "reset_storm_interval")]
-    pub reset_storm_jitter: humantime::Duration,
-
-    /// Every this long (plus up to half of it, per connection) each
-    /// connection is closed and reopened, and its streams with it.
-    #[arg(long)]
-    pub connection_churn_interval: Option<humantime::Duration>,
+    #[command(flatten)]
+    pub faults: faults::FaultArgs,
 
     /// The HTTP/2 flow-control window of each stream, in bytes (default:
     /// the HTTP/2 library's, 2 MiB): how much a stream that does not read
@@ -200,19 +173,6 @@ pub struct Args {
 }
 
 impl Args {
-    /// The fault modes from the flags.
-    pub fn faults(&self) -> faults::Faults {
-        faults::Faults {
-            slow_percent: self.slow_reader_percent,
-            slow_delay: self.slow_reader_delay.into(),
-            stuck_percent: self.stuck_percent,
-            reset_storm: self
-                .reset_storm_interval
-                .map(|every| (every.into(), self.reset_storm_jitter.into())),
-            connection_churn: self.connection_churn_interval.map(Into::into),
-        }
-    }
-
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
@@ -253,7 +213,7 @@ impl Args {
         if self.backoff_min.is_zero() {
             return Err("--backoff-min must be greater than zero".into());
         }
-        self.faults().validate()?;
+        self.faults.faults().validate()?;
         if !(0.0..=1.0).contains(&self.backoff_jitter) {
             return Err(format!(
                 "--backoff-jitter must be between 0 and 1, got {}",
@@ -508,7 +468,7 @@ impl TryFrom<&Args> for Config {
             },
             ground_truth: args.ground_truth,
             staleness_grace: args.staleness_grace.into(),
-            faults: args.faults(),
+            faults: args.faults.faults(),
             kube: args.kube.clone(),
         })
     }

@@ -340,3 +340,38 @@ fn the_statefulset_scenario_watches_each_pod_by_name_on_the_mock() {
         Some(changes)
     );
 }
+
+#[test]
+fn run_takes_the_clients_fault_modes_and_judges_the_healthy_streams() {
+    let r = mock_run(
+        "small-oscillation",
+        &[
+            "--services",
+            "2",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "6",
+            "--streams-per-service",
+            "10",
+            "--stuck-percent",
+            "20",
+        ],
+    );
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(n("streams"), 20);
+    // 2 stuck streams in every 10.
+    assert_eq!(r["by_class"]["stuck"]["streams"], 4, "{r}");
+    assert_eq!(r["by_class"]["healthy"]["streams"], 16, "{r}");
+    // The healthy streams converged to every change; the top-level figures
+    // (and so the SLOs) are theirs.
+    assert_eq!(n("streams_unconverged"), 0);
+    assert_eq!(r["stale_streams"], 0);
+    assert_eq!(
+        r["update_latency"]["count"],
+        r["by_class"]["healthy"]["update_latency"]["count"]
+    );
+    assert!(n("fanouts_completed") >= 4, "{r}");
+    let slos = r["slos"].as_array().unwrap();
+    assert!(slos.iter().all(|v| v["pass"] == true), "{}", r["slos"]);
+}
