@@ -137,8 +137,6 @@ pub struct ServiceStreams {
     /// The destination authority.
     pub service: String,
     slots: Vec<StreamSlot>,
-    /// How each stream reads.
-    pub classes: Vec<Class>,
     /// What the streams should hold, and their progress towards it.
     pub truth: ServiceTruth,
 }
@@ -156,11 +154,10 @@ impl ServiceStreams {
                 served: AtomicBool::new(false),
             })
             .collect();
-        let truth = ServiceTruth::new(service.clone(), classes.clone(), latencies);
+        let truth = ServiceTruth::new(service.clone(), classes, latencies);
         Self {
             service,
             slots,
-            classes,
             truth,
         }
     }
@@ -202,6 +199,11 @@ impl ServiceStreams {
                 self.truth.observed(i, state.set.addrs(), None, at);
             }
         }
+    }
+
+    /// How each stream reads, by index.
+    pub fn classes(&self) -> &[Class] {
+        self.truth.classes()
     }
 
     /// Stream `i`'s state.

@@ -221,9 +221,19 @@ impl Metrics {
 
     /// Updates received by `service`'s streams so far, every kind and class.
     pub fn updates_of(&self, service: &str) -> u64 {
+        // Read, not created: a class without streams gets no series.
+        let of = |kind: UpdateKind, class: Class| {
+            self.updates_received
+                .get(&UpdateLabels {
+                    service: service.to_string(),
+                    kind: kind.as_str(),
+                    class: class.as_str(),
+                })
+                .map_or(0, |c| c.get())
+        };
         UpdateKind::ALL
             .iter()
-            .flat_map(|k| Class::ALL.map(|c| self.update_counter(service, *k, c).get()))
+            .flat_map(|k| Class::ALL.map(|c| of(*k, c)))
             .sum()
     }
 

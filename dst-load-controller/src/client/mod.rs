@@ -861,7 +861,7 @@ fn by_class(
     let count = |c: Class| -> u64 {
         services
             .iter()
-            .map(|s| s.classes.iter().filter(|x| **x == c).count() as u64)
+            .map(|s| s.classes().iter().filter(|x| **x == c).count() as u64)
             .sum()
     };
     if Class::ALL[1..].iter().all(|c| count(*c) == 0) {

@@ -142,7 +142,7 @@ pub async fn watch(
                     Some(d) => {
                         let since = *differs_since.entry(key).or_insert(now);
                         if now - since > grace {
-                            stale[svc.classes[i] as usize] += 1;
+                            stale[svc.classes()[i] as usize] += 1;
                             let quiet = last_log
                                 .get(&svc.service)
                                 .is_some_and(|t| now - *t < Duration::from_secs(30));
@@ -165,7 +165,7 @@ pub async fn watch(
             }
             for c in Class::ALL {
                 // Only the classes the service has streams of get a series.
-                if svc.classes.contains(&c) {
+                if svc.classes().contains(&c) {
                     metrics
                         .stale
                         .get_or_create(&StreamLabel::new(&svc.service, c))

@@ -109,7 +109,7 @@ impl Stream {
             mut storm,
             slow_delay,
         } = self;
-        let class = service.classes[index];
+        let class = service.classes()[index];
         let mut client = DestinationClient::new(channel.borrow_and_update().clone());
         storm.borrow_and_update();
         let request = GetDestination {

@@ -109,7 +109,7 @@ impl Latencies {
         l
     }
 
-    fn record(&self, kind: Kind, service: &str, class: Class, latency: Duration) {
+    fn record(&self, kind: Kind, label: &StreamLabel, latency: Duration) {
         let family = match kind {
             Kind::Update => &self.update,
             Kind::Convergence => &self.convergence,
@@ -117,9 +117,8 @@ impl Latencies {
             Kind::KubernetesLeg => &self.kubernetes_leg,
             Kind::DestinationLeg => &self.destination_leg,
         };
-        let label = StreamLabel::new(service, class);
-        family.get_or_create(&label).observe(latency.as_secs_f64());
-        let healthy = class == Class::Healthy;
+        family.get_or_create(label).observe(latency.as_secs_f64());
+        let healthy = label.class == Class::Healthy.as_str();
         if healthy {
             self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
         }
@@ -202,9 +201,11 @@ struct Epoch {
 /// One service's truth and its streams' progress towards it.
 #[derive(Debug)]
 pub struct ServiceTruth {
-    service: String,
     /// Each stream's class.
     classes: Vec<Class>,
+    /// The metric labels of the service's streams, by class (built once:
+    /// every latency sample uses them).
+    labels: [StreamLabel; 3],
     epoch: Mutex<Option<Epoch>>,
     latencies: Latencies,
     /// Epochs whose every (healthy) stream converged.
@@ -231,7 +232,7 @@ impl ServiceTruth {
     /// A service whose streams are of `classes` (one each), no truth yet.
     pub fn new(service: String, classes: Vec<Class>, latencies: Latencies) -> Self {
         Self {
-            service,
+            labels: Class::ALL.map(|c| StreamLabel::new(&service, c)),
             classes,
             epoch: Mutex::new(None),
             latencies,
@@ -301,8 +302,7 @@ impl ServiceTruth {
             // A property of the change, not of any stream: recorded once.
             self.latencies.record(
                 Kind::KubernetesLeg,
-                &self.service,
-                Class::Healthy,
+                &self.labels[Class::Healthy as usize],
                 self.elapsed(changed_at, seen),
             );
         }
@@ -348,10 +348,10 @@ impl ServiceTruth {
             Duration::ZERO
         };
         let class = self.classes[i];
+        let label = &self.labels[class as usize];
         if epoch.measured && !mark.updated {
             mark.updated = true;
-            self.latencies
-                .record(Kind::Update, &self.service, class, latency);
+            self.latencies.record(Kind::Update, label, latency);
         }
         if converged {
             mark.converged = true;
@@ -359,18 +359,15 @@ impl ServiceTruth {
             epoch.pending -= 1;
             epoch.pending_by_class[class as usize] -= 1;
             if epoch.measured {
-                self.latencies
-                    .record(Kind::Convergence, &self.service, class, latency);
+                self.latencies.record(Kind::Convergence, label, latency);
                 if let Some(seen) = epoch.seen_at {
                     let leg = self.elapsed(seen, at);
-                    self.latencies
-                        .record(Kind::DestinationLeg, &self.service, class, leg);
+                    self.latencies.record(Kind::DestinationLeg, label, leg);
                 }
                 // Each class's fan-out completes when its last stream
                 // converged: stuck streams do not hold the healthy ones' back.
                 if epoch.pending_by_class[class as usize] == 0 {
-                    self.latencies
-                        .record(Kind::Fanout, &self.service, class, latency);
+                    self.latencies.record(Kind::Fanout, label, latency);
                 }
                 if class == self.counted_class() && epoch.pending_by_class[class as usize] == 0 {
                     self.completed.inc();
@@ -424,6 +421,11 @@ impl ServiceTruth {
             .expect("truth lock")
             .as_ref()
             .map_or(0, |e| self.counted(e))
+    }
+
+    /// Each stream's class, by index.
+    pub fn classes(&self) -> &[Class] {
+        &self.classes
     }
 
     /// The class whose streams count for completion, superseding and

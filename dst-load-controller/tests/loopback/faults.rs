@@ -59,7 +59,7 @@ async fn stuck_and_slow_streams_overflow_and_healthy_ones_keep_converging() {
     })
     .await;
     let streams = client.fleet.get(FOO).unwrap();
-    let classes = streams.classes.clone();
+    let classes = streams.classes().to_vec();
     let count = |c| classes.iter().filter(|x| **x == c).count();
     assert_eq!(
         (
