@@ -35,11 +35,14 @@ pub struct GateArgs {
 
 impl GateArgs {
     /// The SLOs given, or `defaults` when none were.
-    pub fn slos_or(&self, defaults: &[&str]) -> Vec<Slo> {
+    pub fn slos_or(&self, defaults: &[String]) -> Vec<Slo> {
         if self.slo.is_empty() {
             defaults
                 .iter()
-                .map(|s| s.parse().expect("built-in SLOs parse"))
+                .map(|s| {
+                    s.parse()
+                        .expect("a scenario's SLOs are checked as it is read")
+                })
                 .collect()
         } else {
             self.slo.clone()

@@ -50,15 +50,6 @@ pub fn owned_selector() -> String {
     format!("{MANAGED_BY}={MANAGER}")
 }
 
-/// The service name prefixes churn uses, with their patterns' names.
-const PATTERN_PREFIXES: [(&str, &str); 5] = [
-    ("stable", "stable"),
-    ("oscillate", "oscillate"),
-    ("restart", "restart"),
-    ("ephemeral", "ephemeral"),
-    ("sts", "statefulset"),
-];
-
 /// The churn pattern of a watched authority, from churn's naming
 /// (`{prefix}-svc-{i}.ns...`, or `{pod}.sts-svc-{i}.ns...` for a pod of a
 /// StatefulSet); `other` for any other service.
@@ -71,9 +62,71 @@ pub fn pattern_of_authority(authority: &str) -> &'static str {
     } else {
         parts.next().unwrap_or_default()
     };
-    service
-        .rsplit_once("-svc-")
-        .filter(|(_, i)| i.parse::<u32>().is_ok())
-        .and_then(|(prefix, _)| PATTERN_PREFIXES.iter().find(|(p, _)| *p == prefix))
-        .map_or("other", |(_, pattern)| pattern)
+    Pattern::of_service(service).map_or("other", Pattern::as_str)
+}
+
+/// Which churn pattern a service follows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pattern {
+    /// Fixed size.
+    Stable,
+    /// Scales between min and max.
+    Oscillate,
+    /// Rolled every interval: every address replaced, the count kept.
+    Restart,
+    /// Created, deleted after its lifetime, created again after a gap.
+    Ephemeral,
+    /// A headless Service in front of a StatefulSet (stable pod hostnames).
+    StatefulSet,
+}
+
+impl Pattern {
+    /// Every pattern, in the order churn creates them.
+    pub const ALL: [Pattern; 5] = [
+        Pattern::Stable,
+        Pattern::Oscillate,
+        Pattern::Restart,
+        Pattern::Ephemeral,
+        Pattern::StatefulSet,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Stable => "stable",
+            Pattern::Oscillate => "oscillate",
+            Pattern::Restart => "restart",
+            Pattern::Ephemeral => "ephemeral",
+            Pattern::StatefulSet => "statefulset",
+        }
+    }
+
+    /// The Service name prefix.
+    fn prefix(self) -> &'static str {
+        match self {
+            Pattern::StatefulSet => "sts",
+            p => p.as_str(),
+        }
+    }
+
+    /// The name of service `i`: `stable-svc-3`, `oscillate-svc-0`, `sts-svc-1`.
+    pub fn service_name(self, i: u32) -> String {
+        format!("{}-svc-{i}", self.prefix())
+    }
+
+    /// The name of service `i`'s workload: the service's name, except
+    /// StatefulSets (`sts-{i}`).
+    pub fn workload_name(self, i: u32) -> String {
+        match self {
+            Pattern::StatefulSet => format!("sts-{i}"),
+            p => p.service_name(i),
+        }
+    }
+
+    /// The pattern of a Service churn names (`None` for any other name).
+    pub fn of_service(name: &str) -> Option<Pattern> {
+        let (prefix, index) = name.rsplit_once("-svc-")?;
+        index.parse::<u32>().ok()?;
+        Pattern::ALL.into_iter().find(|p| p.prefix() == prefix)
+    }
 }

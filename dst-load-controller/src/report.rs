@@ -152,7 +152,7 @@ impl Args {
         let measured = read(&prom, &self.selector, start, end).await?;
         let slos = self
             .gates
-            .slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
+            .slos_or(&self.scenario.map(|s| s.default_slos()).unwrap_or_default());
         let slos = crate::slo::judge(&slos, &measured, self.gates.min_samples);
         println!(
             "report from {} between {start} and {end}{}",

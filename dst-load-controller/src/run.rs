@@ -22,29 +22,44 @@ use crate::{
     },
 };
 
-pub use crate::scenario::{Plan, Scenario};
+pub use crate::scenario::{Scenario, Spec};
+use crate::{labels::Pattern, scenario::ScenarioFile};
 
 /// Flags of `run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
-    /// The scenario whose numbers are used; every number can be overridden.
+    /// The built-in scenario to run; every number can be overridden.
     #[arg(long, value_enum, default_value_t = Scenario::SmallOscillation)]
     pub scenario: Scenario,
+
+    /// Run the scenario of this file instead (`--print-scenario NAME`
+    /// prints one to start from); the flags below still override its numbers.
+    #[arg(long, value_name = "FILE", conflicts_with = "scenario")]
+    pub scenario_file: Option<ScenarioFile>,
+
+    /// Print a built-in scenario's file and exit.
+    #[arg(long, value_name = "NAME", value_enum)]
+    pub print_scenario: Option<Scenario>,
+
+    /// Print the JSON Schema of scenario files and exit.
+    #[arg(long, conflicts_with = "print_scenario")]
+    pub print_scenario_schema: bool,
 
     /// Multiplies the number of simulated proxies (streams per service and
     /// connections), so a scenario fits the machine.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
 
-    /// Services (overrides the scenario).
+    /// Services of the scenario's first group; the other groups keep their
+    /// share of it (overrides the scenario).
     #[arg(long)]
     pub services: Option<u32>,
 
-    /// Endpoints at start and at the low end (overrides the scenario).
+    /// Endpoints at start and at the low end, of every group (overrides the scenario).
     #[arg(long)]
     pub min_endpoints: Option<u32>,
 
-    /// Endpoints at the high end (overrides the scenario).
+    /// Endpoints at the high end of scaling groups (overrides the scenario).
     #[arg(long)]
     pub max_endpoints: Option<u32>,
 
@@ -56,32 +71,34 @@ pub struct Args {
     #[arg(long)]
     pub connections: Option<u32>,
 
-    /// Hold at min (overrides the scenario).
+    /// The schedule's hold at min (overrides the scenario).
     #[arg(long)]
     pub min_hold: Option<humantime::Duration>,
 
-    /// Hold at max (overrides the scenario).
+    /// The schedule's hold at max (overrides the scenario).
     #[arg(long)]
     pub max_hold: Option<humantime::Duration>,
 
-    /// Random delay before each scale, up to this (overrides the scenario).
+    /// Random delay before each change, up to this (overrides the scenario).
     #[arg(long)]
     pub jitter: Option<humantime::Duration>,
 
-    /// How long the scenario runs (overrides the scenario's 60s).
+    /// How long the scenario runs (overrides the scenario's).
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
 
-    /// After churn stops, how long to wait for every stream to converge.
-    #[arg(long, default_value = "10s")]
-    pub settle: humantime::Duration,
+    /// After churn stops, how long to wait for every stream to converge
+    /// (overrides the scenario's; built-in scenarios wait 10s).
+    #[arg(long)]
+    pub settle: Option<humantime::Duration>,
 
-    /// Seed of the churn schedule (default random; printed in the summary).
+    /// Seed of the churn schedule (overrides the scenario's; default
+    /// random, printed in the summary).
     #[arg(long)]
     pub seed: Option<u64>,
 
     /// Misbehaving streams, reset storms and connection churn of the
-    /// run's client (see `client`).
+    /// run's client (see `client`); each flag given overrides the scenario's.
     #[command(flatten)]
     pub faults: crate::client::faults::FaultArgs,
 
@@ -89,8 +106,7 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     pub mock_delay: Delay,
 
-    /// Gates (default: the scenario's success criteria from the load-test
-    /// plan), the JSON report and JUnit output.
+    /// Gates (default: the scenario's SLOs), the JSON report and JUnit output.
     #[command(flatten)]
     pub gates: crate::gates::GateArgs,
 
@@ -131,54 +147,21 @@ impl Args {
                 self.scale
             ));
         }
-        self.faults.faults().validate()?;
-        let plan = self.plan();
+        if let (Some(min), Some(max)) = (self.min_endpoints, self.max_endpoints)
+            && min > max
+        {
+            return Err(format!(
+                "--min-endpoints ({min}) is greater than --max-endpoints ({max})"
+            ));
+        }
+        let spec = self.spec()?;
         if self.destination_addr.is_some() && !crate::churn::is_dns_label(&self.namespace) {
             return Err(format!(
                 "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
                 self.namespace
             ));
         }
-        if plan.services == 0 {
-            return Err("--services must be at least 1".into());
-        }
-        if plan.churn == crate::scenario::Churn::Restart && plan.min_endpoints != plan.max_endpoints
-        {
-            return Err(format!(
-                "the {:?} scenario keeps each service's count while it replaces every address: give --min-endpoints only",
-                self.scenario
-            ));
-        }
-        if plan.churn == crate::scenario::Churn::Restart && plan.min_endpoints == 0 {
-            return Err("--min-endpoints must be at least 1: a restart replaces endpoints".into());
-        }
-        if plan.churn == crate::scenario::Churn::Restart && plan.min_hold.is_zero() {
-            return Err("--min-hold is the restart interval: it must be above zero".into());
-        }
-        if plan.min_endpoints > plan.max_endpoints {
-            return Err(format!(
-                "--min-endpoints ({}) is greater than --max-endpoints ({})",
-                plan.min_endpoints, plan.max_endpoints
-            ));
-        }
-        if plan.max_endpoints > 4094 {
-            return Err(
-                "--max-endpoints must be at most 4094 (each service draws from a /20)".into(),
-            );
-        }
-        if plan.services > 4096 {
-            return Err("--services must be at most 4096".into());
-        }
-        if plan.streams_per_service == 0 || plan.connections == 0 {
-            return Err("--streams-per-service and --connections must be at least 1".into());
-        }
-        if plan.min_endpoints != plan.max_endpoints
-            && plan.min_hold.is_zero()
-            && plan.max_hold.is_zero()
-        {
-            return Err("--min-hold and --max-hold are both zero".into());
-        }
-        Ok(())
+        self.faults.over(spec.clients.faults).validate()
     }
 
     /// What the admin server's `/shutdown` cancels: the run's `shutdown`.
@@ -189,44 +172,47 @@ impl Args {
         }
     }
 
-    /// The scenario's numbers with the overrides and the scale applied.
-    pub fn plan(&self) -> Plan {
-        let base = self.scenario.plan();
-        let scaled = |n: u32| ((f64::from(n) * self.scale).ceil() as u32).max(1);
-        let services = self.services.unwrap_or(base.services);
-        Plan {
-            churn: base.churn,
-            services,
-            ephemeral_services: Plan::ephemeral_for(base.churn, services),
-            min_endpoints: self.min_endpoints.unwrap_or(base.min_endpoints),
-            max_endpoints: self
-                .max_endpoints
-                .or(self
-                    .min_endpoints
-                    .filter(|_| base.min_endpoints == base.max_endpoints))
-                .unwrap_or(base.max_endpoints),
-            streams_per_service: scaled(
-                self.streams_per_service.unwrap_or(base.streams_per_service),
-            ),
-            // One connection per simulated proxy unless told otherwise.
-            connections: scaled(
-                self.connections
-                    .or(self.streams_per_service)
-                    .unwrap_or(base.connections),
-            ),
-            min_hold: self.min_hold.map_or(base.min_hold, Into::into),
-            max_hold: self.max_hold.map_or(base.max_hold, Into::into),
-            jitter: self.jitter.map_or(base.jitter, Into::into),
-            duration: self.duration.map_or(base.duration, Into::into),
-        }
+    /// The scenario (the file's, or the built-in one) with the overrides
+    /// and the scale applied.
+    pub fn spec(&self) -> Result<Spec, String> {
+        let base = match &self.scenario_file {
+            Some(file) => file.spec.clone(),
+            None => self.scenario.spec(),
+        };
+        let mut spec = base.with(&crate::scenario::Overrides {
+            services: self.services,
+            min_endpoints: self.min_endpoints,
+            max_endpoints: self.max_endpoints,
+            streams_per_service: self.streams_per_service,
+            connections: self.connections,
+            scale: self.scale,
+            min_hold: self.min_hold.map(Into::into),
+            max_hold: self.max_hold.map(Into::into),
+            jitter: self.jitter.map(Into::into),
+            duration: self.duration.map(Into::into),
+            settle: self.settle.map(Into::into),
+            seed: self.seed,
+        })?;
+        spec.clients.faults = self.faults.over(spec.clients.faults);
+        Ok(spec)
     }
 
-    /// Runs the scenario, prints the summary, writes the report.
+    /// Runs the scenario, prints the summary, writes the report (or prints
+    /// a scenario file or the schema).
     pub async fn run(self) -> anyhow::Result<ExitCode> {
+        if let Some(s) = self.print_scenario {
+            print!("{}", s.text());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if self.print_scenario_schema {
+            print!("{}", crate::scenario::schema());
+            return Ok(ExitCode::SUCCESS);
+        }
         let shutdown = crate::shutdown::on_signal();
         let admin_addr = self.admin_addr;
         let gates = self.gates.clone();
-        let slos = gates.slos_or(self.scenario.default_slos());
+        let spec = self.spec().map_err(anyhow::Error::msg)?;
+        let slos = gates.slos_or(&spec.slos);
         let mut outcome = if self.destination_addr.is_some() {
             run_cluster_scenario(self, shutdown, Some(admin_addr)).await?
         } else {
@@ -234,14 +220,14 @@ impl Args {
         };
         outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
         println!("{}", outcome.table());
-        gates.finish(&format!("{:?}", outcome.scenario), &outcome.slos, &outcome)
+        let suite = outcome.scenario.clone();
+        gates.finish(&suite, &outcome.slos, &outcome)
     }
 }
 
 /// What differs between a mock run and a cluster run.
 struct Mode {
-    scenario: Scenario,
-    plan: Plan,
+    plan: Spec,
     seed: u64,
     started_at: jiff::Timestamp,
     ended_at: jiff::Timestamp,
@@ -260,7 +246,7 @@ impl Outcome {
         summary: &client::Summary,
     ) -> Self {
         Outcome {
-            scenario: mode.scenario,
+            scenario: mode.plan.name().to_string(),
             plan: mode.plan,
             seed: mode.seed,
             started_at: mode.started_at.to_string(),
@@ -287,10 +273,10 @@ async fn settle(fleet: &Fleet, settle: Duration) {
 /// What a run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
-    /// The scenario.
-    pub scenario: Scenario,
-    /// Its numbers.
-    pub plan: Plan,
+    /// The scenario's name.
+    pub scenario: String,
+    /// Its document, with the overrides applied.
+    pub plan: Spec,
     /// The churn seed.
     pub seed: u64,
     /// When it started (RFC 3339).
@@ -315,14 +301,12 @@ impl Outcome {
     pub fn table(&self) -> String {
         let m = &self.measured;
         let mut t = format!(
-            "scenario {:?} seed {} ({} services, {}..{} endpoints, {} streams over {} connections)\n",
+            "scenario {} seed {} ({} endpoints; {} streams over {} connections)\n",
             self.scenario,
             self.seed,
             self.plan.services,
-            self.plan.min_endpoints,
-            self.plan.max_endpoints,
             m.streams,
-            self.plan.connections
+            self.plan.clients.connections()
         );
         let sent = self.updates_sent.map_or("?".to_string(), |n| n.to_string());
         t += &format!(
@@ -356,6 +340,44 @@ fn service_cidr(i: u32) -> IpNet {
     IpNet::new(std::net::Ipv4Addr::from(base).into(), 20).expect("valid prefix")
 }
 
+/// One service of a mock run: its destination and the StatefulSet pods
+/// watched by name.
+struct MockService {
+    pattern: Pattern,
+    /// Its schedule's seed index (and /20): services are numbered across groups.
+    index: u32,
+    dst: GeneratedDst,
+    pods: Vec<crate::target::Authority>,
+}
+
+/// Every service of `plan` in `ns`, in the order of [`Spec::authorities`].
+fn mock_services(plan: &Spec, ns: &str) -> Vec<MockService> {
+    let mut index = 0;
+    let mut out = Vec::new();
+    for g in plan.services.groups() {
+        for i in 0..g.count {
+            let mut names = g
+                .authorities(ns, "cluster.local", i)
+                .into_iter()
+                .map(|a| a.parse().expect("valid authority"));
+            let authority = names.next().expect("a service's own authority");
+            out.push(MockService {
+                pattern: g.pattern,
+                index,
+                dst: GeneratedDst {
+                    authority,
+                    cidr: service_cidr(index),
+                    min: g.min,
+                    max: g.max,
+                },
+                pods: names.collect(),
+            });
+            index += 1;
+        }
+    }
+    out
+}
+
 /// Runs a scenario against the embedded mock; `admin` serves both
 /// components' metrics when given.
 pub async fn run_mock_scenario(
@@ -363,8 +385,9 @@ pub async fn run_mock_scenario(
     shutdown: CancellationToken,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<Outcome> {
-    let plan = args.plan();
-    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut plan = args.spec().map_err(anyhow::Error::msg)?;
+    let seed = plan.seed.unwrap_or_else(rand::random);
+    plan.seed = Some(seed);
     let started_at = jiff::Timestamp::now();
     let mut registry = Registry::default();
 
@@ -383,41 +406,15 @@ pub async fn run_mock_scenario(
 
     let ns = "dst-load-test";
     let authorities = plan.authorities(ns);
-    let mut dsts = Vec::new();
-    for i in 0..plan.services {
-        let group = plan.service_authorities(ns, i);
-        let cidr = service_cidr(i);
-        let dst = GeneratedDst {
-            authority: group[0].parse().expect("valid authority"),
-            cidr,
-            min: plan.min_endpoints,
-            max: plan.max_endpoints,
-        };
-        handle.set(&dst.authority, dst.endpoints(dst.min));
+    let services = mock_services(&plan, ns);
+    for s in &services {
+        handle.set(&s.dst.authority, s.dst.endpoints(s.dst.min));
         // A StatefulSet pod's own name resolves to its address alone: pod
         // k holds the service's k-th address.
-        for (k, pod) in group[1..].iter().enumerate() {
-            let addr = generate::nth_endpoint(&cidr, k as u64, dst.authority.port());
-            handle.set(
-                &pod.parse().expect("valid authority"),
-                addr.into_iter().collect::<Vec<_>>(),
-            );
+        for (k, pod) in s.pods.iter().enumerate() {
+            let addr = generate::nth_endpoint(&s.dst.cidr, k as u64, s.dst.authority.port());
+            handle.set(pod, addr.into_iter().collect::<Vec<_>>());
         }
-        dsts.push(dst);
-    }
-    let ephemeral: Vec<GeneratedDst> = plan
-        .ephemeral_authorities(ns)
-        .iter()
-        .zip(plan.services..)
-        .map(|(a, i)| GeneratedDst {
-            authority: a.parse().expect("valid authority"),
-            cidr: service_cidr(i),
-            min: plan.min_endpoints,
-            max: plan.min_endpoints,
-        })
-        .collect();
-    for d in &ephemeral {
-        handle.set(&d.authority, d.endpoints(d.min));
     }
     let initial_changes = handle.metrics().changes.get();
 
@@ -428,9 +425,9 @@ pub async fn run_mock_scenario(
     let mut client_config =
         client::Config::new(&dst_addr.to_string(), client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
-    client_config.streams_per_service = plan.streams_per_service;
-    client_config.faults = args.faults.faults();
-    client_config.connections = plan.connections;
+    client_config.streams_per_service = plan.clients.streams_per_service;
+    client_config.faults = plan.clients.faults;
+    client_config.connections = plan.clients.connections();
     let client = Client::new(client_config, &mut registry)?;
     let fleet = client.fleet();
     let client_metrics = client.metrics().clone();
@@ -456,51 +453,47 @@ pub async fn run_mock_scenario(
     let truth_task = tokio::spawn(follow_mock_truth(handle.clone(), fleet.clone()));
 
     let churn_stop = shutdown.child_token();
-    let timing = Oscillation {
+    let schedule = Oscillation {
         min: 0,
         max: 0,
-        min_hold: plan.min_hold,
-        max_hold: plan.max_hold,
-        jitter: Jitter::Upto(plan.jitter),
+        min_hold: plan.schedule.min_hold,
+        max_hold: plan.schedule.max_hold,
+        jitter: Jitter::Upto(plan.schedule.jitter),
         cycles: 0,
     };
-    let restart = plan.churn == crate::scenario::Churn::Restart;
-    let mut generators: Vec<_> = dsts
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| restart || d.oscillates())
-        .map(|(i, d)| {
-            let (handle, d, stop) = (handle.clone(), d.clone(), churn_stop.clone());
-            if restart {
-                tokio::spawn(generate::restart(handle, d, timing, seed, i as u32, stop))
-            } else {
-                tokio::spawn(generate::oscillate(handle, d, timing, seed, i as u32, stop))
-            }
-        })
-        .collect();
+    let interval = plan.restart_interval();
+    let restarts = Oscillation {
+        min_hold: interval,
+        max_hold: interval,
+        ..schedule
+    };
     let (lifetime, gap) = plan.ephemeral_lifetime_and_gap();
-    let lifecycle = Oscillation {
+    let lifecycles = Oscillation {
         min_hold: lifetime,
         max_hold: gap,
-        ..timing
+        ..schedule
     };
-    for (j, d) in ephemeral.into_iter().enumerate() {
-        let index = plan.services + j as u32;
-        generators.push(tokio::spawn(generate::lifecycle(
-            handle.clone(),
-            d,
-            lifecycle,
-            seed,
-            index,
-            churn_stop.clone(),
-        )));
-    }
+    let generators: Vec<_> = services
+        .into_iter()
+        .filter_map(|s| {
+            let (handle, stop, index) = (handle.clone(), churn_stop.clone(), s.index);
+            Some(match s.pattern {
+                Pattern::Stable => return None,
+                Pattern::Oscillate | Pattern::StatefulSet if !s.dst.oscillates() => return None,
+                Pattern::Oscillate | Pattern::StatefulSet => tokio::spawn(generate::oscillate(
+                    handle, s.dst, schedule, seed, index, stop,
+                )),
+                Pattern::Restart => tokio::spawn(generate::restart(
+                    handle, s.dst, restarts, seed, index, stop,
+                )),
+                Pattern::Ephemeral => tokio::spawn(generate::lifecycle(
+                    handle, s.dst, lifecycles, seed, index, stop,
+                )),
+            })
+        })
+        .collect();
 
-    let progress = Progress::start(
-        fleet.clone(),
-        client_metrics.clone(),
-        authorities.len() as u64 * u64::from(plan.streams_per_service),
-    );
+    let progress = Progress::start(fleet.clone(), client_metrics.clone(), plan.streams(ns));
     tokio::select! {
         _ = tokio::time::sleep(plan.duration) => {}
         _ = shutdown.cancelled() => {}
@@ -510,7 +503,7 @@ pub async fn run_mock_scenario(
         let _ = g.await;
     }
     // Let the last changes fan out before judging.
-    settle(&fleet, args.settle.into()).await;
+    settle(&fleet, plan.settle).await;
     progress.finish();
     truth_task.abort();
     client_stop.cancel();
@@ -522,7 +515,6 @@ pub async fn run_mock_scenario(
 
     Ok(Outcome::collect(
         Mode {
-            scenario: args.scenario,
             plan,
             seed,
             started_at,
@@ -544,8 +536,9 @@ pub async fn run_cluster_scenario(
     shutdown: CancellationToken,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<Outcome> {
-    let plan = args.plan();
-    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut plan = args.spec().map_err(anyhow::Error::msg)?;
+    let seed = plan.seed.unwrap_or_else(rand::random);
+    plan.seed = Some(seed);
     let destination = args
         .destination_addr
         .clone()
@@ -565,40 +558,7 @@ pub async fn run_cluster_scenario(
         let mut churn_config = crate::churn::Config::new(&ns);
         churn_config.seed = seed;
         churn_config.kube = args.kube.clone();
-        churn_config.oscillation = crate::schedule::Oscillation {
-            min: plan.min_endpoints,
-            max: plan.max_endpoints,
-            min_hold: plan.min_hold,
-            max_hold: plan.max_hold,
-            jitter: crate::schedule::Jitter::Upto(plan.jitter),
-            cycles: 0,
-        };
-        let oscillates = plan.min_endpoints != plan.max_endpoints;
-        match plan.churn {
-            crate::scenario::Churn::Scale if !oscillates => {
-                churn_config.stable_services = plan.services;
-                churn_config.stable_endpoints = plan.min_endpoints;
-            }
-            crate::scenario::Churn::Scale => churn_config.oscillate_services = plan.services,
-            crate::scenario::Churn::Restart => {
-                churn_config.restart.services = plan.services;
-                churn_config.restart.endpoints = plan.min_endpoints;
-                churn_config.restart.interval = plan.min_hold;
-                let (lifetime, gap) = plan.ephemeral_lifetime_and_gap();
-                churn_config.ephemeral = crate::churn::Ephemeral {
-                    services: plan.ephemeral_services,
-                    endpoints: plan.min_endpoints,
-                    lifetime,
-                    gap,
-                };
-            }
-            crate::scenario::Churn::StatefulSet => {
-                churn_config.statefulset.services = plan.services;
-                churn_config.statefulset.replicas = plan.min_endpoints;
-                churn_config.statefulset.oscillate =
-                    oscillates.then_some((plan.min_endpoints, plan.max_endpoints));
-            }
-        }
+        churn_config.apply(&plan);
         let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
         let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
         let churn_ready = crate::admin::Readiness::default();
@@ -621,9 +581,9 @@ pub async fn run_cluster_scenario(
             .map_err(anyhow::Error::msg)?;
         let mut client_config = client::Config::new(&destination, client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
-        client_config.streams_per_service = plan.streams_per_service;
-        client_config.faults = args.faults.faults();
-        client_config.connections = plan.connections;
+        client_config.streams_per_service = plan.clients.streams_per_service;
+        client_config.faults = plan.clients.faults;
+        client_config.connections = plan.clients.connections();
         client_config.ground_truth = true;
         // The ground truth through the same Kubernetes client settings as churn.
         client_config.kube = args.kube.clone();
@@ -643,18 +603,14 @@ pub async fn run_cluster_scenario(
             ready.clone(),
             admin_stop.clone(),
         ));
-        let progress = Progress::start(
-            fleet.clone(),
-            client_metrics.clone(),
-            authorities.len() as u64 * u64::from(plan.streams_per_service),
-        );
+        let progress = Progress::start(fleet.clone(), client_metrics.clone(), plan.streams(&ns));
         tokio::select! {
             _ = tokio::time::sleep(plan.duration) => {}
             _ = shutdown.cancelled() => {}
         }
         churn_stop.cancel();
         churn_task.take().expect("churn task").await??;
-        settle(&fleet, args.settle.into()).await;
+        settle(&fleet, plan.settle).await;
         progress.finish();
         client_stop.cancel();
         let summary = client_task.await??;
@@ -690,7 +646,6 @@ pub async fn run_cluster_scenario(
 
     Ok(Outcome::collect(
         Mode {
-            scenario: args.scenario,
             plan,
             seed,
             started_at,
@@ -820,33 +775,6 @@ mod tests {
     }
 
     #[test]
-    fn scenarios_carry_the_plans_numbers() {
-        let p = Scenario::RedLine.plan();
-        assert_eq!(
-            (
-                p.services,
-                p.min_endpoints,
-                p.max_endpoints,
-                p.streams_per_service
-            ),
-            (50, 100, 200, 500)
-        );
-        let p = Scenario::LargeRollout.plan();
-        assert_eq!(
-            (
-                p.services,
-                p.min_endpoints,
-                p.max_endpoints,
-                p.streams_per_service,
-                p.jitter
-            ),
-            (1, 500, 1000, 1000, Duration::ZERO)
-        );
-        let p = Scenario::Baseline.plan();
-        assert_eq!(p.min_endpoints, p.max_endpoints);
-    }
-
-    #[test]
     fn scale_multiplies_proxies_and_flags_override() {
         let a = mk_args(&[
             "--scenario",
@@ -856,13 +784,14 @@ mod tests {
             "--services",
             "5",
         ]);
-        let p = a.plan();
+        let p = a.spec().unwrap();
+        let o = p.services.oscillate.unwrap();
         assert_eq!(
             (
-                p.services,
-                p.streams_per_service,
-                p.connections,
-                p.max_endpoints
+                o.count,
+                p.clients.streams_per_service,
+                p.clients.connections(),
+                o.max_endpoints
             ),
             (5, 50, 50, 200)
         );
@@ -872,6 +801,10 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        // Fault flags override the scenario's (none in the built-ins).
+        let f = mk_args(&["--stuck-percent", "10"]).spec().unwrap();
+        assert_eq!(f.clients.faults.stuck_percent, 10);
+        assert!(mk_args(&["--stuck-percent", "101"]).validate().is_err());
     }
 
     #[test]
@@ -882,36 +815,56 @@ mod tests {
     }
 
     #[test]
-    fn statefulset_plans_watch_each_service_and_its_first_pods_by_name() {
-        let p = mk_args(&[
-            "--scenario",
-            "statefulset",
-            "--services",
-            "2",
-            "--min-endpoints",
-            "2",
-        ])
-        .plan();
+    fn mock_services_are_numbered_across_groups_in_watch_order() {
+        let p = crate::scenario::parse(
+            "t.yaml",
+            "duration: 1s\nservices:\n  restart: {count: 2, endpoints: 3}\n  \
+             ephemeral: {count: 1, endpoints: 3}\n  statefulset: {count: 1, min-endpoints: 2, max-endpoints: 4}\n",
+        )
+        .unwrap();
+        let services = mock_services(&p, "ns");
+        let names: Vec<String> = services
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.dst.authority.to_string())
+                    .chain(s.pods.iter().map(ToString::to_string))
+            })
+            .collect();
+        assert_eq!(names, p.authorities("ns"));
+        let indices: Vec<_> = services.iter().map(|s| (s.pattern, s.index)).collect();
         assert_eq!(
-            p.authorities("ns"),
+            indices,
             [
-                "sts-svc-0.ns.svc.cluster.local:8080",
-                "sts-0-0.sts-svc-0.ns.svc.cluster.local:8080",
-                "sts-0-1.sts-svc-0.ns.svc.cluster.local:8080",
-                "sts-svc-1.ns.svc.cluster.local:8080",
-                "sts-1-0.sts-svc-1.ns.svc.cluster.local:8080",
-                "sts-1-1.sts-svc-1.ns.svc.cluster.local:8080",
+                (Pattern::Restart, 0),
+                (Pattern::Restart, 1),
+                (Pattern::Ephemeral, 2),
+                (Pattern::StatefulSet, 3)
             ]
         );
-        let r = mk_args(&["--scenario", "rolling-restart", "--min-endpoints", "5"]).plan();
-        assert_eq!((r.min_endpoints, r.max_endpoints), (5, 5));
-        assert_eq!(
-            r.authorities("ns")[9],
-            "restart-svc-9.ns.svc.cluster.local:8080"
-        );
-        let err = mk_args(&["--scenario", "rolling-restart", "--max-endpoints", "30"])
-            .validate()
-            .unwrap_err();
-        assert!(err.contains("--min-endpoints only"), "{err}");
+        assert_eq!(services[3].dst.cidr, service_cidr(3));
+        assert_eq!((services[3].dst.min, services[3].dst.max), (2, 4));
+    }
+
+    #[test]
+    fn a_scenario_file_replaces_the_built_in_and_flags_still_override() {
+        let path = std::env::temp_dir().join(format!("run-spec-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "duration: 5s\nseed: 9\nservices:\n  stable: {count: 3, endpoints: 2}\nclients:\n  \
+             streams-per-service: 4\n  faults: {stuck-percent: 20}\nslos: [errors==0]\n",
+        )
+        .unwrap();
+        let a = mk_args(&["--scenario-file", path.to_str().unwrap(), "--services", "1"]);
+        let p = a.spec().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(p.name(), path.file_stem().unwrap().to_str().unwrap());
+        assert_eq!(p.services.stable.unwrap().count, 1);
+        assert_eq!((p.seed, p.duration), (Some(9), Duration::from_secs(5)));
+        assert_eq!(p.clients.faults.stuck_percent, 20);
+        assert_eq!(p.slos, ["errors==0"]);
+        // A file and a built-in scenario are one or the other.
+        let both =
+            parse_flags::<Args>(&["run", "--scenario-file", "x.yaml", "--scenario", "baseline"]);
+        assert!(both.is_err());
     }
 }

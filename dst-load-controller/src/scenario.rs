@@ -1,11 +1,25 @@
-//! The load-test plan's five scenarios: their numbers and their success
-//! criteria as SLOs.
+//! Scenario files: one YAML document describing a whole load test (the
+//! services as churn patterns, the clients with their fault modes, the
+//! schedule, duration, seed and SLOs). Parsing refuses unknown keys and bad
+//! values with the file's line and column; the JSON Schema is generated from
+//! these types. The load-test plan's scenarios are files of this format,
+//! embedded in the binary. Pure: no I/O beyond reading the named file.
 
-use std::time::Duration;
+use std::{fmt, path::Path, str::FromStr, time::Duration};
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// The load-test plan's scenarios.
+use crate::labels::Pattern;
+
+/// The most endpoints one service may have (the mock draws each service's
+/// addresses from its own /20).
+pub const MAX_ENDPOINTS: u32 = 4094;
+/// The most services of one pattern.
+pub const MAX_SERVICES: u32 = 4096;
+
+/// The built-in scenarios: the load-test plan's five, and the churn
+/// patterns that find stale endpoints.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -28,195 +42,1005 @@ pub enum Scenario {
     Statefulset,
 }
 
-/// How a scenario's services change.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Churn {
-    /// Deployments scaled between min and max (fixed when equal).
-    Scale,
-    /// Deployments of min endpoints rolled every min hold: every address
-    /// replaced, the count kept.
-    Restart,
-    /// StatefulSets behind headless Services, scaled between min and max;
-    /// each pod below min is also watched by its own name.
-    #[serde(rename = "statefulset")]
-    StatefulSet,
-}
-
-/// A scenario's numbers: the plan's, with holds shortened so a run fits in
-/// about a minute.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Plan {
-    /// How the services change.
-    pub churn: Churn,
-    /// Services.
-    pub services: u32,
-    /// With restarts: services also deleted and re-created (`min_endpoints`
-    /// each, alive for 2 min holds, gone for half a min hold).
-    pub ephemeral_services: u32,
-    /// Endpoints at start (and the low end).
-    pub min_endpoints: u32,
-    /// The high end; equal to min for no churn.
-    pub max_endpoints: u32,
-    /// Streams per service: one per simulated proxy.
-    pub streams_per_service: u32,
-    /// HTTP/2 connections (simulated proxies).
-    pub connections: u32,
-    /// Hold at min.
-    #[serde(with = "humantime_serde_secs")]
-    pub min_hold: Duration,
-    /// Hold at max.
-    #[serde(with = "humantime_serde_secs")]
-    pub max_hold: Duration,
-    /// Jitter upper bound before each scale.
-    #[serde(with = "humantime_serde_secs")]
-    pub jitter: Duration,
-    /// How long the run lasts.
-    #[serde(with = "humantime_serde_secs")]
-    pub duration: Duration,
-}
-
-mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-}
-
 impl Scenario {
-    /// The plan's success criteria, as SLOs.
-    pub fn default_slos(self) -> &'static [&'static str] {
+    /// Every built-in scenario.
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Baseline,
+        Scenario::SmallOscillation,
+        Scenario::LargeRollout,
+        Scenario::ManyServices,
+        Scenario::RedLine,
+        Scenario::RollingRestart,
+        Scenario::Statefulset,
+    ];
+
+    /// Its name, as `--scenario` takes it.
+    pub fn name(self) -> &'static str {
         match self {
-            Scenario::Baseline => &["stale_streams==0", "errors==0", "resets==0"],
-            Scenario::SmallOscillation => &[
-                "update_latency.p95<500ms",
-                "update_latency.p99<2s",
-                "fanout_completion.max<10s",
-                "resets==0",
-                "stale_streams==0",
-            ],
-            Scenario::LargeRollout => &[
-                "update_latency.p95<1s",
-                "update_latency.p99<3s",
-                "fanout_completion.max<15s",
-                "stale_streams==0",
-            ],
-            Scenario::ManyServices => &[
-                "update_latency.p95<1s",
-                "update_latency.p99<3s",
-                "fanout_completion.max<20s",
-                "stale_streams==0",
-            ],
-            Scenario::RedLine => &["update_latency.p99<10s", "stale_streams==0"],
-            // A roll is a burst of adds and removes: the same bounds as a
-            // many-service oscillation, and no address may linger.
-            Scenario::RollingRestart => &[
-                "update_latency.p95<1s",
-                "update_latency.p99<3s",
-                "fanout_completion.max<10s",
-                "resets==0",
-                "stale_streams==0",
-            ],
-            Scenario::Statefulset => &[
-                "update_latency.p95<500ms",
-                "update_latency.p99<2s",
-                "fanout_completion.max<10s",
-                "resets==0",
-                "stale_streams==0",
-            ],
+            Scenario::Baseline => "baseline",
+            Scenario::SmallOscillation => "small-oscillation",
+            Scenario::LargeRollout => "large-rollout",
+            Scenario::ManyServices => "many-services",
+            Scenario::RedLine => "red-line",
+            Scenario::RollingRestart => "rolling-restart",
+            Scenario::Statefulset => "statefulset",
         }
     }
 
-    /// The plan's numbers (holds of minutes are shortened to seconds).
-    pub fn plan(self) -> Plan {
-        let s = Duration::from_secs;
-        let (services, min, max, proxies, jitter) = match self {
-            Scenario::Baseline => (10, 100, 100, 100, s(0)),
-            Scenario::SmallOscillation => (10, 10, 200, 100, s(2)),
-            Scenario::LargeRollout => (1, 500, 1000, 1000, s(0)),
-            Scenario::ManyServices => (100, 50, 100, 100, s(2)),
-            Scenario::RedLine => (50, 100, 200, 500, s(2)),
-            Scenario::RollingRestart => (10, 20, 20, 100, s(2)),
-            Scenario::Statefulset => (5, 3, 6, 20, s(2)),
-        };
-        let churn = match self {
-            Scenario::RollingRestart => Churn::Restart,
-            Scenario::Statefulset => Churn::StatefulSet,
-            _ => Churn::Scale,
-        };
-        let (min_hold, max_hold) = match churn {
-            // Every service rolls every 10 s.
-            Churn::Restart => (s(10), s(10)),
-            // The plan holds 2 min at min and 5 min at max; the same ratio, shorter.
-            Churn::Scale | Churn::StatefulSet => (s(4), s(10)),
-        };
-        Plan {
-            churn,
-            services,
-            ephemeral_services: Plan::ephemeral_for(churn, services),
-            min_endpoints: min,
-            max_endpoints: max,
-            streams_per_service: proxies,
-            connections: proxies,
-            min_hold,
-            max_hold,
-            jitter,
-            duration: s(60),
+    /// Its file, as embedded (what `run --print-scenario` prints).
+    pub fn text(self) -> &'static str {
+        match self {
+            Scenario::Baseline => include_str!("../scenarios/baseline.yaml"),
+            Scenario::SmallOscillation => include_str!("../scenarios/small-oscillation.yaml"),
+            Scenario::LargeRollout => include_str!("../scenarios/large-rollout.yaml"),
+            Scenario::ManyServices => include_str!("../scenarios/many-services.yaml"),
+            Scenario::RedLine => include_str!("../scenarios/red-line.yaml"),
+            Scenario::RollingRestart => include_str!("../scenarios/rolling-restart.yaml"),
+            Scenario::Statefulset => include_str!("../scenarios/statefulset.yaml"),
+        }
+    }
+
+    /// Its document.
+    pub fn spec(self) -> Spec {
+        let name = format!("{}.yaml", self.name());
+        match parse(&name, self.text()) {
+            Ok(spec) => spec,
+            Err(e) => panic!("built-in scenario {name} does not parse: {e}"),
+        }
+    }
+
+    /// The plan's success criteria, as SLOs.
+    pub fn default_slos(self) -> Vec<String> {
+        self.spec().slos
+    }
+}
+
+/// A scenario file, read and checked (as `--scenario-file` takes it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScenarioFile {
+    /// The path given.
+    pub path: String,
+    /// Its document.
+    pub spec: Spec,
+}
+
+impl FromStr for ScenarioFile {
+    type Err = String;
+
+    /// Reads and parses the file at `path`.
+    fn from_str(path: &str) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the scenario file {path}: {e}"))?;
+        let mut spec = parse(path, &text).map_err(|e| e.to_string())?;
+        spec.validate().map_err(|e| format!("{path}: {e}"))?;
+        if spec.name.is_none() {
+            spec.name = Path::new(path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(Self {
+            path: path.to_string(),
+            spec,
+        })
+    }
+}
+
+/// Why a scenario document was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}\n{hint}")]
+pub struct ParseError {
+    /// The file (or built-in name).
+    pub file: String,
+    /// 1-based line of the offending key or value (0 when unknown).
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+    hint: &'static str,
+}
+
+const HINT: &str = "(the format: `dst-load-controller run --print-scenario small-oscillation`; \
+its JSON Schema: dst-load-controller/scenarios/scenario.schema.json)";
+
+/// Parses a scenario document; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Spec, ParseError> {
+    serde_saphyr::from_str::<Spec>(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let message = e.without_snippet().to_string();
+        // The message ends with the location, which the error puts first.
+        let message = message
+            .rsplit_once(" at line ")
+            .filter(|(_, tail)| tail.contains("column"))
+            .map_or(message.as_str(), |(head, _)| head)
+            .trim()
+            .to_string();
+        ParseError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+            hint: HINT,
+        }
+    })
+}
+
+/// The JSON Schema of scenario files, pretty-printed (as published in
+/// `dst-load-controller/scenarios/scenario.schema.json`).
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(Spec);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// A whole load test. Keys are kebab-case, as the command-line flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "dst-load-controller scenario")]
+pub struct Spec {
+    /// The scenario's name in summaries and reports (default: the file's
+    /// name without its extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the scenario is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// How long churn changes the services, e.g. `60s` or `10m`.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub duration: Duration,
+    /// After churn stops, how long `run` waits for every stream to converge.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub settle: Duration,
+    /// The seed of the churn schedule (random when absent; every summary
+    /// prints the seed used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Holds and jitter of oscillating services and StatefulSets, and the
+    /// default timing of restarts and lifecycles.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// The services, one group per churn pattern.
+    #[serde(deserialize_with = "checked")]
+    pub services: Services,
+    /// The simulated proxies.
+    #[serde(default, deserialize_with = "checked")]
+    pub clients: Clients,
+    /// Gates judged at the end (e.g. `update_latency.p95<500ms`,
+    /// `stale_streams==0`), unless `--slo` is given.
+    #[serde(default, deserialize_with = "slos")]
+    pub slos: Vec<String>,
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A duration as text: `500ms`, `10s`, `2m`, `1h 30m`.
+#[derive(JsonSchema)]
+#[schemars(transparent)]
+#[allow(dead_code)]
+struct DurationText(
+    #[schemars(regex(
+        pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zµ]+)*\s*$"
+    ))]
+    String,
+);
+
+/// When churn changes oscillating services and StatefulSets.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Schedule {
+    /// How long a service stays at its minimum.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub min_hold: Duration,
+    /// How long a service stays at its maximum.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub max_hold: Duration,
+    /// A random delay up to this before each change (every pattern).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub jitter: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            min_hold: Duration::from_secs(30),
+            max_hold: Duration::from_secs(30),
+            jitter: Duration::ZERO,
         }
     }
 }
 
-impl Plan {
-    /// The ephemeral services that go with `services` of `churn`: one per 5
-    /// rolled services (at least one), none otherwise.
-    pub fn ephemeral_for(churn: Churn, services: u32) -> u32 {
-        match churn {
-            Churn::Restart => services.div_ceil(5),
-            Churn::Scale | Churn::StatefulSet => 0,
+/// The services, one optional group per churn pattern (at least one).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Services {
+    /// Services of a fixed size: `stable-svc-{i}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<Stable>,
+    /// Services scaled between two sizes on the schedule: `oscillate-svc-{i}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oscillate: Option<Range>,
+    /// Services rolled every interval, every address replaced and the count
+    /// kept: `restart-svc-{i}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    /// Services deleted after their lifetime and created again after a gap:
+    /// `ephemeral-svc-{i}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<Ephemeral>,
+    /// StatefulSets `sts-{i}` behind headless Services `sts-svc-{i}`, scaled
+    /// between two sizes on the schedule. Clients also watch each pod below
+    /// the minimum by its own name (`sts-{i}-{k}.sts-svc-{i}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<Range>,
+}
+
+/// A group of services of a fixed size.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Stable {
+    /// Services.
+    pub count: u32,
+    /// Endpoints of each.
+    pub endpoints: u32,
+}
+
+/// A group of services scaled between two sizes (equal sizes: no scaling).
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Range {
+    /// Services.
+    pub count: u32,
+    /// Endpoints at start, and at the low end.
+    pub min_endpoints: u32,
+    /// Endpoints at the high end.
+    pub max_endpoints: u32,
+}
+
+/// A group of services rolled every interval.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Restart {
+    /// Services.
+    pub count: u32,
+    /// Endpoints of each.
+    pub endpoints: u32,
+    /// How often each service rolls (default: the schedule's min-hold).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub interval: Option<Duration>,
+}
+
+/// A group of services deleted and created again.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ephemeral {
+    /// Services.
+    pub count: u32,
+    /// Endpoints of each while it lives.
+    pub endpoints: u32,
+    /// How long each lives (default: twice the schedule's min-hold).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub lifetime: Option<Duration>,
+    /// How long each stays deleted (default: half the schedule's min-hold).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub gap: Option<Duration>,
+}
+
+/// The simulated proxies: every watched authority gets the same streams.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Clients {
+    /// Streams per watched authority: one per simulated proxy.
+    #[serde(default = "one")]
+    pub streams_per_service: u32,
+    /// HTTP/2 connections the streams share (default: one per simulated
+    /// proxy, i.e. streams-per-service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Misbehaving proxies, reset storms and connection churn.
+    #[serde(default, deserialize_with = "checked")]
+    pub faults: Faults,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self {
+            streams_per_service: 1,
+            connections: None,
+            faults: Faults::default(),
         }
+    }
+}
+
+impl Clients {
+    /// The connections: as given, or one per simulated proxy.
+    pub fn connections(&self) -> u32 {
+        self.connections.unwrap_or(self.streams_per_service)
+    }
+}
+
+/// Fault modes of the clients' streams (the client's flags of the same names).
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Faults {
+    /// Percentage (0-100) of streams that take slow-reader-delay to handle
+    /// each update (HTTP/2 flow control then pushes back on the server).
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub slow_reader_percent: u8,
+    /// How long a slow reader takes per update.
+    #[serde(default = "one_second", with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub slow_reader_delay: Duration,
+    /// Percentage (0-100) of streams that read their first update and then
+    /// never read again, keeping the stream open.
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub stuck_percent: u8,
+    /// Every this long, every stream is reset at once and re-Gets, as all
+    /// proxies do after a controller restart.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub reset_storm_interval: Option<Duration>,
+    /// A random delay up to this added to each reset storm's interval.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub reset_storm_jitter: Duration,
+    /// Every this long (plus up to half of it, per connection) each
+    /// connection is closed and reopened, with its streams.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub connection_churn_interval: Option<Duration>,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            slow_reader_percent: 0,
+            slow_reader_delay: one_second(),
+            stuck_percent: 0,
+            reset_storm_interval: None,
+            reset_storm_jitter: Duration::ZERO,
+            connection_churn_interval: None,
+        }
+    }
+}
+
+/// A part of the document with checks beyond its types.
+trait Check {
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Deserializes `T` and checks it, so that the error carries the location
+/// of `T` in the file.
+fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de> + Check>(d: D) -> Result<T, D::Error> {
+    let t = T::deserialize(d)?;
+    t.check().map_err(serde::de::Error::custom)?;
+    Ok(t)
+}
+
+fn slos<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let slos = Vec::<String>::deserialize(d)?;
+    for s in &slos {
+        s.parse::<crate::slo::Slo>()
+            .map_err(serde::de::Error::custom)?;
+    }
+    Ok(slos)
+}
+
+impl Check for Faults {
+    fn check(&self) -> Result<(), String> {
+        if self.slow_reader_percent > 100 || self.stuck_percent > 100 {
+            return Err("slow-reader-percent and stuck-percent are percentages (0-100)".into());
+        }
+        if u16::from(self.slow_reader_percent) + u16::from(self.stuck_percent) > 100 {
+            return Err(format!(
+                "slow-reader-percent ({}) and stuck-percent ({}) add up to more than 100",
+                self.slow_reader_percent, self.stuck_percent
+            ));
+        }
+        if self.slow_reader_percent > 0 && self.slow_reader_delay.is_zero() {
+            return Err("slow-reader-delay must be above zero for slow readers (e.g. 1s)".into());
+        }
+        if self.reset_storm_interval.is_some_and(|d| d.is_zero()) {
+            return Err("reset-storm-interval must be above zero (e.g. 60s)".into());
+        }
+        if self.connection_churn_interval.is_some_and(|d| d.is_zero()) {
+            return Err("connection-churn-interval must be above zero (e.g. 30s)".into());
+        }
+        Ok(())
+    }
+}
+
+impl Faults {
+    /// Checks the fault modes (the client's flags share these checks).
+    pub fn validate(&self) -> Result<(), String> {
+        self.check()
+    }
+}
+
+impl Check for Clients {
+    fn check(&self) -> Result<(), String> {
+        if self.streams_per_service == 0 || self.connections == Some(0) {
+            return Err("streams-per-service and connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Check for Services {
+    fn check(&self) -> Result<(), String> {
+        if self.groups().next().is_none() {
+            return Err(
+                "no services: give at least one of stable, oscillate, restart, ephemeral, statefulset"
+                    .into(),
+            );
+        }
+        if self.count() > MAX_SERVICES {
+            return Err(format!(
+                "at most {MAX_SERVICES} services in all (each draws its endpoints from its own /20), got {}",
+                self.count()
+            ));
+        }
+        for g in self.groups() {
+            let name = g.pattern.as_str();
+            if g.count == 0 || g.count > MAX_SERVICES {
+                return Err(format!(
+                    "{name}: count must be from 1 to {MAX_SERVICES}, got {}",
+                    g.count
+                ));
+            }
+            if g.min > g.max {
+                return Err(format!(
+                    "{name}: min-endpoints ({}) is greater than max-endpoints ({})",
+                    g.min, g.max
+                ));
+            }
+            if g.max > MAX_ENDPOINTS {
+                return Err(format!(
+                    "{name}: at most {MAX_ENDPOINTS} endpoints per service (each service draws from a /20)"
+                ));
+            }
+            if g.pattern == Pattern::Oscillate && !g.oscillates() {
+                return Err(format!(
+                    "oscillate: min-endpoints and max-endpoints are both {}: nothing would oscillate (give a fixed size as stable)",
+                    g.min
+                ));
+            }
+            let needs_endpoints = matches!(g.pattern, Pattern::Restart | Pattern::Ephemeral);
+            if needs_endpoints && g.min == 0 {
+                return Err(format!(
+                    "{name}: endpoints must be at least 1 (a {name} replaces endpoints)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One group of services, whatever its pattern.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The churn pattern.
+    pub pattern: Pattern,
+    /// Services.
+    pub count: u32,
+    /// Endpoints at start and at the low end.
+    pub min: u32,
+    /// Endpoints at the high end (equal to min when the count is fixed).
+    pub max: u32,
+}
+
+impl Group {
+    /// Whether its services change size.
+    pub fn oscillates(&self) -> bool {
+        self.min != self.max
+    }
+}
+
+impl Services {
+    /// The groups present, in churn's order ([`Pattern::ALL`]).
+    pub fn groups(&self) -> impl Iterator<Item = Group> + '_ {
+        Pattern::ALL.into_iter().filter_map(|pattern| {
+            let (count, min, max) = match pattern {
+                Pattern::Stable => self.stable.map(|s| (s.count, s.endpoints, s.endpoints))?,
+                Pattern::Oscillate => self
+                    .oscillate
+                    .map(|r| (r.count, r.min_endpoints, r.max_endpoints))?,
+                Pattern::Restart => self.restart.map(|r| (r.count, r.endpoints, r.endpoints))?,
+                Pattern::Ephemeral => self
+                    .ephemeral
+                    .map(|e| (e.count, e.endpoints, e.endpoints))?,
+                Pattern::StatefulSet => self
+                    .statefulset
+                    .map(|r| (r.count, r.min_endpoints, r.max_endpoints))?,
+            };
+            Some(Group {
+                pattern,
+                count,
+                min,
+                max,
+            })
+        })
+    }
+
+    /// Services in every group.
+    pub fn count(&self) -> u32 {
+        self.groups().map(|g| g.count).fold(0, u32::saturating_add)
+    }
+}
+
+impl Spec {
+    /// How often restarted services roll.
+    pub fn restart_interval(&self) -> Duration {
+        self.services
+            .restart
+            .and_then(|r| r.interval)
+            .unwrap_or(self.schedule.min_hold)
     }
 
     /// How long an ephemeral service lives, and stays gone.
     pub fn ephemeral_lifetime_and_gap(&self) -> (Duration, Duration) {
-        (self.min_hold * 2, self.min_hold / 2)
+        let e = self.services.ephemeral;
+        (
+            e.and_then(|e| e.lifetime)
+                .unwrap_or(self.schedule.min_hold * 2),
+            e.and_then(|e| e.gap).unwrap_or(self.schedule.min_hold / 2),
+        )
     }
 
-    /// The ephemeral services' authorities in `namespace`.
-    pub fn ephemeral_authorities(&self, namespace: &str) -> Vec<String> {
-        (0..self.ephemeral_services)
-            .map(|j| format!("ephemeral-svc-{j}.{namespace}.svc.cluster.local:8080"))
-            .collect()
-    }
-
-    /// Every authority the client watches in `namespace`:
-    /// [`Plan::service_authorities`] of each service, then the ephemeral ones.
-    pub fn authorities(&self, namespace: &str) -> Vec<String> {
-        (0..self.services)
-            .flat_map(|i| self.service_authorities(namespace, i))
-            .chain(self.ephemeral_authorities(namespace))
-            .collect()
-    }
-
-    /// The authorities of service `i` in `namespace`: the service's
-    /// and, for StatefulSets, each pod's below the minimum by name
-    /// (`sts-{i}-{k}.sts-svc-{i}...`: pods that exist all along).
-    pub fn service_authorities(&self, namespace: &str, i: u32) -> Vec<String> {
-        let fqdn = |name: &str| format!("{name}.{namespace}.svc.cluster.local:8080");
-        match self.churn {
-            Churn::Scale => {
-                let pattern = if self.min_endpoints == self.max_endpoints {
-                    "stable"
-                } else {
-                    "oscillate"
-                };
-                vec![fqdn(&format!("{pattern}-svc-{i}"))]
-            }
-            Churn::Restart => vec![fqdn(&format!("restart-svc-{i}"))],
-            Churn::StatefulSet => std::iter::once(fqdn(&format!("sts-svc-{i}")))
-                .chain((0..self.min_endpoints).map(|k| fqdn(&format!("sts-{i}-{k}.sts-svc-{i}"))))
-                .collect(),
+    /// Checks what spans sections (the sections check themselves as they
+    /// are read).
+    pub fn validate(&self) -> Result<(), String> {
+        let scales = self.services.groups().any(|g| {
+            g.oscillates() && matches!(g.pattern, Pattern::Oscillate | Pattern::StatefulSet)
+        });
+        if scales && self.schedule.min_hold.is_zero() && self.schedule.max_hold.is_zero() {
+            return Err("schedule: min-hold and max-hold are both zero".into());
         }
+        if self.services.restart.is_some() && self.restart_interval().is_zero() {
+            return Err(
+                "restart: the interval (or the schedule's min-hold) must be above zero".into(),
+            );
+        }
+        if self.services.ephemeral.is_some() {
+            let (lifetime, gap) = self.ephemeral_lifetime_and_gap();
+            if lifetime.is_zero() || gap.is_zero() {
+                return Err(
+                    "ephemeral: lifetime and gap (or the schedule's min-hold) must be above zero"
+                        .into(),
+                );
+            }
+        }
+        self.clients.faults.check()?;
+        self.services.check()
+    }
+
+    /// Every authority the clients watch in `namespace`: each group's
+    /// services in churn's order (and each StatefulSet pod below the
+    /// minimum by its own name, after its service).
+    pub fn authorities(&self, namespace: &str) -> Vec<String> {
+        self.authorities_in(namespace, "cluster.local")
+    }
+
+    /// [`Spec::authorities`] in a cluster of domain `domain`.
+    pub fn authorities_in(&self, namespace: &str, domain: &str) -> Vec<String> {
+        self.services
+            .groups()
+            .flat_map(|g| (0..g.count).flat_map(move |i| g.authorities(namespace, domain, i)))
+            .collect()
+    }
+
+    /// Streams in all: every authority's.
+    pub fn streams(&self, namespace: &str) -> u64 {
+        self.authorities(namespace).len() as u64 * u64::from(self.clients.streams_per_service)
+    }
+
+    /// The scenario's name (`custom` when it has none).
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("custom")
+    }
+
+    /// Applies command-line overrides (see [`Overrides`]).
+    pub fn with(mut self, o: &Overrides) -> Result<Self, String> {
+        if let Some(n) = o.services {
+            let first = self.services.groups().next().map_or(0, |g| g.count);
+            self.services.set_counts(n, first);
+        }
+        if let Some(min) = o.min_endpoints {
+            self.services.set_min(min);
+        }
+        if let Some(max) = o.max_endpoints {
+            let ranges = [
+                self.services.oscillate.as_mut(),
+                self.services.statefulset.as_mut(),
+            ];
+            let mut any = false;
+            for r in ranges.into_iter().flatten() {
+                r.max_endpoints = max;
+                any = true;
+            }
+            let fixed = self.services.groups().map(|g| g.min).all(|m| m == max);
+            if !any && !fixed {
+                return Err(format!(
+                    "the {} scenario has no services that scale (oscillate or statefulset): give --min-endpoints only",
+                    self.name()
+                ));
+            }
+        }
+        if let Some(d) = o.min_hold {
+            self.schedule.min_hold = d;
+        }
+        if let Some(d) = o.max_hold {
+            self.schedule.max_hold = d;
+        }
+        if let Some(d) = o.jitter {
+            self.schedule.jitter = d;
+        }
+        if let Some(d) = o.duration {
+            self.duration = d;
+        }
+        if let Some(d) = o.settle {
+            self.settle = d;
+        }
+        if o.seed.is_some() {
+            self.seed = o.seed;
+        }
+        // One connection per simulated proxy unless told otherwise.
+        let connections = o
+            .connections
+            .or(o.streams_per_service)
+            .unwrap_or(self.clients.connections());
+        let streams = o
+            .streams_per_service
+            .unwrap_or(self.clients.streams_per_service);
+        let scaled = |n: u32| ((f64::from(n) * o.scale).ceil() as u32).max(1);
+        self.clients.streams_per_service = scaled(streams);
+        self.clients.connections = Some(scaled(connections));
+        self.validate()
+            .and_then(|()| self.clients.check())
+            .map_err(|e| format!("{e} (the {} scenario with the flags given)", self.name()))?;
+        Ok(self)
+    }
+}
+
+impl Services {
+    /// The first group gets `n` services; every other keeps its share of
+    /// the first's `first` (rounded up, at least 1).
+    fn set_counts(&mut self, n: u32, first: u32) {
+        let share = |c: u32| {
+            if first == 0 {
+                n
+            } else {
+                (u64::from(c) * u64::from(n))
+                    .div_ceil(u64::from(first))
+                    .max(1)
+                    .min(u64::from(u32::MAX)) as u32
+            }
+        };
+        let mut is_first = true;
+        let mut set = |count: &mut u32| {
+            *count = if std::mem::take(&mut is_first) {
+                n
+            } else {
+                share(*count)
+            };
+        };
+        // In churn's order, as groups() lists them.
+        for pattern in Pattern::ALL {
+            match pattern {
+                Pattern::Stable => self.stable.as_mut().map(|s| set(&mut s.count)),
+                Pattern::Oscillate => self.oscillate.as_mut().map(|r| set(&mut r.count)),
+                Pattern::Restart => self.restart.as_mut().map(|r| set(&mut r.count)),
+                Pattern::Ephemeral => self.ephemeral.as_mut().map(|e| set(&mut e.count)),
+                Pattern::StatefulSet => self.statefulset.as_mut().map(|r| set(&mut r.count)),
+            };
+        }
+    }
+
+    /// Every group starts at (and fixed groups stay at) `min` endpoints.
+    fn set_min(&mut self, min: u32) {
+        if let Some(s) = &mut self.stable {
+            s.endpoints = min;
+        }
+        if let Some(r) = &mut self.restart {
+            r.endpoints = min;
+        }
+        if let Some(e) = &mut self.ephemeral {
+            e.endpoints = min;
+        }
+        for r in [&mut self.oscillate, &mut self.statefulset]
+            .into_iter()
+            .flatten()
+        {
+            r.min_endpoints = min;
+        }
+    }
+}
+
+impl Group {
+    /// The authorities of service `i` of this group in `namespace`: the
+    /// service's and, for StatefulSets, each pod's below the minimum by
+    /// name (`sts-{i}-{k}.sts-svc-{i}...`: pods that exist all along).
+    pub fn authorities(&self, namespace: &str, domain: &str, i: u32) -> Vec<String> {
+        let fqdn = |name: &str| format!("{name}.{namespace}.svc.{domain}:8080");
+        let service = self.pattern.service_name(i);
+        let pods = match self.pattern {
+            Pattern::StatefulSet => self.min,
+            _ => 0,
+        };
+        std::iter::once(fqdn(&service))
+            .chain(
+                (0..pods)
+                    .map(|k| fqdn(&format!("{}-{k}.{service}", self.pattern.workload_name(i)))),
+            )
+            .collect()
+    }
+}
+
+/// Command-line numbers laid over a scenario (`run`'s flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overrides {
+    /// The first group's services; the others keep their share.
+    pub services: Option<u32>,
+    /// Every group's endpoints at start (and of fixed groups).
+    pub min_endpoints: Option<u32>,
+    /// The high end of scaling groups.
+    pub max_endpoints: Option<u32>,
+    /// Streams per service, before `scale`.
+    pub streams_per_service: Option<u32>,
+    /// Connections, before `scale`.
+    pub connections: Option<u32>,
+    /// Multiplies streams per service and connections.
+    pub scale: f64,
+    /// The schedule's min-hold.
+    pub min_hold: Option<Duration>,
+    /// The schedule's max-hold.
+    pub max_hold: Option<Duration>,
+    /// The schedule's jitter.
+    pub jitter: Option<Duration>,
+    /// The duration.
+    pub duration: Option<Duration>,
+    /// The settle time.
+    pub settle: Option<Duration>,
+    /// The seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            services: None,
+            min_endpoints: None,
+            max_endpoints: None,
+            streams_per_service: None,
+            connections: None,
+            scale: 1.0,
+            min_hold: None,
+            max_hold: None,
+            jitter: None,
+            duration: None,
+            settle: None,
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Display for Services {
+    /// `10 oscillate 10..200, 2 ephemeral 20`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, g) in self.groups().enumerate() {
+            if n > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} {} {}", g.count, g.pattern.as_str(), g.min)?;
+            if g.oscillates() {
+                write!(f, "..{}", g.max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(doc: &str) -> ParseError {
+        parse("t.yaml", doc).expect_err("refused")
+    }
+
+    const MIN: &str = "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\n";
+
+    #[test]
+    fn a_minimal_document_takes_the_defaults() {
+        let s = parse("t.yaml", MIN).unwrap();
+        assert_eq!(s.settle, Duration::from_secs(10));
+        assert_eq!(s.clients, Clients::default());
+        assert_eq!(s.clients.connections(), 1);
+        assert_eq!(s.schedule, Schedule::default());
+        assert_eq!(
+            s.authorities("ns"),
+            ["stable-svc-0.ns.svc.cluster.local:8080"]
+        );
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_line_and_column() {
+        let e = err(
+            "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\n  oscilate: {count: 1}\n",
+        );
+        assert_eq!((e.line, e.column), (4, 3), "{e}");
+        assert!(e.message.contains("unknown field `oscilate`"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:4:3: "), "{e}");
+
+        let e = err(&format!(
+            "{MIN}clients:\n  faults:\n    stuck-percent: 150\n"
+        ));
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("percentages"), "{e}");
+
+        // A group's checks point at the group.
+        let e = err(
+            "duration: 10s\nservices:\n  oscillate:\n    count: 2\n    min-endpoints: 9\n    max-endpoints: 3\n",
+        );
+        assert_eq!(e.line, 3, "{e}");
+        assert!(
+            e.message
+                .contains("min-endpoints (9) is greater than max-endpoints (3)"),
+            "{e}"
+        );
+
+        let e = err(&format!("{MIN}slos: [\"stale_streams==0\", \"p99<1s\"]\n"));
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("invalid SLO 'p99<1s'"), "{e}");
+
+        let e = err("duration: ten seconds\nservices: {stable: {count: 1, endpoints: 1}}\n");
+        assert_eq!(e.line, 1, "{e}");
+        let e = err("duration: 10s\nservices: {}\n");
+        assert!(e.message.contains("no services"), "{e}");
+        let e = err("services: {stable: {count: 1, endpoints: 1}}\n");
+        assert!(e.message.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn every_built_in_scenario_parses_and_validates() {
+        for s in Scenario::ALL {
+            let spec = s.spec();
+            assert_eq!(spec.name(), s.name());
+            spec.validate().unwrap();
+            assert!(!spec.slos.is_empty(), "{s:?}");
+        }
+        let p = Scenario::RedLine.spec();
+        assert_eq!(
+            p.services.oscillate,
+            Some(Range {
+                count: 50,
+                min_endpoints: 100,
+                max_endpoints: 200
+            })
+        );
+        assert_eq!(p.clients.streams_per_service, 500);
+        let p = Scenario::LargeRollout.spec();
+        assert_eq!(p.schedule.jitter, Duration::ZERO);
+        let r = Scenario::RollingRestart.spec();
+        assert_eq!(r.restart_interval(), Duration::from_secs(10));
+        assert_eq!(
+            r.ephemeral_lifetime_and_gap(),
+            (Duration::from_secs(20), Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn overrides_set_the_first_group_and_keep_the_others_share() {
+        let o = Overrides {
+            services: Some(2),
+            min_endpoints: Some(3),
+            scale: 0.05,
+            ..Overrides::default()
+        };
+        let r = Scenario::RollingRestart.spec().with(&o).unwrap();
+        assert_eq!(r.services.restart.unwrap().count, 2);
+        assert_eq!(r.services.ephemeral.unwrap().count, 1);
+        assert_eq!(r.services.ephemeral.unwrap().endpoints, 3);
+        assert_eq!(r.clients.streams_per_service, 5);
+        assert_eq!(r.clients.connections, Some(5));
+        let e = Scenario::RollingRestart
+            .spec()
+            .with(&Overrides {
+                max_endpoints: Some(30),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert!(e.contains("--min-endpoints only"), "{e}");
+        // Equal bounds on fixed services are fine.
+        let b = Scenario::Baseline
+            .spec()
+            .with(&Overrides {
+                min_endpoints: Some(4),
+                max_endpoints: Some(4),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(b.services.stable.unwrap().endpoints, 4);
+        let e = Scenario::SmallOscillation
+            .spec()
+            .with(&Overrides {
+                min_endpoints: Some(9),
+                max_endpoints: Some(3),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert!(e.contains("greater than"), "{e}");
+    }
+
+    #[test]
+    fn statefulsets_are_watched_by_service_and_by_pod() {
+        let s = Scenario::Statefulset
+            .spec()
+            .with(&Overrides {
+                services: Some(2),
+                min_endpoints: Some(2),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(
+            s.authorities("ns"),
+            [
+                "sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-0-0.sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-0-1.sts-svc-0.ns.svc.cluster.local:8080",
+                "sts-svc-1.ns.svc.cluster.local:8080",
+                "sts-1-0.sts-svc-1.ns.svc.cluster.local:8080",
+                "sts-1-1.sts-svc-1.ns.svc.cluster.local:8080",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_published_schema_is_the_generated_one() {
+        let published = include_str!("../scenarios/scenario.schema.json");
+        assert!(
+            published == schema(),
+            "dst-load-controller/scenarios/scenario.schema.json is out of date: \
+             regenerate it with `cargo run -- run --print-scenario-schema > dst-load-controller/scenarios/scenario.schema.json`"
+        );
     }
 }

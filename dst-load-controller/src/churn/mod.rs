@@ -37,6 +37,30 @@ use crate::{
     runtime::Runtime,
 };
 
+/// The flags that shape the services, which a scenario file replaces.
+const SHAPE_FLAGS: [&str; 20] = [
+    "stable_services",
+    "stable_endpoints",
+    "oscillate_services",
+    "oscillate_min_endpoints",
+    "oscillate_max_endpoints",
+    "oscillate_hold_duration",
+    "oscillate_min_hold",
+    "oscillate_max_hold",
+    "oscillate_jitter_percent",
+    "oscillate_jitter",
+    "restart_services",
+    "restart_endpoints",
+    "restart_interval",
+    "ephemeral_services",
+    "ephemeral_endpoints",
+    "ephemeral_lifetime",
+    "ephemeral_gap",
+    "statefulset_services",
+    "statefulset_replicas",
+    "statefulset_min_replicas",
+];
+
 /// Flags of `churn`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
@@ -132,6 +156,18 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub burst_size: u32,
 
+    /// Create and change the services of this scenario file (its services,
+    /// schedule and seed) instead of the service flags above; `run
+    /// --print-scenario NAME` prints one to start from. The file's duration
+    /// is `run`'s: churn runs until --duration or a signal. --seed, when
+    /// given, overrides the file's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = SHAPE_FLAGS
+    )]
+    pub scenario_file: Option<crate::scenario::ScenarioFile>,
+
     /// Stop after this long. Unset = until signalled or --cycles are done.
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
@@ -204,6 +240,38 @@ impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
+        self.validate_shape()?;
+        if self.burst_size == 0 {
+            return Err("--burst-size must be at least 1 (1 = no bursts)".into());
+        }
+        if self.restart_max_surge == IntOrString::Int(0)
+            && self.restart_max_unavailable == IntOrString::Int(0)
+        {
+            return Err("--restart-max-surge and --restart-max-unavailable are both 0: Kubernetes refuses a rollout that can make no progress; give one of them above 0".into());
+        }
+        if !self.control_plane_ns.is_empty() && !is_dns_label(&self.control_plane_ns) {
+            return Err(format!(
+                "--control-plane-ns '{}' is not a valid namespace name",
+                self.control_plane_ns
+            ));
+        }
+        if !is_dns_label(&self.namespace) {
+            return Err(format!(
+                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
+                self.namespace
+            ));
+        }
+        if self.service_port == 0 {
+            return Err("--service-port must be from 1 to 65535".into());
+        }
+        Ok(())
+    }
+
+    /// The service flags' checks (a scenario file checks itself as it is read).
+    fn validate_shape(&self) -> Result<(), String> {
+        if self.scenario_file.is_some() {
+            return Ok(());
+        }
         if self.stable_services == 0
             && self.oscillate_services == 0
             && self.restart_services == 0
@@ -212,9 +280,6 @@ impl Args {
         {
             return Err("nothing to do: give --stable-services, --oscillate-services, --restart-services, --ephemeral-services and/or --statefulset-services".into());
         }
-        if self.burst_size == 0 {
-            return Err("--burst-size must be at least 1 (1 = no bursts)".into());
-        }
         if self.restart_services > 0 && Duration::from(self.restart_interval).is_zero() {
             return Err("--restart-interval must be above zero (e.g. 60s)".into());
         }
@@ -222,11 +287,6 @@ impl Args {
             return Err(
                 "--restart-endpoints must be at least 1: a restart replaces endpoints".into(),
             );
-        }
-        if self.restart_max_surge == IntOrString::Int(0)
-            && self.restart_max_unavailable == IntOrString::Int(0)
-        {
-            return Err("--restart-max-surge and --restart-max-unavailable are both 0: Kubernetes refuses a rollout that can make no progress; give one of them above 0".into());
         }
         if self.ephemeral_services > 0
             && (Duration::from(self.ephemeral_lifetime).is_zero()
@@ -284,21 +344,6 @@ impl Args {
             return Err(
                 "endpoint counts must fit in a Deployment's replicas (at most 2147483647)".into(),
             );
-        }
-        if !self.control_plane_ns.is_empty() && !is_dns_label(&self.control_plane_ns) {
-            return Err(format!(
-                "--control-plane-ns '{}' is not a valid namespace name",
-                self.control_plane_ns
-            ));
-        }
-        if !is_dns_label(&self.namespace) {
-            return Err(format!(
-                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
-                self.namespace
-            ));
-        }
-        if self.service_port == 0 {
-            return Err("--service-port must be from 1 to 65535".into());
         }
         Ok(())
     }
@@ -444,7 +489,8 @@ impl TryFrom<Args> for Config {
 
     fn try_from(args: Args) -> Result<Self, String> {
         args.validate()?;
-        Ok(Self {
+        let file = args.scenario_file.clone();
+        let mut config = Self {
             stable_services: args.stable_services,
             stable_endpoints: args.stable_endpoints,
             oscillate_services: args.oscillate_services,
@@ -477,7 +523,60 @@ impl TryFrom<Args> for Config {
             template: args.template(),
             cleanup_on_exit: args.cleanup_on_exit.then(|| args.cleanup_timeout.into()),
             kube: args.kube,
-        })
+        };
+        if let Some(file) = file {
+            config.apply(&file.spec);
+            if let Some(seed) = args.oscillation.seed {
+                config.seed = seed;
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Takes a scenario's services, schedule and seed (when it has one);
+    /// the rollout's surge and unavailability are kept.
+    pub fn apply(&mut self, spec: &crate::scenario::Spec) {
+        let s = &spec.services;
+        let timing = &spec.schedule;
+        let (min, max) = s
+            .oscillate
+            .map_or((self.oscillation.min, self.oscillation.max), |r| {
+                (r.min_endpoints, r.max_endpoints)
+            });
+        self.oscillation = Oscillation {
+            min,
+            max,
+            min_hold: timing.min_hold,
+            max_hold: timing.max_hold,
+            jitter: crate::schedule::Jitter::Upto(timing.jitter),
+            cycles: 0,
+        };
+        self.stable_services = s.stable.map_or(0, |g| g.count);
+        self.stable_endpoints = s.stable.map_or(1, |g| g.endpoints);
+        self.oscillate_services = s.oscillate.map_or(0, |g| g.count);
+        self.restart.services = s.restart.map_or(0, |g| g.count);
+        self.restart.endpoints = s.restart.map_or(1, |g| g.endpoints);
+        self.restart.interval = spec.restart_interval();
+        let (lifetime, gap) = spec.ephemeral_lifetime_and_gap();
+        self.ephemeral = Ephemeral {
+            services: s.ephemeral.map_or(0, |g| g.count),
+            endpoints: s.ephemeral.map_or(1, |g| g.endpoints),
+            lifetime,
+            gap,
+        };
+        self.statefulset = StatefulSets {
+            services: s.statefulset.map_or(0, |g| g.count),
+            replicas: s.statefulset.map_or(1, |g| g.min_endpoints),
+            oscillate: s
+                .statefulset
+                .filter(|g| g.min_endpoints < g.max_endpoints)
+                .map(|g| (g.min_endpoints, g.max_endpoints)),
+        };
+        if let Some(seed) = spec.seed {
+            self.seed = seed;
+        }
     }
 }
 

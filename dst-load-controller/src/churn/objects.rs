@@ -20,71 +20,7 @@ use k8s_openapi::{
 
 use crate::labels;
 
-/// Which churn pattern a service follows.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Pattern {
-    /// Fixed size.
-    Stable,
-    /// Scales between min and max.
-    Oscillate,
-    /// Rolled every interval: every address replaced, the count kept.
-    Restart,
-    /// Created, deleted after its lifetime, created again after a gap.
-    Ephemeral,
-    /// A headless Service in front of a StatefulSet (stable pod hostnames).
-    StatefulSet,
-}
-
-impl Pattern {
-    /// Every pattern, in the order churn creates them.
-    pub const ALL: [Pattern; 5] = [
-        Pattern::Stable,
-        Pattern::Oscillate,
-        Pattern::Restart,
-        Pattern::Ephemeral,
-        Pattern::StatefulSet,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pattern::Stable => "stable",
-            Pattern::Oscillate => "oscillate",
-            Pattern::Restart => "restart",
-            Pattern::Ephemeral => "ephemeral",
-            Pattern::StatefulSet => "statefulset",
-        }
-    }
-
-    /// The Service name prefix.
-    fn prefix(self) -> &'static str {
-        match self {
-            Pattern::StatefulSet => "sts",
-            p => p.as_str(),
-        }
-    }
-
-    /// The name of service `i`: `stable-svc-3`, `oscillate-svc-0`, `sts-svc-1`.
-    pub fn service_name(self, i: u32) -> String {
-        format!("{}-svc-{i}", self.prefix())
-    }
-
-    /// The name of service `i`'s workload: the service's name, except
-    /// StatefulSets (`sts-{i}`).
-    pub fn workload_name(self, i: u32) -> String {
-        match self {
-            Pattern::StatefulSet => format!("sts-{i}"),
-            p => p.service_name(i),
-        }
-    }
-
-    /// The pattern of a Service churn names (`None` for any other name).
-    pub fn of_service(name: &str) -> Option<Pattern> {
-        let (prefix, index) = name.rsplit_once("-svc-")?;
-        index.parse::<u32>().ok()?;
-        Pattern::ALL.into_iter().find(|p| p.prefix() == prefix)
-    }
-}
+pub use crate::labels::Pattern;
 
 /// What a change did, recorded in [`labels::CHANGE`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

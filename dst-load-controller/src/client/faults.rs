@@ -6,33 +6,35 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-/// The fault-mode flags, shared by `client` and `run`.
+/// The fault-mode flags, shared by `client` and `run`. Each one given
+/// overrides a scenario file's `clients.faults` (defaults: no faults, a slow
+/// reader takes 1s per update).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct FaultArgs {
     /// Percentage (0-100) of streams that take --slow-reader-delay to handle
     /// each update: they read the next one only that long after the
     /// previous (HTTP/2 flow control then pushes back on the server, as on
-    /// a proxy of a starved node).
-    #[arg(long, default_value_t = 0)]
-    pub slow_reader_percent: u8,
+    /// a proxy of a starved node). Default 0.
+    #[arg(long)]
+    pub slow_reader_percent: Option<u8>,
 
-    /// How long a slow reader takes per update.
-    #[arg(long, default_value = "1s")]
-    pub slow_reader_delay: humantime::Duration,
+    /// How long a slow reader takes per update. Default 1s.
+    #[arg(long)]
+    pub slow_reader_delay: Option<humantime::Duration>,
 
     /// Percentage (0-100) of streams that read their first update and then
-    /// never read again, keeping the stream open.
-    #[arg(long, default_value_t = 0)]
-    pub stuck_percent: u8,
+    /// never read again, keeping the stream open. Default 0.
+    #[arg(long)]
+    pub stuck_percent: Option<u8>,
 
     /// Every this long, every stream of the process is reset at once and
     /// re-Gets, as all proxies do after a controller restart.
     #[arg(long)]
     pub reset_storm_interval: Option<humantime::Duration>,
 
-    /// Random delay up to this added to each reset storm's interval.
-    #[arg(long, default_value = "0s", requires = "reset_storm_interval")]
-    pub reset_storm_jitter: humantime::Duration,
+    /// Random delay up to this added to each reset storm's interval. Default 0s.
+    #[arg(long)]
+    pub reset_storm_jitter: Option<humantime::Duration>,
 
     /// Every this long (plus up to half of it, per connection) each
     /// connection is closed and reopened, and its streams with it.
@@ -41,16 +43,30 @@ pub struct FaultArgs {
 }
 
 impl FaultArgs {
-    /// The fault modes from the flags.
+    /// The fault modes from the flags alone.
     pub fn faults(&self) -> Faults {
+        self.over(Faults::default())
+    }
+
+    /// `base` (a scenario's) with every flag given laid over it.
+    pub fn over(&self, base: Faults) -> Faults {
         Faults {
-            slow_percent: self.slow_reader_percent,
-            slow_delay: self.slow_reader_delay.into(),
-            stuck_percent: self.stuck_percent,
-            reset_storm: self
+            slow_reader_percent: self.slow_reader_percent.unwrap_or(base.slow_reader_percent),
+            slow_reader_delay: self
+                .slow_reader_delay
+                .map_or(base.slow_reader_delay, Into::into),
+            stuck_percent: self.stuck_percent.unwrap_or(base.stuck_percent),
+            reset_storm_interval: self
                 .reset_storm_interval
-                .map(|every| (every.into(), self.reset_storm_jitter.into())),
-            connection_churn: self.connection_churn_interval.map(Into::into),
+                .map(Into::into)
+                .or(base.reset_storm_interval),
+            reset_storm_jitter: self
+                .reset_storm_jitter
+                .map_or(base.reset_storm_jitter, Into::into),
+            connection_churn_interval: self
+                .connection_churn_interval
+                .map(Into::into)
+                .or(base.connection_churn_interval),
         }
     }
 }
@@ -81,34 +97,8 @@ impl Class {
     }
 }
 
-/// The fault modes of a client process (default: none; a slow reader
-/// would wait 1 s, the flag's default).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Faults {
-    /// Percentage (0-100) of streams that read slowly.
-    pub slow_percent: u8,
-    /// How long a slow stream waits before reading each update.
-    pub slow_delay: Duration,
-    /// Percentage (0-100) of streams that get stuck after their first update.
-    pub stuck_percent: u8,
-    /// Every interval (plus up to the jitter), every stream is reset at once.
-    pub reset_storm: Option<(Duration, Duration)>,
-    /// Every interval (plus up to half of it, per connection), each
-    /// connection is closed and reopened with its streams.
-    pub connection_churn: Option<Duration>,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Self {
-            slow_percent: 0,
-            slow_delay: Duration::from_secs(1),
-            stuck_percent: 0,
-            reset_storm: None,
-            connection_churn: None,
-        }
-    }
-}
+/// The fault modes of a client process: a scenario's `clients.faults`.
+pub use crate::scenario::Faults;
 
 impl Faults {
     /// The class of the process's `ordinal`-th stream. The ordinal is
@@ -118,7 +108,10 @@ impl Faults {
     /// so when the percentages are multiples of 10.
     pub fn class(&self, ordinal: usize) -> Class {
         let r = (ordinal * 11 % 100) as u32;
-        let (stuck, slow) = (u32::from(self.stuck_percent), u32::from(self.slow_percent));
+        let (stuck, slow) = (
+            u32::from(self.stuck_percent),
+            u32::from(self.slow_reader_percent),
+        );
         if r < stuck {
             Class::Stuck
         } else if r < stuck + slow {
@@ -126,29 +119,6 @@ impl Faults {
         } else {
             Class::Healthy
         }
-    }
-
-    /// Checks the percentages and delays.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.slow_percent > 100 || self.stuck_percent > 100 {
-            return Err("--slow-reader-percent and --stuck-percent are percentages (0-100)".into());
-        }
-        if u16::from(self.slow_percent) + u16::from(self.stuck_percent) > 100 {
-            return Err(format!(
-                "--slow-reader-percent ({}) and --stuck-percent ({}) add up to more than 100",
-                self.slow_percent, self.stuck_percent
-            ));
-        }
-        if self.slow_percent > 0 && self.slow_delay.is_zero() {
-            return Err("--slow-reader-delay must be above zero for slow readers (e.g. 1s)".into());
-        }
-        if self.reset_storm.is_some_and(|(every, _)| every.is_zero()) {
-            return Err("--reset-storm-interval must be above zero (e.g. 60s)".into());
-        }
-        if self.connection_churn.is_some_and(|d| d.is_zero()) {
-            return Err("--connection-churn-interval must be above zero (e.g. 30s)".into());
-        }
-        Ok(())
     }
 }
 
@@ -172,9 +142,9 @@ mod tests {
     #[test]
     fn every_hundred_streams_have_exactly_the_percentages() {
         let f = Faults {
-            slow_percent: 20,
+            slow_reader_percent: 20,
             stuck_percent: 10,
-            slow_delay: Duration::from_secs(1),
+            slow_reader_delay: Duration::from_secs(1),
             ..Default::default()
         };
         for start in [0, 100, 1234] {
@@ -199,41 +169,41 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_flag() {
+    fn validation_names_the_key() {
         let bad = |f: Faults, needle: &str| {
             let e = f.validate().unwrap_err();
             assert!(e.contains(needle), "{e}");
         };
         bad(
             Faults {
-                slow_percent: 60,
+                slow_reader_percent: 60,
                 stuck_percent: 50,
-                slow_delay: Duration::from_secs(1),
+                slow_reader_delay: Duration::from_secs(1),
                 ..Default::default()
             },
             "add up to more than 100",
         );
         bad(
             Faults {
-                slow_percent: 5,
-                slow_delay: Duration::ZERO,
+                slow_reader_percent: 5,
+                slow_reader_delay: Duration::ZERO,
                 ..Default::default()
             },
-            "--slow-reader-delay",
+            "slow-reader-delay",
         );
         bad(
             Faults {
-                reset_storm: Some((Duration::ZERO, Duration::ZERO)),
+                reset_storm_interval: Some(Duration::ZERO),
                 ..Default::default()
             },
-            "--reset-storm-interval",
+            "reset-storm-interval",
         );
         bad(
             Faults {
-                connection_churn: Some(Duration::ZERO),
+                connection_churn_interval: Some(Duration::ZERO),
                 ..Default::default()
             },
-            "--connection-churn-interval",
+            "connection-churn-interval",
         );
         assert!(Faults::default().validate().is_ok());
     }

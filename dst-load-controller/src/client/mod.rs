@@ -163,6 +163,17 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub scenario: Option<crate::scenario::Scenario>,
 
+    /// Take the streams per service, connections, fault modes and SLOs from
+    /// this scenario file (`run --print-scenario NAME` prints one); without
+    /// --target-services or --service-label-selector, watch its services in
+    /// --namespace. Fault flags given override the file's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["scenario", "streams_per_service", "connections"]
+    )]
+    pub scenario_file: Option<crate::scenario::ScenarioFile>,
+
     /// Gates, the JSON report and JUnit output, evaluated when the client stops.
     #[command(flatten)]
     pub gates: crate::gates::GateArgs,
@@ -191,8 +202,19 @@ impl Args {
                     .into(),
             );
         }
-        if self.target_services.is_empty() && self.service_label_selector.is_none() {
-            return Err("nothing to watch: give --target-services or --service-label-selector with --namespace".into());
+        let listed = !self.target_services.is_empty() || self.service_label_selector.is_some();
+        match (&self.scenario_file, &self.namespace) {
+            _ if listed => {}
+            (Some(_), None) => {
+                return Err(
+                    "--scenario-file's services are watched in --namespace: give --namespace (or --target-services)"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {}
+            (None, _) => {
+                return Err("nothing to watch: give --target-services or --service-label-selector with --namespace, or --scenario-file with --namespace".into());
+            }
         }
         if let (Some(lo), Some(hi)) = (self.min_stream_lifetime, self.max_stream_lifetime)
             && *lo > *hi
@@ -213,7 +235,7 @@ impl Args {
         if self.backoff_min.is_zero() {
             return Err("--backoff-min must be greater than zero".into());
         }
-        self.faults.faults().validate()?;
+        self.faults().validate()?;
         if !(0.0..=1.0).contains(&self.backoff_jitter) {
             return Err(format!(
                 "--backoff-jitter must be between 0 and 1, got {}",
@@ -230,7 +252,12 @@ impl Args {
         let stop = crate::shutdown::with_deadline(&rt.shutdown(), self.duration.map(Into::into));
         let admin_addr = self.admin_addr;
         let gates = self.gates.clone();
-        let slos = gates.slos_or(self.scenario.map_or(&[], |s| s.default_slos()));
+        let defaults = match (&self.scenario_file, self.scenario) {
+            (Some(file), _) => file.spec.slos.clone(),
+            (None, Some(s)) => s.default_slos(),
+            (None, None) => Vec::new(),
+        };
+        let slos = gates.slos_or(&defaults);
         let config = ReportConfig::from(&self);
         let client = Client::new(
             Config::try_from(&self).map_err(anyhow::Error::msg)?,
@@ -287,6 +314,7 @@ struct ReportConfig {
     staleness_grace: String,
     duration: Option<String>,
     scenario: Option<crate::scenario::Scenario>,
+    scenario_file: Option<String>,
 }
 
 impl From<&Args> for ReportConfig {
@@ -300,12 +328,13 @@ impl From<&Args> for ReportConfig {
                 .collect(),
             service_label_selector: a.service_label_selector.clone(),
             namespace: a.namespace.clone(),
-            streams_per_service: a.streams_per_service,
-            connections: a.connections,
+            streams_per_service: a.load().0,
+            connections: a.load().1,
             ground_truth: a.ground_truth,
             staleness_grace: a.staleness_grace.to_string(),
             duration: a.duration.map(|d| d.to_string()),
             scenario: a.scenario,
+            scenario_file: a.scenario_file.as_ref().map(|f| f.path.clone()),
         }
     }
 }
@@ -416,6 +445,28 @@ impl Config {
     }
 }
 
+impl Args {
+    /// The fault modes: the scenario file's, with the flags given over them.
+    fn faults(&self) -> faults::Faults {
+        let base = self
+            .scenario_file
+            .as_ref()
+            .map_or_else(faults::Faults::default, |f| f.spec.clients.faults);
+        self.faults.over(base)
+    }
+
+    /// Streams per service and connections: the scenario file's or the flags'.
+    fn load(&self) -> (u32, u32) {
+        match &self.scenario_file {
+            Some(f) => (
+                f.spec.clients.streams_per_service,
+                f.spec.clients.connections(),
+            ),
+            None => (self.streams_per_service, self.connections),
+        }
+    }
+}
+
 impl TryFrom<&Args> for Config {
     type Error = String;
 
@@ -426,13 +477,27 @@ impl TryFrom<&Args> for Config {
                 namespace: args.namespace.clone().unwrap_or_default(),
                 selector: selector.clone(),
             },
-            None => Watch::Targets(
-                args.target_services
-                    .iter()
-                    .flat_map(|t| t.0.iter().cloned())
-                    .collect(),
-            ),
+            None => match (&args.scenario_file, args.target_services.is_empty()) {
+                (Some(file), true) => Watch::Targets(
+                    file.spec
+                        .authorities_in(
+                            args.namespace.as_deref().unwrap_or_default(),
+                            &args.cluster_domain,
+                        )
+                        .iter()
+                        .map(|a| a.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e: crate::target::TargetError| e.to_string())?,
+                ),
+                _ => Watch::Targets(
+                    args.target_services
+                        .iter()
+                        .flat_map(|t| t.0.iter().cloned())
+                        .collect(),
+                ),
+            },
         };
+        let (streams_per_service, connections) = args.load();
         let keepalive: Duration = args.keepalive_interval.into();
         let context_token = match &args.context_token {
             Some(token) => token.clone(),
@@ -452,8 +517,8 @@ impl TryFrom<&Args> for Config {
             watch,
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
-            streams_per_service: args.streams_per_service,
-            connections: args.connections,
+            streams_per_service,
+            connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
             http2_stream_window: args.http2_stream_window,
             stream: StreamConfig {
@@ -468,7 +533,7 @@ impl TryFrom<&Args> for Config {
             },
             ground_truth: args.ground_truth,
             staleness_grace: args.staleness_grace.into(),
-            faults: args.faults.faults(),
+            faults: args.faults(),
             kube: args.kube.clone(),
         })
     }
@@ -510,7 +575,7 @@ fn connect(config: &Config) -> Channel {
     let mut endpoint = Endpoint::from(config.destination.clone())
         .tcp_nodelay(true)
         .initial_stream_window_size(config.http2_stream_window);
-    if config.faults.slow_percent > 0 || config.faults.stuck_percent > 0 {
+    if config.faults.slow_reader_percent > 0 || config.faults.stuck_percent > 0 {
         // Data a stream has received but not read holds the connection's
         // window too: without this, a few stuck streams would stall every
         // healthy stream on their connection, the client's own doing and
@@ -598,7 +663,8 @@ impl Client {
             stop.clone(),
         ));
         let mut fault_tasks = AbortOnDrop(Vec::new());
-        if let Some((every, jitter)) = self.config.faults.reset_storm {
+        if let Some(every) = self.config.faults.reset_storm_interval {
+            let jitter = self.config.faults.reset_storm_jitter;
             let (storm, stop) = (self.storm.clone(), stop.clone());
             fault_tasks.0.push(tokio::spawn(async move {
                 for delay in faults::jittered(every, jitter, rand::random()) {
@@ -611,7 +677,7 @@ impl Client {
                 }
             }));
         }
-        if let Some(every) = self.config.faults.connection_churn {
+        if let Some(every) = self.config.faults.connection_churn_interval {
             for channel in &self.channels {
                 let (channel, stop, config) = (channel.clone(), stop.clone(), self.config.clone());
                 fault_tasks.0.push(tokio::spawn(async move {
@@ -738,7 +804,7 @@ impl Client {
                 index,
                 channel,
                 storm: self.storm.subscribe(),
-                slow_delay: self.config.faults.slow_delay,
+                slow_delay: self.config.faults.slow_reader_delay,
             };
             let span = tracing::debug_span!("stream", service, index);
             let fut = s.run(self.stream.clone(), self.metrics.clone(), stop.clone());

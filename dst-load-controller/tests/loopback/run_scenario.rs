@@ -151,7 +151,10 @@ fn a_failed_slo_exits_3_with_a_junit_failure() {
 #[test]
 fn a_run_without_samples_fails_loudly() {
     // No churn: nothing to time, so a latency SLO cannot pass.
-    let out = short_run("1", &["--slo", "update_latency.p95<1s"]);
+    let out = short_run(
+        "1",
+        &["--scenario", "baseline", "--slo", "update_latency.p95<1s"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("too few samples to judge: 0"), "{stdout}");
@@ -272,9 +275,10 @@ fn the_rolling_restart_scenario_replaces_every_address_on_the_mock() {
         ],
     );
     let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
-    assert_eq!(r["plan"]["churn"], "restart");
-    // 2 rolled services and 1 ephemeral one (one per 5 rolled), 3 streams each.
-    assert_eq!(r["plan"]["ephemeral_services"], 1);
+    // 2 rolled services and 1 ephemeral one (the scenario's 10 and 2, the
+    // ephemeral keeping its share of the rolled), 3 streams each.
+    assert_eq!(r["plan"]["services"]["restart"]["count"], 2);
+    assert_eq!(r["plan"]["services"]["ephemeral"]["count"], 1);
     assert_eq!(n("streams"), 9);
     let fanouts = |pattern: &str| {
         r["by_pattern"][pattern]["fanout_completion"]["count"]
@@ -322,7 +326,10 @@ fn the_statefulset_scenario_watches_each_pod_by_name_on_the_mock() {
         ],
     );
     let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
-    assert_eq!(r["plan"]["churn"], "statefulset");
+    assert_eq!(
+        r["plan"]["services"]["statefulset"],
+        serde_json::json!({"count": 2, "min-endpoints": 2, "max-endpoints": 3})
+    );
     // Each service and its first 2 pods by name: 6 authorities, 2 streams each.
     assert_eq!(n("streams"), 12);
     assert_eq!(n("streams_created"), 12);
