@@ -16,4 +16,5 @@ mod mock_dst;
 mod mock_dst_cli;
 mod mock_identity;
 mod run_scenario;
+mod scenario_file;
 mod staleness;
