@@ -96,6 +96,50 @@ for f in "$chart"/scenarios/*.yaml; do
   echo "  $s: $(grep -c '^kind:' "$tmp/render/$s.yaml") objects"
 done
 "$HELM" template dst-load-test "$chart" -n "$NS" >"$tmp/render/default.yaml"
+# A scenario file through the chart (the RBAC section below runs it).
+cat >"$tmp/scenario.yaml" <<'SCENARIO'
+# yaml-language-server: $schema=scenario.schema.json
+# A small mixed scenario: one stable and one oscillating service.
+name: chart-check
+duration: 1h
+seed: 7
+schedule: {min-hold: 2s, max-hold: 2s, jitter: 200ms}
+services:
+  stable: {count: 1, endpoints: 2}
+  oscillate: {count: 1, min-endpoints: 1, max-endpoints: 3}
+clients:
+  streams-per-service: 2
+  connections: 2
+slos: [errors==0, stale_streams==0, unconverged_streams==0]
+SCENARIO
+"$HELM" lint --strict "$chart" --set-file scenario="$tmp/scenario.yaml" >/dev/null || fail "helm lint with a scenario file"
+"$HELM" template dst-load-test "$chart" -n "$NS" --set-file scenario="$tmp/scenario.yaml" >"$tmp/render/scenario-file.yaml"
+python3 - "$tmp/render/scenario-file.yaml" "$tmp/scenario.yaml" "$tmp" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+text, tmp = open(sys.argv[2]).read(), sys.argv[3]
+[cm] = [d for d in docs if d["kind"] == "ConfigMap"]
+assert cm["data"]["scenario.yaml"].strip() == text.strip(), "the ConfigMap does not hold the file verbatim"
+shape = ("--stable-", "--oscillate-", "--restart-", "--ephemeral-", "--statefulset-", "--streams-per-service",
+         "--connections", "--service-label-selector")
+for component in ("churn", "client"):
+    [d] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(component)]
+    pod = d["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "--scenario-file=/etc/dst-load/scenario.yaml" in c["args"], (component, c["args"])
+    assert not [a for a in c["args"] if a.startswith(shape)], (component, c["args"])
+    assert c["volumeMounts"] == [{"name": "scenario", "mountPath": "/etc/dst-load", "readOnly": True}], c
+    assert pod["volumes"] == [{"name": "scenario", "configMap": {"name": cm["metadata"]["name"]}}], pod
+    assert d["spec"]["template"]["metadata"]["annotations"]["dst-load.linkerd.io/scenario-sha256"], d
+    # The args as the container runs them, with the mounted file here.
+    with open(f"{tmp}/scenario-{component}.args", "w") as f:
+        for a in c["args"]:
+            if a.startswith(("--admin-addr", "--destination-addr", "--log-format")):
+                continue
+            f.write(a.replace("/etc/dst-load/scenario.yaml", f"{tmp}/mounted-scenario.yaml") + "\n")
+with open(f"{tmp}/mounted-scenario.yaml", "w") as f:
+    f.write(cm["data"]["scenario.yaml"])
+PY
 if grep -q '^kind: PodMonitor' "$tmp/render/default.yaml"; then fail "PodMonitors rendered without the monitoring CRDs"; fi
 for bad in "client.args.namespace=x" "churn.args.admin-addr=x" "client.replicas=-1" "image.pullPolicy=Sometimes" "clientt.replicas=1"; do
   if "$HELM" template t "$chart" --set "$bad" >/dev/null 2>"$tmp/bad.err"; then fail "values $bad accepted"; fi
@@ -163,7 +207,8 @@ kinds=$(grep '^kind:' "$tmp/rbac-only.yaml" | sort | uniq -c | tr -s ' ' | paste
 # PodMonitors on request even before the CRD exists.
 n=$("$HELM" template t "$chart" --set podMonitor.force=true | grep -c '^kind: PodMonitor' || true)
 [[ $n == 2 ]] || fail "podMonitor.force=true rendered $n PodMonitors"
-echo "ok: lint clean, 5 scenarios rendered, bad values rejected by the schema, large numbers exact"
+scenario_files=("$chart"/scenarios/*.yaml)
+echo "ok: lint clean, ${#scenario_files[@]} scenarios and a scenario file rendered, bad values rejected by the schema, large numbers exact"
 echo "ok: 13 chart-owned flags refused with the value to use; churn is a Recreate Deployment; pre-delete hook with its RBAC; rbacOnly; podMonitor.force"
 
 section "server-side dry run of every rendered manifest (strict validation)"
@@ -239,6 +284,37 @@ exported=$(grep -c 'mirror.linkerd.io/exported=remote-discovery' "$tmp/exported"
 left=$("$KUBECTL" get deploy,svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | wc -l)
 [[ $left == 0 ]] || fail "churn's cleanup left $left objects"
 echo "ok: $(grep -o 'services_created=[0-9]*' "$tmp/churn.out"), client gates passed, cleanup complete, nothing beyond the verbs granted"
+
+section "a scenario file through the chart: churn and the client read the ConfigMap's file"
+# The chart's churn and client args (rendered above with --set-file
+# scenario=...) with the ConfigMap's text where the pod mounts it, under
+# the chart's ServiceAccounts, against the real apiserver and destination.
+mapfile -t scn_churn < <(cat "$tmp/scenario-churn.args")
+mapfile -t scn_client < <(cat "$tmp/scenario-client.args")
+KUBECONFIG=$churn_kc "$BIN" "${scn_churn[@]}" --admin-addr 127.0.0.1:0 --duration 14s --cleanup-on-exit \
+  >"$tmp/scn-churn.out" 2>"$tmp/scn-churn.err" &
+scn_churn_pid=$!
+pids+=("$scn_churn_pid")
+for _ in $(seq 120); do # until churn has created the file's 2 Services
+  n=$("$KUBECTL" get svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name 2>/dev/null | wc -l)
+  [[ $n == 2 ]] && break
+  sleep 0.5
+done
+svcs=$("$KUBECTL" get svc -n "$NS" -l app.kubernetes.io/managed-by=dst-load-controller -o name | sort | paste -sd,)
+[[ $svcs == "service/oscillate-svc-0,service/stable-svc-0" ]] || fail "churn --scenario-file created $svcs"
+KUBECONFIG=$client_kc "$BIN" "${scn_client[@]}" --destination-addr "$DESTINATION_ADDR" --node-name kwok-node-0 \
+  --admin-addr 127.0.0.1:0 --duration 8s >"$tmp/scn-client.out" 2>"$tmp/scn-client.err" ||
+  { cat "$tmp/scn-client.out" "$tmp/scn-client.err" >&2; fail "the client with the chart's scenario file"; }
+wait "$scn_churn_pid" || { cat "$tmp/scn-churn.err" >&2; fail "churn with the chart's scenario file"; }
+# The file's gates (no --slo given) passed, over the file's 2 x 2 streams.
+for slo in errors==0 stale_streams==0 unconverged_streams==0; do
+  grep -q "SLO PASS $slo" "$tmp/scn-client.out" || fail "client: no SLO PASS $slo: $(cat "$tmp/scn-client.out")"
+done
+grep -Eq '^  streams created: +4$' "$tmp/scn-client.out" || fail "client did not open the file's 4 streams: $(cat "$tmp/scn-client.out")"
+grep -q "seed=7 " "$tmp/scn-churn.out" || fail "churn did not take the file's seed: $(cat "$tmp/scn-churn.out")"
+grep -q "api_errors=0" "$tmp/scn-churn.out" || fail "churn saw API errors: $(cat "$tmp/scn-churn.out")"
+if grep -qi forbidden "$tmp/scn-churn.err" "$tmp/scn-client.err"; then fail "forbidden calls with the scenario file"; fi
+echo "ok: churn created the file's 2 services with its seed, the client watched them with the file's 4 streams and passed its 3 SLOs"
 
 section "helm install and uninstall: the pre-delete hook stops churn and removes all it created"
 # The real helm against the real apiserver. Pods land on the KWOK node (they

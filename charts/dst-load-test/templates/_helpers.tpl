@@ -136,3 +136,58 @@ instead: in churn.args or client.args they would clash at run time. */}}
 {{- define "dst-load-test.image" -}}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag | quote }}
 {{- end }}
+
+{{/* The scenario file's text: the string as given, or the map as YAML. */}}
+{{- define "dst-load-test.scenarioText" -}}
+{{- if kindIs "string" .Values.scenario }}
+{{- .Values.scenario }}
+{{- else }}
+{{- toYaml .Values.scenario }}
+{{- end }}
+{{- end }}
+
+{{/* Where churn and the client find the scenario file. */}}
+{{- define "dst-load-test.scenarioPath" -}}
+/etc/dst-load/scenario.yaml
+{{- end }}
+
+{{/* A component's args without the keys a scenario file replaces:
+include with (list $ "churn"). */}}
+{{- define "dst-load-test.componentArgs" -}}
+{{- $ := index . 0 }}
+{{- $component := index . 1 }}
+{{- $args := (index $.Values $component).args | default dict }}
+{{- if $.Values.scenario }}
+{{- if eq $component "churn" }}
+{{- $args = omit $args "stable-services" "stable-endpoints" "oscillate-services" "oscillate-min-endpoints" "oscillate-max-endpoints" "oscillate-hold-duration" "oscillate-min-hold" "oscillate-max-hold" "oscillate-jitter-percent" "oscillate-jitter" "restart-services" "restart-endpoints" "restart-interval" "ephemeral-services" "ephemeral-endpoints" "ephemeral-lifetime" "ephemeral-gap" "statefulset-services" "statefulset-replicas" "statefulset-min-replicas" "statefulset-max-replicas" }}
+{{- else }}
+{{- $args = omit $args "streams-per-service" "watchers-per-service" "connections" "scenario" }}
+{{- end }}
+{{- end }}
+{{- include "dst-load-test.args" $args }}
+{{- end }}
+
+{{/* The pod-template pieces that mount the scenario file: an annotation
+that rolls the pods when it changes, the volume and its mount. */}}
+{{- define "dst-load-test.scenarioChecksum" -}}
+{{- if .Values.scenario }}
+annotations:
+  dst-load.linkerd.io/scenario-sha256: {{ include "dst-load-test.scenarioText" . | sha256sum }}
+{{- end }}
+{{- end }}
+{{- define "dst-load-test.scenarioVolume" -}}
+{{- if .Values.scenario }}
+volumes:
+  - name: scenario
+    configMap:
+      name: {{ include "dst-load-test.name" (list . "scenario") }}
+{{- end }}
+{{- end }}
+{{- define "dst-load-test.scenarioMount" -}}
+{{- if .Values.scenario }}
+volumeMounts:
+  - name: scenario
+    mountPath: /etc/dst-load
+    readOnly: true
+{{- end }}
+{{- end }}
