@@ -2889,3 +2889,135 @@ async fn stuck_streams_and_reset_storms_against_the_real_controller() {
     );
     assert_eq!(log.problems(), Vec::<String>::new());
 }
+
+/// Get streams the real controller has open now: started minus handled
+/// (its grpc-go server metrics), whoever the clients are.
+async fn controller_open_gets() -> f64 {
+    let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("grpc_method=\"Get\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    sum("grpc_server_started_total{") - sum("grpc_server_handled_total{")
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn connection_churn_moves_every_stream_and_the_controller_keeps_none_behind() {
+    use dst_load_controller::{
+        churn,
+        client::{faults::Class, metrics::ReasonLabels},
+    };
+    let client = kube().await;
+    let ns = TempNs::new("connchurn");
+    let log = DestinationLog::mark();
+    // The tests run one at a time and each ends its clients: nothing else
+    // watches the controller now.
+    eventually("no Get stream open at the controller", || async {
+        match controller_open_gets().await {
+            0.0 => Ok(()),
+            n => Err(format!("{n} open")),
+        }
+    })
+    .await;
+    let mut config = churn::Config::new(&ns.name);
+    config.oscillate_services = 2;
+    config.oscillation.min = 2;
+    config.oscillation.max = 6;
+    config.oscillation.min_hold = Duration::from_secs(2);
+    config.oscillation.max_hold = Duration::from_secs(2);
+    config.seed = 17;
+    let churn = InProcessChurn::start(config).await;
+    // 2 x 5 streams over 4 connections, each closed and reopened every
+    // 3 s (plus up to 1.5 s) with its streams.
+    let running = truth_client(
+        &ns.name,
+        &format!("oscillate-svc-{{0..1}}.{}.svc.cluster.local:8080", ns.name),
+        "5",
+        &["--connections", "4", "--connection-churn-interval", "3s"],
+    );
+    let churned = || {
+        running
+            .metrics
+            .streams_reset
+            .get_or_create(&ReasonLabels {
+                reason: "connection_churn".into(),
+                class: Class::Healthy.as_str(),
+            })
+            .get()
+    };
+    // Every connection churned at least twice: 2 x 10 stream moves.
+    eventually("two rounds of connection churn", || {
+        let n = churned();
+        async move {
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} streams moved"))
+            }
+        }
+    })
+    .await;
+    churn.finish().await;
+    let fleet = running.fleet.clone();
+    eventually("every stream holds its slices' addresses", || async {
+        for s in fleet.services() {
+            let (_, port) = s.service.rsplit_once(':').unwrap();
+            let name = s.service.split('.').next().unwrap();
+            let want = slice_addrs(&client, &ns.name, name, port.parse().unwrap()).await?;
+            for (i, slot) in s.slots().iter().enumerate() {
+                if slot.addrs() != want {
+                    return Err(format!(
+                        "{name} stream {i}: {:?}, want {want:?}",
+                        slot.addrs()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    // The controller ended the moved streams: it holds exactly our 10
+    // (a connection's old streams close once they have moved).
+    eventually(
+        "the controller holds exactly the client's 10 streams",
+        || async {
+            match controller_open_gets().await {
+                10.0 => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        },
+    )
+    .await;
+    let moved = churned();
+    let m = running.metrics.clone();
+    let (summary, measured) = running.finish_measured().await;
+    eprintln!(
+        "connection churn: {moved} stream moves\n{summary}{}",
+        measured.latency_table()
+    );
+    // Nothing but connection churn reset a stream, and nothing failed.
+    assert_eq!(m.resets_of(Class::Healthy), moved);
+    assert_eq!(summary.errors, 0);
+    assert_eq!(measured.streams_unconverged, 0);
+    assert_eq!(measured.stale_streams, 0);
+    eventually(
+        "no Get stream open at the controller after the client",
+        || async {
+            match controller_open_gets().await {
+                0.0 => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(log.problems(), Vec::<String>::new());
+}
