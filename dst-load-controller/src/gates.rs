@@ -80,8 +80,11 @@ pub fn exit_status(verdicts: &[Verdict]) -> ExitCode {
     }
 }
 
-/// What the client measured over a run.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What the client measured over a run. Read back (by `compare` and the
+/// pictures) from reports written before a field existed, that field takes
+/// its default.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Measurements {
     /// Streams: configured ones for `client` and `run`; those open at the
     /// end of the window (`destination_client_streams_active`) for `report`.
@@ -127,10 +130,52 @@ pub struct Measurements {
     /// healthy streams'), and resets by class.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub by_class: std::collections::BTreeMap<String, ClassFigures>,
+    /// The client's streams, updates, errors, resets and stale streams,
+    /// sampled every second.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineSample>,
+    /// Every measured change and when its first and last (healthy) stream
+    /// converged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fanouts: Vec<ChangeRecord>,
+}
+
+/// One second of a run, as the client saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TimelineSample {
+    /// When (seconds since the Unix epoch).
+    pub at: f64,
+    /// Streams open.
+    pub streams_active: i64,
+    /// Updates received so far.
+    pub updates: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Resets so far.
+    pub resets: u64,
+    /// Streams stale now.
+    pub stale: i64,
+}
+
+/// One change and its fan-out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ChangeRecord {
+    /// The service (authority) that changed.
+    pub service: String,
+    /// When it changed (seconds since the Unix epoch).
+    pub at: f64,
+    /// Seconds from the change to its first stream converged.
+    pub first_converged: Option<f64>,
+    /// Seconds from the change to its last stream converged; none when the
+    /// next change came first (superseded).
+    pub last_converged: Option<f64>,
 }
 
 /// One stream class's figures.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ClassFigures {
     /// Streams of the class.
     pub streams: u64,

@@ -26,8 +26,10 @@ pub enum Kind {
     DestinationLeg,
 }
 
-/// Percentiles of one latency, from every sample.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+/// Percentiles of one latency, from every sample. Read back from reports
+/// written before a field existed, that field takes its default.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -41,6 +43,44 @@ pub struct Percentiles {
     pub p999: f64,
     /// Largest sample, seconds.
     pub max: f64,
+    /// Every sample: the HDR histogram of microseconds, serialized (V2 with
+    /// DEFLATE, base64), for `compare` and the pictures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<HdrBlob>,
+}
+
+/// An HDR histogram of microseconds as reports carry it: HDR's V2 format
+/// with DEFLATE, in base64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HdrBlob(pub Hdr<u64>);
+
+impl serde::Serialize for HdrBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let mut bytes = Vec::new();
+        hdrhistogram::serialization::Serializer::serialize(
+            &mut hdrhistogram::serialization::V2DeflateSerializer::new(),
+            &self.0,
+            &mut bytes,
+        )
+        .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HdrBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        use serde::de::Error;
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| D::Error::custom(format!("a histogram is not base64: {e}")))?;
+        let hdr = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| D::Error::custom(format!("a histogram does not decode: {e:?}")))?;
+        Ok(HdrBlob(hdr))
+    }
 }
 
 impl Percentiles {
@@ -58,6 +98,7 @@ impl Percentiles {
             p99: s(hdr.value_at_quantile(0.99)),
             p999: s(hdr.value_at_quantile(0.999)),
             max: s(hdr.max()),
+            histogram: Some(HdrBlob(hdr.clone())),
         }
     }
 }
@@ -119,7 +160,8 @@ pub(crate) fn buckets() -> Histogram {
 }
 
 /// One pattern's latencies (a run's figures broken down by churn pattern).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PatternLatencies {
     /// Change to first update reflecting it, per stream.
     pub update_latency: Percentiles,

@@ -385,6 +385,8 @@ pub fn bucket_percentiles(mut buckets: Vec<(f64, f64)>) -> Percentiles {
         p99: at(0.99),
         p999: at(0.999),
         max: at(1.0),
+        // Prometheus buckets are not samples: no histogram to compare.
+        histogram: None,
     }
 }
 

@@ -92,6 +92,8 @@ pub struct Metrics {
     pub resets_total: Counter,
     /// Resets by class, for the report.
     resets_by_class: [Counter; 3],
+    /// The report's timeline: one sample a second while the client runs.
+    pub timeline: Arc<std::sync::Mutex<Vec<crate::gates::TimelineSample>>>,
 }
 
 impl Metrics {
@@ -120,6 +122,7 @@ impl Metrics {
             failed_total: Counter::default(),
             resets_total: Counter::default(),
             resets_by_class: Default::default(),
+            timeline: Arc::default(),
         };
         reg.register(
             "streams_active",

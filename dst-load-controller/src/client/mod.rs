@@ -663,6 +663,11 @@ impl Client {
             stop.clone(),
         ));
         let mut fault_tasks = AbortOnDrop(Vec::new());
+        fault_tasks.0.push(tokio::spawn(sample_timeline(
+            self.services.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        )));
         if let Some(every) = self.config.faults.reset_storm_interval {
             let jitter = self.config.faults.reset_storm_jitter;
             let (storm, stop) = (self.storm.clone(), stop.clone());
@@ -914,6 +919,42 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         services_never_served: summary.dropped().count() as u64,
         by_pattern: latencies.by_pattern(),
         by_class: by_class(fleet, &services, metrics),
+        timeline: metrics.timeline.lock().expect("timeline lock").clone(),
+        fanouts: latencies.changes(),
+    }
+}
+
+/// The most timeline samples a client keeps: a day of seconds.
+const MAX_TIMELINE: usize = 86_400;
+
+/// Samples the client's streams, updates, errors, resets and stale streams
+/// every second into `metrics.timeline`, until `stop`.
+async fn sample_timeline(fleet: Arc<Fleet>, metrics: Metrics, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let sample = crate::gates::TimelineSample {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            streams_active: metrics.streams_active.get(),
+            updates: fleet
+                .services()
+                .iter()
+                .map(|s| metrics.updates_of(&s.service))
+                .sum(),
+            errors: metrics.errors_total.get(),
+            resets: metrics.resets_total.get(),
+            stale: metrics.staleness.stale_now(&fleet),
+        };
+        let mut timeline = metrics.timeline.lock().expect("timeline lock");
+        if timeline.len() < MAX_TIMELINE {
+            timeline.push(sample);
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use std::{
 
 use hdrhistogram::Histogram as Hdr;
 
+use crate::gates::ChangeRecord;
 pub use crate::latency::{Kind, PatternLatencies, Percentiles, Timings};
 use crate::latency::{buckets, micros, mk_hdr};
 use linkerd2_proxy_api::destination::{Update, update};
@@ -46,6 +47,8 @@ pub struct Latencies {
     by_pattern: Arc<Mutex<ByPattern>>,
     /// Update, convergence and fan-out samples by class.
     by_class: Arc<Mutex<ByPattern>>,
+    /// Every measured change's fan-out (the first [`MAX_CHANGES`]).
+    changes: Arc<Mutex<Vec<ChangeRecord>>>,
     /// Observations that came before the change by the clocks involved.
     pub clock_skew: Counter,
 }
@@ -69,6 +72,7 @@ impl Latencies {
             ])),
             by_pattern: Arc::default(),
             by_class: Arc::default(),
+            changes: Arc::default(),
             clock_skew: Counter::default(),
         };
         reg.register_with_unit(
@@ -167,10 +171,31 @@ impl Latencies {
             .collect()
     }
 
+    /// Every measured change's fan-out so far, in the order they ended.
+    pub fn changes(&self) -> Vec<ChangeRecord> {
+        self.changes.lock().expect("changes lock").clone()
+    }
+
+    fn record_change(&self, record: ChangeRecord) {
+        let mut changes = self.changes.lock().expect("changes lock");
+        if changes.len() < MAX_CHANGES {
+            changes.push(record);
+        }
+    }
+
     /// Percentiles of every sample of `kind` so far.
     pub fn percentiles(&self, kind: Kind) -> Percentiles {
         Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock")[kind as usize])
     }
+}
+
+/// The most change records a client keeps (about 100 bytes each).
+pub const MAX_CHANGES: usize = 200_000;
+
+/// Seconds since the Unix epoch.
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Update, convergence and fan-out histograms per pattern.
@@ -196,6 +221,8 @@ struct Epoch {
     pending: usize,
     /// Streams of each class not converged yet.
     pending_by_class: [usize; 3],
+    /// When the first stream of the counted class converged, after the change.
+    first_converged: Option<Duration>,
 }
 
 /// One service's truth and its streams' progress towards it.
@@ -287,6 +314,12 @@ impl ServiceTruth {
             Some(prev) => {
                 if prev.measured && self.counted(prev) > 0 {
                     self.superseded.inc();
+                    self.latencies.record_change(ChangeRecord {
+                        service: self.labels[0].service.to_string(),
+                        at: unix(prev.changed_at),
+                        first_converged: prev.first_converged.map(|d| d.as_secs_f64()),
+                        last_converged: None,
+                    });
                 }
                 (
                     prev.version + 1,
@@ -316,6 +349,7 @@ impl ServiceTruth {
             marks: vec![Mark::default(); self.classes.len()],
             pending: self.classes.len(),
             pending_by_class: Class::ALL.map(|c| self.classes.iter().filter(|x| **x == c).count()),
+            first_converged: None,
         });
         version
     }
@@ -369,8 +403,17 @@ impl ServiceTruth {
                 if epoch.pending_by_class[class as usize] == 0 {
                     self.latencies.record(Kind::Fanout, label, latency);
                 }
-                if class == self.counted_class() && epoch.pending_by_class[class as usize] == 0 {
-                    self.completed.inc();
+                if class == self.counted_class() {
+                    let first = *epoch.first_converged.get_or_insert(latency);
+                    if epoch.pending_by_class[class as usize] == 0 {
+                        self.completed.inc();
+                        self.latencies.record_change(ChangeRecord {
+                            service: self.labels[0].service.to_string(),
+                            at: unix(epoch.changed_at),
+                            first_converged: Some(first.as_secs_f64()),
+                            last_converged: Some(latency.as_secs_f64()),
+                        });
+                    }
                 }
             }
         }
