@@ -311,6 +311,7 @@ mod tests {
             p99: p95,
             p999: p95,
             max: p95,
+            histogram: None,
         }
     }
 
