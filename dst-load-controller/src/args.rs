@@ -35,6 +35,8 @@ enum Command {
     Run(crate::run::Args),
     /// Judge SLO gates from Prometheus, for clients running as many replicas.
     Report(crate::report::Args),
+    /// Compare two reports: better, worse or the same (exit 4 when worse).
+    Compare(crate::compare::Args),
 }
 
 impl Cli {
@@ -67,6 +69,7 @@ impl Cli {
                 Command::MockDst(args) => args.run().await,
                 Command::Run(args) => args.run().await,
                 Command::Report(args) => args.run().await,
+                Command::Compare(args) => args.run().await,
             }
         });
         match result {
@@ -89,6 +92,7 @@ impl Command {
             Command::MockDst(args) => args.validate(),
             Command::Run(args) => args.validate(),
             Command::Report(args) => args.validate(),
+            Command::Compare(args) => args.validate(),
         }
     }
 }

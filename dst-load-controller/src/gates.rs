@@ -1,5 +1,5 @@
 //! What `client`, `run` and `report` share at the end of a run: the gate
-//! flags (`--slo`, `--min-samples`, `--report`, `--junit`), the client's
+//! flags (`--slo`, `--min-samples`, `--report`, `--junit`, `--html`), the client's
 //! measurements, and writing the verdicts out with the documented exit status.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -31,6 +31,12 @@ pub struct GateArgs {
     /// Write the SLO verdicts as JUnit XML here.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+
+    /// Draw the run as one self-contained HTML page here: latency
+    /// distributions, every change's fan-out, streams, errors, resets and
+    /// stale streams over time, and the SLO verdicts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl GateArgs {
@@ -56,7 +62,13 @@ impl GateArgs {
         suite: &str,
         verdicts: &[Verdict],
         report: &impl Serialize,
+        page: impl FnOnce() -> String,
     ) -> anyhow::Result<ExitCode> {
+        if let Some(path) = &self.html {
+            std::fs::write(path, page())
+                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
+            eprintln!("pictures drawn in {}", path.display());
+        }
         if let Some(path) = &self.junit {
             std::fs::write(path, slo::junit(suite, verdicts))
                 .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;

@@ -149,7 +149,10 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let (start, end) = self.window(jiff::Timestamp::now());
         let prom = Prometheus::new(&self.prometheus, self.timeout.into())?;
-        let measured = read(&prom, &self.selector, start, end).await?;
+        let mut measured = read(&prom, &self.selector, start, end).await?;
+        if self.gates.html.is_some() {
+            measured.timeline = timeline(&prom, &self.selector, start, end).await?;
+        }
         let slos = self
             .gates
             .slos_or(&self.scenario.map(|s| s.default_slos()).unwrap_or_default());
@@ -184,7 +187,13 @@ impl Args {
             measured,
             slos,
         };
-        self.gates.finish("report", &report.slos, &report)
+        self.gates.finish("report", &report.slos, &report, || {
+            crate::html::run_page(
+                &format!("report from {} ({start} to {end})", self.prometheus),
+                &crate::html::Run::new("clients", &report.measured),
+                &report.slos,
+            )
+        })
     }
 }
 
@@ -227,6 +236,25 @@ struct Data {
 struct Sample {
     metric: BTreeMap<String, String>,
     value: (f64, String),
+}
+
+#[derive(Deserialize)]
+struct RangeAnswer {
+    status: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    data: Option<RangeData>,
+}
+
+#[derive(Deserialize)]
+struct RangeData {
+    result: Vec<RangeSeries>,
+}
+
+#[derive(Deserialize)]
+struct RangeSeries {
+    values: Vec<(f64, String)>,
 }
 
 impl Prometheus {
@@ -280,6 +308,97 @@ impl Prometheus {
             })
             .collect())
     }
+}
+
+impl Prometheus {
+    /// Evaluates `query` every `step` over `[start, end]`: the first
+    /// series' (time, value) points.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> Result<Vec<(f64, f64)>, Error> {
+        let url = self.url.replace("/api/v1/query", "/api/v1/query_range");
+        let http = |source| Error::Http {
+            url: url.clone(),
+            source,
+        };
+        let secs = |t: jiff::Timestamp| format!("{:.3}", t.as_millisecond() as f64 / 1e3);
+        let answer: RangeAnswer = self
+            .http
+            .post(&url)
+            .form(&[
+                ("query", query),
+                ("start", &secs(start)),
+                ("end", &secs(end)),
+                ("step", &format!("{:.3}", step.as_secs_f64())),
+            ])
+            .send()
+            .await
+            .map_err(http)?
+            .json()
+            .await
+            .map_err(http)?;
+        if answer.status != "success" {
+            return Err(Error::Query {
+                query: query.to_string(),
+                error: answer.error.unwrap_or(answer.status),
+            });
+        }
+        Ok(answer
+            .data
+            .and_then(|d| d.result.into_iter().next())
+            .map(|s| {
+                s.values
+                    .into_iter()
+                    .filter_map(|(t, v)| Some((t, v.parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// The clients' streams, updates, errors, resets and stale streams over
+/// `[start, end]`, for the pictures: one sample a second (at most 1,000).
+pub async fn timeline(
+    prom: &Prometheus,
+    selector: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> Result<Vec<crate::gates::TimelineSample>, Error> {
+    let span = (end - start)
+        .total(jiff::Unit::Second)
+        .unwrap_or(0.0)
+        .max(1.0);
+    let step = Duration::from_secs_f64((span / 1000.0).max(1.0));
+    let series = |name: &str| {
+        let q = format!("sum(destination_client_{name}{{{selector}}})");
+        async move { prom.query_range(&q, start, end, step).await }
+    };
+    let streams = series("streams_active").await?;
+    let updates = series("updates_received_total").await?;
+    let errors = series("connection_errors_total").await?;
+    let resets = series("streams_reset_total").await?;
+    let stale = series("stale_streams").await?;
+    let at = |points: &[(f64, f64)], t: f64| {
+        points
+            .iter()
+            .find(|(x, _)| (*x - t).abs() < 1e-3)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    Ok(streams
+        .iter()
+        .map(|(t, n)| crate::gates::TimelineSample {
+            at: *t,
+            streams_active: *n as i64,
+            updates: at(&updates, *t).max(0.0) as u64,
+            errors: at(&errors, *t).max(0.0) as u64,
+            resets: at(&resets, *t).max(0.0) as u64,
+            stale: at(&stale, *t) as i64,
+        })
+        .collect())
 }
 
 /// PromQL for a counter's exact change over `[window]` ending at the query

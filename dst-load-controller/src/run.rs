@@ -221,7 +221,13 @@ impl Args {
         outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
         println!("{}", outcome.table());
         let suite = outcome.scenario.clone();
-        gates.finish(&suite, &outcome.slos, &outcome)
+        gates.finish(&suite, &outcome.slos, &outcome, || {
+            crate::html::run_page(
+                &format!("run {} (seed {})", outcome.scenario, outcome.seed),
+                &crate::html::Run::new(&outcome.scenario, &outcome.measured),
+                &outcome.slos,
+            )
+        })
     }
 }
 

@@ -284,7 +284,13 @@ impl Args {
             services: summary.services.iter().map(ServiceRow::from).collect(),
             slos,
         };
-        gates.finish("client", &report.slos, &report)
+        gates.finish("client", &report.slos, &report, || {
+            crate::html::run_page(
+                &format!("client of {}", report.config.destination_addr),
+                &crate::html::Run::new("client", &report.measured),
+                &report.slos,
+            )
+        })
     }
 }
 

@@ -1,0 +1,391 @@
+//! `compare BASE.json NEW.json`: is the new run faster, slower or the same?
+//! Reads two reports of `run` or `client`, tests every latency percentile
+//! (bootstrap intervals over the reports' histograms) and the counts, and
+//! exits 4 when something is worse beyond the threshold.
+
+pub mod stats;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use serde::Deserialize;
+
+use crate::gates::Measurements;
+
+pub use stats::{Row, Test, Verdict};
+
+/// Exit status when something is worse.
+pub const EXIT_WORSE: u8 = 4;
+
+/// Flags of `compare`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The base report (`run --report` or `client --report`).
+    pub base: PathBuf,
+
+    /// The new report, compared with the base.
+    pub new: PathBuf,
+
+    /// A change within this is `same`: `10%` or `0.1`.
+    #[arg(long, default_value = "10%", value_parser = parse_fraction)]
+    pub threshold: f64,
+
+    /// The confidence of the intervals behind each latency verdict.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+
+    /// Compare reports of different scenarios, seeds or commands.
+    #[arg(long)]
+    pub allow_different: bool,
+
+    /// Write the verdicts as JUnit XML (a failure per worse figure).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Write the comparison as one self-contained HTML page (both runs'
+    /// latency distributions overlaid, timelines, verdicts).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Also write the comparison as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// `10%` or `0.1`, as a fraction from 0 to 10.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let (n, scale) = match s.trim().strip_suffix('%') {
+        Some(p) => (p.trim(), 100.0),
+        None => (s.trim(), 1.0),
+    };
+    let v = n
+        .parse::<f64>()
+        .map_err(|_| format!("'{s}' is not a fraction: give e.g. 10% or 0.1"))?
+        / scale;
+    if !(0.0..=10.0).contains(&v) {
+        return Err(format!("'{s}' is out of range: give 0% to 1000%"));
+    }
+    Ok(v)
+}
+
+impl Args {
+    /// Checks the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.confidence > 0.5 && self.confidence < 1.0) {
+            return Err(format!(
+                "--confidence must be between 0.5 and 1 (e.g. 0.95), got {}",
+                self.confidence
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads both reports, prints the comparison, writes the files asked.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let (base, new) = match (Report::read(&self.base), Report::read(&self.new)) {
+            (Ok(b), Ok(n)) => (b, n),
+            (Err(e), _) | (_, Err(e)) => crate::args::usage_error(e),
+        };
+        if !self.allow_different
+            && let Err(e) = base.same_run_as(&new)
+        {
+            crate::args::usage_error(format!(
+                "{e}; give --allow-different to compare them anyway"
+            ));
+        }
+        let test = Test {
+            threshold: self.threshold,
+            confidence: self.confidence,
+            seed: 0,
+        };
+        let rows = stats::compare(&base.measured, &new.measured, &test);
+        print!("{}", table(&self, &base, &new, &rows));
+        if let Some(path) = &self.junit {
+            let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
+            std::fs::write(path, crate::slo::junit("compare", &verdicts))
+                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.report {
+            let json = serde_json::json!({
+                "command": "compare",
+                "base": self.base,
+                "new": self.new,
+                "threshold": self.threshold,
+                "confidence": self.confidence,
+                "rows": rows,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&json)?)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.html {
+            let page = crate::html::compare_page(
+                &crate::html::Run::new(&self.base.display().to_string(), &base.measured),
+                &crate::html::Run::new(&self.new.display().to_string(), &new.measured),
+                &rows,
+            );
+            std::fs::write(path, page)
+                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
+            eprintln!("comparison drawn in {}", path.display());
+        }
+        Ok(if rows.iter().any(Row::fails) {
+            ExitCode::from(EXIT_WORSE)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+/// A row as a JUnit test case: it fails when it is worse and counted.
+fn junit_case(r: &Row) -> crate::slo::Verdict {
+    crate::slo::Verdict {
+        slo: r.metric.clone(),
+        measured: Some(r.new),
+        samples: None,
+        pass: !r.fails(),
+        reason: Some(describe(r)),
+    }
+}
+
+/// `worse: 12.0 ms -> 24.1 ms (+101%, 95% interval +88%..+104%)`.
+fn describe(r: &Row) -> String {
+    let latency = r.metric.contains('.');
+    let v = |x: f64| {
+        if latency {
+            format!("{:.1} ms", x * 1e3)
+        } else {
+            format!("{x}")
+        }
+    };
+    let mut s = format!("{}: {} -> {}", r.verdict.as_str(), v(r.base), v(r.new));
+    if let Some((lo, hi)) = r.interval {
+        s += &format!(" (interval {:+.0}%..{:+.0}%)", lo * 100.0, hi * 100.0);
+    }
+    s
+}
+
+fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
+    let what = if base.identity() == new.identity() {
+        base.identity()
+    } else {
+        format!("{} vs {}", base.identity(), new.identity())
+    };
+    let mut t = format!(
+        "compare {} -> {} ({what}; threshold {:.0}%, confidence {:.0}%)\n",
+        args.base.display(),
+        args.new.display(),
+        args.threshold * 100.0,
+        args.confidence * 100.0
+    );
+    t += &format!(
+        "  {:<28} {:>11} {:>11} {:>11} {:>17}  verdict\n",
+        "figure", "base", "new", "delta", "interval"
+    );
+    for r in rows {
+        let latency = r.metric.contains('.');
+        let v = |x: f64| {
+            if latency {
+                format!("{:.1} ms", x * 1e3)
+            } else {
+                format!("{x}")
+            }
+        };
+        let delta = if latency {
+            format!("{:+.1} ms", (r.new - r.base) * 1e3)
+        } else {
+            format!("{:+}", r.new - r.base)
+        };
+        let interval = r.interval.map_or(String::new(), |(lo, hi)| {
+            format!("{:+.0}%..{:+.0}%", lo * 100.0, hi * 100.0)
+        });
+        let mut verdict = r.verdict.as_str().to_string();
+        if r.fails() {
+            verdict = verdict.to_uppercase();
+        }
+        if let Some(note) = r.note {
+            verdict += &format!(" ({note})");
+        }
+        t += &format!(
+            "  {:<28} {:>11} {:>11} {:>11} {:>17}  {verdict}\n",
+            r.metric,
+            v(r.base),
+            v(r.new),
+            delta,
+            interval
+        );
+    }
+    let worse = rows.iter().filter(|r| r.fails()).count();
+    t += &if worse == 0 {
+        "verdict: nothing worse\n".to_string()
+    } else {
+        format!("verdict: {worse} figure(s) WORSE\n")
+    };
+    t
+}
+
+/// What `compare` needs of a report, whichever command wrote it.
+#[derive(Debug, Deserialize)]
+pub struct Report {
+    /// `client` for client reports (run reports have no `command`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// A run's scenario name.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// A run's seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// A client's configuration.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// What was measured.
+    #[serde(flatten)]
+    pub measured: Measurements,
+}
+
+impl Report {
+    /// Reads and checks a report file.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the report {}: {e}", path.display()))?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses a report; `name` names it in errors.
+    pub fn parse(name: &str, text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "{name} is not a JSON report (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            )
+        })?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| format!("{name} is not a report: expected a JSON object"))?;
+        for key in ["streams", "update_latency", "errors"] {
+            if !obj.contains_key(key) {
+                return Err(format!(
+                    "{name} is not a report of `run --report` or `client --report`: it has no `{key}`"
+                ));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| format!("{name} is a damaged report: {e}"))
+    }
+
+    /// What ran: `run`, or the command named in the report.
+    fn command(&self) -> &str {
+        self.command.as_deref().unwrap_or("run")
+    }
+
+    /// The client's scenario (built-in or file), when it named one.
+    fn client_scenario(&self) -> Option<String> {
+        let c = self.config.as_ref()?;
+        c.get("scenario")
+            .and_then(|v| v.as_str())
+            .or_else(|| c.get("scenario_file").and_then(|v| v.as_str()))
+            .map(str::to_string)
+    }
+
+    fn scenario_name(&self) -> Option<String> {
+        self.scenario.clone().or_else(|| self.client_scenario())
+    }
+
+    /// `run small-oscillation seed 7`.
+    fn identity(&self) -> String {
+        let mut s = self.command().to_string();
+        if let Some(n) = self.scenario_name() {
+            s += &format!(" {n}");
+        }
+        if let Some(seed) = self.seed {
+            s += &format!(" seed {seed}");
+        }
+        s
+    }
+
+    /// Whether the two reports measured the same thing.
+    pub fn same_run_as(&self, other: &Report) -> Result<(), String> {
+        if self.command() != other.command() {
+            return Err(format!(
+                "the reports come from different commands ({} and {})",
+                self.command(),
+                other.command()
+            ));
+        }
+        if self.scenario_name() != other.scenario_name() {
+            return Err(format!(
+                "the reports are of different scenarios ({} and {})",
+                self.scenario_name().as_deref().unwrap_or("none"),
+                other.scenario_name().as_deref().unwrap_or("none")
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.seed, other.seed)
+            && a != b
+        {
+            return Err(format!("the reports are of different seeds ({a} and {b})"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_take_percent_or_decimal() {
+        assert_eq!(parse_fraction("10%").unwrap(), 0.1);
+        assert_eq!(parse_fraction("0.25").unwrap(), 0.25);
+        assert!(parse_fraction("ten").is_err());
+        assert!(parse_fraction("-5%").is_err());
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_named_and_refused() {
+        let e = Report::parse("a.json", "{\"streams\": 3,").unwrap_err();
+        assert!(e.contains("a.json is not a JSON report (line 1"), "{e}");
+        let e = Report::parse("b.json", "{\"hello\": 1}").unwrap_err();
+        assert!(e.contains("b.json is not a report"), "{e}");
+        let e = Report::parse(
+            "c.json",
+            "{\"streams\": 1, \"errors\": 0, \"update_latency\": {\"count\": \"x\"}}",
+        )
+        .unwrap_err();
+        assert!(e.contains("c.json is a damaged report"), "{e}");
+        // An old report (no histograms, no timeline) reads.
+        let r = Report::parse(
+            "old.json",
+            "{\"scenario\": \"baseline\", \"seed\": 3, \"streams\": 1, \"errors\": 0, \
+             \"update_latency\": {\"count\": 2, \"p50\": 0.01, \"p95\": 0.02, \"p99\": 0.02, \"p999\": 0.02, \"max\": 0.02}}",
+        )
+        .unwrap();
+        assert_eq!(r.measured.update_latency.count, 2);
+        assert_eq!(r.identity(), "run baseline seed 3");
+    }
+
+    #[test]
+    fn different_scenarios_seeds_and_commands_are_refused() {
+        let r = |s: &str| Report::parse("x", s).unwrap();
+        let base = "\"streams\": 1, \"errors\": 0, \"update_latency\": {}";
+        let a = r(&format!(
+            "{{\"scenario\": \"baseline\", \"seed\": 1, {base}}}"
+        ));
+        let b = r(&format!(
+            "{{\"scenario\": \"baseline\", \"seed\": 2, {base}}}"
+        ));
+        let c = r(&format!(
+            "{{\"scenario\": \"red-line\", \"seed\": 1, {base}}}"
+        ));
+        let d = r(&format!("{{\"command\": \"client\", {base}}}"));
+        assert!(a.same_run_as(&a).is_ok());
+        assert!(a.same_run_as(&b).unwrap_err().contains("different seeds"));
+        assert!(
+            a.same_run_as(&c)
+                .unwrap_err()
+                .contains("different scenarios")
+        );
+        assert!(
+            a.same_run_as(&d)
+                .unwrap_err()
+                .contains("different commands")
+        );
+    }
+}
