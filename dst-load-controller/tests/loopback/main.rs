@@ -9,6 +9,7 @@ mod support;
 mod admin_control;
 mod cli;
 mod client_mock;
+mod compare;
 mod dashboards;
 mod faults;
 mod latency_oracle;

@@ -1,0 +1,236 @@
+//! `compare` and `--html` through the binary, on reports of real runs
+//! against our mock: the same seeded run compares `same`, a slower mock
+//! compares `worse` by the delay added, bad reports exit 2, and the pages
+//! render in headless Chromium.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("dst-compare-{}-{name}", std::process::id()))
+}
+
+/// A short seeded run on the mock with `delay` on every update; writes its
+/// report and pictures.
+fn run(delay: &str, seed: &str, report: &Path, html: &Path) {
+    let out = Command::new(BIN)
+        .args(["run", "--scenario", "small-oscillation", "--services", "2"])
+        .args(["--streams-per-service", "3", "--connections", "3"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
+        .args(["--min-hold", "1500ms", "--max-hold", "1500ms", "--jitter", "0s"])
+        .args(["--duration", "7s", "--settle", "10s", "--seed", seed])
+        .args(["--mock-delay", delay, "--admin-addr", "127.0.0.1:0"])
+        // The default gates would judge the delay; these runs are measured.
+        .args(["--slo", "errors==0"])
+        .arg("--report")
+        .arg(report)
+        .arg("--html")
+        .arg(html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn compare(args: &[&Path], extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("compare")
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The rows of `compare --report`.
+fn rows(path: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["rows"].as_array().unwrap().clone()
+}
+
+#[test]
+fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
+    let (a, b, slow) = (temp("a.json"), temp("b.json"), temp("slow.json"));
+    let (ha, hb, hslow) = (temp("a.html"), temp("b.html"), temp("slow.html"));
+    // Latencies dominated by the mock's delay, so that a loaded machine's
+    // noise (milliseconds) stays far below the 10% threshold.
+    run("400ms", "3", &a, &ha);
+    run("400ms", "3", &b, &hb);
+    run("800ms", "3", &slow, &hslow);
+
+    // The same seeded scenario against the same mock: nothing differs.
+    let same = temp("same.json");
+    let out = compare(&[&a, &b], &["--report", same.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("verdict: nothing worse"), "{stdout}");
+    let r = rows(&same);
+    let tested: Vec<_> = r.iter().filter(|r| r["counted"] == true).collect();
+    assert!(
+        tested.iter().all(|r| r["verdict"] == "same"),
+        "{}",
+        serde_json::to_string_pretty(&r).unwrap()
+    );
+    // update, convergence and fan-out at p50..p999 were tested, and the 4 counts.
+    assert_eq!(tested.len(), 3 * 4 + 4, "{stdout}");
+
+    // 400 ms more on every update: worse, by about 400 ms (+100%).
+    let worse = temp("worse.json");
+    let junit = temp("worse.xml");
+    let out = compare(
+        &[&a, &slow],
+        &[
+            "--report",
+            worse.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+            "--html",
+            temp("compare.html").to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    let r = rows(&worse);
+    let p50 = r
+        .iter()
+        .find(|r| r["metric"] == "update_latency.p50")
+        .unwrap();
+    assert_eq!(p50["verdict"], "worse", "{p50}");
+    let delta = p50["new"].as_f64().unwrap() - p50["base"].as_f64().unwrap();
+    assert!((0.3..0.6).contains(&delta), "p50 moved by {delta} s: {p50}");
+    let (lo, hi) = (
+        p50["interval"][0].as_f64().unwrap(),
+        p50["interval"][1].as_f64().unwrap(),
+    );
+    assert!(lo > 0.5 && hi < 1.5, "interval {lo}..{hi} of a doubled latency");
+    // Counts did not change.
+    for count in ["errors", "resets", "stale_streams", "unconverged_streams"] {
+        let row = r.iter().find(|r| r["metric"] == count).unwrap();
+        assert_eq!(row["verdict"], "same", "{row}");
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuite name=\"compare\""), "{xml}");
+    assert!(!xml.contains("failures=\"0\""), "{xml}");
+
+    // The pictures, as a person sees them.
+    for page in [&ha, &hslow, &temp("compare.html")] {
+        render_in_chromium(page);
+    }
+    for f in [a, b, slow, ha, hb, hslow, same, worse, junit, temp("compare.html")] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+#[test]
+fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
+    let dir = temp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let good = |scenario: &str, seed: u64| {
+        format!(
+            "{{\"scenario\": \"{scenario}\", \"seed\": {seed}, \"streams\": 1, \"errors\": 0, \
+             \"update_latency\": {{\"count\": 1, \"p50\": 0.01, \"p95\": 0.01, \"p99\": 0.01, \"p999\": 0.01, \"max\": 0.01}}}}"
+        )
+    };
+    let base = write("base.json", &good("baseline", 1));
+    let cases = [
+        (write("cut.json", "{\"streams\": 1, \"err"), "is not a JSON report (line 1"),
+        (write("other.json", "{\"kind\": \"Pod\"}"), "is not a report of `run --report`"),
+        (write("seed.json", &good("baseline", 2)), "different seeds (1 and 2)"),
+        (write("scn.json", &good("red-line", 1)), "different scenarios"),
+    ];
+    for (path, want) in &cases {
+        let out = compare(&[&base, path], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(stderr.contains(want), "{}: no '{want}' in {stderr}", path.display());
+    }
+    let out = compare(&[&base, &dir.join("missing.json")], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the report"));
+    // Told to, compare compares different seeds (numbers only: no histograms).
+    let out = compare(&[&base, &cases[2].0], &["--allow-different"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no histogram in a report"));
+    let out = compare(&[&base, &base], &["--threshold", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Loads `page` in headless Chromium: a screenshot that is not blank, a DOM
+/// with SVG charts whose lines have points, no console error.
+fn render_in_chromium(page: &Path) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("headless Chromium is needed (Debian: apt-get install chromium; .ci/run installs it)");
+    let shot = page.with_extension("png");
+    let profile = page.with_extension("profile");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1600,2000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let url = format!("file://{}", page.display());
+    let out = Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains(":CONSOLE("), "console messages: {log}");
+    let dom = Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let svgs = dom.matches("<svg").count();
+    assert!(svgs >= 6, "{svgs} charts in {}", page.display());
+    // Every line drawn has points.
+    let lines: Vec<&str> = dom
+        .split("<polyline")
+        .skip(1)
+        .filter_map(|l| l.split("points=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(lines.len() >= svgs, "{} lines", lines.len());
+    assert!(lines.iter().all(|p| p.trim().split(' ').count() >= 2));
+    // Not blank: a PNG with many distinct colours.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..info.buffer_size()];
+    let px = info.color_type.samples();
+    let colours: std::collections::HashSet<&[u8]> = bytes.chunks(px).collect();
+    assert!(colours.len() > 20, "a blank screenshot: {} colours", colours.len());
+    let non_white = bytes.chunks(px).filter(|c| c[..3] != [255, 255, 255]).count();
+    assert!(non_white * 100 > bytes.len() / px, "under 1% of the page drawn");
+    std::fs::remove_file(&shot).unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+}
