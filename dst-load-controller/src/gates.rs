@@ -115,6 +115,10 @@ pub struct Measurements {
     pub fanouts_superseded: u64,
     /// Streams not converged to the final truth at the end.
     pub streams_unconverged: u64,
+    /// Convergences without a latency sample: a stream found holding a new
+    /// truth with a set from before the change (it lagged behind a service
+    /// that changed back, so it never observed the change in time).
+    pub convergences_untimed: u64,
     /// Change to first update reflecting it, per stream.
     pub update_latency: Percentiles,
     /// Change to a stream's set equal to the truth, per stream.
@@ -281,6 +285,7 @@ impl Measured for Measurements {
             Count::Errors => self.errors,
             Count::Resets => self.streams_reset,
             Count::UnconvergedStreams => self.streams_unconverged,
+            Count::UntimedConvergences => self.convergences_untimed,
         }
     }
 }

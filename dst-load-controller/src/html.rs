@@ -67,6 +67,115 @@ pub fn compare_page(base: &Run, new: &Run, rows: &[Row]) -> String {
     page(&format!("compare {} -> {}", base.label, new.label), &body)
 }
 
+/// The page of a red-line search (`run --find-red-line --html`): each
+/// step's latencies against its load, passes and fails marked, and a table.
+pub fn red_line_page(scenario: &str, found: &crate::red_line::Found) -> String {
+    let pick = |step: &crate::red_line::Step, kind: &str, stat: &str| {
+        step.outcome[kind][stat].as_f64().unwrap_or(0.0)
+    };
+    let mut body = format!("<p>{}</p>\n", esc(&found.verdict()));
+    let mut steps: Vec<&crate::red_line::Step> = found.steps.iter().collect();
+    steps.sort_by_key(|s| s.load);
+    let series = |kind: &'static str, stat: &'static str| -> Vec<(f64, f64)> {
+        steps
+            .iter()
+            .map(|s| (f64::from(s.load), pick(s, kind, stat).max(1e-6)))
+            .collect()
+    };
+    let lines = [
+        ("update p50", series("update_latency", "p50")),
+        ("update p99", series("update_latency", "p99")),
+        ("fan-out max", series("fanout_completion", "max")),
+    ];
+    let marks: Vec<(f64, f64, bool)> = steps
+        .iter()
+        .map(|s| {
+            (
+                f64::from(s.load),
+                pick(s, "update_latency", "p99").max(1e-6),
+                s.passed,
+            )
+        })
+        .collect();
+    let x_hi = marks.iter().map(|m| m.0).fold(1.0f64, f64::max) * 1.1;
+    let y_lo = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold(f64::INFINITY, f64::min)
+        .max(1e-6);
+    let y_hi = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold(y_lo * 10.0, f64::max);
+    body += &section(
+        "Latency by load (green: the step held its SLOs; red: it failed)",
+        &svg(|root| {
+            let mut chart = ChartBuilder::on(root)
+                .caption(format!("{scenario}: the red line"), ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0f64..x_hi, (y_lo / 1.5..y_hi * 1.5).log_scale())
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc(match found.dimension {
+                    crate::red_line::Dimension::Streams => "streams per service",
+                    crate::red_line::Dimension::Services => "services",
+                })
+                .y_desc("seconds (log scale)")
+                .y_label_formatter(&|y| format_seconds(*y))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            let colors = [SERIES[0], RGBColor(127, 127, 127), RGBColor(148, 103, 189)];
+            for ((label, pts), color) in lines.iter().zip(colors) {
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(*label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+            }
+            chart
+                .draw_series(marks.iter().map(|(x, y, pass)| {
+                    let c = if *pass {
+                        RGBColor(44, 160, 44)
+                    } else {
+                        SERIES[1]
+                    };
+                    Circle::new((*x, *y), 5, c.filled())
+                }))
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let mut t = "<h2>Steps, in the order run</h2><table><tr><th>load</th><th>streams</th><th>update p50</th><th>update p99</th><th>fan-out max</th><th>cpu</th><th>verdict</th></tr>\n".to_string();
+    for s in &found.steps {
+        let ms = |kind: &str, stat: &str| format!("{:.1} ms", pick(s, kind, stat) * 1e3);
+        let (class, word) = match (s.passed, s.client_bound) {
+            (_, true) => ("fail", "client-bound"),
+            (true, _) => ("pass", "PASS"),
+            (false, _) => ("fail", "FAIL"),
+        };
+        t += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td><td class=\"{class}\">{word}</td></tr>\n",
+            s.load,
+            s.streams,
+            ms("update_latency", "p50"),
+            ms("update_latency", "p99"),
+            ms("fanout_completion", "max"),
+            s.cpu * 100.0
+        );
+    }
+    body += &(t + "</table>\n");
+    page(&format!("red line of {scenario}"), &body)
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

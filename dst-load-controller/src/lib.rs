@@ -16,6 +16,7 @@ pub mod latency;
 pub mod logging;
 pub mod mock;
 pub mod mock_dst;
+pub mod red_line;
 pub mod report;
 pub mod run;
 pub mod runtime;

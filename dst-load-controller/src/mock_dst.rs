@@ -48,6 +48,11 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     pub delay: Delay,
 
+    /// Added to --delay: this much per stream open on the server, so that
+    /// latency grows with the load (a red line known in advance).
+    #[arg(long, default_value = "0s")]
+    pub delay_per_stream: humantime::Duration,
+
     /// Fault injection: every Nth stream opened never receives removals (a
     /// stale-endpoints bug), to check that clients detect it.
     #[arg(long)]
@@ -112,6 +117,7 @@ impl Args {
             legacy_no_endpoints,
             stream_queue_capacity,
             delay,
+            delay_per_stream,
             withhold_removals_every,
             generate,
             oscillation,
@@ -126,6 +132,7 @@ impl Args {
             legacy_no_endpoints,
             queue_capacity: stream_queue_capacity,
             delay,
+            delay_per_stream: delay_per_stream.into(),
             withhold_removals_every,
             ..Default::default()
         };

@@ -106,6 +106,18 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     pub mock_delay: Delay,
 
+    /// Added to --mock-delay: this much per stream open on the mock, so
+    /// that latency grows with the load (a red line known in advance).
+    #[arg(long, default_value = "0s")]
+    pub mock_delay_per_stream: humantime::Duration,
+
+    /// Find the red line: run the scenario at growing loads until its SLOs
+    /// fail (or --red-line-max), then bisect to --red-line-precision. Prints
+    /// each step and the largest load that held; --report and --html get
+    /// every step.
+    #[command(flatten)]
+    pub red_line: crate::red_line::RedLineArgs,
+
     /// Gates (default: the scenario's SLOs), the JSON report and JUnit output.
     #[command(flatten)]
     pub gates: crate::gates::GateArgs,
@@ -161,6 +173,7 @@ impl Args {
                 self.namespace
             ));
         }
+        self.red_line.validate()?;
         self.faults.over(spec.clients.faults).validate()
     }
 
@@ -208,6 +221,9 @@ impl Args {
             print!("{}", crate::scenario::schema());
             return Ok(ExitCode::SUCCESS);
         }
+        if self.red_line.find_red_line {
+            return self.find_red_line().await;
+        }
         let shutdown = crate::shutdown::on_signal();
         let admin_addr = self.admin_addr;
         let gates = self.gates.clone();
@@ -227,6 +243,175 @@ impl Args {
                 &crate::html::Run::new(&outcome.scenario, &outcome.measured),
                 &outcome.slos,
             )
+        })
+    }
+}
+
+impl Args {
+    /// `--find-red-line`: runs the scenario at the loads the search asks
+    /// for, each judged by the scenario's SLOs (or --slo), until it is done.
+    async fn find_red_line(self) -> anyhow::Result<ExitCode> {
+        use crate::red_line::{Dimension, Found, Search, Step, client_bound, process_cpu_seconds};
+        let shutdown = crate::shutdown::on_signal();
+        let spec = self.spec().map_err(anyhow::Error::msg)?;
+        let dimension = self.red_line.red_line_dimension;
+        let start = match dimension {
+            Dimension::Streams => spec.clients.streams_per_service,
+            Dimension::Services => spec.services.groups().next().map_or(1, |g| g.count),
+        };
+        let max = self
+            .red_line
+            .red_line_max
+            .unwrap_or_else(|| start.saturating_mul(64));
+        let mut search = Search::new(start, max, self.red_line.red_line_precision);
+        let mut slos = self.gates.slos_or(&spec.slos);
+        // A stream that lags by more than a service's hold can find the
+        // service changed back and hold the right set without having seen
+        // the change: its lag cannot be timed, so a step with such streams
+        // has not kept up.
+        if !slos
+            .iter()
+            .any(|s| s.expr.starts_with("untimed_convergences"))
+        {
+            slos.push("untimed_convergences==0".parse().expect("a valid SLO"));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One admin server for the whole search (/shutdown ends it; each
+        // step's metrics live only as long as the step).
+        let admin_stop = CancellationToken::new();
+        let ready = crate::admin::Readiness::default();
+        ready.set(true);
+        let router = crate::admin::router(
+            Arc::new(Registry::default()),
+            ready,
+            self.control(&shutdown),
+        );
+        crate::admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
+        let _admin = admin_stop.drop_guard();
+        println!(
+            "finding the red line of {} by {}: from {start} up to {max}, to {:.0}%",
+            spec.name(),
+            match dimension {
+                Dimension::Streams => "streams per service",
+                Dimension::Services => "services",
+            },
+            self.red_line.red_line_precision * 100.0
+        );
+        let mut steps = Vec::new();
+        let mut client_bound_at = None;
+        while let Some(load) = search.next() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let mut args = self.clone();
+            match dimension {
+                Dimension::Streams => {
+                    args.streams_per_service = Some(load);
+                    args.connections = Some(self.connections.unwrap_or(load));
+                    args.scale = 1.0;
+                }
+                Dimension::Services => args.services = Some(load),
+            }
+            // Long enough for --min-samples: a step judged on too few
+            // samples runs again, twice as long (at most twice).
+            let (outcome, cpu) = loop {
+                let cpu_before = process_cpu_seconds();
+                let began = std::time::Instant::now();
+                let mut outcome = if args.destination_addr.is_some() {
+                    run_cluster_scenario(args.clone(), shutdown.child_token(), None).await?
+                } else {
+                    run_mock_scenario(args.clone(), shutdown.child_token(), None).await?
+                };
+                let wall = began.elapsed().as_secs_f64();
+                let cpu = match (cpu_before, process_cpu_seconds()) {
+                    (Some(a), Some(b)) => (b - a) / (wall * cores as f64),
+                    _ => 0.0,
+                };
+                outcome.slos = crate::slo::judge(&slos, &outcome.measured, self.gates.min_samples);
+                let too_few = outcome.slos.iter().filter(|v| !v.pass).all(|v| {
+                    v.reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("too few samples"))
+                });
+                let extended = args.duration.map_or(spec.duration, Into::into);
+                if outcome.slos.iter().all(|v| v.pass)
+                    || !too_few
+                    || extended >= spec.duration * 4
+                    || shutdown.is_cancelled()
+                {
+                    break (outcome, cpu);
+                }
+                args.duration = Some((extended * 2).into());
+                println!("  {load}: too few samples; again for {:?}", extended * 2);
+            };
+            let passed = outcome.slos.iter().all(|v| v.pass);
+            let bound = client_bound(cpu, 1.0, 1);
+            let m = &outcome.measured;
+            println!(
+                "  {load:>7}: {} streams  {}  update p50 {:.1} ms p99 {:.1} ms  fan-out max {:.1} ms  cpu {:.0}%{}",
+                m.streams,
+                if passed { "PASS" } else { "FAIL" },
+                m.update_latency.p50 * 1e3,
+                m.update_latency.p99 * 1e3,
+                m.fanout_completion.max * 1e3,
+                cpu * 100.0,
+                if bound {
+                    "  CLIENT-BOUND (not counted)"
+                } else {
+                    ""
+                }
+            );
+            for v in outcome.slos.iter().filter(|v| !v.pass) {
+                println!(
+                    "           failed {}: {}",
+                    v.slo,
+                    v.reason.as_deref().unwrap_or("")
+                );
+            }
+            steps.push(Step {
+                load,
+                streams: m.streams,
+                passed,
+                client_bound: bound,
+                cpu,
+                outcome: serde_json::to_value(&outcome)?,
+            });
+            if bound {
+                // Higher loads would measure this process, not the server.
+                client_bound_at = Some(load);
+                if passed {
+                    search.record(load, true);
+                }
+                break;
+            }
+            search.record(load, passed);
+        }
+        let found = Found {
+            dimension,
+            search,
+            client_bound_at,
+            steps,
+        };
+        println!("{}", found.verdict());
+        if let Some(path) = &self.gates.report {
+            let json = serde_json::json!({
+                "command": "run",
+                "scenario": spec.name(),
+                "find_red_line": found,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&json)?)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        if let Some(path) = &self.gates.html {
+            std::fs::write(path, crate::html::red_line_page(spec.name(), &found))
+                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
+            eprintln!("pictures drawn in {}", path.display());
+        }
+        Ok(if found.search.pass.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::slo::EXIT_SLO_FAILED)
         })
     }
 }
@@ -400,6 +585,7 @@ pub async fn run_mock_scenario(
     let mock = MockDestination::new(
         Behavior {
             delay: args.mock_delay,
+            delay_per_stream: args.mock_delay_per_stream.into(),
             ..Default::default()
         },
         &mut registry,

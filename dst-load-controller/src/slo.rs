@@ -39,6 +39,9 @@ pub enum Count {
     Resets,
     /// Streams not converged to the final truth at the end.
     UnconvergedStreams,
+    /// Convergences that could not be timed: a stream lagged behind a
+    /// service that changed back before the stream saw the change.
+    UntimedConvergences,
 }
 
 /// What an SLO measures.
@@ -111,7 +114,7 @@ pub struct Slo {
 
 const HINT: &str = "expected e.g. update_latency.p95<500ms, fanout_completion.max<10s, stale_streams==0 or errors==0; \
 latencies: update_latency, convergence_latency, fanout_completion, kubernetes_leg, destination_leg with .p50/.p95/.p99/.p999/.max; \
-counts: stale_streams, errors, resets, unconverged_streams";
+counts: stale_streams, errors, resets, unconverged_streams, untimed_convergences";
 
 impl FromStr for Slo {
     type Err = String;
@@ -160,6 +163,7 @@ impl FromStr for Slo {
                     "errors" => Count::Errors,
                     "resets" => Count::Resets,
                     "unconverged_streams" => Count::UnconvergedStreams,
+                    "untimed_convergences" => Count::UntimedConvergences,
                     _ => return Err(bad(&format!("unknown measure '{lhs}'"))),
                 };
                 let n: f64 = rhs

@@ -915,6 +915,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         fanouts_completed: sum(&|s| s.truth.completed.get()),
         fanouts_superseded: sum(&|s| s.truth.superseded.get()),
         streams_unconverged: sum(&|s| s.truth.pending() as u64),
+        convergences_untimed: sum(&|s| s.truth.untimed.get()),
         update_latency: latencies.percentiles(Kind::Update),
         convergence_latency: latencies.percentiles(Kind::Convergence),
         fanout_completion: latencies.percentiles(Kind::Fanout),

@@ -239,6 +239,9 @@ pub struct ServiceTruth {
     pub completed: Counter,
     /// Epochs replaced by a newer change before every (healthy) stream converged.
     pub superseded: Counter,
+    /// Streams found holding a new truth with a set from before its change
+    /// (lagging behind a service that changed back): converged, not timed.
+    pub untimed: Counter,
 }
 
 /// Where a stream stands against the truth.
@@ -265,6 +268,7 @@ impl ServiceTruth {
             latencies,
             completed: Counter::default(),
             superseded: Counter::default(),
+            untimed: Counter::default(),
         }
     }
 
@@ -372,8 +376,24 @@ impl ServiceTruth {
             return;
         }
         let converged = *set == epoch.expected;
-        let touches = update.is_some_and(|u| touches(u, &epoch.changed));
+        let touches = update.is_some_and(|u| reflects(u, &epoch.changed, &epoch.expected));
         if !(touches || converged) {
+            return;
+        }
+        // A stream found holding the truth by a scan, whose set dates from
+        // before the change, did not observe it: its set was already right
+        // (a lagging stream on a service that changed back). It converged,
+        // but there is no time to record.
+        if epoch.measured && update.is_none() && converged && at < epoch.changed_at {
+            mark.converged = true;
+            mark.updated = true;
+            epoch.pending -= 1;
+            let class = self.classes[i];
+            epoch.pending_by_class[class as usize] -= 1;
+            self.untimed.inc();
+            if class == self.counted_class() && epoch.pending_by_class[class as usize] == 0 {
+                self.completed.inc();
+            }
             return;
         }
         let latency = if epoch.measured {
@@ -486,15 +506,24 @@ impl ServiceTruth {
     }
 }
 
-fn touches(u: &Update, changed: &HashSet<SocketAddr>) -> bool {
-    let hit = |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a));
+/// Whether `u` moves a stream towards the epoch's truth on an address the
+/// change touched: it adds an address the change added, or removes one it
+/// removed. (A late update of an earlier change that the new one reverted
+/// moves the other way and does not count.)
+fn reflects(u: &Update, changed: &HashSet<SocketAddr>, expected: &HashSet<SocketAddr>) -> bool {
+    let added =
+        |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a) && expected.contains(&a));
+    let removed =
+        |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a) && !expected.contains(&a));
     match &u.update {
         Some(update::Update::Add(set)) => set
             .addrs
             .iter()
-            .any(|w| hit(w.addr.and_then(|a| a.try_into().ok()))),
-        Some(update::Update::Remove(set)) => set.addrs.iter().any(|a| hit((*a).try_into().ok())),
-        Some(update::Update::NoEndpoints(_)) => !changed.is_empty(),
+            .any(|w| added(w.addr.and_then(|a| a.try_into().ok()))),
+        Some(update::Update::Remove(set)) => {
+            set.addrs.iter().any(|a| removed((*a).try_into().ok()))
+        }
+        Some(update::Update::NoEndpoints(_)) => changed.iter().any(|a| !expected.contains(a)),
         None => false,
     }
 }
@@ -663,5 +692,77 @@ mod tests {
             Standing::Differs { since: t0 }
         );
         assert_eq!(t.standing(&set(&["10.0.0.3:80"])), Standing::Converged);
+    }
+
+    fn mk_remove(addrs: &[&str]) -> Update {
+        Update {
+            update: Some(update::Update::Remove(
+                linkerd2_proxy_api::destination::AddrSet {
+                    addrs: addrs.iter().map(|a| sa(a).into()).collect(),
+                },
+            )),
+        }
+    }
+
+    /// A stream lagging by more than a hold on a service that oscillates:
+    /// its late updates of earlier changes neither count as reflecting the
+    /// newer change nor time its convergence; the service changing back to
+    /// the stream's (stale) set is a convergence without a time.
+    #[test]
+    fn a_lagging_stream_is_neither_credited_with_late_updates_nor_timed_by_coincidence() {
+        let (t, l) = mk_truth(1);
+        let ms = Duration::from_millis;
+        let t0 = SystemTime::now();
+        let (small, big) = (
+            vec!["10.0.0.1:80"],
+            vec!["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"],
+        );
+        t.set(small.iter().map(|a| sa(a)), t0);
+        t.observed(0, &set(&small), None, t0);
+        // Up at 0 ms, down at 500 ms; the stream gets the up at 640 ms.
+        t.set(big.iter().map(|a| sa(a)), t0 + ms(0));
+        t.set(small.iter().map(|a| sa(a)), t0 + ms(500));
+        t.observed(
+            0,
+            &set(&big),
+            Some(&mk_add(&["10.0.0.2:80", "10.0.0.3:80"])),
+            t0 + ms(640),
+        );
+        // The add moved away from the current truth: not an update of it.
+        assert_eq!(l.percentiles(Kind::Update).count, 0);
+        // Up again at 1000 ms: the stream holds that set since 640 ms.
+        t.set(big.iter().map(|a| sa(a)), t0 + ms(1000));
+        t.observed(0, &set(&big), None, t0 + ms(640));
+        assert_eq!(t.untimed.get(), 1);
+        assert_eq!(t.pending(), 0);
+        assert_eq!(l.percentiles(Kind::Convergence).count, 0);
+        assert_eq!(l.clock_skew.get(), 0);
+        // The late down (of 500 ms) at 1140 ms moves away from the truth
+        // then (up): not an update of it; down again at 1500 ms finds the
+        // stream holding that set since 1140 ms: untimed again.
+        t.observed(
+            0,
+            &set(&small),
+            Some(&mk_remove(&["10.0.0.2:80", "10.0.0.3:80"])),
+            t0 + ms(1140),
+        );
+        t.set(small.iter().map(|a| sa(a)), t0 + ms(1500));
+        t.observed(0, &set(&small), None, t0 + ms(1140));
+        assert_eq!(l.percentiles(Kind::Update).count, 0);
+        assert_eq!(t.untimed.get(), 2);
+        // ...but a stream that keeps up is timed: the down's own update at 1510 ms.
+        let (t2, l2) = mk_truth(1);
+        t2.set(big.iter().map(|a| sa(a)), t0);
+        t2.observed(0, &set(&big), None, t0);
+        t2.set(small.iter().map(|a| sa(a)), t0 + ms(1500));
+        t2.observed(
+            0,
+            &set(&small),
+            Some(&mk_remove(&["10.0.0.2:80", "10.0.0.3:80"])),
+            t0 + ms(1510),
+        );
+        let c = l2.percentiles(Kind::Convergence);
+        assert!(c.count == 1 && (c.p50 - 0.010).abs() < 1e-4, "{c:?}");
+        assert_eq!(t2.untimed.get(), 0);
     }
 }

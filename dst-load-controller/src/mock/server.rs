@@ -32,6 +32,9 @@ pub struct Behavior {
     pub queue_capacity: usize,
     /// Delay before each change is delivered to each stream.
     pub delay: Delay,
+    /// Added to `delay`: this much per stream open on the server, so that
+    /// latency grows with the load (a red line known in advance, for tests).
+    pub delay_per_stream: Duration,
     /// The trust domain in TLS identities.
     pub trust_domain: String,
     /// The control-plane namespace in TLS identities and labels.
@@ -47,6 +50,7 @@ impl Default for Behavior {
             legacy_no_endpoints: false,
             queue_capacity: 100,
             delay: Delay::None,
+            delay_per_stream: Duration::ZERO,
             trust_domain: "cluster.local".into(),
             control_plane_ns: "linkerd".into(),
             withhold_removals_every: None,
@@ -226,7 +230,14 @@ impl Destination for Service {
                         }
                         Err(RecvError::Closed) => return,
                     };
-                    if let Some(d) = behavior.delay.sample() {
+                    let per_stream = behavior
+                        .delay_per_stream
+                        .saturating_mul(metrics.streams_active.get().max(0) as u32);
+                    let delay = match behavior.delay.sample() {
+                        Some(d) => Some(d + per_stream),
+                        None => (!per_stream.is_zero()).then_some(per_stream),
+                    };
+                    if let Some(d) = delay {
                         // Counted from the change, not from when this task
                         // heard of it: the delivery is due at change + delay.
                         let late = SystemTime::now()

@@ -21,7 +21,14 @@ fn run(delay: &str, seed: &str, report: &Path, html: &Path) {
         .args(["run", "--scenario", "small-oscillation", "--services", "2"])
         .args(["--streams-per-service", "3", "--connections", "3"])
         .args(["--min-endpoints", "2", "--max-endpoints", "6"])
-        .args(["--min-hold", "1500ms", "--max-hold", "1500ms", "--jitter", "0s"])
+        .args([
+            "--min-hold",
+            "1500ms",
+            "--max-hold",
+            "1500ms",
+            "--jitter",
+            "0s",
+        ])
         .args(["--duration", "7s", "--settle", "10s", "--seed", seed])
         .args(["--mock-delay", delay, "--admin-addr", "127.0.0.1:0"])
         // The default gates would judge the delay; these runs are measured.
@@ -109,7 +116,10 @@ fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
         p50["interval"][0].as_f64().unwrap(),
         p50["interval"][1].as_f64().unwrap(),
     );
-    assert!(lo > 0.5 && hi < 1.5, "interval {lo}..{hi} of a doubled latency");
+    assert!(
+        lo > 0.5 && hi < 1.5,
+        "interval {lo}..{hi} of a doubled latency"
+    );
     // Counts did not change.
     for count in ["errors", "resets", "stale_streams", "unconverged_streams"] {
         let row = r.iter().find(|r| r["metric"] == count).unwrap();
@@ -123,7 +133,18 @@ fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
     for page in [&ha, &hslow, &temp("compare.html")] {
         render_in_chromium(page);
     }
-    for f in [a, b, slow, ha, hb, hslow, same, worse, junit, temp("compare.html")] {
+    for f in [
+        a,
+        b,
+        slow,
+        ha,
+        hb,
+        hslow,
+        same,
+        worse,
+        junit,
+        temp("compare.html"),
+    ] {
         std::fs::remove_file(f).unwrap();
     }
 }
@@ -145,16 +166,32 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
     };
     let base = write("base.json", &good("baseline", 1));
     let cases = [
-        (write("cut.json", "{\"streams\": 1, \"err"), "is not a JSON report (line 1"),
-        (write("other.json", "{\"kind\": \"Pod\"}"), "is not a report of `run --report`"),
-        (write("seed.json", &good("baseline", 2)), "different seeds (1 and 2)"),
-        (write("scn.json", &good("red-line", 1)), "different scenarios"),
+        (
+            write("cut.json", "{\"streams\": 1, \"err"),
+            "is not a JSON report (line 1",
+        ),
+        (
+            write("other.json", "{\"kind\": \"Pod\"}"),
+            "is not a report of `run --report`",
+        ),
+        (
+            write("seed.json", &good("baseline", 2)),
+            "different seeds (1 and 2)",
+        ),
+        (
+            write("scn.json", &good("red-line", 1)),
+            "different scenarios",
+        ),
     ];
     for (path, want) in &cases {
         let out = compare(&[&base, path], &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
-        assert!(stderr.contains(want), "{}: no '{want}' in {stderr}", path.display());
+        assert!(
+            stderr.contains(want),
+            "{}: no '{want}' in {stderr}",
+            path.display()
+        );
     }
     let out = compare(&[&base, &dir.join("missing.json")], &[]);
     assert_eq!(out.status.code(), Some(2));
@@ -176,10 +213,17 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
 /// Loads `page` in headless Chromium: a screenshot that is not blank, a DOM
 /// with SVG charts whose lines have points, no console error.
 fn render_in_chromium(page: &Path) {
+    render_in_chromium_min(page, 6);
+}
+
+/// [`render_in_chromium`] of a page with at least `charts` charts.
+fn render_in_chromium_min(page: &Path, charts: usize) {
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect("headless Chromium is needed (Debian: apt-get install chromium; .ci/run installs it)");
+        .expect(
+            "headless Chromium is needed (Debian: apt-get install chromium; .ci/run installs it)",
+        );
     let shot = page.with_extension("png");
     let profile = page.with_extension("profile");
     let common = [
@@ -211,7 +255,7 @@ fn render_in_chromium(page: &Path) {
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
     let svgs = dom.matches("<svg").count();
-    assert!(svgs >= 6, "{svgs} charts in {}", page.display());
+    assert!(svgs >= charts, "{svgs} charts in {}", page.display());
     // Every line drawn has points.
     let lines: Vec<&str> = dom
         .split("<polyline")
@@ -228,9 +272,90 @@ fn render_in_chromium(page: &Path) {
     let bytes = &buf[..info.buffer_size()];
     let px = info.color_type.samples();
     let colours: std::collections::HashSet<&[u8]> = bytes.chunks(px).collect();
-    assert!(colours.len() > 20, "a blank screenshot: {} colours", colours.len());
-    let non_white = bytes.chunks(px).filter(|c| c[..3] != [255, 255, 255]).count();
-    assert!(non_white * 100 > bytes.len() / px, "under 1% of the page drawn");
+    assert!(
+        colours.len() > 20,
+        "a blank screenshot: {} colours",
+        colours.len()
+    );
+    let non_white = bytes
+        .chunks(px)
+        .filter(|c| c[..3] != [255, 255, 255])
+        .count();
+    assert!(
+        non_white * 100 > bytes.len() / px,
+        "under 1% of the page drawn"
+    );
     std::fs::remove_file(&shot).unwrap();
     let _ = std::fs::remove_dir_all(&profile);
+}
+
+/// `run --find-red-line` against a mock whose every update waits 20 ms per
+/// open stream: with `update_latency.p95<1s` the true red line is 49
+/// streams (50 x 20 ms = 1 s). The finder must land within its 10%.
+#[test]
+fn the_red_line_finder_lands_within_its_precision_on_a_known_red_line() {
+    let (report, html) = (temp("red-line.json"), temp("red-line.html"));
+    let out = Command::new(BIN)
+        .args(["run", "--find-red-line", "--red-line-precision", "10%"])
+        .args(["--services", "1", "--streams-per-service", "8"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
+        // Holds longer than the largest delay tried (64 x 20 ms).
+        .args(["--min-hold", "2s", "--max-hold", "2s", "--jitter", "0s"])
+        .args(["--duration", "4s", "--settle", "10s", "--seed", "2"])
+        .args([
+            "--mock-delay-per-stream",
+            "20ms",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--slo", "update_latency.p95<1s", "--min-samples", "8"])
+        .arg("--report")
+        .arg(&report)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let found = &r["find_red_line"];
+    let (pass, fail) = (
+        found["search"]["pass"].as_u64().unwrap(),
+        found["search"]["fail"].as_u64().unwrap(),
+    );
+    assert!(
+        (45..=49).contains(&pass) && (50..=55).contains(&fail),
+        "held {pass}, failed {fail}: {stdout}"
+    );
+    assert!(stdout.contains(&format!("red line: {pass} streams per service held")));
+    // Doubling from 8 until a fail, then bisecting: never the same load twice.
+    let steps: Vec<u64> = found["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["load"].as_u64().unwrap())
+        .collect();
+    assert_eq!(&steps[..4], [8, 16, 32, 64], "{steps:?}");
+    let mut unique = steps.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), steps.len(), "{steps:?}");
+    // Each step's own run is in the report, with its verdicts; none
+    // client-bound at these loads.
+    for s in found["steps"].as_array().unwrap() {
+        assert_eq!(s["client_bound"], false, "{s}");
+        assert_eq!(
+            s["outcome"]["plan"]["clients"]["streams-per-service"],
+            s["load"]
+        );
+        assert!(s["outcome"]["slos"].as_array().unwrap().len() >= 2);
+    }
+    render_in_chromium_min(&html, 1);
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_file(&html).unwrap();
 }
