@@ -206,6 +206,7 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
     .await;
 
     // Gates that hold exit 0, and the report carries the same numbers.
+    let html = std::env::temp_dir().join(format!("dst-report-{}.html", std::process::id()));
     let (out, json) = report(&[
         "--prometheus",
         &prom.url,
@@ -213,6 +214,8 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
         "10m",
         "--selector",
         "namespace=\"dst-load-test\"",
+        "--html",
+        html.to_str().unwrap(),
         "--slo",
         "errors==20",
         "--slo",
@@ -238,6 +241,26 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
     assert_eq!(json["streams_reset"], 20, "{json:#}");
     assert_eq!(json["stale_streams"], 0);
     assert_eq!(json["streams_unconverged"], 0);
+    // With --html, the timeline comes from Prometheus's range queries,
+    // one point a second, ending with the counts above.
+    let timeline = json["timeline"].as_array().expect("a timeline");
+    let last = timeline.last().expect("at least one point");
+    assert_eq!(last["streams_active"], 40, "{timeline:?}");
+    assert_eq!(last["errors"], 20, "{timeline:?}");
+    assert_eq!(last["updates"].as_f64(), Some(updates), "{timeline:?}");
+    assert!(
+        timeline.windows(2).all(|w| (w[1]["at"].as_f64().unwrap()
+            - w[0]["at"].as_f64().unwrap()
+            - 1.0)
+            .abs()
+            < 1e-3),
+        "{timeline:?}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    // Three latency distributions (from percentiles) and four timelines.
+    assert_eq!(page.matches("<svg").count(), 3 + 4, "{page}");
+    assert!(page.contains("errors==20"));
+    std::fs::remove_file(&html).unwrap();
     for (name, p) in &exact {
         assert!(p.count > 0, "{name}: no samples in the client");
         let r = &json[name];
