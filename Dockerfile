@@ -21,6 +21,8 @@ RUN mkdir -p dst-load-controller/src \
  && rm -rf dst-load-controller/src
 
 COPY dst-load-controller/src dst-load-controller/src
+# The built-in scenarios are embedded in the binary.
+COPY dst-load-controller/scenarios dst-load-controller/scenarios
 # Newer mtimes than the placeholder's build, so cargo rebuilds our crate.
 RUN touch dst-load-controller/src/main.rs dst-load-controller/src/lib.rs \
  && cargo build --release --locked --bin dst-load-controller \
