@@ -391,6 +391,14 @@ impl ServiceTruth {
             let class = self.classes[i];
             epoch.pending_by_class[class as usize] -= 1;
             self.untimed.inc();
+            tracing::debug!(
+                service = %self.labels[0].service,
+                stream = i,
+                version = epoch.version,
+                set_since_change = ?epoch.changed_at.duration_since(at).unwrap_or_default(),
+                endpoints = epoch.expected.len(),
+                "a stream holds the new truth with a set from before its change: converged, untimed"
+            );
             if class == self.counted_class() && epoch.pending_by_class[class as usize] == 0 {
                 self.completed.inc();
             }
