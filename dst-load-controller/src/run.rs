@@ -269,8 +269,8 @@ impl Args {
         // find the service changed back and hold the right set without
         // having seen the change: its lag cannot be timed, so a step with
         // such streams has not kept up. (Against a cluster the count is
-        // reported, not gated: untimed convergences also appear there at
-        // loads the controller carries easily, from the Kubernetes side.)
+        // reported, not gated: there the truth's attribution of slice
+        // changes to churn's stamps is a heuristic.)
         if self.destination_addr.is_none()
             && !slos
                 .iter()

@@ -51,6 +51,10 @@ struct Scale {
 #[derive(Debug, Default)]
 pub struct Attribution {
     scales: HashMap<String, Scale>,
+    /// Each service's scale before its latest, while it was still in progress.
+    previous: HashMap<String, Scale>,
+    /// Each service's size at its last slice change.
+    sizes: HashMap<String, usize>,
 }
 
 impl Attribution {
@@ -83,8 +87,8 @@ impl Attribution {
         }
         let restart = ann.get(labels::CHANGE).map(String::as_str) == Some("restart");
         let replaced = restart.then(|| current(&service));
-        self.scales.insert(
-            service,
+        let before = self.scales.insert(
+            service.clone(),
             Scale {
                 at,
                 replicas,
@@ -92,6 +96,12 @@ impl Attribution {
                 reached: false,
             },
         );
+        // A scale still in progress keeps causing slice changes after the
+        // next one is stamped (pods finishing their start or termination).
+        match before.filter(|b| !b.reached) {
+            Some(b) => self.previous.insert(service, b),
+            None => self.previous.remove(&service),
+        };
     }
 
     /// When the change that led a Service to `addrs` was made, given that
@@ -102,9 +112,25 @@ impl Attribution {
         addrs: &BTreeSet<SocketAddr>,
         seen_at: SystemTime,
     ) -> SystemTime {
+        let size = addrs.len();
+        let before = self.sizes.insert(service.to_string(), size);
+        let away =
+            |target: usize| before.is_some_and(|b| size.abs_diff(target) > b.abs_diff(target));
         match self.scales.get_mut(service) {
+            // A size moving away from the latest scale's target was not
+            // caused by it: it is the previous scale still in progress (a
+            // scale-down's last pods leaving after a scale-up was stamped).
+            Some(s) if !s.reached && s.replaced.is_none() && away(s.replicas) => {
+                match self.previous.get_mut(service) {
+                    Some(p) if !p.reached => {
+                        p.reached = size == p.replicas;
+                        p.at
+                    }
+                    _ => seen_at,
+                }
+            }
             Some(s) if !s.reached => {
-                s.reached = addrs.len() == s.replicas
+                s.reached = size == s.replicas
                     && s.replaced.as_ref().is_none_or(|old| old.is_disjoint(addrs));
                 s.at
             }
@@ -347,6 +373,44 @@ mod tests {
         assert_eq!(a.changed_at("svc", &addrs(&[1]), seen), seen);
         // Services churn does not scale are always timed from the watch.
         assert_eq!(a.changed_at("other", &addrs(&[1]), seen), seen);
+    }
+
+    /// Found by the red-line search against Linkerd's controller: a
+    /// scale-down's last pod left just after the next scale-up was stamped,
+    /// Linkerd's streams had it before our watch, and the slice change was
+    /// timed from the scale-up (which it moves away from).
+    #[test]
+    fn a_previous_scale_still_in_progress_keeps_its_own_stamp() {
+        let mut a = Attribution::default();
+        let none = |_: &str| BTreeSet::new();
+        let (down, up) = ("2026-11-21T00:00:10Z", "2026-11-21T00:00:15Z");
+        let seen = t("2026-11-21T00:00:16Z");
+        a.workload(
+            &mk_deployment("svc", "2026-11-21T00:00:00Z", 4).metadata,
+            none,
+        );
+        assert_eq!(
+            a.changed_at("svc", &addrs(&[1, 2, 3, 4]), seen),
+            t("2026-11-21T00:00:00Z")
+        );
+        // Down to 1: one pod left before the scale-up was stamped...
+        a.workload(&mk_deployment("svc", down, 1).metadata, none);
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 2, 3]), seen), t(down));
+        // ...the next two after: they are the scale-down's.
+        a.workload(&mk_deployment("svc", up, 5).metadata, none);
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 2]), seen), t(down));
+        assert_eq!(a.changed_at("svc", &addrs(&[1]), seen), t(down));
+        // Then the scale-up's pods: the scale-up's.
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 6]), seen), t(up));
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 6, 7, 8, 9]), seen), t(up));
+        // Reached: anything after is timed from the watch.
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 6, 7, 8]), seen), seen);
+        // A shrink with no scale-down in progress, against a scale-up: not churn's.
+        a.workload(
+            &mk_deployment("svc", "2026-11-21T00:00:20Z", 6).metadata,
+            none,
+        );
+        assert_eq!(a.changed_at("svc", &addrs(&[1, 6, 7]), seen), seen);
     }
 
     #[test]
