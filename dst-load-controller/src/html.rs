@@ -5,9 +5,9 @@
 use plotters::prelude::*;
 
 use crate::{
-    compare::{Row, Verdict},
     gates::{ChangeRecord, Measurements, TimelineSample},
     latency::Percentiles,
+    verdicts::{Row, Verdict},
 };
 
 /// One run as drawn: a label and its measurements.
@@ -297,13 +297,13 @@ fn cdf(p: &Percentiles) -> Vec<(f64, f64)> {
 
 /// One CDF chart per latency with samples, the runs overlaid.
 fn cdfs(runs: &[&Run]) -> String {
-    let kinds = crate::compare::stats::latencies(runs[0].m).map(|(name, _)| name);
+    let kinds = crate::verdicts::latencies(runs[0].m).map(|(name, _)| name);
     let mut out = String::new();
     for (k, name) in kinds.iter().enumerate() {
         let series: Vec<(String, Vec<(f64, f64)>)> = runs
             .iter()
             .map(|r| {
-                let p = crate::compare::stats::latencies(r.m)[k].1;
+                let p = crate::verdicts::latencies(r.m)[k].1;
                 (r.label.clone(), cdf(p))
             })
             .filter(|(_, pts)| !pts.is_empty())
@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn a_compare_page_overlays_both_runs() {
         let (a, b) = (measured(), measured());
-        let rows = crate::compare::stats::compare(&a, &b, &Default::default());
+        let rows = crate::verdicts::compare(&a, &b, &Default::default());
         let page = compare_page(&Run::new("base", &a), &Run::new("new", &b), &rows);
         assert!(page.contains(">base<") && page.contains(">new<"), "{page}");
         assert!(page.contains("update_latency.p50"));

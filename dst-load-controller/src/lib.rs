@@ -26,4 +26,5 @@ pub mod shutdown;
 pub mod slices;
 pub mod slo;
 pub mod target;
+pub mod verdicts;
 pub mod watch;

@@ -22,7 +22,7 @@ pub struct RedLineArgs {
 
     /// Stop bisecting when the last pass and the first fail are this close:
     /// `10%` or `0.1`.
-    #[arg(long, default_value = "10%", value_parser = crate::compare::parse_fraction, requires = "find_red_line")]
+    #[arg(long, default_value = "10%", value_parser = crate::verdicts::parse_fraction, requires = "find_red_line")]
     pub red_line_precision: f64,
 }
 

@@ -3,15 +3,13 @@
 //! (bootstrap intervals over the reports' histograms) and the counts, and
 //! exits 4 when something is worse beyond the threshold.
 
-pub mod stats;
-
 use std::{path::PathBuf, process::ExitCode};
 
 use serde::Deserialize;
 
 use crate::gates::Measurements;
 
-pub use stats::{Row, Test, Verdict};
+pub use crate::verdicts::{Row, Test, Verdict, parse_fraction};
 
 /// Exit status when something is worse.
 pub const EXIT_WORSE: u8 = 4;
@@ -51,22 +49,6 @@ pub struct Args {
     pub report: Option<PathBuf>,
 }
 
-/// `10%` or `0.1`, as a fraction from 0 to 10.
-pub fn parse_fraction(s: &str) -> Result<f64, String> {
-    let (n, scale) = match s.trim().strip_suffix('%') {
-        Some(p) => (p.trim(), 100.0),
-        None => (s.trim(), 1.0),
-    };
-    let v = n
-        .parse::<f64>()
-        .map_err(|_| format!("'{s}' is not a fraction: give e.g. 10% or 0.1"))?
-        / scale;
-    if !(0.0..=10.0).contains(&v) {
-        return Err(format!("'{s}' is out of range: give 0% to 1000%"));
-    }
-    Ok(v)
-}
-
 impl Args {
     /// Checks the flags.
     pub fn validate(&self) -> Result<(), String> {
@@ -83,21 +65,21 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let (base, new) = match (Report::read(&self.base), Report::read(&self.new)) {
             (Ok(b), Ok(n)) => (b, n),
-            (Err(e), _) | (_, Err(e)) => crate::args::usage_error(e),
+            (Err(e), _) | (_, Err(e)) => return Ok(bad_input(&e)),
         };
         if !self.allow_different
             && let Err(e) = base.same_run_as(&new)
         {
-            crate::args::usage_error(format!(
+            return Ok(bad_input(&format!(
                 "{e}; give --allow-different to compare them anyway"
-            ));
+            )));
         }
         let test = Test {
             threshold: self.threshold,
             confidence: self.confidence,
             seed: 0,
         };
-        let rows = stats::compare(&base.measured, &new.measured, &test);
+        let rows = crate::verdicts::compare(&base.measured, &new.measured, &test);
         print!("{}", table(&self, &base, &new, &rows));
         if let Some(path) = &self.junit {
             let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
@@ -132,6 +114,15 @@ impl Args {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// Exit status of bad input (as of a usage error).
+const EXIT_BAD_INPUT: u8 = 2;
+
+/// Reports a report that cannot be compared, before anything is written.
+fn bad_input(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_BAD_INPUT)
 }
 
 /// A row as a JUnit test case: it fails when it is worse and counted.

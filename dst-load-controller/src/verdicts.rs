@@ -1,6 +1,7 @@
 //! The verdicts of `compare`, without I/O: bootstrap confidence intervals of
 //! the relative change of each latency percentile, resampled from the two
-//! reports' HDR histograms, and thresholds for the counts.
+//! reports' HDR histograms, and thresholds for the counts. (A module of its
+//! own: `compare`, the pictures and the red-line search all use it.)
 
 use hdrhistogram::Histogram as Hdr;
 use rand::{SeedableRng, rngs::StdRng};
@@ -17,6 +18,22 @@ pub const STATS: [(&str, f64); 5] = [
     ("p999", 0.999),
     ("max", 1.0),
 ];
+
+/// `10%` or `0.1`, as a fraction from 0 to 10.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let (n, scale) = match s.trim().strip_suffix('%') {
+        Some(p) => (p.trim(), 100.0),
+        None => (s.trim(), 1.0),
+    };
+    let v = n
+        .parse::<f64>()
+        .map_err(|_| format!("'{s}' is not a fraction: give e.g. 10% or 0.1"))?
+        / scale;
+    if !(0.0..=10.0).contains(&v) {
+        return Err(format!("'{s}' is out of range: give 0% to 1000%"));
+    }
+    Ok(v)
+}
 
 /// Bootstrap resamples per latency.
 const RESAMPLES: usize = 1000;
