@@ -51,8 +51,15 @@ pub struct Percentiles {
 
 /// An HDR histogram of microseconds as reports carry it: HDR's V2 format
 /// with DEFLATE, in base64.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HdrBlob(pub Hdr<u64>);
+
+impl std::fmt::Debug for HdrBlob {
+    /// The sample count, not the histogram's thousands of buckets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HdrBlob({} samples)", self.0.len())
+    }
+}
 
 impl serde::Serialize for HdrBlob {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

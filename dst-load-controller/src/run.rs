@@ -625,7 +625,9 @@ pub async fn run_mock_scenario(
     client_config.streams_per_service = plan.clients.streams_per_service;
     client_config.faults = plan.clients.faults;
     client_config.connections = plan.clients.connections();
-    let client = Client::new(client_config, &mut registry)?;
+    // The truth: the initial sets, then the changes from the mock's feed.
+    let client = Client::new(client_config, &mut registry)?
+        .with_truth(client::ground_truth::MockFeed::new(&handle));
     let fleet = client.fleet();
     let client_metrics = client.metrics().clone();
     let client_stop = CancellationToken::new();
@@ -639,15 +641,14 @@ pub async fn run_mock_scenario(
         crate::admin::spawn(addr, router, admin_stop.clone()).await?;
     }
 
-    // The truth starts as the initial sets; changes come from the mock's feed.
-    wait_for_fleet(&fleet, authorities.len()).await;
+    // Every service watched (and given its first truth) before churn starts.
+    wait_for_truth(&fleet, authorities.len()).await;
     // Ready once every stream has had its first answer.
     tokio::spawn(client::track_readiness(
         fleet.clone(),
         ready.clone(),
         admin_stop.clone(),
     ));
-    let truth_task = tokio::spawn(follow_mock_truth(handle.clone(), fleet.clone()));
 
     let churn_stop = shutdown.child_token();
     let schedule = Oscillation {
@@ -699,10 +700,25 @@ pub async fn run_mock_scenario(
     for g in generators {
         let _ = g.await;
     }
-    // Let the last changes fan out before judging.
-    settle(&fleet, plan.settle).await;
+    // The truth has every change the mock made (its feed is read by
+    // another task), then the last changes fan out before judging.
+    let until = tokio::time::Instant::now() + plan.settle;
+    while tokio::time::Instant::now() < until
+        && handle.list().into_iter().any(|(authority, mut endpoints)| {
+            endpoints.sort();
+            fleet
+                .get(&authority.to_string())
+                .is_some_and(|s| s.truth.expected() != endpoints)
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    settle(
+        &fleet,
+        until.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await;
     progress.finish();
-    truth_task.abort();
     client_stop.cancel();
     let summary = client_task.await??;
     let ended_at = jiff::Timestamp::now();
@@ -860,53 +876,13 @@ pub async fn run_cluster_scenario(
     ))
 }
 
-/// Feeds the client's ground truth from the mock: every destination's set
-/// now, then every change from the mock's feed with its timestamp. The
-/// fleet's services must exist already.
-pub fn follow_mock_truth(
-    handle: crate::mock::Handle,
-    fleet: Arc<Fleet>,
-) -> impl Future<Output = ()> + Send + 'static {
-    use std::collections::{BTreeSet, HashMap};
-    // Subscribed and seeded now, not when the future first runs, so that no
-    // change made after this call is missed.
-    let mut feed = handle.changes();
-    let mut expected: HashMap<String, BTreeSet<SocketAddr>> = HashMap::new();
-    for (authority, endpoints) in handle.list() {
-        let set: BTreeSet<SocketAddr> = endpoints.into_iter().collect();
-        if let Some(s) = fleet.get(&authority.to_string()) {
-            s.set_truth(set.iter().copied(), std::time::SystemTime::now());
+/// Waits until the fleet watches `services` services, each with a truth.
+async fn wait_for_truth(fleet: &Fleet, services: usize) {
+    loop {
+        let all = fleet.services();
+        if all.len() >= services && all.iter().all(|s| s.truth.is_known()) {
+            return;
         }
-        expected.insert(authority.to_string(), set);
-    }
-    async move {
-        loop {
-            match feed.recv().await {
-                Ok((authority, change)) => {
-                    let key = authority.to_string();
-                    let set = expected.entry(key.clone()).or_default();
-                    set.extend(change.added.iter().copied());
-                    for a in &change.removed {
-                        set.remove(a);
-                    }
-                    if let Some(s) = fleet.get(&key) {
-                        s.set_truth(set.iter().copied(), change.at);
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "change feed lagged; latencies of those changes are not measured"
-                    );
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-}
-
-async fn wait_for_fleet(fleet: &Fleet, services: usize) {
-    while fleet.services().len() < services {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -11,8 +11,11 @@ mod support;
 use std::time::Duration;
 
 use dst_load_controller::{
-    admin, client::truth::Percentiles, mock::server::Behavior, mock::server::Delay,
-    run::follow_mock_truth,
+    admin,
+    client::ground_truth::{GroundTruth, MockFeed},
+    client::truth::Percentiles,
+    mock::server::Behavior,
+    mock::server::Delay,
 };
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +129,10 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
         client.sets(FOO).len() == 20 && client.sets(FOO).iter().all(|s| s.len() == 1)
     })
     .await;
-    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
 
     // Changes spread over a few scrapes, so series appear mid-window.
     for i in 2..=8u8 {

@@ -3,6 +3,7 @@
 pub mod endpoints;
 pub mod faults;
 pub mod fleet;
+pub mod ground_truth;
 pub mod kube_truth;
 pub mod label;
 pub mod metrics;
@@ -609,9 +610,19 @@ pub struct Client {
     metrics: Metrics,
     services: Arc<Fleet>,
     readiness: Readiness,
+    /// Where the ground truth comes from, besides `--ground-truth`'s
+    /// Kubernetes API (a mock's change feed).
+    truth: Option<Box<dyn ground_truth::GroundTruth>>,
 }
 
 impl Client {
+    /// Times the streams against `source` (a mock's change feed; the
+    /// Kubernetes API is `Config::ground_truth`'s).
+    pub fn with_truth(mut self, source: impl ground_truth::GroundTruth) -> Self {
+        self.truth = Some(Box::new(source));
+        self
+    }
+
     /// Builds a client, registering its metrics. Connects lazily.
     pub fn new(config: Config, registry: &mut Registry) -> anyhow::Result<Self> {
         let channels = (0..config.connections)
@@ -627,6 +638,7 @@ impl Client {
             metrics,
             services,
             readiness: Readiness::default(),
+            truth: None,
         })
     }
 
@@ -652,7 +664,7 @@ impl Client {
     }
 
     /// Runs every stream until `stop`; returns the summary.
-    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<Summary> {
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<Summary> {
         let started = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_channel = 0usize;
@@ -704,23 +716,25 @@ impl Client {
             }
         }
         let mut truth_tasks = Vec::new();
+        let mut sources = Vec::new();
         if self.config.ground_truth {
-            let kube = self
+            let client = self
                 .config
                 .kube
                 .client()
                 .await
                 .context("cannot build a Kubernetes client for --ground-truth")?;
-            for namespace in self.truth_namespaces() {
-                tracing::info!(%namespace, "following the ground truth");
-                truth_tasks.push(tokio::spawn(kube_truth::follow(
-                    kube.clone(),
-                    namespace,
-                    self.config.cluster_domain.clone(),
-                    self.services.clone(),
-                    stop.clone(),
-                )));
-            }
+            sources.push(Box::new(ground_truth::Kubernetes {
+                client,
+                namespaces: self.truth_namespaces(),
+                cluster_domain: self.config.cluster_domain.clone(),
+            }) as Box<dyn ground_truth::GroundTruth>);
+        }
+        sources.extend(self.truth.take());
+        for source in sources {
+            truth_tasks.push(tokio::spawn(
+                source.follow(self.services.clone(), stop.clone()),
+            ));
         }
 
         if let Watch::Selector {

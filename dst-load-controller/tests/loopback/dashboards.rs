@@ -12,9 +12,9 @@ use std::{
 
 use dst_load_controller::{
     churn::{metrics::Metrics as ChurnMetrics, objects::Pattern},
+    client::ground_truth::{GroundTruth, MockFeed},
     kube_api::{Caller, Op},
     mock::server::Behavior,
-    run::follow_mock_truth,
 };
 use prometheus_client::registry::Registry;
 use support::*;
@@ -53,7 +53,10 @@ async fn client_and_mock_scrape() -> String {
         client.sets(FOO).iter().filter(|s| s.len() == 2).count() == 2
     })
     .await;
-    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     mock.handle.patch(&svc_foo, &addrs(&["10.0.0.3:8080"]), &[]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     eventually("the addition everywhere", Duration::from_secs(20), || {

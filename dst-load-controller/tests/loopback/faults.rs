@@ -7,8 +7,10 @@ use crate::support;
 use std::{net::SocketAddr, time::Duration};
 
 use dst_load_controller::{
-    client::faults::Class, mock::generate::endpoints, mock::server::Behavior,
-    run::follow_mock_truth,
+    client::faults::Class,
+    client::ground_truth::{GroundTruth, MockFeed},
+    mock::generate::endpoints,
+    mock::server::Behavior,
 };
 use support::*;
 
@@ -69,7 +71,10 @@ async fn stuck_and_slow_streams_overflow_and_healthy_ones_keep_converging() {
         ),
         (6, 2, 2)
     );
-    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Replace every address, again and again, until both stuck streams

@@ -17,9 +17,9 @@ use crate::support;
 use std::time::Duration;
 
 use dst_load_controller::{
+    client::ground_truth::{GroundTruth, MockFeed},
     client::truth::{Kind, Percentiles},
     mock::server::{Behavior, Delay},
-    run::follow_mock_truth,
 };
 use support::*;
 
@@ -66,7 +66,10 @@ async fn measure(delay: Delay) -> (Percentiles, Percentiles) {
         sizes(&client, 1)
     })
     .await;
-    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     // Nothing recorded yet: the initial sets are not changes.
     assert_eq!(mock.handle.metrics().delivery_percentiles().count, 0);
 

@@ -6,7 +6,10 @@ use crate::support;
 
 use std::time::Duration;
 
-use dst_load_controller::{mock::server::Behavior, run::follow_mock_truth};
+use dst_load_controller::{
+    client::ground_truth::{GroundTruth, MockFeed},
+    mock::server::Behavior,
+};
 use support::*;
 
 const FOO: &str = "foo.ns.svc.cluster.local:8080";
@@ -41,7 +44,10 @@ async fn withheld_removals_are_reported_stale() {
         sets.len() == 8 && sets.iter().all(|s| *s == all3)
     })
     .await;
-    tokio::spawn(follow_mock_truth(mock.handle.clone(), client.fleet.clone()));
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
