@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 pub mod control;
 pub mod dsts;
 pub mod generate;
@@ -27,9 +28,7 @@ pub use handle::Handle;
 
 use std::net::SocketAddr;
 
-use linkerd2_proxy_api::{
-    destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
-};
+use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
@@ -100,7 +99,7 @@ impl MockDestination {
             shutdown.clone(),
         );
         tonic::transport::Server::builder()
-            .add_service(DestinationServer::new(svc))
+            .add_service(server::DestinationGrpc(std::sync::Arc::new(svc)))
             .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener).map(|conn| {

@@ -7,9 +7,8 @@ use std::{
 
 use futures::Stream;
 use linkerd2_proxy_api::destination::{
-    self as pb, AddrSet, DestinationProfile, GetDestination, NoEndpoints, ProtocolHint,
-    TlsIdentity, Update, WeightedAddr, WeightedAddrSet, destination_server::Destination,
-    protocol_hint, tls_identity, update,
+    self as pb, AddrSet, GetDestination, NoEndpoints, ProtocolHint, TlsIdentity, Update,
+    WeightedAddr, WeightedAddrSet, protocol_hint, tls_identity, update,
 };
 use rand::Rng;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
+    codec::{Encoded, GetCodec},
     metrics::Metrics,
     store::{Change, Store},
 };
@@ -159,14 +159,16 @@ pub fn parse_path(path: &str) -> Result<Authority, Status> {
     Ok(authority)
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<Update, Status>> + Send>>;
+/// A `Get` stream's messages, encoded.
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Destination for Service {
-    type GetStream = UpdateStream;
-    type GetProfileStream = Pin<Box<dyn Stream<Item = Result<DestinationProfile, Status>> + Send>>;
-
-    async fn get(&self, req: Request<GetDestination>) -> Result<Response<Self::GetStream>, Status> {
+impl Service {
+    /// Answers a `Get`: the destination's set, then every change, each
+    /// change's messages encoded once for every stream.
+    pub async fn get(
+        &self,
+        req: Request<GetDestination>,
+    ) -> Result<Response<UpdateStream>, Status> {
         let path = req.into_inner().path;
         let authority = parse_path(&path)?;
         let Some(sub) = self.store.subscribe(&authority).filter(|s| s.exists) else {
@@ -189,9 +191,9 @@ impl Destination for Service {
         let shutdown = self.shutdown.clone();
         let mut changes = sub.changes;
         let initial = if !sub.snapshot.is_empty() {
-            Some(shaper.add(&sub.snapshot))
+            Some(Encoded::new(&shaper.add(&sub.snapshot)))
         } else if behavior.legacy_no_endpoints {
-            Some(no_endpoints(true))
+            Some(Encoded::new(&no_endpoints(true)))
         } else {
             // The controller sends nothing at all for an empty service.
             None
@@ -200,8 +202,8 @@ impl Destination for Service {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let _active = metrics.stream_opened();
-                let send = |u: Update| {
-                    let n = endpoints_in(&u);
+                let send = |u: Encoded| {
+                    let n = u.endpoints;
                     match tx.try_send(Ok(u)) {
                         Ok(()) => {
                             metrics.sent(n);
@@ -252,12 +254,14 @@ impl Destination for Service {
                     // destination; a stream withholding removals (a fault)
                     // builds its own.
                     let updates = if shaper.withhold_removals {
-                        shaper.updates(&change)
+                        shaper.updates(&change).iter().map(Encoded::new).collect()
                     } else {
                         change
                             .shaped
                             .0
-                            .get_or_init(|| shaper.updates(&change))
+                            .get_or_init(|| {
+                                shaper.updates(&change).iter().map(Encoded::new).collect()
+                            })
                             .clone()
                     };
                     if !updates.is_empty() {
@@ -278,20 +282,58 @@ impl Destination for Service {
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
 
-    async fn get_profile(
-        &self,
-        _req: Request<GetDestination>,
-    ) -> Result<Response<Self::GetProfileStream>, Status> {
-        Err(Status::unimplemented("the mock serves endpoints only"))
+/// The gRPC Destination service: `Get` with the encode-once codec
+/// ([`GetCodec`]); any other method is unimplemented (the mock serves no
+/// profiles).
+#[derive(Clone)]
+pub struct DestinationGrpc(pub Arc<Service>);
+
+impl tonic::server::NamedService for DestinationGrpc {
+    const NAME: &'static str = "io.linkerd.proxy.destination.Destination";
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for DestinationGrpc
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != "/io.linkerd.proxy.destination.Destination/Get" {
+            let status = Status::unimplemented("the mock serves Destination.Get only");
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let get = GetCall(self.0.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(GetCodec);
+            Ok(grpc.server_streaming(get, req).await)
+        })
     }
 }
 
-fn endpoints_in(u: &Update) -> u64 {
-    match &u.update {
-        Some(update::Update::Add(s)) => s.addrs.len() as u64,
-        Some(update::Update::Remove(s)) => s.addrs.len() as u64,
-        _ => 0,
+/// One `Get` call, for tonic's server-streaming handler.
+struct GetCall(Arc<Service>);
+
+impl tonic::server::ServerStreamingService<GetDestination> for GetCall {
+    type Response = Encoded;
+    type ResponseStream = UpdateStream;
+    type Future = futures::future::BoxFuture<'static, Result<Response<UpdateStream>, Status>>;
+
+    fn call(&mut self, req: Request<GetDestination>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { svc.get(req).await })
     }
 }
 

@@ -37,7 +37,7 @@ pub struct Change {
 
 /// A change's messages, built once and shared by every stream.
 #[derive(Clone, Debug, Default)]
-pub struct Shaped(pub std::sync::OnceLock<Vec<linkerd2_proxy_api::destination::Update>>);
+pub struct Shaped(pub std::sync::OnceLock<Vec<super::codec::Encoded>>);
 
 impl PartialEq for Shaped {
     fn eq(&self, _: &Self) -> bool {
