@@ -5,7 +5,7 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|redline ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|redline|storm|burst ...] [--streams N] [--seconds S]
 
 `controller` and `redline` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down.
@@ -241,6 +241,37 @@ def bench_fanout(a):
     }
     c.stop()
     m.stop()
+    return result
+
+
+def bench_burst(a):
+    """One change handed to many streams at once: the mock's own record of
+    each delivery (from the change to the update handed to each stream's
+    queue, GET /api/delivery) over --burst-changes changes to one destination
+    watched by --burst-streams streams."""
+    streams = a.burst_streams
+    m, port, madmin = mock("burst-mock", [f"{svc(0)}={cidr(0)}:10..10"])
+    c, cadmin = client("burst-client", port, 1, streams, min(streams, 10))
+    wait_for("every stream answered",
+             lambda: metric_or_zero(cadmin, "destination_client_time_to_first_update_seconds_count") >= streams,
+             a.timeout)
+    url = f"http://127.0.0.1:{madmin}/api/destinations/{svc(0)}"
+    extra = "10.0.0.250:8080"
+    for i in range(a.burst_changes):
+        body = {"add": [extra]} if i % 2 == 0 else {"remove": [extra]}
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PATCH",
+                                     headers={"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        time.sleep(0.5)
+    record = json.load(urllib.request.urlopen(f"http://127.0.0.1:{madmin}/api/delivery", timeout=10))
+    result = {
+        "streams": streams, "changes": a.burst_changes, "deliveries": record["count"],
+        "handed_to_all_ms_max": round(record["max"] * 1e3, 3),
+        "handed_p50_ms": round(record["p50"] * 1e3, 3), "handed_p99_ms": round(record["p99"] * 1e3, 3),
+        "mock_cpu_seconds": round(m.cpu(), 2),
+    }
+    m.stop()
+    c.stop()
     return result
 
 
@@ -562,6 +593,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--controller-streams", type=int, default=1000, help="controller: streams (default 1000)")
     ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
+    ap.add_argument("--burst-streams", type=int, default=1000, help="burst: streams of one destination")
+    ap.add_argument("--burst-changes", type=int, default=20, help="burst: changes made")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
@@ -576,7 +609,8 @@ def main():
 
 def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
-               "controller": bench_controller, "redline": bench_redline, "storm": bench_storm}
+               "controller": bench_controller, "redline": bench_redline, "storm": bench_storm,
+               "burst": bench_burst}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

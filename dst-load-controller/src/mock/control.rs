@@ -77,11 +77,18 @@ impl From<&Change> for ChangeView {
 pub fn router(handle: Handle) -> Router {
     Router::new()
         .route("/api/destinations", get(list))
+        .route("/api/delivery", get(delivery))
         .route(
             "/api/destinations/{authority}",
             get(show).put(set).patch(patch).delete(delete),
         )
         .with_state(handle)
+}
+
+/// The mock's own record of every delivery: from a change to the update
+/// handed to a stream's queue (percentiles in seconds, with the histogram).
+async fn delivery(State(h): State<Handle>) -> Json<crate::latency::Percentiles> {
+    Json(h.metrics().delivery_percentiles())
 }
 
 fn parse(authority: &str) -> Result<Authority, (StatusCode, String)> {

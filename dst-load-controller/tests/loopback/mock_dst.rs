@@ -352,6 +352,13 @@ async fn the_control_api_changes_what_streams_see() {
     .await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("no port"), "{body}");
+    // The mock's own delivery record: the PATCH and the DELETE, each handed
+    // to the one stream (the PUT came before it subscribed).
+    let (code, body) = http(api, "GET", "/api/delivery", "").await;
+    assert_eq!(code, 200, "{body}");
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["count"], 2, "{record}");
+    assert!(record["max"].as_f64().unwrap() < 5.0, "{record}");
     stop.cancel();
     mock.stop().await;
 }
