@@ -138,14 +138,7 @@ fn junit_case(r: &Row) -> crate::slo::Verdict {
 
 /// `worse: 12.0 ms -> 24.1 ms (+101%, 95% interval +88%..+104%)`.
 fn describe(r: &Row) -> String {
-    let latency = r.metric.contains('.');
-    let v = |x: f64| {
-        if latency {
-            format!("{:.1} ms", x * 1e3)
-        } else {
-            format!("{x}")
-        }
-    };
+    let v = |x: f64| r.show(x);
     let mut s = format!("{}: {} -> {}", r.verdict.as_str(), v(r.base), v(r.new));
     if let Some((lo, hi)) = r.interval {
         s += &format!(" (interval {:+.0}%..{:+.0}%)", lo * 100.0, hi * 100.0);
@@ -171,14 +164,8 @@ fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
         "figure", "base", "new", "delta", "interval"
     );
     for r in rows {
-        let latency = r.metric.contains('.');
-        let v = |x: f64| {
-            if latency {
-                format!("{:.1} ms", x * 1e3)
-            } else {
-                format!("{x}")
-            }
-        };
+        let latency = r.is_latency();
+        let v = |x: f64| r.show(x);
         let delta = if latency {
             format!("{:+.1} ms", (r.new - r.base) * 1e3)
         } else {

@@ -235,14 +235,7 @@ fn slo_table(slos: &[crate::slo::Verdict]) -> String {
 fn verdict_table(rows: &[Row]) -> String {
     let mut t = "<h2>Verdicts</h2><table><tr><th>figure</th><th>base</th><th>new</th><th>interval of the change</th><th>verdict</th></tr>\n".to_string();
     for r in rows {
-        let latency = r.metric.contains('.');
-        let v = |x: f64| {
-            if latency {
-                format!("{:.1} ms", x * 1e3)
-            } else {
-                format!("{x}")
-            }
-        };
+        let v = |x: f64| r.show(x);
         let interval = r.interval.map_or(String::new(), |(lo, hi)| {
             format!("{:+.0}% .. {:+.0}%", lo * 100.0, hi * 100.0)
         });

@@ -84,6 +84,20 @@ pub struct Row {
 }
 
 impl Row {
+    /// Whether the row is a latency (seconds) rather than a count.
+    pub fn is_latency(&self) -> bool {
+        self.metric.contains('.')
+    }
+
+    /// One of the row's values as shown: milliseconds for a latency.
+    pub fn show(&self, x: f64) -> String {
+        if self.is_latency() {
+            format!("{:.1} ms", x * 1e3)
+        } else {
+            format!("{x}")
+        }
+    }
+
     /// Whether this row fails the comparison.
     pub fn fails(&self) -> bool {
         self.counted && self.verdict == Verdict::Worse

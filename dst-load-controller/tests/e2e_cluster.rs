@@ -2766,15 +2766,21 @@ async fn a_burst_of_services_scales_in_one_instant_and_converges_with_latencies(
 
 /// The sum of the controller's `endpoint_updates_queue_overflow` over
 /// `namespace`'s services.
-async fn controller_overflows(namespace: &str) -> f64 {
+/// The real controller's metrics, as scraped now.
+async fn controller_metrics() -> String {
     let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+async fn controller_overflows(namespace: &str) -> f64 {
+    controller_metrics()
+        .await
+        .lines()
         .filter(|l| l.starts_with("endpoint_updates_queue_overflow{"))
         .filter(|l| l.contains(&format!(".{namespace}.svc.")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -2896,13 +2902,7 @@ async fn stuck_streams_and_reset_storms_against_the_real_controller() {
 /// Get streams the real controller has open now: started minus handled
 /// (its grpc-go server metrics), whoever the clients are.
 async fn controller_open_gets() -> f64 {
-    let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = controller_metrics().await;
     let sum = |name: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(name) && l.contains("grpc_method=\"Get\""))
