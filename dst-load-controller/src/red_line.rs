@@ -109,10 +109,19 @@ impl Search {
 /// measured the load generator, not the destination server.
 pub const CLIENT_BOUND_CPU: f64 = 0.9;
 
-/// Whether a step that used `cpu_seconds` over `wall_seconds` on `cores`
-/// saturated its own process.
-pub fn client_bound(cpu_seconds: f64, wall_seconds: f64, cores: usize) -> bool {
-    wall_seconds > 0.0 && cpu_seconds / (wall_seconds * cores.max(1) as f64) >= CLIENT_BOUND_CPU
+/// The share of the machine's `cores` a process used: `cpu_seconds` over
+/// `wall_seconds` (0 for no time).
+pub fn cpu_share(cpu_seconds: f64, wall_seconds: f64, cores: usize) -> f64 {
+    if wall_seconds > 0.0 {
+        cpu_seconds / (wall_seconds * cores.max(1) as f64)
+    } else {
+        0.0
+    }
+}
+
+/// Whether a step whose process used `share` of the machine saturated it.
+pub fn client_bound(share: f64) -> bool {
+    share >= CLIENT_BOUND_CPU
 }
 
 /// This process's CPU time so far (user and system), in seconds, from
@@ -235,9 +244,9 @@ mod tests {
 
     #[test]
     fn a_saturated_process_is_client_bound() {
-        assert!(client_bound(9.5, 5.0, 2));
-        assert!(!client_bound(3.0, 5.0, 2));
-        assert!(!client_bound(1.0, 0.0, 2));
+        assert!(client_bound(cpu_share(9.5, 5.0, 2)));
+        assert!(!client_bound(cpu_share(3.0, 5.0, 2)));
+        assert!(!client_bound(cpu_share(1.0, 0.0, 2)));
         assert!(process_cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 }

@@ -218,38 +218,26 @@ pub struct Prometheus {
     url: String,
 }
 
+/// An answer of Prometheus's HTTP API, of instant (`Data<Sample>`) or
+/// range (`Data<RangeSeries>`) queries.
 #[derive(Deserialize)]
-struct Answer {
+struct Answer<R> {
     status: String,
     #[serde(default)]
     error: Option<String>,
-    #[serde(default)]
-    data: Option<Data>,
+    #[serde(default = "Option::default")]
+    data: Option<Data<R>>,
 }
 
 #[derive(Deserialize)]
-struct Data {
-    result: Vec<Sample>,
+struct Data<R> {
+    result: Vec<R>,
 }
 
 #[derive(Deserialize)]
 struct Sample {
     metric: BTreeMap<String, String>,
     value: (f64, String),
-}
-
-#[derive(Deserialize)]
-struct RangeAnswer {
-    status: String,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    data: Option<RangeData>,
-}
-
-#[derive(Deserialize)]
-struct RangeData {
-    result: Vec<RangeSeries>,
 }
 
 #[derive(Deserialize)]
@@ -272,31 +260,9 @@ impl Prometheus {
         query: &str,
         at: jiff::Timestamp,
     ) -> Result<Vec<(BTreeMap<String, String>, f64)>, Error> {
-        let http = |source| Error::Http {
-            url: self.url.clone(),
-            source,
-        };
         let time = format!("{:.3}", at.as_millisecond() as f64 / 1e3);
-        let answer: Answer = self
-            .http
-            .post(&self.url)
-            .form(&[("query", query), ("time", &time)])
-            .send()
-            .await
-            .map_err(http)?
-            .json()
-            .await
-            .map_err(http)?;
-        if answer.status != "success" {
-            return Err(Error::Query {
-                query: query.to_string(),
-                error: answer.error.unwrap_or(answer.status),
-            });
-        }
-        Ok(answer
-            .data
-            .map(|d| d.result)
-            .unwrap_or_default()
+        let result: Vec<Sample> = self.call(&self.url, query, &[("time", &time)]).await?;
+        Ok(result
             .into_iter()
             .map(|s| {
                 let v = match s.value.1.as_str() {
@@ -311,30 +277,23 @@ impl Prometheus {
 }
 
 impl Prometheus {
-    /// Evaluates `query` every `step` over `[start, end]`: the first
-    /// series' (time, value) points.
-    pub async fn query_range(
+    /// POSTs `query` with `params` to `url` and returns the answer's result.
+    async fn call<R: serde::de::DeserializeOwned>(
         &self,
+        url: &str,
         query: &str,
-        start: jiff::Timestamp,
-        end: jiff::Timestamp,
-        step: Duration,
-    ) -> Result<Vec<(f64, f64)>, Error> {
-        let url = self.url.replace("/api/v1/query", "/api/v1/query_range");
+        params: &[(&str, &str)],
+    ) -> Result<Vec<R>, Error> {
         let http = |source| Error::Http {
-            url: url.clone(),
+            url: url.to_string(),
             source,
         };
-        let secs = |t: jiff::Timestamp| format!("{:.3}", t.as_millisecond() as f64 / 1e3);
-        let answer: RangeAnswer = self
+        let mut form = vec![("query", query)];
+        form.extend_from_slice(params);
+        let answer: Answer<R> = self
             .http
-            .post(&url)
-            .form(&[
-                ("query", query),
-                ("start", &secs(start)),
-                ("end", &secs(end)),
-                ("step", &format!("{:.3}", step.as_secs_f64())),
-            ])
+            .post(url)
+            .form(&form)
             .send()
             .await
             .map_err(http)?
@@ -347,9 +306,34 @@ impl Prometheus {
                 error: answer.error.unwrap_or(answer.status),
             });
         }
-        Ok(answer
-            .data
-            .and_then(|d| d.result.into_iter().next())
+        Ok(answer.data.map(|d| d.result).unwrap_or_default())
+    }
+
+    /// Evaluates `query` every `step` over `[start, end]`: the first
+    /// series' (time, value) points.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> Result<Vec<(f64, f64)>, Error> {
+        let url = self.url.replace("/api/v1/query", "/api/v1/query_range");
+        let secs = |t: jiff::Timestamp| format!("{:.3}", t.as_millisecond() as f64 / 1e3);
+        let result: Vec<RangeSeries> = self
+            .call(
+                &url,
+                query,
+                &[
+                    ("start", &secs(start)),
+                    ("end", &secs(end)),
+                    ("step", &format!("{:.3}", step.as_secs_f64())),
+                ],
+            )
+            .await?;
+        Ok(result
+            .into_iter()
+            .next()
             .map(|s| {
                 s.values
                     .into_iter()

@@ -251,7 +251,9 @@ impl Args {
     /// `--find-red-line`: runs the scenario at the loads the search asks
     /// for, each judged by the scenario's SLOs (or --slo), until it is done.
     async fn find_red_line(self) -> anyhow::Result<ExitCode> {
-        use crate::red_line::{Dimension, Found, Search, Step, client_bound, process_cpu_seconds};
+        use crate::red_line::{
+            Dimension, Found, Search, Step, client_bound, cpu_share, process_cpu_seconds,
+        };
         let shutdown = crate::shutdown::on_signal();
         let spec = self.spec().map_err(anyhow::Error::msg)?;
         let dimension = self.red_line.red_line_dimension;
@@ -327,7 +329,7 @@ impl Args {
                 };
                 let wall = began.elapsed().as_secs_f64();
                 let cpu = match (cpu_before, process_cpu_seconds()) {
-                    (Some(a), Some(b)) => (b - a) / (wall * cores as f64),
+                    (Some(a), Some(b)) => cpu_share(b - a, wall, cores),
                     _ => 0.0,
                 };
                 outcome.slos = crate::slo::judge(&slos, &outcome.measured, self.gates.min_samples);
@@ -348,7 +350,7 @@ impl Args {
                 println!("  {load}: too few samples; again for {:?}", extended * 2);
             };
             let passed = outcome.slos.iter().all(|v| v.pass);
-            let bound = client_bound(cpu, 1.0, 1);
+            let bound = client_bound(cpu);
             let m = &outcome.measured;
             println!(
                 "  {load:>7}: {} streams  {}  update p50 {:.1} ms p99 {:.1} ms  convergence p99 {:.1} ms  fan-out max {:.1} ms  untimed {}  cpu {:.0}%{}",
