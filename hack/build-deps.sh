@@ -117,20 +117,28 @@ linkerd_sources() {
   printf '%s' "$dir"
 }
 
-build_linkerd() {
-  local srcs top api
+# linkerd_tree WORKDIR: extracts the verified archives into WORKDIR and cds
+# into the linkerd2 tree (proxy API replaced by the extracted one). Returns 1
+# when there are no archives (the caller fetches the module instead).
+linkerd_tree() {
+  local srcs top api work=$1
   srcs=$(linkerd_sources)
   top=linkerd2-$LINKERD_VERSION api=linkerd2-proxy-api-$LINKERD_PROXY_API_VERSION
-  if [[ -n $srcs && -f $srcs/$top.tar.gz ]]; then
-    [[ -f $srcs/$api.tar.gz ]] || { echo "$srcs has $top.tar.gz but not $api.tar.gz" >&2; return 1; }
-    (cd "$srcs" && grep -E " ($top|$api)\.tar\.gz\$" SHA256SUMS | sha256sum -c --strict -) ||
-      { echo "checksum mismatch in $srcs (see SHA256SUMS); refusing to build from it" >&2; return 1; }
-    local work=$CACHE/src/linkerd-$LINKERD_VERSION
-    rm -rf "$work" && mkdir -p "$work"
-    tar -xzf "$srcs/$top.tar.gz" -C "$work"
-    tar -xzf "$srcs/$api.tar.gz" -C "$work"
-    cd "$work/$top"
-    go mod edit -replace "github.com/linkerd/linkerd2-proxy-api=$work/$api"
+  [[ -n $srcs && -f $srcs/$top.tar.gz ]] || return 1
+  [[ -f $srcs/$api.tar.gz ]] || { echo "$srcs has $top.tar.gz but not $api.tar.gz" >&2; exit 1; }
+  (cd "$srcs" && grep -E " ($top|$api)\.tar\.gz\$" SHA256SUMS | sha256sum -c --strict -) ||
+    { echo "checksum mismatch in $srcs (see SHA256SUMS); refusing to build from it" >&2; exit 1; }
+  rm -rf "$work" && mkdir -p "$work"
+  tar -xzf "$srcs/$top.tar.gz" -C "$work"
+  tar -xzf "$srcs/$api.tar.gz" -C "$work"
+  cd "$work/$top"
+  go mod edit -replace "github.com/linkerd/linkerd2-proxy-api=$work/$api"
+}
+
+# Linkerd's controllers: one binary whose subcommands include `destination`
+# and `service-mirror`.
+build_linkerd() {
+  if linkerd_tree "$CACHE/src/linkerd-$LINKERD_VERSION"; then
     go build -mod=mod -trimpath -o "$out/linkerd-controller" ./controller/cmd
     # The charts (linkerd-crds, linkerd-control-plane, multicluster) for
     # rendering CRDs and validating our values offline.
@@ -148,6 +156,19 @@ build_linkerd() {
   fi
   # It answers "expected a subcommand" when run bare.
   [[ $("$out/linkerd-controller" 2>&1 || true) == *subcommand* ]]
+}
+
+# Linkerd's CLI, for `linkerd multicluster link-gen` (the Link and its
+# credentials, as users make them).
+build_linkerd_cli() {
+  if linkerd_tree "$CACHE/src/linkerd-cli-$LINKERD_VERSION"; then
+    go build -mod=mod -trimpath -o "$out/linkerd" ./cli
+  else
+    wrapper "$CACHE/src/linkerd-cli-$LINKERD_VERSION"
+    go mod edit -require=github.com/linkerd/linkerd2@"$LINKERD_VERSION"
+    go build -mod=mod -trimpath -o "$out/linkerd" github.com/linkerd/linkerd2/cli
+  fi
+  "$out/linkerd" version --client --short
 }
 
 build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
@@ -210,7 +231,7 @@ version_of() {
     etcd) echo "$ETCD_VERSION" ;;
     kubernetes | kubectl) echo "$K8S_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
-    linkerd) echo "$LINKERD_VERSION" ;;
+    linkerd | linkerd_cli) echo "$LINKERD_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     step) echo "$STEP_VERSION" ;;
     kubeconform) echo "$KUBECONFORM_VERSION" ;;
@@ -222,7 +243,7 @@ version_of() {
   esac
 }
 
-ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
+ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd linkerd_cli helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
 
 main() {
   local comps=("$@") failed=()

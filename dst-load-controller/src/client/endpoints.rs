@@ -6,38 +6,12 @@
 
 use std::{collections::HashSet, net::SocketAddr};
 
-use linkerd2_proxy_api::{
-    destination::{Update, update},
-    net::TcpAddress,
-};
+use super::wire::Delta;
+pub use super::wire::UpdateKind;
 
-/// The kind of an update, as a metric label.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum UpdateKind {
-    /// `add`.
-    Add,
-    /// `remove`.
-    Remove,
-    /// `no_endpoints`.
-    NoEndpoints,
-    /// An `Update` with no variant set.
-    Empty,
-}
-
-impl UpdateKind {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Add => "add",
-            Self::Remove => "remove",
-            Self::NoEndpoints => "no_endpoints",
-            Self::Empty => "empty",
-        }
-    }
-
-    /// Every kind, in label order.
-    pub const ALL: [UpdateKind; 4] = [Self::Add, Self::Remove, Self::NoEndpoints, Self::Empty];
-}
+/// A set of addresses, hashed with foldhash: sets are hashed on every
+/// update, and SipHash was a good share of the client's CPU.
+pub type Addrs = HashSet<SocketAddr, foldhash::fast::RandomState>;
 
 /// What applying one update did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +25,7 @@ pub struct Applied {
 /// The endpoint set of one stream.
 #[derive(Clone, Debug, Default)]
 pub struct EndpointSet {
-    addrs: HashSet<SocketAddr>,
+    addrs: Addrs,
     awaiting_first: bool,
 }
 
@@ -59,7 +33,7 @@ impl EndpointSet {
     /// A new stream's set: empty, and the first message will replace it.
     pub fn new() -> Self {
         Self {
-            addrs: HashSet::new(),
+            addrs: Addrs::default(),
             awaiting_first: true,
         }
     }
@@ -70,40 +44,25 @@ impl EndpointSet {
     }
 
     /// Applies one update.
-    pub fn apply(&mut self, update: &Update) -> Applied {
+    pub fn apply(&mut self, delta: &Delta) -> Applied {
         let reset = std::mem::replace(&mut self.awaiting_first, false);
         if reset {
             // What the server has not re-announced since the reconnect is unknown.
             self.addrs.clear();
         }
-        let mut invalid_addrs = 0;
-        match &update.update {
-            Some(update::Update::Add(set)) => {
-                for wa in &set.addrs {
-                    match wa.addr.as_ref().and_then(decode) {
-                        Some(addr) => {
-                            self.addrs.insert(addr);
-                        }
-                        None => invalid_addrs += 1,
-                    }
+        match delta.kind {
+            UpdateKind::Add => self.addrs.extend(delta.addrs.iter().copied()),
+            UpdateKind::Remove => {
+                for a in &delta.addrs {
+                    self.addrs.remove(a);
                 }
             }
-            Some(update::Update::Remove(set)) => {
-                for a in &set.addrs {
-                    match decode(a) {
-                        Some(addr) => {
-                            self.addrs.remove(&addr);
-                        }
-                        None => invalid_addrs += 1,
-                    }
-                }
-            }
-            Some(update::Update::NoEndpoints(_)) => self.addrs.clear(),
-            None => {}
+            UpdateKind::NoEndpoints => self.addrs.clear(),
+            UpdateKind::Empty => {}
         }
         Applied {
             reset,
-            invalid_addrs,
+            invalid_addrs: delta.invalid_addrs,
         }
     }
 
@@ -123,62 +82,29 @@ impl EndpointSet {
     }
 
     /// The addresses, unordered.
-    pub fn addrs(&self) -> &HashSet<SocketAddr> {
+    pub fn addrs(&self) -> &Addrs {
         &self.addrs
     }
-}
-
-/// The kind of an update.
-pub fn kind(update: &Update) -> UpdateKind {
-    match &update.update {
-        Some(update::Update::Add(_)) => UpdateKind::Add,
-        Some(update::Update::Remove(_)) => UpdateKind::Remove,
-        Some(update::Update::NoEndpoints(_)) => UpdateKind::NoEndpoints,
-        None => UpdateKind::Empty,
-    }
-}
-
-fn decode(addr: &TcpAddress) -> Option<SocketAddr> {
-    SocketAddr::try_from(*addr).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linkerd2_proxy_api::destination::{AddrSet, NoEndpoints, WeightedAddr, WeightedAddrSet};
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
-    fn mk_add(addrs: &[&str]) -> Update {
-        Update {
-            update: Some(update::Update::Add(WeightedAddrSet {
-                addrs: addrs
-                    .iter()
-                    .map(|a| WeightedAddr {
-                        addr: Some(sa(a).into()),
-                        weight: 10_000,
-                        ..Default::default()
-                    })
-                    .collect(),
-                metric_labels: Default::default(),
-            })),
-        }
+    fn mk_add(addrs: &[&str]) -> Delta {
+        Delta::add(addrs.iter().map(|a| sa(a)))
     }
 
-    fn mk_remove(addrs: &[&str]) -> Update {
-        Update {
-            update: Some(update::Update::Remove(AddrSet {
-                addrs: addrs.iter().map(|a| sa(a).into()).collect(),
-            })),
-        }
+    fn mk_remove(addrs: &[&str]) -> Delta {
+        Delta::remove(addrs.iter().map(|a| sa(a)))
     }
 
-    fn mk_no_endpoints() -> Update {
-        Update {
-            update: Some(update::Update::NoEndpoints(NoEndpoints { exists: true })),
-        }
+    fn mk_no_endpoints() -> Delta {
+        Delta::no_endpoints(true)
     }
 
     fn sorted(set: &EndpointSet) -> Vec<SocketAddr> {
@@ -247,14 +173,11 @@ mod tests {
     #[test]
     fn counts_undecodable_addresses() {
         let mut set = EndpointSet::new();
-        let update = Update {
-            update: Some(update::Update::Add(WeightedAddrSet {
-                addrs: vec![WeightedAddr::default()],
-                metric_labels: Default::default(),
-            })),
+        let delta = Delta {
+            invalid_addrs: 1,
+            ..mk_add(&[])
         };
-        assert_eq!(set.apply(&update).invalid_addrs, 1);
+        assert_eq!(set.apply(&delta).invalid_addrs, 1);
         assert!(set.is_empty());
-        assert_eq!(kind(&update), UpdateKind::Add);
     }
 }

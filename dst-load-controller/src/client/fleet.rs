@@ -12,12 +12,11 @@ use std::{
     time::SystemTime,
 };
 
-use linkerd2_proxy_api::destination::Update;
-
 use super::{
     endpoints::{Applied, EndpointSet},
     faults::Class,
     truth::{Latencies, ServiceTruth},
+    wire::Delta,
 };
 
 /// Every watched service's streams, shared with the scrape-time gauges.
@@ -72,7 +71,7 @@ struct SlotState {
 impl StreamSlot {
     /// Applies an update to stream `i`'s set, stamps it, reports it to the
     /// truth, and marks the stream answered.
-    pub fn apply(&self, i: usize, update: &Update, truth: &ServiceTruth) -> Applied {
+    pub fn apply(&self, i: usize, update: &Delta, truth: &ServiceTruth) -> Applied {
         let mut state = self.state.lock().expect("stream set lock");
         let applied = state.set.apply(update);
         let now = SystemTime::now();

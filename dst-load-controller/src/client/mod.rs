@@ -12,6 +12,7 @@ pub mod stream;
 pub use crate::target;
 pub mod token;
 pub mod truth;
+pub mod wire;
 
 pub use fleet::Fleet;
 

@@ -3,17 +3,18 @@
 use std::{sync::Arc, time::Duration};
 
 use backon::BackoffBuilder;
-use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
+use linkerd2_proxy_api::destination::GetDestination;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status, client::Grpc, transport::Channel};
 
 use super::{
-    endpoints::{UpdateKind, kind},
+    endpoints::UpdateKind,
     faults::Class,
     metrics::{Metrics, ServiceStreams},
+    wire,
 };
 
 /// Settings shared by every stream.
@@ -110,7 +111,7 @@ impl Stream {
             slow_delay,
         } = self;
         let class = service.classes()[index];
-        let mut client = DestinationClient::new(channel.borrow_and_update().clone());
+        let mut client = Grpc::new(channel.borrow_and_update().clone());
         storm.borrow_and_update();
         let request = GetDestination {
             scheme: "k8s".to_string(),
@@ -130,7 +131,7 @@ impl Stream {
             // acted on by this (re-)Get, not by resetting it at once.
             storm.borrow_and_update();
             if std::mem::take(&mut reconnect) || channel.has_changed().unwrap_or(false) {
-                client = DestinationClient::new(channel.borrow_and_update().clone());
+                client = Grpc::new(channel.borrow_and_update().clone());
             }
             metrics.streams_created.inc();
             metrics.streams_active.inc();
@@ -150,7 +151,7 @@ impl Stream {
 
             // The real controller sends headers lazily with the first update,
             // so the initial timeout covers the `Get` call too.
-            let get = client.get(request.clone());
+            let get = wire::get(&mut client, request.clone());
             tokio::pin!(get);
             let end = 'stream: {
                 let mut updates = loop {
@@ -165,7 +166,7 @@ impl Stream {
                             metrics.initial_timeouts.inc();
                         }
                         rsp = &mut get => match rsp {
-                            Ok(rsp) => break rsp.into_inner(),
+                            Ok(updates) => break updates,
                             Err(status) => break 'stream End::Error(status),
                         },
                     }
@@ -192,9 +193,8 @@ impl Stream {
                         _ = sleep_until(read_at), if waiting => {}
                         msg = updates.message(), if !paused => match msg {
                             Ok(Some(update)) => {
-                                let k = kind(&update);
-                                counters[k as usize].inc();
-                                metrics.endpoint_updates_received.inc_by(endpoints_in(&update));
+                                counters[update.kind as usize].inc();
+                                metrics.endpoint_updates_received.inc_by((update.addrs.len() + update.invalid_addrs) as u64);
                                 let applied = slot.apply(index, &update, &service.truth);
                                 if applied.invalid_addrs > 0 {
                                     metrics.invalid_addresses.inc_by(applied.invalid_addrs as u64);
@@ -264,16 +264,6 @@ impl Stream {
                 _ = sleep(delay) => {}
             }
         }
-    }
-}
-
-/// Addresses an update adds or removes.
-fn endpoints_in(update: &linkerd2_proxy_api::destination::Update) -> u64 {
-    use linkerd2_proxy_api::destination::update::Update as U;
-    match &update.update {
-        Some(U::Add(set)) => set.addrs.len() as u64,
-        Some(U::Remove(set)) => set.addrs.len() as u64,
-        Some(U::NoEndpoints(_)) | None => 0,
     }
 }
 

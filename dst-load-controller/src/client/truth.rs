@@ -13,9 +13,14 @@
 //! Timestamps are wall-clock (`SystemTime`) because the change is stamped by
 //! another component (the mock, or churn through the Kubernetes API).
 
-use super::{faults::Class, label::StreamLabel};
+use super::{
+    endpoints::{Addrs, UpdateKind},
+    faults::Class,
+    label::StreamLabel,
+    wire::Delta,
+};
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -26,7 +31,6 @@ use hdrhistogram::Histogram as Hdr;
 use crate::gates::ChangeRecord;
 pub use crate::latency::{Kind, PatternLatencies, Percentiles, Timings};
 use crate::latency::{buckets, micros, mk_hdr};
-use linkerd2_proxy_api::destination::{Update, update};
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::{Registry, Unit},
@@ -213,8 +217,8 @@ struct Epoch {
     changed_at: SystemTime,
     /// When our Kubernetes watch saw the change, if it came from one.
     seen_at: Option<SystemTime>,
-    expected: HashSet<SocketAddr>,
-    changed: HashSet<SocketAddr>,
+    expected: Addrs,
+    changed: Addrs,
     /// Whether latencies are recorded (not for the first truth: nothing changed).
     measured: bool,
     marks: Vec<Mark>,
@@ -309,10 +313,10 @@ impl ServiceTruth {
         seen_at: Option<SystemTime>,
         timed: bool,
     ) -> u64 {
-        let expected: HashSet<SocketAddr> = expected.into_iter().collect();
+        let expected: Addrs = expected.into_iter().collect();
         let mut guard = self.epoch.lock().expect("truth lock");
         let (version, changed, measured) = match guard.as_ref() {
-            None => (0, HashSet::new(), false),
+            None => (0, Addrs::default(), false),
             // Not a change: keep measuring the epoch in progress.
             Some(prev) if prev.expected == expected => return prev.version,
             Some(prev) => {
@@ -360,13 +364,7 @@ impl ServiceTruth {
 
     /// Records what stream `i` holds after `update` (None when called from a
     /// scan rather than an update), observed at `at`.
-    pub fn observed(
-        &self,
-        i: usize,
-        set: &HashSet<SocketAddr>,
-        update: Option<&Update>,
-        at: SystemTime,
-    ) {
+    pub fn observed(&self, i: usize, set: &Addrs, update: Option<&Delta>, at: SystemTime) {
         let mut guard = self.epoch.lock().expect("truth lock");
         let Some(epoch) = guard.as_mut() else { return };
         let mark = &mut epoch.marks[i];
@@ -461,7 +459,7 @@ impl ServiceTruth {
     }
 
     /// Where a set stands against the truth.
-    pub fn standing(&self, set: &HashSet<SocketAddr>) -> Standing {
+    pub fn standing(&self, set: &Addrs) -> Standing {
         match self.epoch.lock().expect("truth lock").as_ref() {
             None => Standing::Unknown,
             Some(e) if *set == e.expected => Standing::Converged,
@@ -518,21 +516,18 @@ impl ServiceTruth {
 /// change touched: it adds an address the change added, or removes one it
 /// removed. (A late update of an earlier change that the new one reverted
 /// moves the other way and does not count.)
-fn reflects(u: &Update, changed: &HashSet<SocketAddr>, expected: &HashSet<SocketAddr>) -> bool {
-    let added =
-        |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a) && expected.contains(&a));
-    let removed =
-        |a: Option<SocketAddr>| a.is_some_and(|a| changed.contains(&a) && !expected.contains(&a));
-    match &u.update {
-        Some(update::Update::Add(set)) => set
+fn reflects(u: &Delta, changed: &Addrs, expected: &Addrs) -> bool {
+    match u.kind {
+        UpdateKind::Add => u
             .addrs
             .iter()
-            .any(|w| added(w.addr.and_then(|a| a.try_into().ok()))),
-        Some(update::Update::Remove(set)) => {
-            set.addrs.iter().any(|a| removed((*a).try_into().ok()))
-        }
-        Some(update::Update::NoEndpoints(_)) => changed.iter().any(|a| !expected.contains(a)),
-        None => false,
+            .any(|a| changed.contains(a) && expected.contains(a)),
+        UpdateKind::Remove => u
+            .addrs
+            .iter()
+            .any(|a| changed.contains(a) && !expected.contains(a)),
+        UpdateKind::NoEndpoints => changed.iter().any(|a| !expected.contains(a)),
+        UpdateKind::Empty => false,
     }
 }
 
@@ -552,25 +547,12 @@ mod tests {
         )
     }
 
-    fn set(addrs: &[&str]) -> HashSet<SocketAddr> {
+    fn set(addrs: &[&str]) -> Addrs {
         addrs.iter().map(|a| sa(a)).collect()
     }
 
-    fn mk_add(addrs: &[&str]) -> Update {
-        Update {
-            update: Some(update::Update::Add(
-                linkerd2_proxy_api::destination::WeightedAddrSet {
-                    addrs: addrs
-                        .iter()
-                        .map(|a| linkerd2_proxy_api::destination::WeightedAddr {
-                            addr: Some(sa(a).into()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    metric_labels: Default::default(),
-                },
-            )),
-        }
+    fn mk_add(addrs: &[&str]) -> Delta {
+        Delta::add(addrs.iter().map(|a| sa(a)))
     }
 
     #[test]
@@ -702,14 +684,8 @@ mod tests {
         assert_eq!(t.standing(&set(&["10.0.0.3:80"])), Standing::Converged);
     }
 
-    fn mk_remove(addrs: &[&str]) -> Update {
-        Update {
-            update: Some(update::Update::Remove(
-                linkerd2_proxy_api::destination::AddrSet {
-                    addrs: addrs.iter().map(|a| sa(a).into()).collect(),
-                },
-            )),
-        }
+    fn mk_remove(addrs: &[&str]) -> Delta {
+        Delta::remove(addrs.iter().map(|a| sa(a)))
     }
 
     /// A stream lagging by more than a hold on a service that oscillates:
