@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::ExitCode};
 use crate::{
     churn::schedule::OscillationArgs,
     mock::{
-        MockDestination, control,
+        self, MockDestination, control,
         dsts::Dsts,
         generate::{self, GeneratedDst},
         identity::Identities,
@@ -89,108 +89,183 @@ pub struct Args {
 }
 
 impl Args {
-    /// Cross-flag checks.
+    /// Cross-flag checks (the same as making its [`mock::Config`]).
     pub fn validate(&self) -> Result<(), String> {
-        if self.stream_queue_capacity == 0 {
-            return Err("--stream-queue-capacity must be at least 1".into());
-        }
-        self.oscillation.validate()?;
-        self.kube.validate()?;
-        for g in &self.generate {
-            if self.dsts.0.iter().any(|d| d.authority == g.authority) {
-                return Err(format!(
-                    "destination {} is both in DSTS and --generate",
-                    g.authority
-                ));
-            }
-        }
-        Ok(())
+        mock::Config::try_from(self.clone()).map(drop)
     }
 
     /// Serves until signalled.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let Self {
-            dsts,
-            addr,
-            admin_addr,
-            admin_control,
-            legacy_no_endpoints,
-            stream_queue_capacity,
-            delay,
-            delay_per_stream,
-            withhold_removals_every,
-            generate,
-            oscillation,
-            identities,
-            kubernetes_namespace,
-            cluster_domain,
-            kube,
-        } = self;
-        let mut rt = Runtime::new();
-        let shutdown = rt.shutdown();
-        let behavior = Behavior {
-            legacy_no_endpoints,
-            queue_capacity: stream_queue_capacity,
-            delay,
-            delay_per_stream: delay_per_stream.into(),
-            withhold_removals_every,
-            ..Default::default()
-        };
-        let mut mock = MockDestination::new(behavior, rt.registry());
-        if let Some(ids) = identities {
-            tracing::info!(identities = ?ids.names(), "serving the Identity service");
-            mock = mock.with_identities(ids);
-        }
-        let handle = mock.handle();
-        for d in dsts.0 {
-            handle.set(&d.authority, d.endpoints);
-        }
-        let listener = crate::mock::bind(addr).map_err(|e| {
-            anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
-        })?;
-        rt.serve_admin_with(admin_addr, admin_control, control::router(handle.clone()))
-            .await?;
-        tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
-        let seed = oscillation.seed();
-        let timing = oscillation.oscillation(0, 0);
-        for (index, g) in generate.into_iter().enumerate() {
-            handle.set(&g.authority, g.endpoints(g.min));
-            if g.oscillates() {
-                tracing::info!(destination = %g.authority, min = g.min, max = g.max, seed, "oscillating");
-                let stop = shutdown.clone();
-                rt.spawn(generate::oscillate(
-                    handle.clone(),
-                    g,
-                    timing,
-                    seed,
-                    index as u32,
-                    stop,
-                ));
-            }
-        }
-        if !kubernetes_namespace.is_empty() {
-            let kube = kube.client().await.map_err(|e| {
-                anyhow::anyhow!("cannot build a Kubernetes client for --kubernetes-namespace: {e}")
-            })?;
-            for ns in kubernetes_namespace {
-                tracing::info!(namespace = %ns, "serving the namespace's Services");
-                rt.spawn(crate::mock::kube::follow(
-                    kube.clone(),
-                    ns,
-                    cluster_domain.clone(),
-                    handle.clone(),
-                    shutdown.clone(),
-                ));
-            }
-        }
-        rt.readiness().set(true);
-        let served = mock.serve(listener, shutdown).await;
-        rt.finish().await?;
-        served?;
-        Ok(ExitCode::SUCCESS)
+        serve(mock::Config::try_from(self).map_err(anyhow::Error::msg)?).await
     }
+}
+
+impl TryFrom<Args> for mock::Config {
+    type Error = String;
+
+    fn try_from(args: Args) -> Result<Self, String> {
+        args.oscillation.validate()?;
+        args.kube.validate()?;
+        let config = mock::Config {
+            addr: args.addr,
+            admin_addr: args.admin_addr,
+            admin_control: args.admin_control,
+            behavior: Behavior {
+                legacy_no_endpoints: args.legacy_no_endpoints,
+                queue_capacity: args.stream_queue_capacity,
+                delay: args.delay,
+                delay_per_stream: args.delay_per_stream.into(),
+                withhold_removals_every: args.withhold_removals_every,
+                ..Default::default()
+            },
+            dsts: args.dsts.0,
+            generate: args.generate,
+            timing: args.oscillation.oscillation(0, 0),
+            seed: args.oscillation.seed(),
+            identities: args.identities,
+            kubernetes_namespaces: args.kubernetes_namespace,
+            cluster_domain: args.cluster_domain,
+            kube: args.kube,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Serves `config` until signalled.
+pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
+    let mock::Config {
+        addr,
+        admin_addr,
+        admin_control,
+        behavior,
+        dsts,
+        generate,
+        timing,
+        seed,
+        identities,
+        kubernetes_namespaces,
+        cluster_domain,
+        kube,
+    } = config;
+    let mut rt = Runtime::new();
+    let shutdown = rt.shutdown();
+    let mut mock = MockDestination::new(behavior, rt.registry());
+    if let Some(ids) = identities {
+        tracing::info!(identities = ?ids.names(), "serving the Identity service");
+        mock = mock.with_identities(ids);
+    }
+    let handle = mock.handle();
+    for d in dsts {
+        handle.set(&d.authority, d.endpoints);
+    }
+    let listener = crate::mock::bind(addr).map_err(|e| {
+        anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
+    })?;
+    rt.serve_admin_with(admin_addr, admin_control, control::router(handle.clone()))
+        .await?;
+    tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
+    for (index, g) in generate.into_iter().enumerate() {
+        handle.set(&g.authority, g.endpoints(g.min));
+        if g.oscillates() {
+            tracing::info!(destination = %g.authority, min = g.min, max = g.max, seed, "oscillating");
+            rt.spawn(generate::oscillate(
+                handle.clone(),
+                g,
+                timing,
+                seed,
+                index as u32,
+                shutdown.clone(),
+            ));
+        }
+    }
+    if !kubernetes_namespaces.is_empty() {
+        let kube = kube.client().await.map_err(|e| {
+            anyhow::anyhow!("cannot build a Kubernetes client for --kubernetes-namespace: {e}")
+        })?;
+        for ns in kubernetes_namespaces {
+            tracing::info!(namespace = %ns, "serving the namespace's Services");
+            rt.spawn(crate::mock::kube::follow(
+                kube.clone(),
+                ns,
+                cluster_domain.clone(),
+                handle.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    rt.readiness().set(true);
+    let served = mock.serve(listener, shutdown).await;
+    rt.finish().await?;
+    served?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_identities(dir: &str) -> Result<Identities, String> {
     Identities::load(std::path::Path::new(dir)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(argv: &[&str]) -> Result<mock::Config, String> {
+        let args: Args = crate::args::parse_flags(argv).map_err(|e| e.to_string())?;
+        mock::Config::try_from(args)
+    }
+
+    #[test]
+    fn flags_make_the_config() {
+        let c = config(&[
+            "mock-dst",
+            "web.ns.svc.cluster.local:80=10.0.0.1:80",
+            "--addr",
+            "127.0.0.1:8086",
+            "--stream-queue-capacity",
+            "7",
+            "--delay",
+            "10ms..20ms",
+            "--withhold-removals-every",
+            "3",
+            "--generate",
+            "api.ns.svc.cluster.local:8080=10.1.0.0/24:2..5",
+            "--oscillate-hold-duration",
+            "2s",
+            "--seed",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(c.addr, "127.0.0.1:8086".parse().unwrap());
+        assert_eq!(c.behavior.queue_capacity, 7);
+        assert_eq!(
+            c.behavior.delay,
+            Delay::Uniform(Duration::from_millis(10), Duration::from_millis(20))
+        );
+        assert_eq!(c.behavior.withhold_removals_every, Some(3));
+        assert_eq!(c.dsts.len(), 1);
+        assert_eq!(c.dsts[0].endpoints, ["10.0.0.1:80".parse().unwrap()]);
+        assert_eq!((c.generate[0].min, c.generate[0].max), (2, 5));
+        assert_eq!(c.timing.min_hold, Duration::from_secs(2));
+        assert_eq!(c.seed, 42);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_fix() {
+        let err = config(&["mock-dst", "--stream-queue-capacity", "0"]).unwrap_err();
+        assert!(
+            err.contains("--stream-queue-capacity must be at least 1"),
+            "{err}"
+        );
+        let err = config(&[
+            "mock-dst",
+            "web.ns.svc.cluster.local:80=10.0.0.1:80",
+            "--generate",
+            "web.ns.svc.cluster.local:80=10.1.0.0/24:2",
+        ])
+        .unwrap_err();
+        assert!(err.contains("both in DSTS and --generate"), "{err}");
+        let err = config(&["mock-dst", "--oscillate-jitter-percent", "101"]).unwrap_err();
+        assert!(err.contains("between 0 and 100"), "{err}");
+    }
 }

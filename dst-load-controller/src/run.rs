@@ -8,7 +8,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use ipnet::IpNet;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     churn::schedule::{Jitter, Oscillation},
@@ -636,6 +636,9 @@ pub async fn run_mock_scenario(
     let client_task = tokio::spawn(client.run(client_stop.clone()));
 
     let admin_stop = CancellationToken::new();
+    // The admin server and the readiness tracker stop on any return.
+    let _admin_stop = admin_stop.clone().drop_guard();
+    let side_tasks = TaskTracker::new();
     let registry = Arc::new(registry);
     let ready = crate::admin::Readiness::default();
     if let Some(addr) = admin {
@@ -646,7 +649,7 @@ pub async fn run_mock_scenario(
     // Every service watched (and given its first truth) before churn starts.
     wait_for_truth(&fleet, authorities.len()).await;
     // Ready once every stream has had its first answer.
-    tokio::spawn(client::track_readiness(
+    side_tasks.spawn(client::track_readiness(
         fleet.clone(),
         ready.clone(),
         admin_stop.clone(),
@@ -727,6 +730,8 @@ pub async fn run_mock_scenario(
     mock_stop.cancel();
     let _ = mock_task.await;
     admin_stop.cancel();
+    side_tasks.close();
+    side_tasks.wait().await;
 
     Ok(Outcome::collect(
         Mode {
@@ -764,6 +769,7 @@ pub async fn run_cluster_scenario(
 
     let ready = crate::admin::Readiness::default();
     let admin_stop = CancellationToken::new();
+    let side_tasks = TaskTracker::new();
     let churn_stop = shutdown.child_token();
     let client_stop = CancellationToken::new();
     let mut churn_task = None;
@@ -813,7 +819,7 @@ pub async fn run_cluster_scenario(
             crate::admin::spawn(addr, router, admin_stop.clone()).await?;
         }
         // Ready once every stream has had its first answer.
-        tokio::spawn(client::track_readiness(
+        side_tasks.spawn(client::track_readiness(
             fleet.clone(),
             ready.clone(),
             admin_stop.clone(),
@@ -835,6 +841,8 @@ pub async fn run_cluster_scenario(
     .await;
     // After an early error: stop what still runs before cleaning up.
     admin_stop.cancel();
+    side_tasks.close();
+    side_tasks.wait().await;
     client_stop.cancel();
     churn_stop.cancel();
     if let Some(task) = churn_task.take() {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod codec;
+pub mod config;
 pub mod control;
 pub mod dsts;
 pub mod generate;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 
+pub use config::Config;
 pub use handle::Handle;
 
 use std::net::SocketAddr;
