@@ -5,7 +5,7 @@ use std::{
     collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration, time::SystemTime,
 };
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use linkerd2_proxy_api::destination::{
     self as pb, AddrSet, GetDestination, NoEndpoints, ProtocolHint, TlsIdentity, Update,
     WeightedAddr, WeightedAddrSet, protocol_hint, tls_identity, update,
@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::{
     codec::{Encoded, GetCodec},
     metrics::Metrics,
-    store::{Change, Store},
+    store::{Change, Sink, Store, Subscription},
 };
 use crate::target::Authority;
 
@@ -165,18 +165,18 @@ pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Sen
 impl Service {
     /// Answers a `Get`: the destination's set, then every change, each
     /// change's messages encoded once for every stream.
+    ///
+    /// A stream with nothing of its own to do (no delay, every removal) is
+    /// handed each change by the call that makes it, straight into its
+    /// queue; a stream with a delay or a withheld-removals fault follows the
+    /// change feed in a task of its own.
     pub async fn get(
         &self,
         req: Request<GetDestination>,
     ) -> Result<Response<UpdateStream>, Status> {
         let path = req.into_inner().path;
         let authority = parse_path(&path)?;
-        let Some(sub) = self.store.subscribe(&authority).filter(|s| s.exists) else {
-            return Err(Status::not_found(format!(
-                "Service {} not found",
-                authority.host()
-            )));
-        };
+        let not_found = || Status::not_found(format!("Service {} not found", authority.host()));
         let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
         let mut shaper = Shaper::new(&authority, &self.behavior);
         let n = self
@@ -186,101 +186,168 @@ impl Service {
             .behavior
             .withhold_removals_every
             .is_some_and(|every| every > 0 && n.is_multiple_of(every));
-        let metrics = self.metrics.clone();
-        let behavior = self.behavior.clone();
-        let shutdown = self.shutdown.clone();
-        let mut changes = sub.changes;
-        let initial = if !sub.snapshot.is_empty() {
-            Some(Encoded::new(&shaper.add(&sub.snapshot)))
-        } else if behavior.legacy_no_endpoints {
+        let queue = Queue {
+            tx,
+            shaper,
+            metrics: self.metrics.clone(),
+        };
+        let direct = !queue.shaper.withhold_removals
+            && self.behavior.delay == Delay::None
+            && self.behavior.delay_per_stream.is_zero();
+        if direct {
+            let found = self.store.attach(&authority, |exists, snapshot| {
+                if !exists {
+                    return (None, false);
+                }
+                queue.initial(snapshot);
+                (Some(Box::new(queue) as Box<dyn Sink>), true)
+            });
+            if found != Some(true) {
+                return Err(not_found());
+            }
+        } else {
+            let Some(sub) = self.store.subscribe(&authority).filter(|s| s.exists) else {
+                return Err(not_found());
+            };
+            let span = tracing::debug_span!("get", %authority);
+            let task = follow(
+                queue,
+                sub,
+                self.behavior.clone(),
+                self.metrics.clone(),
+                self.shutdown.clone(),
+            );
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        }
+        // Counted open for as long as the response stream lives.
+        let active = self.metrics.stream_opened();
+        let updates = ReceiverStream::new(rx)
+            .take_until(self.shutdown.clone().cancelled_owned())
+            .map(move |u| {
+                let _open = &active;
+                u
+            });
+        Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+/// A stream's queue of encoded messages, and the shape of its messages.
+struct Queue {
+    tx: mpsc::Sender<Result<Encoded, Status>>,
+    shaper: Shaper,
+    metrics: Metrics,
+}
+
+impl Queue {
+    fn send(&self, u: Encoded) -> bool {
+        let n = u.endpoints;
+        match self.tx.try_send(Ok(u)) {
+            Ok(()) => {
+                self.metrics.sent(n);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The first message: the set when the stream opened; in legacy mode
+    /// `no_endpoints` for an empty one, else nothing (as the controller).
+    fn initial(&self, snapshot: &[SocketAddr]) -> bool {
+        let first = if !snapshot.is_empty() {
+            Some(Encoded::new(&self.shaper.add(snapshot)))
+        } else if self.shaper.legacy {
             Some(Encoded::new(&no_endpoints(true)))
         } else {
-            // The controller sends nothing at all for an empty service.
             None
         };
-        let span = tracing::debug_span!("get", %authority);
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let _active = metrics.stream_opened();
-                let send = |u: Encoded| {
-                    let n = u.endpoints;
-                    match tx.try_send(Ok(u)) {
-                        Ok(()) => {
-                            metrics.sent(n);
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                };
-                if let Some(u) = initial
-                    && !send(u)
-                {
-                    return;
-                }
-                loop {
-                    let change = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tx.closed() => return,
-                        c = changes.recv() => c,
-                    };
-                    let change = match change {
-                        Ok(c) => c,
-                        Err(RecvError::Lagged(_)) => {
-                            metrics.overflow();
-                            tracing::debug!("stream fell behind the change feed; ending it");
-                            return;
-                        }
-                        Err(RecvError::Closed) => return,
-                    };
-                    let per_stream = behavior
-                        .delay_per_stream
-                        .saturating_mul(metrics.streams_active.get().max(0) as u32);
-                    let delay = match behavior.delay.sample() {
-                        Some(d) => Some(d + per_stream),
-                        None => (!per_stream.is_zero()).then_some(per_stream),
-                    };
-                    if let Some(d) = delay {
-                        // Counted from the change, not from when this task
-                        // heard of it: the delivery is due at change + delay.
-                        let late = SystemTime::now()
-                            .duration_since(change.at)
-                            .unwrap_or_default();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(d.saturating_sub(late)) => {}
-                        }
-                    }
-                    // Built once per change for every stream of the
-                    // destination; a stream withholding removals (a fault)
-                    // builds its own.
-                    let updates = if shaper.withhold_removals {
-                        shaper.updates(&change).iter().map(Encoded::new).collect()
-                    } else {
-                        change
-                            .shaped
-                            .0
-                            .get_or_init(|| {
-                                shaper.updates(&change).iter().map(Encoded::new).collect()
-                            })
-                            .clone()
-                    };
-                    if !updates.is_empty() {
-                        metrics.delivered(change.at);
-                    }
-                    for u in updates {
-                        if !send(u) {
-                            // A full queue ends the stream with OK, as the
-                            // controller does with a slow consumer.
-                            metrics.overflow();
-                            tracing::debug!("stream queue full; ending it");
-                            return;
-                        }
-                    }
-                }
-            },
-            span,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        first.is_none_or(|u| self.send(u))
+    }
+
+    /// Queues one change's messages (built once for every stream of the
+    /// destination; a stream withholding removals builds its own). A full
+    /// queue ends the stream with OK, as the controller ends a slow
+    /// consumer: `false`.
+    fn change(&self, change: &Change) -> bool {
+        let own;
+        let updates = if self.shaper.withhold_removals {
+            own = self.shaper.encoded(change);
+            &own
+        } else {
+            change.shaped.0.get_or_init(|| self.shaper.encoded(change))
+        };
+        if !updates.is_empty() {
+            self.metrics.delivered(change.at);
+        }
+        for u in updates {
+            if !self.send(u.clone()) {
+                self.metrics.overflow();
+                tracing::debug!("stream queue full; ending it");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Sink for Queue {
+    fn hand(&mut self, change: &Arc<Change>) -> bool {
+        !self.tx.is_closed() && self.change(change)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A delayed (or faulty) stream: follows the change feed and queues each
+/// change when its delay is due.
+async fn follow(
+    queue: Queue,
+    sub: Subscription,
+    behavior: Arc<Behavior>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    if !queue.initial(&sub.snapshot) {
+        return;
+    }
+    let mut changes = sub.changes;
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = queue.tx.closed() => return,
+            c = changes.recv() => c,
+        };
+        let change = match change {
+            Ok(c) => c,
+            Err(RecvError::Lagged(_)) => {
+                metrics.overflow();
+                tracing::debug!("stream fell behind the change feed; ending it");
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let per_stream = behavior
+            .delay_per_stream
+            .saturating_mul(metrics.streams_active.get().max(0) as u32);
+        let delay = match behavior.delay.sample() {
+            Some(d) => Some(d + per_stream),
+            None => (!per_stream.is_zero()).then_some(per_stream),
+        };
+        if let Some(d) = delay {
+            // Counted from the change, not from when this task heard of
+            // it: the delivery is due at change + delay.
+            let late = SystemTime::now()
+                .duration_since(change.at)
+                .unwrap_or_default();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(d.saturating_sub(late)) => {}
+            }
+        }
+        if !queue.change(&change) {
+            return;
+        }
     }
 }
 
@@ -412,6 +479,11 @@ impl Shaper {
             }),
             ..Default::default()
         }
+    }
+
+    /// A change's messages, encoded.
+    fn encoded(&self, change: &Change) -> Vec<Encoded> {
+        self.updates(change).iter().map(Encoded::new).collect()
     }
 
     /// One batched add, then one batched remove. In legacy mode a set that

@@ -53,10 +53,33 @@ struct Dst {
     feed: broadcast::Sender<Arc<Change>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct DstState {
     exists: bool,
     endpoints: BTreeSet<SocketAddr>,
+    /// Streams handed each change as it is made.
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl std::fmt::Debug for DstState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DstState")
+            .field("exists", &self.exists)
+            .field("endpoints", &self.endpoints)
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+/// A stream that is handed each change of its destination by the call that
+/// makes it, in order and under the destination's lock: no task to wake
+/// and no feed to read in between.
+pub trait Sink: Send {
+    /// Takes one change; `false` drops the sink (its stream is gone or
+    /// ended).
+    fn hand(&mut self, change: &Arc<Change>) -> bool;
+    /// Whether its stream is gone (dropped when the next stream subscribes).
+    fn is_closed(&self) -> bool;
 }
 
 /// All destinations. Cheap to clone; clones share state.
@@ -163,6 +186,7 @@ impl Store {
         });
         // Sent under the lock so that a subscriber's snapshot and feed agree.
         if !change.added.is_empty() || !change.removed.is_empty() {
+            state.sinks.retain_mut(|sink| sink.hand(&change));
             let _ = dst.feed.send(change.clone());
         }
         change
@@ -177,6 +201,24 @@ impl Store {
             snapshot: state.endpoints.iter().copied().collect(),
             changes: dst.feed.subscribe(),
         })
+    }
+
+    /// Attaches a sink to a destination, atomically with its snapshot:
+    /// `attach` gets whether the destination exists and its endpoints, and
+    /// returns the sink to hand every later change to (or none). `None` if
+    /// the destination was never created.
+    pub fn attach<T>(
+        &self,
+        authority: &Authority,
+        attach: impl FnOnce(bool, &[SocketAddr]) -> (Option<Box<dyn Sink>>, T),
+    ) -> Option<T> {
+        let dst = self.0.read().expect("store lock").get(authority)?.clone();
+        let mut state = dst.state.lock().expect("destination lock");
+        state.sinks.retain(|sink| !sink.is_closed());
+        let snapshot: Vec<SocketAddr> = state.endpoints.iter().copied().collect();
+        let (sink, out) = attach(state.exists, &snapshot);
+        state.sinks.extend(sink);
+        Some(out)
     }
 
     /// The endpoints of a destination, if it exists.
@@ -213,6 +255,99 @@ mod tests {
     }
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// A sink recording what it is handed; closed (or refusing) on demand.
+    struct Recorder {
+        seen: Arc<Mutex<Vec<Vec<SocketAddr>>>>,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        refuse_after: usize,
+    }
+
+    impl Sink for Recorder {
+        fn hand(&mut self, change: &Arc<Change>) -> bool {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(change.added.clone());
+            seen.len() < self.refuse_after
+        }
+        fn is_closed(&self) -> bool {
+            self.closed.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn sinks(store: &Store, authority: &Authority) -> usize {
+        let dst = store.dst(authority);
+        dst.state.lock().unwrap().sinks.len()
+    }
+
+    #[test]
+    fn an_attached_sink_gets_its_snapshot_then_every_later_change_in_order() {
+        let store = Store::default();
+        let web = a("web.ns.svc.cluster.local:80");
+        store.set(&web, [sa("10.0.0.1:80")]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let snapshot = store
+            .attach(&web, |exists, snapshot| {
+                assert!(exists);
+                let sink = Recorder {
+                    seen: seen.clone(),
+                    closed: closed.clone(),
+                    refuse_after: 3,
+                };
+                (Some(Box::new(sink) as Box<dyn Sink>), snapshot.to_vec())
+            })
+            .unwrap();
+        assert_eq!(snapshot, [sa("10.0.0.1:80")]);
+        for i in 2..=4 {
+            store.patch(&web, &[sa(&format!("10.0.0.{i}:80"))], &[]);
+        }
+        // A change that changes nothing is not handed.
+        store.patch(&web, &[sa("10.0.0.4:80")], &[]);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [
+                vec![sa("10.0.0.2:80")],
+                vec![sa("10.0.0.3:80")],
+                vec![sa("10.0.0.4:80")]
+            ]
+        );
+        // It refused the third: dropped, nothing more handed.
+        assert_eq!(sinks(&store, &web), 0);
+        store.patch(&web, &[sa("10.0.0.5:80")], &[]);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn closed_sinks_are_dropped_when_the_next_stream_attaches() {
+        let store = Store::default();
+        let web = a("web.ns.svc.cluster.local:80");
+        store.set(&web, [sa("10.0.0.1:80")]);
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attach = |closed: &Arc<std::sync::atomic::AtomicBool>| {
+            store.attach(&web, |_, _| {
+                let sink = Recorder {
+                    seen: Arc::default(),
+                    closed: closed.clone(),
+                    refuse_after: usize::MAX,
+                };
+                (Some(Box::new(sink) as Box<dyn Sink>), ())
+            })
+        };
+        for _ in 0..5 {
+            attach(&closed).unwrap();
+        }
+        assert_eq!(sinks(&store, &web), 5);
+        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        attach(&Arc::new(std::sync::atomic::AtomicBool::new(false))).unwrap();
+        assert_eq!(sinks(&store, &web), 1);
+        // A destination never created has nothing to attach to.
+        assert!(
+            store
+                .attach(&a("nope.ns.svc.cluster.local:80"), |_, _| (None, ()))
+                .is_none()
+        );
     }
 
     #[test]
