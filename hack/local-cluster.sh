@@ -4,11 +4,17 @@
 # controller with fake nodes, and Linkerd's real destination controller (built
 # from source by hack/build-deps.sh) with Linkerd's CRDs. No container engine.
 #
-# usage: hack/local-cluster.sh up|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env
+# usage: hack/local-cluster.sh [--name NAME] up|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env
 #        (components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
+#        --name NAME: one of several clusters side by side (source, target, or
+#        any DNS label): its own state directory (<repo>/.local-clusters/NAME),
+#        ports (an offset per name) and cluster domain (NAME.local). Without
+#        it: the single default cluster, as before.
 # env:   DST_LOCAL_CLUSTER_DIR  state directory (default: <repo>/.local-cluster)
 #        KWOK_NODES             fake nodes to create (default 2)
-#        DST_LOCAL_PORT_OFFSET  added to every port (default 0)
+#        DST_LOCAL_PORT_OFFSET  added to every port (default 0; with --name, the name's)
+#        DST_LOCAL_TRUST_DOMAIN the identity trust domain (default cluster.local,
+#                               shared by every cluster: one trust root)
 #        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
 set -euo pipefail
 
@@ -17,16 +23,42 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=hack/versions.env
 . "$here/versions.env"
 CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
-STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
 KWOK_NODES=${KWOK_NODES:-2}
 
+NAME=
+if [[ ${1:-} == --name ]]; then
+  NAME=${2:-}
+  shift 2 || true
+  [[ $NAME =~ ^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$ ]] ||
+    { echo "--name '$NAME': expected a DNS label (e.g. source or target)" >&2; exit 2; }
+fi
+
+# port_offset NAME: fixed offsets for the two multicluster names, a stable
+# one (100..900, by checksum) for any other.
+port_offset() {
+  case $1 in
+    source) echo 100 ;;
+    target) echo 200 ;;
+    *) echo $(( ($(printf '%s' "$1" | cksum | cut -d' ' -f1) % 8 + 3) * 100 )) ;;
+  esac
+}
+
 # DST_LOCAL_PORT_OFFSET moves every port, so two control planes (with their
-# own DST_LOCAL_CLUSTER_DIR) can run side by side.
-o=${DST_LOCAL_PORT_OFFSET:-0}
+# own DST_LOCAL_CLUSTER_DIR) can run side by side; --name sets both.
+if [[ -n $NAME ]]; then
+  STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-clusters/$NAME}
+  o=${DST_LOCAL_PORT_OFFSET:-$(port_offset "$NAME")}
+  CLUSTER_DOMAIN=$NAME.local
+else
+  STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
+  o=${DST_LOCAL_PORT_OFFSET:-0}
+  CLUSTER_DOMAIN=cluster.local
+fi
+TRUST_DOMAIN=${DST_LOCAL_TRUST_DOMAIN:-cluster.local}
+CLUSTER_ID=dst-load-${NAME:-local}
 ETCD_PORT=$((23790 + o)) ETCD_PEER_PORT=$((23800 + o)) ETCD_METRICS_PORT=$((23810 + o))
 APISERVER_PORT=$((16443 + o)) KCM_PORT=$((10357 + o)) SCHEDULER_PORT=$((10359 + o)) KWOK_PORT=$((10247 + o))
 DESTINATION_PORT=$((18086 + o)) DESTINATION_METRICS_PORT=$((19996 + o))
-CLUSTER_DOMAIN=cluster.local
 TOKEN=dst-load-local-admin-token
 
 K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
@@ -103,9 +135,9 @@ users:
   user:
     token: $TOKEN
 contexts:
-- name: dst-load-local
+- name: $CLUSTER_ID
   context: {cluster: local, user: admin}
-current-context: dst-load-local
+current-context: $CLUSTER_ID
 KC
 }
 
@@ -140,7 +172,7 @@ start_controller_manager() {
     --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
     --service-account-private-key-file "$STATE/pki/sa.key" --use-service-account-credentials=false \
-    --controllers '*,-nodeipam' --cluster-name dst-load-local \
+    --controllers '*,-nodeipam' --cluster-name "$CLUSTER_ID" \
     --kube-api-qps 200 --kube-api-burst 400 --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
     --concurrent-service-endpoint-syncs 20 --node-monitor-grace-period 1h
 }
@@ -161,12 +193,12 @@ start_kwok() {
 # Linkerd's destination controller with the flags its chart gives it
 # (linkerd-control-plane's destination.yaml, chart defaults), on loopback.
 start_destination() {
-  HOSTNAME=dst-load-local-destination start destination "$LINKERD_DIR/bin/linkerd-controller" destination \
+  HOSTNAME=$CLUSTER_ID-destination start destination "$LINKERD_DIR/bin/linkerd-controller" destination \
     -addr="127.0.0.1:$DESTINATION_PORT" -metrics-addr="127.0.0.1:$DESTINATION_METRICS_PORT" \
     -kubeconfig="$STATE/kubeconfig" -controller-namespace=linkerd \
     -outbound-transport-mode=transport-header -enable-h2-upgrade=true \
     -log-level=info -log-format=plain -enable-endpoint-slices=true \
-    -cluster-domain="$CLUSTER_DOMAIN" -identity-trust-domain="$CLUSTER_DOMAIN" \
+    -cluster-domain="$CLUSTER_DOMAIN" -identity-trust-domain="$TRUST_DOMAIN" \
     -default-opaque-ports=25,587,3306,4444,5432,6379,9300,11211 \
     -enable-ipv6=false -enable-pprof=true \
     '-meshed-http2-client-params={"keep_alive":{"interval":{"seconds":10},"timeout":{"seconds":3},"while_idle":true}}'
@@ -273,6 +305,9 @@ export DST_LOCAL_ETCD_METRICS=http://127.0.0.1:$ETCD_METRICS_PORT/metrics
 export DESTINATION_ADDR=127.0.0.1:$DESTINATION_PORT
 export DESTINATION_METRICS_ADDR=127.0.0.1:$DESTINATION_METRICS_PORT
 export DST_LOCAL_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
+export DST_LOCAL_TRUST_DOMAIN=$TRUST_DOMAIN
+export DST_LOCAL_CLUSTER_NAME=${NAME:-}
+export DST_LOCAL_KUBE_CONTEXT=$CLUSTER_ID
 ENV
 }
 

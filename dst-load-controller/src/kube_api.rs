@@ -78,17 +78,39 @@ impl KubeArgs {
             context: self.kube_context.clone(),
             ..Default::default()
         };
-        let mut config = match kube::Config::from_kubeconfig(&options).await {
+        let config = match kube::Config::from_kubeconfig(&options).await {
             Ok(c) => c,
             Err(kubeconfig_error) if self.kube_context.is_none() => kube::Config::incluster().map_err(|e| {
                 anyhow::anyhow!("no usable kubeconfig ({kubeconfig_error}) and not in a cluster ({e}); set KUBECONFIG or --kube-context")
             })?,
             Err(e) => anyhow::bail!("cannot load kube context {:?}: {e}", self.kube_context),
         };
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(READ_TIMEOUT);
-        config.write_timeout = Some(Duration::from_secs(30));
-        Ok(kube::Client::try_from(config)?)
+        Ok(kube::Client::try_from(with_timeouts(config))?)
+    }
+
+    /// Builds a client of another cluster, from its kubeconfig file (its
+    /// current context unless `context`), with the same timeouts.
+    pub async fn client_of(
+        &self,
+        kubeconfig: &std::path::Path,
+        context: Option<String>,
+    ) -> anyhow::Result<kube::Client> {
+        let file = kube::config::Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
+        let options = kube::config::KubeConfigOptions {
+            context: context.clone(),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(file, &options)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot use kubeconfig {} (context {:?}): {e}",
+                    kubeconfig.display(),
+                    context
+                )
+            })?;
+        Ok(kube::Client::try_from(with_timeouts(config))?)
     }
 
     /// The rate limiter for `--qps`/`--burst`.
@@ -99,6 +121,15 @@ impl KubeArgs {
             .allow_burst(NonZeroU32::new(self.burst).expect("validated: burst >= 1"));
         Arc::new(RateLimiter::direct(quota))
     }
+}
+
+/// Request timeouts short enough that a hung apiserver is retried rather
+/// than waited on for minutes.
+fn with_timeouts(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(Duration::from_secs(30));
+    config
 }
 
 /// One API operation, for errors and metric labels.

@@ -130,3 +130,13 @@ impl Pattern {
         Pattern::ALL.into_iter().find(|p| p.prefix() == prefix)
     }
 }
+
+/// A valid DNS label (a namespace's or a link's name).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

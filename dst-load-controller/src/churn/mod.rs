@@ -735,15 +735,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// A valid namespace (DNS label) name.
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub(crate) use crate::labels::is_dns_label;
 
 /// A churn run: its client, flags and metrics.
 pub struct Churn {

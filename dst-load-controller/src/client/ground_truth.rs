@@ -35,6 +35,10 @@ pub struct Kubernetes {
     pub namespaces: BTreeSet<String>,
     /// The cluster domain of the services' authorities.
     pub cluster_domain: String,
+    /// The link whose mirrors name these services in the watched cluster
+    /// (the API is then the linked target's): `{svc}-{link}` and
+    /// `{svc}-federated` map to `{svc}`.
+    pub link: Option<String>,
 }
 
 impl GroundTruth for Kubernetes {
@@ -50,6 +54,7 @@ impl GroundTruth for Kubernetes {
                     self.client.clone(),
                     namespace,
                     self.cluster_domain.clone(),
+                    self.link.clone(),
                     fleet.clone(),
                     stop.clone(),
                 )

@@ -158,6 +158,7 @@ struct Pending {
 pub struct Follower {
     namespace: String,
     cluster_domain: String,
+    link: Option<String>,
     fleet: Arc<Fleet>,
     slices: Driver<EndpointSlice>,
     deployments: Driver<Deployment>,
@@ -176,6 +177,7 @@ impl Follower {
         Self {
             namespace,
             cluster_domain,
+            link: None,
             fleet,
             slices: Driver::new(),
             deployments: Driver::new(),
@@ -184,6 +186,14 @@ impl Follower {
             attribution: Attribution::default(),
             pending: HashMap::new(),
         }
+    }
+
+    /// Follows a linked (target) cluster: its services are watched under
+    /// their mirrored names in the source, `{service}-{link}` (remote
+    /// discovery) and `{service}-federated`, as well as their own.
+    pub fn mirrored_by(mut self, link: Option<String>) -> Self {
+        self.link = link;
+        self
     }
 
     /// Watches until `stop`.
@@ -270,10 +280,11 @@ impl Follower {
     fn publish(&mut self) {
         let services = self.fleet.services();
         let (namespace, domain) = (&self.namespace, &self.cluster_domain);
+        let link = self.link.as_deref();
         self.pending.retain(|service, p| {
             let mut watched = false;
             for s in &services {
-                let Some(host) = authority_of(&s.service, service, namespace, domain) else {
+                let Some(host) = authority_of(&s.service, service, namespace, domain, link) else {
                     continue;
                 };
                 watched = true;
@@ -295,16 +306,25 @@ impl Follower {
 }
 
 /// Whether `authority` names `service` (`Some(None)`) or one of its pods by
-/// hostname (`Some(Some(hostname))`) in `namespace`; `None` otherwise.
+/// hostname (`Some(Some(hostname))`) in `namespace`; `None` otherwise. With
+/// a `link`, the service's mirrors in the source name it too:
+/// `{service}-{link}` and `{service}-federated`.
 fn authority_of<'a>(
     authority: &'a str,
     service: &str,
     namespace: &str,
     domain: &str,
+    link: Option<&str>,
 ) -> Option<Option<&'a str>> {
     let (host, _port) = authority.rsplit_once(':')?;
     let name = host.strip_suffix(&format!(".{namespace}.svc.{domain}"))?;
     if name == service {
+        return Some(None);
+    }
+    if let Some(link) = link
+        && let Some(mirror) = name.strip_prefix(service).and_then(|m| m.strip_prefix('-'))
+        && (mirror == link || mirror == "federated")
+    {
         return Some(None);
     }
     let (hostname, rest) = name.split_once('.')?;
@@ -316,10 +336,12 @@ pub async fn follow(
     kube: kube::Client,
     namespace: String,
     cluster_domain: String,
+    link: Option<String>,
     fleet: Arc<Fleet>,
     stop: CancellationToken,
 ) {
     Follower::new(namespace, cluster_domain, fleet)
+        .mirrored_by(link)
         .follow(kube, stop)
         .await
 }
@@ -454,7 +476,7 @@ mod tests {
 
     #[test]
     fn authorities_name_a_service_or_one_of_its_pods() {
-        let of = |a| authority_of(a, "sts-svc-0", "ns", "cluster.local");
+        let of = |a| authority_of(a, "sts-svc-0", "ns", "cluster.local", None);
         assert_eq!(of("sts-svc-0.ns.svc.cluster.local:8080"), Some(None));
         assert_eq!(
             of("sts-0-1.sts-svc-0.ns.svc.cluster.local:8080"),
@@ -464,5 +486,19 @@ mod tests {
         assert_eq!(of("x.sts-svc-1.ns.svc.cluster.local:8080"), None);
         assert_eq!(of("sts-svc-0.other.svc.cluster.local:8080"), None);
         assert_eq!(of("a.b.sts-svc-0.ns.svc.cluster.local:8080"), None);
+        // Mirrors name it only when following a linked cluster.
+        assert_eq!(of("sts-svc-0-target.ns.svc.cluster.local:8080"), None);
+    }
+
+    #[test]
+    fn a_linked_clusters_services_are_named_by_their_mirrors() {
+        let of = |a| authority_of(a, "web", "ns", "source.local", Some("target"));
+        assert_eq!(of("web-target.ns.svc.source.local:8080"), Some(None));
+        assert_eq!(of("web-federated.ns.svc.source.local:8080"), Some(None));
+        assert_eq!(of("web.ns.svc.source.local:8080"), Some(None));
+        assert_eq!(of("web-other.ns.svc.source.local:8080"), None);
+        assert_eq!(of("web-target.ns.svc.target.local:8080"), None);
+        assert_eq!(of("webx-target.ns.svc.source.local:8080"), None);
+        assert_eq!(of("web-target.other.svc.source.local:8080"), None);
     }
 }

@@ -139,6 +139,22 @@ pub struct Args {
     #[arg(long)]
     pub ground_truth: bool,
 
+    /// Multicluster: read the ground truth from the cluster where the
+    /// endpoints live (the target), through this kubeconfig, while the streams
+    /// watch the source's destination controller. Implies --ground-truth.
+    #[arg(long, value_name = "FILE")]
+    pub ground_truth_kubeconfig: Option<std::path::PathBuf>,
+
+    /// The context of --ground-truth-kubeconfig (default: its current one).
+    #[arg(long, requires = "ground_truth_kubeconfig")]
+    pub ground_truth_context: Option<String>,
+
+    /// The link's name (`linkerd multicluster link-gen --cluster-name`): the
+    /// mirrored authorities `{svc}-{link}.{ns}.svc.{cluster-domain}` and the
+    /// federated `{svc}-federated...` map to the ground truth's `{svc}`.
+    #[arg(long, value_name = "NAME")]
+    pub ground_truth_link: Option<String>,
+
     /// A stream whose set differs from the ground truth for longer than this is stale.
     #[arg(long, default_value = "10s")]
     pub staleness_grace: humantime::Duration,
@@ -189,6 +205,21 @@ impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
+        if let Some(link) = &self.ground_truth_link
+            && !crate::labels::is_dns_label(link)
+        {
+            return Err(format!(
+                "--ground-truth-link '{link}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)"
+            ));
+        }
+        if let Some(file) = &self.ground_truth_kubeconfig
+            && !file.is_file()
+        {
+            return Err(format!(
+                "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
+                file.display()
+            ));
+        }
         if self.streams_per_service == 0 {
             return Err("--streams-per-service must be at least 1".into());
         }
@@ -407,6 +438,12 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Follow the ground truth through the Kubernetes API.
     pub ground_truth: bool,
+    /// Read the ground truth from another cluster (multicluster: the
+    /// target), through its kubeconfig and context.
+    pub truth_cluster: Option<(std::path::PathBuf, Option<String>)>,
+    /// The link whose mirrors name the truth's services (see
+    /// `--ground-truth-link`).
+    pub truth_link: Option<String>,
     /// How long a stream may differ from the truth before it is stale.
     pub staleness_grace: Duration,
     /// Misbehaving streams, reset storms and connection churn.
@@ -446,6 +483,8 @@ impl Config {
                 },
             },
             ground_truth: false,
+            truth_cluster: None,
+            truth_link: None,
             staleness_grace: Duration::from_secs(10),
             faults: faults::Faults::default(),
             kube: crate::kube_api::KubeArgs::default(),
@@ -539,7 +578,12 @@ impl TryFrom<&Args> for Config {
                     jitter: args.backoff_jitter,
                 },
             },
-            ground_truth: args.ground_truth,
+            ground_truth: args.ground_truth || args.ground_truth_kubeconfig.is_some(),
+            truth_cluster: args
+                .ground_truth_kubeconfig
+                .clone()
+                .map(|k| (k, args.ground_truth_context.clone())),
+            truth_link: args.ground_truth_link.clone(),
             staleness_grace: args.staleness_grace.into(),
             faults: args.faults(),
             kube: args.kube.clone(),
@@ -719,16 +763,22 @@ impl Client {
         let mut truth_tasks = Vec::new();
         let mut sources = Vec::new();
         if self.config.ground_truth {
-            let client = self
-                .config
-                .kube
-                .client()
-                .await
-                .context("cannot build a Kubernetes client for --ground-truth")?;
+            let kube = &self.config.kube;
+            let client = match &self.config.truth_cluster {
+                Some((kubeconfig, context)) => kube
+                    .client_of(kubeconfig, context.clone())
+                    .await
+                    .context("cannot build a Kubernetes client for --ground-truth-kubeconfig")?,
+                None => kube
+                    .client()
+                    .await
+                    .context("cannot build a Kubernetes client for --ground-truth")?,
+            };
             sources.push(Box::new(ground_truth::Kubernetes {
                 client,
                 namespaces: self.truth_namespaces(),
                 cluster_domain: self.config.cluster_domain.clone(),
+                link: self.config.truth_link.clone(),
             }) as Box<dyn ground_truth::GroundTruth>);
         }
         sources.extend(self.truth.take());

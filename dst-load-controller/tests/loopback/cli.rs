@@ -147,6 +147,36 @@ fn client_rejects_bad_flags() {
         &["client", "--target-services", "a.b:80", "--log-level", "=="],
         "invalid --log-level",
     );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a-target.ns.svc.cluster.local:80",
+            "--ground-truth-kubeconfig",
+            "/nonexistent/target-kubeconfig",
+        ],
+        "--ground-truth-kubeconfig /nonexistent/target-kubeconfig: no such file; give the kubeconfig of the cluster where the endpoints live",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a-target.ns.svc.cluster.local:80",
+            "--ground-truth-link",
+            "Target_1",
+        ],
+        "--ground-truth-link 'Target_1' is not a link name",
+    );
+    usage_error(
+        &[
+            "client",
+            "--target-services",
+            "a.ns.svc.cluster.local:80",
+            "--ground-truth-context",
+            "target",
+        ],
+        "--ground-truth-kubeconfig",
+    );
 }
 
 #[test]

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Two local control planes side by side, linked as Linkerd multicluster links
+# them, with no container engine and no gateway (remote discovery):
+#   target  where the endpoints live (churn runs here, its Services exported)
+#   source  where clients watch: its own destination controller serves the
+#           target's Services as mirrors `{svc}-target`, reading the target's
+#           EndpointSlices through the link's credentials.
+# Each is `hack/local-cluster.sh --name NAME` (its own ports, state directory
+# and cluster domain NAME.local); both share one trust domain and one trust
+# root (hack/gen-certs.sh). The link is what `linkerd multicluster link-gen
+# --gateway=false` prints (Linkerd's CLI, built from the same sources), after
+# the target got the remote-access RBAC of Linkerd's multicluster chart; the
+# source runs Linkerd's service mirror (`linkerd-controller service-mirror`).
+#
+# usage: hack/local-multicluster.sh up|down|status|env
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=hack/versions.env
+. "$here/versions.env"
+CACHE=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}
+LINKERD_DIR=$CACHE/linkerd-$LINKERD_VERSION
+LINKERD_CLI=$CACHE/linkerd_cli-$LINKERD_VERSION/bin/linkerd
+HELM=$CACHE/helm-$HELM_VERSION/bin/helm
+KUBECTL=$CACHE/kubectl-$K8S_VERSION/bin/kubectl
+ROOT=$repo/.local-clusters
+CA_DIR=$ROOT/ca
+LINK=target
+MC_NS=linkerd-multicluster
+# The service mirror's admin server (metrics, /ready) in the source.
+MIRROR_METRICS_PORT=19999
+
+log() { printf '[local-multicluster] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+lc() { "$here/local-cluster.sh" --name "$@"; }
+kc() { local c=$1; shift; "$KUBECTL" --kubeconfig "$ROOT/$c/kubeconfig" "$@"; }
+apply() { kc "$1" apply --server-side --field-manager dst-load-local -f - >/dev/null; }
+# env_of CLUSTER VAR: a variable of a cluster's env file.
+env_of() { sed -n "s/^export $2=//p" "$ROOT/$1/env"; }
+
+namespace() { kc "$1" create namespace "$MC_NS" --dry-run=client -o yaml | apply "$1"; }
+
+mirror_pid() { cat "$ROOT/source/run/service-mirror.pid" 2>/dev/null || true; }
+mirror_alive() { local p; p=$(mirror_pid); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+
+# Linkerd's multicluster chart, rendered: one template of it. Laid out as in
+# Linkerd's tree, for the chart's relative dependency on its partials.
+render() {
+  local tree=$ROOT/linkerd chart=$ROOT/linkerd/multicluster/charts/linkerd-multicluster
+  if [[ ! -d $chart ]]; then
+    mkdir -p "$tree/charts" "$tree/multicluster/charts"
+    cp -r "$LINKERD_DIR/charts/partials" "$tree/charts/"
+    cp -r "$LINKERD_DIR/charts/linkerd-multicluster" "$tree/multicluster/charts/"
+    "$HELM" dependency build "$chart" >/dev/null
+  fi
+  "$HELM" template linkerd-multicluster "$chart" -n "$MC_NS" \
+    --kube-version "$K8S_VERSION" --set gateway.enabled=false --show-only "templates/$1"
+}
+
+# What Linkerd's control-plane chart gives every cluster and link-gen reads:
+# the trust root, and linkerd-config with the trust and cluster domains.
+control_plane_config() {
+  local c=$1 domain trust
+  domain=$(env_of "$c" DST_LOCAL_CLUSTER_DOMAIN)
+  trust=$(env_of "$c" DST_LOCAL_TRUST_DOMAIN)
+  kc "$c" -n linkerd create configmap linkerd-identity-trust-roots \
+    --from-file=ca-bundle.crt="$CA_DIR/ca.crt" --dry-run=client -o yaml | apply "$c"
+  kc "$c" -n linkerd create configmap linkerd-config \
+    --from-literal=values="$(printf 'identityTrustDomain: %s\nclusterDomain: %s\n' "$trust" "$domain")" \
+    --dry-run=client -o yaml | apply "$c"
+}
+
+start_mirror() {
+  local p
+  HOSTNAME=dst-load-source-service-mirror nohup "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
+    -kubeconfig="$ROOT/source/kubeconfig" -namespace="$MC_NS" \
+    -metrics-addr="127.0.0.1:$MIRROR_METRICS_PORT" -log-level=info -log-format=plain \
+    "$LINK" >>"$ROOT/source/logs/service-mirror.log" 2>&1 &
+  p=$!
+  echo "$p" >"$ROOT/source/run/service-mirror.pid"
+  printf '%q ' HOSTNAME=dst-load-source-service-mirror "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
+    -kubeconfig="$ROOT/source/kubeconfig" -namespace="$MC_NS" \
+    -metrics-addr="127.0.0.1:$MIRROR_METRICS_PORT" -log-level=info -log-format=plain "$LINK" \
+    >"$ROOT/source/run/service-mirror.cmd"
+  for _ in $(seq 240); do
+    kill -0 "$p" 2>/dev/null || { tail -n 30 "$ROOT/source/logs/service-mirror.log" >&2; die "the service mirror exited"; }
+    # Ready once its watcher of the target has synced (its first GC of
+    # orphaned mirrors).
+    if grep -q "OrphanedServicesGcTriggered.*cluster=$LINK" "$ROOT/source/logs/service-mirror.log" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.25
+  done
+  tail -n 30 "$ROOT/source/logs/service-mirror.log" >&2
+  die "the service mirror did not start watching the target within 60s"
+}
+
+write_env() {
+  cat >"$ROOT/env" <<ENV
+# Written by hack/local-multicluster.sh up; source it.
+# The source: clients watch its destination controller.
+export DESTINATION_ADDR=$(env_of source DESTINATION_ADDR)
+export DESTINATION_METRICS_ADDR=$(env_of source DESTINATION_METRICS_ADDR)
+export SOURCE_KUBECONFIG=$ROOT/source/kubeconfig
+export SOURCE_CLUSTER_DOMAIN=$(env_of source DST_LOCAL_CLUSTER_DOMAIN)
+# The target: churn runs here; the ground truth is read here.
+export TARGET_KUBECONFIG=$ROOT/target/kubeconfig
+export TARGET_CLUSTER_DOMAIN=$(env_of target DST_LOCAL_CLUSTER_DOMAIN)
+export TARGET_DESTINATION_ADDR=$(env_of target DESTINATION_ADDR)
+# The link: mirrors are named {svc}-$LINK in the source.
+export MULTICLUSTER_LINK=$LINK
+export SERVICE_MIRROR_METRICS_ADDR=127.0.0.1:$MIRROR_METRICS_PORT
+export DST_LOCAL_KUBECTL=$KUBECTL
+ENV
+}
+
+cmd_up() {
+  if [[ -f $ROOT/env ]] && mirror_alive && lc source status >/dev/null 2>&1 && lc target status >/dev/null 2>&1; then
+    log "already up; source $ROOT/env"
+    return 0
+  fi
+  local start=$SECONDS target_api
+  "$here/build-deps.sh" etcd kubernetes kubectl kwok linkerd linkerd_cli helm step
+  mkdir -p "$ROOT"
+  [[ -f $CA_DIR/ca.crt ]] || TRUST_DOMAIN=cluster.local "$here/gen-certs.sh" "$CA_DIR" >/dev/null
+  lc target up
+  lc source up
+  control_plane_config target
+  control_plane_config source
+  # The target: the service mirror's and the remote destination's access
+  # (the multicluster chart's remote-access RBAC, its service account and
+  # token Secret, which the controller manager fills in).
+  namespace target
+  render remote-access-service-mirror-rbac.yaml | apply target
+  for _ in $(seq 120); do
+    [[ -n $(kc target -n "$MC_NS" get secret linkerd-service-mirror-remote-access-default-token -o jsonpath='{.data.token}' 2>/dev/null) ]] && break
+    sleep 0.5
+  done
+  # The source: the Link CRD and the namespace the link lives in.
+  render link-crd.yaml | apply source
+  namespace source
+  kc source wait --for condition=established --timeout 60s crd/links.multicluster.linkerd.io >/dev/null
+  target_api=$(env_of target DST_LOCAL_APISERVER)
+  "$LINKERD_CLI" --kubeconfig "$ROOT/target/kubeconfig" multicluster link-gen \
+    --cluster-name "$LINK" --gateway=false --api-server-address "$target_api" >"$ROOT/link.yaml"
+  kc source apply -f "$ROOT/link.yaml" >/dev/null
+  start_mirror
+  write_env
+  log "up in $((SECONDS - start))s: source $ROOT/env"
+}
+
+cmd_down() {
+  local p
+  p=$(mirror_pid)
+  if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+  lc source down || true
+  lc target down || true
+  rm -rf "$ROOT"
+  log "down"
+}
+
+cmd_status() {
+  local ok=0
+  echo "== target"; lc target status || ok=1
+  echo "== source"; lc source status || ok=1
+  if mirror_alive; then printf '%-24s running (pid %s)\n' service-mirror "$(mirror_pid)"; else printf '%-24s stopped\n' service-mirror; ok=1; fi
+  return $ok
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cat "$ROOT/env" ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
