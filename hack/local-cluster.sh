@@ -12,7 +12,8 @@
 #        it: the single default cluster, as before.
 # env:   DST_LOCAL_CLUSTER_DIR  state directory (default: <repo>/.local-cluster)
 #        KWOK_NODES             fake nodes to create (default 2)
-#        DST_LOCAL_PORT_OFFSET  added to every port (default 0; with --name, the name's)
+#        DST_LOCAL_PORT_OFFSET  added to every port (default 0)
+#        (with --name, neither DST_LOCAL_CLUSTER_DIR nor DST_LOCAL_PORT_OFFSET applies)
 #        DST_LOCAL_TRUST_DOMAIN the identity trust domain (default cluster.local,
 #                               shared by every cluster: one trust root)
 #        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
@@ -45,9 +46,11 @@ port_offset() {
 
 # DST_LOCAL_PORT_OFFSET moves every port, so two control planes (with their
 # own DST_LOCAL_CLUSTER_DIR) can run side by side; --name sets both.
+# The name decides alone: a sourced env file of another cluster
+# (DST_LOCAL_CLUSTER_DIR, DST_LOCAL_PORT_OFFSET) must not redirect it.
 if [[ -n $NAME ]]; then
-  STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-clusters/$NAME}
-  o=${DST_LOCAL_PORT_OFFSET:-$(port_offset "$NAME")}
+  STATE=$repo/.local-clusters/$NAME
+  o=$(port_offset "$NAME")
   CLUSTER_DOMAIN=$NAME.local
 else
   STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}

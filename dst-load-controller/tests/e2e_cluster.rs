@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::free_port;
+use support::{free_port, slice_addrs};
 
 use std::{
     collections::BTreeSet,
@@ -112,31 +112,6 @@ fn proxy_client(flags: &[&str]) -> client::Args {
     ];
     all.extend_from_slice(flags);
     support::client_args(&all)
-}
-
-/// The ready addresses of `service`'s EndpointSlices, at `port`, sorted.
-async fn slice_addrs(
-    client: &kube::Client,
-    ns: &str,
-    service: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, String> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    let mut addrs: Vec<SocketAddr> = slices
-        .list(&lp)
-        .await
-        .map_err(|e| e.to_string())?
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|e| e.addresses.iter())
-        .map(|ip| SocketAddr::new(ip.parse().expect("an IP"), port))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    Ok(addrs)
 }
 
 /// Every stream of every service in `fleet` holds exactly the addresses its

@@ -9,9 +9,9 @@
 
 mod support;
 
-use std::{collections::BTreeSet, net::SocketAddr, process::Stdio, time::Duration};
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
 use kube::{Api, api::ListParams};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
@@ -99,31 +99,6 @@ async fn mirrors(source: &kube::Client, ns: &str) -> BTreeSet<String> {
             .collect(),
         Err(_) => BTreeSet::new(),
     }
-}
-
-/// The ready addresses of the target's `service`, at `port`, sorted.
-async fn target_addrs(
-    target: &kube::Client,
-    ns: &str,
-    service: &str,
-    port: u16,
-) -> Vec<SocketAddr> {
-    let slices: Api<EndpointSlice> = Api::namespaced(target.clone(), ns);
-    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    let mut addrs: Vec<SocketAddr> = slices
-        .list(&lp)
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|e| e.addresses.iter())
-        .map(|ip| SocketAddr::new(ip.parse().expect("an IP"), port))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
 }
 
 fn set(names: &[String]) -> BTreeSet<String> {
@@ -222,7 +197,9 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
             || {
                 let (target, ns, running, authority) = (&target, &ns.name, &running, &authority);
                 async move {
-                    let want = target_addrs(target, ns, svc, 8080).await;
+                    let want = support::slice_addrs(target, ns, svc, 8080)
+                        .await
+                        .unwrap_or_default();
                     let sets = running.sets(authority);
                     !want.is_empty() && sets.len() == 3 && sets.iter().all(|s| *s == want)
                 }
@@ -232,40 +209,29 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
     }
 
     // Unexport one: its mirror goes; export it again: it comes back.
-    let unlabel = kubectl(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "service",
-            &services[0],
+    for (label, want, what) in [
+        (
             "mirror.linkerd.io/exported-",
-        ],
-    );
-    assert!(unlabel.status.success(), "{unlabel:?}");
-    support::eventually_async("the unexported service's mirror removed", WAIT, || {
-        let (source, ns, want) = (&source, &ns.name, set(&mirrored[1..]));
-        async move { mirrors(source, ns).await == want }
-    })
-    .await;
-    let relabel = kubectl(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "service",
-            &services[0],
+            &mirrored[1..],
+            "the unexported service's mirror removed",
+        ),
+        (
             "mirror.linkerd.io/exported=remote-discovery",
-        ],
-    );
-    assert!(relabel.status.success(), "{relabel:?}");
-    support::eventually_async("the re-exported service mirrored again", WAIT, || {
-        let (source, ns, want) = (&source, &ns.name, set(&mirrored));
-        async move { mirrors(source, ns).await == want }
-    })
-    .await;
+            &mirrored[..],
+            "the re-exported service mirrored again",
+        ),
+    ] {
+        let out = kubectl(
+            &target_kc,
+            &["-n", &ns.name, "label", "service", &services[0], label],
+        );
+        assert!(out.status.success(), "{out:?}");
+        support::eventually_async(what, WAIT, || {
+            let (source, ns, want) = (&source, &ns.name, set(want));
+            async move { mirrors(source, ns).await == want }
+        })
+        .await;
+    }
 
     let (summary, measured) = running.finish_measured().await;
     assert_eq!(summary.failed_streams, 0, "{summary:?}");

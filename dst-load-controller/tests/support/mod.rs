@@ -18,6 +18,34 @@ use dst_load_controller::{
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// The ready addresses of `service`'s EndpointSlices in `ns`, at `port`,
+/// sorted.
+pub async fn slice_addrs(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::{Api, api::ListParams};
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let mut addrs: Vec<SocketAddr> = slices
+        .list(&lp)
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter())
+        .map(|ip| SocketAddr::new(ip.parse().expect("an IP"), port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}
+
 /// A mock Destination server on 127.0.0.1.
 pub struct Mock {
     pub addr: SocketAddr,
