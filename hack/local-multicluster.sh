@@ -112,6 +112,7 @@ export TARGET_DESTINATION_ADDR=$(env_of target DESTINATION_ADDR)
 # The link: mirrors are named {svc}-$LINK in the source.
 export MULTICLUSTER_LINK=$LINK
 export SERVICE_MIRROR_METRICS_ADDR=127.0.0.1:$MIRROR_METRICS_PORT
+export SERVICE_MIRROR_LOG=$ROOT/source/logs/service-mirror.log
 export DST_LOCAL_KUBECTL=$KUBECTL
 ENV
 }

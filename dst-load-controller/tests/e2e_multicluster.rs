@@ -18,6 +18,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
 /// Mirrors follow exports within seconds; a loaded machine gets a wide bound.
 const WAIT: Duration = Duration::from_secs(120);
 const LINK: &str = "target";
+/// After an apiserver restart, informers back off before they re-list.
+const AFTER_RESTART: Duration = Duration::from_secs(240);
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -249,4 +251,217 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
         update.p50 >= 0.0 && update.max < WAIT.as_secs_f64(),
         "{update:?}"
     );
+}
+
+fn apply(kubeconfig: &str, yaml: &str) {
+    let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut child = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", kubeconfig, "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "kubectl apply failed:\n{yaml}"
+    );
+}
+
+/// An exported headless Service, with or without ports.
+fn headless(ns: &str, name: &str, ports: bool) -> String {
+    let ports = if ports {
+        "  ports: [{name: http, port: 80}]\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{mirror.linkerd.io/exported: remote-discovery}}\nspec:\n  clusterIP: None\n  selector: {{app: {name}}}\n{ports}---\n"
+    )
+}
+
+/// What Linkerd's service mirror does with exports it cannot mirror as they
+/// are (remote discovery, headless mirrors off, as link-gen sets it up): a
+/// headless Service with ports is mirrored as a ClusterIP Service; one
+/// without ports is not mirrored at all: the mirror's ClusterIP Service is
+/// refused by the apiserver, and after its retries the service mirror logs
+/// that it gave up (no Kubernetes event records it).
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn a_headless_export_is_mirrored_as_cluster_ip_and_one_without_ports_is_given_up() {
+    let ns = BothNs::new("valid");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let source = kube_of(&source_kc).await;
+    let log = var("SERVICE_MIRROR_LOG");
+    apply(
+        &target_kc,
+        &(headless(&ns.name, "with-ports", true) + &headless(&ns.name, "no-ports", false)),
+    );
+    let refused = format!(
+        "Error processing RemoteServiceExported: {{service: Service: {{name: no-ports, namespace: {}",
+        ns.name
+    );
+    support::eventually_async(
+        "the service mirror gives up on the export without ports",
+        WAIT,
+        || {
+            let (log, refused) = (&log, &refused);
+            async move {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                text.lines().any(|l| {
+                    l.contains(refused.as_str())
+                        && l.contains("(giving up)")
+                        && l.contains("spec.ports: Required value")
+                })
+            }
+        },
+    )
+    .await;
+    // Given up after the mirror of the other was made: only that one exists.
+    support::eventually_async("the headless export mirrored", WAIT, || {
+        let (source, ns) = (&source, &ns.name);
+        async move { mirrors(source, ns).await == set(&[format!("with-ports-{LINK}")]) }
+    })
+    .await;
+    let svcs: Api<Service> = Api::namespaced(source, &ns.name);
+    let mirror = svcs.get(&format!("with-ports-{LINK}")).await.unwrap();
+    let spec = mirror.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let ip = spec.cluster_ip.unwrap_or_default();
+    assert!(
+        ip != "None" && ip.parse::<std::net::IpAddr>().is_ok(),
+        "{ip}"
+    );
+}
+
+/// The seed's fault case: the target's apiserver restarts. Linkerd's service
+/// mirror watches it: afterwards an unexport still removes its mirror. The
+/// source's streams are not asserted after the restart: Linkerd's
+/// destination controller can drop remote endpoints whose pods its remote
+/// pod cache does not have yet (`Unable to create new address: unable to
+/// fetch pod ... not found` in its log), and then stays without them until
+/// the slice changes again: seen in one run of two (BENCHMARKS.md). The
+/// client's staleness is reported, not asserted.
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
+    let ns = BothNs::new("restart");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let source_domain = var("SOURCE_CLUSTER_DOMAIN");
+    let (source, target) = (kube_of(&source_kc).await, kube_of(&target_kc).await);
+    // Two stable exported services; churn creates them and leaves.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "churn",
+            "--namespace",
+            &ns.name,
+            "--stable-services",
+            "2",
+            "--stable-endpoints",
+            "2",
+            "--export",
+            "remote-discovery",
+            "--duration",
+            "1s",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .env("KUBECONFIG", &target_kc)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mirrored: Vec<String> = (0..2).map(|i| format!("stable-svc-{i}-{LINK}")).collect();
+    support::eventually_async("both services mirrored", WAIT, || {
+        let (source, ns, want) = (&source, &ns.name, set(&mirrored));
+        async move { mirrors(source, ns).await == want }
+    })
+    .await;
+    let dst = var("DESTINATION_ADDR");
+    let targets = format!(
+        "stable-svc-{{0..1}}-{LINK}.{}.svc.{source_domain}:8080",
+        ns.name
+    );
+    let running = support::start_client(support::client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &targets,
+        "--namespace",
+        &ns.name,
+        "--cluster-domain",
+        &source_domain,
+        "--ground-truth-kubeconfig",
+        &target_kc,
+        "--ground-truth-link",
+        LINK,
+        "--streams-per-service",
+        "2",
+    ]));
+    let converged = |what: String| {
+        let (target, ns, running, domain) = (&target, &ns.name, &running, &source_domain);
+        async move {
+            for i in 0..2 {
+                let authority = format!("stable-svc-{i}-{LINK}.{ns}.svc.{domain}:8080");
+                support::eventually_async(
+                    &format!("{what}: {authority}"),
+                    AFTER_RESTART,
+                    || async {
+                        let want =
+                            support::slice_addrs(target, ns, &format!("stable-svc-{i}"), 8080)
+                                .await
+                                .unwrap_or_default();
+                        let sets = running.sets(&authority);
+                        !want.is_empty() && sets.len() == 2 && sets.iter().all(|s| *s == want)
+                    },
+                )
+                .await;
+            }
+        }
+    };
+    converged("before the restart".into()).await;
+
+    let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new(script)
+        .args(["--name", "target", "restart", "kube-apiserver"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // And the mirror still follows exports.
+    let out = kubectl(
+        &target_kc,
+        &[
+            "-n",
+            &ns.name,
+            "label",
+            "service",
+            "stable-svc-1",
+            "mirror.linkerd.io/exported-",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    support::eventually_async(
+        "the unexported mirror removed after the restart",
+        AFTER_RESTART,
+        || {
+            let (source, ns, want) = (&source, &ns.name, set(&mirrored[..1]));
+            async move { mirrors(source, ns).await == want }
+        },
+    )
+    .await;
+    let (summary, measured) = running.finish_measured().await;
+    eprintln!(
+        "after the restart: {summary:?}; stale streams: {}",
+        measured.stale_streams
+    );
+    assert_eq!(summary.failed_streams, 0, "{summary:?}");
 }
