@@ -1163,9 +1163,13 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
     // Every stream converged to every completed change, timed end to end.
     assert!(n("fanouts_completed") >= 2, "{stdout}");
     let conv = &r["convergence_latency"];
+    // A completed fan-out is 5 convergences; a lagging stream found holding
+    // the new truth with a set from before the change converged untimed
+    // (on a loaded machine: 105 timed of 110 in one run).
+    let untimed = n("convergences_untimed");
     assert!(
-        conv["count"].as_u64().unwrap() >= 5 * n("fanouts_completed"),
-        "{stdout}"
+        conv["count"].as_u64().unwrap() + untimed >= 5 * n("fanouts_completed"),
+        "untimed {untimed}: {stdout}"
     );
     let k8s = &r["kubernetes_leg"];
     let dst_leg = &r["destination_leg"];
@@ -1403,11 +1407,17 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
     // Linkerd answers a Service without endpoints with silence: no update
     // of any kind (no `no_endpoints`), and no error; the stream stays open.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let registry = running.registry.clone();
     let summary = running.finish().await;
+    let errors: Vec<String> = support::scrape(&registry)
+        .lines()
+        .filter(|l| l.starts_with("destination_client_errors_total"))
+        .map(str::to_string)
+        .collect();
     assert_eq!(
         (summary.errors, summary.failed_streams),
         (0, 0),
-        "{summary}"
+        "{summary}\nerrors by reason: {errors:?}"
     );
     for kind in UpdateKind::ALL {
         assert_eq!(
