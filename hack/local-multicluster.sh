@@ -80,10 +80,6 @@ start_mirror() {
     "$LINK" >>"$ROOT/source/logs/service-mirror.log" 2>&1 &
   p=$!
   echo "$p" >"$ROOT/source/run/service-mirror.pid"
-  printf '%q ' HOSTNAME=dst-load-source-service-mirror "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
-    -kubeconfig="$ROOT/source/kubeconfig" -namespace="$MC_NS" \
-    -metrics-addr="127.0.0.1:$MIRROR_METRICS_PORT" -log-level=info -log-format=plain "$LINK" \
-    >"$ROOT/source/run/service-mirror.cmd"
   for _ in $(seq 240); do
     kill -0 "$p" 2>/dev/null || { tail -n 30 "$ROOT/source/logs/service-mirror.log" >&2; die "the service mirror exited"; }
     # Ready once its watcher of the target has synced (its first GC of

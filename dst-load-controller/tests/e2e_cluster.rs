@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{free_port, slice_addrs};
+use support::{free_port, kubectl, slice_addrs};
 
 use std::{
     collections::BTreeSet,
@@ -2182,32 +2182,6 @@ async fn a_resumed_watch_relists_exactly_what_changed_while_away() {
     stop.cancel();
     t.await.unwrap();
     m.await.unwrap();
-}
-
-/// `kubectl` of the local control plane, run to completion with `stdin`.
-fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let mut child = std::process::Command::new(kubectl)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A run that fails once churn has created objects still removes them: here

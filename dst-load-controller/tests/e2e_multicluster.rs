@@ -35,14 +35,13 @@ async fn kube_of(kubeconfig: &str) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// `kubectl` of one of the two clusters, whatever its status.
 fn kubectl(kubeconfig: &str, args: &[&str]) -> std::process::Output {
-    let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    std::process::Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap()
+    let all: Vec<&str> = ["--kubeconfig", kubeconfig]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    support::kubectl_output(&all, None)
 }
 
 /// The same namespace in both clusters (the mirror needs it in the source),
@@ -103,6 +102,65 @@ async fn mirrors(source: &kube::Client, ns: &str) -> BTreeSet<String> {
     }
 }
 
+/// A client of the source's destination controller watching `services`'
+/// mirrors in `ns`, `streams` streams each, with the target's ground truth.
+fn mirror_client(ns: &str, services: &[String], streams: usize) -> support::RunningClient {
+    let (dst, target_kc, domain) = (
+        var("DESTINATION_ADDR"),
+        var("TARGET_KUBECONFIG"),
+        var("SOURCE_CLUSTER_DOMAIN"),
+    );
+    let targets = services
+        .iter()
+        .map(|s| format!("{s}-{LINK}.{ns}.svc.{domain}:8080"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let streams = streams.to_string();
+    support::start_client(support::client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        &targets,
+        "--namespace",
+        ns,
+        "--cluster-domain",
+        &domain,
+        "--ground-truth-kubeconfig",
+        &target_kc,
+        "--ground-truth-link",
+        LINK,
+        "--streams-per-service",
+        &streams,
+    ]))
+}
+
+/// Waits until each of `streams` streams of every service's mirror holds
+/// exactly the target's EndpointSlice addresses of the service.
+async fn streams_equal_target(
+    running: &support::RunningClient,
+    target: &kube::Client,
+    ns: &str,
+    services: &[String],
+    streams: usize,
+) {
+    let domain = var("SOURCE_CLUSTER_DOMAIN");
+    for svc in services {
+        let authority = format!("{svc}-{LINK}.{ns}.svc.{domain}:8080");
+        support::eventually_async(
+            &format!("{authority} equals the target's slices"),
+            WAIT,
+            || async {
+                let want = support::slice_addrs(target, ns, svc, 8080)
+                    .await
+                    .unwrap_or_default();
+                let sets = running.sets(&authority);
+                !want.is_empty() && sets.len() == streams && sets.iter().all(|s| *s == want)
+            },
+        )
+        .await;
+    }
+}
+
 fn set(names: &[String]) -> BTreeSet<String> {
     names.iter().cloned().collect()
 }
@@ -118,7 +176,6 @@ fn set(names: &[String]) -> BTreeSet<String> {
 async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
     let ns = BothNs::new("mirror");
     let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
-    let source_domain = var("SOURCE_CLUSTER_DOMAIN");
     let (source, target) = (kube_of(&source_kc).await, kube_of(&target_kc).await);
 
     let mut churn = tokio::process::Command::new(BIN)
@@ -157,27 +214,7 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
     })
     .await;
 
-    let dst = var("DESTINATION_ADDR");
-    let targets = format!(
-        "oscillate-svc-{{0..1}}-{LINK}.{}.svc.{source_domain}:8080",
-        ns.name
-    );
-    let running = support::start_client(support::client_args(&[
-        "--destination-addr",
-        &dst,
-        "--target-services",
-        &targets,
-        "--namespace",
-        &ns.name,
-        "--cluster-domain",
-        &source_domain,
-        "--ground-truth-kubeconfig",
-        &target_kc,
-        "--ground-truth-link",
-        LINK,
-        "--streams-per-service",
-        "3",
-    ]));
+    let running = mirror_client(&ns.name, &services, 3);
     // Several scales of the target seen end to end: at least three changes
     // on each of the 6 streams.
     support::eventually_async("target scales timed at the source's streams", WAIT, || {
@@ -191,24 +228,7 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
     .await;
     // Stop churn; every stream ends holding exactly the target's addresses.
     churn.kill().await.unwrap();
-    for (svc, mirror) in services.iter().zip(&mirrored) {
-        let authority = format!("{mirror}.{}.svc.{source_domain}:8080", ns.name);
-        support::eventually_async(
-            &format!("{authority} equals the target's slices"),
-            WAIT,
-            || {
-                let (target, ns, running, authority) = (&target, &ns.name, &running, &authority);
-                async move {
-                    let want = support::slice_addrs(target, ns, svc, 8080)
-                        .await
-                        .unwrap_or_default();
-                    let sets = running.sets(authority);
-                    !want.is_empty() && sets.len() == 3 && sets.iter().all(|s| *s == want)
-                }
-            },
-        )
-        .await;
-    }
+    streams_equal_target(&running, &target, &ns.name, &services, 3).await;
 
     // Unexport one: its mirror goes; export it again: it comes back.
     for (label, want, what) in [
@@ -254,23 +274,9 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
 }
 
 fn apply(kubeconfig: &str, yaml: &str) {
-    let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let mut child = std::process::Command::new(kubectl)
-        .args(["--kubeconfig", kubeconfig, "apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "kubectl apply failed:\n{yaml}"
+    support::kubectl(
+        &["--kubeconfig", kubeconfig, "apply", "-f", "-"],
+        Some(yaml),
     );
 }
 
@@ -353,7 +359,6 @@ async fn a_headless_export_is_mirrored_as_cluster_ip_and_one_without_ports_is_gi
 async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
     let ns = BothNs::new("restart");
     let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
-    let source_domain = var("SOURCE_CLUSTER_DOMAIN");
     let (source, target) = (kube_of(&source_kc).await, kube_of(&target_kc).await);
     // Two stable exported services; churn creates them and leaves.
     let out = tokio::process::Command::new(BIN)
@@ -385,49 +390,9 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
         async move { mirrors(source, ns).await == want }
     })
     .await;
-    let dst = var("DESTINATION_ADDR");
-    let targets = format!(
-        "stable-svc-{{0..1}}-{LINK}.{}.svc.{source_domain}:8080",
-        ns.name
-    );
-    let running = support::start_client(support::client_args(&[
-        "--destination-addr",
-        &dst,
-        "--target-services",
-        &targets,
-        "--namespace",
-        &ns.name,
-        "--cluster-domain",
-        &source_domain,
-        "--ground-truth-kubeconfig",
-        &target_kc,
-        "--ground-truth-link",
-        LINK,
-        "--streams-per-service",
-        "2",
-    ]));
-    let converged = |what: String| {
-        let (target, ns, running, domain) = (&target, &ns.name, &running, &source_domain);
-        async move {
-            for i in 0..2 {
-                let authority = format!("stable-svc-{i}-{LINK}.{ns}.svc.{domain}:8080");
-                support::eventually_async(
-                    &format!("{what}: {authority}"),
-                    AFTER_RESTART,
-                    || async {
-                        let want =
-                            support::slice_addrs(target, ns, &format!("stable-svc-{i}"), 8080)
-                                .await
-                                .unwrap_or_default();
-                        let sets = running.sets(&authority);
-                        !want.is_empty() && sets.len() == 2 && sets.iter().all(|s| *s == want)
-                    },
-                )
-                .await;
-            }
-        }
-    };
-    converged("before the restart".into()).await;
+    let services: Vec<String> = (0..2).map(|i| format!("stable-svc-{i}")).collect();
+    let running = mirror_client(&ns.name, &services, 2);
+    streams_equal_target(&running, &target, &ns.name, &services, 2).await;
 
     let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
     let status = std::process::Command::new(script)

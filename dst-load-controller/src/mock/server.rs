@@ -210,13 +210,7 @@ impl Service {
                 return Err(not_found());
             };
             let span = tracing::debug_span!("get", %authority);
-            let task = follow(
-                queue,
-                sub,
-                self.behavior.clone(),
-                self.metrics.clone(),
-                self.shutdown.clone(),
-            );
+            let task = follow(queue, sub, self.behavior.clone(), self.shutdown.clone());
             tokio::spawn(tracing::Instrument::instrument(task, span));
         }
         // Counted open for as long as the response stream lives.
@@ -305,9 +299,9 @@ async fn follow(
     queue: Queue,
     sub: Subscription,
     behavior: Arc<Behavior>,
-    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
+    let metrics = &queue.metrics;
     if !queue.initial(&sub.snapshot) {
         return;
     }

@@ -18,6 +18,39 @@ use dst_load_controller::{
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+/// `kubectl` (`DST_LOCAL_KUBECTL`, else on PATH) run to completion with
+/// `stdin`, whatever its status.
+pub fn kubectl_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let kubectl = std::env::var("DST_LOCAL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut child = std::process::Command::new(kubectl)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// [`kubectl_output`] that must succeed: its stdout.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The ready addresses of `service`'s EndpointSlices in `ns`, at `port`,
 /// sorted.
 pub async fn slice_addrs(
