@@ -287,8 +287,9 @@ impl From<LeanUpdate> for Delta {
     }
 }
 
+#[cfg(test)]
 impl From<&linkerd2_proxy_api::destination::Update> for Delta {
-    /// The delta of a full `Update` (tests, and anything holding one).
+    /// The delta of a full `Update`, for tests.
     fn from(u: &linkerd2_proxy_api::destination::Update) -> Self {
         Delta::decode(u.encode_to_vec().as_slice()).expect("an encoded Update decodes")
     }

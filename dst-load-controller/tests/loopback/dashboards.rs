@@ -53,10 +53,10 @@ async fn client_and_mock_scrape() -> String {
         client.sets(FOO).iter().filter(|s| s.len() == 2).count() == 2
     })
     .await;
-    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
-        client.fleet.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    ));
+    let feed = tokio_util::sync::CancellationToken::new();
+    let following = tokio::spawn(
+        Box::new(MockFeed::new(&mock.handle)).follow(client.fleet.clone(), feed.clone()),
+    );
     mock.handle.patch(&svc_foo, &addrs(&["10.0.0.3:8080"]), &[]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     eventually("the addition everywhere", Duration::from_secs(20), || {
@@ -66,6 +66,11 @@ async fn client_and_mock_scrape() -> String {
     // A change as the Kubernetes watch reports it (scaled a moment ago, its
     // slice seen now), before the destination serves it: this epoch is the
     // one the streams converge to, so both legs are recorded.
+    // The feed stops meanwhile: its own epoch for the removal could replace
+    // this one before the streams converge (a race the mock's immediate
+    // hand-off made visible under load), leaving no leg recorded.
+    feed.cancel();
+    following.await.unwrap();
     let scaled = SystemTime::now() - Duration::from_millis(30);
     let svc = client.fleet.get(FOO).unwrap();
     svc.set_truth_seen(
@@ -74,6 +79,20 @@ async fn client_and_mock_scrape() -> String {
         Some(SystemTime::now()),
     );
     mock.handle.patch(&svc_foo, &[], &addrs(&["10.0.0.1:8080"]));
+    eventually(
+        "the destination leg recorded",
+        Duration::from_secs(30),
+        || {
+            names(&scrape(&client.registry))
+                .contains("destination_client_destination_leg_seconds_count")
+        },
+    )
+    .await;
+    // The feed again, from the mock's sets now.
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     // The streams denied the removal turn stale; giving the address back
     // makes them agree again, which records how long they were stale.
     eventually("stale streams", Duration::from_secs(30), || {
