@@ -46,6 +46,11 @@ pub struct KubeArgs {
     /// Requests allowed in a burst above --qps.
     #[arg(long, default_value_t = 40)]
     pub burst: u32,
+
+    /// A kubeconfig file read instead of `KUBECONFIG`'s (no flag of its
+    /// own: set by [`KubeArgs::of_cluster`] for a second cluster).
+    #[arg(skip)]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Default for KubeArgs {
@@ -55,6 +60,7 @@ impl Default for KubeArgs {
             kube_context: None,
             qps: 20.0,
             burst: 40,
+            kubeconfig: None,
         }
     }
 }
@@ -78,6 +84,20 @@ impl KubeArgs {
             context: self.kube_context.clone(),
             ..Default::default()
         };
+        if let Some(file) = &self.kubeconfig {
+            let kubeconfig = kube::config::Kubeconfig::read_from(file)
+                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", file.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot use kubeconfig {} (context {:?}): {e}",
+                        file.display(),
+                        self.kube_context
+                    )
+                })?;
+            return Ok(kube::Client::try_from(with_timeouts(config))?);
+        }
         let config = match kube::Config::from_kubeconfig(&options).await {
             Ok(c) => c,
             Err(kubeconfig_error) if self.kube_context.is_none() => kube::Config::incluster().map_err(|e| {
@@ -88,29 +108,14 @@ impl KubeArgs {
         Ok(kube::Client::try_from(with_timeouts(config))?)
     }
 
-    /// Builds a client of another cluster, from its kubeconfig file (its
-    /// current context unless `context`), with the same timeouts.
-    pub async fn client_of(
-        &self,
-        kubeconfig: &std::path::Path,
-        context: Option<String>,
-    ) -> anyhow::Result<kube::Client> {
-        let file = kube::config::Kubeconfig::read_from(kubeconfig)
-            .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
-        let options = kube::config::KubeConfigOptions {
-            context: context.clone(),
-            ..Default::default()
-        };
-        let config = kube::Config::from_custom_kubeconfig(file, &options)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot use kubeconfig {} (context {:?}): {e}",
-                    kubeconfig.display(),
-                    context
-                )
-            })?;
-        Ok(kube::Client::try_from(with_timeouts(config))?)
+    /// The same settings for another cluster: its kubeconfig file, and its
+    /// current context unless `context`.
+    pub fn of_cluster(&self, kubeconfig: &std::path::Path, context: Option<String>) -> Self {
+        Self {
+            kube_context: context,
+            kubeconfig: Some(kubeconfig.to_path_buf()),
+            ..self.clone()
+        }
     }
 
     /// The rate limiter for `--qps`/`--burst`.
@@ -474,9 +479,9 @@ mod tests {
         let metrics = ApiMetrics::register(&mut reg);
         let caller = Caller::new(
             KubeArgs {
-                kube_context: None,
                 qps: 1000.0,
                 burst: 10,
+                ..KubeArgs::default()
             }
             .limiter(),
             metrics.clone(),
@@ -510,9 +515,9 @@ mod tests {
         let token = CancellationToken::new();
         let caller = Caller::new(
             KubeArgs {
-                kube_context: None,
                 qps: 1000.0,
                 burst: 10,
+                ..KubeArgs::default()
             }
             .limiter(),
             ApiMetrics::register(&mut Registry::default()),

@@ -146,6 +146,35 @@ pub struct Args {
     #[arg(long, requires = "destination_addr")]
     pub keep: bool,
 
+    /// The cluster domain of --destination-addr's cluster (in multicluster,
+    /// the source's): the client watches `{svc}.{ns}.svc.{domain}`.
+    #[arg(long, default_value = "cluster.local", requires = "destination_addr")]
+    pub cluster_domain: String,
+
+    /// Multicluster: the cluster where the endpoints live (the target of a
+    /// Linkerd link), through this kubeconfig. churn creates the scenario's
+    /// services there, exported (--export), and the ground truth is read
+    /// there; the client watches their mirrors through --destination-addr
+    /// (the source's destination controller), and --namespace is created in
+    /// the source (the current kube context), where the mirrors appear.
+    #[arg(long, value_name = "FILE", requires = "destination_addr")]
+    pub ground_truth_kubeconfig: Option<std::path::PathBuf>,
+
+    /// The context of --ground-truth-kubeconfig (default: its current one).
+    #[arg(long, requires = "ground_truth_kubeconfig")]
+    pub ground_truth_context: Option<String>,
+
+    /// The link's name (`linkerd multicluster link-gen --cluster-name`):
+    /// remote-discovery mirrors are named `{svc}-{link}` [default: target].
+    #[arg(long, value_name = "NAME", requires = "ground_truth_kubeconfig")]
+    pub ground_truth_link: Option<String>,
+
+    /// How churn exports its services in the target: `remote-discovery`
+    /// (the client watches the mirrors `{svc}-{link}`) or `federated` (the
+    /// client watches `{svc}-federated`) [default: remote-discovery].
+    #[arg(long, value_enum, requires = "ground_truth_kubeconfig")]
+    pub export: Option<crate::churn::objects::Export>,
+
     #[command(flatten)]
     pub kube: crate::kube_api::KubeArgs,
 }
@@ -173,8 +202,41 @@ impl Args {
                 self.namespace
             ));
         }
+        if self.destination_addr.is_some()
+            && !self
+                .cluster_domain
+                .split('.')
+                .all(crate::labels::is_dns_label)
+        {
+            return Err(format!(
+                "--cluster-domain '{}' is not a DNS domain (e.g. cluster.local)",
+                self.cluster_domain
+            ));
+        }
+        self.kube.validate()?;
+        if let Some(mc) = self.multicluster() {
+            mc.validate(&spec)?;
+        }
         self.red_line.validate()?;
         self.faults.over(spec.clients.faults).validate()
+    }
+
+    /// With --ground-truth-kubeconfig: the target cluster and how its
+    /// services are exported to the source.
+    pub fn multicluster(&self) -> Option<Multicluster> {
+        let kubeconfig = self.ground_truth_kubeconfig.as_ref()?;
+        Some(Multicluster {
+            kube: self
+                .kube
+                .of_cluster(kubeconfig, self.ground_truth_context.clone()),
+            link: self
+                .ground_truth_link
+                .clone()
+                .unwrap_or_else(|| "target".to_string()),
+            export: self
+                .export
+                .unwrap_or(crate::churn::objects::Export::RemoteDiscovery),
+        })
     }
 
     /// What the admin server's `/shutdown` cancels: the run's `shutdown`.
@@ -764,6 +826,10 @@ pub async fn run_cluster_scenario(
         .clone()
         .expect("cluster mode has a destination");
     let ns = args.namespace.clone();
+    let multicluster = args.multicluster();
+    let churn_kube = multicluster
+        .as_ref()
+        .map_or_else(|| args.kube.clone(), |mc| mc.kube.clone());
     let started_at = jiff::Timestamp::now();
     let mut registry = Registry::default();
 
@@ -778,8 +844,13 @@ pub async fn run_cluster_scenario(
     let measured = async {
         let mut churn_config = crate::churn::Config::new(&ns);
         churn_config.seed = seed;
-        churn_config.kube = args.kube.clone();
+        churn_config.kube = churn_kube.clone();
         churn_config.apply(&plan);
+        if let Some(mc) = &multicluster {
+            churn_config.template.export = mc.export;
+            // The mirrors appear in the same namespace of the source.
+            crate::churn::connect_and_ensure_namespace(&args.kube, &ns, &churn_stop).await?;
+        }
         let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
         let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
         let churn_ready = crate::admin::Readiness::default();
@@ -794,7 +865,24 @@ pub async fn run_cluster_scenario(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let authorities = plan.authorities(&ns);
+        let authorities = plan.authorities_in(&ns, &args.cluster_domain);
+        let authorities: Vec<String> = match &multicluster {
+            Some(mc) => {
+                let mirrored: Vec<String> =
+                    authorities.iter().map(|a| mc.mirrored(a, &ns)).collect();
+                // A stream opened before its mirror exists is refused
+                // (NotFound): open them once the service mirror has
+                // made every one.
+                let services = plan
+                    .services
+                    .groups()
+                    .flat_map(|g| (0..g.count).map(move |i| g.pattern.service_name(i)));
+                let mirrors = services.map(|s| mc.mirrored_service(&s)).collect();
+                wait_for_mirrors(&args.kube, &ns, mirrors, &churn_stop).await?;
+                mirrored
+            }
+            None => authorities,
+        };
         let targets = authorities
             .iter()
             .map(|a| a.parse::<crate::target::Authority>())
@@ -806,8 +894,16 @@ pub async fn run_cluster_scenario(
         client_config.faults = plan.clients.faults;
         client_config.connections = plan.clients.connections();
         client_config.ground_truth = true;
-        // The ground truth through the same Kubernetes client settings as churn.
+        client_config.cluster_domain = args.cluster_domain.clone();
+        client_config.namespace = Some(ns.clone());
+        // The ground truth through the same Kubernetes client settings as
+        // churn (the target's, across clusters).
         client_config.kube = args.kube.clone();
+        if let Some(mc) = &multicluster {
+            let kubeconfig = mc.kube.kubeconfig.clone().expect("a target kubeconfig");
+            client_config.truth_cluster = Some((kubeconfig, mc.kube.kube_context.clone()));
+            client_config.truth_link = Some(mc.link.clone());
+        }
         let client = Client::new(client_config, &mut registry)?;
         let fleet = client.fleet();
         let client_metrics = client.metrics().clone();
@@ -849,19 +945,25 @@ pub async fn run_cluster_scenario(
         let _ = task.await;
     }
     if !args.keep {
-        let cleaned = crate::cleanup::connect_and_cleanup(
-            &args.kube,
-            &ns,
-            None,
-            Duration::from_secs(120),
-            CancellationToken::new(),
-        )
-        .await;
-        match (&measured, cleaned) {
-            (_, Ok((_, report))) => tracing::info!(%report, "cleaned up"),
-            (Ok(_), Err(e)) => return Err(e),
-            (Err(_), Err(e)) => {
-                tracing::error!(error = %e, namespace = %ns, "cleanup after a failed run failed too")
+        // The target first (its deletions remove the mirrors), then the
+        // source's namespace of the mirrors.
+        let clusters =
+            std::iter::once(&churn_kube).chain(multicluster.as_ref().map(|_| &args.kube));
+        for kube in clusters {
+            let cleaned = crate::cleanup::connect_and_cleanup(
+                kube,
+                &ns,
+                None,
+                Duration::from_secs(120),
+                CancellationToken::new(),
+            )
+            .await;
+            match (&measured, cleaned) {
+                (_, Ok((_, report))) => tracing::info!(%report, "cleaned up"),
+                (Ok(_), Err(e)) => return Err(e),
+                (Err(_), Err(e)) => {
+                    tracing::error!(error = %e, namespace = %ns, "cleanup after a failed run failed too")
+                }
             }
         }
     }
@@ -884,6 +986,124 @@ pub async fn run_cluster_scenario(
         &client_metrics,
         &summary,
     ))
+}
+
+/// A scenario across two linked clusters: churn and the ground truth in the
+/// target, the streams on the source's mirrors.
+#[derive(Clone, Debug)]
+pub struct Multicluster {
+    /// The target's Kubernetes client settings.
+    pub kube: crate::kube_api::KubeArgs,
+    /// The link's name: mirrors are `{svc}-{link}`.
+    pub link: String,
+    /// How churn's services are exported.
+    pub export: crate::churn::objects::Export,
+}
+
+impl Multicluster {
+    /// What the link cannot carry: unexported services, and headless
+    /// (StatefulSet) services in a federated service.
+    fn validate(&self, spec: &Spec) -> Result<(), String> {
+        if !crate::labels::is_dns_label(&self.link) {
+            return Err(format!(
+                "--ground-truth-link '{}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)",
+                self.link
+            ));
+        }
+        if let Some(file) = self.kube.kubeconfig.as_ref().filter(|f| !f.is_file()) {
+            return Err(format!(
+                "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
+                file.display()
+            ));
+        }
+        if self.export == crate::churn::objects::Export::None {
+            return Err("--export none with --ground-truth-kubeconfig: nothing would be mirrored into the source; give --export remote-discovery or federated".into());
+        }
+        if spec.services.statefulset.is_some()
+            && self.export == crate::churn::objects::Export::Federated
+        {
+            return Err("the scenario has StatefulSet (headless) services, which Linkerd's service mirror does not federate; use --export remote-discovery, or drop them from the scenario".into());
+        }
+        Ok(())
+    }
+
+    /// The name of a target service's mirror in the source.
+    fn mirrored_service(&self, service: &str) -> String {
+        match self.export {
+            crate::churn::objects::Export::Federated => format!("{service}-federated"),
+            _ => format!("{service}-{}", self.link),
+        }
+    }
+
+    /// The name the source serves a target authority of `namespace` under:
+    /// the service's mirror, and a StatefulSet pod's hostname under it
+    /// (remote discovery resolves `{pod}.{svc}-{link}` to that pod).
+    fn mirrored(&self, authority: &str, namespace: &str) -> String {
+        let marker = format!(".{namespace}.svc.");
+        match authority.split_once(&marker) {
+            Some((name, rest)) => match name.split_once('.') {
+                Some((pod, service)) => {
+                    format!("{pod}.{}{marker}{rest}", self.mirrored_service(service))
+                }
+                None => format!("{}{marker}{rest}", self.mirrored_service(name)),
+            },
+            None => authority.to_string(),
+        }
+    }
+}
+
+/// How long the service mirror may take to mirror a new service into the
+/// source (seconds when it is up; a loaded machine gets a wide bound).
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until every one of `mirrors` exists in the source's `ns`.
+async fn wait_for_mirrors(
+    kube: &crate::kube_api::KubeArgs,
+    ns: &str,
+    mirrors: std::collections::BTreeSet<String>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let services: kube::Api<Service> = kube::Api::namespaced(kube.client().await?, ns);
+    let lp = kube::api::ListParams::default().labels("mirror.linkerd.io/mirrored-service=true");
+    let deadline = tokio::time::Instant::now() + MIRROR_TIMEOUT;
+    loop {
+        // A failed list (an apiserver restarting) is tried again.
+        let missing: Vec<&String> = match services.list_metadata(&lp).await {
+            Ok(list) => {
+                let seen: std::collections::BTreeSet<String> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|s| s.metadata.name)
+                    .collect();
+                mirrors.iter().filter(|m| !seen.contains(*m)).collect()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the mirrors");
+                mirrors.iter().collect()
+            }
+        };
+        if missing.is_empty() {
+            tracing::info!(
+                mirrors = mirrors.len(),
+                "every service is mirrored in the source"
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} of {} services were not mirrored into the source's namespace {ns} within {}s (first: {}): is the link up, its service mirror running, and --ground-truth-link the link's name?",
+                missing.len(),
+                mirrors.len(),
+                MIRROR_TIMEOUT.as_secs(),
+                missing[0]
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => anyhow::bail!("interrupted while waiting for the mirrors"),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
 }
 
 /// Waits until the fleet watches `services` services, each with a truth.
@@ -988,6 +1208,66 @@ mod tests {
         let f = mk_args(&["--stuck-percent", "10"]).spec().unwrap();
         assert_eq!(f.clients.faults.stuck_percent, 10);
         assert!(mk_args(&["--stuck-percent", "101"]).validate().is_err());
+    }
+
+    #[test]
+    fn across_clusters_the_client_watches_the_mirrors_and_bad_flags_are_named() {
+        let kubeconfig = std::env::temp_dir().join(format!("run-kc-{}", std::process::id()));
+        std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+        let kc = kubeconfig.to_str().unwrap();
+        let base = [
+            "--destination-addr",
+            "127.0.0.1:8086",
+            "--ground-truth-kubeconfig",
+            kc,
+        ];
+        let with = |more: &[&str]| mk_args(&[&base[..], more].concat());
+        let a = with(&["--cluster-domain", "source.local"]);
+        a.validate().unwrap();
+        let mc = a.multicluster().unwrap();
+        assert_eq!(
+            (mc.link.as_str(), mc.export, mc.kube.kubeconfig.as_deref()),
+            (
+                "target",
+                crate::churn::objects::Export::RemoteDiscovery,
+                Some(kubeconfig.as_path())
+            )
+        );
+        assert_eq!(
+            mc.mirrored("oscillate-svc-3.ns.svc.source.local:8080", "ns"),
+            "oscillate-svc-3-target.ns.svc.source.local:8080"
+        );
+        assert_eq!(
+            mc.mirrored("sts-0-1.sts-svc-0.ns.svc.source.local:8080", "ns"),
+            "sts-0-1.sts-svc-0-target.ns.svc.source.local:8080"
+        );
+        let fed = with(&["--export", "federated", "--ground-truth-link", "east"]);
+        assert_eq!(
+            fed.multicluster()
+                .unwrap()
+                .mirrored("stable-svc-0.ns.svc.cluster.local:8080", "ns"),
+            "stable-svc-0-federated.ns.svc.cluster.local:8080"
+        );
+        let err = |more: &[&str]| with(more).validate().unwrap_err();
+        assert!(err(&["--export", "none"]).contains("nothing would be mirrored"));
+        assert!(err(&["--ground-truth-link", "No_Link"]).contains("not a link name"));
+        assert!(err(&["--cluster-domain", "bad..domain"]).contains("not a DNS domain"));
+        with(&["--scenario", "statefulset"]).validate().unwrap();
+        assert!(
+            err(&["--scenario", "statefulset", "--export", "federated"]).contains("not federate")
+        );
+        std::fs::remove_file(&kubeconfig).unwrap();
+        let missing = mk_args(&[
+            "--destination-addr",
+            "127.0.0.1:8086",
+            "--ground-truth-kubeconfig",
+            "/nonexistent/kubeconfig",
+        ]);
+        assert!(missing.validate().unwrap_err().contains("no such file"));
+        // Multicluster flags need a cluster to run against.
+        assert!(parse_flags::<Args>(&["run", "--ground-truth-kubeconfig", kc]).is_err());
+        assert!(parse_flags::<Args>(&["run", "--export", "federated"]).is_err());
+        assert!(mk_args(&[]).multicluster().is_none());
     }
 
     #[test]

@@ -273,6 +273,107 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
     );
 }
 
+/// `run` across the two clusters: churn scales oscillating services and a
+/// StatefulSet in the target, exported for remote discovery; the client
+/// watches their mirrors (and two of the StatefulSet's pods by hostname
+/// under the mirror) through the source's destination controller, with the
+/// target's ground truth. Every stream converges, every change is timed
+/// end to end, the destination's leg is part of that figure, and both
+/// clusters are cleaned up.
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn run_across_the_clusters_times_target_scales_at_the_sources_streams() {
+    let ns = BothNs::new("run");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let source = kube_of(&source_kc).await;
+    let dir = std::env::temp_dir();
+    let scenario = dir.join(format!("{}.yaml", ns.name));
+    std::fs::write(
+        &scenario,
+        "duration: 12s\nsettle: 60s\nseed: 11\nschedule: {min-hold: 2s, max-hold: 2s, jitter: 200ms}\n\
+         services:\n  oscillate: {count: 2, min-endpoints: 1, max-endpoints: 4}\n  \
+         statefulset: {count: 1, min-endpoints: 2, max-endpoints: 3}\n\
+         clients:\n  streams-per-service: 3\n",
+    )
+    .unwrap();
+    let report = dir.join(format!("{}.json", ns.name));
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(BIN)
+            .args([
+                "run",
+                "--scenario-file",
+                scenario.to_str().unwrap(),
+                "--destination-addr",
+                &var("DESTINATION_ADDR"),
+                "--cluster-domain",
+                &var("SOURCE_CLUSTER_DOMAIN"),
+                "--ground-truth-kubeconfig",
+                &target_kc,
+                "--ground-truth-link",
+                LINK,
+                "--namespace",
+                &ns.name,
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--report",
+                report.to_str().unwrap(),
+                "--slo",
+                "stale_streams==0",
+                "--slo",
+                "errors==0",
+            ])
+            .env("KUBECONFIG", &source_kc)
+            .output(),
+    )
+    .await
+    .expect("run finished within 300s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&scenario);
+    let _ = std::fs::remove_file(&report);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // 2 oscillating services, the headless service and 2 of its pods.
+    assert_eq!(n("streams"), 15, "{stdout}");
+    assert_eq!(n("errors"), 0, "{stdout}");
+    assert_eq!(r["stale_streams"], 0, "{stdout}");
+    assert_eq!(n("streams_unconverged"), 0, "{stdout}");
+    assert_eq!(r["services_never_served"], 0, "{stdout}");
+    assert!(n("changes") >= 4, "{stdout}");
+    assert!(n("fanouts_completed") >= 2, "{stdout}");
+    let conv = &r["convergence_latency"];
+    assert!(
+        conv["count"].as_u64().unwrap() + n("convergences_untimed") >= 3 * n("fanouts_completed"),
+        "{stdout}"
+    );
+    // Target scale -> target slice, and target slice -> source stream.
+    let (k8s, dst_leg) = (&r["kubernetes_leg"], &r["destination_leg"]);
+    assert!(k8s["count"].as_u64().unwrap() > 0, "{stdout}");
+    assert!(
+        dst_leg["p50"].as_f64().unwrap() <= conv["p50"].as_f64().unwrap()
+            && dst_leg["max"].as_f64().unwrap() <= conv["max"].as_f64().unwrap(),
+        "{stdout}"
+    );
+    // Cleaned up: nothing of churn's in the target, no mirror in the source.
+    let left = kubectl(
+        &target_kc,
+        &["-n", &ns.name, "get", "deploy,sts,svc", "-o", "name"],
+    );
+    assert!(left.stdout.is_empty(), "{left:?}");
+    support::eventually_async("the mirrors removed", WAIT, || {
+        let (source, ns) = (&source, &ns.name);
+        async move { mirrors(source, ns).await.is_empty() }
+    })
+    .await;
+    eprintln!("{stdout}");
+}
+
 fn apply(kubeconfig: &str, yaml: &str) {
     support::kubectl(
         &["--kubeconfig", kubeconfig, "apply", "-f", "-"],

@@ -996,47 +996,13 @@ impl Churn {
     }
 
     async fn ensure_namespace(&self) -> anyhow::Result<()> {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let ns = self.config.namespace();
-        let mut logged = false;
-        loop {
-            let existing = self
-                .caller
-                .call(self.op("get", "namespaces", Some(ns)), || api.get_opt(ns))
-                .await?;
-            match existing {
-                // A namespace being deleted (say, by a cleanup just before)
-                // accepts no new objects: wait until it is gone.
-                Some(n) if n.metadata.deletion_timestamp.is_some() => {
-                    if !std::mem::replace(&mut logged, true) {
-                        tracing::info!(namespace = %ns, "namespace is terminating; waiting for it to go");
-                    }
-                    tokio::select! {
-                        _ = self.caller_stop.cancelled() => anyhow::bail!("interrupted while namespace {ns} was terminating"),
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                    }
-                }
-                Some(_) => return Ok(()),
-                None => {}
-            }
-            let obj = objects::namespace(ns);
-            let pp = PostParams::default();
-            let created = self
-                .caller
-                .call(self.op("create", "namespaces", Some(ns)), || {
-                    api.create(&pp, &obj)
-                })
-                .await;
-            match created {
-                Ok(_) => {
-                    tracing::info!(namespace = %ns, "namespace created");
-                    return Ok(());
-                }
-                // Someone else created it between our get and create: look again.
-                Err(e) if e.is_already_exists() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        ensure_namespace(
+            &self.client,
+            &self.caller,
+            self.config.namespace(),
+            &self.caller_stop,
+        )
+        .await
     }
 
     /// Server-side applies `obj` (named `name`) in the namespace.
@@ -1174,6 +1140,70 @@ fn schedule_index(pattern: Pattern, group: usize) -> u32 {
         Pattern::Oscillate => group,
         p => ((p as u32) << 24) | group,
     }
+}
+
+/// Creates `ns`, labelled as churn's, unless it exists; waits while a
+/// namespace of that name is still terminating.
+pub async fn ensure_namespace(
+    client: &kube::Client,
+    caller: &Caller,
+    ns: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let op = |verb| Op {
+        verb,
+        resource: "namespaces",
+        namespace: ns.to_string(),
+        name: Some(ns.to_string()),
+    };
+    let mut logged = false;
+    loop {
+        let existing = caller.call(op("get"), || api.get_opt(ns)).await?;
+        match existing {
+            // A namespace being deleted (say, by a cleanup just before)
+            // accepts no new objects: wait until it is gone.
+            Some(n) if n.metadata.deletion_timestamp.is_some() => {
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::info!(namespace = %ns, "namespace is terminating; waiting for it to go");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => anyhow::bail!("interrupted while namespace {ns} was terminating"),
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        let obj = objects::namespace(ns);
+        let pp = PostParams::default();
+        let created = caller.call(op("create"), || api.create(&pp, &obj)).await;
+        match created {
+            Ok(_) => {
+                tracing::info!(namespace = %ns, "namespace created");
+                return Ok(());
+            }
+            // Someone else created it between our get and create: look again.
+            Err(e) if e.is_already_exists() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// [`ensure_namespace`] through a client of its own (`run` makes the
+/// namespace of a multicluster scenario's mirrors in the source this way).
+pub async fn connect_and_ensure_namespace(
+    kube: &KubeArgs,
+    ns: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let client = kube.client().await?;
+    let caller = Caller::new(
+        kube.limiter(),
+        crate::kube_api::ApiMetrics::register(&mut prometheus_client::registry::Registry::default()),
+        stop.clone(),
+    );
+    ensure_namespace(&client, &caller, ns, stop).await
 }
 
 #[cfg(test)]

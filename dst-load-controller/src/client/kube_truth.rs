@@ -318,17 +318,19 @@ fn authority_of<'a>(
 ) -> Option<Option<&'a str>> {
     let (host, _port) = authority.rsplit_once(':')?;
     let name = host.strip_suffix(&format!(".{namespace}.svc.{domain}"))?;
-    if name == service {
-        return Some(None);
-    }
-    if let Some(link) = link
-        && let Some(mirror) = name.strip_prefix(service).and_then(|m| m.strip_prefix('-'))
-        && (mirror == link || mirror == "federated")
-    {
+    let names_service = |n: &str| {
+        n == service
+            || link.is_some_and(|link| {
+                n.strip_prefix(service)
+                    .and_then(|m| m.strip_prefix('-'))
+                    .is_some_and(|mirror| mirror == link || mirror == "federated")
+            })
+    };
+    if names_service(name) {
         return Some(None);
     }
     let (hostname, rest) = name.split_once('.')?;
-    (rest == service).then_some(Some(hostname))
+    names_service(rest).then_some(Some(hostname))
 }
 
 /// Follows `namespace` until `stop`: [`Follower::follow`] on a new follower.
@@ -500,5 +502,12 @@ mod tests {
         assert_eq!(of("web-target.ns.svc.target.local:8080"), None);
         assert_eq!(of("webx-target.ns.svc.source.local:8080"), None);
         assert_eq!(of("web-target.other.svc.source.local:8080"), None);
+        // A pod of a headless service, resolved through the service's
+        // remote-discovery mirror (the destination filters by hostname).
+        assert_eq!(
+            of("web-0.web-target.ns.svc.source.local:8080"),
+            Some(Some("web-0"))
+        );
+        assert_eq!(of("web-0.web-other.ns.svc.source.local:8080"), None);
     }
 }

@@ -591,6 +591,18 @@ impl TryFrom<&Args> for Config {
     }
 }
 
+/// The namespace of a service's or a pod's host name
+/// (`[pod.]svc.ns.svc.{domain}`); in another domain, the second label.
+fn namespace_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    match host
+        .strip_suffix(domain)
+        .and_then(|h| h.strip_suffix(".svc."))
+    {
+        Some(name) => name.rsplit_once('.').map(|(_, ns)| ns),
+        None => host.split('.').nth(1),
+    }
+}
+
 fn destination_uri(addr: &str) -> Result<http::Uri, String> {
     let with_scheme = if addr.contains("://") {
         addr.to_string()
@@ -766,7 +778,8 @@ impl Client {
             let kube = &self.config.kube;
             let client = match &self.config.truth_cluster {
                 Some((kubeconfig, context)) => kube
-                    .client_of(kubeconfig, context.clone())
+                    .of_cluster(kubeconfig, context.clone())
+                    .client()
                     .await
                     .context("cannot build a Kubernetes client for --ground-truth-kubeconfig")?,
                 None => kube
@@ -851,7 +864,8 @@ impl Client {
         };
         targets
             .iter()
-            .filter_map(|a| a.host().split('.').nth(1).map(str::to_string))
+            .filter_map(|a| namespace_of(a.host(), &self.config.cluster_domain))
+            .map(str::to_string)
             .collect()
     }
 
@@ -1207,6 +1221,16 @@ impl std::fmt::Display for Summary {
 mod tests {
     use super::*;
     use crate::args::parse_flags;
+
+    #[test]
+    fn the_truth_watches_the_namespace_of_services_and_pods() {
+        let of = |h| namespace_of(h, "source.local");
+        assert_eq!(of("web.ns.svc.source.local"), Some("ns"));
+        // A StatefulSet pod through its service's mirror: not the service.
+        assert_eq!(of("web-0.web-target.ns.svc.source.local"), Some("ns"));
+        assert_eq!(of("web.ns.svc.cluster.local"), Some("ns"));
+        assert_eq!(of("ns.svc.source.local"), None);
+    }
 
     #[test]
     fn config_new_has_the_flags_defaults() {
