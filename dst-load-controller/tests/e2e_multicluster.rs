@@ -105,6 +105,16 @@ async fn mirrors(source: &kube::Client, ns: &str) -> BTreeSet<String> {
 /// A client of the source's destination controller watching `services`'
 /// mirrors in `ns`, `streams` streams each, with the target's ground truth.
 fn mirror_client(ns: &str, services: &[String], streams: usize) -> support::RunningClient {
+    mirror_client_of(LINK, ns, services, streams)
+}
+
+/// [`mirror_client`] of the mirrors `{svc}-{suffix}` (`federated`, or the link).
+fn mirror_client_of(
+    suffix: &str,
+    ns: &str,
+    services: &[String],
+    streams: usize,
+) -> support::RunningClient {
     let (dst, target_kc, domain) = (
         var("DESTINATION_ADDR"),
         var("TARGET_KUBECONFIG"),
@@ -112,7 +122,7 @@ fn mirror_client(ns: &str, services: &[String], streams: usize) -> support::Runn
     );
     let targets = services
         .iter()
-        .map(|s| format!("{s}-{LINK}.{ns}.svc.{domain}:8080"))
+        .map(|s| format!("{s}-{suffix}.{ns}.svc.{domain}:8080"))
         .collect::<Vec<_>>()
         .join(",");
     let streams = streams.to_string();
@@ -143,9 +153,21 @@ async fn streams_equal_target(
     services: &[String],
     streams: usize,
 ) {
+    streams_of_equal_target(LINK, running, target, ns, services, streams).await
+}
+
+/// [`streams_equal_target`] for the mirrors `{svc}-{suffix}`.
+async fn streams_of_equal_target(
+    suffix: &str,
+    running: &support::RunningClient,
+    target: &kube::Client,
+    ns: &str,
+    services: &[String],
+    streams: usize,
+) {
     let domain = var("SOURCE_CLUSTER_DOMAIN");
     for svc in services {
-        let authority = format!("{svc}-{LINK}.{ns}.svc.{domain}:8080");
+        let authority = format!("{svc}-{suffix}.{ns}.svc.{domain}:8080");
         support::eventually_async(
             &format!("{authority} equals the target's slices"),
             WAIT,
@@ -372,6 +394,145 @@ async fn run_across_the_clusters_times_target_scales_at_the_sources_streams() {
     })
     .await;
     eprintln!("{stdout}");
+}
+
+/// Churn makes `services` stable services of `endpoints` endpoints in the
+/// target's `ns`, exported as `export`, and leaves them there.
+async fn exported_services(ns: &str, services: u32, endpoints: u32, export: &str) {
+    let (services, endpoints) = (services.to_string(), endpoints.to_string());
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "churn",
+            "--namespace",
+            ns,
+            "--stable-services",
+            &services,
+            "--stable-endpoints",
+            &endpoints,
+            "--export",
+            export,
+            "--duration",
+            "1s",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .env("KUBECONFIG", var("TARGET_KUBECONFIG"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The federated mode (`churn --export federated`): each member in the
+/// target gets `{svc}-federated` in the source, naming it in
+/// `multicluster.linkerd.io/remote-discovery` (`{svc}@{link}`); streams on
+/// the federated name follow the target's scales; when the service leaves
+/// the federation, its federated service is deleted and new streams on it
+/// are refused (NotFound), as Linkerd's destination controller does for a
+/// service that does not exist.
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn federated_services_follow_their_target_member() {
+    let ns = BothNs::new("fed");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let (source, target) = (kube_of(&source_kc).await, kube_of(&target_kc).await);
+    exported_services(&ns.name, 2, 2, "federated").await;
+    let services: Vec<String> = (0..2).map(|i| format!("stable-svc-{i}")).collect();
+    let federated: Vec<String> = services.iter().map(|s| format!("{s}-federated")).collect();
+    support::eventually_async("both federated services in the source", WAIT, || {
+        let (source, ns, want) = (&source, &ns.name, set(&federated));
+        async move { mirrors(source, ns).await == want }
+    })
+    .await;
+    let svcs: Api<Service> = Api::namespaced(source.clone(), &ns.name);
+    let fed = svcs.get(&federated[0]).await.unwrap();
+    let annotations = fed.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("multicluster.linkerd.io/remote-discovery")
+            .map(String::as_str),
+        Some(format!("{}@{LINK}", services[0]).as_str()),
+        "{annotations:?}"
+    );
+
+    let running = mirror_client_of("federated", &ns.name, &services, 2);
+    streams_of_equal_target("federated", &running, &target, &ns.name, &services, 2).await;
+    // A scale in the target reaches the federated streams.
+    let out = kubectl(
+        &target_kc,
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "deployment",
+            &services[0],
+            "--replicas",
+            "4",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    support::eventually_async("the target scaled to 4", WAIT, || {
+        let (target, ns, svc) = (&target, &ns.name, &services[0]);
+        async move {
+            support::slice_addrs(target, ns, svc, 8080)
+                .await
+                .is_ok_and(|a| a.len() == 4)
+        }
+    })
+    .await;
+    streams_of_equal_target("federated", &running, &target, &ns.name, &services[..1], 2).await;
+
+    // Leaving the federation deletes the federated service.
+    let out = kubectl(
+        &target_kc,
+        &[
+            "-n",
+            &ns.name,
+            "label",
+            "service",
+            &services[1],
+            "mirror.linkerd.io/federated-",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    support::eventually_async("the federated service of the leaver deleted", WAIT, || {
+        let (source, ns, want) = (&source, &ns.name, set(&federated[..1]));
+        async move { mirrors(source, ns).await == want }
+    })
+    .await;
+    // Its two streams are ended by the controller, and opened again are
+    // refused.
+    support::eventually(
+        "streams on the deleted name ended and refused",
+        WAIT,
+        || {
+            let text = support::scrape(&running.registry);
+            let of = |name, reason| {
+                support::sample(&text, name, &[("reason", reason), ("class", "healthy")])
+                    .unwrap_or(0.0)
+            };
+            of("destination_client_streams_reset_total", "end_of_stream") >= 2.0
+                && of("destination_client_connection_errors_total", "NotFound") >= 2.0
+        },
+    )
+    .await;
+    let text = support::scrape(&running.registry);
+    let (summary, measured) = running.finish_measured().await;
+    eprintln!(
+        "federated: {summary:?}; update latency {:?}\n{}",
+        measured.update_latency,
+        text.lines()
+            .filter(|l| l.contains("reset_total{") || l.contains("errors_total{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        measured.update_latency.count >= 2,
+        "{:?}",
+        measured.update_latency
+    );
 }
 
 fn apply(kubeconfig: &str, yaml: &str) {
