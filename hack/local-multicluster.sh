@@ -30,6 +30,12 @@ LINK=target
 MC_NS=linkerd-multicluster
 # The service mirror's admin server (metrics, /ready) in the source.
 MIRROR_METRICS_PORT=19999
+# The second link, in gateway mode (per-pod mirrors of headless services).
+GW_LINK=target-gw
+# TEST-NET-1 (RFC 5737): Endpoints refuse loopback addresses, and nothing
+# dials the gateway (discovery only).
+GW_ADDRESS=192.0.2.10
+GW_MIRROR_METRICS_PORT=19998
 
 log() { printf '[local-multicluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -42,8 +48,8 @@ env_of() { sed -n "s/^export $2=//p" "$ROOT/$1/env"; }
 
 namespace() { kc "$1" create namespace "$MC_NS" --dry-run=client -o yaml | apply "$1"; }
 
-mirror_pid() { cat "$ROOT/source/run/service-mirror.pid" 2>/dev/null || true; }
-mirror_alive() { local p; p=$(mirror_pid); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+mirror_pid() { cat "$ROOT/source/run/service-mirror-${1:-$LINK}.pid" 2>/dev/null || true; }
+mirror_alive() { local p; p=$(mirror_pid "${1:-$LINK}"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
 
 # Linkerd's multicluster chart, rendered: one template of it. Laid out as in
 # Linkerd's tree, for the chart's relative dependency on its partials.
@@ -56,7 +62,7 @@ render() {
     "$HELM" dependency build "$chart" >/dev/null
   fi
   "$HELM" template linkerd-multicluster "$chart" -n "$MC_NS" \
-    --kube-version "$K8S_VERSION" --set gateway.enabled=false --show-only "templates/$1"
+    --kube-version "$K8S_VERSION" --set gateway.enabled=false --show-only "templates/$1" "${@:2}"
 }
 
 # What Linkerd's control-plane chart gives every cluster and link-gen reads:
@@ -72,25 +78,59 @@ control_plane_config() {
     --dry-run=client -o yaml | apply "$c"
 }
 
+# start_mirror LINK METRICS_PORT [FLAG...]: Linkerd's service mirror of one
+# link in the source, logging to logs/service-mirror[-LINK].log; returns once
+# its watcher of the target has synced (its first GC of orphaned mirrors).
 start_mirror() {
-  local p
-  HOSTNAME=dst-load-source-service-mirror nohup "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
+  local link=$1 port=$2 p log pidfile
+  shift 2
+  log=$(mirror_log "$link")
+  pidfile=$ROOT/source/run/service-mirror-$link.pid
+  HOSTNAME=dst-load-source-service-mirror-$link nohup "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
     -kubeconfig="$ROOT/source/kubeconfig" -namespace="$MC_NS" \
-    -metrics-addr="127.0.0.1:$MIRROR_METRICS_PORT" -log-level=info -log-format=plain \
-    "$LINK" >>"$ROOT/source/logs/service-mirror.log" 2>&1 &
+    -metrics-addr="127.0.0.1:$port" -log-level=info -log-format=plain "$@" \
+    "$link" >>"$log" 2>&1 &
   p=$!
-  echo "$p" >"$ROOT/source/run/service-mirror.pid"
+  echo "$p" >"$pidfile"
   for _ in $(seq 240); do
-    kill -0 "$p" 2>/dev/null || { tail -n 30 "$ROOT/source/logs/service-mirror.log" >&2; die "the service mirror exited"; }
-    # Ready once its watcher of the target has synced (its first GC of
-    # orphaned mirrors).
-    if grep -q "OrphanedServicesGcTriggered.*cluster=$LINK" "$ROOT/source/logs/service-mirror.log" 2>/dev/null; then
+    kill -0 "$p" 2>/dev/null || { tail -n 30 "$log" >&2; die "the service mirror of $link exited"; }
+    if grep -q "OrphanedServicesGcTriggered.*cluster=$link" "$log" 2>/dev/null; then
       return 0
     fi
     sleep 0.25
   done
-  tail -n 30 "$ROOT/source/logs/service-mirror.log" >&2
-  die "the service mirror did not start watching the target within 60s"
+  tail -n 30 "$log" >&2
+  die "the service mirror of $link did not start watching the target within 60s"
+}
+
+# The log of a link's service mirror (the remote-discovery link's keeps its
+# first name).
+mirror_log() {
+  if [[ $1 == "$LINK" ]]; then echo "$ROOT/source/logs/service-mirror.log"; else echo "$ROOT/source/logs/service-mirror-$1.log"; fi
+}
+
+# The gateway-mode link GW_LINK: the target gets the multicluster chart's
+# gateway Service (only the Service: no gateway runs, since discovery is
+# what is tested; its LoadBalancer gets no address, so link-gen is given
+# GW_ADDRESS, an address nothing dials); the link mirrors only
+# `mirror.linkerd.io/exported=true` (its remote-discovery and federated
+# selectors match nothing, so the remote-discovery link's mirrors stay
+# alone); its service mirror makes per-pod mirrors of headless services.
+link_gateway() {
+  local target_api=$1
+  render gateway.yaml --set gateway.enabled=true | python3 -c '
+import sys
+docs = sys.stdin.read().split("\n---\n")
+print("\n---\n".join(d for d in docs if "\nkind: Service\n" in "\n" + d + "\n"))
+' | apply target
+  "$LINKERD_CLI" --kubeconfig "$ROOT/target/kubeconfig" multicluster link-gen \
+    --cluster-name "$GW_LINK" --api-server-address "$target_api" \
+    --gateway-addresses "$GW_ADDRESS" \
+    --remote-discovery-selector 'mirror.linkerd.io/exported=none-by-gateway-link' \
+    --federated-service-selector 'mirror.linkerd.io/federated=none-by-gateway-link' \
+    >"$ROOT/link-$GW_LINK.yaml"
+  kc source apply -f "$ROOT/link-$GW_LINK.yaml" >/dev/null
+  start_mirror "$GW_LINK" "$GW_MIRROR_METRICS_PORT" -enable-headless-services
 }
 
 write_env() {
@@ -109,12 +149,17 @@ export TARGET_DESTINATION_ADDR=$(env_of target DESTINATION_ADDR)
 export MULTICLUSTER_LINK=$LINK
 export SERVICE_MIRROR_METRICS_ADDR=127.0.0.1:$MIRROR_METRICS_PORT
 export SERVICE_MIRROR_LOG=$ROOT/source/logs/service-mirror.log
+# The gateway-mode link: exports labelled mirror.linkerd.io/exported=true are
+# mirrored as {svc}-$GW_LINK, headless ones with one {pod}-$GW_LINK per pod.
+export GATEWAY_LINK=$GW_LINK
+export GATEWAY_ADDRESS=$GW_ADDRESS
+export GATEWAY_SERVICE_MIRROR_LOG=$(mirror_log "$GW_LINK")
 export DST_LOCAL_KUBECTL=$KUBECTL
 ENV
 }
 
 cmd_up() {
-  if [[ -f $ROOT/env ]] && mirror_alive && lc source status >/dev/null 2>&1 && lc target status >/dev/null 2>&1; then
+  if [[ -f $ROOT/env ]] && mirror_alive && mirror_alive "$GW_LINK" && lc source status >/dev/null 2>&1 && lc target status >/dev/null 2>&1; then
     log "already up; source $ROOT/env"
     return 0
   fi
@@ -143,15 +188,18 @@ cmd_up() {
   "$LINKERD_CLI" --kubeconfig "$ROOT/target/kubeconfig" multicluster link-gen \
     --cluster-name "$LINK" --gateway=false --api-server-address "$target_api" >"$ROOT/link.yaml"
   kc source apply -f "$ROOT/link.yaml" >/dev/null
-  start_mirror
+  start_mirror "$LINK" "$MIRROR_METRICS_PORT"
+  link_gateway "$target_api"
   write_env
   log "up in $((SECONDS - start))s: source $ROOT/env"
 }
 
 cmd_down() {
-  local p
-  p=$(mirror_pid)
-  if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+  local p l
+  for l in "$LINK" "$GW_LINK"; do
+    p=$(mirror_pid "$l")
+    if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+  done
   lc source down || true
   lc target down || true
   rm -rf "$ROOT"
@@ -162,7 +210,10 @@ cmd_status() {
   local ok=0
   echo "== target"; lc target status || ok=1
   echo "== source"; lc source status || ok=1
-  if mirror_alive; then printf '%-24s running (pid %s)\n' service-mirror "$(mirror_pid)"; else printf '%-24s stopped\n' service-mirror; ok=1; fi
+  local l
+  for l in "$LINK" "$GW_LINK"; do
+    if mirror_alive "$l"; then printf '%-24s running (pid %s)\n' "service-mirror $l" "$(mirror_pid "$l")"; else printf '%-24s stopped\n' "service-mirror $l"; ok=1; fi
+  done
   return $ok
 }
 

@@ -1016,8 +1016,14 @@ impl Multicluster {
                 file.display()
             ));
         }
-        if self.export == crate::churn::objects::Export::None {
-            return Err("--export none with --ground-truth-kubeconfig: nothing would be mirrored into the source; give --export remote-discovery or federated".into());
+        match self.export {
+            crate::churn::objects::Export::None => {
+                return Err("--export none with --ground-truth-kubeconfig: nothing would be mirrored into the source; give --export remote-discovery or federated".into());
+            }
+            crate::churn::objects::Export::Gateway => {
+                return Err("--export gateway: a gateway mirror serves the gateway's address, not the target's pods, so run cannot compare it with the target's truth; give --export remote-discovery or federated (churn --export gateway labels services for a gateway link)".into());
+            }
+            _ => {}
         }
         if spec.services.statefulset.is_some()
             && self.export == crate::churn::objects::Export::Federated
@@ -1250,6 +1256,7 @@ mod tests {
         );
         let err = |more: &[&str]| with(more).validate().unwrap_err();
         assert!(err(&["--export", "none"]).contains("nothing would be mirrored"));
+        assert!(err(&["--export", "gateway"]).contains("gateway's address"));
         assert!(err(&["--ground-truth-link", "No_Link"]).contains("not a link name"));
         assert!(err(&["--cluster-domain", "bad..domain"]).contains("not a DNS domain"));
         with(&["--scenario", "statefulset"]).validate().unwrap();

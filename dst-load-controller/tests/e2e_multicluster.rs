@@ -809,6 +809,235 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     assert_eq!((summary.resets, summary.errors), (0, 0), "{summary:?}");
 }
 
+/// Services in the source's `ns` mirrored by the link `link` (per-pod
+/// mirrors included), by name, with their ClusterIPs.
+async fn mirrors_of_link(
+    source: &kube::Client,
+    ns: &str,
+    link: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let svcs: Api<Service> = Api::namespaced(source.clone(), ns);
+    let lp = ListParams::default().labels(&format!("mirror.linkerd.io/cluster-name={link}"));
+    match svcs.list(&lp).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name?, s.spec?.cluster_ip?)))
+            .collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// Waits until `link` mirrors `sts-svc-0` in `ns` as a headless mirror and
+/// one ClusterIP mirror per pod of `pods`, no more.
+async fn wait_for_pod_mirrors(source: &kube::Client, ns: &str, link: &str, pods: u32) {
+    let headless = format!("sts-svc-0-{link}");
+    let want: BTreeSet<String> = std::iter::once(headless.clone())
+        .chain((0..pods).map(|k| format!("sts-0-{k}-{link}")))
+        .collect();
+    support::eventually_async(
+        &format!("a headless mirror and {pods} per-pod mirrors"),
+        WAIT,
+        || {
+            let (want, headless) = (&want, &headless);
+            async move {
+                let got = mirrors_of_link(source, ns, link).await;
+                got.keys().cloned().collect::<BTreeSet<_>>() == *want
+                    && got
+                        .iter()
+                        .all(|(name, ip)| (ip == "None") == (name == headless))
+            }
+        },
+    )
+    .await;
+}
+
+/// The seed's headless case, in gateway mode (a Link with a gateway address,
+/// the service mirror's `-enable-headless-services`; `hack/local-multicluster.sh`
+/// makes the second link `target-gw` so): a headless exported service
+/// (churn's StatefulSet, `--export gateway`) gets a headless mirror and one
+/// ClusterIP mirror `{pod}-{link}` per pod, and follows the StatefulSet's
+/// scale. Each pod's name under the headless mirror resolves, on the
+/// source's destination controller, to exactly its own per-pod mirror's
+/// address (the mirror's ClusterIP with the pod's port; the per-pod mirror
+/// leads to the gateway, which nothing dials here).
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolves_to_it() {
+    let ns = BothNs::new("headless");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let source = kube_of(&source_kc).await;
+    let link = var("GATEWAY_LINK");
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "churn",
+            "--namespace",
+            &ns.name,
+            "--statefulset-services",
+            "1",
+            "--statefulset-replicas",
+            "2",
+            "--export",
+            "gateway",
+            "--duration",
+            "1s",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .env("KUBECONFIG", &target_kc)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for_pod_mirrors(&source, &ns.name, &link, 2).await;
+    // The other link (remote discovery) does not take gateway exports.
+    assert!(
+        mirrors(&source, &ns.name)
+            .await
+            .iter()
+            .all(|m| m.ends_with(&link))
+    );
+
+    let domain = var("SOURCE_CLUSTER_DOMAIN");
+    let authority = |k: u32| format!("sts-0-{k}.sts-svc-0-{link}.{}.svc.{domain}:8080", ns.name);
+    let resolve = |pods: u32| {
+        let targets: Vec<String> = (0..pods).map(authority).collect();
+        support::start_client(support::client_args(&[
+            "--destination-addr",
+            &var("DESTINATION_ADDR"),
+            "--target-services",
+            &targets.join(","),
+            "--streams-per-service",
+            "2",
+        ]))
+    };
+    let each_pod_resolves_to_its_mirror = |running: &support::RunningClient, pods: u32| {
+        let (source, ns, link) = (&source, &ns.name, &link);
+        let sets: Vec<_> = (0..pods).map(|k| running.sets(&authority(k))).collect();
+        async move {
+            let ips = mirrors_of_link(source, ns, link).await;
+            (0..pods as usize).all(|k| {
+                let want: Vec<std::net::SocketAddr> = ips
+                    .get(&format!("sts-0-{k}-{link}"))
+                    .and_then(|ip| format!("{ip}:8080").parse().ok())
+                    .into_iter()
+                    .collect();
+                sets[k].len() == 2 && sets[k].iter().all(|s| !want.is_empty() && *s == want)
+            })
+        }
+    };
+    let running = resolve(2);
+    support::eventually_async("each pod's name resolves to its own mirror", WAIT, || {
+        each_pod_resolves_to_its_mirror(&running, 2)
+    })
+    .await;
+    running.finish().await;
+
+    // The StatefulSet scales to 3: a third per-pod mirror, resolved too.
+    let out = kubectl(
+        &target_kc,
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "statefulset",
+            "sts-0",
+            "--replicas",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_for_pod_mirrors(&source, &ns.name, &link, 3).await;
+    let running = resolve(3);
+    support::eventually_async("the new pod's name resolves to its mirror", WAIT, || {
+        each_pod_resolves_to_its_mirror(&running, 3)
+    })
+    .await;
+    let summary = running.finish().await;
+    assert_eq!(summary.failed_streams, 0, "{summary:?}");
+    // And back to 1: the per-pod mirrors of the pods gone are deleted.
+    let out = kubectl(
+        &target_kc,
+        &[
+            "-n",
+            &ns.name,
+            "scale",
+            "statefulset",
+            "sts-0",
+            "--replicas",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_for_pod_mirrors(&source, &ns.name, &link, 1).await;
+}
+
+/// The seed's validation case, in gateway mode with headless mirrors on: a
+/// headless Service whose endpoints have no hostnames (a Deployment's pods
+/// behind `clusterIP: None`) is mirrored as one ClusterIP Service whose
+/// endpoints are the gateway's, with no per-pod mirrors.
+#[tokio::test]
+#[ignore = "needs two linked local control planes: make e2e"]
+async fn a_headless_gateway_export_without_named_addresses_is_mirrored_as_cluster_ip() {
+    let ns = BothNs::new("nameless");
+    let (source_kc, target_kc) = (var("SOURCE_KUBECONFIG"), var("TARGET_KUBECONFIG"));
+    let (source, target) = (kube_of(&source_kc).await, kube_of(&target_kc).await);
+    let link = var("GATEWAY_LINK");
+    // Two pods of a Deployment (churn's, not exported), then a headless
+    // Service over them, exported to the gateway link.
+    exported_services(&ns.name, 1, 2, "none").await;
+    support::eventually_async("the pods ready", WAIT, || {
+        let (target, ns) = (&target, &ns.name);
+        async move {
+            support::slice_addrs(target, ns, "stable-svc-0", 8080)
+                .await
+                .is_ok_and(|a| a.len() == 2)
+        }
+    })
+    .await;
+    apply(
+        &target_kc,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: nameless\n  namespace: {}\n  \
+             labels: {{mirror.linkerd.io/exported: \"true\"}}\nspec:\n  clusterIP: None\n  \
+             selector: {{app.kubernetes.io/name: stable-svc-0}}\n  ports: [{{name: http, port: 8080}}]\n",
+            ns.name
+        ),
+    );
+    let mirror = format!("nameless-{link}");
+    support::eventually_async("one ClusterIP mirror, no per-pod mirrors", WAIT, || {
+        let (source, ns, link, mirror) = (&source, &ns.name, &link, &mirror);
+        async move {
+            let got = mirrors_of_link(source, ns, link).await;
+            got.len() == 1
+                && got
+                    .get(mirror)
+                    .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        }
+    })
+    .await;
+    // Its endpoints: the gateway's address and port.
+    let gateway = format!("{}:4143", var("GATEWAY_ADDRESS"));
+    support::eventually("the mirror's endpoints are the gateway", WAIT, || {
+        let out = kubectl(
+            &source_kc,
+            &[
+                "-n",
+                &ns.name,
+                "get",
+                "endpoints",
+                &mirror,
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}:{.subsets[*].ports[*].port}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout) == gateway
+    })
+    .await;
+}
+
 fn apply(kubeconfig: &str, yaml: &str) {
     support::kubectl(
         &["--kubeconfig", kubeconfig, "apply", "-f", "-"],

@@ -198,9 +198,11 @@ pub struct Args {
     pub proxy_injection: ProxyInjection,
 
     /// Label churn's Services for Linkerd multicluster: `remote-discovery`
-    /// (`mirror.linkerd.io/exported=remote-discovery`) or `federated`
-    /// (`mirror.linkerd.io/federated=member`), matching `linkerd multicluster
-    /// link-gen`'s default selectors; `none` leaves them unexported.
+    /// (`mirror.linkerd.io/exported=remote-discovery`), `federated`
+    /// (`mirror.linkerd.io/federated=member`) or `gateway`
+    /// (`mirror.linkerd.io/exported=true`, a gateway-mode link), matching
+    /// `linkerd multicluster link-gen`'s default selectors; `none` leaves
+    /// them unexported.
     #[arg(long, value_enum, default_value_t = Export::None)]
     pub export: Export,
 

@@ -225,6 +225,11 @@ pub enum Export {
     /// `mirror.linkerd.io/federated=member`: the Service joins the federated
     /// Service `{name}-federated` in linked clusters.
     Federated,
+    /// `mirror.linkerd.io/exported=true`: a gateway-mode link mirrors the
+    /// Service with this cluster's gateway as its endpoints (a headless one,
+    /// when the service mirror runs with `-enable-headless-services`, as
+    /// one mirror `{pod}-{link}` per pod).
+    Gateway,
 }
 
 impl Export {
@@ -234,6 +239,7 @@ impl Export {
             Self::None => None,
             Self::RemoteDiscovery => Some((labels::EXPORTED, "remote-discovery")),
             Self::Federated => Some((labels::FEDERATED, "member")),
+            Self::Gateway => Some((labels::EXPORTED, "true")),
         }
     }
 }
@@ -590,6 +596,7 @@ mod tests {
                 "remote-discovery",
             ),
             (Export::Federated, "mirror.linkerd.io/federated", "member"),
+            (Export::Gateway, "mirror.linkerd.io/exported", "true"),
         ] {
             t.export = export;
             let l = t.service("s", Pattern::Oscillate).metadata.labels.unwrap();
