@@ -165,23 +165,6 @@ pub async fn serve(
     .await
 }
 
-/// Binds and spawns the admin server in the background; returns the bound address.
-pub async fn spawn(
-    addr: std::net::SocketAddr,
-    router: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<std::net::SocketAddr> {
-    let listener = bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(error) = serve(listener, router, shutdown).await {
-            tracing::error!(%error, "admin server failed");
-        }
-    });
-    tracing::info!(addr = %local, "admin server listening");
-    Ok(local)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::runtime::Runtime;
 
 use crate::{
     churn::schedule::{Jitter, Oscillation},
@@ -239,14 +240,6 @@ impl Args {
         })
     }
 
-    /// What the admin server's `/shutdown` cancels: the run's `shutdown`.
-    fn control(&self, shutdown: &CancellationToken) -> crate::admin::Control {
-        crate::admin::Control {
-            shutdown: shutdown.clone(),
-            allow_remote: self.admin_control.admin_allow_remote_shutdown,
-        }
-    }
-
     /// The scenario (the file's, or the built-in one) with the overrides
     /// and the scale applied.
     pub fn spec(&self) -> Result<Spec, String> {
@@ -344,17 +337,14 @@ impl Args {
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         // One admin server for the whole search (/shutdown ends it; each
-        // step's metrics live only as long as the step).
-        let admin_stop = CancellationToken::new();
-        let ready = crate::admin::Readiness::default();
-        ready.set(true);
-        let router = crate::admin::router(
-            Arc::new(Registry::default()),
-            ready,
-            self.control(&shutdown),
-        );
-        crate::admin::spawn(self.admin_addr, router, admin_stop.clone()).await?;
-        let _admin = admin_stop.drop_guard();
+        // step's metrics live only as long as the step, under its own
+        // runtime).
+        let mut rt = Runtime::with_shutdown(shutdown.clone());
+        rt.readiness().set(true);
+        if let Err(e) = rt.serve_admin(self.admin_addr, self.admin_control).await {
+            return finish(rt, Err(e)).await;
+        }
+        let searched: anyhow::Result<ExitCode> = async {
         println!(
             "finding the red line of {} by {}: from {start} up to {max}, to {:.0}%",
             spec.name(),
@@ -482,6 +472,9 @@ impl Args {
         } else {
             ExitCode::from(crate::slo::EXIT_SLO_FAILED)
         })
+        }
+        .await;
+        finish(rt, searched).await
     }
 }
 
@@ -639,17 +632,89 @@ fn mock_services(plan: &Spec, ns: &str) -> Vec<MockService> {
 }
 
 /// Runs a scenario against the embedded mock; `admin` serves both
-/// components' metrics when given.
+/// components' metrics when given. Its tasks run under one [`Runtime`]
+/// whose root is `shutdown`: a failed critical task (the mock, the client,
+/// the admin server) ends the measurement as a signal does, and is the
+/// error returned.
 pub async fn run_mock_scenario(
     args: Args,
     shutdown: CancellationToken,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<Outcome> {
+    let mut rt = Runtime::with_shutdown(shutdown);
+    let measured = mock_scenario(&args, &mut rt, admin).await;
+    finish(rt, measured).await
+}
+
+/// Waits for every task of `rt`; its first critical failure is the cause of
+/// any error `measured` has, and is returned first.
+async fn finish<T>(rt: Runtime, measured: anyhow::Result<T>) -> anyhow::Result<T> {
+    match (rt.finish().await, measured) {
+        (Err(cause), _) => Err(cause),
+        (Ok(()), measured) => measured,
+    }
+}
+
+/// A scenario's client, running as a critical task of its runtime.
+struct RunningClient {
+    fleet: Arc<Fleet>,
+    metrics: client::metrics::Metrics,
+    stop: CancellationToken,
+    /// Stops the client on any return.
+    _stop: tokio_util::sync::DropGuard,
+    summary: tokio::sync::oneshot::Receiver<client::Summary>,
+}
+
+impl RunningClient {
+    /// Starts `client` under `rt`, then the admin server (at `admin`, with
+    /// every metric registered so far), once every component registered.
+    async fn start(
+        rt: &mut Runtime,
+        client: Client,
+        admin: Option<SocketAddr>,
+        control: crate::admin::ControlArgs,
+    ) -> anyhow::Result<Self> {
+        let (fleet, metrics) = (client.fleet(), client.metrics().clone());
+        let stop = CancellationToken::new();
+        let (tx, summary) = tokio::sync::oneshot::channel();
+        let task_stop = stop.clone();
+        rt.spawn_critical("client", async move {
+            let _ = tx.send(client.run(task_stop).await?);
+            Ok(())
+        });
+        let running = Self {
+            fleet,
+            metrics,
+            _stop: stop.clone().drop_guard(),
+            stop,
+            summary,
+        };
+        if let Some(addr) = admin {
+            rt.serve_admin(addr, control).await?;
+        }
+        Ok(running)
+    }
+
+    /// Stops the client and takes its summary (none when it failed: the
+    /// runtime has the cause).
+    async fn summary(self) -> anyhow::Result<client::Summary> {
+        self.stop.cancel();
+        self.summary
+            .await
+            .map_err(|_| anyhow::anyhow!("the client ended without a summary"))
+    }
+}
+
+async fn mock_scenario(
+    args: &Args,
+    rt: &mut Runtime,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<Outcome> {
+    let shutdown = rt.shutdown();
     let mut plan = args.spec().map_err(anyhow::Error::msg)?;
     let seed = plan.seed.unwrap_or_else(rand::random);
     plan.seed = Some(seed);
     let started_at = jiff::Timestamp::now();
-    let mut registry = Registry::default();
 
     let mock = MockDestination::new(
         Behavior {
@@ -657,13 +722,18 @@ pub async fn run_mock_scenario(
             delay_per_stream: args.mock_delay_per_stream.into(),
             ..Default::default()
         },
-        &mut registry,
+        rt.registry(),
     );
     let handle = mock.handle();
     let listener = crate::mock::bind(([127, 0, 0, 1], 0).into())?;
     let dst_addr = listener.local_addr()?;
+    // Stopped last, after the client; on any return.
     let mock_stop = CancellationToken::new();
-    let mock_task = tokio::spawn(mock.serve(listener, mock_stop.clone()));
+    let _mock_stop = mock_stop.clone().drop_guard();
+    let stop = mock_stop.clone();
+    rt.spawn_critical("mock destination", async move {
+        Ok(mock.serve(listener, stop).await?)
+    });
 
     let ns = "dst-load-test";
     let authorities = plan.authorities(ns);
@@ -690,34 +760,25 @@ pub async fn run_mock_scenario(
     client_config.faults = plan.clients.faults;
     client_config.connections = plan.clients.connections();
     // The truth: the initial sets, then the changes from the mock's feed.
-    let client = Client::new(client_config, &mut registry)?
+    let client = Client::new(client_config, rt.registry())?
         .with_truth(client::ground_truth::MockFeed::new(&handle));
-    let fleet = client.fleet();
-    let client_metrics = client.metrics().clone();
-    let client_stop = CancellationToken::new();
-    let client_task = tokio::spawn(client.run(client_stop.clone()));
-
-    let admin_stop = CancellationToken::new();
-    // The admin server and the readiness tracker stop on any return.
-    let _admin_stop = admin_stop.clone().drop_guard();
-    let side_tasks = TaskTracker::new();
-    let registry = Arc::new(registry);
-    let ready = crate::admin::Readiness::default();
-    if let Some(addr) = admin {
-        let router = crate::admin::router(registry.clone(), ready.clone(), args.control(&shutdown));
-        crate::admin::spawn(addr, router, admin_stop.clone()).await?;
-    }
+    let running = RunningClient::start(rt, client, admin, args.admin_control).await?;
+    let (fleet, client_metrics) = (running.fleet.clone(), running.metrics.clone());
 
     // Every service watched (and given its first truth) before churn starts.
-    wait_for_truth(&fleet, authorities.len()).await;
+    tokio::select! {
+        _ = wait_for_truth(&fleet, authorities.len()) => {}
+        _ = shutdown.cancelled() => anyhow::bail!("stopped before every service had its first truth"),
+    }
     // Ready once every stream has had its first answer.
-    side_tasks.spawn(client::track_readiness(
+    rt.spawn(client::track_readiness(
         fleet.clone(),
-        ready.clone(),
-        admin_stop.clone(),
+        rt.readiness(),
+        shutdown.clone(),
     ));
 
     let churn_stop = shutdown.child_token();
+    let _churn_stop = churn_stop.clone().drop_guard();
     let schedule = Oscillation {
         min: 0,
         max: 0,
@@ -738,25 +799,31 @@ pub async fn run_mock_scenario(
         max_hold: gap,
         ..schedule
     };
-    let generators: Vec<_> = services
-        .into_iter()
-        .filter_map(|s| {
-            let (handle, stop, index) = (handle.clone(), churn_stop.clone(), s.index);
-            Some(match s.pattern {
-                Pattern::Stable => return None,
-                Pattern::Oscillate | Pattern::StatefulSet if !s.dst.oscillates() => return None,
-                Pattern::Oscillate | Pattern::StatefulSet => tokio::spawn(generate::oscillate(
+    // The simulated churn, awaited as a group before the settle.
+    let generators = TaskTracker::new();
+    for s in services {
+        let (handle, stop, index) = (handle.clone(), churn_stop.clone(), s.index);
+        match s.pattern {
+            Pattern::Stable => {}
+            Pattern::Oscillate | Pattern::StatefulSet if !s.dst.oscillates() => {}
+            Pattern::Oscillate | Pattern::StatefulSet => {
+                generators.spawn(generate::oscillate(
                     handle, s.dst, schedule, seed, index, stop,
-                )),
-                Pattern::Restart => tokio::spawn(generate::restart(
+                ));
+            }
+            Pattern::Restart => {
+                generators.spawn(generate::restart(
                     handle, s.dst, restarts, seed, index, stop,
-                )),
-                Pattern::Ephemeral => tokio::spawn(generate::lifecycle(
+                ));
+            }
+            Pattern::Ephemeral => {
+                generators.spawn(generate::lifecycle(
                     handle, s.dst, lifecycles, seed, index, stop,
-                )),
-            })
-        })
-        .collect();
+                ));
+            }
+        }
+    }
+    generators.close();
 
     let progress = Progress::start(fleet.clone(), client_metrics.clone(), plan.streams(ns));
     tokio::select! {
@@ -764,9 +831,7 @@ pub async fn run_mock_scenario(
         _ = shutdown.cancelled() => {}
     }
     churn_stop.cancel();
-    for g in generators {
-        let _ = g.await;
-    }
+    generators.wait().await;
     // The truth has every change the mock made (its feed is read by
     // another task), then the last changes fan out before judging.
     let until = tokio::time::Instant::now() + plan.settle;
@@ -786,14 +851,8 @@ pub async fn run_mock_scenario(
     )
     .await;
     progress.finish();
-    client_stop.cancel();
-    let summary = client_task.await??;
+    let summary = running.summary().await?;
     let ended_at = jiff::Timestamp::now();
-    mock_stop.cancel();
-    let _ = mock_task.await;
-    admin_stop.cancel();
-    side_tasks.close();
-    side_tasks.wait().await;
 
     Ok(Outcome::collect(
         Mode {
@@ -813,6 +872,10 @@ pub async fn run_mock_scenario(
 
 /// Runs a scenario against a cluster: churn makes the changes, the client
 /// watches `--destination-addr`, the Kubernetes API is the ground truth.
+/// Its tasks run under one [`Runtime`] whose root is `shutdown`, as the
+/// mock's do; whatever happens once churn may have created objects, they
+/// are cleaned up (unless --keep) before the outcome, or the error, is
+/// returned.
 pub async fn run_cluster_scenario(
     args: Args,
     shutdown: CancellationToken,
@@ -821,129 +884,14 @@ pub async fn run_cluster_scenario(
     let mut plan = args.spec().map_err(anyhow::Error::msg)?;
     let seed = plan.seed.unwrap_or_else(rand::random);
     plan.seed = Some(seed);
-    let destination = args
-        .destination_addr
-        .clone()
-        .expect("cluster mode has a destination");
-    let ns = args.namespace.clone();
     let multicluster = args.multicluster();
     let churn_kube = multicluster
         .as_ref()
         .map_or_else(|| args.kube.clone(), |mc| mc.kube.clone());
-    let started_at = jiff::Timestamp::now();
-    let mut registry = Registry::default();
-
-    let ready = crate::admin::Readiness::default();
-    let admin_stop = CancellationToken::new();
-    let side_tasks = TaskTracker::new();
-    let churn_stop = shutdown.child_token();
-    let client_stop = CancellationToken::new();
-    let mut churn_task = None;
-    // Whatever happens once churn may have created objects, they are
-    // cleaned up (unless --keep) before the outcome, or the error, is returned.
-    let measured = async {
-        let mut churn_config = crate::churn::Config::new(&ns);
-        churn_config.seed = seed;
-        churn_config.kube = churn_kube.clone();
-        churn_config.apply(&plan);
-        if let Some(mc) = &multicluster {
-            churn_config.template.export = mc.export;
-            // The mirrors appear in the same namespace of the source.
-            crate::churn::connect_and_ensure_namespace(&args.kube, &ns, &churn_stop).await?;
-        }
-        let churn_metrics = crate::churn::metrics::Metrics::register(&mut registry);
-        let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
-        let churn_ready = crate::admin::Readiness::default();
-        let task = churn_task.insert(tokio::spawn(
-            churn.run(churn_stop.clone(), churn_ready.clone()),
-        ));
-        while !churn_ready.get() {
-            if task.is_finished() {
-                churn_task.take().expect("churn task").await??;
-                anyhow::bail!("churn ended before its services existed");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-
-        let authorities = plan.authorities_in(&ns, &args.cluster_domain);
-        let authorities: Vec<String> = match &multicluster {
-            Some(mc) => {
-                let mirrored: Vec<String> =
-                    authorities.iter().map(|a| mc.mirrored(a, &ns)).collect();
-                // A stream opened before its mirror exists is refused
-                // (NotFound): open them once the service mirror has
-                // made every one.
-                let services = plan
-                    .services
-                    .groups()
-                    .flat_map(|g| (0..g.count).map(move |i| g.pattern.service_name(i)));
-                let mirrors = services.map(|s| mc.mirrored_service(&s)).collect();
-                wait_for_mirrors(&args.kube, &ns, mirrors, &churn_stop).await?;
-                mirrored
-            }
-            None => authorities,
-        };
-        let targets = authorities
-            .iter()
-            .map(|a| a.parse::<crate::target::Authority>())
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
-        let mut client_config = client::Config::new(&destination, client::Watch::Targets(targets))
-            .map_err(anyhow::Error::msg)?;
-        client_config.streams_per_service = plan.clients.streams_per_service;
-        client_config.faults = plan.clients.faults;
-        client_config.connections = plan.clients.connections();
-        client_config.ground_truth = true;
-        client_config.cluster_domain = args.cluster_domain.clone();
-        client_config.namespace = Some(ns.clone());
-        // The ground truth through the same Kubernetes client settings as
-        // churn (the target's, across clusters).
-        client_config.kube = args.kube.clone();
-        if let Some(mc) = &multicluster {
-            let kubeconfig = mc.kube.kubeconfig.clone().expect("a target kubeconfig");
-            client_config.truth_cluster = Some((kubeconfig, mc.kube.kube_context.clone()));
-            client_config.truth_link = Some(mc.link.clone());
-        }
-        let client = Client::new(client_config, &mut registry)?;
-        let fleet = client.fleet();
-        let client_metrics = client.metrics().clone();
-        let client_task = tokio::spawn(client.run(client_stop.clone()));
-
-        if let Some(addr) = admin {
-            let router =
-                crate::admin::router(Arc::new(registry), ready.clone(), args.control(&shutdown));
-            crate::admin::spawn(addr, router, admin_stop.clone()).await?;
-        }
-        // Ready once every stream has had its first answer.
-        side_tasks.spawn(client::track_readiness(
-            fleet.clone(),
-            ready.clone(),
-            admin_stop.clone(),
-        ));
-        let progress = Progress::start(fleet.clone(), client_metrics.clone(), plan.streams(&ns));
-        tokio::select! {
-            _ = tokio::time::sleep(plan.duration) => {}
-            _ = shutdown.cancelled() => {}
-        }
-        churn_stop.cancel();
-        churn_task.take().expect("churn task").await??;
-        settle(&fleet, plan.settle).await;
-        progress.finish();
-        client_stop.cancel();
-        let summary = client_task.await??;
-        let ended_at = jiff::Timestamp::now();
-        anyhow::Ok((fleet, client_metrics, summary, ended_at, churn_metrics))
-    }
-    .await;
-    // After an early error: stop what still runs before cleaning up.
-    admin_stop.cancel();
-    side_tasks.close();
-    side_tasks.wait().await;
-    client_stop.cancel();
-    churn_stop.cancel();
-    if let Some(task) = churn_task.take() {
-        let _ = task.await;
-    }
+    let mut rt = Runtime::with_shutdown(shutdown);
+    let measured = cluster_scenario(&args, &plan, &churn_kube, &mut rt, admin).await;
+    // Every task has stopped (churn too) before the cleanup.
+    let measured = finish(rt, measured).await;
     if !args.keep {
         // The target first (its deletions remove the mirrors), then the
         // source's namespace of the mirrors.
@@ -952,7 +900,7 @@ pub async fn run_cluster_scenario(
         for kube in clusters {
             let cleaned = crate::cleanup::connect_and_cleanup(
                 kube,
-                &ns,
+                &args.namespace,
                 None,
                 Duration::from_secs(120),
                 CancellationToken::new(),
@@ -962,20 +910,22 @@ pub async fn run_cluster_scenario(
                 (_, Ok((_, report))) => tracing::info!(%report, "cleaned up"),
                 (Ok(_), Err(e)) => return Err(e),
                 (Err(_), Err(e)) => {
-                    tracing::error!(error = %e, namespace = %ns, "cleanup after a failed run failed too")
+                    tracing::error!(error = %e, namespace = %args.namespace, "cleanup after a failed run failed too")
                 }
             }
         }
     }
-    let (fleet, client_metrics, summary, ended_at, churn_metrics) = measured?;
-
+    let (fleet, client_metrics, summary, ended_at, churn_metrics, started_at) = measured?;
     Ok(Outcome::collect(
         Mode {
             plan,
             seed,
             started_at,
             ended_at,
-            destination,
+            destination: args
+                .destination_addr
+                .clone()
+                .expect("cluster mode has a destination"),
             updates_sent: None,
             changes: churn_metrics.scale_events_total.get()
                 + churn_metrics.changes(crate::churn::objects::ChangeKind::Restart)
@@ -985,6 +935,131 @@ pub async fn run_cluster_scenario(
         &fleet,
         &client_metrics,
         &summary,
+    ))
+}
+
+/// What a cluster scenario measured: the fleet, the client's metrics and
+/// summary, when it ended, churn's metrics, when it started.
+type ClusterMeasured = (
+    Arc<Fleet>,
+    client::metrics::Metrics,
+    client::Summary,
+    jiff::Timestamp,
+    crate::churn::metrics::Metrics,
+    jiff::Timestamp,
+);
+
+async fn cluster_scenario(
+    args: &Args,
+    plan: &Spec,
+    churn_kube: &crate::kube_api::KubeArgs,
+    rt: &mut Runtime,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<ClusterMeasured> {
+    let shutdown = rt.shutdown();
+    let seed = plan.seed.expect("the seed is chosen");
+    let ns = &args.namespace;
+    let multicluster = args.multicluster();
+    let started_at = jiff::Timestamp::now();
+
+    let mut churn_config = crate::churn::Config::new(ns);
+    churn_config.seed = seed;
+    churn_config.kube = churn_kube.clone();
+    churn_config.apply(plan);
+    let churn_stop = shutdown.child_token();
+    let _churn_stop = churn_stop.clone().drop_guard();
+    if let Some(mc) = &multicluster {
+        churn_config.template.export = mc.export;
+        // The mirrors appear in the same namespace of the source.
+        crate::churn::connect_and_ensure_namespace(&args.kube, ns, &churn_stop).await?;
+    }
+    let churn_metrics = crate::churn::metrics::Metrics::register(rt.registry());
+    let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
+    let churn_ready = crate::admin::Readiness::default();
+    // Churn's end, awaited before the settle (its last changes are in).
+    let (churn_done, churn_ended) = tokio::sync::oneshot::channel::<()>();
+    let (stop, ready) = (churn_stop.clone(), churn_ready.clone());
+    rt.spawn_critical("churn", async move {
+        let ran = churn.run(stop, ready).await;
+        let _ = churn_done.send(());
+        ran
+    });
+    while !churn_ready.get() {
+        if shutdown.is_cancelled() {
+            anyhow::bail!("stopped before churn's services existed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let authorities = plan.authorities_in(ns, &args.cluster_domain);
+    let authorities: Vec<String> = match &multicluster {
+        Some(mc) => {
+            let mirrored: Vec<String> = authorities.iter().map(|a| mc.mirrored(a, ns)).collect();
+            // A stream opened before its mirror exists is refused
+            // (NotFound): open them once the service mirror has
+            // made every one.
+            let services = plan
+                .services
+                .groups()
+                .flat_map(|g| (0..g.count).map(move |i| g.pattern.service_name(i)));
+            let mirrors = services.map(|s| mc.mirrored_service(&s)).collect();
+            wait_for_mirrors(&args.kube, ns, mirrors, &churn_stop).await?;
+            mirrored
+        }
+        None => authorities,
+    };
+    let targets = authorities
+        .iter()
+        .map(|a| a.parse::<crate::target::Authority>())
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let destination = args
+        .destination_addr
+        .as_deref()
+        .expect("cluster mode has a destination");
+    let mut client_config = client::Config::new(destination, client::Watch::Targets(targets))
+        .map_err(anyhow::Error::msg)?;
+    client_config.streams_per_service = plan.clients.streams_per_service;
+    client_config.faults = plan.clients.faults;
+    client_config.connections = plan.clients.connections();
+    client_config.ground_truth = true;
+    client_config.cluster_domain = args.cluster_domain.clone();
+    client_config.namespace = Some(ns.clone());
+    // The ground truth through the same Kubernetes client settings as
+    // churn (the target's, across clusters).
+    client_config.kube = args.kube.clone();
+    if let Some(mc) = &multicluster {
+        let kubeconfig = mc.kube.kubeconfig.clone().expect("a target kubeconfig");
+        client_config.truth_cluster = Some((kubeconfig, mc.kube.kube_context.clone()));
+        client_config.truth_link = Some(mc.link.clone());
+    }
+    let client = Client::new(client_config, rt.registry())?;
+    let running = RunningClient::start(rt, client, admin, args.admin_control).await?;
+    let (fleet, client_metrics) = (running.fleet.clone(), running.metrics.clone());
+    // Ready once every stream has had its first answer.
+    rt.spawn(client::track_readiness(
+        fleet.clone(),
+        rt.readiness(),
+        shutdown.clone(),
+    ));
+    let progress = Progress::start(fleet.clone(), client_metrics.clone(), plan.streams(ns));
+    tokio::select! {
+        _ = tokio::time::sleep(plan.duration) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    churn_stop.cancel();
+    let _ = churn_ended.await;
+    settle(&fleet, plan.settle).await;
+    progress.finish();
+    let summary = running.summary().await?;
+    let ended_at = jiff::Timestamp::now();
+    Ok((
+        fleet,
+        client_metrics,
+        summary,
+        ended_at,
+        churn_metrics,
+        started_at,
     ))
 }
 
@@ -1275,6 +1350,26 @@ mod tests {
         assert!(parse_flags::<Args>(&["run", "--ground-truth-kubeconfig", kc]).is_err());
         assert!(parse_flags::<Args>(&["run", "--export", "federated"]).is_err());
         assert!(mk_args(&[]).multicluster().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_critical_failure_is_the_error_a_scenario_returns() {
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        rt.spawn_critical("client", async { anyhow::bail!("connection refused") });
+        // The scenario sees its root cancelled and fails on its own terms.
+        rt.shutdown().cancelled().await;
+        let r: anyhow::Result<()> = finish(
+            rt,
+            Err(anyhow::anyhow!("the client ended without a summary")),
+        )
+        .await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.contains("client failed") && e.contains("connection refused"),
+            "{e}"
+        );
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        assert_eq!(finish(rt, Ok(7)).await.unwrap(), 7);
     }
 
     #[test]

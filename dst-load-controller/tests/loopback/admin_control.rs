@@ -65,7 +65,16 @@ fn exit_code(mut child: std::process::Child) -> Option<i32> {
 #[test]
 fn post_shutdown_drains_and_exits_0_and_other_methods_get_405() {
     let (child, admin) = mock_dst();
-    assert_eq!(request(&admin, "GET", "/ready"), "HTTP/1.1 200 OK");
+    // Ready once the mock serves: the admin server answers (503) before
+    // (seen on a loaded machine).
+    let ready = (0..600).any(|_| {
+        let ok = request(&admin, "GET", "/ready") == "HTTP/1.1 200 OK";
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(ready, "/ready never answered 200 within 30 s");
     assert_eq!(
         request(&admin, "GET", "/shutdown"),
         "HTTP/1.1 405 Method Not Allowed"
