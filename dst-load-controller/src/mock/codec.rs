@@ -1,22 +1,31 @@
-//! Updates encoded once and sent as bytes: every stream of a destination
-//! sends the same change, so the mock encodes each change's protobuf once
-//! and each stream only copies the bytes into its gRPC frame (the generated
-//! server would re-encode the message for every stream).
+//! `Get` on the wire, below tonic's codec: every stream of a destination
+//! sends the same change, so the mock encodes each change's message once,
+//! already framed for gRPC, and every stream's response body yields that one
+//! refcounted buffer (tonic's codec would copy it into each stream's own
+//! encode buffer, and the generated server would re-encode the message).
 
-use bytes::{Buf, BufMut, Bytes};
-use linkerd2_proxy_api::destination::{GetDestination, Update, update};
-use prost::Message;
-use tonic::{
-    Status,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
 };
 
-/// An `Update`, protobuf-encoded, and the addresses it carries (for the
-/// mock's metrics).
+use bytes::{BufMut, Bytes};
+use futures::Stream;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use linkerd2_proxy_api::destination::{GetDestination, Update, update};
+use prost::Message;
+use tonic::Status;
+
+/// The gRPC message prefix: the compression flag and the length.
+const PREFIX: usize = 5;
+
+/// An `Update`, protobuf-encoded with its gRPC prefix, and the addresses it
+/// carries (for the mock's metrics).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Encoded {
-    /// The encoded message.
-    pub bytes: Bytes,
+    /// The prefix and the encoded message: one gRPC message on the wire.
+    pub framed: Bytes,
     /// Addresses added or removed by it.
     pub endpoints: u64,
 }
@@ -29,51 +38,100 @@ impl Encoded {
             Some(update::Update::Remove(s)) => s.addrs.len() as u64,
             _ => 0,
         };
+        let len = u.encoded_len();
+        let mut framed = Vec::with_capacity(PREFIX + len);
+        framed.put_u8(0);
+        framed.put_u32(u32::try_from(len).expect("an update under 4 GiB"));
+        u.encode(&mut framed).expect("the buffer has the room");
         Self {
-            bytes: u.encode_to_vec().into(),
+            framed: framed.into(),
             endpoints,
+        }
+    }
+
+    /// The encoded message, without its prefix.
+    pub fn message(&self) -> Bytes {
+        self.framed.slice(PREFIX..)
+    }
+}
+
+/// Reads a `Get` request body: one uncompressed gRPC message.
+pub async fn read_request<B>(body: B) -> Result<GetDestination, Status>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the request: {e}")))?
+        .to_bytes();
+    let Some((prefix, message)) = bytes.split_first_chunk::<PREFIX>() else {
+        return Err(Status::invalid_argument(
+            "a Get request is one gRPC message",
+        ));
+    };
+    if prefix[0] != 0 {
+        return Err(Status::unimplemented(
+            "the mock takes uncompressed requests only",
+        ));
+    }
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if message.len() != len {
+        return Err(Status::invalid_argument(
+            "a Get request is exactly one gRPC message",
+        ));
+    }
+    GetDestination::decode(bytes.slice(PREFIX..))
+        .map_err(|e| Status::invalid_argument(format!("cannot decode a GetDestination: {e}")))
+}
+
+/// A `Get` response body: each queued message's framed bytes as they come,
+/// then the trailers: OK when the stream ends, or the status of an error.
+pub struct GetBody<S> {
+    updates: S,
+    done: bool,
+}
+
+impl<S> GetBody<S> {
+    /// The body of `updates`.
+    pub fn new(updates: S) -> Self {
+        Self {
+            updates,
+            done: false,
         }
     }
 }
 
-/// The `Get` call's codec: requests decoded with prost, responses written
-/// from their encoded bytes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GetCodec;
-
-impl Codec for GetCodec {
-    type Encode = Encoded;
-    type Decode = GetDestination;
-    type Encoder = GetCodec;
-    type Decoder = GetCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for GetCodec {
-    type Item = Encoded;
+impl<S> http_body::Body for GetBody<S>
+where
+    S: Stream<Item = Result<Encoded, Status>> + Unpin,
+{
+    type Data = Bytes;
     type Error = Status;
 
-    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item.bytes);
-        Ok(())
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let end = match ready!(Pin::new(&mut self.updates).poll_next(cx)) {
+            Some(Ok(u)) => return Poll::Ready(Some(Ok(Frame::data(u.framed)))),
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        self.done = true;
+        let mut trailers = http::HeaderMap::new();
+        Poll::Ready(Some(match end.add_header(&mut trailers) {
+            Ok(()) => Ok(Frame::trailers(trailers)),
+            Err(e) => Err(e),
+        }))
     }
-}
 
-impl Decoder for GetCodec {
-    type Item = GetDestination;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<GetDestination>, Status> {
-        let request = GetDestination::decode(src.copy_to_bytes(src.remaining()))
-            .map_err(|e| Status::internal(format!("cannot decode a GetDestination: {e}")))?;
-        Ok(Some(request))
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 
@@ -82,22 +140,71 @@ mod tests {
     use super::*;
     use linkerd2_proxy_api::destination::AddrSet;
 
+    fn remove_two() -> Update {
+        let addrs = ["10.0.0.1:80", "10.0.0.2:80"]
+            .iter()
+            .map(|a| a.parse::<std::net::SocketAddr>().unwrap().into())
+            .collect();
+        Update {
+            update: Some(update::Update::Remove(AddrSet { addrs })),
+        }
+    }
+
     #[test]
-    fn encoded_bytes_decode_to_the_update() {
-        let addr: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let u = Update {
-            update: Some(update::Update::Remove(AddrSet {
-                addrs: vec![
-                    addr.into(),
-                    "10.0.0.2:80"
-                        .parse::<std::net::SocketAddr>()
-                        .unwrap()
-                        .into(),
-                ],
-            })),
-        };
+    fn encoded_is_one_framed_grpc_message_of_the_update() {
+        let u = remove_two();
         let e = Encoded::new(&u);
         assert_eq!(e.endpoints, 2);
-        assert_eq!(Update::decode(e.bytes.clone()).unwrap(), u);
+        assert_eq!(e.framed[0], 0);
+        let len = u32::from_be_bytes(e.framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, e.framed.len() - 5);
+        assert_eq!(Update::decode(e.message()).unwrap(), u);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_exactly_one_uncompressed_message() {
+        let get = GetDestination {
+            path: "web.ns.svc.cluster.local:80".into(),
+            ..Default::default()
+        };
+        let mut framed = vec![0];
+        framed.extend((get.encoded_len() as u32).to_be_bytes());
+        get.encode(&mut framed).unwrap();
+        let body = |b: Vec<u8>| http_body_util::Full::new(Bytes::from(b));
+        assert_eq!(read_request(body(framed.clone())).await.unwrap(), get);
+        let mut compressed = framed.clone();
+        compressed[0] = 1;
+        let code = |b| async move { read_request(body(b)).await.unwrap_err().code() };
+        assert_eq!(code(compressed).await, tonic::Code::Unimplemented);
+        let mut two = framed.clone();
+        two.extend(&framed);
+        assert_eq!(code(two).await, tonic::Code::InvalidArgument);
+        assert_eq!(
+            code(framed[..3].to_vec()).await,
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[tokio::test]
+    async fn the_body_yields_the_shared_bytes_then_the_status_in_trailers() {
+        let e = Encoded::new(&remove_two());
+        let items = vec![Ok(e.clone()), Err(Status::not_found("gone"))];
+        let mut body = GetBody::new(futures::stream::iter(items));
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        // The same buffer, not a copy.
+        assert_eq!(data.as_ptr(), e.framed.as_ptr());
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "5");
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none());
+        let mut ok = GetBody::new(futures::stream::iter(Vec::new()));
+        let trailers = ok.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
     }
 }

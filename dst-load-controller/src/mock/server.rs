@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    codec::{Encoded, GetCodec},
+    codec::{Encoded, GetBody},
     metrics::Metrics,
     store::{Change, Sink, Store, Subscription},
 };
@@ -345,9 +345,9 @@ async fn follow(
     }
 }
 
-/// The gRPC Destination service: `Get` with the encode-once codec
-/// ([`GetCodec`]); any other method is unimplemented (the mock serves no
-/// profiles).
+/// The gRPC Destination service: `Get`, served below tonic's codec (each
+/// change's message framed once, [`GetBody`]); any other method is
+/// unimplemented (the mock serves no profiles).
 #[derive(Clone)]
 pub struct DestinationGrpc(pub Arc<Service>);
 
@@ -358,7 +358,8 @@ impl tonic::server::NamedService for DestinationGrpc {
 impl<B> tonic::codegen::Service<http::Request<B>> for DestinationGrpc
 where
     B: tonic::codegen::Body + Send + 'static,
-    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Display + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
@@ -376,25 +377,25 @@ where
             let status = Status::unimplemented("the mock serves Destination.Get only");
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        let get = GetCall(self.0.clone());
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(GetCodec);
-            Ok(grpc.server_streaming(get, req).await)
-        })
-    }
-}
-
-/// One `Get` call, for tonic's server-streaming handler.
-struct GetCall(Arc<Service>);
-
-impl tonic::server::ServerStreamingService<GetDestination> for GetCall {
-    type Response = Encoded;
-    type ResponseStream = UpdateStream;
-    type Future = futures::future::BoxFuture<'static, Result<Response<UpdateStream>, Status>>;
-
-    fn call(&mut self, req: Request<GetDestination>) -> Self::Future {
         let svc = self.0.clone();
-        Box::pin(async move { svc.get(req).await })
+        Box::pin(async move {
+            let answered = match super::codec::read_request(req.into_body()).await {
+                Ok(get) => svc.get(Request::new(get)).await,
+                Err(status) => Err(status),
+            };
+            Ok(match answered {
+                Ok(updates) => {
+                    let body = tonic::body::Body::new(GetBody::new(updates.into_inner()));
+                    let mut response = http::Response::new(body);
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    response
+                }
+                Err(status) => status.into_http(),
+            })
+        })
     }
 }
 
