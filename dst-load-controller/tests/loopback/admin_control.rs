@@ -31,8 +31,20 @@ fn request(addr: &str, method: &str, path: &str) -> String {
     panic!("{addr} never answered");
 }
 
+/// A child process, killed if the test ends (or fails) before it exited.
+struct Process(Option<std::process::Child>);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A mock-dst process with its admin server on loopback.
-fn mock_dst() -> (std::process::Child, String) {
+fn mock_dst() -> (Process, String) {
     let (port, admin) = (support::free_port(), support::free_port());
     let admin = format!("127.0.0.1:{admin}");
     let child = std::process::Command::new(BIN)
@@ -47,11 +59,12 @@ fn mock_dst() -> (std::process::Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (child, admin)
+    (Process(Some(child)), admin)
 }
 
 /// Waits up to a minute for `child` to exit.
-fn exit_code(mut child: std::process::Child) -> Option<i32> {
+fn exit_code(mut process: Process) -> Option<i32> {
+    let child = process.0.as_mut().expect("a running child");
     for _ in 0..600 {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code();
