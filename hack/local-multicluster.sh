@@ -49,6 +49,16 @@ env_of() { sed -n "s/^export $2=//p" "$ROOT/$1/env"; }
 namespace() { kc "$1" create namespace "$MC_NS" --dry-run=client -o yaml | apply "$1"; }
 
 mirror_pid() { cat "$ROOT/source/run/service-mirror-${1:-$LINK}.pid" 2>/dev/null || true; }
+# stop_mirror LINK: ends the link's recorded service mirror (and the one an
+# older version of this script recorded as service-mirror.pid).
+stop_mirror() {
+  local p f
+  for f in "$ROOT/source/run/service-mirror-$1.pid" "$ROOT/source/run/service-mirror.pid"; do
+    p=$(cat "$f" 2>/dev/null || true)
+    if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+    rm -f "$f"
+  done
+}
 mirror_alive() { local p; p=$(mirror_pid "${1:-$LINK}"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
 
 # Linkerd's multicluster chart, rendered: one template of it. Laid out as in
@@ -86,6 +96,8 @@ start_mirror() {
   shift 2
   log=$(mirror_log "$link")
   pidfile=$ROOT/source/run/service-mirror-$link.pid
+  # A copy left from a half-made setup would hold the port and the lease.
+  stop_mirror "$link"
   HOSTNAME=dst-load-source-service-mirror-$link nohup "$LINKERD_DIR/bin/linkerd-controller" service-mirror \
     -kubeconfig="$ROOT/source/kubeconfig" -namespace="$MC_NS" \
     -metrics-addr="127.0.0.1:$port" -log-level=info -log-format=plain "$@" \
@@ -195,11 +207,8 @@ cmd_up() {
 }
 
 cmd_down() {
-  local p l
-  for l in "$LINK" "$GW_LINK"; do
-    p=$(mirror_pid "$l")
-    if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
-  done
+  local l
+  for l in "$LINK" "$GW_LINK"; do stop_mirror "$l"; done
   lc source down || true
   lc target down || true
   rm -rf "$ROOT"

@@ -833,8 +833,14 @@ async fn mock_scenario(
     churn_stop.cancel();
     generators.wait().await;
     // The truth has every change the mock made (its feed is read by
-    // another task), then the last changes fan out before judging.
-    let until = tokio::time::Instant::now() + plan.settle;
+    // another task), then the last changes fan out before judging (not
+    // after a critical failure: its error is the outcome).
+    let settle_for = if rt.failed() {
+        Duration::ZERO
+    } else {
+        plan.settle
+    };
+    let until = tokio::time::Instant::now() + settle_for;
     while tokio::time::Instant::now() < until
         && handle.list().into_iter().any(|(authority, mut endpoints)| {
             endpoints.sort();
@@ -897,6 +903,7 @@ pub async fn run_cluster_scenario(
         // source's namespace of the mirrors.
         let clusters =
             std::iter::once(&churn_kube).chain(multicluster.as_ref().map(|_| &args.kube));
+        let mut failed = None;
         for kube in clusters {
             let cleaned = crate::cleanup::connect_and_cleanup(
                 kube,
@@ -908,11 +915,17 @@ pub async fn run_cluster_scenario(
             .await;
             match (&measured, cleaned) {
                 (_, Ok((_, report))) => tracing::info!(%report, "cleaned up"),
-                (Ok(_), Err(e)) => return Err(e),
+                // Both clusters are cleaned; the first failure is returned.
+                (Ok(_), Err(e)) => {
+                    failed.get_or_insert(e);
+                }
                 (Err(_), Err(e)) => {
                     tracing::error!(error = %e, namespace = %args.namespace, "cleanup after a failed run failed too")
                 }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     let (fleet, client_metrics, summary, ended_at, churn_metrics, started_at) = measured?;
@@ -984,8 +997,9 @@ async fn cluster_scenario(
         let _ = churn_done.send(());
         ran
     });
+    let mut churn_ended = churn_ended;
     while !churn_ready.get() {
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || churn_ended.try_recv().is_ok() {
             anyhow::bail!("stopped before churn's services existed");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1049,7 +1063,9 @@ async fn cluster_scenario(
     }
     churn_stop.cancel();
     let _ = churn_ended.await;
-    settle(&fleet, plan.settle).await;
+    if !rt.failed() {
+        settle(&fleet, plan.settle).await;
+    }
     progress.finish();
     let summary = running.summary().await?;
     let ended_at = jiff::Timestamp::now();

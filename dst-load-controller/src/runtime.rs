@@ -65,15 +65,27 @@ impl Runtime {
         self.tracker.spawn(task);
     }
 
-    /// Spawns a task whose failure ends the process: it is logged, kept for
-    /// [`Runtime::finish`], and cancels the root.
+    /// Spawns a task whose failure (an error, or a panic) ends the process:
+    /// it is logged, kept for [`Runtime::finish`], and cancels the root.
     pub fn spawn_critical<F>(&self, name: &'static str, task: F)
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        use futures::FutureExt;
         let (shutdown, failure) = (self.shutdown.clone(), self.failure.clone());
         self.tracker.spawn(async move {
-            if let Err(error) = task.await {
+            let ran = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                Ok(ran) => ran,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_string());
+                    Err(anyhow::anyhow!("panicked: {what}"))
+                }
+            };
+            if let Err(error) = ran {
                 tracing::error!(task = name, error = %format!("{error:#}"), "critical task failed; shutting down");
                 failure
                     .lock()
@@ -119,6 +131,11 @@ impl Runtime {
         });
         tracing::info!(addr = %local, "admin server listening");
         Ok(local)
+    }
+
+    /// Whether a critical task has failed (the root is then cancelled).
+    pub fn failed(&self) -> bool {
+        self.failure.lock().expect("failure lock").is_some()
     }
 
     /// Cancels the root, waits for every task, and returns the first
@@ -167,6 +184,22 @@ mod tests {
         assert!(
             drained.load(std::sync::atomic::Ordering::SeqCst),
             "finish waited for every task"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_critical_task_is_a_failure() {
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        let root = rt.shutdown();
+        rt.spawn_critical("churn", async { panic!("index out of bounds") });
+        tokio::time::timeout(Duration::from_secs(10), root.cancelled())
+            .await
+            .expect("the panic cancelled the root");
+        assert!(rt.failed());
+        let err = rt.finish().await.unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "churn failed: panicked: index out of bounds"
         );
     }
 

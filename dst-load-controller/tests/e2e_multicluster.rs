@@ -569,11 +569,16 @@ impl DeletedSecret {
 }
 
 impl Drop for DeletedSecret {
+    /// Never panics (a panic while unwinding would abort the test binary):
+    /// a failed restore is printed.
     fn drop(&mut self) {
-        support::kubectl(
-            &["--kubeconfig", &self.kubeconfig, "create", "-f", "-"],
+        let out = support::kubectl_output(
+            &["--kubeconfig", &self.kubeconfig, "apply", "-f", "-"],
             Some(&self.json),
         );
+        if !out.status.success() {
+            eprintln!("could not restore the Secret: {out:?}");
+        }
     }
 }
 
@@ -613,18 +618,33 @@ async fn deleted_link_credentials_leave_open_streams_stale_and_refuse_new_ones()
         "linkerd",
         &format!("cluster-credentials-{LINK}"),
     );
-    // New streams are refused once the controller dropped the cluster.
-    let new = mirror_client(&ns.name, &services, 1);
-    support::eventually("a new stream refused", WAIT, || {
-        let text = support::scrape(&new.registry);
+    // New streams are refused once the controller dropped the cluster (a
+    // stream opened before that would be served, then frozen: probe with
+    // short-lived clients until one is refused).
+    let refused = |running: &support::RunningClient| {
+        let text = support::scrape(&running.registry);
         support::sample(
             &text,
             "destination_client_connection_errors_total",
             &[("reason", "NotFound")],
         )
         .is_some_and(|v| v >= 1.0)
+    };
+    support::eventually_async("a new stream refused", WAIT, || {
+        let probe = mirror_client(&ns.name, &services, 1);
+        async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while tokio::time::Instant::now() < until && !refused(&probe) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let was = refused(&probe);
+            probe.finish().await;
+            was
+        }
     })
     .await;
+    let new = mirror_client(&ns.name, &services, 1);
+    support::eventually("the new stream refused", WAIT, || refused(&new)).await;
     assert!(new.sets(&authority).iter().all(Vec::is_empty));
     // The target scales; the open streams are not told.
     let out = kubectl(
@@ -770,16 +790,22 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
         ns.name,
         var("SOURCE_CLUSTER_DOMAIN")
     );
-    // Longer than the client's staleness grace (10 s): the address is
-    // still missing from every stream.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Past the client's staleness grace (10 s) both streams are reported
+    // stale: the address is still missing from every stream.
+    let stale_of = |running: &support::RunningClient| {
+        let text = support::scrape(&running.registry);
+        support::sample(&text, "destination_client_stale_streams", &[]).unwrap_or(0.0)
+    };
+    support::eventually("both streams reported stale", WAIT, || {
+        stale_of(&running) == 2.0
+    })
+    .await;
     let sets = running.sets(&authority);
     assert!(
         sets.len() == 2 && sets.iter().all(|s| s.len() == 1),
         "{sets:?}"
     );
-    let text = support::scrape(&running.registry);
-    let stale = support::sample(&text, "destination_client_stale_streams", &[]).unwrap_or(0.0);
+    let stale = stale_of(&running);
     // The slice changes: the controller builds the address again.
     let out = kubectl(
         &target_kc,
@@ -805,7 +831,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     );
     let (summary, _) = running.finish_measured().await;
     eprintln!("late pod: stale streams before the touch {stale}; {summary:?}");
-    assert_eq!(stale, 2.0, "{text}");
+    assert_eq!(stale, 2.0);
     assert_eq!((summary.resets, summary.errors), (0, 0), "{summary:?}");
 }
 
@@ -972,6 +998,14 @@ async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolve
     );
     assert!(out.status.success(), "{out:?}");
     wait_for_pod_mirrors(&source, &ns.name, &link, 1).await;
+    // All along, the other link (remote discovery) took none of it.
+    assert!(
+        mirrors(&source, &ns.name)
+            .await
+            .iter()
+            .all(|m| m.ends_with(&link))
+    );
+    assert!(mirrors_of_link(&source, &ns.name, LINK).await.is_empty());
 }
 
 /// The seed's validation case, in gateway mode with headless mirrors on: a

@@ -55,13 +55,16 @@ impl Encoded {
     }
 }
 
+/// The largest request read (tonic's default limit of a decoded message).
+const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
 /// Reads a `Get` request body: one uncompressed gRPC message.
 pub async fn read_request<B>(body: B) -> Result<GetDestination, Status>
 where
     B: http_body::Body,
-    B::Error: std::fmt::Display,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let bytes = body
+    let bytes = http_body_util::Limited::new(body, MAX_REQUEST)
         .collect()
         .await
         .map_err(|e| Status::internal(format!("cannot read the request: {e}")))?

@@ -359,7 +359,7 @@ impl<B> tonic::codegen::Service<http::Request<B>> for DestinationGrpc
 where
     B: tonic::codegen::Body + Send + 'static,
     B::Data: Send,
-    B::Error: std::fmt::Display + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
