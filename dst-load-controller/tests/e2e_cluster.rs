@@ -1215,6 +1215,150 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
     eprintln!("{stdout}");
 }
 
+/// The late-pod finding in one cluster (BENCHMARKS.md; e2e_multicluster
+/// reproduces it across clusters): Linkerd's destination controller builds
+/// each endpoint from the EndpointSlice and the slice's pod; an endpoint
+/// whose pod is not in its pod cache yet is left out (`Unable to create new
+/// address`), and nothing adds it when the pod arrives: the streams stay
+/// without it (the client reports them stale) until the slice changes.
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_slice_changes() {
+    let client = kube().await;
+    let ns = TempNs::new("late");
+    let log = DestinationLog::mark();
+    stable_services(&ns.name, 1, 1).await;
+    eventually("pods", || {
+        check_service(&client, &ns.name, "stable-svc-0", 1)
+    })
+    .await;
+    let target = format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name);
+    let running = support::start_client(proxy_client(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &target,
+        "--streams-per-service",
+        "2",
+        "--ground-truth",
+    ]));
+    let fleet = running.fleet.clone();
+    eventually("every stream holds its EndpointSlice addresses", || {
+        streams_equal_slices(&client, &fleet, 1)
+    })
+    .await;
+
+    // A second slice of the service naming `late-pod`, before it exists.
+    let get_json = |what: &[&str]| -> serde_json::Value {
+        let args: Vec<&str> = ["-n", ns.name.as_str(), "get"]
+            .into_iter()
+            .chain(what.iter().copied())
+            .chain(["-o", "json"])
+            .collect();
+        serde_json::from_str(&kubectl(&args, None)).unwrap()
+    };
+    let slices = get_json(&[
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=stable-svc-0",
+    ]);
+    let late = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "stable-svc-0-late",
+            "namespace": ns.name,
+            "labels": {
+                "kubernetes.io/service-name": "stable-svc-0",
+                "endpointslice.kubernetes.io/managed-by": "e2e.dst-load.linkerd.io",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": slices["items"][0]["ports"].clone(),
+        "endpoints": [{
+            "addresses": ["10.250.0.9"],
+            "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": "late-pod", "namespace": ns.name},
+        }],
+    });
+    kubectl(&["apply", "-f", "-"], Some(&late.to_string()));
+    eventually("the truth has both slices", || async {
+        match slice_addrs(&client, &ns.name, "stable-svc-0", 8080).await {
+            Ok(a) if a.len() == 2 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Then the pod: a copy of churn's meshed pod, out of its Deployment.
+    let pods = get_json(&["pods", "-l", "app.kubernetes.io/name=stable-svc-0"]);
+    let mut pod = pods["items"][0].clone();
+    pod.as_object_mut().unwrap().remove("status");
+    let meta = pod["metadata"].as_object_mut().unwrap();
+    for k in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+        "ownerReferences",
+        "generateName",
+    ] {
+        meta.remove(k);
+    }
+    meta.insert("name".into(), "late-pod".into());
+    meta["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("app.kubernetes.io/name");
+    kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
+    // Past the client's staleness grace (10 s) both streams are reported
+    // stale, each still without the late pod's address.
+    let stale = || {
+        let text = support::scrape(&running.registry);
+        support::sample(&text, "destination_client_stale_streams", &[]).unwrap_or(0.0)
+    };
+    eventually("both streams reported stale", || {
+        let v = stale();
+        async move {
+            if v == 2.0 {
+                Ok(())
+            } else {
+                Err(format!("{v} stale"))
+            }
+        }
+    })
+    .await;
+    let sets = running.sets(&target);
+    assert!(
+        sets.len() == 2 && sets.iter().all(|s| s.len() == 1),
+        "{sets:?}"
+    );
+    // The slice changes: the controller builds the address.
+    kubectl(
+        &[
+            "-n",
+            &ns.name,
+            "label",
+            "endpointslice",
+            "stable-svc-0-late",
+            "touched=yes",
+        ],
+        None,
+    );
+    eventually("every stream holds both slices' addresses", || {
+        streams_equal_slices(&client, &fleet, 1)
+    })
+    .await;
+    let missed = format!("unable to fetch pod {}/late-pod", ns.name);
+    assert!(
+        log.lines()
+            .iter()
+            .any(|l| l.contains("Unable to create new address") && l.contains(&missed)),
+        "no '{missed}' in the controller's log"
+    );
+    let summary = running.finish().await;
+    assert_eq!((summary.resets, summary.errors), (0, 0), "{summary:?}");
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn streams_reconnect_and_reconverge_after_the_destination_restarts() {
