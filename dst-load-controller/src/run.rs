@@ -895,7 +895,15 @@ pub async fn run_cluster_scenario(
         .as_ref()
         .map_or_else(|| args.kube.clone(), |mc| mc.kube.clone());
     let mut rt = Runtime::with_shutdown(shutdown);
-    let measured = cluster_scenario(&args, &plan, &churn_kube, &mut rt, admin).await;
+    let measured = cluster_scenario(
+        &args,
+        &plan,
+        &churn_kube,
+        multicluster.as_ref(),
+        &mut rt,
+        admin,
+    )
+    .await;
     // Every task has stopped (churn too) before the cleanup.
     let measured = finish(rt, measured).await;
     if !args.keep {
@@ -966,13 +974,13 @@ async fn cluster_scenario(
     args: &Args,
     plan: &Spec,
     churn_kube: &crate::kube_api::KubeArgs,
+    multicluster: Option<&Multicluster>,
     rt: &mut Runtime,
     admin: Option<SocketAddr>,
 ) -> anyhow::Result<ClusterMeasured> {
     let shutdown = rt.shutdown();
     let seed = plan.seed.expect("the seed is chosen");
     let ns = &args.namespace;
-    let multicluster = args.multicluster();
     let started_at = jiff::Timestamp::now();
 
     let mut churn_config = crate::churn::Config::new(ns);
@@ -981,7 +989,7 @@ async fn cluster_scenario(
     churn_config.apply(plan);
     let churn_stop = shutdown.child_token();
     let _churn_stop = churn_stop.clone().drop_guard();
-    if let Some(mc) = &multicluster {
+    if let Some(mc) = multicluster {
         churn_config.template.export = mc.export;
         // The mirrors appear in the same namespace of the source.
         crate::churn::connect_and_ensure_namespace(&args.kube, ns, &churn_stop).await?;
@@ -1006,7 +1014,7 @@ async fn cluster_scenario(
     }
 
     let authorities = plan.authorities_in(ns, &args.cluster_domain);
-    let authorities: Vec<String> = match &multicluster {
+    let authorities: Vec<String> = match multicluster {
         Some(mc) => {
             let mirrored: Vec<String> = authorities.iter().map(|a| mc.mirrored(a, ns)).collect();
             // A stream opened before its mirror exists is refused
@@ -1042,7 +1050,7 @@ async fn cluster_scenario(
     // The ground truth through the same Kubernetes client settings as
     // churn (the target's, across clusters).
     client_config.kube = args.kube.clone();
-    if let Some(mc) = &multicluster {
+    if let Some(mc) = multicluster {
         let kubeconfig = mc.kube.kubeconfig.clone().expect("a target kubeconfig");
         client_config.truth_cluster = Some((kubeconfig, mc.kube.kube_context.clone()));
         client_config.truth_link = Some(mc.link.clone());

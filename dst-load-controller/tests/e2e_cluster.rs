@@ -1262,25 +1262,11 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
         "-l",
         "kubernetes.io/service-name=stable-svc-0",
     ]);
-    let late = serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "stable-svc-0-late",
-            "namespace": ns.name,
-            "labels": {
-                "kubernetes.io/service-name": "stable-svc-0",
-                "endpointslice.kubernetes.io/managed-by": "e2e.dst-load.linkerd.io",
-            },
-        },
-        "addressType": "IPv4",
-        "ports": slices["items"][0]["ports"].clone(),
-        "endpoints": [{
-            "addresses": ["10.250.0.9"],
-            "conditions": {"ready": true},
-            "targetRef": {"kind": "Pod", "name": "late-pod", "namespace": ns.name},
-        }],
-    });
+    let late = support::late_slice(
+        &ns.name,
+        "stable-svc-0",
+        slices["items"][0]["ports"].clone(),
+    );
     kubectl(&["apply", "-f", "-"], Some(&late.to_string()));
     eventually("the truth has both slices", || async {
         match slice_addrs(&client, &ns.name, "stable-svc-0", 8080).await {
@@ -1291,24 +1277,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     .await;
     // Then the pod: a copy of churn's meshed pod, out of its Deployment.
     let pods = get_json(&["pods", "-l", "app.kubernetes.io/name=stable-svc-0"]);
-    let mut pod = pods["items"][0].clone();
-    pod.as_object_mut().unwrap().remove("status");
-    let meta = pod["metadata"].as_object_mut().unwrap();
-    for k in [
-        "resourceVersion",
-        "uid",
-        "creationTimestamp",
-        "managedFields",
-        "ownerReferences",
-        "generateName",
-    ] {
-        meta.remove(k);
-    }
-    meta.insert("name".into(), "late-pod".into());
-    meta["labels"]
-        .as_object_mut()
-        .unwrap()
-        .remove("app.kubernetes.io/name");
+    let pod = support::late_pod(&pods["items"][0]);
     kubectl(&["apply", "-f", "-"], Some(&pod.to_string()));
     // Past the client's staleness grace (10 s) both streams are reported
     // stale, each still without the late pod's address.

@@ -35,6 +35,38 @@ async fn kube_of(kubeconfig: &str) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// `kubectl` of one of the two clusters, which must succeed.
+fn kubectl_ok(kubeconfig: &str, args: &[&str]) {
+    let out = kubectl(kubeconfig, args);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Scales the target's Deployment `name` in `ns` to `replicas` and waits,
+/// up to `wait`, until its EndpointSlices list that many addresses.
+async fn scale_target(
+    target: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: usize,
+    wait: Duration,
+) {
+    let n = replicas.to_string();
+    kubectl_ok(
+        &var("TARGET_KUBECONFIG"),
+        &["-n", ns, "scale", "deployment", name, "--replicas", &n],
+    );
+    support::eventually_async(
+        &format!("the target scaled to {replicas}"),
+        wait,
+        || async {
+            support::slice_addrs(target, ns, name, 8080)
+                .await
+                .is_ok_and(|a| a.len() == replicas)
+        },
+    )
+    .await;
+}
+
 /// `kubectl` of one of the two clusters, whatever its status.
 fn kubectl(kubeconfig: &str, args: &[&str]) -> std::process::Output {
     let all: Vec<&str> = ["--kubeconfig", kubeconfig]
@@ -265,11 +297,10 @@ async fn mirrors_follow_exports_and_source_streams_follow_target_scales() {
             "the re-exported service mirrored again",
         ),
     ] {
-        let out = kubectl(
+        kubectl_ok(
             &target_kc,
             &["-n", &ns.name, "label", "service", &services[0], label],
         );
-        assert!(out.status.success(), "{out:?}");
         support::eventually_async(what, WAIT, || {
             let (source, ns, want) = (&source, &ns.name, set(want));
             async move { mirrors(source, ns).await == want }
@@ -460,32 +491,11 @@ async fn federated_services_follow_their_target_member() {
     let running = mirror_client_of("federated", &ns.name, &services, 2);
     streams_of_equal_target("federated", &running, &target, &ns.name, &services, 2).await;
     // A scale in the target reaches the federated streams.
-    let out = kubectl(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "scale",
-            "deployment",
-            &services[0],
-            "--replicas",
-            "4",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    support::eventually_async("the target scaled to 4", WAIT, || {
-        let (target, ns, svc) = (&target, &ns.name, &services[0]);
-        async move {
-            support::slice_addrs(target, ns, svc, 8080)
-                .await
-                .is_ok_and(|a| a.len() == 4)
-        }
-    })
-    .await;
+    scale_target(&target, &ns.name, &services[0], 4, WAIT).await;
     streams_of_equal_target("federated", &running, &target, &ns.name, &services[..1], 2).await;
 
     // Leaving the federation deletes the federated service.
-    let out = kubectl(
+    kubectl_ok(
         &target_kc,
         &[
             "-n",
@@ -496,7 +506,6 @@ async fn federated_services_follow_their_target_member() {
             "mirror.linkerd.io/federated-",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
     support::eventually_async("the federated service of the leaver deleted", WAIT, || {
         let (source, ns, want) = (&source, &ns.name, set(&federated[..1]));
         async move { mirrors(source, ns).await == want }
@@ -550,17 +559,8 @@ impl DeletedSecret {
         );
         assert!(out.status.success(), "{out:?}");
         let mut secret: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let meta = secret["metadata"].as_object_mut().unwrap();
-        for k in [
-            "resourceVersion",
-            "uid",
-            "creationTimestamp",
-            "managedFields",
-        ] {
-            meta.remove(k);
-        }
-        let out = kubectl(kubeconfig, &["-n", namespace, "delete", "secret", name]);
-        assert!(out.status.success(), "{out:?}");
+        support::strip_server_fields(&mut secret);
+        kubectl_ok(kubeconfig, &["-n", namespace, "delete", "secret", name]);
         Self {
             kubeconfig: kubeconfig.to_string(),
             json: secret.to_string(),
@@ -647,28 +647,7 @@ async fn deleted_link_credentials_leave_open_streams_stale_and_refuse_new_ones()
     support::eventually("the new stream refused", WAIT, || refused(&new)).await;
     assert!(new.sets(&authority).iter().all(Vec::is_empty));
     // The target scales; the open streams are not told.
-    let out = kubectl(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "scale",
-            "deployment",
-            "stable-svc-0",
-            "--replicas",
-            "3",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    support::eventually_async("the target scaled to 3", WAIT, || {
-        let (target, ns) = (&target, &ns.name);
-        async move {
-            support::slice_addrs(target, ns, "stable-svc-0", 8080)
-                .await
-                .is_ok_and(|a| a.len() == 3)
-        }
-    })
-    .await;
+    scale_target(&target, &ns.name, "stable-svc-0", 3, WAIT).await;
     // Longer than the client's staleness grace (10 s).
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(old.sets(&authority), vec![before.clone(); 2]);
@@ -720,40 +699,23 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
 
     // A slice of the service naming the pod `late-pod`, before it exists.
     let get_json = |what: &[&str]| -> serde_json::Value {
-        let args: Vec<&str> = ["-n", ns.name.as_str(), "get"]
+        let args: Vec<&str> = ["--kubeconfig", target_kc.as_str(), "-n", &ns.name, "get"]
             .into_iter()
             .chain(what.iter().copied())
             .chain(["-o", "json"])
             .collect();
-        let out = kubectl(&target_kc, &args);
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&support::kubectl(&args, None)).unwrap()
     };
     let slices = get_json(&[
         "endpointslices",
         "-l",
         "kubernetes.io/service-name=stable-svc-0",
     ]);
-    let ports = slices["items"][0]["ports"].clone();
-    let late = serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "stable-svc-0-late",
-            "namespace": ns.name,
-            "labels": {
-                "kubernetes.io/service-name": "stable-svc-0",
-                "endpointslice.kubernetes.io/managed-by": "e2e.dst-load.linkerd.io",
-            },
-        },
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": [{
-            "addresses": ["10.250.0.9"],
-            "conditions": {"ready": true},
-            "targetRef": {"kind": "Pod", "name": "late-pod", "namespace": ns.name},
-        }],
-    });
+    let late = support::late_slice(
+        &ns.name,
+        "stable-svc-0",
+        slices["items"][0]["ports"].clone(),
+    );
     apply(&target_kc, &late.to_string());
     support::eventually_async("the target's truth has both slices", WAIT, || {
         let (target, ns) = (&target, &ns.name);
@@ -766,24 +728,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     .await;
     // Then the pod: a copy of churn's meshed pod, out of its Deployment.
     let pods = get_json(&["pods", "-l", "app.kubernetes.io/name=stable-svc-0"]);
-    let mut pod = pods["items"][0].clone();
-    pod.as_object_mut().unwrap().remove("status");
-    let meta = pod["metadata"].as_object_mut().unwrap();
-    for k in [
-        "resourceVersion",
-        "uid",
-        "creationTimestamp",
-        "managedFields",
-        "ownerReferences",
-        "generateName",
-    ] {
-        meta.remove(k);
-    }
-    meta.insert("name".into(), "late-pod".into());
-    meta["labels"]
-        .as_object_mut()
-        .unwrap()
-        .remove("app.kubernetes.io/name");
+    let pod = support::late_pod(&pods["items"][0]);
     apply(&target_kc, &pod.to_string());
     let authority = format!(
         "stable-svc-0-{LINK}.{}.svc.{}:8080",
@@ -807,7 +752,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     );
     let stale = stale_of(&running);
     // The slice changes: the controller builds the address again.
-    let out = kubectl(
+    kubectl_ok(
         &target_kc,
         &[
             "-n",
@@ -818,7 +763,6 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
             "touched=yes",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
     streams_equal_target(&running, &target, &ns.name, &services, 2).await;
     let log = std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log");
     let missed = format!("unable to fetch pod {}/late-pod", ns.name);
@@ -962,7 +906,7 @@ async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolve
     running.finish().await;
 
     // The StatefulSet scales to 3: a third per-pod mirror, resolved too.
-    let out = kubectl(
+    kubectl_ok(
         &target_kc,
         &[
             "-n",
@@ -974,7 +918,6 @@ async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolve
             "3",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
     wait_for_pod_mirrors(&source, &ns.name, &link, 3).await;
     let running = resolve(3);
     support::eventually_async("the new pod's name resolves to its mirror", WAIT, || {
@@ -984,7 +927,7 @@ async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolve
     let summary = running.finish().await;
     assert_eq!(summary.failed_streams, 0, "{summary:?}");
     // And back to 1: the per-pod mirrors of the pods gone are deleted.
-    let out = kubectl(
+    kubectl_ok(
         &target_kc,
         &[
             "-n",
@@ -996,7 +939,6 @@ async fn a_headless_gateway_export_gets_one_mirror_per_pod_and_each_name_resolve
             "1",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
     wait_for_pod_mirrors(&source, &ns.name, &link, 1).await;
     // All along, the other link (remote discovery) took none of it.
     assert!(
@@ -1201,7 +1143,7 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
     assert!(status.success());
 
     // And the mirror still follows exports.
-    let out = kubectl(
+    kubectl_ok(
         &target_kc,
         &[
             "-n",
@@ -1212,7 +1154,6 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
             "mirror.linkerd.io/exported-",
         ],
     );
-    assert!(out.status.success(), "{out:?}");
     support::eventually_async(
         "the unexported mirror removed after the restart",
         AFTER_RESTART,
@@ -1223,28 +1164,7 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
     )
     .await;
     // A scale after the restart: the streams follow the target again.
-    let out = kubectl(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "scale",
-            "deployment",
-            "stable-svc-0",
-            "--replicas",
-            "3",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    support::eventually_async("the target scaled to 3", AFTER_RESTART, || {
-        let (target, ns) = (&target, &ns.name);
-        async move {
-            support::slice_addrs(target, ns, "stable-svc-0", 8080)
-                .await
-                .is_ok_and(|a| a.len() == 3)
-        }
-    })
-    .await;
+    scale_target(&target, &ns.name, "stable-svc-0", 3, AFTER_RESTART).await;
     streams_equal_target(&running, &target, &ns.name, &services[..1], 2).await;
     let (summary, measured) = running.finish_measured().await;
     eprintln!(

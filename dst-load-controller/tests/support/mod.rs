@@ -472,3 +472,61 @@ impl Drop for Prometheus {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Removes what the apiserver sets on an object, and its owners, so that a
+/// copy of it can be created.
+pub fn strip_server_fields(obj: &mut serde_json::Value) {
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "ownerReferences",
+            "generateName",
+        ] {
+            meta.remove(k);
+        }
+    }
+}
+
+/// The late-pod case: a second EndpointSlice `{service}-late` of `service`
+/// in `ns` (its `ports` those of the service's own slice) whose one ready
+/// endpoint names the pod `late-pod`, which does not exist yet.
+pub fn late_slice(ns: &str, service: &str, ports: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-late"),
+            "namespace": ns,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "e2e.dst-load.linkerd.io",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": [{
+            "addresses": ["10.250.0.9"],
+            "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": "late-pod", "namespace": ns},
+        }],
+    })
+}
+
+/// `late-pod`: a copy of `pod` (churn's meshed pod), out of its Deployment
+/// (no owner, not matching its selector).
+pub fn late_pod(pod: &serde_json::Value) -> serde_json::Value {
+    let mut pod = pod.clone();
+    strip_server_fields(&mut pod);
+    let meta = pod["metadata"].as_object_mut().expect("pod metadata");
+    meta.insert("name".into(), "late-pod".into());
+    if let Some(labels) = meta.get_mut("labels").and_then(|l| l.as_object_mut()) {
+        labels.remove("app.kubernetes.io/name");
+    }
+    pod
+}
