@@ -54,7 +54,9 @@ pub struct Args {
     pub delay_per_stream: humantime::Duration,
 
     /// Fault injection: every Nth stream opened never receives removals (a
-    /// stale-endpoints bug), to check that clients detect it.
+    /// stale-endpoints bug), to check that clients detect it. Counted over
+    /// streams on existing services, the first one included; a NotFound
+    /// answer does not count.
     #[arg(long)]
     pub withhold_removals_every: Option<usize>,
 

@@ -179,6 +179,10 @@ impl Service {
         let not_found = || Status::not_found(format!("Service {} not found", authority.host()));
         let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
         let mut shaper = Shaper::new(&authority, &self.behavior);
+        // Only streams count toward every Nth: a NotFound answer is none.
+        if self.store.get(&authority).is_none() {
+            return Err(not_found());
+        }
         let n = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -149,6 +149,40 @@ async fn unknown_and_malformed_destinations() {
     mock.stop().await;
 }
 
+/// `--withhold-removals-every N` counts the streams opened on existing
+/// services: a `Get` answered NotFound is not a stream, so a client that
+/// also asks for a missing service still has exactly every Nth of its
+/// streams withheld (a NotFound in between made both streams of two
+/// withhold, a flake of the dashboards test).
+#[tokio::test]
+async fn withheld_removals_count_only_streams_that_opened() {
+    let mock = Mock::start(Behavior {
+        withhold_removals_every: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let foo = FOO.parse().unwrap();
+    mock.handle
+        .set(&foo, addrs(&["10.0.0.1:8080", "10.0.0.2:8080"]));
+    let mut first = get(mock.addr, FOO).await.unwrap();
+    let refused = get(mock.addr, "gone.ns.svc.cluster.local:80").await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(Code::NotFound));
+    let mut second = get(mock.addr, FOO).await.unwrap();
+    for s in [&mut first, &mut second] {
+        assert_eq!(
+            added(&next(s).await),
+            addrs(&["10.0.0.1:8080", "10.0.0.2:8080"])
+        );
+    }
+    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.2:8080"]));
+    mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
+    // The first stream opened withholds (0 is every 2nd), the second does not.
+    assert_eq!(added(&next(&mut first).await), addrs(&["10.0.0.3:8080"]));
+    assert_eq!(removed(&next(&mut second).await), addrs(&["10.0.0.2:8080"]));
+    assert_eq!(added(&next(&mut second).await), addrs(&["10.0.0.3:8080"]));
+    mock.stop().await;
+}
+
 #[tokio::test]
 async fn missing_port_defaults_to_80() {
     let mock = Mock::start(Behavior::default()).await;
