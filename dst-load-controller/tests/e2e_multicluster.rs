@@ -197,22 +197,37 @@ async fn streams_of_equal_target(
     services: &[String],
     streams: usize,
 ) {
-    let domain = var("SOURCE_CLUSTER_DOMAIN");
     for svc in services {
-        let authority = format!("{svc}-{suffix}.{ns}.svc.{domain}:8080");
-        support::eventually_async(
-            &format!("{authority} equals the target's slices"),
-            WAIT,
-            || async {
-                let want = support::slice_addrs(target, ns, svc, 8080)
-                    .await
-                    .unwrap_or_default();
-                let sets = running.sets(&authority);
-                !want.is_empty() && sets.len() == streams && sets.iter().all(|s| *s == want)
-            },
-        )
-        .await;
+        assert!(
+            stream_sets_equal_target(suffix, running, target, ns, svc, streams, WAIT).await,
+            "timed out after {WAIT:?} waiting for {svc}-{suffix} in {ns} to equal the target's slices"
+        );
     }
+}
+
+/// Whether, within `wait`, each of `streams` streams of `{svc}-{suffix}`
+/// holds exactly the target's EndpointSlice addresses of `svc`.
+async fn stream_sets_equal_target(
+    suffix: &str,
+    running: &support::RunningClient,
+    target: &kube::Client,
+    ns: &str,
+    svc: &str,
+    streams: usize,
+    wait: Duration,
+) -> bool {
+    let authority = format!(
+        "{svc}-{suffix}.{ns}.svc.{}:8080",
+        var("SOURCE_CLUSTER_DOMAIN")
+    );
+    support::within_async(wait, || async {
+        let want = support::slice_addrs(target, ns, svc, 8080)
+            .await
+            .unwrap_or_default();
+        let sets = running.sets(&authority);
+        !want.is_empty() && sets.len() == streams && sets.iter().all(|s| *s == want)
+    })
+    .await
 }
 
 fn set(names: &[String]) -> BTreeSet<String> {
@@ -1089,12 +1104,12 @@ async fn a_headless_export_is_mirrored_as_cluster_ip_and_one_without_ports_is_gi
 
 /// The seed's fault case: the target's apiserver restarts. Linkerd's service
 /// mirror watches it: afterwards an unexport still removes its mirror, and
-/// the source's streams re-converge with the target once it scales again.
-/// Right after the restart they are not asserted: Linkerd's destination
-/// controller can drop remote endpoints whose pods its re-listing pod cache
-/// does not have yet, until their slice changes again (seen in one run of
-/// two; the mechanism is reproduced deterministically by
-/// `an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_slice_changes`).
+/// the source's streams re-converge with the target once it scales again,
+/// or, when Linkerd's destination controller logged that it left the new
+/// pod's endpoint out (its remote pod cache behind its slice cache after
+/// the restart: seen once in CI), once the slice is touched. The mechanism
+/// is reproduced deterministically by
+/// `an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_slice_changes`.
 #[tokio::test]
 #[ignore = "needs two linked local control planes: make e2e"]
 async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
@@ -1163,8 +1178,46 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
         },
     )
     .await;
-    // A scale after the restart: the streams follow the target again.
+    // A scale after the restart: the streams follow the target again, but
+    // for the late-pod finding: when the controller's remote pod watch
+    // resumes after its slice watch, it leaves the new pod's endpoint out
+    // (logged) until the slice changes again (one CI run: 2 of 3 addresses
+    // for 120 s). Then a touch of the slice must repair it.
     scale_target(&target, &ns.name, "stable-svc-0", 3, AFTER_RESTART).await;
+    let svc0 = &services[0];
+    if !stream_sets_equal_target(LINK, &running, &target, &ns.name, svc0, 2, WAIT).await {
+        let log =
+            std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log");
+        let missed = format!("unable to fetch pod {}/", ns.name);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let left_out: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("Unable to create new address") && l.contains(&missed))
+            .collect();
+        assert!(
+            !left_out.is_empty(),
+            "the streams did not follow the scale after the restart, and {} has no \
+             'Unable to create new address' for {}",
+            log.display(),
+            ns.name
+        );
+        eprintln!(
+            "after the restart the controller left out {} endpoints (late pod): {left_out:?}",
+            left_out.len()
+        );
+        kubectl_ok(
+            &target_kc,
+            &[
+                "-n",
+                &ns.name,
+                "label",
+                "endpointslice",
+                "-l",
+                &format!("kubernetes.io/service-name={svc0}"),
+                "touched=yes",
+            ],
+        );
+    }
     streams_equal_target(&running, &target, &ns.name, &services[..1], 2).await;
     let (summary, measured) = running.finish_measured().await;
     eprintln!(

@@ -206,17 +206,31 @@ pub fn free_port() -> u16 {
 }
 
 /// [`eventually`] for an async check, polled every 250 ms for up to `timeout`.
-pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, mut f: F)
+pub async fn eventually_async<F, Fut>(what: &str, timeout: Duration, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        within_async(timeout, f).await,
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Whether an async check holds within `timeout` (polled every 250 ms).
+pub async fn within_async<F, Fut>(timeout: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
