@@ -886,6 +886,9 @@ impl Client {
             self.metrics.latencies.clone(),
         ));
         self.services.insert(streams.clone());
+        // Shared by the service's streams: a copy in each would be part of
+        // every stream's memory.
+        let metrics = Arc::new(self.metrics.clone());
         for index in 0..streams.len() {
             let channel = self.channels[*next_channel % self.channels.len()].subscribe();
             *next_channel += 1;
@@ -897,7 +900,7 @@ impl Client {
                 slow_delay: self.config.faults.slow_reader_delay,
             };
             let span = tracing::debug_span!("stream", service, index);
-            let fut = s.run(self.stream.clone(), self.metrics.clone(), stop.clone());
+            let fut = s.run(self.stream.clone(), metrics.clone(), stop.clone());
             tasks.spawn(tracing::Instrument::instrument(fut, span));
         }
     }

@@ -356,11 +356,9 @@ impl Decoder for GetCodec {
     }
 }
 
-/// Opens a `Get` stream on `grpc`'s connection.
-pub async fn get(
-    grpc: &mut Grpc<Channel>,
-    request: GetDestination,
-) -> Result<Streaming<Delta>, Status> {
+/// Opens a `Get` stream on `channel`'s connection.
+pub async fn get(channel: Channel, request: GetDestination) -> Result<Streaming<Delta>, Status> {
+    let mut grpc = Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| Status::unknown(format!("connection not ready: {e}")))?;
