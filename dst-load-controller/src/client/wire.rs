@@ -8,7 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::Buf;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
 use linkerd2_proxy_api::{
     destination::{GetDestination, NoEndpoints, WeightedAddr},
     net::TcpAddress,
@@ -17,12 +18,7 @@ use prost::{
     DecodeError, Message,
     encoding::{DecodeContext, WireType, check_wire_type, decode_key, decode_varint, skip_field},
 };
-use tonic::{
-    Status,
-    client::Grpc,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming},
-    transport::Channel,
-};
+use tonic::{Code, Status, client::GrpcService, transport::Channel};
 
 /// The kind of an update, as a metric label.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -295,79 +291,213 @@ impl From<&linkerd2_proxy_api::destination::Update> for Delta {
     }
 }
 
-/// A `Get` stream's read buffer starts this small and grows to the largest
-/// message: tonic's default (8 KiB) is most of an idle stream's memory.
-const READ_BUFFER: usize = 512;
+/// The largest message a stream accepts (tonic's default).
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// A `GetDestination` (path and context token) fits; a larger one grows it.
-const REQUEST_BUFFER: usize = 256;
+/// A gRPC message's prefix: a compression flag and a big-endian length.
+const PREFIX: usize = 5;
 
-/// The `Get` codec: requests encoded with prost, responses decoded to [`Delta`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GetCodec;
-
-impl Codec for GetCodec {
-    type Encode = GetDestination;
-    type Decode = Delta;
-    type Encoder = GetCodec;
-    type Decoder = GetCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for GetCodec {
-    type Item = GetDestination;
-    type Error = Status;
-
-    fn encode(&mut self, item: GetDestination, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode a GetDestination: {e}")))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        // The request body (and this buffer) lives as long as the stream: at
-        // tonic's default 8 KiB it was half of an idle stream's memory, for
-        // a request of about a hundred bytes.
-        BufferSettings::new(REQUEST_BUFFER, 32 * 1024)
-    }
-}
-
-impl Decoder for GetCodec {
-    type Item = Delta;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Delta>, Status> {
-        // One contiguous slice (split off the read buffer, not copied):
-        // reading varints from it is much cheaper than through `DecodeBuf`.
-        let message = src.copy_to_bytes(src.remaining());
-        Delta::decode(message.as_ref())
-            .map(Some)
-            .map_err(|e| Status::internal(format!("cannot decode an Update: {e}")))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(READ_BUFFER, 32 * 1024)
-    }
-}
+const GET_PATH: &str = "/io.linkerd.proxy.destination.Destination/Get";
 
 /// Opens a `Get` stream on `channel`'s connection.
-pub async fn get(channel: Channel, request: GetDestination) -> Result<Streaming<Delta>, Status> {
-    let mut grpc = Grpc::new(channel);
-    grpc.ready()
+///
+/// gRPC is framed here rather than by tonic's `Grpc` client: its response
+/// stream keeps a read buffer as large as the largest message for the
+/// stream's whole life (about 3 KB a stream for 10 endpoints with their
+/// metadata, the largest share of an idle stream's memory), and its
+/// request body makes hyper spawn a task per call. Here a message that
+/// arrives in one DATA frame is decoded from that frame, and the request is
+/// one complete body.
+pub async fn get(mut channel: Channel, request: GetDestination) -> Result<Updates, Status> {
+    let mut body = BytesMut::with_capacity(PREFIX + request.encoded_len());
+    body.put_u8(0);
+    body.put_u32(request.encoded_len() as u32);
+    request
+        .encode(&mut body)
+        .map_err(|e| Status::internal(format!("cannot encode a GetDestination: {e}")))?;
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(GET_PATH)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            body.freeze(),
+        )))
+        .map_err(|e| Status::internal(format!("cannot build a Get request: {e}")))?;
+    std::future::poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx))
         .await
         .map_err(|e| Status::unknown(format!("connection not ready: {e}")))?;
-    let path =
-        http::uri::PathAndQuery::from_static("/io.linkerd.proxy.destination.Destination/Get");
-    Ok(grpc
-        .server_streaming(tonic::Request::new(request), path, GetCodec)
-        .await?
-        .into_inner())
+    let response = GrpcService::call(&mut channel, request)
+        .await
+        .map_err(|e| Status::from_error(e.into()))?;
+    Updates::new(response)
+}
+
+/// A `Get` stream's messages, each decoded once into a [`Delta`].
+pub struct Updates {
+    body: tonic::body::Body,
+    /// The unread rest of the last DATA frame.
+    chunk: Bytes,
+    /// A message split over DATA frames, gathered (empty otherwise).
+    partial: BytesMut,
+    /// The HTTP status, for a stream that ends without `grpc-status`.
+    http_status: http::StatusCode,
+    /// The stream ended (trailers read, or answered trailers-only).
+    done: bool,
+}
+
+impl Updates {
+    /// Checks a response's headers: a trailers-only answer carries the
+    /// stream's status there (Linkerd answers an unknown service so).
+    fn new(response: http::Response<tonic::body::Body>) -> Result<Self, Status> {
+        let (parts, body) = response.into_parts();
+        let done = match Status::from_header_map(&parts.headers) {
+            Some(status) if status.code() != Code::Ok => return Err(status),
+            Some(_) => true,
+            None => false,
+        };
+        if let Some(encoding) = parts.headers.get("grpc-encoding")
+            && encoding != "identity"
+        {
+            return Err(Status::unimplemented(format!(
+                "the server compressed with {encoding:?}, which the client did not offer"
+            )));
+        }
+        Ok(Self {
+            body,
+            chunk: Bytes::new(),
+            partial: BytesMut::new(),
+            http_status: parts.status,
+            done,
+        })
+    }
+
+    /// The next message: `Ok(None)` when the stream ended with status OK,
+    /// `Err` when it ended with another status or failed. Cancel-safe: what
+    /// was read stays in `self` when the returned future is dropped.
+    pub async fn message(&mut self) -> Result<Option<Delta>, Status> {
+        loop {
+            if let Some(message) = self.next_buffered()? {
+                return Delta::decode(message.as_ref())
+                    .map(Some)
+                    .map_err(|e| Status::internal(format!("cannot decode an Update: {e}")));
+            }
+            if self.done {
+                return if self.chunk.is_empty() && self.partial.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Status::internal("the stream ended inside a message"))
+                };
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.push(data),
+                    Err(frame) => {
+                        self.done = true;
+                        let status = frame
+                            .trailers_ref()
+                            .and_then(Status::from_header_map)
+                            .unwrap_or_else(|| missing_status(self.http_status));
+                        if status.code() != Code::Ok {
+                            return Err(status);
+                        }
+                    }
+                },
+                Some(Err(status)) => {
+                    self.done = true;
+                    return Err(status);
+                }
+                None => {
+                    self.done = true;
+                    return Err(missing_status(self.http_status));
+                }
+            }
+        }
+    }
+
+    /// Takes in a DATA frame.
+    fn push(&mut self, data: Bytes) {
+        if self.partial.is_empty() && self.chunk.is_empty() {
+            self.chunk = data;
+        } else {
+            // A message continues: gather it (a transient copy).
+            self.partial.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
+            self.partial.extend_from_slice(&data);
+        }
+    }
+
+    /// A whole message, if one is buffered.
+    fn next_buffered(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.partial.is_empty() {
+            let Some(len) = message_len(&self.chunk)? else {
+                return Ok(None);
+            };
+            if self.chunk.len() < PREFIX + len {
+                return Ok(None);
+            }
+            let message = self.chunk.slice(PREFIX..PREFIX + len);
+            self.chunk.advance(PREFIX + len);
+            if self.chunk.is_empty() {
+                // An empty slice would still hold the connection's read
+                // buffer that the frame came in.
+                self.chunk = Bytes::new();
+            }
+            return Ok(Some(message));
+        }
+        let Some(len) = message_len(&self.partial)? else {
+            return Ok(None);
+        };
+        if self.partial.len() < PREFIX + len {
+            return Ok(None);
+        }
+        self.partial.advance(PREFIX);
+        let message = self.partial.split_to(len).freeze();
+        if self.partial.is_empty() {
+            // Not kept for the stream's life: most messages need none.
+            self.partial = BytesMut::new();
+        }
+        Ok(Some(message))
+    }
+}
+
+/// The length of the message `buf` starts with, once its prefix is there.
+fn message_len(buf: &[u8]) -> Result<Option<usize>, Status> {
+    if buf.len() < PREFIX {
+        return Ok(None);
+    }
+    if buf[0] != 0 {
+        return Err(Status::internal(
+            "a compressed message, though the client asked for none",
+        ));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(Status::out_of_range(format!(
+            "a message of {len} bytes, larger than the limit of {MAX_MESSAGE}"
+        )));
+    }
+    Ok(Some(len))
+}
+
+/// The status of a stream that ended without `grpc-status`, from its HTTP
+/// status, as gRPC's HTTP mapping has it.
+fn missing_status(http: http::StatusCode) -> Status {
+    use http::StatusCode as H;
+    let code = match http {
+        H::OK => {
+            return Status::unknown("the stream ended without a grpc-status trailer");
+        }
+        H::BAD_REQUEST => Code::Internal,
+        H::UNAUTHORIZED => Code::Unauthenticated,
+        H::FORBIDDEN => Code::PermissionDenied,
+        H::NOT_FOUND => Code::Unimplemented,
+        H::TOO_MANY_REQUESTS | H::BAD_GATEWAY | H::SERVICE_UNAVAILABLE | H::GATEWAY_TIMEOUT => {
+            Code::Unavailable
+        }
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("HTTP status {http} without a grpc-status"))
 }
 
 #[cfg(test)]
@@ -434,6 +564,128 @@ mod tests {
         assert_eq!(Delta::from(&none), Delta::no_endpoints(true));
         assert_eq!(Delta::from(&Update { update: None }), Delta::default());
         assert_eq!(Delta::default().kind, UpdateKind::Empty);
+    }
+
+    fn framed(u: &Update) -> Vec<u8> {
+        let m = u.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(&m);
+        out
+    }
+
+    fn remove(ip: &str) -> Update {
+        Update {
+            update: Some(update::Update::Remove(AddrSet {
+                addrs: vec![sa(ip).into()],
+            })),
+        }
+    }
+
+    fn trailers(code: i32) -> http::HeaderMap {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", code.to_string().parse().unwrap());
+        t
+    }
+
+    /// Updates over a response whose body is `data` cut into DATA frames at
+    /// `cuts`, then `end` (trailers), with `headers`.
+    fn updates(
+        headers: http::HeaderMap,
+        data: &[u8],
+        cuts: &[usize],
+        end: Option<http::HeaderMap>,
+    ) -> Result<Updates, Status> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([data.len()].iter()) {
+            frames.push(Ok::<_, Status>(http_body::Frame::data(
+                Bytes::copy_from_slice(&data[at..c]),
+            )));
+            at = c;
+        }
+        frames.extend(end.map(|t| Ok(http_body::Frame::trailers(t))));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let mut response = http::Response::new(tonic::body::Body::new(body));
+        *response.headers_mut() = headers;
+        Updates::new(response)
+    }
+
+    #[tokio::test]
+    async fn messages_are_read_across_and_within_frames_and_ok_trailers_end_the_stream() {
+        let (a, b, c) = (
+            remove("10.0.0.1:80"),
+            remove("10.0.0.2:80"),
+            remove("10.0.0.3:80"),
+        );
+        let mut data = framed(&a);
+        data.extend(framed(&b));
+        data.extend(framed(&c));
+        let first = framed(&a).len();
+        // A frame ending inside the first prefix, one holding the rest of the
+        // first message and half of the second, then the rest.
+        for cuts in [
+            vec![],
+            vec![3, first + 4],
+            vec![first, 2 * first],
+            vec![1, 2, 3, 4],
+        ] {
+            let mut u = updates(http::HeaderMap::new(), &data, &cuts, Some(trailers(0))).unwrap();
+            for want in [&a, &b, &c] {
+                assert_eq!(
+                    u.message().await.unwrap(),
+                    Some(Delta::from(want)),
+                    "{cuts:?}"
+                );
+            }
+            assert_eq!(u.message().await.unwrap(), None, "{cuts:?}");
+            assert!(
+                u.partial.capacity() == 0,
+                "{cuts:?}: the gathering buffer is let go"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_come_from_trailers_headers_or_the_http_status() {
+        let data = framed(&remove("10.0.0.1:80"));
+        // Trailers-only: the status is in the headers (Linkerd's NotFound).
+        let e = updates(trailers(5), &[], &[], None).err().unwrap();
+        assert_eq!(e.code(), Code::NotFound);
+        let mut ok_only = updates(trailers(0), &[], &[], None).unwrap();
+        assert_eq!(ok_only.message().await.unwrap(), None);
+        // A status in the trailers after a message.
+        let mut u = updates(http::HeaderMap::new(), &data, &[], Some(trailers(14))).unwrap();
+        assert!(u.message().await.unwrap().is_some());
+        assert_eq!(u.message().await.unwrap_err().code(), Code::Unavailable);
+        // No trailers at all: Unknown, as gRPC has it for HTTP 200.
+        let mut u = updates(http::HeaderMap::new(), &data, &[], None).unwrap();
+        assert!(u.message().await.unwrap().is_some());
+        assert_eq!(u.message().await.unwrap_err().code(), Code::Unknown);
+        // Trailers in the middle of a message.
+        let mut u = updates(http::HeaderMap::new(), &data[..4], &[], Some(trailers(0))).unwrap();
+        assert_eq!(u.message().await.unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            missing_status(http::StatusCode::SERVICE_UNAVAILABLE).code(),
+            Code::Unavailable
+        );
+    }
+
+    #[tokio::test]
+    async fn compressed_and_oversized_messages_are_errors() {
+        let mut data = framed(&remove("10.0.0.1:80"));
+        data[0] = 1;
+        let mut u = updates(http::HeaderMap::new(), &data, &[], Some(trailers(0))).unwrap();
+        assert_eq!(u.message().await.unwrap_err().code(), Code::Internal);
+        let big = [0, 0xff, 0xff, 0xff, 0xff];
+        let mut u = updates(http::HeaderMap::new(), &big, &[], Some(trailers(0))).unwrap();
+        assert_eq!(u.message().await.unwrap_err().code(), Code::OutOfRange);
+        let mut gzip = http::HeaderMap::new();
+        gzip.insert("grpc-encoding", "gzip".parse().unwrap());
+        assert_eq!(
+            updates(gzip, &[], &[], None).err().unwrap().code(),
+            Code::Unimplemented
+        );
     }
 
     #[test]
