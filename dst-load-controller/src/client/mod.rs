@@ -28,7 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use self::{
     metrics::{Metrics, ServiceStreams},
-    stream::{BackoffConfig, Stream, StreamConfig},
+    stream::{BackoffConfig, Link, Stream, StreamConfig},
     target::{Authority, Targets},
     token::ContextToken,
 };
@@ -659,10 +659,9 @@ fn connect(config: &Config) -> Channel {
 /// library (tests, `run`) as well as by the subcommand.
 pub struct Client {
     config: Config,
-    /// Each connection's current channel: replaced by connection churn.
-    channels: Vec<tokio::sync::watch::Sender<Channel>>,
-    /// Bumped by each reset storm.
-    storm: tokio::sync::watch::Sender<u64>,
+    /// Each connection's current channel (replaced by connection churn)
+    /// and count of reset storms.
+    channels: Vec<tokio::sync::watch::Sender<Link>>,
     stream: Arc<StreamConfig>,
     metrics: Metrics,
     services: Arc<Fleet>,
@@ -683,7 +682,12 @@ impl Client {
     /// Builds a client, registering its metrics. Connects lazily.
     pub fn new(config: Config, registry: &mut Registry) -> anyhow::Result<Self> {
         let channels = (0..config.connections)
-            .map(|_| tokio::sync::watch::Sender::new(connect(&config)))
+            .map(|_| {
+                tokio::sync::watch::Sender::new(Link {
+                    channel: connect(&config),
+                    storms: 0,
+                })
+            })
             .collect();
         let services = Arc::new(Fleet::default());
         let metrics = Metrics::register(registry, services.clone());
@@ -691,7 +695,6 @@ impl Client {
             stream: Arc::new(config.stream.clone()),
             config,
             channels,
-            storm: tokio::sync::watch::Sender::new(0),
             metrics,
             services,
             readiness: Readiness::default(),
@@ -745,7 +748,7 @@ impl Client {
         )));
         if let Some(every) = self.config.faults.reset_storm_interval {
             let jitter = self.config.faults.reset_storm_jitter;
-            let (storm, stop) = (self.storm.clone(), stop.clone());
+            let (links, stop) = (self.channels.clone(), stop.clone());
             fault_tasks.0.push(tokio::spawn(async move {
                 for delay in faults::jittered(every, jitter, rand::random()) {
                     tokio::select! {
@@ -753,7 +756,9 @@ impl Client {
                         _ = tokio::time::sleep(delay) => {}
                     }
                     tracing::info!("reset storm: every stream re-Gets");
-                    storm.send_modify(|n| *n += 1);
+                    for link in &links {
+                        link.send_modify(|l| l.storms += 1);
+                    }
                 }
             }));
         }
@@ -767,7 +772,8 @@ impl Client {
                             _ = tokio::time::sleep(delay) => {}
                         }
                         // The old connection closes once its streams moved.
-                        channel.send_replace(connect(&config));
+                        let new = connect(&config);
+                        channel.send_modify(|l| l.channel = new);
                     }
                 }));
             }
@@ -890,13 +896,12 @@ impl Client {
         // every stream's memory.
         let metrics = Arc::new(self.metrics.clone());
         for index in 0..streams.len() {
-            let channel = self.channels[*next_channel % self.channels.len()].subscribe();
+            let link = self.channels[*next_channel % self.channels.len()].subscribe();
             *next_channel += 1;
             let s = Stream {
                 service: streams.clone(),
                 index,
-                channel,
-                storm: self.storm.subscribe(),
+                link,
                 slow_delay: self.config.faults.slow_reader_delay,
             };
             // Not instrumented with a span: its 40 bytes would be in every
