@@ -67,6 +67,17 @@ async fn scale_target(
     .await;
 }
 
+/// Labels the EndpointSlices `which` names in `ns` (a name, or `-l` and a
+/// selector): a change to the slice that Linkerd's controller acts on.
+fn touch_slices(kubeconfig: &str, ns: &str, which: &[&str]) {
+    let args: Vec<&str> = ["-n", ns, "label", "endpointslice"]
+        .into_iter()
+        .chain(which.iter().copied())
+        .chain(["touched=yes"])
+        .collect();
+    kubectl_ok(kubeconfig, &args);
+}
+
 /// `kubectl` of one of the two clusters, whatever its status.
 fn kubectl(kubeconfig: &str, args: &[&str]) -> std::process::Output {
     let all: Vec<&str> = ["--kubeconfig", kubeconfig]
@@ -767,17 +778,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     );
     let stale = stale_of(&running);
     // The slice changes: the controller builds the address again.
-    kubectl_ok(
-        &target_kc,
-        &[
-            "-n",
-            &ns.name,
-            "label",
-            "endpointslice",
-            "stable-svc-0-late",
-            "touched=yes",
-        ],
-    );
+    touch_slices(&target_kc, &ns.name, &["stable-svc-0-late"]);
     streams_equal_target(&running, &target, &ns.name, &services, 2).await;
     let log = std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log");
     let missed = format!("unable to fetch pod {}/late-pod", ns.name);
@@ -1205,18 +1206,8 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
             "after the restart the controller left out {} endpoints (late pod): {left_out:?}",
             left_out.len()
         );
-        kubectl_ok(
-            &target_kc,
-            &[
-                "-n",
-                &ns.name,
-                "label",
-                "endpointslice",
-                "-l",
-                &format!("kubernetes.io/service-name={svc0}"),
-                "touched=yes",
-            ],
-        );
+        let selector = format!("kubernetes.io/service-name={svc0}");
+        touch_slices(&target_kc, &ns.name, &["-l", &selector]);
     }
     streams_equal_target(&running, &target, &ns.name, &services[..1], 2).await;
     let (summary, measured) = running.finish_measured().await;
