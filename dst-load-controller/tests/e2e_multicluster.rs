@@ -1152,13 +1152,16 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
     streams_equal_target(&running, &target, &ns.name, &services, 2).await;
 
     let script = format!("{}/../hack/local-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    let restarted = std::time::Instant::now();
     let status = std::process::Command::new(script)
         .args(["--name", "target", "restart", "kube-apiserver"])
         .status()
         .unwrap();
     assert!(status.success());
+    let serving = restarted.elapsed();
 
     // And the mirror still follows exports.
+    let unexported = std::time::Instant::now();
     kubectl_ok(
         &target_kc,
         &[
@@ -1179,12 +1182,15 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
         },
     )
     .await;
+    let unexported = unexported.elapsed();
     // A scale after the restart: the streams follow the target again, but
     // for the late-pod finding: when the controller's remote pod watch
     // resumes after its slice watch, it leaves the new pod's endpoint out
     // (logged) until the slice changes again (one CI run: 2 of 3 addresses
     // for 120 s). Then a touch of the slice must repair it.
+    let scaled = std::time::Instant::now();
     scale_target(&target, &ns.name, "stable-svc-0", 3, AFTER_RESTART).await;
+    let sliced = scaled.elapsed();
     let svc0 = &services[0];
     if !stream_sets_equal_target(LINK, &running, &target, &ns.name, svc0, 2, WAIT).await {
         let log =
@@ -1210,10 +1216,17 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
         touch_slices(&target_kc, &ns.name, &["-l", &selector]);
     }
     streams_equal_target(&running, &target, &ns.name, &services[..1], 2).await;
+    let converged = scaled.elapsed();
     let (summary, measured) = running.finish_measured().await;
     eprintln!(
         "after the restart: {summary:?}; stale streams: {}",
         measured.stale_streams
+    );
+    // For BENCHMARKS: how long each step took after the restart.
+    eprintln!(
+        "restart timings: apiserver serving again {serving:?}; unexport -> mirror \
+         removed {unexported:?}; scale -> target slice {sliced:?}; scale -> \
+         source streams converged {converged:?}"
     );
     assert_eq!(summary.failed_streams, 0, "{summary:?}");
 }
