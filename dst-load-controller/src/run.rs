@@ -998,14 +998,13 @@ async fn cluster_scenario(
     let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
     let churn_ready = crate::admin::Readiness::default();
     // Churn's end, awaited before the settle (its last changes are in).
-    let (churn_done, churn_ended) = tokio::sync::oneshot::channel::<()>();
+    let (churn_done, mut churn_ended) = tokio::sync::oneshot::channel::<()>();
     let (stop, ready) = (churn_stop.clone(), churn_ready.clone());
     rt.spawn_critical("churn", async move {
         let ran = churn.run(stop, ready).await;
         let _ = churn_done.send(());
         ran
     });
-    let mut churn_ended = churn_ended;
     while !churn_ready.get() {
         if shutdown.is_cancelled() || churn_ended.try_recv().is_ok() {
             anyhow::bail!("stopped before churn's services existed");

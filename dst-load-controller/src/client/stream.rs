@@ -44,7 +44,12 @@ pub struct BackoffConfig {
 impl BackoffConfig {
     /// The delay after `failures` failed attempts, counting this one.
     fn delay(&self, failures: &mut usize) -> Option<Duration> {
-        let delay = self.delays().nth(*failures);
+        // Past the doublings that reach `max` every delay is `max`'s.
+        let doublings = (self.max.as_secs_f64() / self.min.as_secs_f64().max(1e-9))
+            .log2()
+            .ceil()
+            .max(0.0) as usize;
+        let delay = self.delays().nth((*failures).min(doublings + 1));
         *failures += 1;
         delay
     }
@@ -141,6 +146,27 @@ impl Timers {
     }
 }
 
+/// A `Get` call: opening (boxed, and dropped once answered, so that its
+/// state is not part of the stream's memory for the stream's life), then
+/// its messages.
+enum Call {
+    Opening(futures::future::BoxFuture<'static, Result<wire::Updates, Status>>),
+    Open(wire::Updates),
+}
+
+impl Call {
+    /// The next message; answers the call first if it is still opening.
+    /// Cancel-safe: the call's state stays in `self`.
+    async fn next(&mut self) -> Result<Option<wire::Delta>, Status> {
+        loop {
+            match self {
+                Call::Opening(get) => *self = Call::Open(get.await?),
+                Call::Open(updates) => return updates.message().await,
+            }
+        }
+    }
+}
+
 /// Why a stream's connection watch changed: a storm (first, if both), or
 /// a new connection.
 fn reset(link: &tokio::sync::watch::Receiver<Link>, storms_seen: u64) -> End {
@@ -166,8 +192,8 @@ impl Stream {
     /// Runs the watch until `shutdown` or a final error.
     ///
     /// One task per stream, so this future's size is a stream's memory:
-    /// the `Get` call's state is boxed and dropped once it is answered, and
-    /// one timer serves the lifetime, the initial timeout and a slow
+    /// the `Get` call's state is boxed and dropped once it is answered
+    /// ([`Call`]), and one timer serves the lifetime, the initial timeout and a slow
     /// reader's pause (a unit test bounds the size).
     pub async fn run(
         self,
@@ -189,8 +215,6 @@ impl Stream {
         let slot = service.slot(index);
         // Failed attempts since the last update: the backoff's position.
         let mut failures = 0;
-        // The storm count when the stream last opened (set at each Get).
-        let mut storms_seen;
         loop {
             metrics.streams_created.inc();
             metrics.streams_active.inc();
@@ -212,48 +236,27 @@ impl Stream {
             slot.reconnected();
 
             let end = 'stream: {
+                let request = GetDestination {
+                    scheme: "k8s".to_string(),
+                    path: service.service.clone(),
+                    context_token: cfg.context_token.clone(),
+                };
+                // A storm or a new connection that came while backing off
+                // is acted on by this (re-)Get, not by resetting it.
+                let (conn, storms_seen) = {
+                    let l = link.borrow_and_update();
+                    (l.channel.clone(), l.storms)
+                };
                 // The real controller sends headers lazily with the first
                 // update, so the initial timeout covers the `Get` call too.
-                let mut updates = {
-                    let request = GetDestination {
-                        scheme: "k8s".to_string(),
-                        path: service.service.clone(),
-                        context_token: cfg.context_token.clone(),
-                    };
-                    // A storm or a new connection that came while backing
-                    // off is acted on by this (re-)Get, not by resetting it.
-                    let (conn, storms) = {
-                        let l = link.borrow_and_update();
-                        (l.channel.clone(), l.storms)
-                    };
-                    storms_seen = storms;
-                    let mut get = Box::pin(wire::get(conn, request));
-                    loop {
-                        let wake = timers.next();
-                        tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => break 'stream End::Shutdown,
-                            _ = link.changed() => break 'stream reset(&link, storms_seen),
-                            _ = sleep_until(wake.unwrap_or(opened)), if wake.is_some() => {
-                                if timers.fire(&metrics) {
-                                    break 'stream End::Lifetime;
-                                }
-                            }
-                            rsp = &mut get => match rsp {
-                                Ok(updates) => break updates,
-                                Err(status) => break 'stream End::Error(status),
-                            },
-                        }
-                    }
-                };
+                let mut call = Call::Opening(Box::pin(wire::get(conn, request)));
                 // A stuck stream reads its first update and then never
                 // again (the stream stays open); a slow one waits before
                 // each read.
                 let stuck = class == Class::Stuck;
                 let slow = class == Class::Slow;
                 loop {
-                    let waiting = timers.read_at.is_some();
-                    let paused = (stuck && first_seen) || waiting;
+                    let paused = (stuck && first_seen) || timers.read_at.is_some();
                     let wake = timers.next();
                     tokio::select! {
                         biased;
@@ -264,7 +267,7 @@ impl Stream {
                                 break 'stream End::Lifetime;
                             }
                         }
-                        msg = updates.message(), if !paused => match msg {
+                        msg = call.next(), if !paused => match msg {
                             Ok(Some(update)) => {
                                 counters[update.kind as usize].inc();
                                 metrics.endpoint_updates_received.inc_by((update.addrs.len() + update.invalid_addrs) as u64);
@@ -378,7 +381,8 @@ mod tests {
     /// dropped once answered, the metrics shared and the timers merged;
     /// 1,192 after; 1,056 reading our own frames instead of tonic's
     /// `Streaming`; 888 with the backoff a count and the connection taken
-    /// at each `Get`; 744 with one watch for storms and churn). tokio
+    /// at each `Get`; 744 with one watch for storms and churn; 768 with
+    /// one select loop over the call's two phases). tokio
     /// allocates a task in steps of 128 bytes, header and future together.
     #[tokio::test]
     async fn a_streams_future_stays_small() {

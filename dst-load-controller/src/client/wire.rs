@@ -304,10 +304,9 @@ const GET_PATH: &str = "/io.linkerd.proxy.destination.Destination/Get";
 /// gRPC is framed here rather than by tonic's `Grpc` client: its response
 /// stream keeps a read buffer as large as the largest message for the
 /// stream's whole life (about 3 KB a stream for 10 endpoints with their
-/// metadata, the largest share of an idle stream's memory), and its
-/// request body makes hyper spawn a task per call. Here a message that
-/// arrives in one DATA frame is decoded from that frame, and the request is
-/// one complete body.
+/// metadata, the largest share of an idle stream's memory). Here a message
+/// that arrives in one DATA frame is decoded from that frame, and the
+/// request is one complete body (hyper then needs no task to pipe it).
 pub async fn get(mut channel: Channel, request: GetDestination) -> Result<Updates, Status> {
     let mut body = BytesMut::with_capacity(PREFIX + request.encoded_len());
     body.put_u8(0);
@@ -416,15 +415,34 @@ impl Updates {
     }
 
     /// Takes in a DATA frame.
-    fn push(&mut self, data: Bytes) {
+    fn push(&mut self, mut data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
         if self.partial.is_empty() && self.chunk.is_empty() {
             self.chunk = data;
-        } else {
-            // A message continues: gather it (a transient copy).
-            self.partial.extend_from_slice(&self.chunk);
-            self.chunk = Bytes::new();
-            self.partial.extend_from_slice(&data);
+            return;
         }
+        // A message continues: gather it (a transient copy) from the rest of
+        // the last frame and as much of this one as it lacks; what follows
+        // it stays in the frame.
+        self.partial.extend_from_slice(&self.chunk);
+        self.chunk = Bytes::new();
+        while !data.is_empty() {
+            let need = match message_len(&self.partial) {
+                Ok(Some(len)) => (PREFIX + len).saturating_sub(self.partial.len()),
+                Ok(None) => PREFIX - self.partial.len(),
+                // Left for `next_buffered` to report.
+                Err(_) => 0,
+            };
+            if need == 0 {
+                break;
+            }
+            let take = need.min(data.len());
+            self.partial.reserve(take);
+            self.partial.extend_from_slice(&data.split_to(take));
+        }
+        self.chunk = data;
     }
 
     /// A whole message, if one is buffered.

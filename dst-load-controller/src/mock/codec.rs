@@ -50,6 +50,7 @@ impl Encoded {
     }
 
     /// The encoded message, without its prefix.
+    #[cfg(test)]
     pub fn message(&self) -> Bytes {
         self.framed.slice(PREFIX..)
     }

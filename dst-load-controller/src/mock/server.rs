@@ -177,12 +177,12 @@ impl Service {
         let path = req.into_inner().path;
         let authority = parse_path(&path)?;
         let not_found = || Status::not_found(format!("Service {} not found", authority.host()));
-        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
-        let mut shaper = Shaper::new(&authority, &self.behavior);
         // Only streams count toward every Nth: a NotFound answer is none.
-        if self.store.get(&authority).is_none() {
+        if !self.store.exists(&authority) {
             return Err(not_found());
         }
+        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
+        let mut shaper = Shaper::new(&authority, &self.behavior);
         let n = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

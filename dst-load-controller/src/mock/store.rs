@@ -221,6 +221,14 @@ impl Store {
         Some(out)
     }
 
+    /// Whether a destination exists.
+    pub fn exists(&self, authority: &Authority) -> bool {
+        let Some(dst) = self.0.read().expect("store lock").get(authority).cloned() else {
+            return false;
+        };
+        dst.state.lock().expect("destination lock").exists
+    }
+
     /// The endpoints of a destination, if it exists.
     pub fn get(&self, authority: &Authority) -> Option<Vec<SocketAddr>> {
         let dst = self.0.read().expect("store lock").get(authority)?.clone();
