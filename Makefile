@@ -5,7 +5,13 @@ CARGO ?= cargo
 .PHONY: test unit lint e2e build bench deps validate-deploy cluster-up cluster-down
 
 ## test: everything: lint, unit and integration tests, then the end-to-end tests.
-test: lint unit e2e
+## Each runs even when an earlier one fails; the failed ones are named at the end.
+test:
+	@failed=""; for t in lint unit e2e; do \
+	  $(MAKE) --no-print-directory $$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make test: lint, unit and e2e passed" >&2
 
 ## lint: formatting and clippy, warnings as errors; shellcheck on hack/*.sh, ruff on hack/*.py;
 ## no import cycle between the crate's modules (hack/check-layers.py).
@@ -18,7 +24,7 @@ lint:
 
 ## unit: unit tests and integration tests against the mock on loopback.
 unit:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 ## build: the release binary.
 build:

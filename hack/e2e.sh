@@ -5,44 +5,97 @@
 # them restarts the apiserver), and brings it down again if it started it.
 # Then the multicluster tests, on two more control planes linked by Linkerd's
 # service mirror (hack/local-multicluster.sh), likewise.
-set -euo pipefail
+#
+# Every step runs even when an earlier one fails (one flake must not hide the
+# rest); the script then exits 1 naming every step that failed. The late-pod
+# cases the tests tolerated (Linkerd's controller leaving out an endpoint whose
+# pod came after its slice, repaired by touching the slice) are printed at the
+# end, by test: how often it happens is a finding.
+set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
 
 started=0 mc_started=0
-if ! "$here/local-cluster.sh" status >/dev/null 2>&1; then
-  "$here/local-cluster.sh" up
-  started=1
-fi
+failed=()
+findings=$(mktemp)
+export DST_E2E_FINDINGS=$findings
 cleanup() {
   if [[ $started == 1 ]]; then "$here/local-cluster.sh" down; fi
   if [[ $mc_started == 1 ]]; then "$here/local-multicluster.sh" down; fi
+  rm -f "$findings"
 }
 trap cleanup EXIT
 
-# shellcheck disable=SC1091
-. "$STATE/env"
-cd "$repo"
-# A real Prometheus: the dashboards' queries during a cluster run, and
-# `report --prometheus` scraping a real client.
-"$here/build-deps.sh" prometheus
-# shellcheck source=hack/versions.env
-. "$here/versions.env"
-export DST_PROMETHEUS=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}/prometheus-$PROMETHEUS_VERSION/bin/prometheus
-cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
-cargo test --locked --test report_prometheus -- --ignored "$@"
+# step NAME CMD...: runs CMD, recording NAME as failed when it fails.
+step() {
+  local name=$1
+  shift
+  printf '[e2e] %s\n' "$name" >&2
+  local start=$SECONDS
+  if "$@"; then
+    printf '[e2e] %s: passed in %ss\n' "$name" "$((SECONDS - start))" >&2
+  else
+    printf '[e2e] %s: FAILED (%ss)\n' "$name" "$((SECONDS - start))" >&2
+    failed+=("$name")
+  fi
+}
 
-# The deployment files, validated offline against the same control plane.
-"$here/validate-deploy.sh"
+report() {
+  if [[ -s $findings ]]; then
+    printf '[e2e] late-pod cases tolerated (Linkerd left an endpoint out until its slice changed): %s\n' \
+      "$(wc -l <"$findings")" >&2
+    sed 's/^/[e2e]   /' "$findings" >&2
+  else
+    printf '[e2e] late-pod cases tolerated: 0\n' >&2
+  fi
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    printf '[e2e] FAILED: %s\n' "${failed[*]}" >&2
+    exit 1
+  fi
+  printf '[e2e] every step passed\n' >&2
+}
+
+if ! "$here/local-cluster.sh" status >/dev/null 2>&1; then
+  if "$here/local-cluster.sh" up; then
+    started=1
+  else
+    failed+=("local-cluster up")
+  fi
+fi
+
+if [[ ${#failed[@]} == 0 ]]; then
+  # shellcheck disable=SC1091
+  . "$STATE/env"
+  cd "$repo" || exit 1
+  # A real Prometheus: the dashboards' queries during a cluster run, and
+  # `report --prometheus` scraping a real client.
+  "$here/build-deps.sh" prometheus || failed+=("build prometheus")
+  # shellcheck source=hack/versions.env
+  . "$here/versions.env"
+  export DST_PROMETHEUS=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}/prometheus-$PROMETHEUS_VERSION/bin/prometheus
+  step e2e_cluster cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
+  step report_prometheus cargo test --locked --test report_prometheus -- --ignored "$@"
+  # The deployment files, validated offline against the same control plane.
+  step validate-deploy "$here/validate-deploy.sh"
+fi
 
 # Multicluster: the single control plane first goes (if started here), for
 # the machine's sake.
 if [[ $started == 1 ]]; then "$here/local-cluster.sh" down; started=0; fi
+cd "$repo" || exit 1
+mc_up=1
 if ! "$here/local-multicluster.sh" status >/dev/null 2>&1; then
-  "$here/local-multicluster.sh" up
-  mc_started=1
+  if "$here/local-multicluster.sh" up; then
+    mc_started=1
+  else
+    mc_up=0
+    failed+=("local-multicluster up")
+  fi
 fi
-# shellcheck disable=SC1091
-. "$repo/.local-clusters/env"
-cargo test --locked --test e2e_multicluster -- --ignored --test-threads=1 "$@"
+if [[ $mc_up == 1 ]]; then
+  # shellcheck disable=SC1091
+  . "$repo/.local-clusters/env"
+  step e2e_multicluster cargo test --locked --test e2e_multicluster -- --ignored --test-threads=1 "$@"
+fi
+report

@@ -199,7 +199,12 @@ async fn streams_equal_target(
     streams_of_equal_target(LINK, running, target, ns, services, streams).await
 }
 
-/// [`streams_equal_target`] for the mirrors `{svc}-{suffix}`.
+/// [`streams_equal_target`] for the mirrors `{svc}-{suffix}`: each of
+/// `streams` streams of every mirror ends holding exactly the target's
+/// EndpointSlice addresses of its service, once the target is done with it,
+/// within [`WAIT`], but for the late-pod finding (see [`support::converge`]:
+/// the source's controller logged leaving the missing pods out; the
+/// target's slices are then touched and the streams must converge).
 async fn streams_of_equal_target(
     suffix: &str,
     running: &support::RunningClient,
@@ -208,37 +213,42 @@ async fn streams_of_equal_target(
     services: &[String],
     streams: usize,
 ) {
-    for svc in services {
-        assert!(
-            stream_sets_equal_target(suffix, running, target, ns, svc, streams, WAIT).await,
-            "timed out after {WAIT:?} waiting for {svc}-{suffix} in {ns} to equal the target's slices"
-        );
-    }
-}
-
-/// Whether, within `wait`, each of `streams` streams of `{svc}-{suffix}`
-/// holds exactly the target's EndpointSlice addresses of `svc`.
-async fn stream_sets_equal_target(
-    suffix: &str,
-    running: &support::RunningClient,
-    target: &kube::Client,
-    ns: &str,
-    svc: &str,
-    streams: usize,
-    wait: Duration,
-) -> bool {
-    let authority = format!(
-        "{svc}-{suffix}.{ns}.svc.{}:8080",
-        var("SOURCE_CLUSTER_DOMAIN")
-    );
-    support::within_async(wait, || async {
-        let want = support::slice_addrs(target, ns, svc, 8080)
-            .await
-            .unwrap_or_default();
-        let sets = running.sets(&authority);
-        !want.is_empty() && sets.len() == streams && sets.iter().all(|s| *s == want)
+    let log = support::ControllerLog::whole(source_destination_log());
+    let kubeconfig = var("TARGET_KUBECONFIG");
+    let truth = support::SliceTruth {
+        client: target,
+        kubeconfig: Some(&kubeconfig),
+        log: &log,
+    };
+    let domain = var("SOURCE_CLUSTER_DOMAIN");
+    let what = format!("the mirrors {services:?}-{suffix} in {ns} equal the target's slices");
+    support::converge(&what, &truth, WAIT, || {
+        services
+            .iter()
+            .map(|svc| {
+                let authority = format!("{svc}-{suffix}.{ns}.svc.{domain}:8080");
+                let sets = running.sets(&authority);
+                if sets.len() != streams {
+                    return Err(format!(
+                        "{authority}: {} streams, want {streams}",
+                        sets.len()
+                    ));
+                }
+                Ok(support::Watched {
+                    ns: ns.to_string(),
+                    service: svc.clone(),
+                    port: 8080,
+                    sets,
+                })
+            })
+            .collect()
     })
     .await
+}
+
+/// The source cluster's destination controller's log.
+fn source_destination_log() -> std::path::PathBuf {
+    std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log")
 }
 
 fn set(names: &[String]) -> BTreeSet<String> {
@@ -780,7 +790,7 @@ async fn an_endpoint_whose_pod_comes_after_its_slice_is_served_only_when_the_sli
     // The slice changes: the controller builds the address again.
     touch_slices(&target_kc, &ns.name, &["stable-svc-0-late"]);
     streams_equal_target(&running, &target, &ns.name, &services, 2).await;
-    let log = std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log");
+    let log = source_destination_log();
     let missed = format!("unable to fetch pod {}/late-pod", ns.name);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -1187,34 +1197,11 @@ async fn the_mirror_follows_exports_after_the_targets_apiserver_restarts() {
     // for the late-pod finding: when the controller's remote pod watch
     // resumes after its slice watch, it leaves the new pod's endpoint out
     // (logged) until the slice changes again (one CI run: 2 of 3 addresses
-    // for 120 s). Then a touch of the slice must repair it.
+    // for 120 s). `streams_equal_target` then touches the slice, and the
+    // streams must converge.
     let scaled = std::time::Instant::now();
     scale_target(&target, &ns.name, "stable-svc-0", 3, AFTER_RESTART).await;
     let sliced = scaled.elapsed();
-    let svc0 = &services[0];
-    if !stream_sets_equal_target(LINK, &running, &target, &ns.name, svc0, 2, WAIT).await {
-        let log =
-            std::path::Path::new(&var("SERVICE_MIRROR_LOG")).with_file_name("destination.log");
-        let missed = format!("unable to fetch pod {}/", ns.name);
-        let text = std::fs::read_to_string(&log).unwrap();
-        let left_out: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("Unable to create new address") && l.contains(&missed))
-            .collect();
-        assert!(
-            !left_out.is_empty(),
-            "the streams did not follow the scale after the restart, and {} has no \
-             'Unable to create new address' for {}",
-            log.display(),
-            ns.name
-        );
-        eprintln!(
-            "after the restart the controller left out {} endpoints (late pod): {left_out:?}",
-            left_out.len()
-        );
-        let selector = format!("kubernetes.io/service-name={svc0}");
-        touch_slices(&target_kc, &ns.name, &["-l", &selector]);
-    }
     streams_equal_target(&running, &target, &ns.name, &services[..1], 2).await;
     let converged = scaled.elapsed();
     let (summary, measured) = running.finish_measured().await;
