@@ -175,15 +175,14 @@ build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
 build_step() { GOBIN=$out go install github.com/smallstep/cli/cmd/step@"$STEP_VERSION"; }
 build_kubeconform() { GOBIN=$out go install github.com/yannh/kubeconform/cmd/kubeconform@"$KUBECONFORM_VERSION"; }
 
-# Prometheus (server and promtool) for `report --prometheus` tests and for
-# checking the dashboards' queries. Built without the web UI's assets: the
-# HTTP API is all the tests use.
+# Prometheus (the server only) for `report --prometheus` tests and for
+# checking the dashboards' queries, where no packaged one is on PATH
+# (hack/e2e.sh prefers Debian's: .ci/run installs it). Built without the web
+# UI's assets: the HTTP API is all the tests use.
 build_prometheus() {
   wrapper "$CACHE/src/prometheus-$PROMETHEUS_VERSION"
   go mod edit -require=github.com/prometheus/prometheus@"$PROMETHEUS_VERSION"
-  go build -mod=mod -trimpath -o "$out/" \
-    github.com/prometheus/prometheus/cmd/prometheus \
-    github.com/prometheus/prometheus/cmd/promtool
+  go build -mod=mod -trimpath -o "$out/" github.com/prometheus/prometheus/cmd/prometheus
 }
 
 # helmfile validates helmfile.yaml (its environments, conditions and values
