@@ -3,11 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod args;
 pub mod churn;
 pub mod cleanup;
 pub mod client;
-pub mod compare;
+pub mod cmd;
 pub mod gates;
 pub mod html;
 pub mod kube_api;
@@ -15,10 +14,8 @@ pub mod labels;
 pub mod latency;
 pub mod logging;
 pub mod mock;
-pub mod mock_dst;
 pub mod red_line;
 pub mod report;
-pub mod run;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;

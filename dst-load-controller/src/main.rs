@@ -3,5 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    dst_load_controller::args::Cli::parse().run()
+    dst_load_controller::cmd::Cli::parse().run()
 }

@@ -1211,7 +1211,7 @@ pub async fn connect_and_ensure_namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::parse_flags;
+    use crate::cmd::parse_flags;
 
     #[test]
     fn config_new_has_the_flags_defaults() {

@@ -1229,7 +1229,7 @@ impl std::fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::parse_flags;
+    use crate::cmd::parse_flags;
 
     #[test]
     fn the_truth_watches_the_namespace_of_services_and_pods() {

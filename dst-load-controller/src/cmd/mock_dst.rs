@@ -213,7 +213,7 @@ mod tests {
     use std::time::Duration;
 
     fn config(argv: &[&str]) -> Result<mock::Config, String> {
-        let args: Args = crate::args::parse_flags(argv).map_err(|e| e.to_string())?;
+        let args: Args = crate::cmd::parse_flags(argv).map_err(|e| e.to_string())?;
         mock::Config::try_from(args)
     }
 

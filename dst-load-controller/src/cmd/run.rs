@@ -1272,7 +1272,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::parse_flags;
+    use crate::cmd::parse_flags;
 
     fn mk_args(flags: &[&str]) -> Args {
         let argv: Vec<&str> = std::iter::once("run")
