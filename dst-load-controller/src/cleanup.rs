@@ -1,6 +1,7 @@
 //! `cleanup`: delete exactly what churn created, and wait until it is gone.
+//! Its flags are `cmd::cleanup`'s.
 
-use std::{fmt, process::ExitCode, time::Duration};
+use std::{fmt, time::Duration};
 
 use k8s_openapi::{
     NamespaceResourceScope,
@@ -20,49 +21,6 @@ use crate::{
     kube_api::{ApiMetrics, Caller, Error, KubeArgs, Op},
     labels,
 };
-
-/// Flags of `cleanup`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Args {
-    /// The namespace churn used.
-    #[arg(long, default_value = "dst-load-test")]
-    pub namespace: String,
-
-    /// Scale this Deployment (the churn that creates the objects) to zero and
-    /// wait for its pods to exit before deleting anything, so that churn
-    /// cannot re-create what cleanup deletes. The chart's pre-delete hook
-    /// passes its churn Deployment. A missing Deployment is not an error.
-    #[arg(long, value_name = "NAME")]
-    pub stop_deployment: Option<String>,
-
-    /// How long to wait for the objects to disappear.
-    #[arg(long, default_value = "2m")]
-    pub timeout: humantime::Duration,
-
-    #[command(flatten)]
-    pub kube: KubeArgs,
-}
-
-impl Args {
-    /// Deletes and waits.
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
-        self.kube.validate().map_err(anyhow::Error::msg)?;
-        let stop = self.stop_deployment.as_deref();
-        let (stopped, report) = connect_and_cleanup(
-            &self.kube,
-            &self.namespace,
-            stop,
-            self.timeout.into(),
-            crate::shutdown::on_signal(),
-        )
-        .await?;
-        if let Some(name) = stop.filter(|_| stopped) {
-            println!("stopped deployment {name}");
-        }
-        println!("{report}");
-        Ok(ExitCode::SUCCESS)
-    }
-}
 
 /// Connects with `kube`, first stops `stop_deployment` (see
 /// [`stop_deployment`]) if given, then [`cleanup`]s `namespace`; API calls

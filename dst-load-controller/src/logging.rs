@@ -1,21 +1,10 @@
-//! Logging flags shared by every subcommand.
+//! The log subscriber every subcommand installs (its flags, `--log-level`
+//! and `--log-format`, are `cmd::flags::LogArgs`).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// `--log-level` and `--log-format`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct LogArgs {
-    /// Log filter in RUST_LOG syntax, e.g. `info` or `dst_load_controller=debug,warn`.
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
-    log_level: String,
-
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain, global = true)]
-    log_format: LogFormat,
-}
-
 /// How log lines are written.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     Plain,
@@ -34,24 +23,23 @@ pub struct InvalidFilter {
     source: tracing_subscriber::filter::ParseError,
 }
 
-impl LogArgs {
-    /// Installs the global subscriber. Logs go to stderr so that summaries on
-    /// stdout stay machine-readable.
-    pub fn init(&self) -> Result<(), InvalidFilter> {
-        let filter = EnvFilter::try_new(&self.log_level).map_err(|source| InvalidFilter {
-            filter: self.log_level.clone(),
-            source,
-        })?;
-        let registry = tracing_subscriber::registry().with(filter);
-        // A second init (several runs in one test process) is harmless.
-        let _ = match self.log_format {
-            LogFormat::Plain => registry
-                .with(fmt::layer().with_writer(std::io::stderr))
-                .try_init(),
-            LogFormat::Json => registry
-                .with(fmt::layer().json().with_writer(std::io::stderr))
-                .try_init(),
-        };
-        Ok(())
-    }
+/// Installs the global subscriber with `filter` (RUST_LOG syntax) and
+/// `format`. Logs go to stderr so that summaries on stdout stay
+/// machine-readable.
+pub fn init(filter: &str, format: LogFormat) -> Result<(), InvalidFilter> {
+    let env_filter = EnvFilter::try_new(filter).map_err(|source| InvalidFilter {
+        filter: filter.to_string(),
+        source,
+    })?;
+    let registry = tracing_subscriber::registry().with(env_filter);
+    // A second init (several runs in one test process) is harmless.
+    let _ = match format {
+        LogFormat::Plain => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! The command line's front doors: the top-level command here, and one
-//! module per subcommand that owns its flags (`compare`, `mock_dst`, `report`,
-//! `run` so far; the other subcommands' flags still live beside their engines and
+//! module per subcommand that owns its flags (`cleanup`, `compare`, `mock_dst`,
+//! `report`, `run` so far; the other subcommands' flags still live beside their engines and
 //! move here one by one, see `hack/check-layers.py`'s clap check).
 
+pub mod cleanup;
 pub mod compare;
+pub mod flags;
 pub mod mock_dst;
 pub mod report;
 pub mod run;
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::logging::LogArgs;
+use flags::LogArgs;
 
 /// Exit status of a run that failed (as opposed to a usage error, which clap
 /// and [`usage_error`] report with status 2).
@@ -36,7 +38,7 @@ enum Command {
     /// Watch the Destination service with many `Get` streams, the way proxies do.
     Client(crate::client::Args),
     /// Delete every object that `churn` created in a namespace, and nothing else.
-    Cleanup(crate::cleanup::Args),
+    Cleanup(cleanup::Args),
     /// Serve a mock Destination service, changeable over HTTP.
     MockDst(mock_dst::Args),
     /// Run a whole scenario locally (mock Destination, churn, client) and summarize it.
