@@ -105,7 +105,6 @@ CLAP_PENDING = {
     "client/mod.rs",
     "gates.rs",
     "kube_api.rs",
-    "red_line.rs",
     "scenario.rs",
     "schedule.rs",
 }

@@ -1,55 +1,18 @@
 //! The red line, found: the largest load at which a scenario's SLOs still
 //! hold. The search (geometric steps up, then bisection) and the judging of
-//! each step, without I/O; `run --find-red-line` runs the steps.
+//! each step, without I/O; `run --find-red-line` runs the steps (its flags
+//! are `cmd::flags::RedLineArgs`).
 
 use serde::Serialize;
 
-/// Flags of `run --find-red-line`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct RedLineArgs {
-    /// Find the red line (see `run`).
-    #[arg(long)]
-    pub find_red_line: bool,
-
-    /// What grows: `streams` (streams per service, one connection each) or
-    /// `services` (the scenario's first group; the others keep their share).
-    #[arg(long, value_enum, default_value_t = Dimension::Streams, requires = "find_red_line")]
-    pub red_line_dimension: Dimension,
-
-    /// The largest load tried (default: 64 times the scenario's).
-    #[arg(long, requires = "find_red_line")]
-    pub red_line_max: Option<u32>,
-
-    /// Stop bisecting when the last pass and the first fail are this close:
-    /// `10%` or `0.1`.
-    #[arg(long, default_value = "10%", value_parser = crate::verdicts::parse_fraction, requires = "find_red_line")]
-    pub red_line_precision: f64,
-}
-
 /// What the red-line search grows.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dimension {
     /// Streams per service (and connections with them).
     Streams,
     /// Services of the scenario's first group.
     Services,
-}
-
-impl RedLineArgs {
-    /// Checks the flags.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.red_line_max == Some(0) {
-            return Err("--red-line-max must be at least 1".into());
-        }
-        if !(self.red_line_precision > 0.0 && self.red_line_precision < 1.0) {
-            return Err(format!(
-                "--red-line-precision must be above 0% and below 100%, got {}",
-                self.red_line_precision
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The search's state: steps up by doubling from the start until a fail or

@@ -117,7 +117,7 @@ pub struct Args {
     /// each step and the largest load that held; --report and --html get
     /// every step.
     #[command(flatten)]
-    pub red_line: crate::red_line::RedLineArgs,
+    pub red_line: super::flags::RedLineArgs,
 
     /// Gates (default: the scenario's SLOs), the JSON report and JUnit output.
     #[command(flatten)]
