@@ -102,7 +102,6 @@ CLAP_PENDING = {
     "churn/mod.rs",
     "churn/objects.rs",
     "client/faults.rs",
-    "client/mod.rs",
     "gates.rs",
     "kube_api.rs",
     "scenario.rs",

@@ -118,7 +118,7 @@ const NODE: &str = "kwok-node-0";
 
 /// Client flags of a proxy on a KWOK node: the context token names the node
 /// (the controller looks up its topology zone) and a namespace.
-fn proxy_client(flags: &[&str]) -> client::Args {
+fn proxy_client(flags: &[&str]) -> dst_load_controller::cmd::client::Args {
     let mut all = vec![
         "--node-name",
         NODE,

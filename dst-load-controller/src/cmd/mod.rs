@@ -1,9 +1,10 @@
 //! The command line's front doors: the top-level command here, and one
-//! module per subcommand that owns its flags (`cleanup`, `compare`, `mock_dst`,
-//! `report`, `run` so far; the other subcommands' flags still live beside their engines and
+//! module per subcommand that owns its flags (`cleanup`, `client`, `compare`,
+//! `mock_dst`, `report`, `run` so far; the other subcommands' flags still live beside their engines and
 //! move here one by one, see `hack/check-layers.py`'s clap check).
 
 pub mod cleanup;
+pub mod client;
 pub mod compare;
 pub mod flags;
 pub mod mock_dst;
@@ -36,7 +37,7 @@ enum Command {
     /// Create stable and oscillating Services/Deployments and scale them with jitter.
     Churn(crate::churn::Args),
     /// Watch the Destination service with many `Get` streams, the way proxies do.
-    Client(crate::client::Args),
+    Client(client::Args),
     /// Delete every object that `churn` created in a namespace, and nothing else.
     Cleanup(cleanup::Args),
     /// Serve a mock Destination service, changeable over HTTP.

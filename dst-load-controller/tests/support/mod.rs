@@ -452,11 +452,11 @@ impl Mock {
 #[derive(Parser)]
 struct ClientCli {
     #[command(flatten)]
-    args: client::Args,
+    args: dst_load_controller::cmd::client::Args,
 }
 
 /// A client parsed from command-line flags, exactly as a user types them.
-pub fn client_args(flags: &[&str]) -> client::Args {
+pub fn client_args(flags: &[&str]) -> dst_load_controller::cmd::client::Args {
     let args = ClientCli::try_parse_from(std::iter::once("client").chain(flags.iter().copied()))
         .unwrap_or_else(|e| panic!("{e}"))
         .args;
@@ -474,7 +474,7 @@ pub struct RunningClient {
 }
 
 /// Starts a client from its flags (validated as the subcommand does).
-pub fn start_client(args: client::Args) -> RunningClient {
+pub fn start_client(args: dst_load_controller::cmd::client::Args) -> RunningClient {
     start_client_with(client::Config::try_from(&args).expect("valid client flags"))
 }
 

@@ -1,0 +1,511 @@
+//! `client`'s front door: its flags, their checks, the [`Config`] they make,
+//! and the run that prints, judges and reports what the client measured.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use crate::{
+    client::{
+        Client, Config, MAX_WINDOW, Watch, destination_uri, faults, measure,
+        stream::{BackoffConfig, StreamConfig},
+        target::Targets,
+        token::ContextToken,
+    },
+    runtime::Runtime,
+};
+
+/// Flags of `client`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The Destination service to watch (host:port).
+    #[arg(
+        long,
+        env = "DST_ADDR",
+        default_value = "linkerd-dst-headless.linkerd.svc.cluster.local:8086"
+    )]
+    pub destination_addr: String,
+
+    /// Comma-separated authorities to watch, with brace expansion:
+    /// `stable-svc-{0..9}.dst-load-test.svc.cluster.local:8080`. Repeatable.
+    #[arg(long, value_delimiter = None, conflicts_with = "service_label_selector")]
+    pub target_services: Vec<Targets>,
+
+    /// Discover Services with this label selector (in --namespace) and follow
+    /// them as they come and go, instead of --target-services.
+    #[arg(long, requires = "namespace")]
+    pub service_label_selector: Option<String>,
+
+    /// The namespace searched with --service-label-selector.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// The cluster domain of discovered Services' authorities.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Concurrent Get streams per service.
+    #[arg(long, visible_alias = "watchers-per-service", default_value_t = 1)]
+    pub streams_per_service: u32,
+
+    /// Independent HTTP/2 connections, each a simulated proxy; streams are
+    /// spread across them round-robin.
+    #[arg(long, default_value_t = 1)]
+    pub connections: u32,
+
+    /// The context token sent with every Get, verbatim. Default: built from
+    /// POD_NAMESPACE / NODE_NAME / POD_NAME as the proxy injector does.
+    #[arg(long)]
+    pub context_token: Option<String>,
+
+    /// The pod name put into the context token.
+    #[arg(long, env = "POD_NAME", hide_env_values = true)]
+    pub pod_name: Option<String>,
+
+    /// The namespace put into the context token.
+    #[arg(long, env = "POD_NAMESPACE", hide_env_values = true)]
+    pub pod_namespace: Option<String>,
+
+    /// The node name put into the context token.
+    #[arg(long, env = "NODE_NAME", hide_env_values = true)]
+    pub node_name: Option<String>,
+
+    /// Shortest stream lifetime; each stream picks a random lifetime between
+    /// the min and max and then re-Gets. Unset = streams live forever.
+    #[arg(long, requires = "max_stream_lifetime")]
+    pub min_stream_lifetime: Option<humantime::Duration>,
+
+    /// Longest stream lifetime.
+    #[arg(long)]
+    pub max_stream_lifetime: Option<humantime::Duration>,
+
+    /// First reconnect delay.
+    #[arg(long, default_value = "100ms")]
+    pub backoff_min: humantime::Duration,
+
+    /// Largest reconnect delay.
+    #[arg(long, default_value = "60s")]
+    pub backoff_max: humantime::Duration,
+
+    /// Fraction (0 to 1) of each delay added at random.
+    #[arg(long, default_value_t = 0.1)]
+    pub backoff_jitter: f64,
+
+    /// HTTP/2 keep-alive ping interval per connection; `0s` sends none.
+    /// Linkerd's destination controller keeps gRPC-Go's default enforcement
+    /// (pings at most every 5 minutes): a connection that pings more often,
+    /// reaching the controller without a proxy in front of it, is closed
+    /// with GOAWAY `too_many_pings` and every stream on it is reset.
+    #[arg(long, default_value = "5m")]
+    pub keepalive_interval: humantime::Duration,
+
+    /// How long a stream waits for its first update before it is counted
+    /// in `destination_client_initial_timeouts_total` (it keeps waiting).
+    #[arg(long, default_value = "3s")]
+    pub initial_timeout: humantime::Duration,
+
+    /// Stop after this long, print a summary and exit 0. Unset = until signalled.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+
+    /// Follow the ground truth through the Kubernetes API (EndpointSlices, and
+    /// churn's scale annotations on Deployments) in the watched namespaces, to
+    /// measure change-to-observation latency and staleness.
+    #[arg(long)]
+    pub ground_truth: bool,
+
+    /// Multicluster: read the ground truth from the cluster where the
+    /// endpoints live (the target), through this kubeconfig, while the streams
+    /// watch the source's destination controller. Implies --ground-truth.
+    #[arg(long, value_name = "FILE")]
+    pub ground_truth_kubeconfig: Option<std::path::PathBuf>,
+
+    /// The context of --ground-truth-kubeconfig (default: its current one).
+    #[arg(long, requires = "ground_truth_kubeconfig")]
+    pub ground_truth_context: Option<String>,
+
+    /// The link's name (`linkerd multicluster link-gen --cluster-name`): the
+    /// mirrored authorities `{svc}-{link}.{ns}.svc.{cluster-domain}` and the
+    /// federated `{svc}-federated...` map to the ground truth's `{svc}`.
+    #[arg(long, value_name = "NAME")]
+    pub ground_truth_link: Option<String>,
+
+    /// A stream whose set differs from the ground truth for longer than this is stale.
+    #[arg(long, default_value = "10s")]
+    pub staleness_grace: humantime::Duration,
+
+    #[command(flatten)]
+    pub faults: faults::FaultArgs,
+
+    /// The HTTP/2 flow-control window of each stream, in bytes (default:
+    /// the HTTP/2 library's, 2 MiB): how much a stream that does not read
+    /// can take before the server must stop sending to it. 65535 is the
+    /// protocol's initial window.
+    #[arg(long)]
+    pub http2_stream_window: Option<u32>,
+
+    /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
+    #[arg(long, default_value = "0.0.0.0:9991")]
+    pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub admin_control: crate::admin::ControlArgs,
+
+    /// Judge the run by this scenario's success criteria (from the load-test
+    /// plan) when no --slo is given. Without either, nothing is gated.
+    #[arg(long, value_enum)]
+    pub scenario: Option<crate::scenario::Scenario>,
+
+    /// Take the streams per service, connections, fault modes and SLOs from
+    /// this scenario file (`run --print-scenario NAME` prints one); without
+    /// --target-services or --service-label-selector, watch its services in
+    /// --namespace. Fault flags given override the file's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["scenario", "streams_per_service", "connections"]
+    )]
+    pub scenario_file: Option<crate::scenario::ScenarioFile>,
+
+    /// Gates, the JSON report and JUnit output, evaluated when the client stops.
+    #[command(flatten)]
+    pub gates: crate::gates::GateArgs,
+
+    /// The Kubernetes API client of --ground-truth and --service-label-selector.
+    #[command(flatten)]
+    pub kube: crate::kube_api::KubeArgs,
+}
+
+impl Args {
+    /// Cross-flag checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kube.validate()?;
+        if let Some(link) = &self.ground_truth_link
+            && !crate::labels::is_dns_label(link)
+        {
+            return Err(format!(
+                "--ground-truth-link '{link}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)"
+            ));
+        }
+        if let Some(file) = &self.ground_truth_kubeconfig
+            && !file.is_file()
+        {
+            return Err(format!(
+                "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
+                file.display()
+            ));
+        }
+        if self.streams_per_service == 0 {
+            return Err("--streams-per-service must be at least 1".into());
+        }
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self
+            .http2_stream_window
+            .is_some_and(|w| !(65_535..=MAX_WINDOW).contains(&w))
+        {
+            return Err(
+                "--http2-stream-window must be from 65535 to 2147483647 bytes (HTTP/2's limits)"
+                    .into(),
+            );
+        }
+        let listed = !self.target_services.is_empty() || self.service_label_selector.is_some();
+        match (&self.scenario_file, &self.namespace) {
+            _ if listed => {}
+            (Some(_), None) => {
+                return Err(
+                    "--scenario-file's services are watched in --namespace: give --namespace (or --target-services)"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {}
+            (None, _) => {
+                return Err("nothing to watch: give --target-services or --service-label-selector with --namespace, or --scenario-file with --namespace".into());
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.min_stream_lifetime, self.max_stream_lifetime)
+            && *lo > *hi
+        {
+            return Err(format!(
+                "--min-stream-lifetime ({lo}) is greater than --max-stream-lifetime ({hi})"
+            ));
+        }
+        if self.max_stream_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err("--max-stream-lifetime must be greater than zero".into());
+        }
+        if *self.backoff_min > *self.backoff_max {
+            return Err(format!(
+                "--backoff-min ({}) is greater than --backoff-max ({})",
+                self.backoff_min, self.backoff_max
+            ));
+        }
+        if self.backoff_min.is_zero() {
+            return Err("--backoff-min must be greater than zero".into());
+        }
+        self.faults().validate()?;
+        if !(0.0..=1.0).contains(&self.backoff_jitter) {
+            return Err(format!(
+                "--backoff-jitter must be between 0 and 1, got {}",
+                self.backoff_jitter
+            ));
+        }
+        destination_uri(&self.destination_addr).map(|_| ())
+    }
+
+    /// Runs until `--duration` or a signal, then prints a summary, judges
+    /// the gates and writes the reports.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let mut rt = Runtime::new();
+        let stop = crate::shutdown::with_deadline(&rt.shutdown(), self.duration.map(Into::into));
+        let admin_addr = self.admin_addr;
+        let gates = self.gates.clone();
+        let defaults = match (&self.scenario_file, self.scenario) {
+            (Some(file), _) => file.spec.slos.clone(),
+            (None, Some(s)) => s.default_slos(),
+            (None, None) => Vec::new(),
+        };
+        let slos = gates.slos_or(&defaults);
+        let config = ReportConfig::from(&self);
+        let client = Client::new(
+            Config::try_from(&self).map_err(anyhow::Error::msg)?,
+            rt.registry(),
+        )?
+        .with_readiness(rt.readiness());
+        let (fleet, metrics) = (client.fleet(), client.metrics().clone());
+        rt.serve_admin(admin_addr, self.admin_control).await?;
+        let started_at = jiff::Timestamp::now();
+        let summary = client.run(stop).await;
+        rt.finish().await?;
+        let summary = summary?;
+        let measured = measure(&fleet, &metrics, &summary);
+        let slos = crate::slo::judge(&slos, &measured, gates.min_samples);
+        print!("{summary}");
+        print!("{}", measured.latency_table());
+        print!("{}", crate::gates::verdict_table(&slos));
+        let report = Report {
+            command: "client",
+            config,
+            started_at: started_at.to_string(),
+            ended_at: jiff::Timestamp::now().to_string(),
+            measured,
+            services: summary.services.iter().map(ServiceRow::from).collect(),
+            slos,
+        };
+        gates.finish("client", &report.slos, &report, || {
+            crate::html::run_page(
+                &format!("client of {}", report.config.destination_addr),
+                &crate::html::Run::new("client", &report.measured),
+                &report.slos,
+            )
+        })
+    }
+}
+
+/// The client's `--report` JSON.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    command: &'static str,
+    config: ReportConfig,
+    started_at: String,
+    ended_at: String,
+    #[serde(flatten)]
+    measured: crate::gates::Measurements,
+    services: Vec<ServiceRow>,
+    slos: Vec<crate::slo::Verdict>,
+}
+
+/// The flags that shape the load, as reported.
+#[derive(Debug, serde::Serialize)]
+struct ReportConfig {
+    destination_addr: String,
+    target_services: Vec<String>,
+    service_label_selector: Option<String>,
+    namespace: Option<String>,
+    streams_per_service: u32,
+    connections: u32,
+    ground_truth: bool,
+    staleness_grace: String,
+    duration: Option<String>,
+    scenario: Option<crate::scenario::Scenario>,
+    scenario_file: Option<String>,
+}
+
+impl From<&Args> for ReportConfig {
+    fn from(a: &Args) -> Self {
+        Self {
+            destination_addr: a.destination_addr.clone(),
+            target_services: a
+                .target_services
+                .iter()
+                .flat_map(|t| t.0.iter().map(ToString::to_string))
+                .collect(),
+            service_label_selector: a.service_label_selector.clone(),
+            namespace: a.namespace.clone(),
+            streams_per_service: a.load().0,
+            connections: a.load().1,
+            ground_truth: a.ground_truth,
+            staleness_grace: a.staleness_grace.to_string(),
+            duration: a.duration.map(|d| d.to_string()),
+            scenario: a.scenario,
+            scenario_file: a.scenario_file.as_ref().map(|f| f.path.clone()),
+        }
+    }
+}
+
+/// One service's row in the report.
+#[derive(Debug, serde::Serialize)]
+struct ServiceRow {
+    service: String,
+    streams: usize,
+    min_endpoints: u64,
+    max_endpoints: u64,
+}
+
+impl From<&(String, usize, u64, u64)> for ServiceRow {
+    fn from((service, streams, lo, hi): &(String, usize, u64, u64)) -> Self {
+        Self {
+            service: service.clone(),
+            streams: *streams,
+            min_endpoints: *lo,
+            max_endpoints: *hi,
+        }
+    }
+}
+
+impl Args {
+    /// The fault modes: the scenario file's, with the flags given over them.
+    fn faults(&self) -> faults::Faults {
+        let base = self
+            .scenario_file
+            .as_ref()
+            .map_or_else(faults::Faults::default, |f| f.spec.clients.faults);
+        self.faults.over(base)
+    }
+
+    /// Streams per service and connections: the scenario file's or the flags'.
+    fn load(&self) -> (u32, u32) {
+        match &self.scenario_file {
+            Some(f) => (
+                f.spec.clients.streams_per_service,
+                f.spec.clients.connections(),
+            ),
+            None => (self.streams_per_service, self.connections),
+        }
+    }
+}
+
+impl TryFrom<&Args> for Config {
+    type Error = String;
+
+    fn try_from(args: &Args) -> Result<Self, String> {
+        args.validate()?;
+        let watch = match &args.service_label_selector {
+            Some(selector) => Watch::Selector {
+                namespace: args.namespace.clone().unwrap_or_default(),
+                selector: selector.clone(),
+            },
+            None => match (&args.scenario_file, args.target_services.is_empty()) {
+                (Some(file), true) => Watch::Targets(
+                    file.spec
+                        .authorities_in(
+                            args.namespace.as_deref().unwrap_or_default(),
+                            &args.cluster_domain,
+                        )
+                        .iter()
+                        .map(|a| a.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e: crate::target::TargetError| e.to_string())?,
+                ),
+                _ => Watch::Targets(
+                    args.target_services
+                        .iter()
+                        .flat_map(|t| t.0.iter().cloned())
+                        .collect(),
+                ),
+            },
+        };
+        let (streams_per_service, connections) = args.load();
+        let keepalive: Duration = args.keepalive_interval.into();
+        let context_token = match &args.context_token {
+            Some(token) => token.clone(),
+            None => ContextToken::new(
+                args.pod_namespace.clone(),
+                args.node_name.clone(),
+                args.pod_name.clone(),
+            )
+            .to_wire(),
+        };
+        let lifetime = match (args.min_stream_lifetime, args.max_stream_lifetime) {
+            (lo, Some(hi)) => Some((lo.map(Into::into).unwrap_or(*hi), hi.into())),
+            _ => None,
+        };
+        Ok(Self {
+            destination: destination_uri(&args.destination_addr)?,
+            watch,
+            namespace: args.namespace.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            streams_per_service,
+            connections,
+            keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            http2_stream_window: args.http2_stream_window,
+            stream: StreamConfig {
+                context_token,
+                initial_timeout: args.initial_timeout.into(),
+                lifetime,
+                backoff: BackoffConfig {
+                    min: args.backoff_min.into(),
+                    max: args.backoff_max.into(),
+                    jitter: args.backoff_jitter,
+                },
+            },
+            ground_truth: args.ground_truth || args.ground_truth_kubeconfig.is_some(),
+            truth_cluster: args
+                .ground_truth_kubeconfig
+                .clone()
+                .map(|k| (k, args.ground_truth_context.clone())),
+            truth_link: args.ground_truth_link.clone(),
+            staleness_grace: args.staleness_grace.into(),
+            faults: args.faults(),
+            kube: args.kube.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{client::target::Authority, cmd::parse_flags};
+
+    #[test]
+    fn config_new_has_the_flags_defaults() {
+        let flags: Args = parse_flags(&[
+            "client",
+            "--destination-addr",
+            "127.0.0.1:8086",
+            "--target-services",
+            "a.ns.svc.cluster.local:80",
+        ])
+        .unwrap();
+        let from_flags = Config::try_from(&flags).unwrap();
+        let direct = Config::new(
+            "127.0.0.1:8086",
+            Watch::Targets(vec![Authority::new("a.ns.svc.cluster.local", 80).unwrap()]),
+        )
+        .unwrap();
+        assert_eq!(format!("{direct:?}"), format!("{from_flags:?}"));
+    }
+
+    #[test]
+    fn config_from_flags_validates() {
+        let flags: Args = parse_flags(&["client", "--destination-addr", "127.0.0.1:8086"]).unwrap();
+        assert!(
+            Config::try_from(&flags)
+                .unwrap_err()
+                .contains("nothing to watch")
+        );
+        assert!(
+            Config::new("no-port", Watch::Targets(vec![]))
+                .unwrap_err()
+                .contains("has no port")
+        );
+    }
+}
