@@ -100,11 +100,8 @@ def layers(g):
 CLAP_PENDING = {
     "admin.rs",
     "churn/objects.rs",
-    "client/faults.rs",
-    "gates.rs",
     "kube_api.rs",
     "scenario.rs",
-    "schedule.rs",
 }
 
 

@@ -1,87 +1,16 @@
-//! What `client`, `run` and `report` share at the end of a run: the gate
-//! flags (`--slo`, `--min-samples`, `--report`, `--junit`, `--html`), the client's
-//! measurements, and writing the verdicts out with the documented exit status.
+//! What `client`, `run` and `report` share at the end of a run: the client's
+//! measurements and the documented exit status of their verdicts (the gate
+//! flags `--slo`, `--min-samples`, `--report`, `--junit`, `--html` are
+//! `cmd::flags::GateArgs`).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use serde::Serialize;
 
 use crate::{
     latency::{PatternLatencies, Percentiles},
-    slo::{self, Count, Latency, Measured, Slo, Verdict},
+    slo::{self, Count, Latency, Measured, Verdict},
 };
-
-/// The gate and report flags.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct GateArgs {
-    /// A pass/fail gate, e.g. `update_latency.p95<500ms`, `fanout_completion.max<10s`,
-    /// `stale_streams==0`, `errors==0`. Repeatable. Exit status 3 when one fails.
-    #[arg(long)]
-    pub slo: Vec<Slo>,
-
-    /// A latency SLO judged on fewer samples than this fails.
-    #[arg(long, default_value_t = 1)]
-    pub min_samples: u64,
-
-    /// Write a JSON report here (configuration, times, every percentile,
-    /// every SLO with its measured value and verdict).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-
-    /// Write the SLO verdicts as JUnit XML here.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
-
-    /// Draw the run as one self-contained HTML page here: latency
-    /// distributions, every change's fan-out, streams, errors, resets and
-    /// stale streams over time, and the SLO verdicts.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-}
-
-impl GateArgs {
-    /// The SLOs given, or `defaults` when none were.
-    pub fn slos_or(&self, defaults: &[String]) -> Vec<Slo> {
-        if self.slo.is_empty() {
-            defaults
-                .iter()
-                .map(|s| {
-                    s.parse()
-                        .expect("a scenario's SLOs are checked as it is read")
-                })
-                .collect()
-        } else {
-            self.slo.clone()
-        }
-    }
-
-    /// Writes the JUnit file and the JSON report (when asked) and returns
-    /// the exit status: 0 when every verdict passed, 3 otherwise.
-    pub fn finish(
-        &self,
-        suite: &str,
-        verdicts: &[Verdict],
-        report: &impl Serialize,
-        page: impl FnOnce() -> String,
-    ) -> anyhow::Result<ExitCode> {
-        if let Some(path) = &self.html {
-            std::fs::write(path, page())
-                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
-            eprintln!("pictures drawn in {}", path.display());
-        }
-        if let Some(path) = &self.junit {
-            std::fs::write(path, slo::junit(suite, verdicts))
-                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
-        }
-        if let Some(path) = &self.report {
-            let json = serde_json::to_string_pretty(report)?;
-            std::fs::write(path, json)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
-            eprintln!("report written to {}", path.display());
-        }
-        Ok(exit_status(verdicts))
-    }
-}
 
 /// 0 when every verdict passed, 3 when one failed.
 pub fn exit_status(verdicts: &[Verdict]) -> ExitCode {

@@ -13,7 +13,7 @@ use crate::{
             ChangeKind, Export, NodeSelector, ProxyInjection, Rollout, ServiceTemplate,
             TolerationSpec,
         },
-        schedule::{Oscillation, OscillationArgs},
+        schedule::Oscillation,
     },
     kube_api::KubeArgs,
     runtime::Runtime,
@@ -71,7 +71,7 @@ pub struct Args {
     pub oscillate_max_endpoints: u32,
 
     #[command(flatten)]
-    pub oscillation: OscillationArgs,
+    pub oscillation: super::flags::OscillationArgs,
 
     /// Services rolled every --restart-interval (`restart-svc-{i}`): every
     /// pod replaced, the count kept.

@@ -133,7 +133,7 @@ pub struct Args {
     pub staleness_grace: humantime::Duration,
 
     #[command(flatten)]
-    pub faults: faults::FaultArgs,
+    pub faults: super::flags::FaultArgs,
 
     /// The HTTP/2 flow-control window of each stream, in bytes (default:
     /// the HTTP/2 library's, 2 MiB): how much a stream that does not read
@@ -167,7 +167,7 @@ pub struct Args {
 
     /// Gates, the JSON report and JUnit output, evaluated when the client stops.
     #[command(flatten)]
-    pub gates: crate::gates::GateArgs,
+    pub gates: super::flags::GateArgs,
 
     /// The Kubernetes API client of --ground-truth and --service-label-selector.
     #[command(flatten)]

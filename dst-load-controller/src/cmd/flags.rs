@@ -1,9 +1,17 @@
 //! Flags shared by several front doors, and the clap side of the engines'
 //! value types.
 
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use serde::Serialize;
+
 use crate::{
+    client::faults::Faults,
+    gates::exit_status,
     logging::{self, InvalidFilter, LogFormat},
     red_line::Dimension,
+    schedule::{Jitter, Oscillation},
+    slo::{self, Slo, Verdict},
 };
 
 /// `--log-level` and `--log-format`.
@@ -91,5 +99,210 @@ impl clap::ValueEnum for Dimension {
                 PossibleValue::new("services").help("Services of the scenario's first group")
             }
         })
+    }
+}
+
+/// Oscillation timing flags, shared by `churn` and `mock-dst`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OscillationArgs {
+    /// Hold at both ends.
+    #[arg(long, default_value = "30s")]
+    pub oscillate_hold_duration: humantime::Duration,
+
+    /// Hold at min, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_min_hold: Option<humantime::Duration>,
+
+    /// Hold at max, overriding --oscillate-hold-duration.
+    #[arg(long)]
+    pub oscillate_max_hold: Option<humantime::Duration>,
+
+    /// Random delay before each scale, up to this percentage (0-100) of the
+    /// hold that precedes it.
+    #[arg(long, default_value_t = 0, conflicts_with = "oscillate_jitter")]
+    pub oscillate_jitter_percent: u8,
+
+    /// Random delay before each scale, up to this absolute bound (e.g. `5s`).
+    #[arg(long)]
+    pub oscillate_jitter: Option<humantime::Duration>,
+
+    /// Full min -> max -> min cycles per service; 0 = until stopped. When
+    /// every service has done its cycles, the run ends.
+    #[arg(long, default_value_t = 0)]
+    pub cycles: u64,
+
+    /// Seed of the jitter schedule (default: random; the seed used is logged).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl OscillationArgs {
+    /// Checks the jitter bound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.oscillate_jitter_percent > 100 {
+            return Err(format!(
+                "--oscillate-jitter-percent must be between 0 and 100, got {}",
+                self.oscillate_jitter_percent
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parameters for oscillating between `min` and `max`.
+    pub fn oscillation(&self, min: u32, max: u32) -> Oscillation {
+        let hold: Duration = self.oscillate_hold_duration.into();
+        Oscillation {
+            min,
+            max,
+            min_hold: self.oscillate_min_hold.map_or(hold, Into::into),
+            max_hold: self.oscillate_max_hold.map_or(hold, Into::into),
+            jitter: match self.oscillate_jitter {
+                Some(d) => Jitter::Upto(d.into()),
+                None => Jitter::Percent(self.oscillate_jitter_percent),
+            },
+            cycles: self.cycles,
+        }
+    }
+
+    /// The seed given, or a random one.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(rand::random)
+    }
+}
+
+/// The gate and report flags.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GateArgs {
+    /// A pass/fail gate, e.g. `update_latency.p95<500ms`, `fanout_completion.max<10s`,
+    /// `stale_streams==0`, `errors==0`. Repeatable. Exit status 3 when one fails.
+    #[arg(long)]
+    pub slo: Vec<Slo>,
+
+    /// A latency SLO judged on fewer samples than this fails.
+    #[arg(long, default_value_t = 1)]
+    pub min_samples: u64,
+
+    /// Write a JSON report here (configuration, times, every percentile,
+    /// every SLO with its measured value and verdict).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Write the SLO verdicts as JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+
+    /// Draw the run as one self-contained HTML page here: latency
+    /// distributions, every change's fan-out, streams, errors, resets and
+    /// stale streams over time, and the SLO verdicts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+impl GateArgs {
+    /// The SLOs given, or `defaults` when none were.
+    pub fn slos_or(&self, defaults: &[String]) -> Vec<Slo> {
+        if self.slo.is_empty() {
+            defaults
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .expect("a scenario's SLOs are checked as it is read")
+                })
+                .collect()
+        } else {
+            self.slo.clone()
+        }
+    }
+
+    /// Writes the JUnit file and the JSON report (when asked) and returns
+    /// the exit status: 0 when every verdict passed, 3 otherwise.
+    pub fn finish(
+        &self,
+        suite: &str,
+        verdicts: &[Verdict],
+        report: &impl Serialize,
+        page: impl FnOnce() -> String,
+    ) -> anyhow::Result<ExitCode> {
+        if let Some(path) = &self.html {
+            std::fs::write(path, page())
+                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
+            eprintln!("pictures drawn in {}", path.display());
+        }
+        if let Some(path) = &self.junit {
+            std::fs::write(path, slo::junit(suite, verdicts))
+                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.report {
+            let json = serde_json::to_string_pretty(report)?;
+            std::fs::write(path, json)
+                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        Ok(exit_status(verdicts))
+    }
+}
+
+/// The fault-mode flags, shared by `client` and `run`. Each one given
+/// overrides a scenario file's `clients.faults` (defaults: no faults, a slow
+/// reader takes 1s per update).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FaultArgs {
+    /// Percentage (0-100) of streams that take --slow-reader-delay to handle
+    /// each update: they read the next one only that long after the
+    /// previous (HTTP/2 flow control then pushes back on the server, as on
+    /// a proxy of a starved node). Default 0.
+    #[arg(long)]
+    pub slow_reader_percent: Option<u8>,
+
+    /// How long a slow reader takes per update. Default 1s.
+    #[arg(long)]
+    pub slow_reader_delay: Option<humantime::Duration>,
+
+    /// Percentage (0-100) of streams that read their first update and then
+    /// never read again, keeping the stream open. Default 0.
+    #[arg(long)]
+    pub stuck_percent: Option<u8>,
+
+    /// Every this long, every stream of the process is reset at once and
+    /// re-Gets, as all proxies do after a controller restart.
+    #[arg(long)]
+    pub reset_storm_interval: Option<humantime::Duration>,
+
+    /// Random delay up to this added to each reset storm's interval. Default 0s.
+    #[arg(long)]
+    pub reset_storm_jitter: Option<humantime::Duration>,
+
+    /// Every this long (plus up to half of it, per connection) each
+    /// connection is closed and reopened, and its streams with it.
+    #[arg(long)]
+    pub connection_churn_interval: Option<humantime::Duration>,
+}
+
+impl FaultArgs {
+    /// The fault modes from the flags alone.
+    pub fn faults(&self) -> Faults {
+        self.over(Faults::default())
+    }
+
+    /// `base` (a scenario's) with every flag given laid over it.
+    pub fn over(&self, base: Faults) -> Faults {
+        Faults {
+            slow_reader_percent: self.slow_reader_percent.unwrap_or(base.slow_reader_percent),
+            slow_reader_delay: self
+                .slow_reader_delay
+                .map_or(base.slow_reader_delay, Into::into),
+            stuck_percent: self.stuck_percent.unwrap_or(base.stuck_percent),
+            reset_storm_interval: self
+                .reset_storm_interval
+                .map(Into::into)
+                .or(base.reset_storm_interval),
+            reset_storm_jitter: self
+                .reset_storm_jitter
+                .map_or(base.reset_storm_jitter, Into::into),
+            connection_churn_interval: self
+                .connection_churn_interval
+                .map(Into::into)
+                .or(base.connection_churn_interval),
+        }
     }
 }

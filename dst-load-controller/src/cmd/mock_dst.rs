@@ -3,7 +3,6 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use crate::{
-    churn::schedule::OscillationArgs,
     mock::{
         self, MockDestination, control,
         dsts::Dsts,
@@ -67,7 +66,7 @@ pub struct Args {
     pub generate: Vec<GeneratedDst>,
 
     #[command(flatten)]
-    pub oscillation: OscillationArgs,
+    pub oscillation: super::flags::OscillationArgs,
 
     /// Serve the Identity service too: one subdirectory per identity name,
     /// each holding `crt.pem` (and optionally `key.p8`, `csr.der`).

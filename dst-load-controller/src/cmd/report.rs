@@ -6,7 +6,8 @@ use std::{process::ExitCode, str::FromStr, time::Duration};
 use serde::Serialize;
 
 use crate::{
-    gates::{GateArgs, Measurements, verdict_table},
+    cmd::flags::GateArgs,
+    gates::{Measurements, verdict_table},
     report::{Prometheus, read, timeline},
 };
 

@@ -101,7 +101,7 @@ pub struct Args {
     /// Misbehaving streams, reset storms and connection churn of the
     /// run's client (see `client`); each flag given overrides the scenario's.
     #[command(flatten)]
-    pub faults: crate::client::faults::FaultArgs,
+    pub faults: super::flags::FaultArgs,
 
     /// Delay the mock injects before each update on each stream: `50ms` or `10ms..200ms`.
     #[arg(long, default_value = "none")]
@@ -121,7 +121,7 @@ pub struct Args {
 
     /// Gates (default: the scenario's SLOs), the JSON report and JUnit output.
     #[command(flatten)]
-    pub gates: crate::gates::GateArgs,
+    pub gates: super::flags::GateArgs,
 
     /// Admin server of the run (the client's metrics and the mock's or
     /// churn's; POST /shutdown ends the run as a signal does).
