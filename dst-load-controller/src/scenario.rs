@@ -20,7 +20,7 @@ pub const MAX_SERVICES: u32 = 4096;
 
 /// The built-in scenarios: the load-test plan's five, and the churn
 /// patterns that find stale endpoints.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// 10 services x 100 endpoints, 100 proxies each, no churn.

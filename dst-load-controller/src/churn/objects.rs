@@ -199,7 +199,7 @@ impl FromStr for TolerationSpec {
 }
 
 /// How churn's pods come to look meshed to Linkerd's destination controller.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum ProxyInjection {
     /// Churn writes the pod shape Linkerd's proxy injector produces: the
     /// `linkerd-proxy` container with its listen-address env vars and ports,
@@ -213,7 +213,7 @@ pub enum ProxyInjection {
 
 /// How churn's Services are offered to Linkerd multicluster's service mirror
 /// in other clusters (the label a `Link`'s default selectors match).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum Export {
     /// Not exported.
     #[default]

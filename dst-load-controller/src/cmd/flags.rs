@@ -306,3 +306,71 @@ impl FaultArgs {
         }
     }
 }
+
+// The engines' value enums as clap takes them: each value named in kebab
+// case, its help the variant's doc (as clap's derive would write it).
+
+impl clap::ValueEnum for crate::churn::objects::ProxyInjection {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            crate::churn::objects::ProxyInjection::Synthetic,
+            crate::churn::objects::ProxyInjection::Webhook,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            crate::churn::objects::ProxyInjection::Synthetic => PossibleValue::new("synthetic").help("Churn writes the pod shape Linkerd's proxy injector produces: the `linkerd-proxy` container with its listen-address env vars and ports, and the injector's labels and annotations. Needs no injector webhook"),
+            crate::churn::objects::ProxyInjection::Webhook => PossibleValue::new("webhook").help("Churn annotates the pod template with `linkerd.io/inject: enabled` and leaves the rest to the cluster's proxy injector webhook"),
+        })
+    }
+}
+
+impl clap::ValueEnum for crate::churn::objects::Export {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            crate::churn::objects::Export::None,
+            crate::churn::objects::Export::RemoteDiscovery,
+            crate::churn::objects::Export::Federated,
+            crate::churn::objects::Export::Gateway,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            crate::churn::objects::Export::None => PossibleValue::new("none").help("Not exported"),
+            crate::churn::objects::Export::RemoteDiscovery => PossibleValue::new("remote-discovery").help("`mirror.linkerd.io/exported=remote-discovery`: a linked cluster mirrors the Service and its destination controller reads the endpoints from this cluster's API server (no gateway in the data path)"),
+            crate::churn::objects::Export::Federated => PossibleValue::new("federated").help("`mirror.linkerd.io/federated=member`: the Service joins the federated Service `{name}-federated` in linked clusters"),
+            crate::churn::objects::Export::Gateway => PossibleValue::new("gateway").help("`mirror.linkerd.io/exported=true`: a gateway-mode link mirrors the Service with this cluster's gateway as its endpoints (a headless one, when the service mirror runs with `-enable-headless-services`, as one mirror `{pod}-{link}` per pod)"),
+        })
+    }
+}
+
+impl clap::ValueEnum for crate::scenario::Scenario {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            crate::scenario::Scenario::Baseline,
+            crate::scenario::Scenario::SmallOscillation,
+            crate::scenario::Scenario::LargeRollout,
+            crate::scenario::Scenario::ManyServices,
+            crate::scenario::Scenario::RedLine,
+            crate::scenario::Scenario::RollingRestart,
+            crate::scenario::Scenario::Statefulset,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            crate::scenario::Scenario::Baseline => PossibleValue::new("baseline").help("10 services x 100 endpoints, 100 proxies each, no churn"),
+            crate::scenario::Scenario::SmallOscillation => PossibleValue::new("small-oscillation").help("10 services oscillating 10 <-> 200, 100 proxies each"),
+            crate::scenario::Scenario::LargeRollout => PossibleValue::new("large-rollout").help("1 service oscillating 500 <-> 1000, 1000 proxies"),
+            crate::scenario::Scenario::ManyServices => PossibleValue::new("many-services").help("100 services oscillating 50 <-> 100, 100 proxies each"),
+            crate::scenario::Scenario::RedLine => PossibleValue::new("red-line").help("50 services oscillating 100 <-> 200, 500 proxies each"),
+            crate::scenario::Scenario::RollingRestart => PossibleValue::new("rolling-restart").help("10 services of 20 endpoints, each rolled (every address replaced) every 10 s, and 2 services of 20 deleted and re-created (20 s alive, 5 s gone); 100 proxies each"),
+            crate::scenario::Scenario::Statefulset => PossibleValue::new("statefulset").help("5 StatefulSets oscillating 3 <-> 6 pods behind headless Services; 20 proxies watch each service and each of its first 3 pods by name"),
+        })
+    }
+}
