@@ -35,16 +35,6 @@ impl Readiness {
     }
 }
 
-/// The admin server's shutdown flag, shared by every subcommand.
-#[derive(Clone, Copy, Debug, Default, clap::Args)]
-pub struct ControlArgs {
-    /// Let any peer, not only loopback ones, call `POST /shutdown` and
-    /// `POST /abort` on the admin server (it listens on every interface by
-    /// default, for Prometheus).
-    #[arg(long)]
-    pub admin_allow_remote_shutdown: bool,
-}
-
 /// What `/shutdown` and `/abort` act on (default: a token nothing else
 /// watches, loopback peers only).
 #[derive(Clone, Debug, Default)]

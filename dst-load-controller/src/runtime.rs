@@ -103,9 +103,9 @@ impl Runtime {
     pub async fn serve_admin(
         &mut self,
         addr: SocketAddr,
-        control: admin::ControlArgs,
+        allow_remote_shutdown: bool,
     ) -> anyhow::Result<SocketAddr> {
-        self.serve_admin_with(addr, control, axum::Router::new())
+        self.serve_admin_with(addr, allow_remote_shutdown, axum::Router::new())
             .await
     }
 
@@ -113,13 +113,13 @@ impl Runtime {
     pub async fn serve_admin_with(
         &mut self,
         addr: SocketAddr,
-        control: admin::ControlArgs,
+        allow_remote_shutdown: bool,
         routes: axum::Router,
     ) -> anyhow::Result<SocketAddr> {
         let registry = std::mem::take(&mut self.registry);
         let control = admin::Control {
             shutdown: self.shutdown.clone(),
-            allow_remote: control.admin_allow_remote_shutdown,
+            allow_remote: allow_remote_shutdown,
         };
         let router =
             admin::router(Arc::new(registry), self.readiness.clone(), control).merge(routes);

@@ -209,7 +209,7 @@ pub struct Args {
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
-    pub admin_control: crate::admin::ControlArgs,
+    pub admin_control: super::flags::ControlArgs,
 
     /// Also write the exit summary as JSON to this file (for scripts and
     /// benchmarks; the same figures as the summary line).
@@ -357,7 +357,11 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let mut rt = Runtime::new();
         let metrics = Metrics::register(rt.registry());
-        rt.serve_admin(self.admin_addr, self.admin_control).await?;
+        rt.serve_admin(
+            self.admin_addr,
+            self.admin_control.admin_allow_remote_shutdown,
+        )
+        .await?;
         let report = self.report.clone();
         let config = Config::try_from(self).map_err(anyhow::Error::msg)?;
         let churn = Churn::new(config, metrics.clone()).await?;

@@ -147,7 +147,7 @@ pub struct Args {
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
-    pub admin_control: crate::admin::ControlArgs,
+    pub admin_control: super::flags::ControlArgs,
 
     /// Judge the run by this scenario's success criteria (from the load-test
     /// plan) when no --slo is given. Without either, nothing is gated.
@@ -271,7 +271,8 @@ impl Args {
         )?
         .with_readiness(rt.readiness());
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
-        rt.serve_admin(admin_addr, self.admin_control).await?;
+        rt.serve_admin(admin_addr, self.admin_control.admin_allow_remote_shutdown)
+            .await?;
         let started_at = jiff::Timestamp::now();
         let summary = client.run(stop).await;
         rt.finish().await?;

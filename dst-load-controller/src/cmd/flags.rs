@@ -374,3 +374,13 @@ impl clap::ValueEnum for crate::scenario::Scenario {
         })
     }
 }
+
+/// The admin server's shutdown flag, shared by every subcommand.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct ControlArgs {
+    /// Let any peer, not only loopback ones, call `POST /shutdown` and
+    /// `POST /abort` on the admin server (it listens on every interface by
+    /// default, for Prometheus).
+    #[arg(long)]
+    pub admin_allow_remote_shutdown: bool,
+}

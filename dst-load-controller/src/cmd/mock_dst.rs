@@ -32,7 +32,7 @@ pub struct Args {
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
-    pub admin_control: crate::admin::ControlArgs,
+    pub admin_control: super::flags::ControlArgs,
 
     /// Send `no_endpoints` when a set empties, as older controllers did.
     #[arg(long)]
@@ -110,7 +110,7 @@ impl TryFrom<Args> for mock::Config {
         let config = mock::Config {
             addr: args.addr,
             admin_addr: args.admin_addr,
-            admin_control: args.admin_control,
+            admin_allow_remote_shutdown: args.admin_control.admin_allow_remote_shutdown,
             behavior: Behavior {
                 legacy_no_endpoints: args.legacy_no_endpoints,
                 queue_capacity: args.stream_queue_capacity,
@@ -138,7 +138,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     let mock::Config {
         addr,
         admin_addr,
-        admin_control,
+        admin_allow_remote_shutdown,
         behavior,
         dsts,
         generate,
@@ -163,8 +163,12 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     let listener = crate::mock::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
     })?;
-    rt.serve_admin_with(admin_addr, admin_control, control::router(handle.clone()))
-        .await?;
+    rt.serve_admin_with(
+        admin_addr,
+        admin_allow_remote_shutdown,
+        control::router(handle.clone()),
+    )
+    .await?;
     tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");
     for (index, g) in generate.into_iter().enumerate() {
         handle.set(&g.authority, g.endpoints(g.min));

@@ -129,7 +129,7 @@ pub struct Args {
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
-    pub admin_control: crate::admin::ControlArgs,
+    pub admin_control: super::flags::ControlArgs,
 
     /// Run against a cluster instead of the mock: churn creates the
     /// scenario's services in --namespace through the current kube context,
@@ -341,7 +341,13 @@ impl Args {
         // runtime).
         let mut rt = Runtime::with_shutdown(shutdown.clone());
         rt.readiness().set(true);
-        if let Err(e) = rt.serve_admin(self.admin_addr, self.admin_control).await {
+        if let Err(e) = rt
+            .serve_admin(
+                self.admin_addr,
+                self.admin_control.admin_allow_remote_shutdown,
+            )
+            .await
+        {
             return finish(rt, Err(e)).await;
         }
         let searched: anyhow::Result<ExitCode> = async {
@@ -672,7 +678,7 @@ impl RunningClient {
         rt: &mut Runtime,
         client: Client,
         admin: Option<SocketAddr>,
-        control: crate::admin::ControlArgs,
+        allow_remote_shutdown: bool,
     ) -> anyhow::Result<Self> {
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         let stop = CancellationToken::new();
@@ -690,7 +696,7 @@ impl RunningClient {
             summary,
         };
         if let Some(addr) = admin {
-            rt.serve_admin(addr, control).await?;
+            rt.serve_admin(addr, allow_remote_shutdown).await?;
         }
         Ok(running)
     }
@@ -762,7 +768,13 @@ async fn mock_scenario(
     // The truth: the initial sets, then the changes from the mock's feed.
     let client = Client::new(client_config, rt.registry())?
         .with_truth(client::ground_truth::MockFeed::new(&handle));
-    let running = RunningClient::start(rt, client, admin, args.admin_control).await?;
+    let running = RunningClient::start(
+        rt,
+        client,
+        admin,
+        args.admin_control.admin_allow_remote_shutdown,
+    )
+    .await?;
     let (fleet, client_metrics) = (running.fleet.clone(), running.metrics.clone());
 
     // Every service watched (and given its first truth) before churn starts.
@@ -1055,7 +1067,13 @@ async fn cluster_scenario(
         client_config.truth_link = Some(mc.link.clone());
     }
     let client = Client::new(client_config, rt.registry())?;
-    let running = RunningClient::start(rt, client, admin, args.admin_control).await?;
+    let running = RunningClient::start(
+        rt,
+        client,
+        admin,
+        args.admin_control.admin_allow_remote_shutdown,
+    )
+    .await?;
     let (fleet, client_metrics) = (running.fleet.clone(), running.metrics.clone());
     // Ready once every stream has had its first answer.
     rt.spawn(client::track_readiness(

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::{dsts::DstSpec, generate::GeneratedDst, identity::Identities, server::Behavior};
-use crate::{admin::ControlArgs, kube_api::KubeArgs, schedule::Oscillation};
+use crate::{kube_api::KubeArgs, schedule::Oscillation};
 
 /// A mock Destination server's whole configuration.
 #[derive(Clone, Debug)]
@@ -14,8 +14,8 @@ pub struct Config {
     pub addr: SocketAddr,
     /// The admin server's address.
     pub admin_addr: SocketAddr,
-    /// Who may shut the process down over HTTP.
-    pub admin_control: ControlArgs,
+    /// Whether non-loopback peers may shut the process down over HTTP.
+    pub admin_allow_remote_shutdown: bool,
     /// How updates are shaped and delivered.
     pub behavior: Behavior,
     /// Fixed destinations.
