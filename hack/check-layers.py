@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """No import cycles in the crate: between its top-level modules, and between
 the files of each directory module (a child may not use its parent's items).
-And clap only in the front doors: `src/cmd/` and `main.rs`. The files that
-still derive their flags beside their engine are listed in CLAP_PENDING; the
-list only shrinks (a file that no longer uses clap must leave it).
+And clap only in the front doors: `src/cmd/` and `main.rs` (a file below
+them that names clap outside a comment fails the check).
 
 usage: hack/check-layers.py [SRC]    (default dst-load-controller/src)
 Prints each cycle and exits 1; prints the layers (bottom first) otherwise.
@@ -95,13 +94,6 @@ def layers(g):
     return out
 
 
-# Files below src/cmd/ that still use clap: their flags move into src/cmd/
-# one by one (the front-doors issue, step 1).
-CLAP_PENDING = {
-    "kube_api.rs",
-}
-
-
 def clap_users(src):
     """Files outside cmd/ and main.rs whose code (comments aside) names clap."""
     out = set()
@@ -121,11 +113,9 @@ def main():
     top, local = graph(src)
     bad = [("crate", c) for c in cycles(top)]
     users = clap_users(src)
-    for rel in sorted(users - CLAP_PENDING):
+    for rel in sorted(users):
         print(f"[check-layers] {rel} uses clap: flags belong in src/cmd/", file=sys.stderr)
-    for rel in sorted(CLAP_PENDING - users):
-        print(f"[check-layers] {rel} no longer uses clap: remove it from CLAP_PENDING", file=sys.stderr)
-    if users != CLAP_PENDING:
+    if users:
         sys.exit(1)
     for d, g in sorted(local.items()):
         # mod.rs declares its children: a child using the parent's items is a cycle.
@@ -137,7 +127,7 @@ def main():
         sys.exit(1)
     for i, layer in enumerate(layers(top)):
         print(f"  layer {i}: {', '.join(layer)}")
-    print(f"  clap below src/cmd/ still in {len(users)} files (CLAP_PENDING)")
+    print("  clap: only in src/cmd/ and main.rs")
 
 
 if __name__ == "__main__":

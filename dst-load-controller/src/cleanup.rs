@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    kube_api::{ApiMetrics, Caller, Error, KubeArgs, Op},
+    kube_api::{ApiMetrics, Caller, Error, KubeSettings, Op},
     labels,
 };
 
@@ -27,7 +27,7 @@ use crate::{
 /// give up retrying when `shutdown` fires. Returns whether a Deployment was
 /// stopped, and what was deleted.
 pub async fn connect_and_cleanup(
-    kube: &KubeArgs,
+    kube: &KubeSettings,
     namespace: &str,
     stop: Option<&str>,
     timeout: Duration,

@@ -31,29 +31,24 @@ pub fn watch_config() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
 }
 
-/// Flags for the Kubernetes client.
-#[derive(Clone, Debug, clap::Args)]
-pub struct KubeArgs {
+/// The Kubernetes client's settings: its context (and kubeconfig file, for
+/// a second cluster) and its request rate limit. From the flags
+/// (`cmd::flags::KubeSettings`), or built directly by `run` and tests.
+#[derive(Clone, Debug)]
+pub struct KubeSettings {
     /// The kubeconfig context to use (default: the current context, or the
     /// in-cluster service account).
-    #[arg(long)]
     pub kube_context: Option<String>,
-
     /// Sustained Kubernetes API requests per second.
-    #[arg(long, default_value_t = 20.0)]
     pub qps: f64,
-
-    /// Requests allowed in a burst above --qps.
-    #[arg(long, default_value_t = 40)]
+    /// Requests allowed in a burst above `qps`.
     pub burst: u32,
-
-    /// A kubeconfig file read instead of `KUBECONFIG`'s (no flag of its
-    /// own: set by [`KubeArgs::of_cluster`] for a second cluster).
-    #[arg(skip)]
+    /// A kubeconfig file read instead of `KUBECONFIG`'s (set by
+    /// [`KubeSettings::of_cluster`] for a second cluster).
     pub kubeconfig: Option<std::path::PathBuf>,
 }
 
-impl Default for KubeArgs {
+impl Default for KubeSettings {
     /// The flags' defaults: the current context, 20 requests/s, bursts of 40.
     fn default() -> Self {
         Self {
@@ -65,7 +60,7 @@ impl Default for KubeArgs {
     }
 }
 
-impl KubeArgs {
+impl KubeSettings {
     /// Checks the rate limit flags.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.qps.is_finite() && self.qps > 0.0) {
@@ -478,10 +473,10 @@ mod tests {
         let mut reg = Registry::default();
         let metrics = ApiMetrics::register(&mut reg);
         let caller = Caller::new(
-            KubeArgs {
+            KubeSettings {
                 qps: 1000.0,
                 burst: 10,
-                ..KubeArgs::default()
+                ..KubeSettings::default()
             }
             .limiter(),
             metrics.clone(),
@@ -514,10 +509,10 @@ mod tests {
     async fn shutdown_abandons_retries() {
         let token = CancellationToken::new();
         let caller = Caller::new(
-            KubeArgs {
+            KubeSettings {
                 qps: 1000.0,
                 burst: 10,
-                ..KubeArgs::default()
+                ..KubeSettings::default()
             }
             .limiter(),
             ApiMetrics::register(&mut Registry::default()),

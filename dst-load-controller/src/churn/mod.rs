@@ -30,7 +30,7 @@ use self::{
 };
 use crate::{
     admin::Readiness,
-    kube_api::{Caller, KubeArgs, Op},
+    kube_api::{Caller, KubeSettings, Op},
     labels,
 };
 
@@ -64,7 +64,7 @@ pub struct Config {
     /// Delete everything on exit, waiting this long for it to be gone.
     pub cleanup_on_exit: Option<Duration>,
     /// The Kubernetes client.
-    pub kube: KubeArgs,
+    pub kube: KubeSettings,
 }
 
 impl Config {
@@ -105,7 +105,7 @@ impl Config {
             duration: None,
             template: ServiceTemplate::kwok(namespace),
             cleanup_on_exit: None,
-            kube: KubeArgs::default(),
+            kube: KubeSettings::default(),
         }
     }
 
@@ -779,7 +779,7 @@ pub async fn ensure_namespace(
 /// [`ensure_namespace`] through a client of its own (`run` makes the
 /// namespace of a multicluster scenario's mirrors in the source this way).
 pub async fn connect_and_ensure_namespace(
-    kube: &KubeArgs,
+    kube: &KubeSettings,
     ns: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {

@@ -91,7 +91,7 @@ pub struct Config {
     /// Misbehaving streams, reset storms and connection churn.
     pub faults: faults::Faults,
     /// The Kubernetes client of the ground truth and discovery.
-    pub kube: crate::kube_api::KubeArgs,
+    pub kube: crate::kube_api::KubeSettings,
 }
 
 impl Config {
@@ -129,7 +129,7 @@ impl Config {
             truth_link: None,
             staleness_grace: Duration::from_secs(10),
             faults: faults::Faults::default(),
-            kube: crate::kube_api::KubeArgs::default(),
+            kube: crate::kube_api::KubeSettings::default(),
         })
     }
 }

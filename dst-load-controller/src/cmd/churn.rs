@@ -15,7 +15,7 @@ use crate::{
         },
         schedule::Oscillation,
     },
-    kube_api::KubeArgs,
+    cmd::flags::KubeArgs,
     runtime::Runtime,
 };
 
@@ -429,7 +429,7 @@ impl TryFrom<Args> for Config {
             duration: args.duration.map(Into::into),
             template: args.template(),
             cleanup_on_exit: args.cleanup_on_exit.then(|| args.cleanup_timeout.into()),
-            kube: args.kube,
+            kube: args.kube.settings(),
         };
         if let Some(file) = file {
             config.apply(&file.spec);

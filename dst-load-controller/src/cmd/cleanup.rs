@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use crate::{cleanup::connect_and_cleanup, kube_api::KubeArgs};
+use super::flags::KubeArgs;
+use crate::cleanup::connect_and_cleanup;
 
 /// Flags of `cleanup`.
 #[derive(Clone, Debug, clap::Args)]
@@ -33,7 +34,7 @@ impl Args {
         self.kube.validate().map_err(anyhow::Error::msg)?;
         let stop = self.stop_deployment.as_deref();
         let (stopped, report) = connect_and_cleanup(
-            &self.kube,
+            &self.kube.settings(),
             &self.namespace,
             stop,
             self.timeout.into(),

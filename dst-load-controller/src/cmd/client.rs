@@ -171,7 +171,7 @@ pub struct Args {
 
     /// The Kubernetes API client of --ground-truth and --service-label-selector.
     #[command(flatten)]
-    pub kube: crate::kube_api::KubeArgs,
+    pub kube: super::flags::KubeArgs,
 }
 
 impl Args {
@@ -466,7 +466,7 @@ impl TryFrom<&Args> for Config {
             truth_link: args.ground_truth_link.clone(),
             staleness_grace: args.staleness_grace.into(),
             faults: args.faults(),
-            kube: args.kube.clone(),
+            kube: args.kube.settings(),
         })
     }
 }

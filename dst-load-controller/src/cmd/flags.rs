@@ -384,3 +384,37 @@ pub struct ControlArgs {
     #[arg(long)]
     pub admin_allow_remote_shutdown: bool,
 }
+
+/// Flags for the Kubernetes client.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KubeArgs {
+    /// The kubeconfig context to use (default: the current context, or the
+    /// in-cluster service account).
+    #[arg(long)]
+    pub kube_context: Option<String>,
+
+    /// Sustained Kubernetes API requests per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub qps: f64,
+
+    /// Requests allowed in a burst above --qps.
+    #[arg(long, default_value_t = 40)]
+    pub burst: u32,
+}
+
+impl KubeArgs {
+    /// Checks the rate limit flags.
+    pub fn validate(&self) -> Result<(), String> {
+        self.settings().validate()
+    }
+
+    /// The client settings these flags give (the environment's kubeconfig).
+    pub fn settings(&self) -> crate::kube_api::KubeSettings {
+        crate::kube_api::KubeSettings {
+            kube_context: self.kube_context.clone(),
+            qps: self.qps,
+            burst: self.burst,
+            kubeconfig: None,
+        }
+    }
+}

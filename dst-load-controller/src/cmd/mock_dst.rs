@@ -86,7 +86,7 @@ pub struct Args {
 
     /// The Kubernetes API client of --kubernetes-namespace.
     #[command(flatten)]
-    pub kube: crate::kube_api::KubeArgs,
+    pub kube: super::flags::KubeArgs,
 }
 
 impl Args {
@@ -126,7 +126,7 @@ impl TryFrom<Args> for mock::Config {
             identities: args.identities,
             kubernetes_namespaces: args.kubernetes_namespace,
             cluster_domain: args.cluster_domain,
-            kube: args.kube,
+            kube: args.kube.settings(),
         };
         config.validate()?;
         Ok(config)

@@ -177,7 +177,7 @@ pub struct Args {
     pub export: Option<crate::churn::objects::Export>,
 
     #[command(flatten)]
-    pub kube: crate::kube_api::KubeArgs,
+    pub kube: super::flags::KubeArgs,
 }
 
 impl Args {
@@ -229,6 +229,7 @@ impl Args {
         Some(Multicluster {
             kube: self
                 .kube
+                .settings()
                 .of_cluster(kubeconfig, self.ground_truth_context.clone()),
             link: self
                 .ground_truth_link
@@ -905,7 +906,8 @@ pub async fn run_cluster_scenario(
     let multicluster = args.multicluster();
     let churn_kube = multicluster
         .as_ref()
-        .map_or_else(|| args.kube.clone(), |mc| mc.kube.clone());
+        .map_or_else(|| args.kube.settings(), |mc| mc.kube.clone());
+    let source_kube = args.kube.settings();
     let mut rt = Runtime::with_shutdown(shutdown);
     let measured = cluster_scenario(
         &args,
@@ -922,7 +924,7 @@ pub async fn run_cluster_scenario(
         // The target first (its deletions remove the mirrors), then the
         // source's namespace of the mirrors.
         let clusters =
-            std::iter::once(&churn_kube).chain(multicluster.as_ref().map(|_| &args.kube));
+            std::iter::once(&churn_kube).chain(multicluster.as_ref().map(|_| &source_kube));
         let mut failed = None;
         for kube in clusters {
             let cleaned = crate::cleanup::connect_and_cleanup(
@@ -985,7 +987,7 @@ type ClusterMeasured = (
 async fn cluster_scenario(
     args: &Args,
     plan: &Spec,
-    churn_kube: &crate::kube_api::KubeArgs,
+    churn_kube: &crate::kube_api::KubeSettings,
     multicluster: Option<&Multicluster>,
     rt: &mut Runtime,
     admin: Option<SocketAddr>,
@@ -1004,7 +1006,7 @@ async fn cluster_scenario(
     if let Some(mc) = multicluster {
         churn_config.template.export = mc.export;
         // The mirrors appear in the same namespace of the source.
-        crate::churn::connect_and_ensure_namespace(&args.kube, ns, &churn_stop).await?;
+        crate::churn::connect_and_ensure_namespace(&args.kube.settings(), ns, &churn_stop).await?;
     }
     let churn_metrics = crate::churn::metrics::Metrics::register(rt.registry());
     let churn = crate::churn::Churn::new(churn_config, churn_metrics.clone()).await?;
@@ -1036,7 +1038,7 @@ async fn cluster_scenario(
                 .groups()
                 .flat_map(|g| (0..g.count).map(move |i| g.pattern.service_name(i)));
             let mirrors = services.map(|s| mc.mirrored_service(&s)).collect();
-            wait_for_mirrors(&args.kube, ns, mirrors, &churn_stop).await?;
+            wait_for_mirrors(&args.kube.settings(), ns, mirrors, &churn_stop).await?;
             mirrored
         }
         None => authorities,
@@ -1060,7 +1062,7 @@ async fn cluster_scenario(
     client_config.namespace = Some(ns.clone());
     // The ground truth through the same Kubernetes client settings as
     // churn (the target's, across clusters).
-    client_config.kube = args.kube.clone();
+    client_config.kube = args.kube.settings();
     if let Some(mc) = multicluster {
         let kubeconfig = mc.kube.kubeconfig.clone().expect("a target kubeconfig");
         client_config.truth_cluster = Some((kubeconfig, mc.kube.kube_context.clone()));
@@ -1109,7 +1111,7 @@ async fn cluster_scenario(
 #[derive(Clone, Debug)]
 pub struct Multicluster {
     /// The target's Kubernetes client settings.
-    pub kube: crate::kube_api::KubeArgs,
+    pub kube: crate::kube_api::KubeSettings,
     /// The link's name: mirrors are `{svc}-{link}`.
     pub link: String,
     /// How churn's services are exported.
@@ -1180,7 +1182,7 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Waits until every one of `mirrors` exists in the source's `ns`.
 async fn wait_for_mirrors(
-    kube: &crate::kube_api::KubeArgs,
+    kube: &crate::kube_api::KubeSettings,
     ns: &str,
     mirrors: std::collections::BTreeSet<String>,
     stop: &CancellationToken,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::{dsts::DstSpec, generate::GeneratedDst, identity::Identities, server::Behavior};
-use crate::{kube_api::KubeArgs, schedule::Oscillation};
+use crate::{kube_api::KubeSettings, schedule::Oscillation};
 
 /// A mock Destination server's whole configuration.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ pub struct Config {
     /// The cluster domain of their authorities.
     pub cluster_domain: String,
     /// The Kubernetes API client for them.
-    pub kube: KubeArgs,
+    pub kube: KubeSettings,
 }
 
 impl Config {

@@ -147,7 +147,7 @@ async fn churn_scrape() -> String {
     );
     m.current_replicas.get_or_create(&labels).set(3);
     let caller = Caller::new(
-        dst_load_controller::kube_api::KubeArgs {
+        dst_load_controller::kube_api::KubeSettings {
             qps: 100.0,
             burst: 10,
             ..Default::default()
