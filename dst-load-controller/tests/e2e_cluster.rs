@@ -113,6 +113,17 @@ fn errors_but_not_found(registry: &prometheus_client::registry::Registry) -> Vec
         .collect()
 }
 
+/// The client's `NotFound` errors (see [`errors_but_not_found`]): each one
+/// ended a stream, which the client then re-opened (a reset).
+fn not_found_errors(registry: &prometheus_client::registry::Registry) -> u64 {
+    support::scrape(registry)
+        .lines()
+        .filter(|l| l.starts_with("destination_client_connection_errors_total{"))
+        .filter(|l| l.contains("reason=\"NotFound\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// A KWOK node's name: the context token names one, as a proxy's does.
 const NODE: &str = "kwok-node-0";
 
@@ -1557,19 +1568,25 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
         .into_iter()
         .find(|s| s.service == served_authority)
         .unwrap();
-    let want = slice_addrs(&client, &ns.name, "stable-svc-0", 8080)
-        .await
-        .unwrap();
-    eventually("the malformed token's streams are served", || {
-        let ok = served.slots().iter().all(|s| s.addrs() == want);
-        async move {
-            if ok {
-                Ok(())
-            } else {
-                Err("not yet".to_string())
-            }
-        }
-    })
+    let whole_log = support::ControllerLog::whole(destination_log());
+    let truth = support::SliceTruth {
+        client: &client,
+        kubeconfig: None,
+        log: &whole_log,
+    };
+    support::converge(
+        "the malformed token's streams are served",
+        &truth,
+        WAIT,
+        || {
+            Ok(vec![support::Watched {
+                ns: ns.name.clone(),
+                service: "stable-svc-0".into(),
+                port: 8080,
+                sets: served.slots().iter().map(|s| s.addrs()).collect(),
+            }])
+        },
+    )
     .await;
     // Linkerd answers a Service without endpoints with silence: no update
     // of any kind (no `no_endpoints`), and no error; the stream stays open.
@@ -1591,7 +1608,11 @@ async fn a_service_without_endpoints_gets_silence_and_a_malformed_context_token_
             "{kind:?} for a service without endpoints"
         );
     }
-    assert_eq!(summary.resets, 0, "{summary}");
+    // No stream was reset but for the `NotFound` of a Service the
+    // controller's informer had not seen yet (the `empty` Service is created
+    // just before the client; under load the controller answered two
+    // streams `NotFound` once, and they were re-opened).
+    assert_eq!(summary.resets, not_found_errors(&registry), "{summary}");
     assert!(
         log.lines()
             .iter()
