@@ -198,27 +198,15 @@ fn destination_log() -> PathBuf {
 }
 
 /// The destination controller's log from the moment `mark` was called.
-struct DestinationLog {
-    path: PathBuf,
-    from: u64,
-}
+struct DestinationLog(support::ControllerLog);
 
 impl DestinationLog {
     fn mark() -> Self {
-        let path = destination_log();
-        let from = std::fs::metadata(&path)
-            .expect("the destination controller's log")
-            .len();
-        Self { path, from }
+        Self(support::ControllerLog::mark(destination_log()))
     }
 
     fn lines(&self) -> Vec<String> {
-        let all = std::fs::read(&self.path).unwrap();
-        let new = &all[(self.from as usize).min(all.len())..];
-        String::from_utf8_lossy(new)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.0.lines()
     }
 
     /// Lines where the controller dropped an endpoint or could not place a
@@ -318,18 +306,13 @@ where
 /// they re-list; on a loaded machine that takes longer than [`WAIT`].
 const AFTER_RESTART: Duration = Duration::from_secs(240);
 
-async fn eventually_within<F, Fut>(what: &str, wait: Duration, mut f: F)
+async fn eventually_within<F, Fut>(what: &str, wait: Duration, f: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match f().await {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() > deadline => panic!("{what}: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
+    if let Err(why) = support::poll_ok(wait, f).await {
+        panic!("{what}: {why}")
     }
 }
 

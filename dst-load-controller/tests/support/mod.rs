@@ -306,13 +306,8 @@ pub async fn converge<F>(what: &str, truth: &SliceTruth<'_>, timeout: Duration, 
 where
     F: FnMut() -> Result<Vec<Watched>, String>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let last = loop {
-        match sets_equal_slices(truth, watched()).await {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() >= deadline => break why,
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
+    let Err(last) = poll_ok(timeout, || sets_equal_slices(truth, watched())).await else {
+        return;
     };
     let watched_now = watched().unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut late: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -352,15 +347,25 @@ where
         record_late_pod(ns, service, pods);
         touch_slices(truth.kubeconfig, ns, service);
     }
+    if let Err(why) = poll_ok(timeout, || sets_equal_slices(truth, watched())).await {
+        panic!(
+            "{what}: after touching the slices the controller left pods out of ({late:?}): {why}"
+        )
+    }
+}
+
+/// Polls `f` every 250 ms until it is `Ok` or `timeout` passes: then its
+/// last error.
+pub async fn poll_ok<F, Fut>(timeout: Duration, mut f: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match sets_equal_slices(truth, watched()).await {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() >= deadline => {
-                panic!(
-                    "{what}: after touching the slices the controller left pods out of ({late:?}): {why}"
-                )
-            }
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(why) if tokio::time::Instant::now() >= deadline => return Err(why),
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
