@@ -101,27 +101,33 @@ fn local_cluster(args: &[&str]) {
 /// informers for a moment on a loaded machine, and the controller answers
 /// `NotFound` (retried, as a proxy does). Any other error is a failure.
 fn errors_but_not_found(registry: &prometheus_client::registry::Registry) -> Vec<String> {
-    support::scrape(registry)
-        .lines()
-        .filter(|l| l.starts_with("destination_client_connection_errors_total{"))
-        .filter(|l| !l.contains("reason=\"NotFound\""))
-        .filter(|l| {
-            l.rsplit_once(' ')
-                .is_some_and(|(_, v)| v.parse::<f64>().unwrap_or(0.0) > 0.0)
-        })
-        .map(str::to_string)
+    connection_errors(registry)
+        .into_iter()
+        .filter(|(line, _)| !line.contains("reason=\"NotFound\""))
+        .map(|(line, _)| line)
         .collect()
 }
 
 /// The client's `NotFound` errors (see [`errors_but_not_found`]): each one
 /// ended a stream, which the client then re-opened (a reset).
 fn not_found_errors(registry: &prometheus_client::registry::Registry) -> u64 {
+    connection_errors(registry)
+        .iter()
+        .filter(|(line, _)| line.contains("reason=\"NotFound\""))
+        .map(|(_, v)| v)
+        .sum::<f64>() as u64
+}
+
+/// The client's non-zero `connection_errors_total` samples, with their values.
+fn connection_errors(registry: &prometheus_client::registry::Registry) -> Vec<(String, f64)> {
     support::scrape(registry)
         .lines()
         .filter(|l| l.starts_with("destination_client_connection_errors_total{"))
-        .filter(|l| l.contains("reason=\"NotFound\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .filter_map(|l| {
+            let v = l.rsplit_once(' ')?.1.parse::<f64>().ok()?;
+            (v > 0.0).then(|| (l.to_string(), v))
+        })
+        .collect()
 }
 
 /// A KWOK node's name: the context token names one, as a proxy's does.

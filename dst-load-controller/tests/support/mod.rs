@@ -115,13 +115,18 @@ fn ready_endpoints<'a>(
         .collect()
 }
 
-/// Whether Kubernetes is done with `service`'s last change: the slices that
-/// Kubernetes' EndpointSlice controller manages list exactly the ready pods
+/// Whether Kubernetes is done with `service`'s last change: of its
+/// `slices`, those that Kubernetes' EndpointSlice controller manages list exactly the ready pods
 /// the Service selects, none of them terminating, and a Deployment of the
 /// same name has its replicas. A slice written by hand is not judged, nor is
 /// a Service without a selector. Before that, streams that match the slices
 /// prove nothing: the slices may still be about to change.
-pub async fn service_settled(client: &kube::Client, ns: &str, service: &str) -> Result<(), String> {
+pub async fn service_settled(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+    slices: &[EndpointSlice],
+) -> Result<(), String> {
     use k8s_openapi::api::{
         apps::v1::Deployment,
         core::v1::{Pod, Service},
@@ -169,8 +174,7 @@ pub async fn service_settled(client: &kube::Client, ns: &str, service: &str) -> 
             ));
         }
     }
-    let managed = service_slices(client, ns, service).await?;
-    let managed = managed.iter().filter(|s| {
+    let managed = slices.iter().filter(|s| {
         s.metadata
             .labels
             .as_ref()
@@ -269,8 +273,9 @@ async fn sets_equal_slices(
     watched: Result<Vec<Watched>, String>,
 ) -> Result<(), String> {
     for w in watched? {
-        service_settled(truth.client, &w.ns, &w.service).await?;
-        let want = slice_addrs(truth.client, &w.ns, &w.service, w.port).await?;
+        let slices = service_slices(truth.client, &w.ns, &w.service).await?;
+        service_settled(truth.client, &w.ns, &w.service, &slices).await?;
+        let want: Vec<SocketAddr> = ready_endpoints(&slices, w.port).into_keys().collect();
         if want.is_empty() {
             return Err(format!(
                 "{}: no ready endpoints in its EndpointSlices yet",
