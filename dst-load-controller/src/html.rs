@@ -5,8 +5,8 @@
 use plotters::{coord::ranged1d::Ranged, prelude::*};
 
 use crate::{
-    gates::{ChangeRecord, Measurements, TimelineSample},
     latency::Percentiles,
+    measurements::{ChangeRecord, Measurements, TimelineSample},
     verdicts::{Row, Verdict},
 };
 

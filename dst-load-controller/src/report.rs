@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{gates::Measurements, latency::Percentiles};
+use crate::{latency::Percentiles, measurements::Measurements};
 
 /// Errors talking to Prometheus.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ pub async fn timeline(
     selector: &str,
     start: jiff::Timestamp,
     end: jiff::Timestamp,
-) -> Result<Vec<crate::gates::TimelineSample>, Error> {
+) -> Result<Vec<crate::measurements::TimelineSample>, Error> {
     let span = (end - start)
         .total(jiff::Unit::Second)
         .unwrap_or(0.0)
@@ -209,7 +209,7 @@ pub async fn timeline(
     };
     Ok(streams
         .iter()
-        .map(|(t, n)| crate::gates::TimelineSample {
+        .map(|(t, n)| crate::measurements::TimelineSample {
             at: *t,
             streams_active: *n as i64,
             updates: at(&updates, *t).max(0.0) as u64,

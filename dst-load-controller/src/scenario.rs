@@ -90,7 +90,7 @@ impl Scenario {
     }
 
     /// The plan's success criteria, as SLOs.
-    pub fn default_slos(self) -> Vec<String> {
+    pub fn default_slos(self) -> Vec<crate::slo::Slo> {
         self.spec().slos
     }
 }
@@ -208,8 +208,9 @@ pub struct Spec {
     pub clients: Clients,
     /// Gates judged at the end (e.g. `update_latency.p95<500ms`,
     /// `stale_streams==0`), unless `--slo` is given.
-    #[serde(default, deserialize_with = "slos")]
-    pub slos: Vec<String>,
+    #[serde(default, deserialize_with = "slos", serialize_with = "slo_texts")]
+    #[schemars(with = "Vec<String>")]
+    pub slos: Vec<crate::slo::Slo>,
 }
 
 fn default_settle() -> Duration {
@@ -455,13 +456,18 @@ fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de> + Check>(d: D) -> Resu
     Ok(t)
 }
 
-fn slos<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let slos = Vec::<String>::deserialize(d)?;
-    for s in &slos {
-        s.parse::<crate::slo::Slo>()
-            .map_err(serde::de::Error::custom)?;
-    }
-    Ok(slos)
+/// A scenario's SLOs are parsed as the file is read, so that a bad one is
+/// an error that names the file, and nothing parses them again.
+fn slos<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::slo::Slo>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// ...and written back as the expressions they were given as.
+fn slo_texts<S: serde::Serializer>(slos: &[crate::slo::Slo], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(slos.iter().map(|slo| slo.expr.as_str()))
 }
 
 impl Check for Faults {
@@ -926,6 +932,19 @@ mod tests {
             e.message
                 .contains("min-endpoints (9) is greater than max-endpoints (3)"),
             "{e}"
+        );
+
+        // Parsed once, as the file is read; written back (in reports) as given.
+        let spec = parse(
+            "t.yaml",
+            &format!("{MIN}slos: [\"errors == 0\", \"update_latency.p99<1s\"]\n"),
+        )
+        .unwrap();
+        assert_eq!(spec.slos[1].bound, 1.0);
+        let written = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            written["slos"],
+            serde_json::json!(["errors==0", "update_latency.p99<1s"])
         );
 
         let e = err(&format!("{MIN}slos: [\"stale_streams==0\", \"p99<1s\"]\n"));

@@ -8,7 +8,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Binomial, Distribution};
 use serde::Serialize;
 
-use crate::{gates::Measurements, latency::Percentiles};
+use crate::{latency::Percentiles, measurements::Measurements};
 
 /// The percentiles compared, by name and quantile (`max` is the largest sample).
 pub const STATS: [(&str, f64); 5] = [

@@ -11,11 +11,8 @@ mod support;
 use std::time::Duration;
 
 use dst_load_controller::{
-    admin,
-    client::ground_truth::{GroundTruth, MockFeed},
-    client::truth::Percentiles,
-    mock::server::Behavior,
-    mock::server::Delay,
+    admin, client::ground_truth::GroundTruth, client::truth::Percentiles,
+    harness::mock_feed::MockFeed, mock::server::Behavior, mock::server::Delay,
 };
 use support::*;
 use tokio_util::sync::CancellationToken;

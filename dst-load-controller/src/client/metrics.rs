@@ -93,7 +93,7 @@ pub struct Metrics {
     /// Resets by class, for the report.
     resets_by_class: [Counter; 3],
     /// The report's timeline: one sample a second while the client runs.
-    pub timeline: Arc<std::sync::Mutex<Vec<crate::gates::TimelineSample>>>,
+    pub timeline: Arc<std::sync::Mutex<Vec<crate::measurements::TimelineSample>>>,
 }
 
 impl Metrics {

@@ -35,8 +35,8 @@ use self::{
 };
 use crate::{
     admin::Readiness,
-    gates::Measurements,
     latency::Kind,
+    measurements::Measurements,
     watch::{Change, Driver},
 };
 
@@ -575,7 +575,7 @@ async fn sample_timeline(fleet: Arc<Fleet>, metrics: Metrics, stop: Cancellation
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let sample = crate::gates::TimelineSample {
+        let sample = crate::measurements::TimelineSample {
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -601,7 +601,7 @@ fn by_class(
     fleet: &Fleet,
     services: &[Arc<ServiceStreams>],
     metrics: &metrics::Metrics,
-) -> std::collections::BTreeMap<String, crate::gates::ClassFigures> {
+) -> std::collections::BTreeMap<String, crate::measurements::ClassFigures> {
     use faults::Class;
     let count = |c: Class| -> u64 {
         services
@@ -617,7 +617,7 @@ fn by_class(
         .into_iter()
         .filter(|c| count(*c) > 0)
         .map(|c| {
-            let figures = crate::gates::ClassFigures {
+            let figures = crate::measurements::ClassFigures {
                 streams: count(c),
                 resets: metrics.resets_of(c),
                 stale: metrics.staleness.stale_of(fleet, c),

@@ -28,9 +28,9 @@ use std::{
 
 use hdrhistogram::Histogram as Hdr;
 
-use crate::gates::ChangeRecord;
 pub use crate::latency::{Kind, PatternLatencies, Percentiles, Timings};
 use crate::latency::{buckets, micros, mk_hdr};
+use crate::measurements::ChangeRecord;
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::{Registry, Unit},

@@ -309,7 +309,7 @@ struct Report {
     started_at: String,
     ended_at: String,
     #[serde(flatten)]
-    measured: crate::gates::Measurements,
+    measured: crate::measurements::Measurements,
     services: Vec<ServiceRow>,
     slos: Vec<crate::slo::Verdict>,
 }

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use serde::Deserialize;
 
-use crate::gates::Measurements;
+use crate::measurements::Measurements;
 
 pub use crate::verdicts::{Row, Test, Verdict, parse_fraction};
 

@@ -200,15 +200,9 @@ pub struct GateArgs {
 
 impl GateArgs {
     /// The SLOs given, or `defaults` when none were.
-    pub fn slos_or(&self, defaults: &[String]) -> Vec<Slo> {
+    pub fn slos_or(&self, defaults: &[Slo]) -> Vec<Slo> {
         if self.slo.is_empty() {
-            defaults
-                .iter()
-                .map(|s| {
-                    s.parse()
-                        .expect("a scenario's SLOs are checked as it is read")
-                })
-                .collect()
+            defaults.to_vec()
         } else {
             self.slo.clone()
         }

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::{
     cmd::flags::GateArgs,
-    gates::{Measurements, verdict_table},
+    gates::verdict_table,
+    measurements::Measurements,
     report::{Prometheus, read, timeline},
 };
 

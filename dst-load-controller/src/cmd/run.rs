@@ -14,8 +14,8 @@ use crate::runtime::Runtime;
 use crate::{
     churn::schedule::{Jitter, Oscillation},
     client::{self, Client, Fleet},
-    gates::Measurements,
     latency::Kind,
+    measurements::Measurements,
     mock::{
         MockDestination,
         generate::{self, GeneratedDst},
@@ -768,7 +768,7 @@ async fn mock_scenario(
     client_config.connections = plan.clients.connections();
     // The truth: the initial sets, then the changes from the mock's feed.
     let client = Client::new(client_config, rt.registry())?
-        .with_truth(client::ground_truth::MockFeed::new(&handle));
+        .with_truth(crate::harness::mock_feed::MockFeed::new(&handle));
     let running = RunningClient::start(
         rt,
         client,
@@ -1469,7 +1469,7 @@ mod tests {
         assert_eq!(p.services.stable.unwrap().count, 1);
         assert_eq!((p.seed, p.duration), (Some(9), Duration::from_secs(5)));
         assert_eq!(p.clients.faults.stuck_percent, 20);
-        assert_eq!(p.slos, ["errors==0"]);
+        assert_eq!(p.slos, ["errors==0".parse().unwrap()]);
         // A file and a built-in scenario are one or the other.
         let both =
             parse_flags::<Args>(&["run", "--scenario-file", "x.yaml", "--scenario", "baseline"]);

@@ -12,7 +12,8 @@ use std::{
 
 use dst_load_controller::{
     churn::{metrics::Metrics as ChurnMetrics, objects::Pattern},
-    client::ground_truth::{GroundTruth, MockFeed},
+    client::ground_truth::GroundTruth,
+    harness::mock_feed::MockFeed,
     kube_api::{Caller, Op},
     mock::server::Behavior,
 };

@@ -7,10 +7,8 @@ use crate::support;
 use std::{net::SocketAddr, time::Duration};
 
 use dst_load_controller::{
-    client::faults::Class,
-    client::ground_truth::{GroundTruth, MockFeed},
-    mock::generate::endpoints,
-    mock::server::Behavior,
+    client::faults::Class, client::ground_truth::GroundTruth, harness::mock_feed::MockFeed,
+    mock::generate::endpoints, mock::server::Behavior,
 };
 use support::*;
 

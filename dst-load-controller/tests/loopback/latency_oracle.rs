@@ -17,8 +17,9 @@ use crate::support;
 use std::time::Duration;
 
 use dst_load_controller::{
-    client::ground_truth::{GroundTruth, MockFeed},
+    client::ground_truth::GroundTruth,
     client::truth::{Kind, Percentiles},
+    harness::mock_feed::MockFeed,
     mock::server::{Behavior, Delay},
 };
 use support::*;

@@ -7,8 +7,7 @@ use crate::support;
 use std::time::Duration;
 
 use dst_load_controller::{
-    client::ground_truth::{GroundTruth, MockFeed},
-    mock::server::Behavior,
+    client::ground_truth::GroundTruth, harness::mock_feed::MockFeed, mock::server::Behavior,
 };
 use support::*;
 

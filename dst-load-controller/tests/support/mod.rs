@@ -514,7 +514,10 @@ impl RunningClient {
     /// Stops the client; its summary and what a report would say of it.
     pub async fn finish_measured(
         self,
-    ) -> (client::Summary, dst_load_controller::gates::Measurements) {
+    ) -> (
+        client::Summary,
+        dst_load_controller::measurements::Measurements,
+    ) {
         let (fleet, metrics) = (self.fleet.clone(), self.metrics.clone());
         let summary = self.finish().await;
         let measured = client::measure(&fleet, &metrics, &summary);

@@ -1,0 +1,193 @@
+//! What the client measured over a run, as `client`, `run` and `report`
+//! write it and `compare`, the pictures and the SLOs read it.
+
+use serde::Serialize;
+
+use crate::{
+    latency::{PatternLatencies, Percentiles},
+    slo::{Count, Latency, Measured},
+};
+
+/// What the client measured over a run. Read back (by `compare` and the
+/// pictures) from reports written before a field existed, that field takes
+/// its default.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Measurements {
+    /// Streams: configured ones for `client` and `run`; those open at the
+    /// end of the window (`destination_client_streams_active`) for `report`.
+    pub streams: u64,
+    /// Get calls made (more than `streams` after resets).
+    pub streams_created: u64,
+    /// Streams that ended and were re-opened (`destination_client_streams_reset_total`).
+    pub streams_reset: u64,
+    /// Updates received by the client.
+    pub updates_received: u64,
+    /// Errors the client saw.
+    pub errors: u64,
+    /// Changes that every stream converged to.
+    pub fanouts_completed: u64,
+    /// Changes replaced by the next before every stream converged.
+    pub fanouts_superseded: u64,
+    /// Streams not converged to the final truth at the end.
+    pub streams_unconverged: u64,
+    /// Convergences without a latency sample: a stream found holding a new
+    /// truth with a set from before the change (it lagged behind a service
+    /// that changed back, so it never observed the change in time).
+    pub convergences_untimed: u64,
+    /// Change to first update reflecting it, per stream.
+    pub update_latency: Percentiles,
+    /// Change to a stream's set equal to the truth, per stream.
+    pub convergence_latency: Percentiles,
+    /// Change to the last stream converged, per change.
+    pub fanout_completion: Percentiles,
+    /// Scale to EndpointSlice seen (Kubernetes ground truth only).
+    pub kubernetes_leg: Percentiles,
+    /// EndpointSlice seen to stream converged (Kubernetes ground truth only).
+    pub destination_leg: Percentiles,
+    /// Streams stale at the end (healthy ones; other classes in `by_class`).
+    pub stale_streams: i64,
+    /// Streams that were stale (differed from the truth past the grace
+    /// period) and recovered: how long each episode lasted.
+    pub staleness: Percentiles,
+    /// Services whose streams never got an endpoint although the ground
+    /// truth lists endpoints for them (always 0 without a ground truth).
+    pub services_never_served: u64,
+    /// Update, convergence and fan-out latencies by churn pattern (the
+    /// `pattern` label), for the patterns that had samples.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_pattern: std::collections::BTreeMap<String, PatternLatencies>,
+    /// With fault modes: update, convergence and fan-out latencies by
+    /// stream class (`healthy`, `slow`, `stuck`; the figures above are the
+    /// healthy streams'), and resets by class.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub by_class: std::collections::BTreeMap<String, ClassFigures>,
+    /// The client's streams, updates, errors, resets and stale streams,
+    /// sampled every second.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineSample>,
+    /// Every measured change and when its first and last (healthy) stream
+    /// converged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fanouts: Vec<ChangeRecord>,
+}
+
+/// One second of a run, as the client saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TimelineSample {
+    /// When (seconds since the Unix epoch).
+    pub at: f64,
+    /// Streams open.
+    pub streams_active: i64,
+    /// Updates received so far.
+    pub updates: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Resets so far.
+    pub resets: u64,
+    /// Streams stale now.
+    pub stale: i64,
+}
+
+/// One change and its fan-out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ChangeRecord {
+    /// The service (authority) that changed.
+    pub service: String,
+    /// When it changed (seconds since the Unix epoch).
+    pub at: f64,
+    /// Seconds from the change to its first stream converged.
+    pub first_converged: Option<f64>,
+    /// Seconds from the change to its last stream converged; none when the
+    /// next change came first (superseded).
+    pub last_converged: Option<f64>,
+}
+
+/// One stream class's figures.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ClassFigures {
+    /// Streams of the class.
+    pub streams: u64,
+    /// Their resets (the server ending them included).
+    pub resets: u64,
+    /// Of them, stale at the end.
+    pub stale: i64,
+    /// Their latencies.
+    #[serde(flatten)]
+    pub latencies: PatternLatencies,
+}
+
+impl Measurements {
+    /// The latency rows of a summary table.
+    pub fn latency_table(&self) -> String {
+        let ms = |s: f64| format!("{:.1}", s * 1e3);
+        let row = |name: &str, p: &Percentiles| {
+            format!(
+                "  {name:<24} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+                p.count,
+                ms(p.p50),
+                ms(p.p95),
+                ms(p.p99),
+                ms(p.max)
+            )
+        };
+        let mut t = format!(
+            "  {:<24} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency (ms)", "samples", "p50", "p95", "p99", "max"
+        );
+        t += &row("change -> update", &self.update_latency);
+        t += &row("change -> converged", &self.convergence_latency);
+        t += &row("fan-out complete", &self.fanout_completion);
+        if self.kubernetes_leg.count > 0 {
+            t += &row("scale -> slice seen", &self.kubernetes_leg);
+            t += &row("slice seen -> converged", &self.destination_leg);
+        }
+        if self.staleness.count > 0 {
+            t += &row("stale episodes (ended)", &self.staleness);
+        }
+        for (class, c) in &self.by_class {
+            t += &row(
+                &format!("{class}: change -> update"),
+                &c.latencies.update_latency,
+            );
+            t += &row(
+                &format!("{class}: converged"),
+                &c.latencies.convergence_latency,
+            );
+            t += &row(&format!("{class}: fan-out"), &c.latencies.fanout_completion);
+        }
+        if self.by_pattern.len() > 1 {
+            for (pattern, p) in &self.by_pattern {
+                t += &row(&format!("{pattern}: change -> update"), &p.update_latency);
+                t += &row(&format!("{pattern}: converged"), &p.convergence_latency);
+                t += &row(&format!("{pattern}: fan-out"), &p.fanout_completion);
+            }
+        }
+        t
+    }
+}
+
+impl Measured for Measurements {
+    fn latency(&self, l: Latency) -> &Percentiles {
+        match l {
+            Latency::UpdateLatency => &self.update_latency,
+            Latency::ConvergenceLatency => &self.convergence_latency,
+            Latency::FanoutCompletion => &self.fanout_completion,
+            Latency::KubernetesLeg => &self.kubernetes_leg,
+            Latency::DestinationLeg => &self.destination_leg,
+        }
+    }
+
+    fn count(&self, c: Count) -> u64 {
+        match c {
+            Count::StaleStreams => self.stale_streams.max(0) as u64,
+            Count::Errors => self.errors,
+            Count::Resets => self.streams_reset,
+            Count::UnconvergedStreams => self.streams_unconverged,
+            Count::UntimedConvergences => self.convergences_untimed,
+        }
+    }
+}
