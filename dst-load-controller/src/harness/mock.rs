@@ -1,0 +1,287 @@
+//! A plan against the embedded mock Destination server: the scenario's
+//! services generated in the mock, their churn simulated by generators with
+//! the scenario's schedule and seed, the truth read from the mock's feed.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    load::{Chosen, Load, NAMESPACE, Watched, wait_for_truth},
+    mock_feed::MockFeed,
+};
+use crate::{
+    churn::schedule::{Jitter, Oscillation},
+    client::{self, Fleet},
+    labels::Pattern,
+    mock::{
+        Handle, MockDestination,
+        generate::{self, GeneratedDst},
+        server::{Behavior, Delay},
+    },
+    runtime::Runtime,
+    scenario::Spec,
+};
+
+/// The mock's settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mock {
+    /// The delay it injects before each update on each stream.
+    pub delay: Delay,
+    /// Added to `delay`: this much per stream open on the mock.
+    pub delay_per_stream: Duration,
+}
+
+/// A mock run as it goes: the mock serving its initial sets, its churn
+/// generators, and the stop of its server (on drop: after the client, on any
+/// return).
+pub(super) struct MockLoad {
+    handle: Handle,
+    addr: std::net::SocketAddr,
+    services: Vec<MockService>,
+    initial_changes: u64,
+    churn_stop: CancellationToken,
+    generators: TaskTracker,
+    _mock_stop: tokio_util::sync::DropGuard,
+}
+
+impl MockLoad {
+    /// Starts the mock under `rt`, on loopback, serving the initial sets of
+    /// `spec`'s services.
+    pub(super) fn start(mock: &Mock, rt: &mut Runtime, spec: &Spec) -> anyhow::Result<Self> {
+        let server = MockDestination::new(
+            Behavior {
+                delay: mock.delay,
+                delay_per_stream: mock.delay_per_stream,
+                ..Default::default()
+            },
+            rt.registry(),
+        );
+        let handle = server.handle();
+        let listener = crate::mock::bind(([127, 0, 0, 1], 0).into())?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let _mock_stop = stop.clone().drop_guard();
+        rt.spawn_critical("mock destination", async move {
+            Ok(server.serve(listener, stop).await?)
+        });
+        let services = mock_services(spec, NAMESPACE);
+        for s in &services {
+            handle.set(&s.dst.authority, s.dst.endpoints(s.dst.min));
+            // A StatefulSet pod's own name resolves to its address alone: pod
+            // k holds the service's k-th address.
+            for (k, pod) in s.pods.iter().enumerate() {
+                let addr = generate::nth_endpoint(&s.dst.cidr, k as u64, s.dst.authority.port());
+                handle.set(pod, addr.into_iter().collect::<Vec<_>>());
+            }
+        }
+        Ok(Self {
+            initial_changes: handle.metrics().changes.get(),
+            handle,
+            addr,
+            services,
+            churn_stop: rt.shutdown().child_token(),
+            generators: TaskTracker::new(),
+            _mock_stop,
+        })
+    }
+}
+
+impl Load for MockLoad {
+    async fn prepare(&mut self, _: &mut Runtime, run: &Chosen<'_>) -> anyhow::Result<Watched> {
+        let targets = run
+            .spec
+            .authorities(NAMESPACE)
+            .iter()
+            .map(|a| a.parse().expect("valid authority"))
+            .collect();
+        let config = client::Config::new(&self.addr.to_string(), client::Watch::Targets(targets))
+            .map_err(anyhow::Error::msg)?;
+        // The truth: the initial sets, then the changes from the mock's feed.
+        Ok(Watched {
+            config,
+            truth: Some(MockFeed::new(&self.handle)),
+        })
+    }
+
+    async fn begin(&mut self, rt: &Runtime, fleet: &Fleet, run: &Chosen<'_>) -> anyhow::Result<()> {
+        let (spec, seed) = (run.spec, run.seed);
+        // Every service watched (and given its first truth) before churn starts.
+        let watched = spec.authorities(NAMESPACE).len();
+        let shutdown = rt.shutdown();
+        tokio::select! {
+            _ = wait_for_truth(fleet, watched) => {}
+            _ = shutdown.cancelled() => anyhow::bail!("stopped before every service had its first truth"),
+        }
+        let schedule = Oscillation {
+            min: 0,
+            max: 0,
+            min_hold: spec.schedule.min_hold,
+            max_hold: spec.schedule.max_hold,
+            jitter: Jitter::Upto(spec.schedule.jitter),
+            cycles: 0,
+        };
+        let interval = spec.restart_interval();
+        let restarts = Oscillation {
+            min_hold: interval,
+            max_hold: interval,
+            ..schedule
+        };
+        let (lifetime, gap) = spec.ephemeral_lifetime_and_gap();
+        let lifecycles = Oscillation {
+            min_hold: lifetime,
+            max_hold: gap,
+            ..schedule
+        };
+        let handle = self.handle.clone();
+        for s in std::mem::take(&mut self.services) {
+            let (handle, stop, index) = (handle.clone(), self.churn_stop.clone(), s.index);
+            match s.pattern {
+                Pattern::Stable => {}
+                Pattern::Oscillate | Pattern::StatefulSet if !s.dst.oscillates() => {}
+                Pattern::Oscillate | Pattern::StatefulSet => {
+                    self.generators.spawn(generate::oscillate(
+                        handle, s.dst, schedule, seed, index, stop,
+                    ));
+                }
+                Pattern::Restart => {
+                    self.generators.spawn(generate::restart(
+                        handle, s.dst, restarts, seed, index, stop,
+                    ));
+                }
+                Pattern::Ephemeral => {
+                    self.generators.spawn(generate::lifecycle(
+                        handle, s.dst, lifecycles, seed, index, stop,
+                    ));
+                }
+            }
+        }
+        self.generators.close();
+        Ok(())
+    }
+
+    async fn end(&mut self) {
+        self.churn_stop.cancel();
+        self.generators.close();
+        self.generators.wait().await;
+    }
+
+    /// The truth has every change the mock made (its feed is read by
+    /// another task).
+    async fn caught_up(&self, fleet: &Fleet, until: tokio::time::Instant) {
+        while tokio::time::Instant::now() < until
+            && self
+                .handle
+                .list()
+                .into_iter()
+                .any(|(authority, mut endpoints)| {
+                    endpoints.sort();
+                    fleet
+                        .get(&authority.to_string())
+                        .is_some_and(|s| s.truth.expected() != endpoints)
+                })
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn destination(&self) -> String {
+        "mock".to_string()
+    }
+
+    fn updates_sent(&self) -> Option<u64> {
+        Some(self.handle.metrics().updates_sent.get())
+    }
+
+    fn changes(&self) -> u64 {
+        self.handle.metrics().changes.get() - self.initial_changes
+    }
+}
+
+/// Each service draws its endpoints from its own /20 of 10.0.0.0/8.
+fn service_cidr(i: u32) -> IpNet {
+    let base = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + i * 4096;
+    IpNet::new(std::net::Ipv4Addr::from(base).into(), 20).expect("valid prefix")
+}
+
+/// One service of a mock run: its destination and the StatefulSet pods
+/// watched by name.
+struct MockService {
+    pattern: Pattern,
+    /// Its schedule's seed index (and /20): services are numbered across groups.
+    index: u32,
+    dst: GeneratedDst,
+    pods: Vec<crate::target::Authority>,
+}
+
+/// Every service of `plan` in `ns`, in the order of [`Spec::authorities`].
+fn mock_services(plan: &Spec, ns: &str) -> Vec<MockService> {
+    let mut index = 0;
+    let mut out = Vec::new();
+    for g in plan.services.groups() {
+        for i in 0..g.count {
+            let mut names = g
+                .authorities(ns, "cluster.local", i)
+                .into_iter()
+                .map(|a| a.parse().expect("valid authority"));
+            let authority = names.next().expect("a service's own authority");
+            out.push(MockService {
+                pattern: g.pattern,
+                index,
+                dst: GeneratedDst {
+                    authority,
+                    cidr: service_cidr(index),
+                    min: g.min,
+                    max: g.max,
+                },
+                pods: names.collect(),
+            });
+            index += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_get_disjoint_cidrs() {
+        assert_eq!(service_cidr(0).to_string(), "10.0.0.0/20");
+        assert_eq!(service_cidr(1).to_string(), "10.0.16.0/20");
+        assert_eq!(service_cidr(4095).to_string(), "10.255.240.0/20");
+    }
+
+    #[test]
+    fn mock_services_are_numbered_across_groups_in_watch_order() {
+        let p = crate::scenario::parse(
+            "t.yaml",
+            "duration: 1s\nservices:\n  restart: {count: 2, endpoints: 3}\n  \
+             ephemeral: {count: 1, endpoints: 3}\n  statefulset: {count: 1, min-endpoints: 2, max-endpoints: 4}\n",
+        )
+        .unwrap();
+        let services = mock_services(&p, "ns");
+        let names: Vec<String> = services
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.dst.authority.to_string())
+                    .chain(s.pods.iter().map(ToString::to_string))
+            })
+            .collect();
+        assert_eq!(names, p.authorities("ns"));
+        let indices: Vec<_> = services.iter().map(|s| (s.pattern, s.index)).collect();
+        assert_eq!(
+            indices,
+            [
+                (Pattern::Restart, 0),
+                (Pattern::Restart, 1),
+                (Pattern::Ephemeral, 2),
+                (Pattern::StatefulSet, 3)
+            ]
+        );
+        assert_eq!(services[3].dst.cidr, service_cidr(3));
+        assert_eq!((services[3].dst.min, services[3].dst.max), (2, 4));
+    }
+}

@@ -1,0 +1,364 @@
+//! A [`Plan`] run from start to [`Outcome`]: the seed chosen, the target's
+//! [`Load`] prepared, the client started, the changes made for the
+//! scenario's duration, the settle, the summary, the cleanup.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    cluster,
+    load::{Chosen, Load, NAMESPACE, Watched},
+    mock,
+};
+use crate::{
+    client::{self, Client, Fleet},
+    latency::Kind,
+    measurements::Measurements,
+    runtime::Runtime,
+    scenario::Spec,
+};
+
+/// A scenario and what it runs against.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The scenario, with every override applied (its seed may be unset:
+    /// one is then chosen at random and recorded in the outcome).
+    pub spec: Spec,
+    /// Who serves and changes the destinations.
+    pub target: Target,
+}
+
+/// What a plan runs against.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The embedded mock Destination server, with simulated churn.
+    Mock(mock::Mock),
+    /// A cluster: churn there, its destination controller watched, its
+    /// Kubernetes API the ground truth.
+    Cluster(cluster::Cluster),
+    /// Two linked clusters: churn and the ground truth in `target`, the
+    /// streams on `source`'s mirrors.
+    Multicluster {
+        /// The cluster watched (its destination controller, its namespace
+        /// of mirrors).
+        source: cluster::Cluster,
+        /// The cluster where the endpoints live.
+        target: cluster::Multicluster,
+    },
+}
+
+/// Where a run's admin server listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Admin {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Whether peers other than loopback ones may `POST /shutdown`.
+    pub allow_remote_shutdown: bool,
+}
+
+/// Runs `plan` under a [`Runtime`] whose root is `shutdown`; `admin` serves
+/// every component's metrics when given. A failed critical task (the mock,
+/// churn, the client, the admin server) ends the measurement as a signal
+/// does, and is the error returned. Against a cluster, whatever happens once
+/// churn may have created objects, they are cleaned up (unless `keep`)
+/// before the outcome, or the error, is returned.
+pub async fn run(
+    plan: &Plan,
+    shutdown: CancellationToken,
+    admin: Option<Admin>,
+) -> anyhow::Result<Outcome> {
+    let seed = plan.spec.seed.unwrap_or_else(rand::random);
+    let mut spec = plan.spec.clone();
+    spec.seed = Some(seed);
+    let run = Chosen { spec: &spec, seed };
+    let mut rt = Runtime::with_shutdown(shutdown);
+    // Each load is dropped (its mock and churn told to stop) before
+    // `finish` waits for the tasks.
+    let measured = match &plan.target {
+        Target::Mock(m) => match mock::MockLoad::start(m, &mut rt, &spec) {
+            Ok(mut load) => drive(&run, &mut load, &mut rt, admin).await,
+            Err(e) => Err(e),
+        },
+        Target::Cluster(c) => {
+            let mut load = cluster::ClusterLoad::new(c, None);
+            drive(&run, &mut load, &mut rt, admin).await
+        }
+        Target::Multicluster { source, target } => {
+            let mut load = cluster::ClusterLoad::new(source, Some(target));
+            drive(&run, &mut load, &mut rt, admin).await
+        }
+    };
+    // Every task has stopped (churn too) before the cleanup.
+    let measured = finish(rt, measured).await;
+    match &plan.target {
+        Target::Mock(_) => measured,
+        Target::Cluster(c) => cluster::clean_up(c, None, measured).await,
+        Target::Multicluster { source, target } => {
+            cluster::clean_up(source, Some(target), measured).await
+        }
+    }
+}
+
+/// The scenario common to every target: the load prepared, the client
+/// started and answered, the changes made for the scenario's duration, the
+/// settle, the summary.
+async fn drive(
+    run: &Chosen<'_>,
+    load: &mut impl Load,
+    rt: &mut Runtime,
+    admin: Option<Admin>,
+) -> anyhow::Result<Outcome> {
+    let (spec, shutdown) = (run.spec, rt.shutdown());
+    let started_at = jiff::Timestamp::now();
+    let Watched { mut config, truth } = load.prepare(rt, run).await?;
+    config.streams_per_service = spec.clients.streams_per_service;
+    config.faults = spec.clients.faults;
+    config.connections = spec.clients.connections();
+    let mut client = Client::new(config, rt.registry())?;
+    if let Some(truth) = truth {
+        client = client.with_truth(truth);
+    }
+    let running = RunningClient::start(rt, client, admin).await?;
+    let (fleet, metrics) = (running.fleet.clone(), running.metrics.clone());
+    load.begin(rt, &fleet, run).await?;
+    // Ready once every stream has had its first answer.
+    rt.spawn(client::track_readiness(
+        fleet.clone(),
+        rt.readiness(),
+        shutdown.clone(),
+    ));
+    let progress = Progress::start(fleet.clone(), metrics.clone(), spec.streams(NAMESPACE));
+    tokio::select! {
+        _ = tokio::time::sleep(spec.duration) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    load.end().await;
+    // The last changes fan out before judging (not after a critical
+    // failure: its error is the outcome).
+    let settle_for = if rt.failed() {
+        Duration::ZERO
+    } else {
+        spec.settle
+    };
+    let until = tokio::time::Instant::now() + settle_for;
+    load.caught_up(&fleet, until).await;
+    settle(&fleet, until).await;
+    progress.finish();
+    let summary = running.summary().await?;
+    Ok(Outcome {
+        scenario: spec.name().to_string(),
+        plan: spec.clone(),
+        seed: run.seed,
+        started_at: started_at.to_string(),
+        ended_at: jiff::Timestamp::now().to_string(),
+        updates_sent: load.updates_sent(),
+        destination: load.destination(),
+        changes: load.changes(),
+        measured: client::measure(&fleet, &metrics, &summary),
+        slos: Vec::new(),
+    })
+}
+
+/// After churn stops, waits until `until` at most for every stream to
+/// converge.
+async fn settle(fleet: &Fleet, until: tokio::time::Instant) {
+    while tokio::time::Instant::now() < until
+        && fleet.services().iter().any(|s| s.truth.pending() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Its document, with the overrides applied.
+    pub plan: Spec,
+    /// The churn seed.
+    pub seed: u64,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    pub ended_at: String,
+    /// Updates the mock sent (unknown against a cluster).
+    pub updates_sent: Option<u64>,
+    /// Where the run's destinations came from: `mock` or the destination address.
+    pub destination: String,
+    /// Changes made to destinations after the initial sets.
+    pub changes: u64,
+    /// What the client measured.
+    #[serde(flatten)]
+    pub measured: Measurements,
+    /// Every SLO with its measured value and verdict.
+    pub slos: Vec<crate::slo::Verdict>,
+}
+
+impl Outcome {
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let m = &self.measured;
+        let mut t = format!(
+            "scenario {} seed {} ({} endpoints; {} streams over {} connections)\n",
+            self.scenario,
+            self.seed,
+            self.plan.services,
+            m.streams,
+            self.plan.clients.connections()
+        );
+        let sent = self.updates_sent.map_or("?".to_string(), |n| n.to_string());
+        t += &format!(
+            "  destination {}  streams created {}  updates {} received / {} sent  errors {}  stale {}\n",
+            self.destination,
+            m.streams_created,
+            m.updates_received,
+            sent,
+            m.errors,
+            m.stale_streams
+        );
+        t += &format!(
+            "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
+            self.changes, m.fanouts_completed, m.fanouts_superseded, m.streams_unconverged
+        );
+        if m.services_never_served > 0 {
+            t += &format!(
+                "  !!! {} service(s) NEVER got an endpoint although the ground truth lists endpoints: \
+                 the destination server is not serving them (see the client summary above)\n",
+                m.services_never_served
+            );
+        }
+        t += &m.latency_table();
+        t + &crate::gates::verdict_table(&self.slos)
+    }
+}
+
+/// Waits for every task of `rt`; its first critical failure is the cause of
+/// any error `measured` has, and is returned first.
+pub(super) async fn finish<T>(rt: Runtime, measured: anyhow::Result<T>) -> anyhow::Result<T> {
+    match (rt.finish().await, measured) {
+        (Err(cause), _) => Err(cause),
+        (Ok(()), measured) => measured,
+    }
+}
+
+/// A scenario's client, running as a critical task of its runtime.
+struct RunningClient {
+    fleet: Arc<Fleet>,
+    metrics: client::metrics::Metrics,
+    stop: CancellationToken,
+    /// Stops the client on any return.
+    _stop: tokio_util::sync::DropGuard,
+    summary: tokio::sync::oneshot::Receiver<client::Summary>,
+}
+
+impl RunningClient {
+    /// Starts `client` under `rt`, then the admin server (at `admin`, with
+    /// every metric registered so far), once every component registered.
+    async fn start(rt: &mut Runtime, client: Client, admin: Option<Admin>) -> anyhow::Result<Self> {
+        let (fleet, metrics) = (client.fleet(), client.metrics().clone());
+        let stop = CancellationToken::new();
+        let (tx, summary) = tokio::sync::oneshot::channel();
+        let task_stop = stop.clone();
+        rt.spawn_critical("client", async move {
+            let _ = tx.send(client.run(task_stop).await?);
+            Ok(())
+        });
+        let running = Self {
+            fleet,
+            metrics,
+            _stop: stop.clone().drop_guard(),
+            stop,
+            summary,
+        };
+        if let Some(admin) = admin {
+            rt.serve_admin(admin.addr, admin.allow_remote_shutdown)
+                .await?;
+        }
+        Ok(running)
+    }
+
+    /// Stops the client and takes its summary (none when it failed: the
+    /// runtime has the cause).
+    async fn summary(self) -> anyhow::Result<client::Summary> {
+        self.stop.cancel();
+        self.summary
+            .await
+            .map_err(|_| anyhow::anyhow!("the client ended without a summary"))
+    }
+}
+
+/// Live progress on stderr (hidden when stderr is not a terminal).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(fleet: Arc<Fleet>, metrics: client::metrics::Metrics, streams: u64) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let mut last = (tokio::time::Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let services = fleet.services();
+                let up: u64 = services
+                    .iter()
+                    .map(|s| s.slots().iter().filter(|x| x.answered()).count() as u64)
+                    .sum();
+                let updates: u64 = services
+                    .iter()
+                    .map(|s| metrics.updates_of(&s.service))
+                    .sum();
+                let rate = (updates - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (tokio::time::Instant::now(), updates);
+                let c = metrics.latencies.percentiles(Kind::Convergence);
+                b.set_message(format!(
+                    "streams up {up}/{streams} | updates {updates} ({rate:.0}/s) | convergence p50 {:.1} ms p99 {:.1} ms ({} samples)",
+                    c.p50 * 1e3,
+                    c.p99 * 1e3,
+                    c.count
+                ));
+                b.tick();
+            }
+        });
+        Self { bar, task }
+    }
+
+    fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_critical_failure_is_the_error_a_scenario_returns() {
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        rt.spawn_critical("client", async { anyhow::bail!("connection refused") });
+        // The scenario sees its root cancelled and fails on its own terms.
+        rt.shutdown().cancelled().await;
+        let r: anyhow::Result<()> = finish(
+            rt,
+            Err(anyhow::anyhow!("the client ended without a summary")),
+        )
+        .await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.contains("client failed") && e.contains("connection refused"),
+            "{e}"
+        );
+        let rt = Runtime::with_shutdown(CancellationToken::new());
+        assert_eq!(finish(rt, Ok(7)).await.unwrap(), 7);
+    }
+}

@@ -1,0 +1,201 @@
+//! `run --find-red-line`: the harness run at the loads the search asks for,
+//! each step judged by the scenario's SLOs (or the given ones), until the
+//! search is done. The search itself (steps, bisection, verdict) is pure, in
+//! [`crate::red_line`].
+
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{Admin, Plan, Target, finish, run};
+use crate::{
+    red_line::{Dimension, Found, Search, Step, client_bound, cpu_share, process_cpu_seconds},
+    runtime::Runtime,
+    scenario::{Faults, Overrides, Spec},
+    slo::Slo,
+};
+
+/// A red-line search, as the command asked for it.
+#[derive(Clone, Debug)]
+pub struct RedLine {
+    /// The scenario before the overrides.
+    pub base: Spec,
+    /// The command line's overrides; each step sets its load over them.
+    pub overrides: Overrides,
+    /// The streams' fault modes (the scenario's with the command line's over them).
+    pub faults: Faults,
+    /// What every step runs against.
+    pub target: Target,
+    /// What grows.
+    pub dimension: Dimension,
+    /// The largest load tried (default: 64 times the scenario's).
+    pub max: Option<u32>,
+    /// How close the last pass and the first fail get.
+    pub precision: f64,
+    /// The gates of every step (default: the scenario's SLOs).
+    pub slos: Vec<Slo>,
+    /// A latency SLO judged on fewer samples fails.
+    pub min_samples: u64,
+}
+
+impl RedLine {
+    /// The plan at `load` (and `duration`, when a step is extended).
+    fn plan(&self, load: u32, duration: Option<std::time::Duration>) -> anyhow::Result<Plan> {
+        let mut o = self.overrides.clone();
+        match self.dimension {
+            Dimension::Streams => {
+                o.streams_per_service = Some(load);
+                o.connections = Some(self.overrides.connections.unwrap_or(load));
+                o.scale = 1.0;
+            }
+            Dimension::Services => o.services = Some(load),
+        }
+        if duration.is_some() {
+            o.duration = duration;
+        }
+        let mut spec = self.base.clone().with(&o).map_err(anyhow::Error::msg)?;
+        spec.clients.faults = self.faults;
+        Ok(Plan {
+            spec,
+            target: self.target.clone(),
+        })
+    }
+
+    /// Runs the search under one admin server (`/shutdown` ends it; each
+    /// step's metrics live only as long as the step, under its own runtime),
+    /// printing each step; stops early on `shutdown`.
+    pub async fn find(self, shutdown: CancellationToken, admin: Admin) -> anyhow::Result<Found> {
+        let mut rt = Runtime::with_shutdown(shutdown.clone());
+        rt.readiness().set(true);
+        if let Err(e) = rt
+            .serve_admin(admin.addr, admin.allow_remote_shutdown)
+            .await
+        {
+            return finish(rt, Err(e)).await;
+        }
+        let found = self.steps(&shutdown).await;
+        finish(rt, found).await
+    }
+
+    async fn steps(&self, shutdown: &CancellationToken) -> anyhow::Result<Found> {
+        let spec = self
+            .base
+            .clone()
+            .with(&self.overrides)
+            .map_err(anyhow::Error::msg)?;
+        let start = match self.dimension {
+            Dimension::Streams => spec.clients.streams_per_service,
+            Dimension::Services => spec.services.groups().next().map_or(1, |g| g.count),
+        };
+        let max = self.max.unwrap_or_else(|| start.saturating_mul(64));
+        let mut search = Search::new(start, max, self.precision);
+        let mut slos = self.slos.clone();
+        // On the mock, a stream that lags by more than a service's hold can
+        // find the service changed back and hold the right set without
+        // having seen the change: its lag cannot be timed, so a step with
+        // such streams has not kept up. (Against a cluster the count is
+        // reported, not gated: there the truth's attribution of slice
+        // changes to churn's stamps is a heuristic.)
+        if matches!(self.target, Target::Mock(_))
+            && !slos
+                .iter()
+                .any(|s| s.expr.starts_with("untimed_convergences"))
+        {
+            slos.push("untimed_convergences==0".parse().expect("a valid SLO"));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "finding the red line of {} by {}: from {start} up to {max}, to {:.0}%",
+            spec.name(),
+            match self.dimension {
+                Dimension::Streams => "streams per service",
+                Dimension::Services => "services",
+            },
+            self.precision * 100.0
+        );
+        let mut steps = Vec::new();
+        let mut client_bound_at = None;
+        while let Some(load) = search.next() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Long enough for the minimum samples: a step judged on too few
+            // samples runs again, twice as long (at most twice).
+            let mut duration = None;
+            let (outcome, cpu) = loop {
+                let plan = self.plan(load, duration)?;
+                let cpu_before = process_cpu_seconds();
+                let began = std::time::Instant::now();
+                let mut outcome = run(&plan, shutdown.child_token(), None).await?;
+                let wall = began.elapsed().as_secs_f64();
+                let cpu = match (cpu_before, process_cpu_seconds()) {
+                    (Some(a), Some(b)) => cpu_share(b - a, wall, cores),
+                    _ => 0.0,
+                };
+                outcome.slos = crate::slo::judge(&slos, &outcome.measured, self.min_samples);
+                let too_few = outcome.slos.iter().filter(|v| !v.pass).all(|v| {
+                    v.reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("too few samples"))
+                });
+                let extended = plan.spec.duration;
+                if outcome.slos.iter().all(|v| v.pass)
+                    || !too_few
+                    || extended >= spec.duration * 4
+                    || shutdown.is_cancelled()
+                {
+                    break (outcome, cpu);
+                }
+                duration = Some(extended * 2);
+                println!("  {load}: too few samples; again for {:?}", extended * 2);
+            };
+            let passed = outcome.slos.iter().all(|v| v.pass);
+            let bound = client_bound(cpu);
+            let m = &outcome.measured;
+            println!(
+                "  {load:>7}: {} streams  {}  update p50 {:.1} ms p99 {:.1} ms  convergence p99 {:.1} ms  fan-out max {:.1} ms  untimed {}  cpu {:.0}%{}",
+                m.streams,
+                if passed { "PASS" } else { "FAIL" },
+                m.update_latency.p50 * 1e3,
+                m.update_latency.p99 * 1e3,
+                m.convergence_latency.p99 * 1e3,
+                m.fanout_completion.max * 1e3,
+                m.convergences_untimed,
+                cpu * 100.0,
+                if bound {
+                    "  CLIENT-BOUND (not counted)"
+                } else {
+                    ""
+                }
+            );
+            for v in outcome.slos.iter().filter(|v| !v.pass) {
+                println!(
+                    "           failed {}: {}",
+                    v.slo,
+                    v.reason.as_deref().unwrap_or("")
+                );
+            }
+            steps.push(Step {
+                load,
+                streams: m.streams,
+                passed,
+                client_bound: bound,
+                cpu,
+                outcome: serde_json::to_value(&outcome)?,
+            });
+            if bound {
+                // Higher loads would measure this process, not the server.
+                client_bound_at = Some(load);
+                if passed {
+                    search.record(load, true);
+                }
+                break;
+            }
+            search.record(load, passed);
+        }
+        Ok(Found {
+            dimension: self.dimension,
+            search,
+            client_bound_at,
+            steps,
+        })
+    }
+}
