@@ -38,6 +38,12 @@ impl Encoded {
             Some(update::Update::Remove(s)) => s.addrs.len() as u64,
             _ => 0,
         };
+        Self::of(u, endpoints)
+    }
+
+    /// Encodes any message (a `GetProfile` stream's profiles) that carries
+    /// `endpoints` addresses for the metrics.
+    pub fn of(u: &impl Message, endpoints: u64) -> Self {
         let len = u.encoded_len();
         let mut framed = Vec::with_capacity(PREFIX + len);
         framed.put_u8(0);

@@ -4,7 +4,12 @@
 //! - `GET /api/destinations/{authority}`;
 //! - `PUT /api/destinations/{authority}` `{"endpoints": ["ip:port", ...]}`: replace;
 //! - `PATCH /api/destinations/{authority}` `{"add": [...], "remove": [...]}`;
-//! - `DELETE /api/destinations/{authority}`.
+//! - `DELETE /api/destinations/{authority}`;
+//! - `GET /api/profiles`: every service's profile set;
+//! - `GET`, `PUT`, `DELETE /api/profiles/{service}` (`svc.ns.svc.domain`, no
+//!   port; the body a [`ProfileSpec`]: `{"routes": [{"name": "get-users",
+//!   "method": "GET", "path-regex": "/users/[^/]*"}], "retry-budget": ...}`):
+//!   its `GetProfile` streams get each change at once.
 //!
 //! Every change answers with what changed and when (RFC 3339, nanoseconds).
 
@@ -19,7 +24,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{handle::Handle, store::Change};
+use super::{handle::Handle, profiles::ProfileSpec, store::Change};
 use crate::target::Authority;
 
 /// A destination as the API shows it.
@@ -81,6 +86,11 @@ pub fn router(handle: Handle) -> Router {
         .route(
             "/api/destinations/{authority}",
             get(show).put(set).patch(patch).delete(delete),
+        )
+        .route("/api/profiles", get(list_profiles))
+        .route(
+            "/api/profiles/{service}",
+            get(show_profile).put(set_profile).delete(delete_profile),
         )
         .with_state(handle)
 }
@@ -164,4 +174,96 @@ async fn delete(State(h): State<Handle>, Path(authority): Path<String>) -> Respo
         )
             .into_response(),
     }
+}
+
+/// A service's profile as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProfileView {
+    /// `svc.ns.svc.domain`.
+    pub service: String,
+    /// Its profile.
+    pub profile: ProfileSpec,
+}
+
+/// A profile is set by service name, every port at once (as a
+/// ServiceProfile is named).
+fn service_name(service: &str) -> Result<&str, (StatusCode, String)> {
+    let ok = !service.contains(':')
+        && service
+            .split_once(".svc.")
+            .is_some_and(|(before, domain)| before.split('.').count() == 2 && !domain.is_empty());
+    if ok {
+        Ok(service)
+    } else {
+        Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "'{service}' is not a service name: give <svc>.<ns>.svc.<cluster-domain>, without a port\n"
+            ),
+        ))
+    }
+}
+
+async fn list_profiles(State(h): State<Handle>) -> Json<Vec<ProfileView>> {
+    Json(
+        h.profiles()
+            .into_iter()
+            .map(|(service, profile)| ProfileView { service, profile })
+            .collect(),
+    )
+}
+
+async fn show_profile(State(h): State<Handle>, Path(service): Path<String>) -> Response {
+    let service = match service_name(&service) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    match h.profile(service) {
+        Some(profile) => Json(ProfileView {
+            service: service.to_string(),
+            profile,
+        })
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no profile set for {service}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn set_profile(
+    State(h): State<Handle>,
+    Path(service): Path<String>,
+    Json(profile): Json<ProfileSpec>,
+) -> Response {
+    let service = match service_name(&service) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(e) = profile.validate() {
+        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    }
+    h.set_profile(service, profile.clone());
+    Json(ProfileView {
+        service: service.to_string(),
+        profile,
+    })
+    .into_response()
+}
+
+async fn delete_profile(State(h): State<Handle>, Path(service): Path<String>) -> Response {
+    let service = match service_name(&service) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    if h.profile(service).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no profile set for {service}\n"),
+        )
+            .into_response();
+    }
+    h.delete_profile(service);
+    StatusCode::NO_CONTENT.into_response()
 }

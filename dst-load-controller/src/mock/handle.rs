@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::{
     metrics::Metrics,
+    profiles::{ProfileSpec, Profiles},
     store::{Change, Store},
 };
 use crate::target::Authority;
@@ -14,6 +15,7 @@ use crate::target::Authority;
 pub struct Handle {
     pub(super) store: Store,
     pub(super) metrics: Metrics,
+    pub(super) profiles: Profiles,
     feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
 }
 
@@ -25,6 +27,7 @@ impl Handle {
         Self {
             store: Store::default(),
             metrics,
+            profiles: Profiles::default(),
             feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
         }
     }
@@ -64,6 +67,27 @@ impl Handle {
     /// Every change from now on, with its destination and timestamp.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<(Authority, Arc<Change>)> {
         self.feed.subscribe()
+    }
+
+    /// Sets the profile of a service (`svc.ns.svc.domain`, every port):
+    /// its `GetProfile` streams get it at once.
+    pub fn set_profile(&self, host: &str, spec: ProfileSpec) {
+        self.profiles.set(host, Some(spec));
+    }
+
+    /// Deletes a service's profile: its streams get the default one.
+    pub fn delete_profile(&self, host: &str) {
+        self.profiles.set(host, None);
+    }
+
+    /// A service's profile, if one is set.
+    pub fn profile(&self, host: &str) -> Option<ProfileSpec> {
+        self.profiles.get(host)
+    }
+
+    /// Every profile set, by service.
+    pub fn profiles(&self) -> Vec<(String, ProfileSpec)> {
+        self.profiles.list()
     }
 
     /// A destination's endpoints, if it exists.

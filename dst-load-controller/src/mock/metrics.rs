@@ -26,6 +26,10 @@ pub struct Metrics {
     pub queue_overflows: Counter,
     /// Changes made to destinations.
     pub changes: Counter,
+    /// GetProfile streams open.
+    pub profile_streams_active: Gauge,
+    /// Profiles sent on GetProfile streams.
+    pub profile_updates_sent: Counter,
     /// From a change to its update handed to a stream's transport.
     delivery_latency: Timings,
 }
@@ -38,6 +42,8 @@ impl Default for Metrics {
             endpoints_sent: Counter::default(),
             queue_overflows: Counter::default(),
             changes: Counter::default(),
+            profile_streams_active: Gauge::default(),
+            profile_updates_sent: Counter::default(),
             // The client's latency buckets: 1 ms to ~65 s.
             delivery_latency: Timings::new(Histogram::new(exponential_buckets(0.001, 2.0, 17))),
         }
@@ -79,6 +85,16 @@ impl Metrics {
             m.queue_overflows.clone(),
         );
         reg.register("changes", "Changes made to destinations", m.changes.clone());
+        reg.register(
+            "profile_streams_active",
+            "GetProfile streams open",
+            m.profile_streams_active.clone(),
+        );
+        reg.register(
+            "profile_updates_sent",
+            "Profiles sent on GetProfile streams",
+            m.profile_updates_sent.clone(),
+        );
         reg.register_with_unit(
             "delivery_latency",
             "From a change to its update handed to a stream's transport, per stream",
@@ -105,6 +121,11 @@ impl Metrics {
     pub(super) fn stream_opened(&self) -> ActiveGuard {
         self.streams_active.inc();
         ActiveGuard(self.streams_active.clone())
+    }
+
+    pub(super) fn profile_stream_opened(&self) -> ActiveGuard {
+        self.profile_streams_active.inc();
+        ActiveGuard(self.profile_streams_active.clone())
     }
 
     pub(super) fn sent(&self, endpoints: u64) {

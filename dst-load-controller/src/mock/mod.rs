@@ -18,10 +18,13 @@ pub mod config;
 pub mod control;
 pub mod dsts;
 pub mod generate;
+pub mod grpc;
 pub mod handle;
 pub mod identity;
 pub mod kube;
 pub mod metrics;
+pub mod profile_server;
+pub mod profiles;
 pub mod server;
 pub mod store;
 
@@ -94,6 +97,8 @@ impl MockDestination {
             behavior,
             identities,
         } = self;
+        let profiles =
+            profile_server::ProfileService::new(handle.clone(), behavior.clone(), shutdown.clone());
         let svc = Service::new(
             handle.store.clone(),
             behavior,
@@ -101,7 +106,10 @@ impl MockDestination {
             shutdown.clone(),
         );
         tonic::transport::Server::builder()
-            .add_service(server::DestinationGrpc(std::sync::Arc::new(svc)))
+            .add_service(grpc::DestinationGrpc(
+                std::sync::Arc::new(svc),
+                std::sync::Arc::new(profiles),
+            ))
             .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener).map(|conn| {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    codec::{Encoded, GetBody},
+    codec::Encoded,
     metrics::Metrics,
     store::{Change, Sink, Store, Subscription},
 };
@@ -349,60 +349,6 @@ async fn follow(
     }
 }
 
-/// The gRPC Destination service: `Get`, served below tonic's codec (each
-/// change's message framed once, [`GetBody`]); any other method is
-/// unimplemented (the mock serves no profiles).
-#[derive(Clone)]
-pub struct DestinationGrpc(pub Arc<Service>);
-
-impl tonic::server::NamedService for DestinationGrpc {
-    const NAME: &'static str = "io.linkerd.proxy.destination.Destination";
-}
-
-impl<B> tonic::codegen::Service<http::Request<B>> for DestinationGrpc
-where
-    B: tonic::codegen::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != "/io.linkerd.proxy.destination.Destination/Get" {
-            let status = Status::unimplemented("the mock serves Destination.Get only");
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let svc = self.0.clone();
-        Box::pin(async move {
-            let answered = match super::codec::read_request(req.into_body()).await {
-                Ok(get) => svc.get(Request::new(get)).await,
-                Err(status) => Err(status),
-            };
-            Ok(match answered {
-                Ok(updates) => {
-                    let body = tonic::body::Body::new(GetBody::new(updates.into_inner()));
-                    let mut response = http::Response::new(body);
-                    response.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/grpc"),
-                    );
-                    response
-                }
-                Err(status) => status.into_http(),
-            })
-        })
-    }
-}
-
 fn no_endpoints(exists: bool) -> Update {
     Update {
         update: Some(update::Update::NoEndpoints(NoEndpoints { exists })),
@@ -410,7 +356,7 @@ fn no_endpoints(exists: bool) -> Update {
 }
 
 /// Builds the messages a stream sends, with realistic per-address metadata.
-struct Shaper {
+pub(super) struct Shaper {
     withhold_removals: bool,
     service: String,
     namespace: String,
@@ -419,7 +365,7 @@ struct Shaper {
 }
 
 impl Shaper {
-    fn new(authority: &Authority, b: &Behavior) -> Self {
+    pub(super) fn new(authority: &Authority, b: &Behavior) -> Self {
         let mut parts = authority.host().split('.');
         let service = parts.next().unwrap_or_default().to_string();
         let namespace = parts.next().unwrap_or("default").to_string();
@@ -450,7 +396,13 @@ impl Shaper {
         }
     }
 
-    fn weighted(&self, addr: SocketAddr) -> WeightedAddr {
+    /// The namespace of the destination's pods.
+    pub(super) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// An address as its pod's endpoint: labels, identity, protocol hint.
+    pub(super) fn weighted(&self, addr: SocketAddr) -> WeightedAddr {
         let pod = format!(
             "{}-{}",
             self.service,

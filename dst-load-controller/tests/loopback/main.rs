@@ -16,6 +16,7 @@ mod latency_oracle;
 mod mock_dst;
 mod mock_dst_cli;
 mod mock_identity;
+mod mock_profiles;
 mod run_scenario;
 mod scenario_file;
 mod staleness;

@@ -301,22 +301,6 @@ async fn a_slow_stream_overflows_and_ends_with_ok() {
     mock.stop().await;
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let rsp = client.request(req).await.unwrap();
-    let status = rsp.status().as_u16();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
 #[tokio::test]
 async fn the_control_api_changes_what_streams_see() {
     let mock = Mock::start(Behavior::default()).await;

@@ -1,0 +1,417 @@
+//! Profiles on the mock: what a service's profile is (a [`ProfileSpec`], set
+//! by name in [`Profiles`]), how a `GetProfile` path is read, and the
+//! message a service's profile makes. `profile_server` answers the streams,
+//! as Linkerd's controller answers them where a proxy can tell:
+//!
+//! - by service name (`svc.ns.svc.domain[:port]`, port 80 when absent): the
+//!   service's profile (its routes, retry budget, overrides and opaque flag,
+//!   or the controller's default: no routes, a 20% / 10 per second / 10s
+//!   retry budget), then the profile again whenever it is set or deleted; a
+//!   service that exists without that port gets an empty profile; an unknown
+//!   service is refused with `Unknown`, as the controller's lister error is;
+//! - by a StatefulSet pod's name (`pod.svc.ns.svc.domain:port`): as by its
+//!   address; an unknown pod is `NotFound`;
+//! - by `IP:port`: the endpoint with its pod's metadata (identity, protocol
+//!   hint, labels) while a destination holds the address, a bare endpoint
+//!   (weight 10000, no labels) when none does; the stream follows the
+//!   address as it comes and goes, and a profile equal to the last one sent
+//!   is not sent again.
+//!
+//! Every answer keeps the stream open until the client or the server ends
+//! it; a full queue ends it with OK, as for `Get`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use linkerd2_proxy_api::{
+    destination::{
+        DestinationProfile, PathMatch, RequestMatch, RetryBudget, Route, WeightedDst, request_match,
+    },
+    meta::{Metadata, Resource, metadata},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::target::Authority;
+
+/// A service's profile, as a ServiceProfile sets what a proxy sees of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProfileSpec {
+    /// Its routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Its retry budget (default: the controller's).
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudgetSpec>,
+    /// Traffic split: requests go to these authorities by weight.
+    #[serde(default)]
+    pub dst_overrides: Vec<DstOverride>,
+    /// Connections to it are opaque TCP.
+    #[serde(default)]
+    pub opaque_protocol: bool,
+}
+
+/// One route of a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouteSpec {
+    /// Its name: the `route` metric label.
+    pub name: String,
+    /// The request method it matches, if any (`GET`, `POST`, ...).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The request path it matches, a regular expression.
+    pub path_regex: String,
+    /// Failed requests on it may be retried.
+    #[serde(default)]
+    pub retryable: bool,
+    /// Its timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// How many retries a proxy may add.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetryBudgetSpec {
+    /// Retries as a share of requests.
+    pub retry_ratio: f32,
+    /// Retries allowed per second whatever the ratio.
+    pub min_retries_per_second: u32,
+    /// The window the ratio is computed over.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for RetryBudgetSpec {
+    /// The controller's budget for services without their own.
+    fn default() -> Self {
+        Self {
+            retry_ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One destination of a traffic split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DstOverride {
+    /// `host:port` (port 80 when absent).
+    pub authority: String,
+    /// Its weight (10000 is one).
+    pub weight: u32,
+}
+
+impl ProfileSpec {
+    /// Checks what the controller would refuse (it drops such a profile
+    /// whole): an empty route name or path, an unknown method, a bad budget.
+    pub fn validate(&self) -> Result<(), String> {
+        for r in &self.routes {
+            if r.name.is_empty() || r.path_regex.is_empty() {
+                return Err("every route needs a name and a path-regex".into());
+            }
+            if let Some(m) = &r.method {
+                http::Method::from_bytes(m.as_bytes())
+                    .map_err(|_| format!("route {}: '{m}' is not an HTTP method", r.name))?;
+            }
+        }
+        if let Some(b) = &self.retry_budget
+            && !(b.retry_ratio.is_finite() && b.retry_ratio >= 0.0)
+        {
+            return Err("retry-ratio must be a non-negative number".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every service's profile, set by name (`svc.ns.svc.domain`, no port: a
+/// ServiceProfile covers every port). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Profiles(Arc<RwLock<HashMap<String, watch::Sender<Set>>>>);
+
+/// A service's profile as set (none: the default).
+pub(super) type Set = Option<Arc<ProfileSpec>>;
+
+impl Profiles {
+    /// Sets (`Some`) or deletes (`None`) the profile of `host`.
+    pub fn set(&self, host: &str, spec: Option<ProfileSpec>) {
+        let spec = spec.map(Arc::new);
+        let mut all = self.0.write().expect("profiles lock");
+        match all.get(host) {
+            Some(tx) => {
+                tx.send_replace(spec);
+            }
+            None => {
+                all.insert(host.to_string(), watch::channel(spec).0);
+            }
+        }
+    }
+
+    /// The profile of `host`, if one is set.
+    pub fn get(&self, host: &str) -> Option<ProfileSpec> {
+        let all = self.0.read().expect("profiles lock");
+        all.get(host)?.borrow().as_deref().cloned()
+    }
+
+    /// Every profile set.
+    pub fn list(&self) -> Vec<(String, ProfileSpec)> {
+        let all = self.0.read().expect("profiles lock");
+        let mut out: Vec<_> = all
+            .iter()
+            .filter_map(|(h, tx)| Some((h.clone(), tx.borrow().as_deref()?.clone())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The profile of `host` as it changes.
+    pub(super) fn watch(&self, host: &str) -> watch::Receiver<Set> {
+        if let Some(tx) = self.0.read().expect("profiles lock").get(host) {
+            return tx.subscribe();
+        }
+        let mut all = self.0.write().expect("profiles lock");
+        all.entry(host.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .subscribe()
+    }
+}
+
+/// What a `GetProfile` path asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// A service by name.
+    Service(Authority),
+    /// A StatefulSet pod by name: `pod.svc.ns.svc.domain:port`.
+    Pod(Authority),
+    /// An address.
+    Ip(SocketAddr),
+}
+
+/// Parses a `GetProfile` path as the controller does: port 80 when absent,
+/// an IP literal is an address lookup, a name has two labels (service and
+/// namespace) or three (a pod's hostname first) before `svc.`.
+pub fn parse_profile_path(path: &str) -> Result<Lookup, Status> {
+    let invalid = |why: &str| Status::invalid_argument(format!("invalid authority: {path}: {why}"));
+    let (host, port) = match path.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, rest) = v6.split_once(']').ok_or_else(|| invalid("unclosed '['"))?;
+            (ip, rest.strip_prefix(':').unwrap_or("80"))
+        }
+        None => match path.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (path, "80"),
+        },
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| invalid("the port is not a number from 1 to 65535"))?;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(Lookup::Ip(SocketAddr::new(ip, port)));
+    }
+    let labels = host.split_once(".svc.").map(|(before, domain)| {
+        (
+            before.split('.').filter(|l| !l.is_empty()).count(),
+            domain.is_empty(),
+        )
+    });
+    let authority = || -> Result<Authority, Status> {
+        format!("{host}:{port}")
+            .parse()
+            .map_err(|e| invalid(&format!("{e}")))
+    };
+    match labels {
+        Some((2, false)) => Ok(Lookup::Service(authority()?)),
+        Some((3, false)) => Ok(Lookup::Pod(authority()?)),
+        _ => Err(Status::invalid_argument(format!(
+            "invalid service {host}: not a name of the form <svc>.<ns>.svc.<cluster-domain>"
+        ))),
+    }
+}
+
+/// The profile of a service that exists with this port.
+pub fn service_profile(authority: &Authority, spec: Option<&ProfileSpec>) -> DestinationProfile {
+    let host = authority.host();
+    let mut labels = host.split('.');
+    let (name, namespace) = (
+        labels.next().unwrap_or_default().to_string(),
+        labels.next().unwrap_or_default().to_string(),
+    );
+    let default = ProfileSpec::default();
+    let given = spec.unwrap_or(&default);
+    let budget = given.retry_budget.unwrap_or_default();
+    DestinationProfile {
+        fully_qualified_name: host.to_string(),
+        opaque_protocol: given.opaque_protocol,
+        routes: given.routes.iter().map(route).collect(),
+        retry_budget: Some(RetryBudget {
+            retry_ratio: budget.retry_ratio,
+            min_retries_per_second: budget.min_retries_per_second,
+            ttl: Some(budget.ttl.try_into().unwrap_or_default()),
+        }),
+        dst_overrides: given
+            .dst_overrides
+            .iter()
+            .map(|d| WeightedDst {
+                authority: if d.authority.contains(':') {
+                    d.authority.clone()
+                } else {
+                    format!("{}:80", d.authority)
+                },
+                weight: d.weight,
+                backend_ref: None,
+            })
+            .collect(),
+        endpoint: None,
+        parent_ref: Some(resource(
+            "core",
+            "Service",
+            &name,
+            &namespace,
+            authority.port(),
+        )),
+        // Set even without a ServiceProfile, its fields then empty (as the
+        // controller does).
+        profile_ref: Some(match spec {
+            Some(_) => resource("linkerd.io", "ServiceProfile", host, &namespace, 0),
+            None => resource("linkerd.io", "", "", "", 0),
+        }),
+    }
+}
+
+fn resource(group: &str, kind: &str, name: &str, namespace: &str, port: u16) -> Metadata {
+    Metadata {
+        kind: Some(metadata::Kind::Resource(Resource {
+            group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            section: String::new(),
+            port: port.into(),
+        })),
+    }
+}
+
+fn route(r: &RouteSpec) -> Route {
+    let path = RequestMatch {
+        r#match: Some(request_match::Match::Path(PathMatch {
+            regex: r.path_regex.clone(),
+        })),
+    };
+    let method = r
+        .method
+        .as_deref()
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+        .map(|m| RequestMatch {
+            r#match: Some(request_match::Match::Method(m.into())),
+        });
+    // Several conditions are all required, the method's first.
+    let condition = match method {
+        Some(method) => RequestMatch {
+            r#match: Some(request_match::Match::All(request_match::Seq {
+                matches: vec![method, path],
+            })),
+        },
+        None => path,
+    };
+    Route {
+        condition: Some(condition),
+        response_classes: Vec::new(),
+        metrics_labels: HashMap::from([("route".to_string(), r.name.clone())]),
+        is_retryable: r.retryable,
+        timeout: r.timeout.and_then(|t| t.try_into().ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_as_the_controller_parses_them() {
+        let svc = |s: &str| Lookup::Service(s.parse().unwrap());
+        assert_eq!(
+            parse_profile_path("web.ns.svc.cluster.local").unwrap(),
+            svc("web.ns.svc.cluster.local:80")
+        );
+        assert_eq!(
+            parse_profile_path("web.ns.svc.example.org:8080").unwrap(),
+            svc("web.ns.svc.example.org:8080")
+        );
+        assert_eq!(
+            parse_profile_path("web-0.web.ns.svc.cluster.local:8080").unwrap(),
+            Lookup::Pod("web-0.web.ns.svc.cluster.local:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_profile_path("10.1.2.3:9090").unwrap(),
+            Lookup::Ip("10.1.2.3:9090".parse().unwrap())
+        );
+        assert_eq!(
+            parse_profile_path("10.1.2.3").unwrap(),
+            Lookup::Ip("10.1.2.3:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_profile_path("[fd00::1]:9090").unwrap(),
+            Lookup::Ip("[fd00::1]:9090".parse().unwrap())
+        );
+        for bad in [
+            "web.ns.svc.cluster.local:0",
+            "web.ns.svc.cluster.local:99999",
+            "web.ns.svc.cluster.local:",
+            "web.svc.cluster.local:80",
+            "a.b.c.d.svc.cluster.local:80",
+            "web.ns.svc.:80",
+            "example.com:443",
+            "[fd00::1:80",
+        ] {
+            let e = parse_profile_path(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_profile_spec_is_checked_as_the_controller_would() {
+        let mut spec = ProfileSpec {
+            routes: vec![RouteSpec {
+                name: "r".into(),
+                method: Some("GET".into()),
+                path_regex: "/".into(),
+                retryable: false,
+                timeout: None,
+            }],
+            ..Default::default()
+        };
+        spec.validate().unwrap();
+        spec.routes[0].method = Some("G E T".into());
+        assert!(spec.validate().unwrap_err().contains("not an HTTP method"));
+        spec.routes[0].method = None;
+        spec.routes[0].path_regex.clear();
+        assert!(spec.validate().unwrap_err().contains("path-regex"));
+        let budget = ProfileSpec {
+            retry_budget: Some(RetryBudgetSpec {
+                retry_ratio: -1.0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(budget.validate().is_err());
+        // Without a profile: the parent, the controller's budget, an empty
+        // profile reference.
+        let p = service_profile(&"web.ns.svc.cluster.local:80".parse().unwrap(), None);
+        assert_eq!(p.fully_qualified_name, "web.ns.svc.cluster.local");
+        assert_eq!(p.retry_budget.unwrap().min_retries_per_second, 10);
+        let Some(metadata::Kind::Resource(r)) = p.profile_ref.unwrap().kind else {
+            panic!("a resource")
+        };
+        assert_eq!((r.group.as_str(), r.kind.as_str()), ("linkerd.io", ""));
+    }
+}
