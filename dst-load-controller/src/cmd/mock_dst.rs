@@ -65,6 +65,14 @@ pub struct Args {
     #[arg(long)]
     pub generate: Vec<GeneratedDst>,
 
+    /// Give every service served (DSTS and --generate) a profile of this
+    /// many routes (`route-K`: GET `/api/route-K/[^/]*`, retryable, 1s
+    /// timeout), as a ServiceProfile would; its `GetProfile` streams get
+    /// them. 0: the controller's default profile. Profiles can be changed
+    /// over the control API either way.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub profile_routes: u32,
+
     #[command(flatten)]
     pub oscillation: super::flags::OscillationArgs,
 
@@ -121,6 +129,7 @@ impl TryFrom<Args> for mock::Config {
             },
             dsts: args.dsts.0,
             generate: args.generate,
+            profile_routes: args.profile_routes,
             timing: args.oscillation.oscillation(0, 0),
             seed: args.oscillation.seed(),
             identities: args.identities,
@@ -142,6 +151,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         behavior,
         dsts,
         generate,
+        profile_routes,
         timing,
         seed,
         identities,
@@ -182,6 +192,18 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
                 index as u32,
                 shutdown.clone(),
             ));
+        }
+    }
+    if profile_routes > 0 {
+        let profile = crate::mock::profiles::ProfileSpec::generated(profile_routes);
+        let services: std::collections::BTreeSet<String> = handle
+            .list()
+            .into_iter()
+            .map(|(a, _)| a.host().to_string())
+            .filter(|h| crate::mock::profiles::is_service_name(h))
+            .collect();
+        for host in services {
+            handle.set_profile(&host, profile.clone());
         }
     }
     if !kubernetes_namespaces.is_empty() {

@@ -22,6 +22,8 @@ pub struct Config {
     pub dsts: Vec<DstSpec>,
     /// Generated destinations; those with a range oscillate with `timing`.
     pub generate: Vec<GeneratedDst>,
+    /// Every service's profile has this many routes (0: the default profile).
+    pub profile_routes: u32,
     /// Hold and jitter of oscillating destinations (`min`/`max` unused).
     pub timing: Oscillation,
     /// The seed of the oscillations.

@@ -188,11 +188,7 @@ pub struct ProfileView {
 /// A profile is set by service name, every port at once (as a
 /// ServiceProfile is named).
 fn service_name(service: &str) -> Result<&str, (StatusCode, String)> {
-    let ok = !service.contains(':')
-        && service
-            .split_once(".svc.")
-            .is_some_and(|(before, domain)| before.split('.').count() == 2 && !domain.is_empty());
-    if ok {
+    if !service.contains(':') && super::profiles::is_service_name(service) {
         Ok(service)
     } else {
         Err((

@@ -111,6 +111,23 @@ pub struct DstOverride {
 }
 
 impl ProfileSpec {
+    /// A profile of `routes` routes: `route-K`, GET `/api/route-K/[^/]*`,
+    /// retryable, with a 1s timeout.
+    pub fn generated(routes: u32) -> Self {
+        Self {
+            routes: (0..routes)
+                .map(|k| RouteSpec {
+                    name: format!("route-{k}"),
+                    method: Some("GET".into()),
+                    path_regex: format!("/api/route-{k}/[^/]*"),
+                    retryable: true,
+                    timeout: Some(Duration::from_secs(1)),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// Checks what the controller would refuse (it drops such a profile
     /// whole): an empty route name or path, an unknown method, a bad budget.
     pub fn validate(&self) -> Result<(), String> {
@@ -182,6 +199,14 @@ impl Profiles {
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
     }
+}
+
+/// Whether `host` names a service (`svc.ns.svc.domain`): what a profile
+/// is set for.
+pub fn is_service_name(host: &str) -> bool {
+    host.split_once(".svc.").is_some_and(|(before, domain)| {
+        before.split('.').count() == 2 && !before.starts_with('.') && !domain.is_empty()
+    })
 }
 
 /// What a `GetProfile` path asks for.

@@ -189,6 +189,10 @@ fn mock_dst_rejects_bad_destinations() {
         &["mock-dst", "--delay", "5ms..1ms", ""],
         "minimum above its maximum",
     );
+    usage_error(
+        &["mock-dst", "--profile-routes", "1001"],
+        "--profile-routes",
+    );
 }
 
 #[test]

@@ -71,3 +71,65 @@ async fn the_documented_example_serves_both_destinations() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn generated_services_get_profiles_of_the_routes_asked_for() {
+    let (port, admin) = (support::free_port(), support::free_port());
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "mock-dst",
+            "-a",
+            &format!("127.0.0.1:{port}"),
+            "--admin-addr",
+            &format!("127.0.0.1:{admin}"),
+            "--generate",
+            "web.shop.svc.cluster.local:8080=10.1.0.0/16:5",
+            "--profile-routes",
+            "3",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Served (and the profiles set) once Get answers.
+    assert_eq!(
+        first_add(addr, "web.shop.svc.cluster.local:8080")
+            .await
+            .len(),
+        5
+    );
+    let mut client = DestinationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let req = GetDestination {
+        path: "web.shop.svc.cluster.local:8080".into(),
+        ..Default::default()
+    };
+    let mut s = client.get_profile(req).await.unwrap().into_inner();
+    let profile = tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = profile
+        .routes
+        .iter()
+        .map(|r| r.metrics_labels["route"].as_str())
+        .collect();
+    assert_eq!(names, ["route-0", "route-1", "route-2"]);
+    assert!(
+        profile
+            .routes
+            .iter()
+            .all(|r| r.is_retryable && r.timeout.is_some())
+    );
+    child.kill().await.unwrap();
+}
