@@ -92,6 +92,8 @@ pub struct Metrics {
     pub resets_total: Counter,
     /// Resets by class, for the report.
     resets_by_class: [Counter; 3],
+    /// The `GetProfile` streams'.
+    pub profiles: ProfileMetrics,
     /// The report's timeline: one sample a second while the client runs.
     pub timeline: Arc<std::sync::Mutex<Vec<crate::measurements::TimelineSample>>>,
 }
@@ -122,6 +124,7 @@ impl Metrics {
             failed_total: Counter::default(),
             resets_total: Counter::default(),
             resets_by_class: Default::default(),
+            profiles: ProfileMetrics::register(reg),
             timeline: Arc::default(),
         };
         reg.register(
@@ -284,5 +287,112 @@ impl Collector for EndpointGauges {
             unconverged.metric_type(),
         )?;
         unconverged.encode(metric)
+    }
+}
+
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileReasonLabels {
+    reason: String,
+}
+
+/// `{target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+/// The profile streams' metrics, under `destination_client_profile_`.
+#[derive(Clone, Debug, Default)]
+pub struct ProfileMetrics {
+    /// Streams open.
+    pub streams_active: Gauge,
+    /// `GetProfile` calls made.
+    pub streams_created: Counter,
+    /// Profiles received, all targets.
+    pub updates_total: Counter,
+    /// Errors, all reasons.
+    pub errors_total: Counter,
+    /// Resets, all reasons.
+    pub resets_total: Counter,
+    /// Streams ended for good.
+    pub failed_total: Counter,
+    updates: Family<TargetLabels, Counter>,
+    errors: Family<ProfileReasonLabels, Counter>,
+    resets: Family<ProfileReasonLabels, Counter>,
+}
+
+impl ProfileMetrics {
+    /// Registers them under `prefix_profile_` of `reg`.
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self::default();
+        let reg = reg.sub_registry_with_prefix("profile");
+        reg.register(
+            "streams_active",
+            "Destination.GetProfile streams open",
+            m.streams_active.clone(),
+        );
+        reg.register(
+            "streams_created",
+            "Destination.GetProfile calls made",
+            m.streams_created.clone(),
+        );
+        reg.register(
+            "updates_received",
+            "Profiles received, by target",
+            m.updates.clone(),
+        );
+        reg.register(
+            "errors",
+            "Errors from GetProfile or its stream, by gRPC code or transport",
+            m.errors.clone(),
+        );
+        reg.register(
+            "streams_reset",
+            "Profile streams that ended and were re-opened, by reason",
+            m.resets.clone(),
+        );
+        reg.register(
+            "streams_failed",
+            "Profile streams that ended for good (InvalidArgument, FailedPrecondition)",
+            m.failed_total.clone(),
+        );
+        m
+    }
+
+    /// Profiles received by `target`'s streams so far.
+    pub fn updates_of(&self, target: &str) -> u64 {
+        self.updates
+            .get(&TargetLabels {
+                target: target.to_string(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// The counter of `target`'s profiles, resolved once per stream.
+    pub(super) fn updates_counter(&self, target: &str) -> Counter {
+        self.updates
+            .get_or_create(&TargetLabels {
+                target: target.to_string(),
+            })
+            .clone()
+    }
+
+    pub(super) fn reset(&self, reason: &str) {
+        self.resets
+            .get_or_create(&ProfileReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.resets_total.inc();
+    }
+
+    pub(super) fn error(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ProfileReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.errors_total.inc();
     }
 }

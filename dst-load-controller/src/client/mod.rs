@@ -8,6 +8,7 @@ pub mod ground_truth;
 pub mod kube_truth;
 pub mod label;
 pub mod metrics;
+pub mod profile;
 pub mod staleness;
 pub mod stream;
 pub use crate::target;
@@ -70,6 +71,8 @@ pub struct Config {
     pub cluster_domain: String,
     /// Streams per service.
     pub streams_per_service: u32,
+    /// `GetProfile` streams per service, beside its `Get` streams.
+    pub profile_streams_per_service: u32,
     /// HTTP/2 connections the streams share.
     pub connections: u32,
     /// HTTP/2 keepalive pings on busy connections; `None` = none.
@@ -106,6 +109,7 @@ impl Config {
             namespace: None,
             cluster_domain: "cluster.local".to_string(),
             streams_per_service: 1,
+            profile_streams_per_service: 0,
             connections: 1,
             keepalive: Some(Duration::from_secs(300)),
             http2_stream_window: None,
@@ -208,6 +212,7 @@ pub struct Client {
     stream: Arc<StreamConfig>,
     metrics: Metrics,
     services: Arc<Fleet>,
+    profiles: Arc<profile::ProfileFleet>,
     readiness: Readiness,
     /// Where the ground truth comes from, besides `--ground-truth`'s
     /// Kubernetes API (a mock's change feed).
@@ -240,6 +245,7 @@ impl Client {
             channels,
             metrics,
             services,
+            profiles: Arc::default(),
             readiness: Readiness::default(),
             truth: None,
         })
@@ -264,6 +270,11 @@ impl Client {
     /// The watched services.
     pub fn fleet(&self) -> Arc<Fleet> {
         self.services.clone()
+    }
+
+    /// The `GetProfile` streams, by target.
+    pub fn profile_fleet(&self) -> Arc<profile::ProfileFleet> {
+        self.profiles.clone()
     }
 
     /// Runs every stream until `stop`; returns the summary.
@@ -452,6 +463,25 @@ impl Client {
             // they made the task outgrow tokio's next 128-byte size.
             tasks.spawn(s.run(self.stream.clone(), metrics.clone(), stop.clone()));
         }
+        let profiles = self.config.profile_streams_per_service as usize;
+        if profiles > 0 {
+            let streams = Arc::new(profile::ProfileStreams::new(service.to_string(), profiles));
+            self.profiles.insert(streams.clone());
+            for index in 0..profiles {
+                let link = self.channels[*next_channel % self.channels.len()].subscribe();
+                *next_channel += 1;
+                let s = profile::ProfileStream {
+                    streams: streams.clone(),
+                    index,
+                    link,
+                };
+                tasks.spawn(s.run(
+                    self.stream.clone(),
+                    self.metrics.profiles.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
     }
 
     async fn discover(
@@ -505,6 +535,7 @@ impl Client {
                             tracing::info!(service = %old, "service port changed; closing its streams");
                             token.cancel();
                             self.services.remove(&old);
+                            self.profiles.remove(&old);
                         }
                         if let std::collections::btree_map::Entry::Vacant(entry) =
                             per_service.entry(authority)
@@ -523,6 +554,7 @@ impl Client {
                             tracing::info!(service = %authority, "service deleted; closing its streams");
                             token.cancel();
                             self.services.remove(&authority);
+                            self.profiles.remove(&authority);
                         }
                     }
                 }
@@ -667,6 +699,10 @@ pub struct Summary {
     pub failed_streams: u64,
     /// Streams that ended and were re-opened.
     pub resets: u64,
+    /// `GetProfile` calls made.
+    pub profile_streams_created: u64,
+    /// Profiles received, all services.
+    pub profile_updates: u64,
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
     /// Services none of whose streams ever held an endpoint (Linkerd answers
@@ -716,6 +752,8 @@ impl Summary {
             errors: m.errors_total.get(),
             failed_streams: m.failed_total.get(),
             resets: m.resets_total.get(),
+            profile_streams_created: m.profiles.streams_created.get(),
+            profile_updates: m.profiles.updates_total.get(),
             services,
             never_served,
         }
@@ -730,6 +768,13 @@ impl std::fmt::Display for Summary {
         writeln!(f, "  errors:          {}", self.errors)?;
         writeln!(f, "  failed streams:  {}", self.failed_streams)?;
         writeln!(f, "  resets:          {}", self.resets)?;
+        if self.profile_streams_created > 0 {
+            writeln!(
+                f,
+                "  profile streams created: {}  profiles received: {}",
+                self.profile_streams_created, self.profile_updates
+            )?;
+        }
         writeln!(
             f,
             "  {:<60} {:>7} {:>9} {:>9}",

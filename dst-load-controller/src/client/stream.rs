@@ -43,7 +43,7 @@ pub struct BackoffConfig {
 
 impl BackoffConfig {
     /// The delay after `failures` failed attempts, counting this one.
-    fn delay(&self, failures: &mut usize) -> Option<Duration> {
+    pub(super) fn delay(&self, failures: &mut usize) -> Option<Duration> {
         // Past the doublings that reach `max` every delay is `max`'s.
         let doublings = (self.max.as_secs_f64() / self.min.as_secs_f64().max(1e-9))
             .log2()

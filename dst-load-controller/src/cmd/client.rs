@@ -46,6 +46,12 @@ pub struct Args {
     #[arg(long, visible_alias = "watchers-per-service", default_value_t = 1)]
     pub streams_per_service: u32,
 
+    /// Concurrent GetProfile streams per service, beside its Get streams
+    /// (a proxy holds one of each per target). Each stream's last profile
+    /// is tracked; the summary and `destination_client_profile_*` count them.
+    #[arg(long, default_value_t = 0)]
+    pub profile_streams_per_service: u32,
+
     /// Independent HTTP/2 connections, each a simulated proxy; streams are
     /// spread across them round-robin.
     #[arg(long, default_value_t = 1)]
@@ -322,6 +328,7 @@ struct ReportConfig {
     service_label_selector: Option<String>,
     namespace: Option<String>,
     streams_per_service: u32,
+    profile_streams_per_service: u32,
     connections: u32,
     ground_truth: bool,
     staleness_grace: String,
@@ -342,6 +349,7 @@ impl From<&Args> for ReportConfig {
             service_label_selector: a.service_label_selector.clone(),
             namespace: a.namespace.clone(),
             streams_per_service: a.load().0,
+            profile_streams_per_service: a.profile_streams_per_service,
             connections: a.load().1,
             ground_truth: a.ground_truth,
             staleness_grace: a.staleness_grace.to_string(),
@@ -445,6 +453,7 @@ impl TryFrom<&Args> for Config {
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
             streams_per_service,
+            profile_streams_per_service: args.profile_streams_per_service,
             connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
             http2_stream_window: args.http2_stream_window,

@@ -9,6 +9,7 @@ mod support;
 mod admin_control;
 mod cli;
 mod client_mock;
+mod client_profiles;
 mod compare;
 mod dashboards;
 mod faults;

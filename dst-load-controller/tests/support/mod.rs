@@ -477,6 +477,7 @@ pub fn client_args(flags: &[&str]) -> dst_load_controller::cmd::client::Args {
 /// A running client.
 pub struct RunningClient {
     pub fleet: Arc<Fleet>,
+    pub profiles: Arc<client::profile::ProfileFleet>,
     pub registry: Arc<Registry>,
     pub metrics: client::metrics::Metrics,
     pub stop: CancellationToken,
@@ -493,11 +494,13 @@ pub fn start_client_with(config: client::Config) -> RunningClient {
     let mut registry = Registry::default();
     let c = Client::new(config, &mut registry).unwrap();
     let fleet = c.fleet();
+    let profiles = c.profile_fleet();
     let metrics = c.metrics().clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn(c.run(stop.clone()));
     RunningClient {
         fleet,
+        profiles,
         registry: Arc::new(registry),
         metrics,
         stop,
