@@ -73,6 +73,10 @@ pub struct Config {
     pub streams_per_service: u32,
     /// `GetProfile` streams per service, beside its `Get` streams.
     pub profile_streams_per_service: u32,
+    /// Profile stream k of a service runs on the connection of its `Get`
+    /// stream k, as a proxy resolves a target (else they are spread
+    /// round-robin after the `Get` streams).
+    pub profiles_beside_gets: bool,
     /// HTTP/2 connections the streams share.
     pub connections: u32,
     /// HTTP/2 keepalive pings on busy connections; `None` = none.
@@ -110,6 +114,7 @@ impl Config {
             cluster_domain: "cluster.local".to_string(),
             streams_per_service: 1,
             profile_streams_per_service: 0,
+            profiles_beside_gets: false,
             connections: 1,
             keepalive: Some(Duration::from_secs(300)),
             http2_stream_window: None,
@@ -165,6 +170,19 @@ pub(crate) fn destination_uri(addr: &str) -> Result<http::Uri, String> {
         ));
     }
     Ok(uri)
+}
+
+/// The connection (counted across the process, taken modulo the
+/// connections) of a service's profile stream `index`: its `Get` stream
+/// `index`'s when `beside` (the service's `Get` streams started at
+/// `first`), else the next one after every stream started so far.
+fn profile_channel(beside: bool, first: usize, index: usize, next: &mut usize) -> usize {
+    if beside {
+        first + index
+    } else {
+        *next += 1;
+        *next - 1
+    }
 }
 
 /// Tasks aborted when dropped, whatever way the function holding them ends.
@@ -449,6 +467,7 @@ impl Client {
         // Shared by the service's streams: a copy in each would be part of
         // every stream's memory.
         let metrics = Arc::new(self.metrics.clone());
+        let first_channel = *next_channel;
         for index in 0..streams.len() {
             let link = self.channels[*next_channel % self.channels.len()].subscribe();
             *next_channel += 1;
@@ -468,8 +487,13 @@ impl Client {
             let streams = Arc::new(profile::ProfileStreams::new(service.to_string(), profiles));
             self.profiles.insert(streams.clone());
             for index in 0..profiles {
-                let link = self.channels[*next_channel % self.channels.len()].subscribe();
-                *next_channel += 1;
+                let channel = profile_channel(
+                    self.config.profiles_beside_gets,
+                    first_channel,
+                    index,
+                    next_channel,
+                );
+                let link = self.channels[channel % self.channels.len()].subscribe();
                 let s = profile::ProfileStream {
                     streams: streams.clone(),
                     index,
@@ -817,6 +841,22 @@ impl std::fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_streams_share_their_get_streams_connections_as_a_proxys_do() {
+        // Service A's 3 Get streams took connections 0..3, B's 3..6.
+        let mut next = 3;
+        let beside: Vec<usize> = (0..3)
+            .map(|k| profile_channel(true, 0, k, &mut next))
+            .collect();
+        assert_eq!((beside, next), (vec![0, 1, 2], 3));
+        // Spread: after every stream started so far.
+        let mut next = 6;
+        let spread: Vec<usize> = (0..3)
+            .map(|k| profile_channel(false, 3, k, &mut next))
+            .collect();
+        assert_eq!((spread, next), (vec![6, 7, 8], 9));
+    }
 
     #[test]
     fn the_truth_watches_the_namespace_of_services_and_pods() {

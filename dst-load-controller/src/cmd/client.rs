@@ -52,6 +52,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub profile_streams_per_service: u32,
 
+    /// The proxy's discovery pattern: every Get stream has a GetProfile
+    /// stream of the same target on its connection (as a proxy resolves a
+    /// target), i.e. --profile-streams-per-service equal to
+    /// --streams-per-service, placed beside them.
+    #[arg(long, conflicts_with = "profile_streams_per_service")]
+    pub proxy_discovery: bool,
+
     /// Independent HTTP/2 connections, each a simulated proxy; streams are
     /// spread across them round-robin.
     #[arg(long, default_value_t = 1)]
@@ -329,6 +336,7 @@ struct ReportConfig {
     namespace: Option<String>,
     streams_per_service: u32,
     profile_streams_per_service: u32,
+    proxy_discovery: bool,
     connections: u32,
     ground_truth: bool,
     staleness_grace: String,
@@ -349,7 +357,12 @@ impl From<&Args> for ReportConfig {
             service_label_selector: a.service_label_selector.clone(),
             namespace: a.namespace.clone(),
             streams_per_service: a.load().0,
-            profile_streams_per_service: a.profile_streams_per_service,
+            profile_streams_per_service: if a.proxy_discovery {
+                a.load().0
+            } else {
+                a.profile_streams_per_service
+            },
+            proxy_discovery: a.proxy_discovery,
             connections: a.load().1,
             ground_truth: a.ground_truth,
             staleness_grace: a.staleness_grace.to_string(),
@@ -453,7 +466,12 @@ impl TryFrom<&Args> for Config {
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
             streams_per_service,
-            profile_streams_per_service: args.profile_streams_per_service,
+            profile_streams_per_service: if args.proxy_discovery {
+                streams_per_service
+            } else {
+                args.profile_streams_per_service
+            },
+            profiles_beside_gets: args.proxy_discovery,
             connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
             http2_stream_window: args.http2_stream_window,

@@ -78,6 +78,19 @@ fn churn_rejects_bad_flags() {
 
 #[test]
 fn client_rejects_bad_flags() {
+    usage_error(
+        &[
+            "client",
+            "--destination-addr",
+            "127.0.0.1:8086",
+            "--target-services",
+            "web.ns.svc.cluster.local:80",
+            "--proxy-discovery",
+            "--profile-streams-per-service",
+            "2",
+        ],
+        "cannot be used with",
+    );
     usage_error(&["client"], "nothing to watch");
     usage_error(
         &[

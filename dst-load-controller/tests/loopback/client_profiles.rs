@@ -188,3 +188,61 @@ async fn an_unknown_service_is_retried_and_a_bad_name_ends_its_profile_stream() 
     client.finish().await;
     mock.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_pattern_pairs_every_get_with_a_profile_stream_and_a_storm_reopens_both() {
+    let mock = Mock::start(Behavior::default()).await;
+    mock.handle
+        .set(&FOO.parse().unwrap(), addrs(&["10.0.0.1:8080"]));
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "2",
+        "--connections",
+        "2",
+        "--proxy-discovery",
+        "--reset-storm-interval",
+        "4s",
+    ]));
+    eventually("a profile on each of the 2 profile streams", WAIT, || {
+        all_hold(&client, FOO, 2, 1, &[])
+    })
+    .await;
+    // The first storm: both Get streams and both profile streams re-open,
+    // and each profile stream gets the profile again (the next storm is
+    // 4 s later).
+    let storms = |text: &str| {
+        (
+            sample(
+                text,
+                "destination_client_profile_streams_reset_total",
+                &[("reason", "reset_storm")],
+            ),
+            sample(
+                text,
+                "destination_client_streams_reset_total",
+                &[("reason", "reset_storm"), ("class", "healthy")],
+            ),
+        )
+    };
+    eventually("a storm's re-opened streams and profiles", WAIT, || {
+        all_hold(&client, FOO, 2, 2, &[])
+            && storms(&scrape(&client.registry)) == (Some(2.0), Some(2.0))
+    })
+    .await;
+    let text = scrape(&client.registry);
+    assert_eq!(
+        sample(
+            &text,
+            "destination_client_profile_streams_created_total",
+            &[]
+        ),
+        Some(4.0)
+    );
+    client.finish().await;
+    mock.stop().await;
+}
