@@ -37,27 +37,40 @@ async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
     v
 }
 
-#[tokio::test]
-async fn the_documented_example_serves_both_destinations() {
+/// Starts `mock-dst` on free loopback ports with `flags` and `env`; returns
+/// it once its gRPC port accepts connections.
+async fn mock_dst(flags: &[&str], env: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
     let (port, admin) = (support::free_port(), support::free_port());
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["mock-dst", "-a", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-        .env(
-            "LINKERD2_MOCK_DSTS",
-            "http://foo.ns.svc.cluster.local:8080=127.0.0.1:1234,127.0.0.1:1235;http://bar.ns.svc.cluster.local:8081=127.0.0.1:4321",
-        )
+    let (grpc, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
+    let child = tokio::process::Command::new(BIN)
+        .args(["mock-dst", "-a", &grpc, "--admin-addr", &admin])
+        .args(flags)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: SocketAddr = grpc.parse().unwrap();
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    (child, addr)
+}
+
+#[tokio::test]
+async fn the_documented_example_serves_both_destinations() {
+    let (mut child, addr) = mock_dst(
+        &[],
+        &[(
+            "LINKERD2_MOCK_DSTS",
+            "http://foo.ns.svc.cluster.local:8080=127.0.0.1:1234,127.0.0.1:1235;http://bar.ns.svc.cluster.local:8081=127.0.0.1:4321",
+        )],
+    )
+    .await;
     assert_eq!(
         first_add(addr, "foo.ns.svc.cluster.local:8080").await,
         [
@@ -74,31 +87,16 @@ async fn the_documented_example_serves_both_destinations() {
 
 #[tokio::test]
 async fn generated_services_get_profiles_of_the_routes_asked_for() {
-    let (port, admin) = (support::free_port(), support::free_port());
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "mock-dst",
-            "-a",
-            &format!("127.0.0.1:{port}"),
-            "--admin-addr",
-            &format!("127.0.0.1:{admin}"),
+    let (mut child, addr) = mock_dst(
+        &[
             "--generate",
             "web.shop.svc.cluster.local:8080=10.1.0.0/16:5",
             "--profile-routes",
             "3",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        ],
+        &[],
+    )
+    .await;
     // Served (and the profiles set) once Get answers.
     assert_eq!(
         first_add(addr, "web.shop.svc.cluster.local:8080")
