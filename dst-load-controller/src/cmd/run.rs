@@ -353,30 +353,35 @@ impl Args {
             min_samples: self.gates.min_samples,
         };
         let name = search.base.name().to_string();
-        let found = search
-            .find(crate::shutdown::on_signal(), self.admin())
-            .await?;
-        println!("{}", found.verdict());
-        if let Some(path) = &self.gates.report {
-            let json = serde_json::json!({
-                "command": "run",
-                "scenario": name,
-                "find_red_line": found,
-            });
-            std::fs::write(path, serde_json::to_string_pretty(&json)?)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
-            eprintln!("report written to {}", path.display());
-        }
-        if let Some(path) = &self.gates.html {
-            std::fs::write(path, crate::html::red_line_page(&name, &found))
-                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
-            eprintln!("pictures drawn in {}", path.display());
-        }
-        Ok(if found.search.pass.is_some() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(crate::slo::EXIT_SLO_FAILED)
-        })
+        let (report, html) = (self.gates.report.clone(), self.gates.html.clone());
+        let admin = self.admin();
+        search
+            .find(crate::shutdown::on_signal(), admin, |found| {
+                println!("{}", found.verdict());
+                if let Some(path) = &report {
+                    let json = serde_json::json!({
+                        "command": "run",
+                        "scenario": name,
+                        "find_red_line": found,
+                    });
+                    std::fs::write(path, serde_json::to_string_pretty(&json)?).map_err(|e| {
+                        anyhow::anyhow!("cannot write --report {}: {e}", path.display())
+                    })?;
+                    eprintln!("report written to {}", path.display());
+                }
+                if let Some(path) = &html {
+                    std::fs::write(path, crate::html::red_line_page(&name, &found)).map_err(
+                        |e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()),
+                    )?;
+                    eprintln!("pictures drawn in {}", path.display());
+                }
+                Ok(if found.search.pass.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(crate::slo::EXIT_SLO_FAILED)
+                })
+            })
+            .await
     }
 }
 

@@ -61,8 +61,16 @@ impl RedLine {
 
     /// Runs the search under one admin server (`/shutdown` ends it; each
     /// step's metrics live only as long as the step, under its own runtime),
-    /// printing each step; stops early on `shutdown`.
-    pub async fn find(self, shutdown: CancellationToken, admin: Admin) -> anyhow::Result<Found> {
+    /// printing each step; stops early on `shutdown`. `done` gets what was
+    /// found while that runtime still stands (so the verdict and the
+    /// outputs are written even when it then reports a failure, which is
+    /// the error returned).
+    pub async fn find<T>(
+        self,
+        shutdown: CancellationToken,
+        admin: Admin,
+        done: impl FnOnce(Found) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut rt = Runtime::with_shutdown(shutdown.clone());
         rt.readiness().set(true);
         if let Err(e) = rt
@@ -71,7 +79,7 @@ impl RedLine {
         {
             return finish(rt, Err(e)).await;
         }
-        let found = self.steps(&shutdown).await;
+        let found = self.steps(&shutdown).await.and_then(done);
         finish(rt, found).await
     }
 
