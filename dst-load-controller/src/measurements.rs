@@ -53,6 +53,12 @@ pub struct Measurements {
     /// Services whose streams never got an endpoint although the ground
     /// truth lists endpoints for them (always 0 without a ground truth).
     pub services_never_served: u64,
+    /// `GetProfile` streams: calls made (0 without profile streams).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub profile_streams_created: u64,
+    /// Profiles received on them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub profile_updates_received: u64,
     /// Update, convergence and fan-out latencies by churn pattern (the
     /// `pattern` label), for the patterns that had samples.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -70,6 +76,10 @@ pub struct Measurements {
     /// converged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fanouts: Vec<ChangeRecord>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One second of a run, as the client saw it.

@@ -358,6 +358,10 @@ pub struct Clients {
     /// proxy, i.e. streams-per-service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
+    /// `GetProfile` streams per watched authority, beside its `Get` streams
+    /// (a proxy holds one of each per target); scaled with them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub profile_streams_per_service: u32,
     /// Misbehaving proxies, reset storms and connection churn.
     #[serde(default, deserialize_with = "checked")]
     pub faults: Faults,
@@ -367,11 +371,16 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Default for Clients {
     fn default() -> Self {
         Self {
             streams_per_service: 1,
             connections: None,
+            profile_streams_per_service: 0,
             faults: Faults::default(),
         }
     }
@@ -739,6 +748,10 @@ impl Spec {
         let scaled = |n: u32| ((f64::from(n) * o.scale).ceil() as u32).max(1);
         self.clients.streams_per_service = scaled(streams);
         self.clients.connections = Some(scaled(connections));
+        if self.clients.profile_streams_per_service > 0 {
+            self.clients.profile_streams_per_service =
+                scaled(self.clients.profile_streams_per_service);
+        }
         self.validate()
             .and_then(|()| self.clients.check())
             .map_err(|e| format!("{e} (the {} scenario with the flags given)", self.name()))?;

@@ -611,6 +611,8 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         stale_streams: metrics.staleness.stale_now(fleet),
         staleness: metrics.staleness.episodes(),
         services_never_served: summary.dropped().count() as u64,
+        profile_streams_created: summary.profile_streams_created,
+        profile_updates_received: summary.profile_updates,
         by_pattern: latencies.by_pattern(),
         by_class: by_class(fleet, &services, metrics),
         timeline: metrics.timeline.lock().expect("timeline lock").clone(),

@@ -466,10 +466,12 @@ impl TryFrom<&Args> for Config {
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
             streams_per_service,
-            profile_streams_per_service: if args.proxy_discovery {
-                streams_per_service
-            } else {
-                args.profile_streams_per_service
+            profile_streams_per_service: match (&args.scenario_file, args.proxy_discovery) {
+                (_, true) => streams_per_service,
+                (Some(f), false) if args.profile_streams_per_service == 0 => {
+                    f.spec.clients.profile_streams_per_service
+                }
+                _ => args.profile_streams_per_service,
             },
             profiles_beside_gets: args.proxy_discovery,
             connections,

@@ -114,6 +114,7 @@ async fn drive(
     let started_at = jiff::Timestamp::now();
     let Watched { mut config, truth } = load.prepare(rt, run).await?;
     config.streams_per_service = spec.clients.streams_per_service;
+    config.profile_streams_per_service = spec.clients.profile_streams_per_service;
     config.faults = spec.clients.faults;
     config.connections = spec.clients.connections();
     let mut client = Client::new(config, rt.registry())?;
@@ -223,6 +224,12 @@ impl Outcome {
             "  changes {}  fan-outs completed {}  superseded {}  streams unconverged at end {}\n",
             self.changes, m.fanouts_completed, m.fanouts_superseded, m.streams_unconverged
         );
+        if m.profile_streams_created > 0 {
+            t += &format!(
+                "  profile streams created {}  profiles received {}\n",
+                m.profile_streams_created, m.profile_updates_received
+            );
+        }
         if m.services_never_served > 0 {
             t += &format!(
                 "  !!! {} service(s) NEVER got an endpoint although the ground truth lists endpoints: \

@@ -269,3 +269,22 @@ async fn the_client_takes_its_load_faults_and_slos_from_a_file() {
     std::fs::remove_file(&file).unwrap();
     mock.stop().await;
 }
+
+#[test]
+fn a_scenarios_profile_streams_run_beside_its_get_streams() {
+    let file = temp("profiles.yaml");
+    std::fs::write(
+        &file,
+        "duration: 2s\nservices:\n  stable: {count: 2, endpoints: 2}\nclients:\n  \
+         streams-per-service: 2\n  profile-streams-per-service: 3\n",
+    )
+    .unwrap();
+    let r = run_report(&["--scenario-file", file.to_str().unwrap()], "profiles");
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(r["plan"]["clients"]["profile-streams-per-service"], 3);
+    // Two services, three profile streams each, one (default) profile on
+    // each: the mock changes no profile.
+    assert_eq!(r["profile_streams_created"], 6, "{r}");
+    assert_eq!(r["profile_updates_received"], 6, "{r}");
+    assert_eq!(r["errors"], 0);
+}
