@@ -357,11 +357,7 @@ impl From<&Args> for ReportConfig {
             service_label_selector: a.service_label_selector.clone(),
             namespace: a.namespace.clone(),
             streams_per_service: a.load().0,
-            profile_streams_per_service: if a.proxy_discovery {
-                a.load().0
-            } else {
-                a.profile_streams_per_service
-            },
+            profile_streams_per_service: a.profile_streams(),
             proxy_discovery: a.proxy_discovery,
             connections: a.load().1,
             ground_truth: a.ground_truth,
@@ -404,6 +400,18 @@ impl Args {
     }
 
     /// Streams per service and connections: the scenario file's or the flags'.
+    /// GetProfile streams per service: one per Get stream with
+    /// --proxy-discovery, else the flag's, else the scenario file's.
+    fn profile_streams(&self) -> u32 {
+        match &self.scenario_file {
+            _ if self.proxy_discovery => self.load().0,
+            Some(f) if self.profile_streams_per_service == 0 => {
+                f.spec.clients.profile_streams_per_service
+            }
+            _ => self.profile_streams_per_service,
+        }
+    }
+
     fn load(&self) -> (u32, u32) {
         match &self.scenario_file {
             Some(f) => (
@@ -466,13 +474,7 @@ impl TryFrom<&Args> for Config {
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
             streams_per_service,
-            profile_streams_per_service: match (&args.scenario_file, args.proxy_discovery) {
-                (_, true) => streams_per_service,
-                (Some(f), false) if args.profile_streams_per_service == 0 => {
-                    f.spec.clients.profile_streams_per_service
-                }
-                _ => args.profile_streams_per_service,
-            },
+            profile_streams_per_service: args.profile_streams(),
             profiles_beside_gets: args.proxy_discovery,
             connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),

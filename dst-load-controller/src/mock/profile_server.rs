@@ -2,10 +2,10 @@
 //! destinations and the profiles of a [`Handle`] (see `profiles` for what
 //! the controller answers and how the mock follows it).
 
-use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 
 use futures::StreamExt;
-use linkerd2_proxy_api::destination::{DestinationProfile, RetryBudget, WeightedAddr};
+use linkerd2_proxy_api::destination::{DestinationProfile, WeightedAddr};
 use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,7 @@ use tonic::Status;
 use super::{
     codec::Encoded,
     handle::Handle,
-    profiles::{Lookup, Set, parse_profile_path, service_profile},
+    profiles::{Lookup, RetryBudgetSpec, Set, parse_profile_path, service_profile},
     server::{Behavior, Shaper, UpdateStream},
 };
 use crate::target::Authority;
@@ -36,11 +36,7 @@ fn endpoint_profile(addr: SocketAddr, owner: Option<&Shaper>) -> DestinationProf
         },
     };
     DestinationProfile {
-        retry_budget: Some(RetryBudget {
-            retry_ratio: 0.2,
-            min_retries_per_second: 10,
-            ttl: Some(Duration::from_secs(10).try_into().unwrap_or_default()),
-        }),
+        retry_budget: Some(RetryBudgetSpec::default().message()),
         endpoint: Some(endpoint),
         ..Default::default()
     }
@@ -65,45 +61,43 @@ impl ProfileService {
 
     /// Opens a `GetProfile` stream for `path`.
     pub fn get_profile(&self, path: &str) -> Result<UpdateStream, Status> {
-        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
-        let stop = self.shutdown.clone();
-        match parse_profile_path(path)? {
+        let store = &self.handle.store;
+        let answer = match parse_profile_path(path)? {
+            Lookup::Service(authority) if store.exists(&authority) => Answer::Service(authority),
             Lookup::Service(authority) => {
-                let store = &self.handle.store;
-                if !store.exists(&authority) {
-                    let host = authority.host();
-                    let other_port = store.list().iter().any(|(a, _)| a.host() == host);
-                    if !other_port {
-                        let name = host.split('.').next().unwrap_or_default();
-                        return Err(Status::unknown(format!("service \"{name}\" not found")));
-                    }
-                    // The service exists, not with this port: an empty
-                    // profile, and the stream stays open.
-                    let _ = tx.try_send(Ok(Encoded::of(&DestinationProfile::default(), 0)));
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = stop.cancelled() => {}
-                            _ = tx.closed() => {}
-                        }
-                    });
-                } else {
-                    let profiles = self.handle.profiles.watch(authority.host());
-                    tokio::spawn(follow_service(authority, profiles, tx, stop));
+                let host = authority.host();
+                if !store.list().iter().any(|(a, _)| a.host() == host) {
+                    let name = host.split('.').next().unwrap_or_default();
+                    return Err(Status::unknown(format!("service \"{name}\" not found")));
                 }
+                Answer::OtherPort
             }
-            Lookup::Pod(authority) => {
-                let addr = self
-                    .handle
-                    .store
+            Lookup::Pod(authority) => Answer::Address(
+                store
                     .get(&authority)
                     .and_then(|addrs| addrs.first().copied())
                     .ok_or_else(|| {
                         Status::not_found(format!("pod {} not found", authority.host()))
-                    })?;
-                let follow = follow_address(addr, self.handle.clone(), self.behavior.clone());
-                tokio::spawn(follow.run(tx, stop));
+                    })?,
+            ),
+            Lookup::Ip(addr) => Answer::Address(addr),
+        };
+        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
+        let stop = self.shutdown.clone();
+        // The sender of an answer that never changes, held by the response
+        // stream itself so that it stays open until the client leaves.
+        let mut held = None;
+        match answer {
+            Answer::Service(authority) => {
+                let profiles = self.handle.profiles.watch(authority.host());
+                tokio::spawn(follow_service(authority, profiles, tx, stop));
             }
-            Lookup::Ip(addr) => {
+            // The service exists, not with this port: an empty profile.
+            Answer::OtherPort => {
+                let _ = tx.try_send(Ok(Encoded::of(&DestinationProfile::default(), 0)));
+                held = Some(tx);
+            }
+            Answer::Address(addr) => {
                 let follow = follow_address(addr, self.handle.clone(), self.behavior.clone());
                 tokio::spawn(follow.run(tx, stop));
             }
@@ -113,7 +107,7 @@ impl ProfileService {
         let profiles = ReceiverStream::new(rx)
             .take_until(self.shutdown.clone().cancelled_owned())
             .map(move |p| {
-                let _open = &active;
+                let _open = (&active, &held);
                 if p.is_ok() {
                     metrics.profile_updates_sent.inc();
                 }
@@ -121,6 +115,16 @@ impl ProfileService {
             });
         Ok(Box::pin(profiles))
     }
+}
+
+/// What a `GetProfile` stream answers.
+enum Answer {
+    /// A service's profile as it changes.
+    Service(Authority),
+    /// An existing service without the port asked for.
+    OtherPort,
+    /// An address's endpoint as it comes and goes.
+    Address(SocketAddr),
 }
 
 type Queue = mpsc::Sender<Result<Encoded, Status>>;

@@ -100,6 +100,17 @@ impl Default for RetryBudgetSpec {
     }
 }
 
+impl RetryBudgetSpec {
+    /// The budget as the controller sends it.
+    pub fn message(&self) -> RetryBudget {
+        RetryBudget {
+            retry_ratio: self.retry_ratio,
+            min_retries_per_second: self.min_retries_per_second,
+            ttl: Some(self.ttl.try_into().unwrap_or_default()),
+        }
+    }
+}
+
 /// One destination of a traffic split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -273,16 +284,11 @@ pub fn service_profile(authority: &Authority, spec: Option<&ProfileSpec>) -> Des
     );
     let default = ProfileSpec::default();
     let given = spec.unwrap_or(&default);
-    let budget = given.retry_budget.unwrap_or_default();
     DestinationProfile {
         fully_qualified_name: host.to_string(),
         opaque_protocol: given.opaque_protocol,
         routes: given.routes.iter().map(route).collect(),
-        retry_budget: Some(RetryBudget {
-            retry_ratio: budget.retry_ratio,
-            min_retries_per_second: budget.min_retries_per_second,
-            ttl: Some(budget.ttl.try_into().unwrap_or_default()),
-        }),
+        retry_budget: Some(given.retry_budget.unwrap_or_default().message()),
         dst_overrides: given
             .dst_overrides
             .iter()
