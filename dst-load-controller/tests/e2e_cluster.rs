@@ -3160,3 +3160,124 @@ async fn connection_churn_moves_every_stream_and_the_controller_keeps_none_behin
     .await;
     assert_eq!(log.problems(), Vec::<String>::new());
 }
+
+/// What the mock's `GetProfile` claims to answer as Linkerd's controller
+/// does, asked of the real controller: the default profile of a service
+/// without a ServiceProfile, an empty profile for a port the service lacks,
+/// `Unknown` for an unknown service, `InvalidArgument` for a name that is
+/// not a service's, a churned pod's IP answered with its meshed endpoint, and
+/// an IP nobody owns with a bare endpoint.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn the_real_controller_answers_get_profile_as_the_mock_claims() {
+    use linkerd2_proxy_api::{
+        destination::{DestinationProfile, GetDestination, destination_client::DestinationClient},
+        meta::metadata,
+    };
+    let ns = TempNs::new("profile");
+    stable_services(&ns.name, 1, 2).await;
+    let client = kube().await;
+    let addrs = poll_slice_addrs(&client, &ns.name).await;
+    let dst = DestinationClient::connect(format!("http://{}", destination()))
+        .await
+        .unwrap();
+    let open = |path: String| {
+        let mut dst = dst.clone();
+        async move {
+            dst.get_profile(GetDestination {
+                scheme: "k8s".into(),
+                path,
+                context_token: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let first = |mut s: tonic::Streaming<DestinationProfile>| async move {
+        tokio::time::timeout(Duration::from_secs(30), s.message())
+            .await
+            .expect("a profile within 30s")
+            .expect("no error")
+            .expect("the stream open")
+    };
+
+    // By name, no ServiceProfile: the default profile.
+    let host = format!("stable-svc-0.{}.svc.cluster.local", ns.name);
+    let p = first(open(format!("{host}:8080")).await.unwrap()).await;
+    assert_eq!(p.fully_qualified_name, host);
+    assert!(p.routes.is_empty() && p.dst_overrides.is_empty() && p.endpoint.is_none());
+    let budget = p.retry_budget.unwrap();
+    assert_eq!(
+        (
+            budget.retry_ratio,
+            budget.min_retries_per_second,
+            budget.ttl.unwrap().seconds
+        ),
+        (0.2, 10, 10)
+    );
+    let Some(metadata::Kind::Resource(parent)) = p.parent_ref.unwrap().kind else {
+        panic!("the parent is a resource")
+    };
+    assert_eq!(
+        (parent.kind.as_str(), parent.name.as_str(), parent.port),
+        ("Service", "stable-svc-0", 8080)
+    );
+    let Some(metadata::Kind::Resource(profile)) = p.profile_ref.unwrap().kind else {
+        panic!("the profile reference is a resource")
+    };
+    assert_eq!(
+        (
+            profile.group.as_str(),
+            profile.kind.as_str(),
+            profile.name.as_str()
+        ),
+        ("linkerd.io", "", "")
+    );
+
+    // A port the service lacks: an empty profile.
+    let other = first(open(format!("{host}:9999")).await.unwrap()).await;
+    assert_eq!(other, DestinationProfile::default());
+
+    // Unknown service, and a name that is no service's.
+    let unknown = open(format!("nope.{}.svc.cluster.local:8080", ns.name)).await;
+    assert_eq!(unknown.err().map(|s| s.code()), Some(tonic::Code::Unknown));
+    let bad = open("linkerd.io:443".into()).await;
+    assert_eq!(
+        bad.err().map(|s| s.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
+
+    // A churned pod's IP: its meshed endpoint, no name.
+    let pod = first(open(addrs[0].to_string()).await.unwrap()).await;
+    assert!(pod.fully_qualified_name.is_empty());
+    let e = pod.endpoint.expect("the pod's endpoint");
+    assert_eq!(SocketAddr::try_from(e.addr.unwrap()).unwrap(), addrs[0]);
+    assert_eq!(e.weight, 10_000);
+    assert!(e.metric_labels.contains_key("pod"), "{:?}", e.metric_labels);
+    assert!(e.tls_identity.is_some() && e.protocol_hint.is_some());
+
+    // An IP nobody owns: a bare endpoint.
+    let nobody: SocketAddr = "192.0.2.10:8080".parse().unwrap();
+    let bare = first(open(nobody.to_string()).await.unwrap()).await;
+    let e = bare.endpoint.expect("a bare endpoint");
+    assert_eq!(SocketAddr::try_from(e.addr.unwrap()).unwrap(), nobody);
+    assert!(e.metric_labels.is_empty() && e.tls_identity.is_none());
+    drop(dst);
+}
+
+/// `stable-svc-0`'s ready addresses once its slice lists both.
+async fn poll_slice_addrs(client: &kube::Client, ns: &str) -> Vec<SocketAddr> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(addrs) = slice_addrs(client, ns, "stable-svc-0", 8080).await
+            && addrs.len() == 2
+        {
+            return addrs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stable-svc-0's 2 endpoints"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
