@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 
 use crate::{
+    crds::Server,
     kube_api::{ApiMetrics, Caller, Error, KubeSettings, Op},
     labels,
 };
@@ -59,6 +60,8 @@ pub struct Report {
     pub deployments: usize,
     /// StatefulSets deleted.
     pub statefulsets: usize,
+    /// Servers (`policy.linkerd.io`) deleted.
+    pub servers: usize,
     /// Whether the namespace was deleted (only when churn created it and nothing else is in it).
     pub namespace_deleted: bool,
 }
@@ -67,12 +70,16 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "deleted {} services and {} deployments{}{}",
+            "deleted {} services and {} deployments{}{}{}",
             self.services,
             self.deployments,
             match self.statefulsets {
                 0 => String::new(),
                 n => format!(" and {n} statefulsets"),
+            },
+            match self.servers {
+                0 => String::new(),
+                n => format!(" and {n} servers"),
             },
             if self.namespace_deleted {
                 " and the namespace"
@@ -142,7 +149,7 @@ pub async fn stop_deployment(
     Ok(true)
 }
 
-/// Deletes every Service, Deployment and StatefulSet labelled as churn's in `namespace`,
+/// Deletes every Service, Deployment, StatefulSet and Server labelled as churn's in `namespace`,
 /// waits until they and their pods are gone, and deletes the namespace if
 /// churn created it and nothing else is in it.
 pub async fn cleanup(
@@ -156,6 +163,7 @@ pub async fn cleanup(
     let deployments = delete_owned::<Deployment>(client, caller, namespace, "deployments").await?;
     let statefulsets =
         delete_owned::<StatefulSet>(client, caller, namespace, "statefulsets").await?;
+    let servers = without_crd(delete_owned::<Server>(client, caller, namespace, "servers").await)?;
     wait_gone::<Service>(
         client,
         caller,
@@ -192,6 +200,17 @@ pub async fn cleanup(
         deadline,
     )
     .await?;
+    if servers > 0 {
+        wait_gone::<Server>(
+            client,
+            caller,
+            namespace,
+            "servers",
+            Some(&labels::owned_selector()),
+            deadline,
+        )
+        .await?;
+    }
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let op = |verb| Op {
@@ -213,6 +232,7 @@ pub async fn cleanup(
         && count::<Deployment>(client, caller, namespace, "deployments", None).await? == 0
         && count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await? == 0
         && count::<Pod>(client, caller, namespace, "pods", None).await? == 0
+        && without_crd(count::<Server>(client, caller, namespace, "servers", None).await)? == 0
     {
         let dp = DeleteParams::default();
         match caller
@@ -228,8 +248,22 @@ pub async fn cleanup(
         services,
         deployments,
         statefulsets,
+        servers,
         namespace_deleted,
     })
+}
+
+/// No Servers where the cluster lacks Linkerd's CRDs, or where these
+/// credentials may not list them (then churn, run with them, made none).
+fn without_crd(r: Result<usize, Error>) -> anyhow::Result<usize> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(0),
+        Err(Error::Forbidden { .. }) => {
+            tracing::info!("may not list Servers (policy.linkerd.io): none deleted");
+            Ok(0)
+        }
+        r => Ok(r?),
+    }
 }
 
 async fn delete_owned<K>(

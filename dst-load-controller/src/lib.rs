@@ -7,6 +7,7 @@ pub mod churn;
 pub mod cleanup;
 pub mod client;
 pub mod cmd;
+pub mod crds;
 pub mod gates;
 pub mod harness;
 pub mod html;

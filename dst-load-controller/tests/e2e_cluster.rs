@@ -3281,3 +3281,126 @@ async fn poll_slice_addrs(client: &kube::Client, ns: &str) -> Vec<SocketAddr> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `churn --servers` makes Servers that Linkerd's controller reads: with
+/// `opaque`, a GetProfile of a selected pod's `IP:port` says opaque, and of
+/// an unselected one's does not; `cleanup` deletes them with the rest.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn churns_servers_are_read_by_the_controller_and_cleaned_up() {
+    use dst_load_controller::crds::Server;
+    use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
+    let ns = TempNs::new("servers");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "2",
+        "--stable-endpoints",
+        "1",
+        "--servers",
+        "3",
+        "--server-proxy-protocol",
+        "opaque",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    let client = kube().await;
+    let servers: Api<Server> = Api::namespaced(client.clone(), &ns.name);
+    let mut made: Vec<(String, String)> = servers
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=dst-load-controller"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| {
+            let selects =
+                s.spec.pod_selector.match_labels.unwrap()["app.kubernetes.io/name"].clone();
+            (s.metadata.name.unwrap(), selects)
+        })
+        .collect();
+    made.sort();
+    assert_eq!(
+        made,
+        [
+            ("srv-0", "stable-svc-0"),
+            ("srv-1", "stable-svc-1"),
+            ("srv-2", "stable-svc-0")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // Both services' pods are selected: their addresses are opaque. A port
+    // no Server names is not.
+    let dst = DestinationClient::connect(format!("http://{}", destination()))
+        .await
+        .unwrap();
+    for service in ["stable-svc-0", "stable-svc-1"] {
+        let addr = eventually_addr(&client, &ns.name, service).await;
+        for (port, opaque) in [(addr.port(), true), (9999, false)] {
+            let target = SocketAddr::new(addr.ip(), port);
+            eventually(&format!("{target} opaque={opaque}"), || {
+                let mut dst = dst.clone();
+                async move {
+                    let mut s = dst
+                        .get_profile(GetDestination {
+                            scheme: "k8s".into(),
+                            path: target.to_string(),
+                            context_token: String::new(),
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_inner();
+                    let p = tokio::time::timeout(Duration::from_secs(30), s.message())
+                        .await
+                        .map_err(|_| "no profile within 30s".to_string())?
+                        .map_err(|e| e.to_string())?
+                        .ok_or("the stream ended")?;
+                    if p.opaque_protocol == opaque {
+                        Ok(())
+                    } else {
+                        Err(format!("opaque_protocol is {}", p.opaque_protocol))
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    let out = run(&["cleanup", "--namespace", &ns.name]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("deleted 2 services and 2 deployments and 3 servers"),
+        "{stdout}"
+    );
+    assert!(
+        servers
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// A ready address of `service`'s slice.
+async fn eventually_addr(client: &kube::Client, ns: &str, service: &str) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(addrs) = slice_addrs(client, ns, service, 8080).await
+            && let Some(a) = addrs.first()
+        {
+            return *a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service} has no endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

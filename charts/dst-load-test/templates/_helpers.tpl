@@ -89,6 +89,9 @@ their pods on --cleanup-on-exit. */}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+- apiGroups: ["policy.linkerd.io"]
+  resources: ["servers"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 
 {{/* Read-only, in the release namespace: discover Services by label, and

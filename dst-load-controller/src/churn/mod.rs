@@ -55,6 +55,11 @@ pub struct Config {
     pub statefulset: StatefulSets,
     /// Services that change in the same instant (1 = no bursts).
     pub burst_size: u32,
+    /// Servers (`policy.linkerd.io`) in the namespace, each selecting the
+    /// pods of one service (round-robin over the services).
+    pub servers: u32,
+    /// Every Server's `proxyProtocol`.
+    pub server_protocol: objects::ProxyProtocol,
     /// The seed of the jitter schedule.
     pub seed: u64,
     /// Stop after this long; `None` = until signalled or the cycles are done.
@@ -101,6 +106,8 @@ impl Config {
                 oscillate: None,
             },
             burst_size: 1,
+            servers: 0,
+            server_protocol: objects::ProxyProtocol::Unknown,
             seed: rand::random(),
             duration: None,
             template: ServiceTemplate::kwok(namespace),
@@ -389,8 +396,21 @@ impl Churn {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
+        let servers = server_targets(self.config.servers, &services);
+        futures::stream::iter(servers.clone())
+            .map(|(name, service)| {
+                let server = template.server(&name, &service, self.config.server_protocol);
+                async move { self.apply("servers", &name, server).await }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
         ready.set(true);
-        tracing::info!(services = services.len(), "initial objects exist");
+        tracing::info!(
+            services = services.len(),
+            servers = servers.len(),
+            "initial objects exist"
+        );
 
         let start = Instant::now();
         let burst = self.config.burst_size.max(1) as usize;
@@ -688,6 +708,20 @@ impl Churn {
     }
 }
 
+/// Server `srv-{k}` for k < `servers`, each with the service whose pods it
+/// selects, round-robin over `services` (none without services).
+fn server_targets(servers: u32, services: &[(Pattern, u32, u32)]) -> Vec<(String, String)> {
+    if services.is_empty() {
+        return Vec::new();
+    }
+    (0..servers as usize)
+        .map(|k| {
+            let (pattern, i, _) = services[k % services.len()];
+            (format!("srv-{k}"), pattern.service_name(i))
+        })
+        .collect()
+}
+
 /// The stamp of a first apply at `replicas`. A restarted churn keeps the
 /// stamp of a size that did not change, so a client does not see a change
 /// that never happened, and the pod template's restart time, so the apply
@@ -790,4 +824,31 @@ pub async fn connect_and_ensure_namespace(
         stop.clone(),
     );
     ensure_namespace(&client, &caller, ns, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_go_round_robin_over_the_services_pods() {
+        let services = [
+            (Pattern::Stable, 0, 1),
+            (Pattern::Oscillate, 0, 1),
+            (Pattern::StatefulSet, 2, 1),
+        ];
+        let names = |n| server_targets(n, &services);
+        assert_eq!(
+            names(4),
+            [
+                ("srv-0", "stable-svc-0"),
+                ("srv-1", "oscillate-svc-0"),
+                ("srv-2", "sts-svc-2"),
+                ("srv-3", "stable-svc-0"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert!(names(0).is_empty());
+        assert!(server_targets(3, &[]).is_empty());
+    }
 }

@@ -18,7 +18,11 @@ use k8s_openapi::{
     },
 };
 
-use crate::labels;
+pub use crate::crds::ProxyProtocol;
+use crate::{
+    crds::{Server, ServerSpec},
+    labels,
+};
 
 pub use crate::labels::Pattern;
 
@@ -405,6 +409,28 @@ impl ServiceTemplate {
         }
     }
 
+    /// Server `name`: the `http` port of `service`'s pods, with `protocol`.
+    /// Labelled as churn's, not as any pattern's: cleanup deletes it.
+    pub fn server(&self, name: &str, service: &str, protocol: ProxyProtocol) -> Server {
+        let mut server = Server::new(
+            name,
+            ServerSpec {
+                pod_selector: LabelSelector {
+                    match_labels: Some(selector(service)),
+                    ..Default::default()
+                },
+                port: IntOrString::String("http".to_string()),
+                proxy_protocol: Some(protocol),
+            },
+        );
+        server.metadata.namespace = Some(self.namespace.clone());
+        server.metadata.labels = Some(BTreeMap::from([(
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGER.to_string(),
+        )]));
+        server
+    }
+
     /// StatefulSet `sts-{i}` behind the headless Service `sts-svc-{i}`: its
     /// pods are `sts-{i}-{k}`, with that hostname in the EndpointSlices.
     /// Pods start and stop in parallel, as churn scales them all at once.
@@ -581,6 +607,39 @@ mod tests {
                     .0,
             ],
         }
+    }
+
+    #[test]
+    fn a_server_selects_its_services_pods_on_their_http_port_as_linkerd_spells_it() {
+        let t = mk_template();
+        let server = t.server("srv-3", "stable-svc-1", ProxyProtocol::Opaque);
+        let json = serde_json::to_value(&server).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "apiVersion": "policy.linkerd.io/v1beta3",
+                "kind": "Server",
+                "metadata": {
+                    "name": "srv-3",
+                    "namespace": "dst-load-test",
+                    "labels": {labels::MANAGED_BY: labels::MANAGER},
+                },
+                "spec": {
+                    "podSelector": {"matchLabels": {labels::NAME: "stable-svc-1"}},
+                    "port": "http",
+                    "proxyProtocol": "opaque",
+                },
+            })
+        );
+        // The port it names is the app container's.
+        let deploy = t.deployment("stable-svc-1", Pattern::Stable, &Stamp::scale(1, "t"));
+        let pod = deploy.spec.unwrap().template;
+        assert_eq!(
+            pod.metadata.unwrap().labels.unwrap()[labels::NAME],
+            "stable-svc-1"
+        );
+        let app = &pod.spec.unwrap().containers[1];
+        assert_eq!(app.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
     }
 
     #[test]

@@ -138,6 +138,28 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub burst_size: u32,
 
+    /// Linkerd Servers (`policy.linkerd.io/v1beta3`) to create in the
+    /// namespace, `srv-0`..: each selects one service's pods on their `http`
+    /// port, round-robin over the services. The destination controller
+    /// scans every Server of a pod's namespace when it resolves the pod's
+    /// address (GetProfile by IP), so this is the load's Server count.
+    /// Needs Linkerd's CRDs.
+    #[arg(long, default_value_t = 0)]
+    pub servers: u32,
+
+    /// The `proxyProtocol` of every Server from --servers (`opaque` is the
+    /// one that changes the destination controller's answers).
+    #[arg(
+        long,
+        default_value_t = crate::crds::ProxyProtocol::Unknown,
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(crate::crds::ProxyProtocol::ALL.map(|p| p.as_str())),
+            |s| s.parse::<crate::crds::ProxyProtocol>(),
+        ),
+        requires = "servers"
+    )]
+    pub server_proxy_protocol: crate::crds::ProxyProtocol,
+
     /// Create and change the services of this scenario file (its services,
     /// schedule and seed) instead of the service flags above; `run
     /// --print-scenario NAME` prints one to start from. The file's duration
@@ -425,6 +447,8 @@ impl TryFrom<Args> for Config {
                     .zip(args.statefulset_max_replicas),
             },
             burst_size: args.burst_size,
+            servers: args.servers,
+            server_protocol: args.server_proxy_protocol,
             seed: args.oscillation.seed(),
             duration: args.duration.map(Into::into),
             template: args.template(),

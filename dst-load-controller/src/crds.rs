@@ -1,0 +1,115 @@
+//! Linkerd's custom resources, as far as this tool writes and reads them.
+
+use k8s_openapi::apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString};
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+/// A `policy.linkerd.io/v1beta3` Server: a port of the pods it selects.
+/// The destination controller reads its `proxyProtocol` (only `opaque`
+/// changes what it answers) whenever a pod's address is resolved, scanning
+/// every Server of the pod's namespace.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "policy.linkerd.io",
+    version = "v1beta3",
+    kind = "Server",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// The pods it selects (all of the namespace's when empty).
+    pub pod_selector: LabelSelector,
+    /// A container port's number or name.
+    pub port: IntOrString,
+    /// How the proxy reads the port's connections (`unknown` when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// A Server's `proxyProtocol`, spelled as Linkerd's policy controller
+/// accepts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyProtocol {
+    /// Detected per connection.
+    #[default]
+    #[serde(rename = "unknown")]
+    Unknown,
+    /// HTTP/1.
+    #[serde(rename = "HTTP/1")]
+    Http1,
+    /// HTTP/2.
+    #[serde(rename = "HTTP/2")]
+    Http2,
+    /// gRPC.
+    #[serde(rename = "gRPC")]
+    Grpc,
+    /// Opaque TCP: the one the destination controller answers differently.
+    #[serde(rename = "opaque")]
+    Opaque,
+    /// TLS.
+    #[serde(rename = "TLS")]
+    Tls,
+}
+
+impl ProxyProtocol {
+    /// Every value, as Linkerd spells it.
+    pub const ALL: [Self; 6] = [
+        Self::Unknown,
+        Self::Http1,
+        Self::Http2,
+        Self::Grpc,
+        Self::Opaque,
+        Self::Tls,
+    ];
+
+    /// As Linkerd spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Http1 => "HTTP/1",
+            Self::Http2 => "HTTP/2",
+            Self::Grpc => "gRPC",
+            Self::Opaque => "opaque",
+            Self::Tls => "TLS",
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "'{s}' is not a Server proxyProtocol; give one of {}",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_protocols_are_spelled_as_linkerd_reads_them() {
+        for p in ProxyProtocol::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.as_str().parse::<ProxyProtocol>(), Ok(p));
+        }
+        let err = "http/1".parse::<ProxyProtocol>().unwrap_err();
+        assert!(err.contains("HTTP/1"), "{err}");
+    }
+}
