@@ -140,3 +140,132 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
+
+/// Checks a label selector as the apiserver parses one (`k=v`, `k==v`,
+/// `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated), so a
+/// typo is named before anything is created; the error says what is wrong.
+pub fn check_selector(selector: &str) -> Result<(), String> {
+    if selector.trim().is_empty() {
+        return Err("the selector is empty; give e.g. app=web".into());
+    }
+    for term in top_level_terms(selector)? {
+        check_requirement(term.trim()).map_err(|e| format!("'{}': {e}", term.trim()))?;
+    }
+    Ok(())
+}
+
+/// The selector's requirements: split at the commas outside parentheses.
+fn top_level_terms(s: &str) -> Result<Vec<&str>, String> {
+    let (mut terms, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(format!("unbalanced parentheses in '{s}'"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced parentheses in '{s}'"));
+    }
+    terms.push(&s[start..]);
+    Ok(terms)
+}
+
+fn check_requirement(term: &str) -> Result<(), String> {
+    if let Some(key) = term.strip_prefix('!') {
+        return check_key(key.trim());
+    }
+    for op in ["!=", "==", "="] {
+        if let Some((key, value)) = term.split_once(op) {
+            check_key(key.trim())?;
+            return check_value(value.trim());
+        }
+    }
+    let words: Vec<&str> = term.splitn(2, char::is_whitespace).collect();
+    if let [key, rest] = words[..] {
+        let rest = rest.trim_start();
+        let set = rest
+            .strip_prefix("notin")
+            .or_else(|| rest.strip_prefix("in"))
+            .ok_or_else(|| format!("expected =, ==, !=, in or notin after '{key}'"))?
+            .trim();
+        let values = set
+            .strip_prefix('(')
+            .and_then(|s| s.strip_suffix(')'))
+            .ok_or("a set is written (a,b)")?;
+        check_key(key)?;
+        return values.split(',').try_for_each(|v| check_value(v.trim()));
+    }
+    check_key(term)
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            let ok =
+                !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_dns_label);
+            if !ok {
+                return Err(format!("'{prefix}' is not a DNS subdomain key prefix"));
+            }
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err("a requirement has no key".into());
+    }
+    check_value(name).map_err(|_| format!("'{name}' is not a label key"))
+}
+
+fn check_value(v: &str) -> Result<(), String> {
+    let ok = v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{v}' is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_checked_as_the_apiserver_parses_them() {
+        for good in [
+            "app=web",
+            "app.kubernetes.io/name==stable-svc-0",
+            "tier!=db, app",
+            "!canary",
+            "env in (prod, staging),app notin (a,b)",
+            "app=",
+        ] {
+            assert_eq!(check_selector(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            ("app=web app", "not a label value"),
+            ("env in prod", "(a,b)"),
+            ("env in (prod", "parentheses"),
+            ("a/b/c=x", "DNS subdomain"),
+            ("=web", "no key"),
+            ("app ~ web", "expected =, ==, !=, in or notin"),
+        ] {
+            let err = check_selector(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}

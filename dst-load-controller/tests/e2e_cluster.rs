@@ -3404,3 +3404,231 @@ async fn eventually_addr(client: &kube::Client, ns: &str, service: &str) -> Sock
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The controller's open `GetProfile` streams (started minus handled).
+async fn controller_open_profiles() -> f64 {
+    let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count =
+        |name| support::sample(&text, name, &[("grpc_method", "GetProfile")]).unwrap_or_default();
+    count("grpc_server_started_total") - count("grpc_server_handled_total")
+}
+
+/// Running pods of `ns` with their IPs, by name, once there are `n`.
+async fn running_pods(
+    client: &kube::Client,
+    ns: &str,
+    n: usize,
+) -> Vec<(String, std::net::IpAddr)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let ips: Vec<_> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| {
+                let status = p.status?;
+                (status.phase.as_deref() == Some("Running"))
+                    .then_some(())
+                    .and(status.pod_ip?.parse().ok())
+                    .map(|ip| (p.metadata.name.unwrap_or_default(), ip))
+            })
+            .collect();
+        if ips.len() == n {
+            return ips;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} running pods in {ns}, have {ips:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Linkerd #15583's load, small: GetProfile by pod IP for every churned pod
+/// (a scraper's proxy) with Servers in the namespace, re-opened at once in
+/// storms. Every stream ends answered with its pod's meshed endpoint (opaque,
+/// as the Servers say), after every storm too; the controller holds exactly
+/// our streams; a deleted pod's IP is answered with a bare endpoint and the
+/// client moves to the pod that replaced it.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller_holds_our_streams()
+{
+    use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
+    let ns = TempNs::new("storm");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "2",
+        "--stable-endpoints",
+        "4",
+        "--servers",
+        "20",
+        "--server-proxy-protocol",
+        "opaque",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    let kube_client = kube().await;
+    let pods = running_pods(&kube_client, &ns.name, 8).await;
+    let before = controller_open_profiles().await;
+    const PER_POD: usize = 3;
+    let dst = destination();
+    let c = support::start_client(support::client_args(&[
+        "--destination-addr",
+        &dst,
+        "--namespace",
+        &ns.name,
+        "--target-pods",
+        "app.kubernetes.io/managed-by=dst-load-controller",
+        "--target-pods-port",
+        "8080",
+        "--profile-streams-per-pod",
+        "3",
+        "--target-pods-storm-interval",
+        "4s",
+        "--connections",
+        "4",
+    ]));
+    // Every stream of every pod: the pod's endpoint, meshed and opaque, and
+    // at least `opened` profiles (one per opening).
+    let converged = |opened: u64, pods: &[(String, std::net::IpAddr)]| {
+        let fleet = c.pods.clone();
+        let want: BTreeSet<String> = pods
+            .iter()
+            .map(|(_, ip)| SocketAddr::new(*ip, 8080).to_string())
+            .collect();
+        move || {
+            let all = fleet.all();
+            let have: BTreeSet<String> = all.iter().map(|p| p.target.clone()).collect();
+            if have != want {
+                return Err(format!("targets {have:?}, want {want:?}"));
+            }
+            for p in &all {
+                let target: SocketAddr = p.target.parse().unwrap();
+                for (k, seen) in p.seen().into_iter().enumerate() {
+                    let ok = seen.as_ref().is_some_and(|s| {
+                        s.endpoint == Some(target)
+                            && s.endpoint_identity
+                            && s.opaque_protocol
+                            && s.updates >= opened
+                    });
+                    if !ok {
+                        return Err(format!("{target} stream {k}: {seen:?}"));
+                    }
+                }
+            }
+            Ok(())
+        }
+    };
+    let wait = |what: String, check: Box<dyn Fn() -> Result<(), String>>| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match check() {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("{what}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    };
+    wait("first answers".into(), Box::new(converged(1, &pods))).await;
+    let storms = |c: &support::RunningClient| {
+        support::sample(
+            &support::scrape(&c.registry),
+            "destination_client_profile_streams_reset_total",
+            &[("reason", "target_storm")],
+        )
+        .unwrap_or_default()
+    };
+    // Two storms, each re-opening all 24 streams at once, then answered again.
+    support::eventually_async("two storms", Duration::from_secs(120), || async {
+        storms(&c) >= (2 * 8 * PER_POD) as f64
+    })
+    .await;
+    wait(
+        "answers after two storms".into(),
+        Box::new(converged(3, &pods)),
+    )
+    .await;
+    support::eventually_async(
+        "the controller holds exactly our streams",
+        Duration::from_secs(60),
+        || async { controller_open_profiles().await - before == (8 * PER_POD) as f64 },
+    )
+    .await;
+    assert_eq!(
+        c.metrics.profiles.failed_total.get(),
+        0,
+        "no stream ended for good"
+    );
+
+    // A pod deleted: a stream held on its IP gets a bare endpoint; the
+    // client drops it and targets the pod that replaces it.
+    let (gone, gone_ip) = pods[0].clone();
+    let mut held = DestinationClient::connect(format!("http://{dst}"))
+        .await
+        .unwrap()
+        .get_profile(GetDestination {
+            scheme: "k8s".into(),
+            path: SocketAddr::new(gone_ip, 8080).to_string(),
+            context_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = held.message().await.unwrap().unwrap();
+    assert!(first.endpoint.unwrap().tls_identity.is_some());
+    kubectl(
+        &["delete", "pod", "-n", &ns.name, &gone, "--wait=false"],
+        None,
+    );
+    let bare = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let p = held
+                .message()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            let e = p.endpoint.expect("an endpoint");
+            if e.tls_identity.is_none() {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("a bare endpoint within 60s of the deletion");
+    assert!(bare.metric_labels.is_empty(), "{:?}", bare.metric_labels);
+    let replaced = running_pods(&kube_client, &ns.name, 8).await;
+    assert!(replaced.iter().all(|(name, _)| *name != gone));
+    wait(
+        "the replacement's answers".into(),
+        Box::new(converged(1, &replaced)),
+    )
+    .await;
+    drop(held);
+
+    let summary = c.finish().await;
+    assert_eq!(summary.target_pods.map(|(pods, ..)| pods), Some(8));
+    support::eventually_async(
+        "the controller closed our streams",
+        Duration::from_secs(60),
+        || async { controller_open_profiles().await == before },
+    )
+    .await;
+}

@@ -94,12 +94,13 @@ their pods on --cleanup-on-exit. */}}
   verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 
-{{/* Read-only, in the release namespace: discover Services by label, and
+{{/* Read-only, in the release namespace: discover Services by label (and
+pods, for --target-pods), and
 follow the ground truth (EndpointSlices, churn's stamps on Deployments and
 StatefulSets). */}}
 {{- define "dst-load-test.clientRules" -}}
 - apiGroups: [""]
-  resources: ["services"]
+  resources: ["services", "pods"]
   verbs: ["list", "watch"]
 {{- if .Values.client.groundTruth }}
 - apiGroups: ["discovery.k8s.io"]

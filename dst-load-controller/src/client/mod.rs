@@ -8,6 +8,7 @@ pub mod ground_truth;
 pub mod kube_truth;
 pub mod label;
 pub mod metrics;
+pub mod pods;
 pub mod profile;
 pub mod staleness;
 pub mod stream;
@@ -77,6 +78,8 @@ pub struct Config {
     /// stream k, as a proxy resolves a target (else they are spread
     /// round-robin after the `Get` streams).
     pub profiles_beside_gets: bool,
+    /// `GetProfile` streams to selected pods' addresses (`--target-pods`).
+    pub target_pods: Option<pods::TargetPods>,
     /// HTTP/2 connections the streams share.
     pub connections: u32,
     /// HTTP/2 keepalive pings on busy connections; `None` = none.
@@ -115,6 +118,7 @@ impl Config {
             streams_per_service: 1,
             profile_streams_per_service: 0,
             profiles_beside_gets: false,
+            target_pods: None,
             connections: 1,
             keepalive: Some(Duration::from_secs(300)),
             http2_stream_window: None,
@@ -231,6 +235,8 @@ pub struct Client {
     metrics: Metrics,
     services: Arc<Fleet>,
     profiles: Arc<profile::ProfileFleet>,
+    /// `--target-pods`' streams, by `IP:port`.
+    pod_profiles: Arc<profile::ProfileFleet>,
     readiness: Readiness,
     /// Where the ground truth comes from, besides `--ground-truth`'s
     /// Kubernetes API (a mock's change feed).
@@ -264,6 +270,7 @@ impl Client {
             metrics,
             services,
             profiles: Arc::default(),
+            pod_profiles: Arc::default(),
             readiness: Readiness::default(),
             truth: None,
         })
@@ -295,13 +302,25 @@ impl Client {
         self.profiles.clone()
     }
 
+    /// The `--target-pods` streams, by `IP:port`.
+    pub fn pod_fleet(&self) -> Arc<profile::ProfileFleet> {
+        self.pod_profiles.clone()
+    }
+
     /// Runs every stream until `stop`; returns the summary.
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<Summary> {
         let started = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_channel = 0usize;
         let readiness_task = tokio::spawn(track_readiness(
-            self.services.clone(),
+            Watched {
+                services: self.services.clone(),
+                pods: self
+                    .config
+                    .target_pods
+                    .is_some()
+                    .then(|| self.pod_profiles.clone()),
+            },
             self.readiness.clone(),
             stop.clone(),
         ));
@@ -379,47 +398,65 @@ impl Client {
             ));
         }
 
-        if let Watch::Selector {
-            namespace,
-            selector,
-        } = &self.config.watch
-        {
-            let kube = self
-                .config
-                .kube
-                .client()
-                .await
-                .context("cannot build a Kubernetes client for --service-label-selector")?;
-            self.discover(
-                kube,
-                namespace,
-                selector,
-                &mut next_channel,
-                &mut tasks,
-                stop.clone(),
-            )
-            .await?;
-        } else {
-            let targets: &[Authority] = match &self.config.watch {
-                Watch::Targets(t) => t,
-                Watch::Selector { .. } => &[],
-            };
-            for authority in targets {
-                self.spawn_service(
-                    &authority.to_string(),
-                    &mut next_channel,
-                    &mut tasks,
-                    stop.clone(),
-                );
+        let pods = async {
+            match &self.config.target_pods {
+                Some(pods) => {
+                    let context = pods::Context {
+                        channels: &self.channels,
+                        stream: &self.stream,
+                        metrics: &self.metrics,
+                        fleet: &self.pod_profiles,
+                        kube: &self.config.kube,
+                    };
+                    context.follow(pods, stop.clone()).await
+                }
+                None => Ok(()),
             }
-            tracing::info!(
-                services = self.services.services().len(),
-                streams_per_service = self.config.streams_per_service,
-                connections = self.channels.len(),
-                "streams started"
-            );
-            stop.cancelled().await;
-        }
+        };
+        let services =
+            async {
+                if let Watch::Selector {
+                    namespace,
+                    selector,
+                } = &self.config.watch
+                {
+                    let kube =
+                        self.config.kube.client().await.context(
+                            "cannot build a Kubernetes client for --service-label-selector",
+                        )?;
+                    self.discover(
+                        kube,
+                        namespace,
+                        selector,
+                        &mut next_channel,
+                        &mut tasks,
+                        stop.clone(),
+                    )
+                    .await?;
+                } else {
+                    let targets: &[Authority] = match &self.config.watch {
+                        Watch::Targets(t) => t,
+                        Watch::Selector { .. } => &[],
+                    };
+                    for authority in targets {
+                        self.spawn_service(
+                            &authority.to_string(),
+                            &mut next_channel,
+                            &mut tasks,
+                            stop.clone(),
+                        );
+                    }
+                    tracing::info!(
+                        services = self.services.services().len(),
+                        streams_per_service = self.config.streams_per_service,
+                        connections = self.channels.len(),
+                        "streams started"
+                    );
+                    stop.cancelled().await;
+                }
+                anyhow::Ok(())
+            };
+        tokio::try_join!(services, pods)?;
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
         staleness_task.abort();
@@ -498,6 +535,8 @@ impl Client {
                     streams: streams.clone(),
                     index,
                     link,
+                    storms: None,
+                    metric_target: service.to_string(),
                 };
                 tasks.spawn(s.run(
                     self.stream.clone(),
@@ -698,11 +737,37 @@ pub fn service_authority(svc: &Service, namespace: &str, cluster_domain: &str) -
     Some(format!("{name}.{namespace}.svc.{cluster_domain}:{port}"))
 }
 
+/// What readiness waits for.
+pub struct Watched {
+    /// The services' `Get` streams.
+    pub services: Arc<Fleet>,
+    /// `--target-pods`' streams, when given.
+    pub pods: Option<Arc<profile::ProfileFleet>>,
+}
+
+impl Watched {
+    /// Services' `Get` streams only.
+    pub fn services(services: Arc<Fleet>) -> Self {
+        Self {
+            services,
+            pods: None,
+        }
+    }
+
+    /// Something is watched and every stream has had its first answer.
+    fn ready(&self) -> bool {
+        let services = self.services.services();
+        let pods = self.pods.as_ref().map(|p| p.all()).unwrap_or_default();
+        (!services.is_empty() || !pods.is_empty())
+            && services.iter().all(|s| s.all_answered())
+            && pods.iter().all(|p| p.answered() == p.len())
+    }
+}
+
 /// Keeps `ready` true while every watched stream has had its first answer.
-pub async fn track_readiness(fleet: Arc<Fleet>, ready: Readiness, stop: CancellationToken) {
+pub async fn track_readiness(watched: Watched, ready: Readiness, stop: CancellationToken) {
     loop {
-        let services = fleet.services();
-        ready.set(!services.is_empty() && services.iter().all(|s| s.all_answered()));
+        ready.set(watched.ready());
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -727,8 +792,11 @@ pub struct Summary {
     pub resets: u64,
     /// `GetProfile` calls made.
     pub profile_streams_created: u64,
-    /// Profiles received, all services.
+    /// Profiles received, all services and pods.
     pub profile_updates: u64,
+    /// `--target-pods`: pods targeted at the end, and their streams
+    /// (answered, all).
+    pub target_pods: Option<(usize, usize, usize)>,
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
     /// Services none of whose streams ever held an endpoint (Linkerd answers
@@ -780,6 +848,14 @@ impl Summary {
             resets: m.resets_total.get(),
             profile_streams_created: m.profiles.streams_created.get(),
             profile_updates: m.profiles.updates_total.get(),
+            target_pods: client.config.target_pods.is_some().then(|| {
+                let pods = client.pod_profiles.all();
+                (
+                    pods.len(),
+                    pods.iter().map(|p| p.answered()).sum(),
+                    pods.iter().map(|p| p.len()).sum(),
+                )
+            }),
             services,
             never_served,
         }
@@ -799,6 +875,12 @@ impl std::fmt::Display for Summary {
                 f,
                 "  profile streams created: {}  profiles received: {}",
                 self.profile_streams_created, self.profile_updates
+            )?;
+        }
+        if let Some((pods, answered, streams)) = self.target_pods {
+            writeln!(
+                f,
+                "  target pods: {pods}  their streams answered: {answered} of {streams}"
             )?;
         }
         writeln!(

@@ -147,6 +147,17 @@ impl ProfileFleet {
     pub(super) fn remove(&self, target: &str) {
         self.0.write().expect("profile fleet").remove(target);
     }
+
+    /// Removes `streams` if they are still their target's.
+    pub(super) fn remove_these(&self, streams: &Arc<ProfileStreams>) {
+        let mut all = self.0.write().expect("profile fleet");
+        if all
+            .get(&streams.target)
+            .is_some_and(|s| Arc::ptr_eq(s, streams))
+        {
+            all.remove(&streams.target);
+        }
+    }
 }
 
 /// One profile stream.
@@ -157,6 +168,20 @@ pub struct ProfileStream {
     pub index: usize,
     /// The connection it runs on.
     pub link: tokio::sync::watch::Receiver<Link>,
+    /// Storms re-opening it at once (`--target-pods-storm-interval`).
+    pub storms: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The `target` label of its updates.
+    pub metric_target: String,
+}
+
+/// The next storm; never without storms.
+async fn storm(storms: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = storms
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Why a profile stream ended.
@@ -179,8 +204,10 @@ impl ProfileStream {
             streams,
             index,
             mut link,
+            mut storms,
+            metric_target,
         } = self;
-        let counter = metrics.updates_counter(&streams.target);
+        let counter = metrics.updates_counter(&metric_target);
         let slot = &streams.slots[index];
         let mut failures = 0;
         loop {
@@ -190,6 +217,10 @@ impl ProfileStream {
                 let l = link.borrow_and_update();
                 (l.channel.clone(), l.storms)
             };
+            // A storm during a backoff is this opening.
+            if let Some(s) = &mut storms {
+                s.borrow_and_update();
+            }
             let request = GetDestination {
                 scheme: "k8s".to_string(),
                 path: streams.target.clone(),
@@ -203,6 +234,7 @@ impl ProfileStream {
                     _ = link.changed() => break 'stream End::Reset(
                         if link.borrow().storms != storms_seen { "reset_storm" } else { "connection_churn" }
                     ),
+                    _ = storm(&mut storms) => break 'stream End::Reset("target_storm"),
                     opened = client.get_profile(request) => match opened {
                         Ok(r) => r.into_inner(),
                         Err(status) => break 'stream End::Error(status),
@@ -215,6 +247,7 @@ impl ProfileStream {
                         _ = link.changed() => break 'stream End::Reset(
                             if link.borrow().storms != storms_seen { "reset_storm" } else { "connection_churn" }
                         ),
+                        _ = storm(&mut storms) => break 'stream End::Reset("target_storm"),
                         msg = profiles.message() => match msg {
                             Ok(Some(profile)) => {
                                 counter.inc();

@@ -52,6 +52,29 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub profile_streams_per_service: u32,
 
+    /// Open GetProfile streams to the `IP:port` of every pod this label
+    /// selector picks in --namespace, as the proxy of a meshed scraper (a
+    /// Prometheus scraping pods) does: opened as pods get an IP, closed as
+    /// they finish or go. The controller resolves each through its workload
+    /// watcher, scanning the namespace's Servers (Linkerd #15583).
+    #[arg(long, value_name = "SELECTOR", requires = "namespace")]
+    pub target_pods: Option<String>,
+
+    /// The port asked for on each --target-pods pod (default: the proxy's
+    /// admin port, which Linkerd's Prometheus scrapes on every meshed pod).
+    #[arg(long, default_value_t = crate::churn::objects::proxy_ports::ADMIN, requires = "target_pods")]
+    pub target_pods_port: u16,
+
+    /// GetProfile streams per --target-pods pod (scrapers each hold one).
+    #[arg(long, default_value_t = 1, requires = "target_pods")]
+    pub profile_streams_per_pod: u32,
+
+    /// Every this long, all --target-pods streams are re-opened at once, as
+    /// when the scraper restarts: the controller gets a subscribe storm.
+    /// Counted as `destination_client_profile_streams_reset_total{reason="target_storm"}`.
+    #[arg(long, requires = "target_pods")]
+    pub target_pods_storm_interval: Option<humantime::Duration>,
+
     /// The proxy's discovery pattern: every Get stream has a GetProfile
     /// stream of the same target on its connection (as a proxy resolves a
     /// target), i.e. --profile-streams-per-service equal to
@@ -221,7 +244,29 @@ impl Args {
                     .into(),
             );
         }
-        let listed = !self.target_services.is_empty() || self.service_label_selector.is_some();
+        for (flag, selector) in [
+            ("--service-label-selector", &self.service_label_selector),
+            ("--target-pods", &self.target_pods),
+        ] {
+            if let Some(s) = selector {
+                crate::labels::check_selector(s)
+                    .map_err(|e| format!("{flag} '{s}' is not a label selector: {e}"))?;
+            }
+        }
+        if self.target_pods.is_some() {
+            if self.target_pods_port == 0 {
+                return Err("--target-pods-port must be from 1 to 65535".into());
+            }
+            if self.profile_streams_per_pod == 0 {
+                return Err("--profile-streams-per-pod must be at least 1".into());
+            }
+            if self.target_pods_storm_interval.is_some_and(|d| d.is_zero()) {
+                return Err("--target-pods-storm-interval must be above zero (e.g. 60s)".into());
+            }
+        }
+        let listed = !self.target_services.is_empty()
+            || self.service_label_selector.is_some()
+            || self.target_pods.is_some();
         match (&self.scenario_file, &self.namespace) {
             _ if listed => {}
             (Some(_), None) => {
@@ -232,7 +277,7 @@ impl Args {
             }
             (Some(_), Some(_)) => {}
             (None, _) => {
-                return Err("nothing to watch: give --target-services or --service-label-selector with --namespace, or --scenario-file with --namespace".into());
+                return Err("nothing to watch: give --target-services, or --service-label-selector or --target-pods with --namespace, or --scenario-file with --namespace".into());
             }
         }
         if let (Some(lo), Some(hi)) = (self.min_stream_lifetime, self.max_stream_lifetime)
@@ -337,6 +382,8 @@ struct ReportConfig {
     streams_per_service: u32,
     profile_streams_per_service: u32,
     proxy_discovery: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_pods: Option<String>,
     connections: u32,
     ground_truth: bool,
     staleness_grace: String,
@@ -359,6 +406,7 @@ impl From<&Args> for ReportConfig {
             streams_per_service: a.load().0,
             profile_streams_per_service: a.profile_streams(),
             proxy_discovery: a.proxy_discovery,
+            target_pods: a.target_pods.clone(),
             connections: a.load().1,
             ground_truth: a.ground_truth,
             staleness_grace: a.staleness_grace.to_string(),
@@ -476,6 +524,15 @@ impl TryFrom<&Args> for Config {
             streams_per_service,
             profile_streams_per_service: args.profile_streams(),
             profiles_beside_gets: args.proxy_discovery,
+            target_pods: args.target_pods.as_ref().map(|selector| {
+                crate::client::pods::TargetPods {
+                    namespace: args.namespace.clone().unwrap_or_default(),
+                    selector: selector.clone(),
+                    port: args.target_pods_port,
+                    streams_per_pod: args.profile_streams_per_pod,
+                    storm_interval: args.target_pods_storm_interval.map(Into::into),
+                }
+            }),
             connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
             http2_stream_window: args.http2_stream_window,

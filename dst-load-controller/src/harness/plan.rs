@@ -126,7 +126,7 @@ async fn drive(
     load.begin(rt, &fleet, run).await?;
     // Ready once every stream has had its first answer.
     rt.spawn(client::track_readiness(
-        fleet.clone(),
+        client::Watched::services(fleet.clone()),
         rt.readiness(),
         shutdown.clone(),
     ));

@@ -74,6 +74,28 @@ fn churn_rejects_bad_flags() {
         &["churn", "--stable-services", "1", "--qps", "0"],
         "--qps must be a positive number",
     );
+    usage_error(
+        &[
+            "churn",
+            "--stable-services",
+            "1",
+            "--servers",
+            "2",
+            "--server-proxy-protocol",
+            "http/1",
+        ],
+        "[possible values: unknown, HTTP/1, HTTP/2, gRPC, opaque, TLS]",
+    );
+    usage_error(
+        &[
+            "churn",
+            "--stable-services",
+            "1",
+            "--server-proxy-protocol",
+            "opaque",
+        ],
+        "--servers <SERVERS>",
+    );
 }
 
 #[test]
@@ -92,6 +114,50 @@ fn client_rejects_bad_flags() {
         "cannot be used with",
     );
     usage_error(&["client"], "nothing to watch");
+    usage_error(
+        &["client", "--target-pods", "app=web"],
+        "--namespace <NAMESPACE>",
+    );
+    usage_error(
+        &["client", "--namespace", "ns", "--target-pods", "app in web"],
+        "--target-pods 'app in web' is not a label selector: 'app in web': a set is written (a,b)",
+    );
+    usage_error(
+        &[
+            "client",
+            "--namespace",
+            "ns",
+            "--target-pods",
+            "app=web",
+            "--profile-streams-per-pod",
+            "0",
+        ],
+        "--profile-streams-per-pod must be at least 1",
+    );
+    usage_error(
+        &[
+            "client",
+            "--namespace",
+            "ns",
+            "--target-pods",
+            "app=web",
+            "--target-pods-storm-interval",
+            "0s",
+        ],
+        "--target-pods-storm-interval must be above zero",
+    );
+    usage_error(
+        &[
+            "client",
+            "--namespace",
+            "ns",
+            "--service-label-selector",
+            "tier=",
+            "--target-pods-port",
+            "80",
+        ],
+        "--target-pods <SELECTOR>",
+    );
     usage_error(
         &[
             "client",

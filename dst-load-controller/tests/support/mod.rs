@@ -478,6 +478,7 @@ pub fn client_args(flags: &[&str]) -> dst_load_controller::cmd::client::Args {
 pub struct RunningClient {
     pub fleet: Arc<Fleet>,
     pub profiles: Arc<client::profile::ProfileFleet>,
+    pub pods: Arc<client::profile::ProfileFleet>,
     pub registry: Arc<Registry>,
     pub metrics: client::metrics::Metrics,
     pub stop: CancellationToken,
@@ -495,12 +496,14 @@ pub fn start_client_with(config: client::Config) -> RunningClient {
     let c = Client::new(config, &mut registry).unwrap();
     let fleet = c.fleet();
     let profiles = c.profile_fleet();
+    let pods = c.pod_fleet();
     let metrics = c.metrics().clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn(c.run(stop.clone()));
     RunningClient {
         fleet,
         profiles,
+        pods,
         registry: Arc::new(registry),
         metrics,
         stop,
