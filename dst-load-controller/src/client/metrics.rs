@@ -303,7 +303,7 @@ struct TargetLabels {
 }
 
 /// The profile streams' metrics, under `destination_client_profile_`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProfileMetrics {
     /// Streams open.
     pub streams_active: Gauge,
@@ -317,6 +317,8 @@ pub struct ProfileMetrics {
     pub resets_total: Counter,
     /// Streams ended for good.
     pub failed_total: Counter,
+    /// From each `GetProfile` call to its first profile.
+    pub time_to_first_update: Histogram,
     updates: Family<TargetLabels, Counter>,
     errors: Family<ProfileReasonLabels, Counter>,
     resets: Family<ProfileReasonLabels, Counter>,
@@ -325,7 +327,20 @@ pub struct ProfileMetrics {
 impl ProfileMetrics {
     /// Registers them under `prefix_profile_` of `reg`.
     pub fn register(reg: &mut Registry) -> Self {
-        let m = Self::default();
+        let m = Self {
+            streams_active: Gauge::default(),
+            streams_created: Counter::default(),
+            updates_total: Counter::default(),
+            errors_total: Counter::default(),
+            resets_total: Counter::default(),
+            failed_total: Counter::default(),
+            // 1 ms to ~65 s, as the Get streams': a storm's last answers
+            // wait behind every subscription before them.
+            time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            updates: Family::default(),
+            errors: Family::default(),
+            resets: Family::default(),
+        };
         let reg = reg.sub_registry_with_prefix("profile");
         reg.register(
             "streams_active",
@@ -356,6 +371,12 @@ impl ProfileMetrics {
             "streams_failed",
             "Profile streams that ended for good (InvalidArgument, FailedPrecondition)",
             m.failed_total.clone(),
+        );
+        reg.register_with_unit(
+            "time_to_first_update",
+            "From sending GetProfile to its first profile",
+            Unit::Seconds,
+            m.time_to_first_update.clone(),
         );
         m
     }

@@ -221,6 +221,8 @@ impl ProfileStream {
             if let Some(s) = &mut storms {
                 s.borrow_and_update();
             }
+            let opened_at = tokio::time::Instant::now();
+            let mut first = true;
             let request = GetDestination {
                 scheme: "k8s".to_string(),
                 path: streams.target.clone(),
@@ -250,6 +252,11 @@ impl ProfileStream {
                         _ = storm(&mut storms) => break 'stream End::Reset("target_storm"),
                         msg = profiles.message() => match msg {
                             Ok(Some(profile)) => {
+                                if std::mem::take(&mut first) {
+                                    metrics
+                                        .time_to_first_update
+                                        .observe(opened_at.elapsed().as_secs_f64());
+                                }
                                 counter.inc();
                                 metrics.updates_total.inc();
                                 slot.lock()

@@ -128,6 +128,15 @@ async fn profile_streams_hold_every_profile_exactly_and_count_each_once() {
         ),
         Some(3.0)
     );
+    // One first profile per opening, timed once: later profiles are not.
+    assert_eq!(
+        sample(
+            &text,
+            "destination_client_profile_time_to_first_update_seconds_count",
+            &[]
+        ),
+        Some(3.0)
+    );
     // The Get streams went on beside them.
     assert!(client.sets(FOO).iter().all(|s| s.len() == 2));
     let summary = client.finish().await;
