@@ -5,9 +5,9 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|redline|storm|burst ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|redline|storm|burst|pod-storm ...] [--streams N] [--seconds S]
 
-`controller` and `redline` run against Linkerd's real destination controller
+`controller`, `redline`, `storm` and `pod-storm` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down.
 """
 import argparse
@@ -538,6 +538,144 @@ def bench_storm(a):
             "storm_every_s": every, "storms": rows}
 
 
+def goroutines_on_workload_lock(env):
+    """Goroutines of the controller parked on a lock inside its workload
+    watcher (a goroutine profile, debug=1: '<count> @ ...' then its frames)."""
+    text = urllib.request.urlopen(
+        f"http://{env['DESTINATION_METRICS_ADDR']}/debug/pprof/goroutine?debug=1", timeout=30).read().decode()
+    blocked = 0
+    for group in text.split("\n\n"):
+        m = re.match(r"(\d+) @", group)
+        if m and "runtime_Semacquire" in group and "WorkloadWatcher" in group:
+            blocked += int(m.group(1))
+    return blocked
+
+
+def running_pods(env, ns):
+    out = subprocess.run([env["DST_LOCAL_KUBECTL"], "get", "pods", "-n", ns, "-o",
+                          "jsonpath={range .items[*]}{.status.phase} {.status.podIP}{'\\n'}{end}"],
+                         env={**os.environ, **env}, capture_output=True, text=True).stdout
+    return sum(1 for ln in out.splitlines() if ln.startswith("Running ") and ln.split()[1:])
+
+
+def pod_storm_cell(env, dst, ns, pods, servers, per_service, every, prof):
+    """One pod-storm cell: a client of `pods` pods' IP:port; its two storms
+    measured (see bench_pod_storm). With `prof`, storm 2 is a CPU profile."""
+    ttfu = "destination_client_profile_time_to_first_update_seconds"
+    metrics_url = f"http://{env['DESTINATION_METRICS_ADDR']}/metrics"
+    subscribers_before = scrape_url(metrics_url).get("workload_subscribers", 0)
+    chosen = ",".join(f"stable-svc-{i}" for i in range(-(-pods // per_service)))
+    admin = free_port()
+    cl = Proc(f"pods-client-{pods}-{servers}", [
+        "client", "--destination-addr", env["DESTINATION_ADDR"],
+        "--admin-addr", f"127.0.0.1:{admin}", "--namespace", ns,
+        "--target-pods", f"app.kubernetes.io/name in ({chosen})", "--target-pods-port", "8080",
+        "--target-pods-storm-interval", f"{every}s", "--connections", "1",
+        "--node-name", "kwok-node-0", "--pod-namespace", "default", "--log-level", "warn",
+        "--duration", f"{every * 2 + 14}s"], env=env)
+    wait_for("every pod stream answered", lambda: _ready(admin), 300)
+    targets = int(metric_or_zero(admin, "destination_client_profile_streams_active"))
+
+    def storms():
+        return by_label(admin, "destination_client_profile_streams_reset_total", "reason").get("target_storm", 0)
+
+    row = {"pods": targets, "servers": servers}
+    base = storms()
+    # Storm 1: CPU and time to answer everything again.
+    before_hist = histogram(admin, ttfu)
+    c0, t0 = dst.cpu(), time.time()
+    wait_for("storm 1", lambda: storms() >= base + targets, every + 30)
+    c1, t1 = dst.cpu(), time.time()
+    time.sleep(10)
+    c2, t2 = dst.cpu(), time.time()
+    after = histogram(admin, ttfu)
+    filled = [le for le in sorted(after) if after[le] - before_hist.get(le, 0) >= targets]
+    rate = (c1 - c0) / (t1 - t0)
+    extra = (c2 - c1) - rate * (t2 - t1)
+    row.update({
+        "controller_cores_before": round(rate, 3),
+        "controller_cpu_s_10s_after": round(c2 - c1, 3),
+        "controller_us_per_opening": round(extra / targets * 1e6, 1),
+        "every_stream_answered_within_s": filled[0] if filled else None,
+    })
+    # Storm 2: goroutines parked on the workload watcher's lock, or a profile.
+    wait_for("storm 2", lambda: storms() >= base + targets + 1, every + 30)
+    if prof:
+        data = urllib.request.urlopen(
+            f"http://{env['DESTINATION_METRICS_ADDR']}/debug/pprof/profile?seconds=10", timeout=60).read()
+        open(prof, "wb").write(data)
+    else:
+        peak, end = 0, time.time() + 5
+        while time.time() < end:
+            peak = max(peak, goroutines_on_workload_lock(env))
+            time.sleep(0.5)
+        row["goroutines_on_workload_lock_peak"] = peak
+    cl.wait(timeout=120)
+    # Every stream closed: the controller's subscriber gauge should be back.
+    time.sleep(2)
+    ctl = scrape_url(metrics_url)
+    row["workload_subscribers_left"] = ctl.get("workload_subscribers", 0) - subscribers_before
+    return row
+
+
+def bench_pod_storm(a):
+    """Linkerd #15583's shape: GetProfile by pod IP:port for every selected
+    pod (a meshed scraper's proxy: one connection, one stream per pod), all
+    re-opened at once every 20 s, against storm size x Servers in the
+    namespace. Storm 1 measures the controller's CPU (the 10 s after it, less
+    its rate before) and how long until every stream was answered again;
+    storm 2 counts the controller's goroutines parked on the workload
+    watcher's lock (goroutine profiles every 0.5 s: -enable-pprof sets no
+    mutex or block profile rate, so those profiles stay empty); the largest
+    cell also takes a 10 s CPU profile across storm 2."""
+    env, started = local_cluster()
+    dst = destination_pid(env)
+    ns = f"bench-pods-{os.getpid()}"
+    sizes = [int(x) for x in a.pod_storm_pods.split(",")]
+    server_counts = sorted(int(x) for x in a.pod_storm_servers.split(","))
+    services = 10
+    per_service = -(-max(sizes) // services)
+    every = 20
+    churn = None
+    rows, profile = [], None
+    try:
+        churn_admin = free_port()
+        churn = Proc("pods-churn", ["churn", "--namespace", ns, "--stable-services", str(services),
+                                    "--stable-endpoints", str(per_service), "--cleanup-on-exit",
+                                    "--admin-addr", f"127.0.0.1:{churn_admin}", "--log-level", "warn"], env=env)
+        wait_for("churn ready", lambda: _ready(churn_admin), 300)
+        wait_for(f"{services * per_service} pods running",
+                 lambda: running_pods(env, ns) >= services * per_service, 600)
+        for servers in server_counts:
+            if servers:
+                admin = free_port()
+                Proc("pods-servers", ["churn", "--namespace", ns, "--stable-services", str(services),
+                                      "--stable-endpoints", str(per_service), "--servers", str(servers),
+                                      "--duration", "1s", "--admin-addr", f"127.0.0.1:{admin}",
+                                      "--log-level", "warn"], env=env).wait(timeout=300)
+                # The Servers' own events settle before the first cell.
+                time.sleep(30)
+            for pods in sizes:
+                largest = pods == max(sizes) and servers == server_counts[-1]
+                prof = os.path.join(REPO, f"target/bench/pod-storm-{pods}-{servers}.pprof") if largest else None
+                row = pod_storm_cell(env, dst, ns, pods, servers, per_service, every, prof)
+                profile = prof or profile
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        if churn:
+            churn.stop()
+        local_cluster_down(started)
+    top = None
+    if profile and os.path.exists(profile):
+        r = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", profile],
+                           capture_output=True, text=True)
+        top = r.stdout
+        print(top)
+    return {"services": services, "storm_every_s": every, "connections": 1, "cells": rows,
+            "profile": profile, "profile_top": top}
+
+
 def bench_churn(a):
     """churn against the local control plane: the request rate it reaches
     against --qps, and how late scale events are dispatched."""
@@ -595,6 +733,10 @@ def main():
     ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
     ap.add_argument("--burst-streams", type=int, default=1000, help="burst: streams of one destination")
     ap.add_argument("--burst-changes", type=int, default=20, help="burst: changes made")
+    ap.add_argument("--pod-storm-pods", default="200,400,800",
+                    help="pod-storm: pods targeted per cell (default 200,400,800)")
+    ap.add_argument("--pod-storm-servers", default="0,200,800",
+                    help="pod-storm: Servers in the namespace per cell (default 0,200,800)")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
@@ -610,7 +752,7 @@ def main():
 def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
                "controller": bench_controller, "redline": bench_redline, "storm": bench_storm,
-               "burst": bench_burst}
+               "burst": bench_burst, "pod-storm": bench_pod_storm}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")
