@@ -59,6 +59,10 @@ pub struct Measurements {
     /// Profiles received on them.
     #[serde(skip_serializing_if = "is_zero")]
     pub profile_updates_received: u64,
+    /// Profile streams stale at the end (`--target-pods` with the ground
+    /// truth).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub profile_stale_streams: u64,
     /// Update, convergence and fan-out latencies by churn pattern (the
     /// `pattern` label), for the patterns that had samples.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -198,6 +202,7 @@ impl Measured for Measurements {
             Count::Resets => self.streams_reset,
             Count::UnconvergedStreams => self.streams_unconverged,
             Count::UntimedConvergences => self.convergences_untimed,
+            Count::ProfileStaleStreams => self.profile_stale_streams,
         }
     }
 }

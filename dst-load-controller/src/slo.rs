@@ -42,6 +42,9 @@ pub enum Count {
     /// Convergences that could not be timed: a stream lagged behind a
     /// service that changed back before the stream saw the change.
     UntimedConvergences,
+    /// `GetProfile` streams stale at the end (`--target-pods` with the
+    /// ground truth).
+    ProfileStaleStreams,
 }
 
 /// What an SLO measures.
@@ -114,7 +117,7 @@ pub struct Slo {
 
 const HINT: &str = "expected e.g. update_latency.p95<500ms, fanout_completion.max<10s, stale_streams==0 or errors==0; \
 latencies: update_latency, convergence_latency, fanout_completion, kubernetes_leg, destination_leg with .p50/.p95/.p99/.p999/.max; \
-counts: stale_streams, errors, resets, unconverged_streams, untimed_convergences";
+counts: stale_streams, errors, resets, unconverged_streams, untimed_convergences, profile_stale_streams";
 
 impl FromStr for Slo {
     type Err = String;
@@ -164,6 +167,7 @@ impl FromStr for Slo {
                     "resets" => Count::Resets,
                     "unconverged_streams" => Count::UnconvergedStreams,
                     "untimed_convergences" => Count::UntimedConvergences,
+                    "profile_stale_streams" => Count::ProfileStaleStreams,
                     _ => return Err(bad(&format!("unknown measure '{lhs}'"))),
                 };
                 let n: f64 = rhs

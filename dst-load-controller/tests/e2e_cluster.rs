@@ -3632,3 +3632,126 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
     )
     .await;
 }
+
+/// `--target-pods` with `--ground-truth` follows the pods and Servers: a
+/// Server turned opaque reaches every stream within the grace (nothing
+/// stale); once it is deleted, the controller still answers opaque (it
+/// never resets a Server's opaque flag on this path), and the client
+/// reports every stream stale, saying what differs.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn pod_profile_streams_are_judged_against_pods_and_servers() {
+    let ns = TempNs::new("podtruth");
+    let admin = format!("127.0.0.1:{}", free_port());
+    run(&[
+        "churn",
+        "--namespace",
+        &ns.name,
+        "--stable-services",
+        "1",
+        "--stable-endpoints",
+        "3",
+        "--servers",
+        "1",
+        "--duration",
+        "1s",
+        "--admin-addr",
+        &admin,
+    ])
+    .await;
+    let kube_client = kube().await;
+    running_pods(&kube_client, &ns.name, 3).await;
+    let dst = destination();
+    let c = support::start_client(support::client_args(&[
+        "--destination-addr",
+        &dst,
+        "--namespace",
+        &ns.name,
+        "--target-pods",
+        "app.kubernetes.io/name=stable-svc-0",
+        "--target-pods-port",
+        "8080",
+        "--profile-streams-per-pod",
+        "2",
+        "--ground-truth",
+        "--staleness-grace",
+        "5s",
+    ]));
+    let fleet = c.pods.clone();
+    // Every stream: answered, what the truth expects, and opaque as given.
+    let all_match = |opaque: bool| {
+        let fleet = fleet.clone();
+        move || {
+            let all = fleet.all();
+            if all.len() != 3 {
+                return false;
+            }
+            all.iter().all(|p| {
+                p.expected()
+                    .is_some_and(|e| e.identity && e.opaque == opaque)
+                    && (0..p.len()).all(|k| p.differences(k).is_empty())
+            })
+        }
+    };
+    support::eventually(
+        "every stream as the truth says",
+        Duration::from_secs(60),
+        all_match(false),
+    )
+    .await;
+
+    kubectl(
+        &[
+            "patch",
+            "servers.policy.linkerd.io",
+            "srv-0",
+            "-n",
+            &ns.name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"proxyProtocol":"opaque"}}"#,
+        ],
+        None,
+    );
+    support::eventually(
+        "every stream opaque",
+        Duration::from_secs(60),
+        all_match(true),
+    )
+    .await;
+    // Give a late stream its grace to show, then: nothing went stale.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(c.metrics.profiles.stale_episodes.get(), 0);
+
+    kubectl(
+        &[
+            "delete",
+            "servers.policy.linkerd.io",
+            "srv-0",
+            "-n",
+            &ns.name,
+        ],
+        None,
+    );
+    let metrics = c.metrics.clone();
+    support::eventually(
+        "every stream reported stale",
+        Duration::from_secs(60),
+        || metrics.profiles.stale_streams.get() == 6,
+    )
+    .await;
+    for p in fleet.all() {
+        assert_eq!(p.expected().map(|e| e.opaque), Some(false));
+        for k in 0..p.len() {
+            assert_eq!(
+                p.differences(k),
+                ["opaque true (want false)"],
+                "{} stream {k}",
+                p.target
+            );
+        }
+    }
+    let summary = c.finish().await;
+    assert_eq!(summary.profile_stale, (6, 6));
+}

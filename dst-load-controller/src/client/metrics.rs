@@ -319,6 +319,10 @@ pub struct ProfileMetrics {
     pub failed_total: Counter,
     /// From each `GetProfile` call to its first profile.
     pub time_to_first_update: Histogram,
+    /// Streams differing from the ground truth for longer than the grace.
+    pub stale_streams: Gauge,
+    /// Times a stream became stale.
+    pub stale_episodes: Counter,
     updates: Family<TargetLabels, Counter>,
     errors: Family<ProfileReasonLabels, Counter>,
     resets: Family<ProfileReasonLabels, Counter>,
@@ -337,6 +341,8 @@ impl ProfileMetrics {
             // 1 ms to ~65 s, as the Get streams': a storm's last answers
             // wait behind every subscription before them.
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            stale_streams: Gauge::default(),
+            stale_episodes: Counter::default(),
             updates: Family::default(),
             errors: Family::default(),
             resets: Family::default(),
@@ -377,6 +383,16 @@ impl ProfileMetrics {
             "From sending GetProfile to its first profile",
             Unit::Seconds,
             m.time_to_first_update.clone(),
+        );
+        reg.register(
+            "stale_streams",
+            "Profile streams differing from the ground truth for longer than the grace",
+            m.stale_streams.clone(),
+        );
+        reg.register(
+            "stale_episodes",
+            "Times a profile stream became stale",
+            m.stale_episodes.clone(),
         );
         m
     }

@@ -8,6 +8,7 @@ pub mod ground_truth;
 pub mod kube_truth;
 pub mod label;
 pub mod metrics;
+pub mod pod_truth;
 pub mod pods;
 pub mod profile;
 pub mod staleness;
@@ -407,6 +408,7 @@ impl Client {
                         metrics: &self.metrics,
                         fleet: &self.pod_profiles,
                         kube: &self.config.kube,
+                        grace: self.config.staleness_grace,
                     };
                     context.follow(pods, stop.clone()).await
                 }
@@ -652,6 +654,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         services_never_served: summary.dropped().count() as u64,
         profile_streams_created: summary.profile_streams_created,
         profile_updates_received: summary.profile_updates,
+        profile_stale_streams: summary.profile_stale.0,
         by_pattern: latencies.by_pattern(),
         by_class: by_class(fleet, &services, metrics),
         timeline: metrics.timeline.lock().expect("timeline lock").clone(),
@@ -797,6 +800,9 @@ pub struct Summary {
     /// `--target-pods`: pods targeted at the end, and their streams
     /// (answered, all).
     pub target_pods: Option<(usize, usize, usize)>,
+    /// Profile streams stale at the end, and times a stream turned stale
+    /// (with the ground truth).
+    pub profile_stale: (u64, u64),
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
     /// Services none of whose streams ever held an endpoint (Linkerd answers
@@ -856,6 +862,10 @@ impl Summary {
                     pods.iter().map(|p| p.len()).sum(),
                 )
             }),
+            profile_stale: (
+                m.profiles.stale_streams.get().max(0) as u64,
+                m.profiles.stale_episodes.get(),
+            ),
             services,
             never_served,
         }
@@ -881,6 +891,13 @@ impl std::fmt::Display for Summary {
             writeln!(
                 f,
                 "  target pods: {pods}  their streams answered: {answered} of {streams}"
+            )?;
+        }
+        let (stale, episodes) = self.profile_stale;
+        if episodes > 0 {
+            writeln!(
+                f,
+                "  !!! profile streams stale now: {stale}; times a profile stream went stale: {episodes} (the log names each stream and what differs)"
             )?;
         }
         writeln!(

@@ -13,10 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     metrics::Metrics,
+    pod_truth::expected,
     profile::{ProfileFleet, ProfileStream, ProfileStreams},
     stream::{Link, StreamConfig},
 };
-use crate::watch::{Change, Driver};
+use crate::{
+    crds::Server,
+    watch::{Change, Driver},
+};
 
 /// Which pods are targets, and how they are watched.
 #[derive(Clone, Debug)]
@@ -31,6 +35,8 @@ pub struct TargetPods {
     pub streams_per_pod: u32,
     /// Every this long, every pod's streams are re-opened at once.
     pub storm_interval: Option<Duration>,
+    /// Follow the pods' and Servers' ground truth with these rules.
+    pub truth: Option<super::pod_truth::Rules>,
 }
 
 impl TargetPods {
@@ -64,9 +70,11 @@ pub struct Context<'a> {
     /// The client's metrics.
     pub metrics: &'a Metrics,
     /// Where the pods' streams are kept, by `IP:port`.
-    pub fleet: &'a ProfileFleet,
+    pub fleet: &'a Arc<ProfileFleet>,
     /// The Kubernetes client's settings.
     pub kube: &'a crate::kube_api::KubeSettings,
+    /// How long a stream may differ from the truth before it is stale.
+    pub grace: Duration,
 }
 
 impl Context<'_> {
@@ -93,6 +101,22 @@ impl Context<'_> {
                 }
             });
         }
+        let mut servers = match &pods.truth {
+            Some(_) => Some(servers_of(&kube, &pods.namespace).await?),
+            None => None,
+        };
+        if pods.truth.is_some() {
+            let (fleet, metrics, grace, stop) = (
+                self.fleet.clone(),
+                self.metrics.profiles.clone(),
+                self.grace,
+                stop.clone(),
+            );
+            tasks.spawn(async move { watch_staleness(&fleet, &metrics, grace, stop).await });
+        }
+        let mut server_driver = Driver::<Server>::new();
+        let mut known_servers: BTreeMap<String, Server> = BTreeMap::new();
+        let mut known_pods: BTreeMap<String, Pod> = BTreeMap::new();
         let api: kube::Api<Pod> = kube::Api::namespaced(kube, &pods.namespace);
         let cfg = crate::kube_api::watch_config().labels(&pods.selector);
         let mut events = std::pin::pin!(watcher(api, cfg).default_backoff());
@@ -107,6 +131,32 @@ impl Context<'_> {
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
                 e = events.next() => match e { Some(e) => e, None => break },
+                Some(e) = next_server(&mut servers) => {
+                    match e {
+                        Ok(e) => {
+                            if let Some(batch) = server_driver.event(e) {
+                                for change in batch.changes {
+                                    match change {
+                                        Change::Apply(s) => {
+                                            let name = s.metadata.name.clone().unwrap_or_default();
+                                            known_servers.insert(name, s);
+                                        }
+                                        Change::Delete(key) => {
+                                            known_servers.remove(&key.name);
+                                        }
+                                    }
+                                }
+                                self.judge(pods, &open, &known_pods, &known_servers);
+                            }
+                        }
+                        Err(error) => {
+                            self.metrics
+                                .error("kubernetes_watch", super::faults::Class::Healthy);
+                            tracing::warn!(%error, "server watch failed; retrying");
+                        }
+                    }
+                    continue;
+                }
             };
             let batch = match event {
                 Ok(e) => match driver.event(e) {
@@ -126,9 +176,16 @@ impl Context<'_> {
                         let Some(name) = pod.metadata.name.clone() else {
                             continue;
                         };
-                        (name, pod_target(&pod, pods.port))
+                        let target = pod_target(&pod, pods.port);
+                        if pods.truth.is_some() {
+                            known_pods.insert(name.clone(), pod);
+                        }
+                        (name, target)
                     }
-                    Change::Delete(key) => (key.name, None),
+                    Change::Delete(key) => {
+                        known_pods.remove(&key.name);
+                        (key.name, None)
+                    }
                 };
                 if open.get(&name).map(|(t, ..)| *t) == target {
                     continue;
@@ -166,9 +223,160 @@ impl Context<'_> {
                 }
                 open.insert(name, (target, streams, token));
             }
+            self.judge(pods, &open, &known_pods, &known_servers);
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+impl Context<'_> {
+    /// Sets every open target's expected profile from the pods and Servers.
+    fn judge(
+        &self,
+        pods: &TargetPods,
+        open: &BTreeMap<String, (SocketAddr, Arc<ProfileStreams>, CancellationToken)>,
+        known_pods: &BTreeMap<String, Pod>,
+        servers: &BTreeMap<String, Server>,
+    ) {
+        let Some(rules) = &pods.truth else {
+            return;
+        };
+        let servers: Vec<Server> = servers.values().cloned().collect();
+        for (name, (target, streams, _)) in open {
+            streams.set_expected(expected(known_pods.get(name), *target, &servers, rules));
+        }
+    }
+}
+
+/// The namespace's Servers as a watch, or none where the cluster has no
+/// Linkerd CRDs (a namespace without Servers, as far as the truth goes).
+async fn servers_of(
+    kube: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<
+    std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<watcher::Event<Server>, watcher::Error>> + Send>,
+    >,
+> {
+    let api: kube::Api<Server> = kube::Api::namespaced(kube.clone(), namespace);
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::info!("no Server CRD (policy.linkerd.io): the truth has no Servers");
+            Ok(Box::pin(futures::stream::empty()))
+        }
+        Err(e) => Err(e).context("cannot list Servers for --target-pods' ground truth"),
+        Ok(_) => Ok(Box::pin(
+            watcher(api, crate::kube_api::watch_config()).default_backoff(),
+        )),
+    }
+}
+
+/// The next Server event; never without a Server watch.
+async fn next_server<S>(servers: &mut Option<S>) -> Option<S::Item>
+where
+    S: futures::Stream + Unpin,
+{
+    match servers {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Streams differing from the truth, and since when.
+#[derive(Debug, Default)]
+struct Staleness {
+    /// (target, index) -> when it started to differ, and whether it was
+    /// reported stale.
+    differing: std::collections::HashMap<(String, usize), (tokio::time::Instant, bool)>,
+}
+
+/// A stream's change of state at a tick.
+#[derive(Debug, PartialEq)]
+enum Turned {
+    Stale(String, usize, Vec<String>),
+    Fresh(String, usize, Duration),
+}
+
+impl Staleness {
+    /// Takes every stream's differences at `now`; returns the streams that
+    /// turned stale (differing for longer than `grace`) or fresh again.
+    fn tick(
+        &mut self,
+        now: tokio::time::Instant,
+        grace: Duration,
+        streams: impl IntoIterator<Item = (String, usize, Vec<String>)>,
+    ) -> Vec<Turned> {
+        let mut turned = Vec::new();
+        let (mut differing, mut present) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        for (target, index, diffs) in streams {
+            let key = (target, index);
+            present.insert(key.clone());
+            if diffs.is_empty() {
+                continue;
+            }
+            differing.insert(key.clone());
+            let (since, reported) = self.differing.entry(key.clone()).or_insert((now, false));
+            if !*reported && now.duration_since(*since) > grace {
+                *reported = true;
+                turned.push(Turned::Stale(key.0, key.1, diffs));
+            }
+        }
+        // Matching again, or closed (a pod gone): forgotten.
+        self.differing.retain(|key, (since, reported)| {
+            let keep = differing.contains(key);
+            if !keep && *reported && present.contains(key) {
+                turned.push(Turned::Fresh(
+                    key.0.clone(),
+                    key.1,
+                    now.duration_since(*since),
+                ));
+            }
+            keep
+        });
+        turned
+    }
+
+    fn stale(&self) -> usize {
+        self.differing.values().filter(|(_, r)| *r).count()
+    }
+}
+
+/// Every second, compares every pod stream with its truth until `stop`:
+/// logs and counts the streams that turn stale, and those that recover.
+async fn watch_staleness(
+    fleet: &ProfileFleet,
+    metrics: &super::metrics::ProfileMetrics,
+    grace: Duration,
+    stop: CancellationToken,
+) {
+    let mut state = Staleness::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let streams = fleet.all().into_iter().flat_map(|s| {
+            (0..s.len())
+                .map(|k| (s.target.clone(), k, s.differences(k)))
+                .collect::<Vec<_>>()
+        });
+        for turned in state.tick(tokio::time::Instant::now(), grace, streams) {
+            match turned {
+                Turned::Stale(target, stream, diffs) => {
+                    metrics.stale_episodes.inc();
+                    tracing::warn!(%target, stream, differs = %diffs.join(", "), "profile stream is stale");
+                }
+                Turned::Fresh(target, stream, after) => {
+                    tracing::info!(%target, stream, after = ?after, "profile stream matches the truth again");
+                }
+            }
+        }
+        metrics.stale_streams.set(state.stale() as i64);
     }
 }
 
@@ -202,5 +410,57 @@ mod tests {
         );
         leaving.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         assert_eq!(pod_target(&leaving, 80), None);
+    }
+
+    #[test]
+    fn a_stream_is_stale_once_it_differs_longer_than_the_grace_and_fresh_when_it_matches() {
+        let grace = Duration::from_secs(10);
+        let t0 = tokio::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let differs = |k: usize| {
+            vec![(
+                "10.0.0.1:80".to_string(),
+                k,
+                vec!["opaque false (want true)".to_string()],
+            )]
+        };
+        let matches = |k: usize| vec![("10.0.0.1:80".to_string(), k, Vec::new())];
+        let mut s = Staleness::default();
+        assert!(s.tick(at(0), grace, differs(0)).is_empty());
+        assert!(
+            s.tick(at(10), grace, differs(0)).is_empty(),
+            "not before the grace"
+        );
+        assert_eq!(
+            s.tick(at(11), grace, differs(0)),
+            [Turned::Stale(
+                "10.0.0.1:80".into(),
+                0,
+                vec!["opaque false (want true)".into()]
+            )]
+        );
+        assert_eq!(s.stale(), 1);
+        assert!(
+            s.tick(at(12), grace, differs(0)).is_empty(),
+            "reported once"
+        );
+        assert_eq!(
+            s.tick(at(13), grace, matches(0)),
+            [Turned::Fresh(
+                "10.0.0.1:80".into(),
+                0,
+                Duration::from_secs(13)
+            )]
+        );
+        assert_eq!(s.stale(), 0);
+        // Differing within the grace, then matching: never stale.
+        assert!(s.tick(at(20), grace, differs(1)).is_empty());
+        assert!(s.tick(at(25), grace, matches(1)).is_empty());
+        // A stream that went away is forgotten.
+        s.tick(at(30), grace, differs(2));
+        s.tick(at(41), grace, differs(2));
+        assert_eq!(s.stale(), 1);
+        s.tick(at(42), grace, Vec::new());
+        assert_eq!(s.stale(), 0);
     }
 }

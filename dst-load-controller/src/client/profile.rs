@@ -79,6 +79,8 @@ pub struct ProfileStreams {
     /// The path asked for: `svc.ns.svc.domain:port` or `IP:port`.
     pub target: String,
     slots: Vec<Mutex<Option<Seen>>>,
+    /// What the ground truth says a pod address's streams should hold.
+    expected: Mutex<Option<super::pod_truth::Expected>>,
 }
 
 impl ProfileStreams {
@@ -87,6 +89,29 @@ impl ProfileStreams {
         Self {
             target,
             slots: (0..streams).map(|_| Mutex::new(None)).collect(),
+            expected: Mutex::new(None),
+        }
+    }
+
+    /// What the ground truth says (`None`: no truth followed).
+    pub fn expected(&self) -> Option<super::pod_truth::Expected> {
+        *self.expected.lock().expect("profile truth")
+    }
+
+    pub(super) fn set_expected(&self, e: super::pod_truth::Expected) {
+        *self.expected.lock().expect("profile truth") = Some(e);
+    }
+
+    /// Stream `index`'s differences from the truth (empty: none, or no
+    /// truth); a stream never answered differs in its endpoint.
+    pub fn differences(&self, index: usize) -> Vec<String> {
+        let Some(want) = self.expected() else {
+            return Vec::new();
+        };
+        let seen = self.slots[index].lock().expect("profile slot").clone();
+        match seen {
+            Some(s) => want.differences(s.endpoint, s.endpoint_identity, s.opaque_protocol),
+            None => want.differences(None, want.identity, want.opaque),
         }
     }
 

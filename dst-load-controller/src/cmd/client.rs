@@ -75,6 +75,19 @@ pub struct Args {
     #[arg(long, requires = "target_pods")]
     pub target_pods_storm_interval: Option<humantime::Duration>,
 
+    /// The controller's namespace (its --controller-namespace): with
+    /// --ground-truth, --target-pods pods labelled into it are expected
+    /// with a TLS identity.
+    #[arg(long, default_value = "linkerd")]
+    pub control_plane_ns: String,
+
+    /// The controller's --default-opaque-ports (Linkerd's chart sets this
+    /// list): with --ground-truth, --target-pods ports in it are expected
+    /// opaque unless the pod's `config.linkerd.io/opaque-ports` says
+    /// otherwise. Numbers and ranges, comma-separated.
+    #[arg(long, default_value = "25,587,3306,4444,5432,6379,9300,11211")]
+    pub default_opaque_ports: String,
+
     /// The proxy's discovery pattern: every Get stream has a GetProfile
     /// stream of the same target on its connection (as a proxy resolves a
     /// target), i.e. --profile-streams-per-service equal to
@@ -252,6 +265,21 @@ impl Args {
                 crate::labels::check_selector(s)
                     .map_err(|e| format!("{flag} '{s}' is not a label selector: {e}"))?;
             }
+        }
+        if self
+            .default_opaque_ports
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .any(|p| {
+                let (lo, hi) = p.split_once('-').unwrap_or((p, p));
+                !matches!((lo.trim().parse::<u16>(), hi.trim().parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= hi)
+            })
+        {
+            return Err(format!(
+                "--default-opaque-ports '{}' is not a port list: give numbers and ranges, e.g. 25,3306,9000-9100",
+                self.default_opaque_ports
+            ));
         }
         if self.target_pods.is_some() {
             if self.target_pods_port == 0 {
@@ -531,6 +559,13 @@ impl TryFrom<&Args> for Config {
                     port: args.target_pods_port,
                     streams_per_pod: args.profile_streams_per_pod,
                     storm_interval: args.target_pods_storm_interval.map(Into::into),
+                    truth: args.ground_truth.then(|| crate::client::pod_truth::Rules {
+                        control_plane_ns: args.control_plane_ns.clone(),
+                        default_opaque_ports: crate::client::pod_truth::parse_ports(
+                            &args.default_opaque_ports,
+                            &Default::default(),
+                        ),
+                    }),
                 }
             }),
             connections,

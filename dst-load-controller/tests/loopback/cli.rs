@@ -151,6 +151,18 @@ fn client_rejects_bad_flags() {
             "client",
             "--namespace",
             "ns",
+            "--target-pods",
+            "app=web",
+            "--default-opaque-ports",
+            "25,9100-9000",
+        ],
+        "--default-opaque-ports '25,9100-9000' is not a port list",
+    );
+    usage_error(
+        &[
+            "client",
+            "--namespace",
+            "ns",
             "--service-label-selector",
             "tier=",
             "--target-pods-port",
