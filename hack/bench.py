@@ -676,6 +676,80 @@ def bench_pod_storm(a):
             "profile": profile, "profile_top": top}
 
 
+def bench_pod_orphans(a):
+    """Whether a GetProfile storm by pod IP leaves streams the controller no
+    longer updates. 400 pods, 200 Servers (proxyProtocol unknown); a
+    scraper-like client (one connection, one stream per pod IP:8080, the
+    ground truth on, 5 s grace) re-opens every stream at once 10 times, 4 s
+    apart, then holds them. 400 pods and 800 Servers unless --pod-orphans-servers
+    says otherwise. Then srv-0..srv-9 (one per service) turn opaque:
+    every stream should say opaque. Reported: the streams the client finds
+    stale 20 s later, which pods they are, and the controller's
+    'Cannot unsubscribe from unknown ip:port' lines when the client closes
+    them (a listener on a publisher no longer in the watcher's map)."""
+    env, started = local_cluster()
+    ns = f"bench-orphans-{os.getpid()}"
+    services, per_service, servers, storms, every = 10, 40, a.pod_orphans_servers, 10, 4
+    pods = services * per_service
+    log_path = os.path.join(env["DST_LOCAL_CLUSTER_DIR"], "logs/destination.log")
+
+    def unsubscribe_errors():
+        return re.findall(r"Cannot unsubscribe from unknown ip:port \[([0-9.]+):8080\]", open(log_path).read())
+
+    churn = None
+    try:
+        churn_admin = free_port()
+        churn = Proc("orphans-churn", ["churn", "--namespace", ns, "--stable-services", str(services),
+                                       "--stable-endpoints", str(per_service), "--servers", str(servers),
+                                       "--cleanup-on-exit", "--admin-addr", f"127.0.0.1:{churn_admin}",
+                                       "--log-level", "warn"], env=env)
+        wait_for("churn ready", lambda: _ready(churn_admin), 300)
+        wait_for(f"{pods} pods running", lambda: running_pods(env, ns) >= pods, 600)
+        time.sleep(30)
+        errors_before = len(unsubscribe_errors())
+        admin = free_port()
+        name = "orphans-client"
+        cl = Proc(name, [
+            "client", "--destination-addr", env["DESTINATION_ADDR"], "--admin-addr", f"127.0.0.1:{admin}",
+            "--namespace", ns, "--target-pods", "app.kubernetes.io/managed-by=dst-load-controller",
+            "--target-pods-port", "8080", "--connections", "1",
+            "--target-pods-storm-interval", f"{every}s", "--target-pods-storms", str(storms),
+            "--ground-truth", "--staleness-grace", "5s", "--node-name", "kwok-node-0",
+            "--pod-namespace", "default", "--log-level", "warn", "--duration", f"{every * storms + 60}s"], env=env)
+        wait_for("every pod stream answered", lambda: _ready(admin), 300)
+
+        def storm_resets():
+            return by_label(admin, "destination_client_profile_streams_reset_total", "reason").get("target_storm", 0)
+
+        wait_for("the storms", lambda: storm_resets() >= storms * pods, every * storms + 60)
+        time.sleep(3)
+        stale_before_flip = metric_or_zero(admin, "destination_client_profile_stale_streams")
+        kubectl = [env["DST_LOCAL_KUBECTL"], "-n", ns]
+        for k in range(services):
+            subprocess.run([*kubectl, "patch", "servers.policy.linkerd.io", f"srv-{k}", "--type", "merge",
+                            "-p", '{"spec":{"proxyProtocol":"opaque"}}'],
+                           env={**os.environ, **env}, check=True, capture_output=True)
+        time.sleep(20)
+        stale = metric_or_zero(admin, "destination_client_profile_stale_streams")
+        cl.wait(timeout=every * storms + 120)
+        # The controller logs the failed unsubscriptions as it tears the streams down.
+        time.sleep(5)
+        log = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(REPO, f"target/bench/{name}.log")).read())
+        stale_ips = sorted(set(re.findall(r"profile stream is stale.*?target=([0-9.]+):8080", log)))
+        errors = unsubscribe_errors()[errors_before:]
+    finally:
+        if churn:
+            churn.stop()
+        local_cluster_down(started)
+    return {
+        "pods": pods, "servers": servers, "storms": storms, "storm_every_s": every,
+        "stale_before_flip": stale_before_flip, "stale_after_flip": stale,
+        "stale_pod_ips": stale_ips,
+        "controller_cannot_unsubscribe_lines": len(errors),
+        "stale_ips_with_such_a_line": len(set(stale_ips) & set(errors)),
+    }
+
+
 def bench_churn(a):
     """churn against the local control plane: the request rate it reaches
     against --qps, and how late scale events are dispatched."""
@@ -737,6 +811,8 @@ def main():
                     help="pod-storm: pods targeted per cell (default 200,400,800)")
     ap.add_argument("--pod-storm-servers", default="0,200,800",
                     help="pod-storm: Servers in the namespace per cell (default 0,200,800)")
+    ap.add_argument("--pod-orphans-servers", type=int, default=800,
+                    help="pod-orphans: Servers in the namespace (default 800)")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
     a = ap.parse_args()
@@ -752,7 +828,8 @@ def main():
 def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
                "controller": bench_controller, "redline": bench_redline, "storm": bench_storm,
-               "burst": bench_burst, "pod-storm": bench_pod_storm}
+               "burst": bench_burst, "pod-storm": bench_pod_storm,
+               "pod-orphans": bench_pod_orphans}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

@@ -3503,6 +3503,8 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
         "3",
         "--target-pods-storm-interval",
         "4s",
+        "--target-pods-storms",
+        "2",
         "--connections",
         "4",
     ]));

@@ -35,6 +35,8 @@ pub struct TargetPods {
     pub streams_per_pod: u32,
     /// Every this long, every pod's streams are re-opened at once.
     pub storm_interval: Option<Duration>,
+    /// Storms made before they stop (`None`: until the end).
+    pub storms: Option<u32>,
     /// Follow the pods' and Servers' ground truth with these rules.
     pub truth: Option<super::pod_truth::Rules>,
 }
@@ -88,10 +90,10 @@ impl Context<'_> {
         let storms = tokio::sync::watch::Sender::new(0u64);
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(every) = pods.storm_interval {
-            let (storms, stop) = (storms.clone(), stop.clone());
+            let (storms, stop, limit) = (storms.clone(), stop.clone(), pods.storms);
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
+                for _ in 0..limit.unwrap_or(u32::MAX) {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}

@@ -75,6 +75,11 @@ pub struct Args {
     #[arg(long, requires = "target_pods")]
     pub target_pods_storm_interval: Option<humantime::Duration>,
 
+    /// Stop the --target-pods-storm-interval storms after this many (the
+    /// streams then stay open): unset = until the end.
+    #[arg(long, requires = "target_pods_storm_interval")]
+    pub target_pods_storms: Option<u32>,
+
     /// The controller's namespace (its --controller-namespace): with
     /// --ground-truth, --target-pods pods labelled into it are expected
     /// with a TLS identity.
@@ -559,6 +564,7 @@ impl TryFrom<&Args> for Config {
                     port: args.target_pods_port,
                     streams_per_pod: args.profile_streams_per_pod,
                     storm_interval: args.target_pods_storm_interval.map(Into::into),
+                    storms: args.target_pods_storms,
                     truth: args.ground_truth.then(|| crate::client::pod_truth::Rules {
                         control_plane_ns: args.control_plane_ns.clone(),
                         default_opaque_ports: crate::client::pod_truth::parse_ports(
