@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    crds::Server,
+    crds::{Server, ServiceProfile},
     kube_api::{ApiMetrics, Caller, Error, KubeSettings, Op},
     labels,
 };
@@ -62,6 +62,8 @@ pub struct Report {
     pub statefulsets: usize,
     /// Servers (`policy.linkerd.io`) deleted.
     pub servers: usize,
+    /// ServiceProfiles (`linkerd.io`) deleted.
+    pub service_profiles: usize,
     /// Whether the namespace was deleted (only when churn created it and nothing else is in it).
     pub namespace_deleted: bool,
 }
@@ -70,7 +72,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "deleted {} services and {} deployments{}{}{}",
+            "deleted {} services and {} deployments{}{}{}{}",
             self.services,
             self.deployments,
             match self.statefulsets {
@@ -80,6 +82,10 @@ impl fmt::Display for Report {
             match self.servers {
                 0 => String::new(),
                 n => format!(" and {n} servers"),
+            },
+            match self.service_profiles {
+                0 => String::new(),
+                n => format!(" and {n} serviceprofiles"),
             },
             if self.namespace_deleted {
                 " and the namespace"
@@ -149,7 +155,7 @@ pub async fn stop_deployment(
     Ok(true)
 }
 
-/// Deletes every Service, Deployment, StatefulSet and Server labelled as churn's in `namespace`,
+/// Deletes every Service, Deployment, StatefulSet, Server and ServiceProfile labelled as churn's in `namespace`,
 /// waits until they and their pods are gone, and deletes the namespace if
 /// churn created it and nothing else is in it.
 pub async fn cleanup(
@@ -164,6 +170,9 @@ pub async fn cleanup(
     let statefulsets =
         delete_owned::<StatefulSet>(client, caller, namespace, "statefulsets").await?;
     let servers = without_crd(delete_owned::<Server>(client, caller, namespace, "servers").await)?;
+    let service_profiles = without_crd(
+        delete_owned::<ServiceProfile>(client, caller, namespace, "serviceprofiles").await,
+    )?;
     wait_gone::<Service>(
         client,
         caller,
@@ -200,6 +209,17 @@ pub async fn cleanup(
         deadline,
     )
     .await?;
+    if service_profiles > 0 {
+        wait_gone::<ServiceProfile>(
+            client,
+            caller,
+            namespace,
+            "serviceprofiles",
+            Some(&labels::owned_selector()),
+            deadline,
+        )
+        .await?;
+    }
     if servers > 0 {
         wait_gone::<Server>(
             client,
@@ -233,6 +253,9 @@ pub async fn cleanup(
         && count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await? == 0
         && count::<Pod>(client, caller, namespace, "pods", None).await? == 0
         && without_crd(count::<Server>(client, caller, namespace, "servers", None).await)? == 0
+        && without_crd(
+            count::<ServiceProfile>(client, caller, namespace, "serviceprofiles", None).await,
+        )? == 0
     {
         let dp = DeleteParams::default();
         match caller
@@ -249,17 +272,19 @@ pub async fn cleanup(
         deployments,
         statefulsets,
         servers,
+        service_profiles,
         namespace_deleted,
     })
 }
 
-/// No Servers where the cluster lacks Linkerd's CRDs, or where these
-/// credentials may not list them (then churn, run with them, made none).
+/// No Servers or ServiceProfiles where the cluster lacks Linkerd's CRDs,
+/// or where these credentials may not list them (then churn, run with
+/// them, made none).
 fn without_crd(r: Result<usize, Error>) -> anyhow::Result<usize> {
     match r {
         Err(e) if e.is_not_found() => Ok(0),
         Err(Error::Forbidden { .. }) => {
-            tracing::info!("may not list Servers (policy.linkerd.io): none deleted");
+            tracing::info!("may not list Linkerd's Servers or ServiceProfiles: none deleted");
             Ok(0)
         }
         r => Ok(r?),

@@ -113,3 +113,48 @@ mod tests {
         assert!(err.contains("HTTP/1"), "{err}");
     }
 }
+
+/// A `linkerd.io/v1alpha2` ServiceProfile, named after the service's
+/// FQDN in its namespace: the routes `GetProfile` by name answers with.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "linkerd.io",
+    version = "v1alpha2",
+    kind = "ServiceProfile",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceProfileSpec {
+    /// The routes, in order (each becomes a route labelled `route=<name>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A ServiceProfile route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Its name: the `route` metric label of its proxy route.
+    pub name: String,
+    /// The requests it matches.
+    pub condition: RequestMatch,
+    /// Whether failed requests may be retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_retryable: bool,
+    /// The request timeout (`1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A route's request condition (method and path only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMatch {
+    /// The HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// A regular expression the path must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+}

@@ -19,6 +19,10 @@ pub const CHANGE: &str = "dst-load.linkerd.io/change";
 /// The Service a workload's pods back, when its name differs from the
 /// workload's (a StatefulSet `sts-{i}` behind `sts-svc-{i}`).
 pub const SERVICE: &str = "dst-load.linkerd.io/service";
+/// When churn last changed a ServiceProfile's routes (RFC 3339, nanoseconds).
+pub const PROFILE_CHANGED_AT: &str = "dst-load.linkerd.io/profile-changed-at";
+/// The number of routes that change gave the ServiceProfile.
+pub const ROUTES: &str = "dst-load.linkerd.io/routes";
 /// The pod-template annotation a rolling restart bumps (RFC 3339).
 pub const RESTARTED_AT: &str = "dst-load.linkerd.io/restarted-at";
 /// The label that makes the destination controller treat a pod as meshed.

@@ -3757,3 +3757,93 @@ async fn pod_profile_streams_are_judged_against_pods_and_servers() {
     let summary = c.finish().await;
     assert_eq!(summary.profile_stale, (6, 6));
 }
+
+/// `churn --service-profiles --profile-change-interval`: every ServiceProfile
+/// route change reaches every `GetProfile` stream of its service exactly
+/// once, in order (a route added, then removed), and cleanup deletes the
+/// profiles.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
+    let ns = TempNs::new("sp");
+    let churn = |extra: &[&str]| {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = [
+            "churn",
+            "--namespace",
+            &ns.name,
+            "--stable-services",
+            "2",
+            "--stable-endpoints",
+            "1",
+            "--service-profiles",
+            "--profile-routes",
+            "2",
+            "--admin-addr",
+            &admin,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        async move { run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    churn(&["--duration", "1s"]).await;
+    let services: Vec<String> = (0..2)
+        .map(|i| format!("stable-svc-{i}.{}.svc.cluster.local:8080", ns.name))
+        .collect();
+    let c = support::start_client(support::client_args(&[
+        "--destination-addr",
+        &destination(),
+        "--target-services",
+        &services.join(","),
+        "--profile-streams-per-service",
+        "3",
+        "--connections",
+        "2",
+    ]));
+    let routes = |n: usize| (0..n).map(|k| format!("route-{k}")).collect::<Vec<_>>();
+    // Every stream of every service: these routes, after exactly `updates` profiles.
+    let all = |want: Vec<String>, updates: u64| {
+        let fleet = c.profiles.clone();
+        let services = services.clone();
+        move || {
+            services.iter().all(|s| {
+                fleet.get(s).is_some_and(|p| {
+                    p.seen().iter().all(|seen| {
+                        seen.as_ref()
+                            .is_some_and(|x| x.routes == want && x.updates == updates)
+                    })
+                })
+            })
+        }
+    };
+    support::eventually(
+        "the first profiles",
+        Duration::from_secs(60),
+        all(routes(2), 1),
+    )
+    .await;
+
+    // Three changes, 3 s apart: 3 routes, 2, 3.
+    let out = churn(&["--profile-change-interval", "3s", "--duration", "10s"]).await;
+    assert_eq!(
+        summary_field(&out, "profile_changes"),
+        6,
+        "3 changes x 2 services"
+    );
+    support::eventually(
+        "every change, once each",
+        Duration::from_secs(60),
+        all(routes(3), 4),
+    )
+    .await;
+    // Nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(all(routes(3), 4)(), "no update beyond the changes");
+    c.finish().await;
+
+    let out = run(&["cleanup", "--namespace", &ns.name]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("and 2 serviceprofiles"), "{stdout}");
+}

@@ -92,6 +92,9 @@ their pods on --cleanup-on-exit. */}}
 - apiGroups: ["policy.linkerd.io"]
   resources: ["servers"]
   verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["linkerd.io"]
+  resources: ["serviceprofiles"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 
 {{/* Read-only, in the release namespace: discover Services by label (and

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub current_replicas: Family<ServiceLabels, Gauge>,
     /// Oscillation cycles (min -> max -> min) completed, all services.
     pub cycles_completed: Counter,
+    /// ServiceProfile changes applied, all services.
+    pub profile_changes: Counter,
     /// Kubernetes API calls.
     pub api: ApiMetrics,
     /// Scale events, all services (for the exit summary).
@@ -80,6 +82,7 @@ impl Metrics {
             scale_events: Family::default(),
             current_replicas: Family::default(),
             cycles_completed: Counter::default(),
+            profile_changes: Counter::default(),
             api: ApiMetrics::register(reg),
             scale_events_total: Counter::default(),
             events: Family::default(),
@@ -111,6 +114,11 @@ impl Metrics {
             "cycles_completed",
             "Oscillation cycles completed, all services",
             m.cycles_completed.clone(),
+        );
+        reg.register(
+            "profile_changes",
+            "ServiceProfile route changes applied, all services",
+            m.profile_changes.clone(),
         );
         reg.register_with_unit(
             "dispatch_lag",

@@ -30,6 +30,7 @@ use self::{
 };
 use crate::{
     admin::Readiness,
+    crds::ServiceProfile,
     kube_api::{Caller, KubeSettings, Op},
     labels,
 };
@@ -60,6 +61,8 @@ pub struct Config {
     pub servers: u32,
     /// Every Server's `proxyProtocol`.
     pub server_protocol: objects::ProxyProtocol,
+    /// A ServiceProfile per service, changed on a schedule.
+    pub profiles: Option<Profiles>,
     /// The seed of the jitter schedule.
     pub seed: u64,
     /// Stop after this long; `None` = until signalled or the cycles are done.
@@ -108,6 +111,7 @@ impl Config {
             burst_size: 1,
             servers: 0,
             server_protocol: objects::ProxyProtocol::Unknown,
+            profiles: None,
             seed: rand::random(),
             duration: None,
             template: ServiceTemplate::kwok(namespace),
@@ -166,6 +170,17 @@ impl Config {
             self.seed = seed;
         }
     }
+}
+
+/// Every service's ServiceProfile.
+#[derive(Clone, Debug)]
+pub struct Profiles {
+    /// Routes each has (one more after every odd change).
+    pub routes: u32,
+    /// Every this long, every profile changes: a route added, then removed.
+    pub change_interval: Option<Duration>,
+    /// The cluster domain of the profiles' names.
+    pub cluster_domain: String,
 }
 
 /// Rolling restarts of `restart-svc-{i}`.
@@ -294,6 +309,8 @@ pub struct Summary {
     pub delete_events: u64,
     /// Oscillation cycles completed.
     pub cycles_completed: u64,
+    /// ServiceProfile route changes applied, all services.
+    pub profile_changes: u64,
     /// API calls that failed for good.
     pub api_errors: u64,
     /// API calls retried.
@@ -306,7 +323,7 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "churn summary: seed={} services_created={} scale_events={} restart_events={} create_events={} delete_events={} cycles_completed={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
+            "churn summary: seed={} services_created={} scale_events={} restart_events={} create_events={} delete_events={} cycles_completed={} profile_changes={} api_errors={} api_retries={} dispatch_lag_p50_ms={:.3} dispatch_lag_p99_ms={:.3} dispatch_lag_max_ms={:.3}",
             self.seed,
             self.services_created,
             self.scale_events,
@@ -314,6 +331,7 @@ impl std::fmt::Display for Summary {
             self.create_events,
             self.delete_events,
             self.cycles_completed,
+            self.profile_changes,
             self.api_errors,
             self.api_retries,
             self.dispatch_lag.p50 * 1e3,
@@ -405,13 +423,102 @@ impl Churn {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
+        if let Some(p) = &self.config.profiles {
+            self.apply_profiles(&template, &services, p, p.routes, true)
+                .await?;
+        }
         ready.set(true);
         tracing::info!(
             services = services.len(),
             servers = servers.len(),
             "initial objects exist"
         );
+        let scaling = self.scale(&template, stop);
+        let profiles = self.change_profiles(&template, &services, stop);
+        tokio::try_join!(scaling, profiles)?;
+        Ok(())
+    }
 
+    /// Applies every service's ServiceProfile with `routes` routes, stamped
+    /// now. At the start (`adopt`), a profile that already has these routes
+    /// keeps its stamp: re-stamping it would be a change (the controller
+    /// sends a profile for every update) that never happened.
+    async fn apply_profiles(
+        &self,
+        template: &ServiceTemplate,
+        services: &[(Pattern, u32, u32)],
+        p: &Profiles,
+        routes: u32,
+        adopt: bool,
+    ) -> anyhow::Result<()> {
+        let now = objects::timestamp(jiff::Timestamp::now());
+        futures::stream::iter(services.iter().copied())
+            .map(|(pattern, i, _)| {
+                let service = pattern.service_name(i);
+                let name = format!(
+                    "{service}.{}.svc.{}",
+                    self.config.namespace(),
+                    p.cluster_domain
+                );
+                let now = now.clone();
+                async move {
+                    let mut at = now;
+                    if adopt
+                        && let Some(current) =
+                            self.get::<ServiceProfile>("serviceprofiles", &name).await?
+                    {
+                        let notes = current.metadata.annotations.unwrap_or_default();
+                        if notes.get(labels::ROUTES) == Some(&routes.to_string())
+                            && let Some(stamp) = notes.get(labels::PROFILE_CHANGED_AT)
+                        {
+                            at.clone_from(stamp);
+                        }
+                    }
+                    let sp = template.service_profile(&service, routes, &p.cluster_domain, &at);
+                    self.apply("serviceprofiles", &name, sp).await
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Every `--profile-change-interval` until `stop`, every service's
+    /// ServiceProfile gains a route (odd changes) or loses it (even ones).
+    async fn change_profiles(
+        &self,
+        template: &ServiceTemplate,
+        services: &[(Pattern, u32, u32)],
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(p) = &self.config.profiles else {
+            return Ok(());
+        };
+        let Some(every) = p.change_interval else {
+            return Ok(());
+        };
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        for step in 1u64.. {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            let routes = p.routes + u32::from(step % 2 == 1);
+            self.apply_profiles(template, services, p, routes, false)
+                .await?;
+            self.metrics.profile_changes.inc_by(services.len() as u64);
+            tracing::debug!(routes, "service profiles changed");
+        }
+        Ok(())
+    }
+
+    /// Scales the changing services on their schedules until `stop`.
+    async fn scale(
+        &self,
+        template: &ServiceTemplate,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let start = Instant::now();
         let burst = self.config.burst_size.max(1) as usize;
         let mut drivers = Vec::new();
@@ -423,7 +530,7 @@ impl Churn {
             for (group, members) in members.chunks(burst).enumerate() {
                 let schedule = Schedule::new(timing, self.seed, schedule_index(pattern, group));
                 drivers.push(self.drive(
-                    &template,
+                    template,
                     pattern,
                     members.to_vec(),
                     schedule,

@@ -20,7 +20,7 @@ use k8s_openapi::{
 
 pub use crate::crds::ProxyProtocol;
 use crate::{
-    crds::{Server, ServerSpec},
+    crds::{RequestMatch, RouteSpec, Server, ServerSpec, ServiceProfile, ServiceProfileSpec},
     labels,
 };
 
@@ -431,6 +431,46 @@ impl ServiceTemplate {
         server
     }
 
+    /// The ServiceProfile of `service` (`{service}.{namespace}.svc.{domain}`)
+    /// with `routes` routes, `route-K`: GET `/api/route-K/[^/]*`, retryable,
+    /// 1 s timeout (as `mock-dst --profile-routes` serves them), stamped
+    /// with the change that shaped it at `at`.
+    pub fn service_profile(
+        &self,
+        service: &str,
+        routes: u32,
+        domain: &str,
+        at: &str,
+    ) -> ServiceProfile {
+        let name = format!("{service}.{}.svc.{domain}", self.namespace);
+        let mut sp = ServiceProfile::new(
+            &name,
+            ServiceProfileSpec {
+                routes: (0..routes)
+                    .map(|k| RouteSpec {
+                        name: format!("route-{k}"),
+                        condition: RequestMatch {
+                            method: Some("GET".to_string()),
+                            path_regex: Some(format!("/api/route-{k}/[^/]*")),
+                        },
+                        is_retryable: true,
+                        timeout: Some("1s".to_string()),
+                    })
+                    .collect(),
+            },
+        );
+        sp.metadata.namespace = Some(self.namespace.clone());
+        sp.metadata.labels = Some(BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+            (labels::NAME.to_string(), service.to_string()),
+        ]));
+        sp.metadata.annotations = Some(BTreeMap::from([
+            (labels::PROFILE_CHANGED_AT.to_string(), at.to_string()),
+            (labels::ROUTES.to_string(), routes.to_string()),
+        ]));
+        sp
+    }
+
     /// StatefulSet `sts-{i}` behind the headless Service `sts-svc-{i}`: its
     /// pods are `sts-{i}-{k}`, with that hostname in the EndpointSlices.
     /// Pods start and stop in parallel, as churn scales them all at once.
@@ -640,6 +680,35 @@ mod tests {
         );
         let app = &pod.spec.unwrap().containers[1];
         assert_eq!(app.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
+    }
+
+    #[test]
+    fn a_service_profile_is_named_after_the_services_fqdn_with_its_routes_stamped() {
+        let t = mk_template();
+        let sp = t.service_profile("stable-svc-0", 2, "cluster.local", "2026-12-06T00:00:00Z");
+        let json = serde_json::to_value(&sp).unwrap();
+        assert_eq!(json["apiVersion"], "linkerd.io/v1alpha2");
+        assert_eq!(
+            json["metadata"]["name"],
+            "stable-svc-0.dst-load-test.svc.cluster.local"
+        );
+        assert_eq!(json["metadata"]["labels"][labels::NAME], "stable-svc-0");
+        assert_eq!(json["metadata"]["annotations"][labels::ROUTES], "2");
+        assert_eq!(
+            json["spec"]["routes"][1],
+            serde_json::json!({
+                "name": "route-1",
+                "condition": {"method": "GET", "pathRegex": "/api/route-1/[^/]*"},
+                "isRetryable": true,
+                "timeout": "1s",
+            })
+        );
+        assert!(
+            t.service_profile("s", 0, "cluster.local", "t")
+                .spec
+                .routes
+                .is_empty()
+        );
     }
 
     #[test]

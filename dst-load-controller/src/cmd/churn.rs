@@ -147,6 +147,27 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub servers: u32,
 
+    /// A ServiceProfile (`linkerd.io/v1alpha2`) for every service, named
+    /// `{service}.{namespace}.svc.{--cluster-domain}`, with --profile-routes
+    /// routes: what GetProfile by name answers with. Needs Linkerd's CRDs.
+    #[arg(long)]
+    pub service_profiles: bool,
+
+    /// Routes of each ServiceProfile: `route-K`, GET `/api/route-K/[^/]*`,
+    /// retryable, 1s timeout (as `mock-dst --profile-routes` serves them).
+    #[arg(long, default_value_t = 2, requires = "service_profiles")]
+    pub profile_routes: u32,
+
+    /// Every this long, every ServiceProfile changes at once: a route
+    /// `route-N` added, then removed the next time; each change is stamped
+    /// on the profile (`dst-load.linkerd.io/profile-changed-at`).
+    #[arg(long, requires = "service_profiles")]
+    pub profile_change_interval: Option<humantime::Duration>,
+
+    /// The cluster domain of the ServiceProfiles' names.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// The `proxyProtocol` of every Server from --servers (`opaque` is the
     /// one that changes the destination controller's answers).
     #[arg(
@@ -269,6 +290,25 @@ impl Args {
         }
         if self.service_port == 0 {
             return Err("--service-port must be from 1 to 65535".into());
+        }
+        if self.profile_routes > 1000 {
+            return Err(format!(
+                "--profile-routes {} is too many: at most 1000",
+                self.profile_routes
+            ));
+        }
+        if self.profile_change_interval.is_some_and(|d| d.is_zero()) {
+            return Err("--profile-change-interval must be above zero (e.g. 30s)".into());
+        }
+        if !self
+            .cluster_domain
+            .split('.')
+            .all(crate::labels::is_dns_label)
+        {
+            return Err(format!(
+                "--cluster-domain '{}' is not a domain (e.g. cluster.local)",
+                self.cluster_domain
+            ));
         }
         Ok(())
     }
@@ -398,6 +438,7 @@ impl Args {
             create_events: metrics.changes(ChangeKind::Create),
             delete_events: metrics.changes(ChangeKind::Delete),
             cycles_completed: metrics.cycles_completed.get(),
+            profile_changes: metrics.profile_changes.get(),
             api_errors: metrics.api.errors(),
             api_retries: metrics.api.retries(),
             dispatch_lag: metrics.dispatch_lag_percentiles(),
@@ -449,6 +490,11 @@ impl TryFrom<Args> for Config {
             burst_size: args.burst_size,
             servers: args.servers,
             server_protocol: args.server_proxy_protocol,
+            profiles: args.service_profiles.then(|| crate::churn::Profiles {
+                routes: args.profile_routes,
+                change_interval: args.profile_change_interval.map(Into::into),
+                cluster_domain: args.cluster_domain.clone(),
+            }),
             seed: args.oscillation.seed(),
             duration: args.duration.map(Into::into),
             template: args.template(),

@@ -96,6 +96,32 @@ fn churn_rejects_bad_flags() {
         ],
         "--servers <SERVERS>",
     );
+    usage_error(
+        &["churn", "--stable-services", "1", "--profile-routes", "3"],
+        "--service-profiles",
+    );
+    usage_error(
+        &[
+            "churn",
+            "--stable-services",
+            "1",
+            "--service-profiles",
+            "--profile-change-interval",
+            "0s",
+        ],
+        "--profile-change-interval must be above zero",
+    );
+    usage_error(
+        &[
+            "churn",
+            "--stable-services",
+            "1",
+            "--service-profiles",
+            "--cluster-domain",
+            "Bad_Domain",
+        ],
+        "--cluster-domain 'Bad_Domain' is not a domain",
+    );
 }
 
 #[test]
