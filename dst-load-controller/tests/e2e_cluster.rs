@@ -3801,6 +3801,7 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
         "3",
         "--connections",
         "2",
+        "--ground-truth",
     ]));
     let routes = |n: usize| (0..n).map(|k| format!("route-{k}")).collect::<Vec<_>>();
     // Every stream of every service: these routes, after exactly `updates` profiles.
@@ -3841,6 +3842,24 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     // Nothing more arrives.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(all(routes(3), 4)(), "no update beyond the changes");
+    // The truth (the ServiceProfiles) agrees, and timed each change on
+    // each of the 6 streams once: 18, never early.
+    for s in &services {
+        let p = c.profiles.get(s).unwrap();
+        assert!(
+            (0..3).all(|k| p.differences(k).is_empty()),
+            "{s}: {:?}",
+            p.want()
+        );
+    }
+    let text = support::scrape(&c.registry);
+    let timed = support::sample(
+        &text,
+        "destination_client_profile_update_latency_seconds_count",
+        &[],
+    );
+    assert_eq!(timed, Some(18.0), "{text}");
+    assert_eq!(c.metrics.profiles.stale_episodes.get(), 0);
     c.finish().await;
 
     let out = run(&["cleanup", "--namespace", &ns.name]).await;

@@ -323,6 +323,8 @@ pub struct ProfileMetrics {
     pub stale_streams: Gauge,
     /// Times a stream became stale.
     pub stale_episodes: Counter,
+    /// From a ServiceProfile change (its stamp) to a stream showing it.
+    pub update_latency: Histogram,
     updates: Family<TargetLabels, Counter>,
     errors: Family<ProfileReasonLabels, Counter>,
     resets: Family<ProfileReasonLabels, Counter>,
@@ -343,6 +345,8 @@ impl ProfileMetrics {
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             stale_streams: Gauge::default(),
             stale_episodes: Counter::default(),
+            // 1 ms to ~65 s, as the endpoints' latencies.
+            update_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             updates: Family::default(),
             errors: Family::default(),
             resets: Family::default(),
@@ -393,6 +397,12 @@ impl ProfileMetrics {
             "stale_episodes",
             "Times a profile stream became stale",
             m.stale_episodes.clone(),
+        );
+        reg.register_with_unit(
+            "update_latency",
+            "From a ServiceProfile change (churn's stamp) to a stream showing its routes",
+            Unit::Seconds,
+            m.update_latency.clone(),
         );
         m
     }

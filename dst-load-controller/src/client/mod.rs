@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod pod_truth;
 pub mod pods;
 pub mod profile;
+pub mod profile_truth;
 pub mod staleness;
 pub mod stream;
 pub use crate::target;
@@ -391,6 +392,26 @@ impl Client {
                 cluster_domain: self.config.cluster_domain.clone(),
                 link: self.config.truth_link.clone(),
             }) as Box<dyn ground_truth::GroundTruth>);
+        }
+        if self.config.ground_truth && self.config.profile_streams_per_service > 0 {
+            let kube = self
+                .config
+                .kube
+                .client()
+                .await
+                .context("cannot build a Kubernetes client for the profiles' ground truth")?;
+            let (fleet, metrics) = (self.profiles.clone(), self.metrics.profiles.clone());
+            truth_tasks.push(tokio::spawn(profile_truth::follow(
+                kube,
+                self.truth_namespaces(),
+                fleet.clone(),
+                metrics.clone(),
+                stop.clone(),
+            )));
+            let (grace, stop) = (self.config.staleness_grace, stop.clone());
+            truth_tasks.push(tokio::spawn(async move {
+                pods::watch_staleness(&fleet, &metrics, grace, stop).await
+            }));
         }
         sources.extend(self.truth.take());
         for source in sources {

@@ -349,7 +349,7 @@ impl Staleness {
 
 /// Every second, compares every pod stream with its truth until `stop`:
 /// logs and counts the streams that turn stale, and those that recover.
-async fn watch_staleness(
+pub(super) async fn watch_staleness(
     fleet: &ProfileFleet,
     metrics: &super::metrics::ProfileMetrics,
     grace: Duration,

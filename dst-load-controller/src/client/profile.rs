@@ -42,18 +42,24 @@ pub struct Seen {
     pub retry_ratio: Option<f32>,
     /// Traffic-split destinations and their weights.
     pub dst_overrides: Vec<(String, u32)>,
+    /// When (wall clock) the routes last changed on this stream.
+    pub routes_changed: Option<std::time::SystemTime>,
 }
 
 impl Seen {
     fn update(&mut self, p: &DestinationProfile) {
         self.updates += 1;
-        self.fully_qualified_name
-            .clone_from(&p.fully_qualified_name);
-        self.routes = p
+        let routes: Vec<String> = p
             .routes
             .iter()
             .map(|r| r.metrics_labels.get("route").cloned().unwrap_or_default())
             .collect();
+        if self.routes_changed.is_none() || routes != self.routes {
+            self.routes_changed = Some(std::time::SystemTime::now());
+        }
+        self.fully_qualified_name
+            .clone_from(&p.fully_qualified_name);
+        self.routes = routes;
         self.endpoint = p
             .endpoint
             .as_ref()
@@ -73,14 +79,32 @@ impl Seen {
     }
 }
 
+/// What the ground truth says a target's streams should hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Want {
+    /// A pod address's endpoint, identity and opaque flag.
+    Pod(super::pod_truth::Expected),
+    /// A service's routes (its ServiceProfile's, none without one).
+    Routes {
+        /// The route names, in order.
+        routes: Vec<String>,
+        /// Counts the truth's changes.
+        version: u64,
+        /// When the change was made (its stamp), if known.
+        at: Option<std::time::SystemTime>,
+    },
+}
+
 /// One target's profile streams: each stream's last profile.
 #[derive(Debug)]
 pub struct ProfileStreams {
     /// The path asked for: `svc.ns.svc.domain:port` or `IP:port`.
     pub target: String,
     slots: Vec<Mutex<Option<Seen>>>,
-    /// What the ground truth says a pod address's streams should hold.
-    expected: Mutex<Option<super::pod_truth::Expected>>,
+    /// What the ground truth says the streams should hold.
+    want: Mutex<Option<Want>>,
+    /// Per stream: the routes change it has yet to show (version, when made).
+    pending: Vec<Mutex<Option<(u64, std::time::SystemTime)>>>,
 }
 
 impl ProfileStreams {
@@ -89,29 +113,112 @@ impl ProfileStreams {
         Self {
             target,
             slots: (0..streams).map(|_| Mutex::new(None)).collect(),
-            expected: Mutex::new(None),
+            want: Mutex::new(None),
+            pending: (0..streams).map(|_| Mutex::new(None)).collect(),
         }
     }
 
     /// What the ground truth says (`None`: no truth followed).
+    pub fn want(&self) -> Option<Want> {
+        self.want.lock().expect("profile truth").clone()
+    }
+
+    /// A pod address's expected profile (`None`: not a pod's, or no truth).
     pub fn expected(&self) -> Option<super::pod_truth::Expected> {
-        *self.expected.lock().expect("profile truth")
+        match self.want() {
+            Some(Want::Pod(e)) => Some(e),
+            _ => None,
+        }
     }
 
     pub(super) fn set_expected(&self, e: super::pod_truth::Expected) {
-        *self.expected.lock().expect("profile truth") = Some(e);
+        *self.want.lock().expect("profile truth") = Some(Want::Pod(e));
+    }
+
+    /// Takes a service's routes from the truth (a change made `at`). A
+    /// stream already showing them since `at` is timed now; the others
+    /// are timed when they show them. Returns the latencies observed.
+    pub(super) fn set_routes(
+        &self,
+        routes: Vec<String>,
+        at: Option<std::time::SystemTime>,
+    ) -> Vec<std::time::Duration> {
+        let mut want = self.want.lock().expect("profile truth");
+        let version = match &*want {
+            Some(Want::Routes { routes: r, .. }) if *r == routes => return Vec::new(),
+            Some(Want::Routes { version, .. }) => version + 1,
+            _ => 1,
+        };
+        *want = Some(Want::Routes {
+            routes: routes.clone(),
+            version,
+            at,
+        });
+        drop(want);
+        let mut timed = Vec::new();
+        for (slot, pending) in self.slots.iter().zip(&self.pending) {
+            let slot = slot.lock().expect("profile slot");
+            let mut pending = pending.lock().expect("profile pending");
+            *pending = None;
+            // Only streams open before the change are timed (version 1 is
+            // the truth as first read, not a change).
+            let (Some(seen), Some(at)) = (slot.as_ref(), at) else {
+                continue;
+            };
+            if version == 1 {
+                continue;
+            }
+            match seen.routes_changed {
+                Some(when) if seen.routes == routes && when >= at => {
+                    timed.extend(when.duration_since(at).ok());
+                }
+                _ if seen.routes == routes => {}
+                _ => *pending = Some((version, at)),
+            }
+        }
+        timed
+    }
+
+    /// After stream `index` got a profile: the latency of the routes change
+    /// it now shows, if it was waiting for one.
+    fn shown(&self, index: usize) -> Option<std::time::Duration> {
+        let Some(Want::Routes {
+            routes, version, ..
+        }) = self.want()
+        else {
+            return None;
+        };
+        let mut pending = self.pending[index].lock().expect("profile pending");
+        let (v, at) = (*pending)?;
+        let seen = self.slots[index].lock().expect("profile slot");
+        if v != version || seen.as_ref().map(|s| &s.routes) != Some(&routes) {
+            return None;
+        }
+        *pending = None;
+        std::time::SystemTime::now().duration_since(at).ok()
     }
 
     /// Stream `index`'s differences from the truth (empty: none, or no
-    /// truth); a stream never answered differs in its endpoint.
+    /// truth); a stream never answered differs in everything.
     pub fn differences(&self, index: usize) -> Vec<String> {
-        let Some(want) = self.expected() else {
-            return Vec::new();
-        };
         let seen = self.slots[index].lock().expect("profile slot").clone();
-        match seen {
-            Some(s) => want.differences(s.endpoint, s.endpoint_identity, s.opaque_protocol),
-            None => want.differences(None, want.identity, want.opaque),
+        match (self.want(), seen) {
+            (None, _) => Vec::new(),
+            (Some(Want::Pod(want)), Some(s)) => {
+                want.differences(s.endpoint, s.endpoint_identity, s.opaque_protocol)
+            }
+            (Some(Want::Pod(want)), None) => want.differences(None, want.identity, want.opaque),
+            (Some(Want::Routes { routes, .. }), seen) => {
+                let have = seen.map(|s| s.routes);
+                if have.as_ref() == Some(&routes) {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "routes {} (want {routes:?})",
+                        have.map_or_else(|| "none yet".to_string(), |h| format!("{h:?}"))
+                    )]
+                }
+            }
         }
     }
 
@@ -288,6 +395,9 @@ impl ProfileStream {
                                     .expect("profile slot")
                                     .get_or_insert_with(Seen::default)
                                     .update(&profile);
+                                if let Some(latency) = streams.shown(index) {
+                                    metrics.update_latency.observe(latency.as_secs_f64());
+                                }
                                 failures = 0;
                             }
                             Ok(None) => break 'stream End::Eos,
@@ -330,5 +440,72 @@ impl ProfileStream {
                 _ = sleep(delay.unwrap_or(cfg.backoff.max)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use linkerd2_proxy_api::destination::Route;
+
+    use super::*;
+
+    fn profile(routes: &[&str]) -> DestinationProfile {
+        DestinationProfile {
+            routes: routes
+                .iter()
+                .map(|r| Route {
+                    metrics_labels: [("route".to_string(), r.to_string())].into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn receive(s: &ProfileStreams, k: usize, routes: &[&str]) -> Option<Duration> {
+        s.slots[k]
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Seen::default)
+            .update(&profile(routes));
+        s.shown(k)
+    }
+
+    #[test]
+    fn a_routes_change_is_timed_once_on_each_stream_open_before_it() {
+        let s = ProfileStreams::new("web.ns.svc.cluster.local:80".into(), 3);
+        let names = |r: &[&str]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // The truth as first read is no change: nothing timed.
+        assert_eq!(receive(&s, 0, &["a"]), None);
+        assert!(
+            s.set_routes(names(&["a"]), Some(SystemTime::UNIX_EPOCH))
+                .is_empty()
+        );
+        assert!(s.differences(0).is_empty());
+        assert_eq!(s.differences(1), ["routes none yet (want [\"a\"])"]);
+        // A change: stream 0 shows it later and is timed once; stream 1,
+        // not open before the change, is not timed.
+        let at = SystemTime::now() - Duration::from_secs(2);
+        assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
+        assert_eq!(s.differences(0), ["routes [\"a\"] (want [\"a\", \"b\"])"]);
+        assert_eq!(receive(&s, 1, &["a", "b"]), None);
+        let latency = receive(&s, 0, &["a", "b"]).expect("timed");
+        assert!(
+            latency >= Duration::from_secs(2),
+            "never early: {latency:?}"
+        );
+        assert_eq!(receive(&s, 0, &["a", "b"]), None, "once");
+        // The same truth again changes nothing.
+        assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
+        // A stream that showed the change before the truth was read is
+        // timed when it is read.
+        let at = SystemTime::now() - Duration::from_secs(1);
+        receive(&s, 2, &["a"]);
+        receive(&s, 2, &["c"]);
+        let timed = s.set_routes(names(&["c"]), Some(at));
+        assert_eq!(timed.len(), 1, "{timed:?}");
+        assert!(timed[0] <= Duration::from_secs(2));
     }
 }

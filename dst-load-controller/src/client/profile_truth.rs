@@ -1,0 +1,175 @@
+//! The ground truth of `GetProfile` streams by service name: each service's
+//! ServiceProfile (`{service}.{namespace}.svc.{domain}` in its namespace)
+//! gives the routes its streams should show, none without one (the
+//! default profile). A change stamped by churn
+//! (`dst-load.linkerd.io/profile-changed-at`) is timed to each stream that
+//! shows it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::{metrics::ProfileMetrics, profile::ProfileFleet};
+use crate::{
+    crds::ServiceProfile,
+    labels,
+    watch::{Change, Driver},
+};
+
+/// A ServiceProfile as the truth keeps it: its routes and when they were
+/// last changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routes {
+    /// The route names, in order.
+    pub names: Vec<String>,
+    /// The change's stamp, when churn made it.
+    pub at: Option<SystemTime>,
+}
+
+impl Routes {
+    /// From a ServiceProfile.
+    pub fn of(sp: &ServiceProfile) -> Self {
+        let at = sp
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::PROFILE_CHANGED_AT))
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(SystemTime::from);
+        Self {
+            names: sp.spec.routes.iter().map(|r| r.name.clone()).collect(),
+            at,
+        }
+    }
+}
+
+/// The host a profile target names (`svc.ns.svc.domain:port` without its port).
+pub fn host_of(target: &str) -> &str {
+    target.rsplit_once(':').map_or(target, |(host, _)| host)
+}
+
+/// Follows the ServiceProfiles of `namespaces` until `stop`, setting the
+/// routes every service stream of `fleet` should show (re-checked every
+/// second for streams opened since) and timing each change shown.
+pub async fn follow(
+    kube: kube::Client,
+    namespaces: BTreeSet<String>,
+    fleet: Arc<ProfileFleet>,
+    metrics: ProfileMetrics,
+    stop: CancellationToken,
+) {
+    let streams = namespaces.iter().map(|ns| {
+        let api: kube::Api<ServiceProfile> = kube::Api::namespaced(kube.clone(), ns);
+        let ns = ns.clone();
+        watcher(api, crate::kube_api::watch_config())
+            .default_backoff()
+            .map(move |e| (ns.clone(), e))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut drivers: BTreeMap<String, Driver<ServiceProfile>> = BTreeMap::new();
+    // ServiceProfile name (the service's host) -> its routes.
+    let mut profiles: BTreeMap<String, Routes> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut missing_crd_logged = false;
+    // Namespaces whose profiles were listed: nothing is judged before all
+    // were (a service would seem to have none, then to change).
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            Some((ns, event)) = events.next() => {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(error) => {
+                        if !missing_crd_logged {
+                            tracing::warn!(%error, "ServiceProfile watch failed (no Linkerd CRDs?); retrying");
+                            missing_crd_logged = true;
+                        }
+                        continue;
+                    }
+                };
+                let Some(batch) = drivers.entry(ns.clone()).or_default().event(event) else {
+                    continue;
+                };
+                listed.insert(ns.clone());
+                for change in batch.changes {
+                    match change {
+                        Change::Apply(sp) => {
+                            let name = sp.metadata.name.clone().unwrap_or_default();
+                            // Only a service's own profile (not another
+                            // namespace's override of it).
+                            if name.split('.').nth(1) == Some(ns.as_str()) {
+                                profiles.insert(name, Routes::of(&sp));
+                            }
+                        }
+                        Change::Delete(key) => {
+                            profiles.remove(&key.name);
+                        }
+                    }
+                }
+            }
+        }
+        if listed.len() < namespaces.len() {
+            continue;
+        }
+        for streams in fleet.all() {
+            let want = profiles.get(host_of(&streams.target));
+            let (names, at) = want.map_or((Vec::new(), None), |r| (r.names.clone(), r.at));
+            for latency in streams.set_routes(names, at) {
+                metrics.update_latency.observe(latency.as_secs_f64());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_target_names_its_service_host() {
+        assert_eq!(
+            host_of("web.ns.svc.cluster.local:8080"),
+            "web.ns.svc.cluster.local"
+        );
+        assert_eq!(
+            host_of("web.ns.svc.cluster.local"),
+            "web.ns.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn routes_and_their_stamp_come_from_the_profile() {
+        let route = |name: &str| crate::crds::RouteSpec {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        let mut sp = ServiceProfile::new(
+            "web.ns.svc.cluster.local",
+            crate::crds::ServiceProfileSpec {
+                routes: vec![route("route-0"), route("route-1")],
+            },
+        );
+        sp.metadata.annotations = Some(
+            [(
+                labels::PROFILE_CHANGED_AT.to_string(),
+                "2026-12-06T10:00:00.5Z".to_string(),
+            )]
+            .into(),
+        );
+        let r = Routes::of(&sp);
+        assert_eq!(r.names, ["route-0", "route-1"]);
+        assert_eq!(
+            r.at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_551_200_500))
+        );
+    }
+}
