@@ -252,10 +252,10 @@ pub async fn cleanup(
         && count::<Deployment>(client, caller, namespace, "deployments", None).await? == 0
         && count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await? == 0
         && count::<Pod>(client, caller, namespace, "pods", None).await? == 0
-        && without_crd(count::<Server>(client, caller, namespace, "servers", None).await)? == 0
-        && without_crd(
+        && unseen_or_none(count::<Server>(client, caller, namespace, "servers", None).await)?
+        && unseen_or_none(
             count::<ServiceProfile>(client, caller, namespace, "serviceprofiles", None).await,
-        )? == 0
+        )?
     {
         let dp = DeleteParams::default();
         match caller
@@ -284,10 +284,23 @@ fn without_crd(r: Result<usize, Error>) -> anyhow::Result<usize> {
     match r {
         Err(e) if e.is_not_found() => Ok(0),
         Err(Error::Forbidden { .. }) => {
-            tracing::info!("may not list Linkerd's Servers or ServiceProfiles: none deleted");
+            tracing::info!(
+                "may not list or delete Linkerd's Servers or ServiceProfiles: none deleted"
+            );
             Ok(0)
         }
         r => Ok(r?),
+    }
+}
+
+/// Whether a count says the namespace holds none: true without the CRDs,
+/// false when these credentials may not look (what is there is unknown).
+fn unseen_or_none(r: Result<usize, Error>) -> anyhow::Result<bool> {
+    match r {
+        Ok(n) => Ok(n == 0),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(Error::Forbidden { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -3414,8 +3414,15 @@ async fn controller_open_profiles() -> f64 {
         .text()
         .await
         .unwrap();
-    let count =
-        |name| support::sample(&text, name, &[("grpc_method", "GetProfile")]).unwrap_or_default();
+    // Summed over every series (handled has one per gRPC code).
+    let count = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{name}{{")) && l.contains("grpc_method=\"GetProfile\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
     count("grpc_server_started_total") - count("grpc_server_handled_total")
 }
 

@@ -100,7 +100,7 @@ their pods on --cleanup-on-exit. */}}
 {{/* Read-only, in the release namespace: discover Services by label (and
 pods, for --target-pods), and
 follow the ground truth (EndpointSlices, churn's stamps on Deployments and
-StatefulSets). */}}
+StatefulSets, Servers and ServiceProfiles for profile streams). */}}
 {{- define "dst-load-test.clientRules" -}}
 - apiGroups: [""]
   resources: ["services", "pods"]
@@ -111,6 +111,12 @@ StatefulSets). */}}
   verbs: ["list", "watch"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
+  verbs: ["list", "watch"]
+- apiGroups: ["policy.linkerd.io"]
+  resources: ["servers"]
+  verbs: ["list", "watch"]
+- apiGroups: ["linkerd.io"]
+  resources: ["serviceprofiles"]
   verbs: ["list", "watch"]
 {{- end }}
 {{- end }}

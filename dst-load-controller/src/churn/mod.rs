@@ -433,8 +433,14 @@ impl Churn {
             servers = servers.len(),
             "initial objects exist"
         );
-        let scaling = self.scale(&template, stop);
-        let profiles = self.change_profiles(&template, &services, stop);
+        // Profiles change until the scaling ends (its --cycles, too).
+        let profiles_stop = stop.child_token();
+        let scaling = async {
+            let scaled = self.scale(&template, stop).await;
+            profiles_stop.cancel();
+            scaled
+        };
+        let profiles = self.change_profiles(&template, &services, &profiles_stop);
         tokio::try_join!(scaling, profiles)?;
         Ok(())
     }

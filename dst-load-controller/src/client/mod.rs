@@ -400,18 +400,34 @@ impl Client {
                 .client()
                 .await
                 .context("cannot build a Kubernetes client for the profiles' ground truth")?;
-            let (fleet, metrics) = (self.profiles.clone(), self.metrics.profiles.clone());
             truth_tasks.push(tokio::spawn(profile_truth::follow(
                 kube,
                 self.truth_namespaces(),
-                fleet.clone(),
-                metrics.clone(),
+                self.profiles.clone(),
+                self.metrics.profiles.clone(),
                 stop.clone(),
             )));
-            let (grace, stop) = (self.config.staleness_grace, stop.clone());
-            truth_tasks.push(tokio::spawn(async move {
-                pods::watch_staleness(&fleet, &metrics, grace, stop).await
-            }));
+        }
+        // One judge of every profile stream with a truth (one gauge).
+        let judged: Vec<_> = [
+            (self.config.ground_truth && self.config.profile_streams_per_service > 0)
+                .then(|| self.profiles.clone()),
+            self.config
+                .target_pods
+                .as_ref()
+                .and_then(|p| p.truth.as_ref())
+                .map(|_| self.pod_profiles.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !judged.is_empty() {
+            truth_tasks.push(tokio::spawn(pods::watch_staleness(
+                judged,
+                self.metrics.profiles.clone(),
+                self.config.staleness_grace,
+                stop.clone(),
+            )));
         }
         sources.extend(self.truth.take());
         for source in sources {
@@ -429,7 +445,6 @@ impl Client {
                         metrics: &self.metrics,
                         fleet: &self.pod_profiles,
                         kube: &self.config.kube,
-                        grace: self.config.staleness_grace,
                     };
                     context.follow(pods, stop.clone()).await
                 }

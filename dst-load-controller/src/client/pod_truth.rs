@@ -97,7 +97,7 @@ fn running(pod: &Pod) -> bool {
 pub fn expected(
     pod: Option<&Pod>,
     target: SocketAddr,
-    servers: &[Server],
+    servers: &[&Server],
     rules: &Rules,
 ) -> Expected {
     let port = target.port();
@@ -281,6 +281,10 @@ mod tests {
 
     const MESHED: (&str, &str) = (labels::CONTROL_PLANE_NS, "linkerd");
 
+    fn refs(servers: &[Server]) -> Vec<&Server> {
+        servers.iter().collect()
+    }
+
     #[test]
     fn a_meshed_running_pod_has_an_identity_and_a_stopped_one_a_bare_endpoint() {
         let target: SocketAddr = "10.0.0.1:8080".parse().unwrap();
@@ -337,27 +341,27 @@ mod tests {
         let opaque = |sel, port| server(sel, port, ProxyProtocol::Opaque);
         let web = match_labels(&[("app", "web")]);
         let servers = [opaque(web.clone(), IntOrString::String("http".into()))];
-        assert!(expected(Some(&plain), at(8080), &servers, &rules).opaque);
+        assert!(expected(Some(&plain), at(8080), &refs(&servers), &rules).opaque);
         // Another protocol, another pod, another port: not opaque.
         let http1 = [server(
             web.clone(),
             IntOrString::Int(8080),
             ProxyProtocol::Http1,
         )];
-        assert!(!expected(Some(&plain), at(8080), &http1, &rules).opaque);
+        assert!(!expected(Some(&plain), at(8080), &refs(&http1), &rules).opaque);
         let db = [opaque(
             match_labels(&[("app", "db")]),
             IntOrString::Int(8080),
         )];
-        assert!(!expected(Some(&plain), at(8080), &db, &rules).opaque);
+        assert!(!expected(Some(&plain), at(8080), &refs(&db), &rules).opaque);
         let by_number = [opaque(web.clone(), IntOrString::Int(9090))];
-        assert!(!expected(Some(&plain), at(8080), &by_number, &rules).opaque);
+        assert!(!expected(Some(&plain), at(8080), &refs(&by_number), &rules).opaque);
         // A name matches the host port too.
         let by_name = [opaque(
             LabelSelector::default(),
             IntOrString::String("db".into()),
         )];
-        assert!(expected(Some(&plain), at(15432), &by_name, &rules).opaque);
+        assert!(expected(Some(&plain), at(15432), &refs(&by_name), &rules).opaque);
     }
 
     #[test]

@@ -75,8 +75,6 @@ pub struct Context<'a> {
     pub fleet: &'a Arc<ProfileFleet>,
     /// The Kubernetes client's settings.
     pub kube: &'a crate::kube_api::KubeSettings,
-    /// How long a stream may differ from the truth before it is stale.
-    pub grace: Duration,
 }
 
 impl Context<'_> {
@@ -107,15 +105,6 @@ impl Context<'_> {
             Some(_) => Some(servers_of(&kube, &pods.namespace).await?),
             None => None,
         };
-        if pods.truth.is_some() {
-            let (fleet, metrics, grace, stop) = (
-                self.fleet.clone(),
-                self.metrics.profiles.clone(),
-                self.grace,
-                stop.clone(),
-            );
-            tasks.spawn(async move { watch_staleness(&fleet, &metrics, grace, stop).await });
-        }
         let mut server_driver = Driver::<Server>::new();
         let mut known_servers: BTreeMap<String, Server> = BTreeMap::new();
         let mut known_pods: BTreeMap<String, Pod> = BTreeMap::new();
@@ -244,7 +233,7 @@ impl Context<'_> {
         let Some(rules) = &pods.truth else {
             return;
         };
-        let servers: Vec<Server> = servers.values().cloned().collect();
+        let servers: Vec<&Server> = servers.values().collect();
         for (name, (target, streams, _)) in open {
             streams.set_expected(expected(known_pods.get(name), *target, &servers, rules));
         }
@@ -347,11 +336,12 @@ impl Staleness {
     }
 }
 
-/// Every second, compares every pod stream with its truth until `stop`:
-/// logs and counts the streams that turn stale, and those that recover.
+/// Every second, compares every profile stream of `fleets` with its truth
+/// until `stop`: logs and counts the streams that turn stale, and those
+/// that recover.
 pub(super) async fn watch_staleness(
-    fleet: &ProfileFleet,
-    metrics: &super::metrics::ProfileMetrics,
+    fleets: Vec<Arc<ProfileFleet>>,
+    metrics: super::metrics::ProfileMetrics,
     grace: Duration,
     stop: CancellationToken,
 ) {
@@ -362,7 +352,7 @@ pub(super) async fn watch_staleness(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let streams = fleet.all().into_iter().flat_map(|s| {
+        let streams = fleets.iter().flat_map(|f| f.all()).flat_map(|s| {
             (0..s.len())
                 .map(|k| (s.target.clone(), k, s.differences(k)))
                 .collect::<Vec<_>>()

@@ -44,6 +44,8 @@ pub struct Seen {
     pub dst_overrides: Vec<(String, u32)>,
     /// When (wall clock) the routes last changed on this stream.
     pub routes_changed: Option<std::time::SystemTime>,
+    /// When (wall clock) the stream first had a profile.
+    pub first_answered: Option<std::time::SystemTime>,
 }
 
 impl Seen {
@@ -54,8 +56,10 @@ impl Seen {
             .iter()
             .map(|r| r.metrics_labels.get("route").cloned().unwrap_or_default())
             .collect();
+        let now = std::time::SystemTime::now();
+        self.first_answered.get_or_insert(now);
         if self.routes_changed.is_none() || routes != self.routes {
-            self.routes_changed = Some(std::time::SystemTime::now());
+            self.routes_changed = Some(now);
         }
         self.fully_qualified_name
             .clone_from(&p.fully_qualified_name);
@@ -160,12 +164,12 @@ impl ProfileStreams {
             let slot = slot.lock().expect("profile slot");
             let mut pending = pending.lock().expect("profile pending");
             *pending = None;
-            // Only streams open before the change are timed (version 1 is
-            // the truth as first read, not a change).
+            // Only streams answered before the change are timed (version 1
+            // is the truth as first read, not a change).
             let (Some(seen), Some(at)) = (slot.as_ref(), at) else {
                 continue;
             };
-            if version == 1 {
+            if version == 1 || seen.first_answered.is_none_or(|first| first >= at) {
                 continue;
             }
             match seen.routes_changed {
@@ -188,9 +192,10 @@ impl ProfileStreams {
         else {
             return None;
         };
+        // Slot, then pending: the order `set_routes` takes them in.
+        let seen = self.slots[index].lock().expect("profile slot");
         let mut pending = self.pending[index].lock().expect("profile pending");
         let (v, at) = (*pending)?;
-        let seen = self.slots[index].lock().expect("profile slot");
         if v != version || seen.as_ref().map(|s| &s.routes) != Some(&routes) {
             return None;
         }
@@ -485,27 +490,32 @@ mod tests {
         );
         assert!(s.differences(0).is_empty());
         assert_eq!(s.differences(1), ["routes none yet (want [\"a\"])"]);
-        // A change: stream 0 shows it later and is timed once; stream 1,
-        // not open before the change, is not timed.
-        let at = SystemTime::now() - Duration::from_secs(2);
+        // A change: stream 0 (answered before it) shows it later and is
+        // timed once; stream 1, first answered after it, is not timed.
+        let pause = || std::thread::sleep(Duration::from_millis(20));
+        pause();
+        let at = SystemTime::now();
         assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
         assert_eq!(s.differences(0), ["routes [\"a\"] (want [\"a\", \"b\"])"]);
         assert_eq!(receive(&s, 1, &["a", "b"]), None);
+        pause();
         let latency = receive(&s, 0, &["a", "b"]).expect("timed");
         assert!(
-            latency >= Duration::from_secs(2),
+            latency >= Duration::from_millis(20),
             "never early: {latency:?}"
         );
         assert_eq!(receive(&s, 0, &["a", "b"]), None, "once");
         // The same truth again changes nothing.
         assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
         // A stream that showed the change before the truth was read is
-        // timed when it is read.
-        let at = SystemTime::now() - Duration::from_secs(1);
+        // timed when it is read, from the moment it showed it.
         receive(&s, 2, &["a"]);
+        pause();
+        let at = SystemTime::now();
+        pause();
         receive(&s, 2, &["c"]);
         let timed = s.set_routes(names(&["c"]), Some(at));
         assert_eq!(timed.len(), 1, "{timed:?}");
-        assert!(timed[0] <= Duration::from_secs(2));
+        assert!(timed[0] >= Duration::from_millis(20) && timed[0] < Duration::from_secs(5));
     }
 }

@@ -96,10 +96,15 @@ pub async fn follow(
                         continue;
                     }
                 };
-                let Some(batch) = drivers.entry(ns.clone()).or_default().event(event) else {
+                let driver = drivers.entry(ns.clone()).or_default();
+                let batch = driver.event(event);
+                // An empty first list yields no batch, but is a list.
+                if driver.lists() > 0 {
+                    listed.insert(ns.clone());
+                }
+                let Some(batch) = batch else {
                     continue;
                 };
-                listed.insert(ns.clone());
                 for change in batch.changes {
                     match change {
                         Change::Apply(sp) => {

@@ -565,13 +565,15 @@ impl TryFrom<&Args> for Config {
                     streams_per_pod: args.profile_streams_per_pod,
                     storm_interval: args.target_pods_storm_interval.map(Into::into),
                     storms: args.target_pods_storms,
-                    truth: args.ground_truth.then(|| crate::client::pod_truth::Rules {
-                        control_plane_ns: args.control_plane_ns.clone(),
-                        default_opaque_ports: crate::client::pod_truth::parse_ports(
-                            &args.default_opaque_ports,
-                            &Default::default(),
-                        ),
-                    }),
+                    truth: (args.ground_truth || args.ground_truth_kubeconfig.is_some()).then(
+                        || crate::client::pod_truth::Rules {
+                            control_plane_ns: args.control_plane_ns.clone(),
+                            default_opaque_ports: crate::client::pod_truth::parse_ports(
+                                &args.default_opaque_ports,
+                                &Default::default(),
+                            ),
+                        },
+                    ),
                 }
             }),
             connections,
