@@ -59,6 +59,10 @@ pub struct Measurements {
     /// Profiles received on them.
     #[serde(skip_serializing_if = "is_zero")]
     pub profile_updates_received: u64,
+    /// ServiceProfile change to a `GetProfile` stream showing it (with the
+    /// ground truth and churn's stamps).
+    #[serde(skip_serializing_if = "no_samples")]
+    pub profile_update_latency: Percentiles,
     /// Profile streams stale at the end (`--target-pods` with the ground
     /// truth).
     #[serde(skip_serializing_if = "is_zero")]
@@ -80,6 +84,10 @@ pub struct Measurements {
     /// converged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fanouts: Vec<ChangeRecord>,
+}
+
+fn no_samples(p: &Percentiles) -> bool {
+    p.count == 0
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -162,6 +170,9 @@ impl Measurements {
         if self.staleness.count > 0 {
             t += &row("stale episodes (ended)", &self.staleness);
         }
+        if self.profile_update_latency.count > 0 {
+            t += &row("profile change -> shown", &self.profile_update_latency);
+        }
         for (class, c) in &self.by_class {
             t += &row(
                 &format!("{class}: change -> update"),
@@ -192,6 +203,7 @@ impl Measured for Measurements {
             Latency::FanoutCompletion => &self.fanout_completion,
             Latency::KubernetesLeg => &self.kubernetes_leg,
             Latency::DestinationLeg => &self.destination_leg,
+            Latency::ProfileUpdateLatency => &self.profile_update_latency,
         }
     }
 

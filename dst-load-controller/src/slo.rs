@@ -25,6 +25,8 @@ pub enum Latency {
     KubernetesLeg,
     /// EndpointSlice seen to stream converged.
     DestinationLeg,
+    /// ServiceProfile change to a `GetProfile` stream showing it.
+    ProfileUpdateLatency,
 }
 
 /// A count that can be gated.
@@ -116,7 +118,7 @@ pub struct Slo {
 }
 
 const HINT: &str = "expected e.g. update_latency.p95<500ms, fanout_completion.max<10s, stale_streams==0 or errors==0; \
-latencies: update_latency, convergence_latency, fanout_completion, kubernetes_leg, destination_leg with .p50/.p95/.p99/.p999/.max; \
+latencies: update_latency, convergence_latency, fanout_completion, kubernetes_leg, destination_leg, profile_update_latency with .p50/.p95/.p99/.p999/.max; \
 counts: stale_streams, errors, resets, unconverged_streams, untimed_convergences, profile_stale_streams";
 
 impl FromStr for Slo {
@@ -146,6 +148,7 @@ impl FromStr for Slo {
                     "fanout_completion" => Latency::FanoutCompletion,
                     "kubernetes_leg" => Latency::KubernetesLeg,
                     "destination_leg" => Latency::DestinationLeg,
+                    "profile_update_latency" => Latency::ProfileUpdateLatency,
                     _ => return Err(bad(&format!("unknown latency '{metric}'"))),
                 };
                 let stat = match stat {

@@ -3867,7 +3867,12 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     );
     assert_eq!(timed, Some(18.0), "{text}");
     assert_eq!(c.metrics.profiles.stale_episodes.get(), 0);
-    c.finish().await;
+    let (_, measured) = c.finish_measured().await;
+    assert_eq!(measured.profile_update_latency.count, 18);
+    let slos = ["profile_update_latency.max<60s", "profile_stale_streams==0"]
+        .map(|s| s.parse::<dst_load_controller::slo::Slo>().unwrap());
+    let verdicts = dst_load_controller::slo::judge(&slos, &measured, 1);
+    assert!(verdicts.iter().all(|v| v.pass), "{verdicts:?}");
 
     let out = run(&["cleanup", "--namespace", &ns.name]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -324,7 +324,7 @@ pub struct ProfileMetrics {
     /// Times a stream became stale.
     pub stale_episodes: Counter,
     /// From a ServiceProfile change (its stamp) to a stream showing it.
-    pub update_latency: Histogram,
+    pub update_latency: crate::latency::Timings,
     updates: Family<TargetLabels, Counter>,
     errors: Family<ProfileReasonLabels, Counter>,
     resets: Family<ProfileReasonLabels, Counter>,
@@ -346,7 +346,9 @@ impl ProfileMetrics {
             stale_streams: Gauge::default(),
             stale_episodes: Counter::default(),
             // 1 ms to ~65 s, as the endpoints' latencies.
-            update_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            update_latency: crate::latency::Timings::new(Histogram::new(exponential_buckets(
+                0.001, 2.0, 17,
+            ))),
             updates: Family::default(),
             errors: Family::default(),
             resets: Family::default(),
@@ -402,7 +404,7 @@ impl ProfileMetrics {
             "update_latency",
             "From a ServiceProfile change (churn's stamp) to a stream showing its routes",
             Unit::Seconds,
-            m.update_latency.clone(),
+            m.update_latency.histogram(),
         );
         m
     }

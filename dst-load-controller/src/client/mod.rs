@@ -691,6 +691,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         profile_streams_created: summary.profile_streams_created,
         profile_updates_received: summary.profile_updates,
         profile_stale_streams: summary.profile_stale.0,
+        profile_update_latency: metrics.profiles.update_latency.percentiles(),
         by_pattern: latencies.by_pattern(),
         by_class: by_class(fleet, &services, metrics),
         timeline: metrics.timeline.lock().expect("timeline lock").clone(),

@@ -401,7 +401,7 @@ impl ProfileStream {
                                     .get_or_insert_with(Seen::default)
                                     .update(&profile);
                                 if let Some(latency) = streams.shown(index) {
-                                    metrics.update_latency.observe(latency.as_secs_f64());
+                                    metrics.update_latency.record(latency);
                                 }
                                 failures = 0;
                             }

@@ -129,7 +129,7 @@ pub async fn follow(
             let want = profiles.get(host_of(&streams.target));
             let (names, at) = want.map_or((Vec::new(), None), |r| (r.names.clone(), r.at));
             for latency in streams.set_routes(names, at) {
-                metrics.update_latency.observe(latency.as_secs_f64());
+                metrics.update_latency.record(latency);
             }
         }
     }
