@@ -583,19 +583,22 @@ def pod_storm_cell(env, dst, ns, pods, servers, per_service, every, prof):
     base = storms()
     # Storm 1: CPU and time to answer everything again.
     before_hist = histogram(admin, ttfu)
-    c0, t0 = dst.cpu(), time.time()
+    c0, k0, t0 = dst.cpu(), cl.cpu(), time.time()
     wait_for("storm 1", lambda: storms() >= base + targets, every + 30)
-    c1, t1 = dst.cpu(), time.time()
+    c1, k1, t1 = dst.cpu(), cl.cpu(), time.time()
     time.sleep(10)
-    c2, t2 = dst.cpu(), time.time()
+    c2, k2, t2 = dst.cpu(), cl.cpu(), time.time()
     after = histogram(admin, ttfu)
     filled = [le for le in sorted(after) if after[le] - before_hist.get(le, 0) >= targets]
     rate = (c1 - c0) / (t1 - t0)
     extra = (c2 - c1) - rate * (t2 - t1)
+    client_extra = (k2 - k1) - (k1 - k0) / (t1 - t0) * (t2 - t1)
     row.update({
         "controller_cores_before": round(rate, 3),
         "controller_cpu_s_10s_after": round(c2 - c1, 3),
         "controller_us_per_opening": round(extra / targets * 1e6, 1),
+        "client_us_per_opening": round(client_extra / targets * 1e6, 1),
+        "client_to_controller_cpu": round(client_extra / extra, 3) if extra > 0 else None,
         "every_stream_answered_within_s": filled[0] if filled else None,
     })
     # Storm 2: goroutines parked on the workload watcher's lock, or a profile.
