@@ -3684,7 +3684,7 @@ async fn pod_profile_streams_are_judged_against_pods_and_servers() {
         "2",
         "--ground-truth",
         "--staleness-grace",
-        "5s",
+        "10s",
     ]));
     let fleet = c.pods.clone();
     // Every stream: answered, what the truth expects, and opaque as given.
@@ -3730,7 +3730,7 @@ async fn pod_profile_streams_are_judged_against_pods_and_servers() {
     )
     .await;
     // Give a late stream its grace to show, then: nothing went stale.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(c.metrics.profiles.stale_episodes.get(), 0);
 
     kubectl(
