@@ -126,13 +126,14 @@ impl Default for Test {
 }
 
 /// The latencies of a report, by name.
-pub fn latencies(m: &Measurements) -> [(&'static str, &Percentiles); 5] {
+pub fn latencies(m: &Measurements) -> [(&'static str, &Percentiles); 6] {
     [
         ("update_latency", &m.update_latency),
         ("convergence_latency", &m.convergence_latency),
         ("fanout_completion", &m.fanout_completion),
         ("kubernetes_leg", &m.kubernetes_leg),
         ("destination_leg", &m.destination_leg),
+        ("profile_update_latency", &m.profile_update_latency),
     ]
 }
 
@@ -158,6 +159,11 @@ pub fn compare(base: &Measurements, new: &Measurements, test: &Test) -> Vec<Row>
             "unconverged_streams",
             base.streams_unconverged,
             new.streams_unconverged,
+        ),
+        (
+            "profile_stale_streams",
+            base.profile_stale_streams,
+            new.profile_stale_streams,
         ),
     ];
     for (name, b, n) in counts {
@@ -439,6 +445,32 @@ mod tests {
     }
 
     #[test]
+    fn profile_update_latency_is_compared_like_the_others() {
+        let base = Measurements {
+            profile_update_latency: spread(100, 10.0, 20.0),
+            ..Default::default()
+        };
+        let new = Measurements {
+            profile_update_latency: spread(100, 20.0, 40.0),
+            profile_stale_streams: 3,
+            ..Default::default()
+        };
+        let rows = compare(&base, &new, &Test::default());
+        let worse: Vec<_> = rows
+            .iter()
+            .filter(|r| r.fails())
+            .map(|r| r.metric.as_str())
+            .collect();
+        assert!(worse.contains(&"profile_stale_streams"), "{worse:?}");
+        assert!(
+            worse
+                .iter()
+                .any(|m| m.starts_with("profile_update_latency")),
+            "{worse:?}"
+        );
+    }
+
+    #[test]
     fn counts_are_worse_when_they_grow() {
         let base = Measurements {
             errors: 0,
@@ -455,7 +487,8 @@ mod tests {
         assert_eq!(get("errors"), Verdict::Worse);
         assert_eq!(get("resets"), Verdict::Same);
         assert_eq!(get("stale_streams"), Verdict::Same);
+        assert_eq!(get("profile_stale_streams"), Verdict::Same);
         // No latency rows without samples.
-        assert_eq!(rows.len(), 4);
+        assert_eq!(rows.len(), 5);
     }
 }

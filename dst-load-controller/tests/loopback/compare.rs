@@ -85,8 +85,9 @@ fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
         "{}",
         serde_json::to_string_pretty(&r).unwrap()
     );
-    // update, convergence and fan-out at p50..p999 were tested, and the 4 counts.
-    assert_eq!(tested.len(), 3 * 4 + 4, "{stdout}");
+    // update, convergence and fan-out at p50..p999 were tested, and the 5
+    // counts (profile_stale_streams among them).
+    assert_eq!(tested.len(), 3 * 4 + 5, "{stdout}");
 
     // 400 ms more on every update: worse, by about 400 ms (+100%).
     let worse = temp("worse.json");
