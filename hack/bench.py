@@ -452,16 +452,21 @@ def bench_redline(a):
         if churn:
             churn.stop()
         local_cluster_down(started)
-    top = None
-    if profile and os.path.exists(profile):
-        # Go profiles carry their symbols: no binary needed.
-        r = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", profile],
-                           capture_output=True, text=True)
-        top = r.stdout
-        print(top)
+    top = pprof_top(profile)
     red = next((r["streams"] for r in rows if not r["pass"] and not r["client_bound"]), None)
     return {"services": services, "oscillation": "10 <-> 50 endpoints, 5s holds", "steps": rows,
             "red_line_streams": red, "profile": profile, "profile_top": top}
+
+
+def pprof_top(profile):
+    """The top 25 functions of a CPU profile (printed), or None without one."""
+    if not profile or not os.path.exists(profile):
+        return None
+    # Go profiles carry their symbols: no binary needed.
+    r = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", profile],
+                       capture_output=True, text=True)
+    print(r.stdout)
+    return r.stdout
 
 
 def histogram(port, name):
@@ -669,12 +674,7 @@ def bench_pod_storm(a):
         if churn:
             churn.stop()
         local_cluster_down(started)
-    top = None
-    if profile and os.path.exists(profile):
-        r = subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", profile],
-                           capture_output=True, text=True)
-        top = r.stdout
-        print(top)
+    top = pprof_top(profile)
     return {"services": services, "storm_every_s": every, "connections": 1, "cells": rows,
             "profile": profile, "profile_top": top}
 

@@ -3177,7 +3177,7 @@ async fn the_real_controller_answers_get_profile_as_the_mock_claims() {
     let ns = TempNs::new("profile");
     stable_services(&ns.name, 1, 2).await;
     let client = kube().await;
-    let addrs = poll_slice_addrs(&client, &ns.name).await;
+    let addrs = poll_slice_addrs(&client, &ns.name, "stable-svc-0", 2).await;
     let dst = DestinationClient::connect(format!("http://{}", destination()))
         .await
         .unwrap();
@@ -3265,18 +3265,23 @@ async fn the_real_controller_answers_get_profile_as_the_mock_claims() {
     drop(dst);
 }
 
-/// `stable-svc-0`'s ready addresses once its slice lists both.
-async fn poll_slice_addrs(client: &kube::Client, ns: &str) -> Vec<SocketAddr> {
+/// `service`'s ready addresses (port 8080) once its slice lists `n`.
+async fn poll_slice_addrs(
+    client: &kube::Client,
+    ns: &str,
+    service: &str,
+    n: usize,
+) -> Vec<SocketAddr> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(addrs) = slice_addrs(client, ns, "stable-svc-0", 8080).await
-            && addrs.len() == 2
+        if let Ok(addrs) = slice_addrs(client, ns, service, 8080).await
+            && addrs.len() == n
         {
             return addrs;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "stable-svc-0's 2 endpoints"
+            "{service}'s {n} endpoints"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -3341,7 +3346,7 @@ async fn churns_servers_are_read_by_the_controller_and_cleaned_up() {
         .await
         .unwrap();
     for service in ["stable-svc-0", "stable-svc-1"] {
-        let addr = eventually_addr(&client, &ns.name, service).await;
+        let addr = poll_slice_addrs(&client, &ns.name, service, 1).await[0];
         for (port, opaque) in [(addr.port(), true), (9999, false)] {
             let target = SocketAddr::new(addr.ip(), port);
             eventually(&format!("{target} opaque={opaque}"), || {
@@ -3386,23 +3391,6 @@ async fn churns_servers_are_read_by_the_controller_and_cleaned_up() {
             .items
             .is_empty()
     );
-}
-
-/// A ready address of `service`'s slice.
-async fn eventually_addr(client: &kube::Client, ns: &str, service: &str) -> SocketAddr {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(addrs) = slice_addrs(client, ns, service, 8080).await
-            && let Some(a) = addrs.first()
-        {
-            return *a;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{service} has no endpoint"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The controller's open `GetProfile` streams (started minus handled).
@@ -3546,17 +3534,14 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
             Ok(())
         }
     };
-    let wait = |what: String, check: Box<dyn Fn() -> Result<(), String>>| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            match check() {
-                Ok(()) => return,
-                Err(e) if tokio::time::Instant::now() > deadline => panic!("{what}: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+    // A synchronous check, polled as the file's other waits are.
+    let wait = |what: &'static str, check: Box<dyn Fn() -> Result<(), String>>| {
+        eventually_within(what, Duration::from_secs(120), move || {
+            let checked = check();
+            async move { checked }
+        })
     };
-    wait("first answers".into(), Box::new(converged(1, &pods))).await;
+    wait("first answers", Box::new(converged(1, &pods))).await;
     let storms = |c: &support::RunningClient| {
         support::sample(
             &support::scrape(&c.registry),
@@ -3570,11 +3555,7 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
         storms(&c) >= (2 * 8 * PER_POD) as f64
     })
     .await;
-    wait(
-        "answers after two storms".into(),
-        Box::new(converged(3, &pods)),
-    )
-    .await;
+    wait("answers after two storms", Box::new(converged(3, &pods))).await;
     support::eventually_async(
         "the controller holds exactly our streams",
         Duration::from_secs(60),
@@ -3626,7 +3607,7 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
     let replaced = running_pods(&kube_client, &ns.name, 8).await;
     assert!(replaced.iter().all(|(name, _)| *name != gone));
     wait(
-        "the replacement's answers".into(),
+        "the replacement's answers",
         Box::new(converged(1, &replaced)),
     )
     .await;

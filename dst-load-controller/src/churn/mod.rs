@@ -461,11 +461,8 @@ impl Churn {
         futures::stream::iter(services.iter().copied())
             .map(|(pattern, i, _)| {
                 let service = pattern.service_name(i);
-                let name = format!(
-                    "{service}.{}.svc.{}",
-                    self.config.namespace(),
-                    p.cluster_domain
-                );
+                let name = template.profile_name(&service, &p.cluster_domain);
+
                 let now = now.clone();
                 async move {
                     let mut at = now;

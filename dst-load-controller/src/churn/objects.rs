@@ -431,6 +431,11 @@ impl ServiceTemplate {
         server
     }
 
+    /// The name of `service`'s ServiceProfile: its FQDN.
+    pub fn profile_name(&self, service: &str, domain: &str) -> String {
+        format!("{service}.{}.svc.{domain}", self.namespace)
+    }
+
     /// The ServiceProfile of `service` (`{service}.{namespace}.svc.{domain}`)
     /// with `routes` routes, `route-K`: GET `/api/route-K/[^/]*`, retryable,
     /// 1 s timeout (as `mock-dst --profile-routes` serves them), stamped
@@ -442,9 +447,8 @@ impl ServiceTemplate {
         domain: &str,
         at: &str,
     ) -> ServiceProfile {
-        let name = format!("{service}.{}.svc.{domain}", self.namespace);
         let mut sp = ServiceProfile::new(
-            &name,
+            &self.profile_name(service, domain),
             ServiceProfileSpec {
                 routes: (0..routes)
                     .map(|k| RouteSpec {

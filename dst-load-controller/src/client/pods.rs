@@ -137,7 +137,7 @@ impl Context<'_> {
                                         }
                                     }
                                 }
-                                self.judge(pods, &open, &known_pods, &known_servers);
+                                self.judge(pods, &open, &known_pods, &known_servers, None);
                             }
                         }
                         Err(error) => {
@@ -161,6 +161,8 @@ impl Context<'_> {
                     continue;
                 }
             };
+            // The pods this batch changed: only theirs need judging again.
+            let mut changed = std::collections::BTreeSet::new();
             for change in batch.changes {
                 let (name, target) = match change {
                     Change::Apply(pod) => {
@@ -178,6 +180,7 @@ impl Context<'_> {
                         (key.name, None)
                     }
                 };
+                changed.insert(name.clone());
                 if open.get(&name).map(|(t, ..)| *t) == target {
                     continue;
                 }
@@ -214,7 +217,7 @@ impl Context<'_> {
                 }
                 open.insert(name, (target, streams, token));
             }
-            self.judge(pods, &open, &known_pods, &known_servers);
+            self.judge(pods, &open, &known_pods, &known_servers, Some(&changed));
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
@@ -222,19 +225,24 @@ impl Context<'_> {
 }
 
 impl Context<'_> {
-    /// Sets every open target's expected profile from the pods and Servers.
+    /// Sets the expected profile of the open targets of the pods in `only`
+    /// (every one when `None`: the Servers changed) from the pods and Servers.
     fn judge(
         &self,
         pods: &TargetPods,
         open: &BTreeMap<String, (SocketAddr, Arc<ProfileStreams>, CancellationToken)>,
         known_pods: &BTreeMap<String, Pod>,
         servers: &BTreeMap<String, Server>,
+        only: Option<&std::collections::BTreeSet<String>>,
     ) {
         let Some(rules) = &pods.truth else {
             return;
         };
         let servers: Vec<&Server> = servers.values().collect();
-        for (name, (target, streams, _)) in open {
+        let targets = open
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|names| names.contains(*name)));
+        for (name, (target, streams, _)) in targets {
             streams.set_expected(expected(known_pods.get(name), *target, &servers, rules));
         }
     }
