@@ -206,6 +206,15 @@ pub struct Spec {
     /// The simulated proxies.
     #[serde(default, deserialize_with = "checked")]
     pub clients: Clients,
+    /// The services' profiles (ServiceProfiles in a cluster, set on the
+    /// mock), changed on a schedule. Absent: none, so profile streams get
+    /// the default profile.
+    #[serde(
+        default,
+        deserialize_with = "checked",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub profiles: Option<Profiles>,
     /// Gates judged at the end (e.g. `update_latency.p95<500ms`,
     /// `stale_streams==0`), unless `--slo` is given.
     #[serde(default, deserialize_with = "slos", serialize_with = "slo_texts")]
@@ -371,6 +380,31 @@ fn one() -> u32 {
     1
 }
 
+fn two() -> u32 {
+    2
+}
+
+/// Every service's profile: generated routes (`route-K`, GET
+/// `/api/route-K/[^/]*`, retryable, 1s timeout), changed on a schedule.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Profiles {
+    /// Routes each profile has (one more after every odd change).
+    #[serde(default = "two")]
+    #[schemars(range(max = 1000))]
+    pub routes: u32,
+    /// Every this long, every profile changes: a route added, then removed
+    /// (stamped, so the client times each change to each profile stream).
+    /// Absent: never.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub change_interval: Option<Duration>,
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -507,6 +541,27 @@ impl Faults {
     /// Checks the fault modes (the client's flags share these checks).
     pub fn validate(&self) -> Result<(), String> {
         self.check()
+    }
+}
+
+impl Check for Option<Profiles> {
+    fn check(&self) -> Result<(), String> {
+        let Some(p) = self else { return Ok(()) };
+        if p.routes > 1000 {
+            return Err(format!(
+                "profiles: {} routes is too many: at most 1000",
+                p.routes
+            ));
+        }
+        if p.change_interval
+            .is_some_and(|d| d < Duration::from_millis(100))
+        {
+            return Err(
+                "profiles: change-interval must be at least 100ms (e.g. 10s), or absent for no changes"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -970,6 +1025,29 @@ mod tests {
         assert!(e.message.contains("no services"), "{e}");
         let e = err("services: {stable: {count: 1, endpoints: 1}}\n");
         assert!(e.message.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn profiles_take_defaults_and_refuse_what_cannot_run() {
+        let s = parse("t.yaml", &format!("{MIN}profiles: {{}}\n")).unwrap();
+        assert_eq!(
+            s.profiles,
+            Some(Profiles {
+                routes: 2,
+                change_interval: None
+            })
+        );
+        assert_eq!(parse("t.yaml", MIN).unwrap().profiles, None);
+        let e = err(&format!("{MIN}profiles: {{routes: 1001}}\n"));
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("at most 1000"), "{e}");
+        let e = err(&format!("{MIN}profiles: {{change-interval: 0s}}\n"));
+        assert!(
+            e.message.contains("change-interval must be at least 100ms"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}profiles: {{route: 3}}\n"));
+        assert!(e.message.contains("unknown field `route`"), "{e}");
     }
 
     #[test]

@@ -166,6 +166,15 @@ impl Config {
                 .filter(|g| g.min_endpoints < g.max_endpoints)
                 .map(|g| (g.min_endpoints, g.max_endpoints)),
         };
+        let cluster_domain = self
+            .profiles
+            .as_ref()
+            .map_or_else(|| "cluster.local".to_string(), |p| p.cluster_domain.clone());
+        self.profiles = spec.profiles.map(|p| Profiles {
+            routes: p.routes,
+            change_interval: p.change_interval,
+            cluster_domain,
+        });
         if let Some(seed) = spec.seed {
             self.seed = seed;
         }

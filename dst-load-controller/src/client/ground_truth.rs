@@ -3,7 +3,8 @@
 //! stamps, [`Kubernetes`]); `run` against the embedded mock gives it the
 //! mock's change feed (the harness's `MockFeed`). Either sets each watched
 //! service's truth on the fleet as changes happen; the fleet times its
-//! streams against it.
+//! streams against it. `profile_truth::ProfileTruth` is the same for profile
+//! streams by service name (ServiceProfiles, or the mock's profile feed).
 
 use std::{collections::BTreeSet, sync::Arc};
 

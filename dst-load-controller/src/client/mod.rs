@@ -243,6 +243,9 @@ pub struct Client {
     /// Where the ground truth comes from, besides `--ground-truth`'s
     /// Kubernetes API (a mock's change feed).
     truth: Option<Box<dyn ground_truth::GroundTruth>>,
+    /// Where the profiles' truth comes from, besides `--ground-truth`'s
+    /// ServiceProfiles (a mock's profile feed).
+    profile_truth: Option<Box<dyn profile_truth::ProfileTruth>>,
 }
 
 impl Client {
@@ -250,6 +253,14 @@ impl Client {
     /// Kubernetes API is `Config::ground_truth`'s).
     pub fn with_truth(mut self, source: impl ground_truth::GroundTruth) -> Self {
         self.truth = Some(Box::new(source));
+        self
+    }
+
+    /// Judges and times the profile streams by service name against
+    /// `source` (a mock's profile feed; ServiceProfiles are
+    /// `Config::ground_truth`'s).
+    pub fn with_profile_truth(mut self, source: impl profile_truth::ProfileTruth) -> Self {
+        self.profile_truth = Some(Box::new(source));
         self
     }
 
@@ -275,6 +286,7 @@ impl Client {
             pod_profiles: Arc::default(),
             readiness: Readiness::default(),
             truth: None,
+            profile_truth: None,
         })
     }
 
@@ -393,25 +405,31 @@ impl Client {
                 link: self.config.truth_link.clone(),
             }) as Box<dyn ground_truth::GroundTruth>);
         }
+        let mut profile_sources: Vec<Box<dyn profile_truth::ProfileTruth>> = Vec::new();
         if self.config.ground_truth && self.config.profile_streams_per_service > 0 {
-            let kube = self
+            let client = self
                 .config
                 .kube
                 .client()
                 .await
                 .context("cannot build a Kubernetes client for the profiles' ground truth")?;
-            truth_tasks.push(tokio::spawn(profile_truth::follow(
-                kube,
-                self.truth_namespaces(),
+            profile_sources.push(Box::new(profile_truth::Kubernetes {
+                client,
+                namespaces: self.truth_namespaces(),
+            }));
+        }
+        profile_sources.extend(self.profile_truth.take());
+        let profiles_judged = !profile_sources.is_empty();
+        for source in profile_sources {
+            let truth = profile_truth::RoutesTruth::new(
                 self.profiles.clone(),
                 self.metrics.profiles.clone(),
-                stop.clone(),
-            )));
+            );
+            truth_tasks.push(tokio::spawn(source.follow(truth, stop.clone())));
         }
         // One judge of every profile stream with a truth (one gauge).
         let judged: Vec<_> = [
-            (self.config.ground_truth && self.config.profile_streams_per_service > 0)
-                .then(|| self.profiles.clone()),
+            profiles_judged.then(|| self.profiles.clone()),
             self.config
                 .target_pods
                 .as_ref()

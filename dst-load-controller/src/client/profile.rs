@@ -274,7 +274,9 @@ impl ProfileFleet {
             .collect()
     }
 
-    pub(super) fn insert(&self, s: Arc<ProfileStreams>) {
+    /// Adds (or replaces) a target's streams: the client does as it opens
+    /// them.
+    pub fn insert(&self, s: Arc<ProfileStreams>) {
         self.0
             .write()
             .expect("profile fleet")

@@ -54,14 +54,92 @@ pub fn host_of(target: &str) -> &str {
     target.rsplit_once(':').map_or(target, |(host, _)| host)
 }
 
-/// Follows the ServiceProfiles of `namespaces` until `stop`, setting the
-/// routes every service stream of `fleet` should show (re-checked every
-/// second for streams opened since) and timing each change shown.
-pub async fn follow(
-    kube: kube::Client,
-    namespaces: BTreeSet<String>,
+/// The routes every service-name stream should show, by host, as a source
+/// of truth tells them (the Kubernetes API's ServiceProfiles, a mock's
+/// profile feed), and the streams of a fleet judged and timed against them.
+pub struct RoutesTruth {
     fleet: Arc<ProfileFleet>,
     metrics: ProfileMetrics,
+    /// Host (`svc.ns.svc.domain`) -> its routes; a host without an entry
+    /// has the default profile (no routes).
+    by_host: BTreeMap<String, Routes>,
+}
+
+impl RoutesTruth {
+    /// Nothing known yet about `fleet`'s services.
+    pub fn new(fleet: Arc<ProfileFleet>, metrics: ProfileMetrics) -> Self {
+        Self {
+            fleet,
+            metrics,
+            by_host: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the routes of `host`'s profile (`None`: it has none, the
+    /// default profile); [`apply`](Self::apply) hands them to the streams.
+    pub fn set(&mut self, host: String, routes: Option<Routes>) {
+        match routes {
+            Some(r) => self.by_host.insert(host, r),
+            None => self.by_host.remove(&host),
+        };
+    }
+
+    /// Forgets every host's routes (before reading them all again).
+    pub fn clear(&mut self) {
+        self.by_host.clear();
+    }
+
+    /// Tells every stream what its service's profile should show now (a
+    /// stream opened since the last call included), and records the
+    /// latency of every stamped change a stream shows.
+    pub fn apply(&self) {
+        for streams in self.fleet.all() {
+            let want = self.by_host.get(host_of(&streams.target));
+            let (names, at) = want.map_or((Vec::new(), None), |r| (r.names.clone(), r.at));
+            for latency in streams.set_routes(names, at) {
+                self.metrics.update_latency.record(latency);
+            }
+        }
+    }
+}
+
+/// A source of truth for `GetProfile` streams by service name: what routes
+/// each service's profile has, and when they changed.
+pub trait ProfileTruth: Send + Sync + 'static {
+    /// Sets the routes of `truth`'s services as they change (applying them
+    /// to its streams, those opened later too), until `stop`.
+    fn follow(
+        self: Box<Self>,
+        truth: RoutesTruth,
+        stop: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()>;
+}
+
+/// The ServiceProfiles of `namespaces` through the Kubernetes API.
+pub struct Kubernetes {
+    /// The API client.
+    pub client: kube::Client,
+    /// The namespaces followed.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl ProfileTruth for Kubernetes {
+    fn follow(
+        self: Box<Self>,
+        truth: RoutesTruth,
+        stop: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(follow(self.client, self.namespaces, truth, stop))
+    }
+}
+
+/// Follows the ServiceProfiles of `namespaces` until `stop`, setting the
+/// routes every service stream should show (re-applied every second for
+/// streams opened since) and timing each change shown.
+async fn follow(
+    kube: kube::Client,
+    namespaces: BTreeSet<String>,
+    mut truth: RoutesTruth,
     stop: CancellationToken,
 ) {
     let streams = namespaces.iter().map(|ns| {
@@ -74,8 +152,6 @@ pub async fn follow(
     });
     let mut events = futures::stream::select_all(streams);
     let mut drivers: BTreeMap<String, Driver<ServiceProfile>> = BTreeMap::new();
-    // ServiceProfile name (the service's host) -> its routes.
-    let mut profiles: BTreeMap<String, Routes> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut missing_crd_logged = false;
     // Namespaces whose profiles were listed: nothing is judged before all
@@ -112,25 +188,16 @@ pub async fn follow(
                             // Only a service's own profile (not another
                             // namespace's override of it).
                             if name.split('.').nth(1) == Some(ns.as_str()) {
-                                profiles.insert(name, Routes::of(&sp));
+                                truth.set(name, Some(Routes::of(&sp)));
                             }
                         }
-                        Change::Delete(key) => {
-                            profiles.remove(&key.name);
-                        }
+                        Change::Delete(key) => truth.set(key.name, None),
                     }
                 }
             }
         }
-        if listed.len() < namespaces.len() {
-            continue;
-        }
-        for streams in fleet.all() {
-            let want = profiles.get(host_of(&streams.target));
-            let (names, at) = want.map_or((Vec::new(), None), |r| (r.names.clone(), r.at));
-            for latency in streams.set_routes(names, at) {
-                metrics.update_latency.record(latency);
-            }
+        if listed.len() == namespaces.len() {
+            truth.apply();
         }
     }
 }

@@ -65,6 +65,9 @@ impl Load for ClusterLoad<'_> {
             .multicluster
             .map_or_else(|| self.cluster.kube.clone(), |mc| mc.kube.clone());
         churn_config.apply(spec);
+        if let Some(p) = &mut churn_config.profiles {
+            p.cluster_domain = self.cluster.cluster_domain.clone();
+        }
         self.churn_stop = shutdown.child_token();
         self._churn_stop = Some(self.churn_stop.clone().drop_guard());
         if let Some(mc) = self.multicluster {
@@ -135,6 +138,7 @@ impl Load for ClusterLoad<'_> {
         Ok(Watched {
             config,
             truth: None,
+            profile_truth: None,
         })
     }
 
@@ -165,6 +169,12 @@ impl Load for ClusterLoad<'_> {
                 + m.changes(ChangeKind::Create)
                 + m.changes(ChangeKind::Delete)
         })
+    }
+
+    fn profile_changes(&self) -> u64 {
+        self.churn_metrics
+            .as_ref()
+            .map_or(0, |m| m.profile_changes.get())
     }
 }
 

@@ -24,8 +24,9 @@ pub(super) trait Load {
     /// Stops the changes and waits until the last one is made.
     async fn end(&mut self);
 
-    /// Waits (until `until`) for the truth to hold every change made.
-    async fn caught_up(&self, _fleet: &Fleet, _until: tokio::time::Instant) {}
+    /// Waits (until `until`) for the truth to hold every change made (the
+    /// profiles' too).
+    async fn caught_up(&self, _client: &Followed, _until: tokio::time::Instant) {}
 
     /// Where the destinations came from, as reported.
     fn destination(&self) -> String;
@@ -35,6 +36,17 @@ pub(super) trait Load {
 
     /// Changes made after the initial sets.
     fn changes(&self) -> u64;
+
+    /// Profile changes made after the initial profiles.
+    fn profile_changes(&self) -> u64;
+}
+
+/// The client's streams, as the truth follows them.
+pub(super) struct Followed {
+    /// `Get` streams, by service.
+    pub(super) services: std::sync::Arc<Fleet>,
+    /// `GetProfile` streams by service name.
+    pub(super) profiles: std::sync::Arc<client::profile::ProfileFleet>,
 }
 
 /// A plan's scenario with its seed chosen.
@@ -47,6 +59,7 @@ pub(super) struct Chosen<'a> {
 pub(super) struct Watched {
     pub(super) config: client::Config,
     pub(super) truth: Option<super::mock_feed::MockFeed>,
+    pub(super) profile_truth: Option<super::mock_feed::MockProfiles>,
 }
 
 /// The namespace of a mock run's authorities (a cluster run's is its

@@ -2,14 +2,20 @@
 //! services generated in the mock, their churn simulated by generators with
 //! the scenario's schedule and seed, the truth read from the mock's feed.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    load::{Chosen, Load, NAMESPACE, Watched, wait_for_truth},
-    mock_feed::MockFeed,
+    load::{Chosen, Followed, Load, NAMESPACE, Watched, wait_for_truth},
+    mock_feed::{MockFeed, MockProfiles},
 };
 use crate::{
     churn::schedule::{Jitter, Oscillation},
@@ -18,6 +24,7 @@ use crate::{
     mock::{
         Handle, MockDestination,
         generate::{self, GeneratedDst},
+        profiles::ProfileSpec,
         server::{Behavior, Delay},
     },
     runtime::Runtime,
@@ -41,6 +48,11 @@ pub(super) struct MockLoad {
     addr: std::net::SocketAddr,
     services: Vec<MockService>,
     initial_changes: u64,
+    /// The services' hosts, whose profiles the scenario sets and changes.
+    hosts: Vec<String>,
+    profile_changes: Arc<AtomicU64>,
+    /// The client's profile streams have the mock's profiles as truth.
+    profiles_followed: bool,
     churn_stop: CancellationToken,
     generators: TaskTracker,
     _mock_stop: tokio_util::sync::DropGuard,
@@ -76,8 +88,20 @@ impl MockLoad {
                 handle.set(pod, addr.into_iter().collect::<Vec<_>>());
             }
         }
+        let hosts: Vec<String> = services
+            .iter()
+            .map(|s| s.dst.authority.host().to_string())
+            .collect();
+        if let Some(p) = &spec.profiles {
+            for host in &hosts {
+                handle.set_profile(host, ProfileSpec::generated(p.routes));
+            }
+        }
         Ok(Self {
             initial_changes: handle.metrics().changes.get(),
+            hosts,
+            profile_changes: Arc::default(),
+            profiles_followed: false,
             handle,
             addr,
             services,
@@ -98,10 +122,15 @@ impl Load for MockLoad {
             .collect();
         let config = client::Config::new(&self.addr.to_string(), client::Watch::Targets(targets))
             .map_err(anyhow::Error::msg)?;
-        // The truth: the initial sets, then the changes from the mock's feed.
+        // The truth: the initial sets, then the changes from the mock's
+        // feeds (the profiles' too, when there are profile streams).
+        self.profiles_followed = run.spec.clients.profile_streams_per_service > 0;
         Ok(Watched {
             config,
             truth: Some(MockFeed::new(&self.handle)),
+            profile_truth: self
+                .profiles_followed
+                .then(|| MockProfiles::new(&self.handle)),
         })
     }
 
@@ -157,6 +186,17 @@ impl Load for MockLoad {
                 }
             }
         }
+        if let Some(every) = spec.profiles.and_then(|p| p.change_interval) {
+            let routes = spec.profiles.map_or(0, |p| p.routes);
+            self.generators.spawn(change_profiles(
+                handle,
+                self.hosts.clone(),
+                routes,
+                every,
+                self.profile_changes.clone(),
+                self.churn_stop.clone(),
+            ));
+        }
         self.generators.close();
         Ok(())
     }
@@ -167,20 +207,38 @@ impl Load for MockLoad {
         self.generators.wait().await;
     }
 
-    /// The truth has every change the mock made (its feed is read by
-    /// another task).
-    async fn caught_up(&self, fleet: &Fleet, until: tokio::time::Instant) {
-        while tokio::time::Instant::now() < until
-            && self
-                .handle
+    /// The truth has every change the mock made, to destinations and to
+    /// profiles (its feeds are read by other tasks).
+    async fn caught_up(&self, client: &Followed, until: tokio::time::Instant) {
+        let endpoints_behind = || {
+            self.handle
                 .list()
                 .into_iter()
                 .any(|(authority, mut endpoints)| {
                     endpoints.sort();
-                    fleet
+                    client
+                        .services
                         .get(&authority.to_string())
                         .is_some_and(|s| s.truth.expected() != endpoints)
                 })
+        };
+        let profiles_behind = || {
+            client.profiles.all().iter().any(|streams| {
+                let host = client::profile_truth::host_of(&streams.target);
+                let made = self
+                    .handle
+                    .profile(host)
+                    .map(|p| p.routes.into_iter().map(|r| r.name).collect::<Vec<_>>());
+                match streams.want() {
+                    Some(client::profile::Want::Routes { routes, .. }) => {
+                        routes != made.unwrap_or_default()
+                    }
+                    _ => true,
+                }
+            })
+        };
+        while tokio::time::Instant::now() < until
+            && (endpoints_behind() || (self.profiles_followed && profiles_behind()))
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -196,6 +254,35 @@ impl Load for MockLoad {
 
     fn changes(&self) -> u64 {
         self.handle.metrics().changes.get() - self.initial_changes
+    }
+
+    fn profile_changes(&self) -> u64 {
+        self.profile_changes.load(Ordering::Relaxed)
+    }
+}
+
+/// Every `every` until `stop`, every host's profile changes as churn
+/// changes ServiceProfiles: `routes` + 1 routes after an odd change,
+/// `routes` after an even one.
+async fn change_profiles(
+    handle: Handle,
+    hosts: Vec<String>,
+    routes: u32,
+    every: Duration,
+    changed: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    for step in 1u64.. {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let spec = ProfileSpec::generated(routes + u32::from(step % 2 == 1));
+        for host in &hosts {
+            handle.set_profile(host, spec.clone());
+        }
+        changed.fetch_add(hosts.len() as u64, Ordering::Relaxed);
     }
 }
 

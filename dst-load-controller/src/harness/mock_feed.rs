@@ -1,6 +1,7 @@
-//! The embedded mock's change feed as a client's ground truth: every
+//! The embedded mock's change feeds as a client's ground truth: every
 //! destination's set when the feed was subscribed, then every change with
-//! its timestamp. It lives in the harness, beside the mock it reads, so
+//! its timestamp ([`MockFeed`]); the same for the services' profiles
+//! ([`MockProfiles`]). It lives in the harness, beside the mock it reads, so
 //! that the client engine builds without the mock.
 
 use std::{
@@ -15,8 +16,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    client::{Fleet, ground_truth::GroundTruth},
-    mock::Handle,
+    client::{
+        Fleet,
+        ground_truth::GroundTruth,
+        profile_truth::{ProfileTruth, Routes, RoutesTruth},
+    },
+    mock::{Handle, profiles::ProfileSpec},
 };
 
 /// A mock Destination server's change feed, followed as a ground truth.
@@ -119,6 +124,103 @@ impl GroundTruth for MockFeed {
     }
 }
 
+/// A mock's profile feed, followed as the truth of the profile streams by
+/// service name: every profile when the feed was subscribed (untimed), then
+/// every change with its timestamp.
+pub struct MockProfiles {
+    handle: Handle,
+    feed: tokio::sync::broadcast::Receiver<Arc<crate::mock::profiles::ProfileChange>>,
+    initial: Vec<(String, ProfileSpec)>,
+}
+
+impl MockProfiles {
+    /// Subscribes to `handle`'s profile feed now: no change made after this
+    /// call is missed.
+    pub fn new(handle: &Handle) -> Self {
+        let feed = handle.profile_changes();
+        Self {
+            initial: handle.profiles(),
+            handle: handle.clone(),
+            feed,
+        }
+    }
+}
+
+/// The routes a profile shows, changed `at` (unknown: untimed).
+fn routes(spec: &ProfileSpec, at: Option<SystemTime>) -> Routes {
+    Routes {
+        names: spec.routes.iter().map(|r| r.name.clone()).collect(),
+        at,
+    }
+}
+
+impl ProfileTruth for MockProfiles {
+    fn follow(
+        self: Box<Self>,
+        mut truth: RoutesTruth,
+        stop: CancellationToken,
+    ) -> BoxFuture<'static, ()> {
+        let Self {
+            handle,
+            mut feed,
+            initial,
+        } = *self;
+        Box::pin(async move {
+            let reset = |truth: &mut RoutesTruth, all: Vec<(String, ProfileSpec)>| {
+                truth.clear();
+                for (host, spec) in all {
+                    truth.set(host, Some(routes(&spec, None)));
+                }
+            };
+            reset(&mut truth, initial);
+            truth.apply();
+            // Streams opened since the last change are told on the tick.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    first = feed.recv() => {
+                        // A round of changes (every service's at once) is
+                        // applied once.
+                        let mut next = Some(first);
+                        while let Some(change) = next {
+                            match change {
+                                // A deleted profile shows no routes, timed too.
+                                Ok(c) => truth.set(
+                                    c.host.clone(),
+                                    Some(c.profile.as_deref().map_or(
+                                        Routes { names: Vec::new(), at: Some(c.at) },
+                                        |p| routes(p, Some(c.at)),
+                                    )),
+                                ),
+                                Err(RecvError::Lagged(missed)) => {
+                                    tracing::warn!(
+                                        missed,
+                                        "profile feed lagged; the profiles are read again, and the latencies of the missed changes are not measured"
+                                    );
+                                    reset(&mut truth, handle.profiles());
+                                }
+                                Err(RecvError::Closed) => return,
+                            }
+                            next = match feed.try_recv() {
+                                Ok(c) => Some(Ok(c)),
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                                    Some(Err(RecvError::Lagged(n)))
+                                }
+                                Err(_) => None,
+                            };
+                        }
+                        truth.apply();
+                    }
+                    _ = tick.tick() => truth.apply(),
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +298,65 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!service.truth.expected().contains(&addr(0)));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// The profiles' feed: the routes as the mock had them when followed
+    /// (untimed), then each change with the moment the mock made it; a
+    /// stream that never showed them differs.
+    #[tokio::test]
+    async fn the_profile_truth_follows_the_mocks_profiles_with_their_stamps() {
+        use crate::client::{
+            metrics::ProfileMetrics,
+            profile::{ProfileFleet, ProfileStreams, Want},
+        };
+        let mut registry = Registry::default();
+        let mock = MockDestination::new(Behavior::default(), &mut registry);
+        let handle = mock.handle();
+        let host = "web.ns.svc.cluster.local";
+        handle.set_profile(host, ProfileSpec::generated(2));
+        let fleet = Arc::new(ProfileFleet::default());
+        let streams = Arc::new(ProfileStreams::new(format!("{host}:8080"), 1));
+        fleet.insert(streams.clone());
+        let truth = RoutesTruth::new(fleet, ProfileMetrics::register(&mut registry));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Box::new(MockProfiles::new(&handle)).follow(truth, stop.clone()));
+        let routes_of =
+            |n: usize| -> Vec<String> { (0..n).map(|k| format!("route-{k}")).collect() };
+        let wait_for = |n: usize| {
+            let streams = streams.clone();
+            let want = routes_of(n);
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some(Want::Routes { routes, at, .. }) = streams.want()
+                        && routes == want
+                    {
+                        return at;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{:?}",
+                        streams.want()
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        assert_eq!(wait_for(2).await, None, "the first read is not a change");
+        let before = SystemTime::now();
+        handle.set_profile(host, ProfileSpec::generated(3));
+        let after = SystemTime::now();
+        let at = wait_for(3).await.expect("a change is stamped");
+        assert!(
+            before <= at && at <= after,
+            "{at:?} not in {before:?}..{after:?}"
+        );
+        assert_eq!(streams.differences(0).len(), 1, "never answered");
+        // Deleted: the default profile, no routes.
+        handle.delete_profile(host);
+        wait_for(0).await.expect("a deletion is stamped");
         stop.cancel();
         task.await.unwrap();
     }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     cluster,
-    load::{Chosen, Load, NAMESPACE, Watched},
+    load::{Chosen, Followed, Load, NAMESPACE, Watched},
     mock,
 };
 use crate::{
@@ -112,7 +112,11 @@ async fn drive(
 ) -> anyhow::Result<Outcome> {
     let (spec, shutdown) = (run.spec, rt.shutdown());
     let started_at = jiff::Timestamp::now();
-    let Watched { mut config, truth } = load.prepare(rt, run).await?;
+    let Watched {
+        mut config,
+        truth,
+        profile_truth,
+    } = load.prepare(rt, run).await?;
     config.streams_per_service = spec.clients.streams_per_service;
     config.profile_streams_per_service = spec.clients.profile_streams_per_service;
     config.faults = spec.clients.faults;
@@ -120,6 +124,9 @@ async fn drive(
     let mut client = Client::new(config, rt.registry())?;
     if let Some(truth) = truth {
         client = client.with_truth(truth);
+    }
+    if let Some(truth) = profile_truth {
+        client = client.with_profile_truth(truth);
     }
     let running = RunningClient::start(rt, client, admin).await?;
     let (fleet, metrics) = (running.fleet.clone(), running.metrics.clone());
@@ -144,8 +151,12 @@ async fn drive(
         spec.settle
     };
     let until = tokio::time::Instant::now() + settle_for;
-    load.caught_up(&fleet, until).await;
-    settle(&fleet, until).await;
+    let followed = Followed {
+        services: fleet.clone(),
+        profiles: running.profiles.clone(),
+    };
+    load.caught_up(&followed, until).await;
+    settle(&followed, until).await;
     progress.finish();
     let summary = running.summary().await?;
     Ok(Outcome {
@@ -157,16 +168,29 @@ async fn drive(
         updates_sent: load.updates_sent(),
         destination: load.destination(),
         changes: load.changes(),
+        profile_changes: load.profile_changes(),
         measured: client::measure(&fleet, &metrics, &summary),
         slos: Vec::new(),
     })
 }
 
 /// After churn stops, waits until `until` at most for every stream to
-/// converge.
-async fn settle(fleet: &Fleet, until: tokio::time::Instant) {
+/// converge: every `Get` stream, and every profile stream with a truth.
+async fn settle(client: &Followed, until: tokio::time::Instant) {
+    let profiles_behind = || {
+        client
+            .profiles
+            .all()
+            .iter()
+            .any(|p| (0..p.len()).any(|i| !p.differences(i).is_empty()))
+    };
     while tokio::time::Instant::now() < until
-        && fleet.services().iter().any(|s| s.truth.pending() > 0)
+        && (client
+            .services
+            .services()
+            .iter()
+            .any(|s| s.truth.pending() > 0)
+            || profiles_behind())
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -191,6 +215,8 @@ pub struct Outcome {
     pub destination: String,
     /// Changes made to destinations after the initial sets.
     pub changes: u64,
+    /// Changes made to the services' profiles after the initial ones.
+    pub profile_changes: u64,
     /// What the client measured.
     #[serde(flatten)]
     pub measured: Measurements,
@@ -226,8 +252,11 @@ impl Outcome {
         );
         if m.profile_streams_created > 0 {
             t += &format!(
-                "  profile streams created {}  profiles received {}\n",
-                m.profile_streams_created, m.profile_updates_received
+                "  profile streams created {}  profiles received {}  profile changes {}  stale profile streams {}\n",
+                m.profile_streams_created,
+                m.profile_updates_received,
+                self.profile_changes,
+                m.profile_stale_streams
             );
         }
         if m.services_never_served > 0 {
@@ -254,6 +283,7 @@ pub(super) async fn finish<T>(rt: Runtime, measured: anyhow::Result<T>) -> anyho
 /// A scenario's client, running as a critical task of its runtime.
 struct RunningClient {
     fleet: Arc<Fleet>,
+    profiles: Arc<client::profile::ProfileFleet>,
     metrics: client::metrics::Metrics,
     stop: CancellationToken,
     /// Stops the client on any return.
@@ -266,6 +296,7 @@ impl RunningClient {
     /// every metric registered so far), once every component registered.
     async fn start(rt: &mut Runtime, client: Client, admin: Option<Admin>) -> anyhow::Result<Self> {
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
+        let profiles = client.profile_fleet();
         let stop = CancellationToken::new();
         let (tx, summary) = tokio::sync::oneshot::channel();
         let task_stop = stop.clone();
@@ -275,6 +306,7 @@ impl RunningClient {
         });
         let running = Self {
             fleet,
+            profiles,
             metrics,
             _stop: stop.clone().drop_guard(),
             stop,

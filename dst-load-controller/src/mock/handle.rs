@@ -80,6 +80,13 @@ impl Handle {
         self.profiles.set(host, None);
     }
 
+    /// Every profile change from now on (set or deleted), with its time.
+    pub fn profile_changes(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<super::profiles::ProfileChange>> {
+        self.profiles.changes()
+    }
+
     /// A service's profile, if one is set.
     pub fn profile(&self, host: &str) -> Option<ProfileSpec> {
         self.profiles.get(host)

@@ -24,7 +24,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use linkerd2_proxy_api::{
@@ -34,7 +34,7 @@ use linkerd2_proxy_api::{
     meta::{Metadata, Resource, metadata},
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
 use crate::target::Authority;
@@ -161,37 +161,77 @@ impl ProfileSpec {
 }
 
 /// Every service's profile, set by name (`svc.ns.svc.domain`, no port: a
-/// ServiceProfile covers every port). Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct Profiles(Arc<RwLock<HashMap<String, watch::Sender<Set>>>>);
+/// ServiceProfile covers every port), and the feed of their changes. Cheap
+/// to clone.
+#[derive(Clone, Debug)]
+pub struct Profiles {
+    by_host: Arc<RwLock<HashMap<String, watch::Sender<Set>>>>,
+    feed: broadcast::Sender<Arc<ProfileChange>>,
+}
 
 /// A service's profile as set (none: the default).
 pub(super) type Set = Option<Arc<ProfileSpec>>;
 
+/// A profile set or deleted, and when: what the feed of
+/// [`Profiles::changes`] carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileChange {
+    /// The service (`svc.ns.svc.domain`).
+    pub host: String,
+    /// Its profile from then on (`None`: deleted, the default).
+    pub profile: Option<Arc<ProfileSpec>>,
+    /// When it was made (wall clock).
+    pub at: SystemTime,
+}
+
+/// Profile changes kept for a slow reader of [`Profiles::changes`].
+const FEED_CAPACITY: usize = 4096;
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Self {
+            by_host: Arc::default(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
+    }
+}
+
 impl Profiles {
-    /// Sets (`Some`) or deletes (`None`) the profile of `host`.
+    /// Sets (`Some`) or deletes (`None`) the profile of `host`, and puts
+    /// the change on the feed (in the order the profiles were set).
     pub fn set(&self, host: &str, spec: Option<ProfileSpec>) {
         let spec = spec.map(Arc::new);
-        let mut all = self.0.write().expect("profiles lock");
+        let mut all = self.by_host.write().expect("profiles lock");
         match all.get(host) {
             Some(tx) => {
-                tx.send_replace(spec);
+                tx.send_replace(spec.clone());
             }
             None => {
-                all.insert(host.to_string(), watch::channel(spec).0);
+                all.insert(host.to_string(), watch::channel(spec.clone()).0);
             }
         }
+        // Nobody listening is fine.
+        let _ = self.feed.send(Arc::new(ProfileChange {
+            host: host.to_string(),
+            profile: spec,
+            at: SystemTime::now(),
+        }));
+    }
+
+    /// Every change from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<ProfileChange>> {
+        self.feed.subscribe()
     }
 
     /// The profile of `host`, if one is set.
     pub fn get(&self, host: &str) -> Option<ProfileSpec> {
-        let all = self.0.read().expect("profiles lock");
+        let all = self.by_host.read().expect("profiles lock");
         all.get(host)?.borrow().as_deref().cloned()
     }
 
     /// Every profile set.
     pub fn list(&self) -> Vec<(String, ProfileSpec)> {
-        let all = self.0.read().expect("profiles lock");
+        let all = self.by_host.read().expect("profiles lock");
         let mut out: Vec<_> = all
             .iter()
             .filter_map(|(h, tx)| Some((h.clone(), tx.borrow().as_deref()?.clone())))
@@ -202,10 +242,10 @@ impl Profiles {
 
     /// The profile of `host` as it changes.
     pub(super) fn watch(&self, host: &str) -> watch::Receiver<Set> {
-        if let Some(tx) = self.0.read().expect("profiles lock").get(host) {
+        if let Some(tx) = self.by_host.read().expect("profiles lock").get(host) {
             return tx.subscribe();
         }
-        let mut all = self.0.write().expect("profiles lock");
+        let mut all = self.by_host.write().expect("profiles lock");
         all.entry(host.to_string())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()

@@ -288,3 +288,60 @@ fn a_scenarios_profile_streams_run_beside_its_get_streams() {
     assert_eq!(r["profile_updates_received"], 6, "{r}");
     assert_eq!(r["errors"], 0);
 }
+
+/// A scenario's profile changes on the mock are its profile streams' truth:
+/// every change is shown once on every stream, timed from the moment the
+/// mock made it, and no stream is left stale.
+#[test]
+fn a_scenarios_profile_changes_reach_every_profile_stream_on_the_mock() {
+    let file = temp("profile-changes.yaml");
+    std::fs::write(
+        &file,
+        "duration: 5s\nsettle: 20s\nservices:\n  stable: {count: 2, endpoints: 2}\nclients:\n  \
+         streams-per-service: 1\n  profile-streams-per-service: 3\n\
+         profiles: {routes: 2, change-interval: 2s}\n",
+    )
+    .unwrap();
+    let report = temp("profile-changes.json");
+    let out = Command::new(BIN)
+        .args(["run", "--scenario-file", file.to_str().unwrap()])
+        .args(["--seed", "3", "--admin-addr", "127.0.0.1:0"])
+        .args(["--slo", "profile_stale_streams==0", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(r["plan"]["profiles"]["change-interval"], "2s", "{r}");
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // Changes at 2 s and 4 s of a 5 s run: one round at least on a busy
+    // machine, every round changing both services.
+    let changes = n("profile_changes");
+    assert!(
+        changes >= 2 && changes % 2 == 0,
+        "{changes} profile changes"
+    );
+    // Each stream got its first profile, then one per change of its service.
+    assert_eq!(n("profile_streams_created"), 6);
+    assert_eq!(n("profile_updates_received"), 6 + changes * 3, "{r}");
+    // Every change timed exactly once on each of its service's 3 streams.
+    let timed = &r["profile_update_latency"];
+    assert_eq!(timed["count"].as_u64(), Some(changes * 3), "{timed}");
+    assert!(timed["p50"].as_f64().unwrap() > 0.0, "{timed}");
+    // Judged, and none stale (the report leaves out a zero count).
+    assert_eq!(r["slos"][0]["slo"], "profile_stale_streams==0", "{r}");
+    assert_eq!(r["slos"][0]["pass"], true, "{r}");
+    assert!(r.get("profile_stale_streams").is_none(), "{r}");
+    assert!(stdout.contains("profile change -> shown"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("profile changes {changes}")),
+        "{stdout}"
+    );
+}
