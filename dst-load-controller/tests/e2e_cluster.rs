@@ -3859,3 +3859,87 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("and 2 serviceprofiles"), "{stdout}");
 }
+
+/// `run` with a scenario's `profiles` against the real controller: churn
+/// makes and changes the services' ServiceProfiles, the profile streams are
+/// judged against them and each change is timed at most once per stream
+/// (never a stream's first answer), and the run deletes the profiles.
+#[tokio::test]
+#[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
+async fn a_run_with_profile_changes_times_them_on_the_profile_streams() {
+    let client = kube().await;
+    let ns = TempNs::new("runsp");
+    let dir = std::env::temp_dir().join(&ns.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, report) = (dir.join("scenario.yaml"), dir.join("report.json"));
+    std::fs::write(
+        &file,
+        "duration: 10s\nsettle: 30s\nseed: 3\nservices:\n  stable: {count: 2, endpoints: 1}\n\
+         clients:\n  streams-per-service: 1\n  profile-streams-per-service: 3\n\
+         profiles: {routes: 2, change-interval: 3s}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "run",
+        "--destination-addr",
+        &destination(),
+        "--namespace",
+        &ns.name,
+        "--scenario-file",
+        file.to_str().unwrap(),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--report",
+        report.to_str().unwrap(),
+        "--slo",
+        "profile_stale_streams==0",
+        "--slo",
+        "errors==0",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // Changes every 3 s over 10 s, both services each time.
+    let changes = n("profile_changes");
+    assert!(changes >= 4 && changes % 2 == 0, "{changes}: {stdout}");
+    assert_eq!(n("profile_streams_created"), 6, "{stdout}");
+    // Each stream's first profile, then at most one per change of its
+    // service (the controller may coalesce nothing 3 s apart).
+    assert_eq!(n("profile_updates_received"), 6 + changes * 3, "{stdout}");
+    // Timed once per stream answered before the change: every change after
+    // the streams' first answers (the first may precede them on a busy
+    // machine), never more.
+    let timed = r["profile_update_latency"]["count"].as_u64().unwrap_or(0);
+    assert!(
+        timed >= (changes - 2) * 3 && timed <= changes * 3,
+        "{timed} timed of {changes} changes: {stdout}"
+    );
+    assert!(r.get("profile_stale_streams").is_none(), "{stdout}");
+    assert!(
+        r["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["pass"] == true),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("profile changes {changes}")),
+        "{stdout}"
+    );
+    // The run deleted what churn made, the profiles too.
+    let profiles: Api<dst_load_controller::crds::ServiceProfile> =
+        Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        profiles
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("{stdout}");
+}
