@@ -797,15 +797,19 @@ impl Spec {
             .connections
             .or(o.streams_per_service)
             .unwrap_or(self.clients.connections());
-        let streams = o
-            .streams_per_service
-            .unwrap_or(self.clients.streams_per_service);
+        let base = self.clients.streams_per_service;
+        let streams = o.streams_per_service.unwrap_or(base);
         let scaled = |n: u32| ((f64::from(n) * o.scale).ceil() as u32).max(1);
         self.clients.streams_per_service = scaled(streams);
         self.clients.connections = Some(scaled(connections));
         if self.clients.profile_streams_per_service > 0 {
-            self.clients.profile_streams_per_service =
-                scaled(self.clients.profile_streams_per_service);
+            // Profile streams keep their share of the Get streams (a
+            // proxy's one of each per target stays one of each).
+            let profiles = (u64::from(self.clients.profile_streams_per_service)
+                * u64::from(streams))
+            .div_ceil(u64::from(base.max(1)))
+            .min(u64::from(u32::MAX)) as u32;
+            self.clients.profile_streams_per_service = scaled(profiles);
         }
         self.validate()
             .and_then(|()| self.clients.check())
@@ -1048,6 +1052,51 @@ mod tests {
         );
         let e = err(&format!("{MIN}profiles: {{route: 3}}\n"));
         assert!(e.message.contains("unknown field `route`"), "{e}");
+    }
+
+    #[test]
+    fn profile_streams_keep_their_share_of_the_get_streams() {
+        let s = parse(
+            "t.yaml",
+            &format!(
+                "{MIN}clients: {{streams-per-service: 50, profile-streams-per-service: 25}}\n"
+            ),
+        )
+        .unwrap();
+        let grown = s
+            .clone()
+            .with(&Overrides {
+                streams_per_service: Some(300),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(grown.clients.streams_per_service, 300);
+        assert_eq!(grown.clients.profile_streams_per_service, 150);
+        let scaled = s
+            .with(&Overrides {
+                scale: 0.1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(scaled.clients.streams_per_service, 5);
+        assert_eq!(scaled.clients.profile_streams_per_service, 3);
+    }
+
+    #[test]
+    fn the_benchmarks_scenario_files_parse_and_validate() {
+        for (name, text) in [
+            (
+                "redline-scenario.yaml",
+                include_str!("../../hack/redline-scenario.yaml"),
+            ),
+            (
+                "redline-discovery-scenario.yaml",
+                include_str!("../../hack/redline-discovery-scenario.yaml"),
+            ),
+        ] {
+            let spec = parse(name, text).unwrap_or_else(|e| panic!("{e}"));
+            spec.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

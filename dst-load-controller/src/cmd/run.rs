@@ -54,7 +54,8 @@ pub struct Args {
     #[arg(long)]
     pub max_endpoints: Option<u32>,
 
-    /// Streams per service, before --scale (overrides the scenario).
+    /// Streams per service, before --scale (overrides the scenario; its
+    /// profile streams keep their share of them).
     #[arg(long)]
     pub streams_per_service: Option<u32>,
 
