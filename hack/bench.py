@@ -5,9 +5,9 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|redline|storm|burst|pod-storm ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans ...] [--streams N] [--seconds S]
 
-`controller`, `redline`, `storm` and `pod-storm` run against Linkerd's real destination controller
+`controller`, `profile-path`, `redline`, `storm`, `pod-storm` and `pod-orphans` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down.
 """
 import argparse
@@ -355,10 +355,12 @@ def bench_controller(a):
                                            100, warmup + window + 5)
         wait_for("client /ready", lambda: _ready(admin), 120)
         time.sleep(warmup - 5)
+        r0 = by_label(admin, "destination_client_streams_reset_total", "reason")
         m0, c0, d0, t0 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
         time.sleep(window)
         m1, c1, d1, t1 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
-        resets = by_label(admin, "destination_client_streams_reset_total", "reason")
+        r1 = by_label(admin, "destination_client_streams_reset_total", "reason")
+        resets = {k: v - r0.get(k, 0) for k, v in r1.items() if v - r0.get(k, 0)}
         ctl = scrape_url(f"http://{env['DESTINATION_METRICS_ADDR']}/metrics")
         rss, hwm = dst.mem()
         cl.wait(timeout=120)
@@ -375,7 +377,8 @@ def bench_controller(a):
             "client_to_controller_cpu_ratio": round(client_cpu / ctl_cpu, 3) if ctl_cpu else None,
             "controller_rss_mib": round(rss / 2**20, 1), "controller_peak_rss_mib": round(hwm / 2**20, 1),
             "controller_heap_inuse_mib": round(ctl.get("go_memstats_heap_inuse_bytes", 0) / 2**20, 1),
-            "stale_streams": rep["stale_streams"], "errors": rep["errors"],
+            "stale_streams": rep["stale_streams"],
+            "errors_whole_run": rep["errors"],
             "resets_by_reason_in_window": resets,
             "services_never_served": rep.get("services_never_served"),
             "destination_leg_ms": {k: round(rep["destination_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
@@ -385,6 +388,92 @@ def bench_controller(a):
     finally:
         if churn:
             churn.stop()
+        local_cluster_down(started)
+
+
+def bench_profile_path(a):
+    """The controller's cost per update on the profile path next to the
+    endpoint path, at the same message rate: 10 services, 100 streams each
+    over 100 connections, every service changing once a second. Profile:
+    stable services whose ServiceProfiles gain and lose a route every second
+    (GetProfile streams, judged against the ServiceProfiles). Endpoint:
+    services scaling 10 <-> 11 pods on 1 s holds (one address per update;
+    Get streams with the ground truth). Each phase measures the CPU of the
+    controller and of the client over the window, against the controller's
+    idle CPU over the same time before either. A third phase, discovery, is
+    the endpoint phase with an idle GetProfile stream beside every Get
+    stream (`--proxy-discovery`): what holding the profile streams costs the
+    controller while endpoints change."""
+    env, started = local_cluster()
+    dst = destination_pid(env)
+    services, per_service = 10, a.profile_path_streams // 10
+    warmup, window = 20, a.seconds
+    out = {"services": services, "streams": services * per_service, "connections": 100,
+           "window_s": window}
+    procs = []
+    try:
+        d0 = dst.cpu()
+        time.sleep(window)
+        out["controller_idle_cores"] = round((dst.cpu() - d0) / window, 3)
+        for phase in ("profile", "endpoint", "discovery"):
+            ns = f"bench-path-{phase}-{os.getpid()}"
+            total = warmup + window + 30
+            admin_churn = free_port()
+            if phase == "profile":
+                churn_args = ["--stable-services", str(services), "--stable-endpoints", "10",
+                              "--service-profiles", "--profile-routes", "2", "--profile-change-interval", "1s"]
+                pattern = "stable"
+                client_args = ["--streams-per-service", "1", "--profile-streams-per-service", str(per_service)]
+                counter = "destination_client_profile_updates_received_total"
+            else:
+                churn_args = ["--oscillate-services", str(services), "--oscillate-min-endpoints", "10",
+                              "--oscillate-max-endpoints", "11", "--oscillate-min-hold", "1s",
+                              "--oscillate-max-hold", "1s"]
+                pattern = "oscillate"
+                # discovery: the same endpoint load, each Get stream with a
+                # GetProfile stream of its target beside it (idle: no
+                # ServiceProfile changes), as a proxy resolves a target.
+                client_args = ["--streams-per-service", str(per_service),
+                               *(["--proxy-discovery"] if phase == "discovery" else [])]
+                counter = "destination_client_updates_received_total"
+            churn = Proc(f"path-{phase}-churn", ["churn", "--namespace", ns, *churn_args, "--duration", f"{total}s",
+                                                 "--cleanup-on-exit", "--seed", "7", "--admin-addr",
+                                                 f"127.0.0.1:{admin_churn}", "--log-level", "warn"], env=env)
+            procs.append(churn)
+            wait_for("churn ready", lambda port=admin_churn: _up(port), 120)
+            admin = free_port()
+            cl = Proc(f"path-{phase}-client", [
+                "client", "--destination-addr", env["DESTINATION_ADDR"], "--admin-addr", f"127.0.0.1:{admin}",
+                "--target-services", f"{pattern}-svc-{{0..{services - 1}}}.{ns}.svc.cluster.local:8080",
+                *client_args, "--connections", "100", "--ground-truth", "--node-name", "kwok-node-0",
+                "--pod-namespace", "default", "--duration", f"{warmup + window + 5}s",
+                "--log-level", "warn", "--backoff-max", "5s"], env=env)
+            procs.append(cl)
+            wait_for("client /ready", lambda port=admin: _ready(port), 120)
+            time.sleep(warmup - 5)
+            m0, c0, d0 = scrape(admin), cl.cpu(), dst.cpu()
+            time.sleep(window)
+            m1, c1, d1 = scrape(admin), cl.cpu(), dst.cpu()
+            msgs = m1.get(counter, 0) - m0.get(counter, 0)
+            stale = m1.get("destination_client_profile_stale_streams" if phase == "profile"
+                           else "destination_client_stale_streams", 0)
+            ctl, client_cpu = d1 - d0, c1 - c0
+            busy = ctl - out["controller_idle_cores"] * window
+            out[phase] = {
+                "messages_received": int(msgs),
+                "controller_cpu_s": round(ctl, 2), "client_cpu_s": round(client_cpu, 2),
+                "controller_us_per_message": round(ctl / msgs * 1e6, 1) if msgs else None,
+                "controller_us_per_message_above_idle": round(busy / msgs * 1e6, 1) if msgs else None,
+                "client_us_per_message": round(client_cpu / msgs * 1e6, 1) if msgs else None,
+                "client_to_controller_cpu_ratio": round(client_cpu / ctl, 3) if ctl else None,
+                "stale_streams_at_end": int(stale),
+            }
+            cl.wait(timeout=120)
+            churn.stop()
+        return out
+    finally:
+        for p in procs:
+            p.stop()
         local_cluster_down(started)
 
 
@@ -808,6 +897,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measurement window")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--controller-streams", type=int, default=1000, help="controller: streams (default 1000)")
+    ap.add_argument("--profile-path-streams", type=int, default=1000,
+                    help="profile-path: streams of each phase (default 1000)")
     ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
     ap.add_argument("--burst-streams", type=int, default=1000, help="burst: streams of one destination")
     ap.add_argument("--burst-changes", type=int, default=20, help="burst: changes made")
@@ -831,7 +922,8 @@ def main():
 
 def run_benches(ap, a):
     benches = {"capacity": bench_capacity, "fanout": bench_fanout, "churn": bench_churn,
-               "controller": bench_controller, "redline": bench_redline, "storm": bench_storm,
+               "controller": bench_controller, "profile-path": bench_profile_path,
+               "redline": bench_redline, "storm": bench_storm,
                "burst": bench_burst, "pod-storm": bench_pod_storm,
                "pod-orphans": bench_pod_orphans}
     for b in a.benches:

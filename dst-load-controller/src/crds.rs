@@ -129,6 +129,23 @@ pub struct ServiceProfileSpec {
     /// The routes, in order (each becomes a route labelled `route=<name>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteSpec>,
+    /// How many retries the proxy may add (default: the controller's,
+    /// 0.2 / 10 per second / 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// A ServiceProfile's retry budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Retries as a share of requests (the controller reads it as a
+    /// 32-bit float).
+    pub retry_ratio: f64,
+    /// Retries allowed per second whatever the ratio.
+    pub min_retries_per_second: u32,
+    /// The window the ratio is computed over (`10s`).
+    pub ttl: String,
 }
 
 /// A ServiceProfile route.

@@ -393,9 +393,9 @@ pub struct Profiles {
     #[serde(default = "two")]
     #[schemars(range(max = 1000))]
     pub routes: u32,
-    /// Every this long, every profile changes: a route added, then removed
-    /// (stamped, so the client times each change to each profile stream).
-    /// Absent: never.
+    /// Every this long, every profile changes: a route added and the retry
+    /// ratio raised from 0.2 to 0.25, then both back (stamped, so the
+    /// client times each change to each profile stream). Absent: never.
     #[serde(
         default,
         with = "humantime_serde::option",

@@ -3792,16 +3792,18 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
         "--ground-truth",
     ]));
     let routes = |n: usize| (0..n).map(|k| format!("route-{k}")).collect::<Vec<_>>();
-    // Every stream of every service: these routes, after exactly `updates` profiles.
-    let all = |want: Vec<String>, updates: u64| {
+    // Every stream of every service: these routes and retry ratio, after
+    // exactly `updates` profiles.
+    let all = |want: Vec<String>, ratio: f32, updates: u64| {
         let fleet = c.profiles.clone();
         let services = services.clone();
         move || {
             services.iter().all(|s| {
                 fleet.get(s).is_some_and(|p| {
                     p.seen().iter().all(|seen| {
-                        seen.as_ref()
-                            .is_some_and(|x| x.routes == want && x.updates == updates)
+                        seen.as_ref().is_some_and(|x| {
+                            x.routes == want && x.retry_ratio == Some(ratio) && x.updates == updates
+                        })
                     })
                 })
             })
@@ -3810,11 +3812,11 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     support::eventually(
         "the first profiles",
         Duration::from_secs(60),
-        all(routes(2), 1),
+        all(routes(2), 0.2, 1),
     )
     .await;
 
-    // Three changes, 3 s apart: 3 routes, 2, 3.
+    // Three changes, 3 s apart: 3 routes and ratio 0.25, 2 and 0.2, 3 and 0.25.
     let out = churn(&["--profile-change-interval", "3s", "--duration", "10s"]).await;
     assert_eq!(
         summary_field(&out, "profile_changes"),
@@ -3824,12 +3826,12 @@ async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     support::eventually(
         "every change, once each",
         Duration::from_secs(60),
-        all(routes(3), 4),
+        all(routes(3), 0.25, 4),
     )
     .await;
     // Nothing more arrives.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(all(routes(3), 4)(), "no update beyond the changes");
+    assert!(all(routes(3), 0.25, 4)(), "no update beyond the changes");
     // The truth (the ServiceProfiles) agrees, and timed each change on
     // each of the 6 streams once: 18, never early.
     for s in &services {

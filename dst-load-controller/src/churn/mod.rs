@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     metrics::{Metrics, ServiceLabels},
-    objects::{ChangeKind, Pattern, Rollout, ServiceTemplate, Stamp},
+    objects::{ChangeKind, Pattern, ProfileShape, Rollout, ServiceTemplate, Stamp},
     schedule::{Oscillation, Schedule},
 };
 use crate::{
@@ -186,7 +186,8 @@ impl Config {
 pub struct Profiles {
     /// Routes each has (one more after every odd change).
     pub routes: u32,
-    /// Every this long, every profile changes: a route added, then removed.
+    /// Every this long, every profile changes: a route added and the retry
+    /// ratio raised to 0.25, then both back ([`ProfileShape`]).
     pub change_interval: Option<Duration>,
     /// The cluster domain of the profiles' names.
     pub cluster_domain: String,
@@ -433,8 +434,14 @@ impl Churn {
             .try_collect::<Vec<()>>()
             .await?;
         if let Some(p) = &self.config.profiles {
-            self.apply_profiles(&template, &services, p, p.routes, true)
-                .await?;
+            self.apply_profiles(
+                &template,
+                &services,
+                p,
+                ProfileShape::after(p.routes, 0),
+                true,
+            )
+            .await?;
         }
         ready.set(true);
         tracing::info!(
@@ -463,9 +470,10 @@ impl Churn {
         template: &ServiceTemplate,
         services: &[(Pattern, u32, u32)],
         p: &Profiles,
-        routes: u32,
+        shape: ProfileShape,
         adopt: bool,
     ) -> anyhow::Result<()> {
+        let routes = shape.routes;
         let now = objects::timestamp(jiff::Timestamp::now());
         futures::stream::iter(services.iter().copied())
             .map(|(pattern, i, _)| {
@@ -486,7 +494,7 @@ impl Churn {
                             at.clone_from(stamp);
                         }
                     }
-                    let sp = template.service_profile(&service, routes, &p.cluster_domain, &at);
+                    let sp = template.service_profile(&service, shape, &p.cluster_domain, &at);
                     self.apply("serviceprofiles", &name, sp).await
                 }
             })
@@ -516,11 +524,11 @@ impl Churn {
                 _ = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
-            let routes = p.routes + u32::from(step % 2 == 1);
-            self.apply_profiles(template, services, p, routes, false)
+            let shape = ProfileShape::after(p.routes, step);
+            self.apply_profiles(template, services, p, shape, false)
                 .await?;
             self.metrics.profile_changes.inc_by(services.len() as u64);
-            tracing::debug!(routes, "service profiles changed");
+            tracing::debug!(?shape, "service profiles changed");
         }
         Ok(())
     }

@@ -260,6 +260,29 @@ pub mod proxy_ports {
     pub const OUTBOUND: u16 = 4140;
 }
 
+/// What churn's ServiceProfiles show after some changes: every change
+/// moves both the routes (a route added, then removed) and the retry ratio
+/// (the controller's default 0.2, then 0.25, and back), so that a stream
+/// showing either has seen the change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProfileShape {
+    /// Routes.
+    pub routes: u32,
+    /// The retry budget's ratio.
+    pub retry_ratio: f64,
+}
+
+impl ProfileShape {
+    /// After `changes` changes of a profile first made with `routes` routes.
+    pub fn after(routes: u32, changes: u64) -> Self {
+        let odd = changes % 2 == 1;
+        Self {
+            routes: routes + u32::from(odd),
+            retry_ratio: if odd { 0.25 } else { 0.2 },
+        }
+    }
+}
+
 /// Everything that shapes a service's objects.
 #[derive(Clone, Debug)]
 pub struct ServiceTemplate {
@@ -437,19 +460,25 @@ impl ServiceTemplate {
     }
 
     /// The ServiceProfile of `service` (`{service}.{namespace}.svc.{domain}`)
-    /// with `routes` routes, `route-K`: GET `/api/route-K/[^/]*`, retryable,
-    /// 1 s timeout (as `mock-dst --profile-routes` serves them), stamped
-    /// with the change that shaped it at `at`.
+    /// shaped as `shape`: its routes `route-K`, GET `/api/route-K/[^/]*`,
+    /// retryable, 1 s timeout (as `mock-dst --profile-routes` serves them),
+    /// and its retry budget; stamped with the change that shaped it at `at`.
     pub fn service_profile(
         &self,
         service: &str,
-        routes: u32,
+        shape: ProfileShape,
         domain: &str,
         at: &str,
     ) -> ServiceProfile {
+        let routes = shape.routes;
         let mut sp = ServiceProfile::new(
             &self.profile_name(service, domain),
             ServiceProfileSpec {
+                retry_budget: Some(crate::crds::RetryBudget {
+                    retry_ratio: shape.retry_ratio,
+                    min_retries_per_second: 10,
+                    ttl: "10s".to_string(),
+                }),
                 routes: (0..routes)
                     .map(|k| RouteSpec {
                         name: format!("route-{k}"),
@@ -689,7 +718,12 @@ mod tests {
     #[test]
     fn a_service_profile_is_named_after_the_services_fqdn_with_its_routes_stamped() {
         let t = mk_template();
-        let sp = t.service_profile("stable-svc-0", 2, "cluster.local", "2026-12-06T00:00:00Z");
+        let sp = t.service_profile(
+            "stable-svc-0",
+            ProfileShape::after(2, 0),
+            "cluster.local",
+            "2026-12-06T00:00:00Z",
+        );
         let json = serde_json::to_value(&sp).unwrap();
         assert_eq!(json["apiVersion"], "linkerd.io/v1alpha2");
         assert_eq!(
@@ -707,8 +741,23 @@ mod tests {
                 "timeout": "1s",
             })
         );
+        assert_eq!(
+            json["spec"]["retryBudget"],
+            serde_json::json!({"retryRatio": 0.2, "minRetriesPerSecond": 10, "ttl": "10s"})
+        );
+        let changed = t.service_profile("s", ProfileShape::after(2, 1), "cluster.local", "t");
+        assert_eq!(changed.spec.routes.len(), 3);
+        assert_eq!(
+            changed.spec.retry_budget.as_ref().unwrap().retry_ratio,
+            0.25
+        );
+        assert_eq!(
+            serde_json::to_value(&changed).unwrap()["spec"]["retryBudget"]["retryRatio"],
+            0.25
+        );
+        assert_eq!(ProfileShape::after(2, 2), ProfileShape::after(2, 0));
         assert!(
-            t.service_profile("s", 0, "cluster.local", "t")
+            t.service_profile("s", ProfileShape::after(0, 0), "cluster.local", "t")
                 .spec
                 .routes
                 .is_empty()

@@ -42,13 +42,19 @@ pub struct Seen {
     pub retry_ratio: Option<f32>,
     /// Traffic-split destinations and their weights.
     pub dst_overrides: Vec<(String, u32)>,
-    /// When (wall clock) the routes last changed on this stream.
+    /// When (wall clock) the routes or the retry ratio last changed on
+    /// this stream.
     pub routes_changed: Option<std::time::SystemTime>,
     /// When (wall clock) the stream first had a profile.
     pub first_answered: Option<std::time::SystemTime>,
 }
 
 impl Seen {
+    /// Whether the stream shows these routes and this retry ratio.
+    fn shows(&self, routes: &[String], retry_ratio: f32) -> bool {
+        self.routes == routes && self.retry_ratio == Some(retry_ratio)
+    }
+
     fn update(&mut self, p: &DestinationProfile) {
         self.updates += 1;
         let routes: Vec<String> = p
@@ -56,9 +62,11 @@ impl Seen {
             .iter()
             .map(|r| r.metrics_labels.get("route").cloned().unwrap_or_default())
             .collect();
+        let retry_ratio = p.retry_budget.as_ref().map(|b| b.retry_ratio);
         let now = std::time::SystemTime::now();
         self.first_answered.get_or_insert(now);
-        if self.routes_changed.is_none() || routes != self.routes {
+        if self.routes_changed.is_none() || routes != self.routes || retry_ratio != self.retry_ratio
+        {
             self.routes_changed = Some(now);
         }
         self.fully_qualified_name
@@ -74,7 +82,7 @@ impl Seen {
             .as_ref()
             .is_some_and(|e| e.tls_identity.is_some());
         self.opaque_protocol = p.opaque_protocol;
-        self.retry_ratio = p.retry_budget.as_ref().map(|b| b.retry_ratio);
+        self.retry_ratio = retry_ratio;
         self.dst_overrides = p
             .dst_overrides
             .iter()
@@ -88,10 +96,13 @@ impl Seen {
 pub enum Want {
     /// A pod address's endpoint, identity and opaque flag.
     Pod(super::pod_truth::Expected),
-    /// A service's routes (its ServiceProfile's, none without one).
+    /// A service's routes and retry ratio (its ServiceProfile's; none and
+    /// the controller's default without one).
     Routes {
         /// The route names, in order.
         routes: Vec<String>,
+        /// The retry budget's ratio.
+        retry_ratio: f32,
         /// Counts the truth's changes.
         version: u64,
         /// When the change was made (its stamp), if known.
@@ -139,22 +150,29 @@ impl ProfileStreams {
         *self.want.lock().expect("profile truth") = Some(Want::Pod(e));
     }
 
-    /// Takes a service's routes from the truth (a change made `at`). A
-    /// stream already showing them since `at` is timed now; the others
-    /// are timed when they show them. Returns the latencies observed.
+    /// Takes a service's routes and retry ratio from the truth (a change
+    /// made `at`). A stream already showing them since `at` is timed now;
+    /// the others are timed when they show them. Returns the latencies
+    /// observed.
     pub(super) fn set_routes(
         &self,
         routes: Vec<String>,
+        retry_ratio: f32,
         at: Option<std::time::SystemTime>,
     ) -> Vec<std::time::Duration> {
         let mut want = self.want.lock().expect("profile truth");
         let version = match &*want {
-            Some(Want::Routes { routes: r, .. }) if *r == routes => return Vec::new(),
+            Some(Want::Routes {
+                routes: r,
+                retry_ratio: q,
+                ..
+            }) if *r == routes && *q == retry_ratio => return Vec::new(),
             Some(Want::Routes { version, .. }) => version + 1,
             _ => 1,
         };
         *want = Some(Want::Routes {
             routes: routes.clone(),
+            retry_ratio,
             version,
             at,
         });
@@ -172,11 +190,12 @@ impl ProfileStreams {
             if version == 1 || seen.first_answered.is_none_or(|first| first >= at) {
                 continue;
             }
+            let shows = seen.shows(&routes, retry_ratio);
             match seen.routes_changed {
-                Some(when) if seen.routes == routes && when >= at => {
+                Some(when) if shows && when >= at => {
                     timed.extend(when.duration_since(at).ok());
                 }
-                _ if seen.routes == routes => {}
+                _ if shows => {}
                 _ => *pending = Some((version, at)),
             }
         }
@@ -187,7 +206,10 @@ impl ProfileStreams {
     /// it now shows, if it was waiting for one.
     fn shown(&self, index: usize) -> Option<std::time::Duration> {
         let Some(Want::Routes {
-            routes, version, ..
+            routes,
+            retry_ratio,
+            version,
+            ..
         }) = self.want()
         else {
             return None;
@@ -196,7 +218,7 @@ impl ProfileStreams {
         let seen = self.slots[index].lock().expect("profile slot");
         let mut pending = self.pending[index].lock().expect("profile pending");
         let (v, at) = (*pending)?;
-        if v != version || seen.as_ref().map(|s| &s.routes) != Some(&routes) {
+        if v != version || !seen.as_ref().is_some_and(|s| s.shows(&routes, retry_ratio)) {
             return None;
         }
         *pending = None;
@@ -213,16 +235,27 @@ impl ProfileStreams {
                 want.differences(s.endpoint, s.endpoint_identity, s.opaque_protocol)
             }
             (Some(Want::Pod(want)), None) => want.differences(None, want.identity, want.opaque),
-            (Some(Want::Routes { routes, .. }), seen) => {
-                let have = seen.map(|s| s.routes);
-                if have.as_ref() == Some(&routes) {
-                    Vec::new()
-                } else {
-                    vec![format!(
-                        "routes {} (want {routes:?})",
-                        have.map_or_else(|| "none yet".to_string(), |h| format!("{h:?}"))
-                    )]
+            (Some(Want::Routes { .. }), None) => vec!["no profile yet".to_string()],
+            (
+                Some(Want::Routes {
+                    routes,
+                    retry_ratio,
+                    ..
+                }),
+                Some(seen),
+            ) => {
+                let mut out = Vec::new();
+                if seen.routes != routes {
+                    out.push(format!("routes {:?} (want {routes:?})", seen.routes));
                 }
+                if seen.retry_ratio != Some(retry_ratio) {
+                    out.push(format!(
+                        "retry_ratio {} (want {retry_ratio})",
+                        seen.retry_ratio
+                            .map_or_else(|| "none".to_string(), |r| r.to_string())
+                    ));
+                }
+                out
             }
         }
     }
@@ -459,7 +492,15 @@ mod tests {
     use super::*;
 
     fn profile(routes: &[&str]) -> DestinationProfile {
+        profile_with(routes, 0.2)
+    }
+
+    fn profile_with(routes: &[&str], retry_ratio: f32) -> DestinationProfile {
         DestinationProfile {
+            retry_budget: Some(linkerd2_proxy_api::destination::RetryBudget {
+                retry_ratio,
+                ..Default::default()
+            }),
             routes: routes
                 .iter()
                 .map(|r| Route {
@@ -487,17 +528,17 @@ mod tests {
         // The truth as first read is no change: nothing timed.
         assert_eq!(receive(&s, 0, &["a"]), None);
         assert!(
-            s.set_routes(names(&["a"]), Some(SystemTime::UNIX_EPOCH))
+            s.set_routes(names(&["a"]), 0.2, Some(SystemTime::UNIX_EPOCH))
                 .is_empty()
         );
         assert!(s.differences(0).is_empty());
-        assert_eq!(s.differences(1), ["routes none yet (want [\"a\"])"]);
+        assert_eq!(s.differences(1), ["no profile yet"]);
         // A change: stream 0 (answered before it) shows it later and is
         // timed once; stream 1, first answered after it, is not timed.
         let pause = || std::thread::sleep(Duration::from_millis(20));
         pause();
         let at = SystemTime::now();
-        assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
+        assert!(s.set_routes(names(&["a", "b"]), 0.2, Some(at)).is_empty());
         assert_eq!(s.differences(0), ["routes [\"a\"] (want [\"a\", \"b\"])"]);
         assert_eq!(receive(&s, 1, &["a", "b"]), None);
         pause();
@@ -508,7 +549,7 @@ mod tests {
         );
         assert_eq!(receive(&s, 0, &["a", "b"]), None, "once");
         // The same truth again changes nothing.
-        assert!(s.set_routes(names(&["a", "b"]), Some(at)).is_empty());
+        assert!(s.set_routes(names(&["a", "b"]), 0.2, Some(at)).is_empty());
         // A stream that showed the change before the truth was read is
         // timed when it is read, from the moment it showed it.
         receive(&s, 2, &["a"]);
@@ -516,8 +557,31 @@ mod tests {
         let at = SystemTime::now();
         pause();
         receive(&s, 2, &["c"]);
-        let timed = s.set_routes(names(&["c"]), Some(at));
+        let timed = s.set_routes(names(&["c"]), 0.2, Some(at));
         assert_eq!(timed.len(), 1, "{timed:?}");
         assert!(timed[0] >= Duration::from_millis(20) && timed[0] < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_retry_budget_change_alone_is_a_change() {
+        let s = ProfileStreams::new("web.ns.svc.cluster.local:80".into(), 1);
+        let routes = vec!["a".to_string()];
+        let receive = |ratio: f32| {
+            s.slots[0]
+                .lock()
+                .unwrap()
+                .get_or_insert_with(Seen::default)
+                .update(&profile_with(&["a"], ratio));
+            s.shown(0)
+        };
+        receive(0.2);
+        assert!(s.set_routes(routes.clone(), 0.2, None).is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        let at = SystemTime::now();
+        assert!(s.set_routes(routes.clone(), 0.25, Some(at)).is_empty());
+        assert_eq!(s.differences(0), ["retry_ratio 0.2 (want 0.25)"]);
+        let latency = receive(0.25).expect("timed");
+        assert!(latency < Duration::from_secs(5), "{latency:?}");
+        assert!(s.differences(0).is_empty());
     }
 }

@@ -22,12 +22,18 @@ use crate::{
     watch::{Change, Driver},
 };
 
-/// A ServiceProfile as the truth keeps it: its routes and when they were
-/// last changed.
+/// The retry ratio of the controller's default budget (a service without a
+/// ServiceProfile, or one without a budget).
+pub const DEFAULT_RETRY_RATIO: f32 = 0.2;
+
+/// A ServiceProfile as the truth keeps it: its routes, its retry ratio and
+/// when they were last changed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Routes {
     /// The route names, in order.
     pub names: Vec<String>,
+    /// The retry budget's ratio.
+    pub retry_ratio: f32,
     /// The change's stamp, when churn made it.
     pub at: Option<SystemTime>,
 }
@@ -44,6 +50,12 @@ impl Routes {
             .map(SystemTime::from);
         Self {
             names: sp.spec.routes.iter().map(|r| r.name.clone()).collect(),
+            retry_ratio: sp
+                .spec
+                .retry_budget
+                .as_ref()
+                // As the controller reads it.
+                .map_or(DEFAULT_RETRY_RATIO, |b| b.retry_ratio as f32),
             at,
         }
     }
@@ -95,8 +107,10 @@ impl RoutesTruth {
     pub fn apply(&self) {
         for streams in self.fleet.all() {
             let want = self.by_host.get(host_of(&streams.target));
-            let (names, at) = want.map_or((Vec::new(), None), |r| (r.names.clone(), r.at));
-            for latency in streams.set_routes(names, at) {
+            let (names, ratio, at) = want.map_or((Vec::new(), DEFAULT_RETRY_RATIO, None), |r| {
+                (r.names.clone(), r.retry_ratio, r.at)
+            });
+            for latency in streams.set_routes(names, ratio, at) {
                 self.metrics.update_latency.record(latency);
             }
         }
@@ -228,6 +242,7 @@ mod tests {
             "web.ns.svc.cluster.local",
             crate::crds::ServiceProfileSpec {
                 routes: vec![route("route-0"), route("route-1")],
+                retry_budget: None,
             },
         );
         sp.metadata.annotations = Some(
@@ -239,6 +254,7 @@ mod tests {
         );
         let r = Routes::of(&sp);
         assert_eq!(r.names, ["route-0", "route-1"]);
+        assert_eq!(r.retry_ratio, DEFAULT_RETRY_RATIO);
         assert_eq!(
             r.at,
             Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_551_200_500))

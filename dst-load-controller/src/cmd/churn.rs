@@ -159,8 +159,9 @@ pub struct Args {
     pub profile_routes: u32,
 
     /// Every this long, every ServiceProfile changes at once: a route
-    /// `route-N` added, then removed the next time; each change is stamped
-    /// on the profile (`dst-load.linkerd.io/profile-changed-at`).
+    /// `route-N` added and the retry ratio raised from 0.2 to 0.25, then
+    /// both back the next time; each change is stamped on the profile
+    /// (`dst-load.linkerd.io/profile-changed-at`).
     #[arg(long, requires = "service_profiles")]
     pub profile_change_interval: Option<humantime::Duration>,
 

@@ -18,13 +18,16 @@ use super::{
     mock_feed::{MockFeed, MockProfiles},
 };
 use crate::{
-    churn::schedule::{Jitter, Oscillation},
+    churn::{
+        objects::ProfileShape,
+        schedule::{Jitter, Oscillation},
+    },
     client::{self, Fleet},
     labels::Pattern,
     mock::{
         Handle, MockDestination,
         generate::{self, GeneratedDst},
-        profiles::ProfileSpec,
+        profiles::{ProfileSpec, RetryBudgetSpec},
         server::{Behavior, Delay},
     },
     runtime::Runtime,
@@ -225,14 +228,15 @@ impl Load for MockLoad {
         let profiles_behind = || {
             client.profiles.all().iter().any(|streams| {
                 let host = client::profile_truth::host_of(&streams.target);
-                let made = self
-                    .handle
-                    .profile(host)
-                    .map(|p| p.routes.into_iter().map(|r| r.name).collect::<Vec<_>>());
+                let made = self.handle.profile(host).unwrap_or_default();
+                let ratio = made.retry_budget.unwrap_or_default().retry_ratio;
+                let names: Vec<String> = made.routes.into_iter().map(|r| r.name).collect();
                 match streams.want() {
-                    Some(client::profile::Want::Routes { routes, .. }) => {
-                        routes != made.unwrap_or_default()
-                    }
+                    Some(client::profile::Want::Routes {
+                        routes,
+                        retry_ratio,
+                        ..
+                    }) => routes != names || retry_ratio != ratio,
                     _ => true,
                 }
             })
@@ -262,8 +266,7 @@ impl Load for MockLoad {
 }
 
 /// Every `every` until `stop`, every host's profile changes as churn
-/// changes ServiceProfiles: `routes` + 1 routes after an odd change,
-/// `routes` after an even one.
+/// changes ServiceProfiles ([`ProfileShape`]: routes and retry ratio).
 async fn change_profiles(
     handle: Handle,
     hosts: Vec<String>,
@@ -278,7 +281,14 @@ async fn change_profiles(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let spec = ProfileSpec::generated(routes + u32::from(step % 2 == 1));
+        let shape = ProfileShape::after(routes, step);
+        let spec = ProfileSpec {
+            retry_budget: Some(RetryBudgetSpec {
+                retry_ratio: shape.retry_ratio as f32,
+                ..RetryBudgetSpec::default()
+            }),
+            ..ProfileSpec::generated(shape.routes)
+        };
         for host in &hosts {
             handle.set_profile(host, spec.clone());
         }

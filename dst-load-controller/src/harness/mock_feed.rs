@@ -146,10 +146,12 @@ impl MockProfiles {
     }
 }
 
-/// The routes a profile shows, changed `at` (unknown: untimed).
+/// The routes and retry ratio a profile shows, changed `at` (unknown:
+/// untimed).
 fn routes(spec: &ProfileSpec, at: Option<SystemTime>) -> Routes {
     Routes {
         names: spec.routes.iter().map(|r| r.name.clone()).collect(),
+        retry_ratio: spec.retry_budget.unwrap_or_default().retry_ratio,
         at,
     }
 }
@@ -187,12 +189,12 @@ impl ProfileTruth for MockProfiles {
                         let mut next = Some(first);
                         while let Some(change) = next {
                             match change {
-                                // A deleted profile shows no routes, timed too.
+                                // A deleted profile shows the default one, timed too.
                                 Ok(c) => truth.set(
                                     c.host.clone(),
-                                    Some(c.profile.as_deref().map_or(
-                                        Routes { names: Vec::new(), at: Some(c.at) },
-                                        |p| routes(p, Some(c.at)),
+                                    Some(routes(
+                                        c.profile.as_deref().unwrap_or(&ProfileSpec::default()),
+                                        Some(c.at),
                                     )),
                                 ),
                                 Err(RecvError::Lagged(missed)) => {
