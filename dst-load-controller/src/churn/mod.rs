@@ -166,15 +166,19 @@ impl Config {
                 .filter(|g| g.min_endpoints < g.max_endpoints)
                 .map(|g| (g.min_endpoints, g.max_endpoints)),
         };
-        let cluster_domain = self
-            .profiles
-            .as_ref()
-            .map_or_else(|| "cluster.local".to_string(), |p| p.cluster_domain.clone());
-        self.profiles = spec.profiles.map(|p| Profiles {
-            routes: p.routes,
-            change_interval: p.change_interval,
-            cluster_domain,
-        });
+        // A scenario's profiles replace churn's own; without them, churn's
+        // flags (--service-profiles ...) stand.
+        if let Some(p) = spec.profiles {
+            let cluster_domain = self
+                .profiles
+                .as_ref()
+                .map_or_else(|| "cluster.local".to_string(), |p| p.cluster_domain.clone());
+            self.profiles = Some(Profiles {
+                routes: p.routes,
+                change_interval: p.change_interval,
+                cluster_domain,
+            });
+        }
         if let Some(seed) = spec.seed {
             self.seed = seed;
         }
@@ -461,9 +465,9 @@ impl Churn {
         Ok(())
     }
 
-    /// Applies every service's ServiceProfile with `routes` routes, stamped
-    /// now. At the start (`adopt`), a profile that already has these routes
-    /// keeps its stamp: re-stamping it would be a change (the controller
+    /// Applies every service's ServiceProfile shaped `shape`, stamped now.
+    /// At the start (`adopt`), a profile that already has this shape keeps
+    /// its stamp: re-stamping it would be a change (the controller
     /// sends a profile for every update) that never happened.
     async fn apply_profiles(
         &self,
@@ -487,10 +491,16 @@ impl Churn {
                         && let Some(current) =
                             self.get::<ServiceProfile>("serviceprofiles", &name).await?
                     {
+                        // Its stamp stands only if it already has this
+                        // shape: routes and retry ratio.
+                        let same = current.spec.routes.len() == routes as usize
+                            && current
+                                .spec
+                                .retry_budget
+                                .as_ref()
+                                .is_some_and(|b| b.retry_ratio == shape.retry_ratio);
                         let notes = current.metadata.annotations.unwrap_or_default();
-                        if notes.get(labels::ROUTES) == Some(&routes.to_string())
-                            && let Some(stamp) = notes.get(labels::PROFILE_CHANGED_AT)
-                        {
+                        if same && let Some(stamp) = notes.get(labels::PROFILE_CHANGED_AT) {
                             at.clone_from(stamp);
                         }
                     }
@@ -956,6 +966,36 @@ pub async fn connect_and_ensure_namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scenarios_profiles_replace_churns_and_their_absence_keeps_them() {
+        let spec = |extra: &str| {
+            crate::scenario::parse(
+                "t.yaml",
+                &format!("duration: 10s\nservices:\n  stable: {{count: 1, endpoints: 1}}\n{extra}"),
+            )
+            .unwrap()
+        };
+        let mut c = Config::new("ns");
+        c.profiles = Some(Profiles {
+            routes: 3,
+            change_interval: None,
+            cluster_domain: "example.org".into(),
+        });
+        c.apply(&spec(""));
+        assert_eq!(
+            c.profiles.as_ref().map(|p| p.routes),
+            Some(3),
+            "the flags stand"
+        );
+        c.apply(&spec("profiles: {routes: 5, change-interval: 2s}\n"));
+        let p = c.profiles.unwrap();
+        assert_eq!(
+            (p.routes, p.change_interval),
+            (5, Some(Duration::from_secs(2)))
+        );
+        assert_eq!(p.cluster_domain, "example.org");
+    }
 
     #[test]
     fn servers_go_round_robin_over_the_services_pods() {

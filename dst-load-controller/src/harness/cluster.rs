@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::load::{Chosen, Load, Watched};
+use super::load::{Chosen, Followed, Load, Watched};
 use crate::{
     churn::{self, objects::ChangeKind, objects::Export},
     client::{self, Fleet},
@@ -151,6 +151,57 @@ impl Load for ClusterLoad<'_> {
         self.churn_stop.cancel();
         if let Some(ended) = self.churn_ended.take() {
             let _ = ended.await;
+        }
+    }
+
+    /// The profiles' truth holds churn's last ServiceProfile change (churn
+    /// has ended: the ServiceProfiles are final): every profile stream
+    /// expects what they say. Across clusters the profiles are not
+    /// followed.
+    async fn caught_up(&self, client: &Followed, until: tokio::time::Instant) {
+        let streams = client.profiles.all();
+        if streams.is_empty() || self.multicluster.is_some() {
+            return;
+        }
+        let listed = async {
+            let kube = self.cluster.kube.client().await?;
+            let api: kube::Api<crate::crds::ServiceProfile> =
+                kube::Api::namespaced(kube, &self.cluster.namespace);
+            anyhow::Ok(api.list(&kube::api::ListParams::default()).await?.items)
+        };
+        let profiles = match tokio::time::timeout_at(until, listed).await {
+            Ok(Ok(items)) => items,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot list the ServiceProfiles: not waiting for the profiles' truth");
+                return;
+            }
+            Err(_) => return,
+        };
+        let made: std::collections::BTreeMap<String, client::profile_truth::Routes> = profiles
+            .iter()
+            .map(|sp| {
+                (
+                    sp.metadata.name.clone().unwrap_or_default(),
+                    client::profile_truth::Routes::of(sp),
+                )
+            })
+            .collect();
+        let behind = || {
+            streams.iter().any(|s| {
+                let host = client::profile_truth::host_of(&s.target);
+                let (names, ratio) = made.get(host).map_or(
+                    (Vec::new(), client::profile_truth::DEFAULT_RETRY_RATIO),
+                    |r| (r.names.clone(), r.retry_ratio),
+                );
+                !matches!(
+                    s.want(),
+                    Some(client::profile::Want::Routes { routes, retry_ratio, .. })
+                        if routes == names && retry_ratio == ratio
+                )
+            })
+        };
+        while tokio::time::Instant::now() < until && behind() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -184,8 +184,9 @@ pub struct ProfileChange {
     pub at: SystemTime,
 }
 
-/// Profile changes kept for a slow reader of [`Profiles::changes`].
-const FEED_CAPACITY: usize = 4096;
+/// Profile changes kept for a slow reader of [`Profiles::changes`]: many
+/// rounds of changes to every service a scenario may have.
+const FEED_CAPACITY: usize = 65_536;
 
 impl Default for Profiles {
     fn default() -> Self {
