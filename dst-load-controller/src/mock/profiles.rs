@@ -201,6 +201,9 @@ impl Profiles {
     /// Sets (`Some`) or deletes (`None`) the profile of `host`, and puts
     /// the change on the feed (in the order the profiles were set).
     pub fn set(&self, host: &str, spec: Option<ProfileSpec>) {
+        // Stamped before any stream can see it: a stream answered at once
+        // must not seem to have shown the change before it was made.
+        let at = SystemTime::now();
         let spec = spec.map(Arc::new);
         let mut all = self.by_host.write().expect("profiles lock");
         match all.get(host) {
@@ -215,7 +218,7 @@ impl Profiles {
         let _ = self.feed.send(Arc::new(ProfileChange {
             host: host.to_string(),
             profile: spec,
-            at: SystemTime::now(),
+            at,
         }));
     }
 
