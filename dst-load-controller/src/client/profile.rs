@@ -584,4 +584,46 @@ mod tests {
         assert!(latency < Duration::from_secs(5), "{latency:?}");
         assert!(s.differences(0).is_empty());
     }
+
+    /// Streams the truth first meets in the same round as a change of their
+    /// service (opened just before it) are timed too: the state before the
+    /// change is their first truth.
+    #[test]
+    fn a_change_is_timed_on_streams_opened_just_before_it() {
+        use crate::client::profile_truth::{Routes, RoutesTruth};
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = ProfileMetrics::register(&mut registry);
+        let fleet = Arc::new(ProfileFleet::default());
+        let mut truth = RoutesTruth::new(fleet.clone(), metrics.clone());
+        let host = "web.ns.svc.cluster.local";
+        let routes = |names: &[&str], at| Routes {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            retry_ratio: 0.2,
+            at,
+        };
+        truth.set(host.into(), Some(routes(&["a"], None)));
+        truth.apply();
+        // Opened and answered after that apply, before the change.
+        let s = Arc::new(ProfileStreams::new(format!("{host}:80"), 1));
+        fleet.insert(s.clone());
+        receive(&s, 0, &["a"]);
+        std::thread::sleep(Duration::from_millis(20));
+        let at = SystemTime::now();
+        truth.set(host.into(), Some(routes(&["a", "b"], Some(at))));
+        truth.apply();
+        assert!(
+            matches!(s.want(), Some(Want::Routes { version: 2, .. })),
+            "{:?}",
+            s.want()
+        );
+        let latency = receive(&s, 0, &["a", "b"]).expect("timed");
+        assert!(latency < Duration::from_secs(5), "{latency:?}");
+        // A stream first met long after the change is not timed by it.
+        let late = Arc::new(ProfileStreams::new(format!("{host}:8080"), 1));
+        fleet.insert(late.clone());
+        receive(&late, 0, &["a", "b"]);
+        truth.apply();
+        assert!(late.differences(0).is_empty());
+        assert_eq!(receive(&late, 0, &["a", "b"]), None);
+    }
 }

@@ -75,6 +75,10 @@ pub struct RoutesTruth {
     /// Host (`svc.ns.svc.domain`) -> its routes; a host without an entry
     /// has the default profile (no routes).
     by_host: BTreeMap<String, Routes>,
+    /// Host -> its routes before its last change: the first truth of
+    /// streams the fleet gained since the last [`apply`](Self::apply), so
+    /// that the change is timed on them too.
+    before: BTreeMap<String, Routes>,
 }
 
 impl RoutesTruth {
@@ -84,21 +88,29 @@ impl RoutesTruth {
             fleet,
             metrics,
             by_host: BTreeMap::new(),
+            before: BTreeMap::new(),
         }
     }
 
     /// Sets the routes of `host`'s profile (`None`: it has none, the
     /// default profile); [`apply`](Self::apply) hands them to the streams.
     pub fn set(&mut self, host: String, routes: Option<Routes>) {
-        match routes {
-            Some(r) => self.by_host.insert(host, r),
+        let was = match routes {
+            Some(r) => self.by_host.insert(host.clone(), r),
             None => self.by_host.remove(&host),
         };
+        let default = || Routes {
+            names: Vec::new(),
+            retry_ratio: DEFAULT_RETRY_RATIO,
+            at: None,
+        };
+        self.before.insert(host, was.unwrap_or_else(default));
     }
 
     /// Forgets every host's routes (before reading them all again).
     pub fn clear(&mut self) {
         self.by_host.clear();
+        self.before.clear();
     }
 
     /// Tells every stream what its service's profile should show now (a
@@ -106,7 +118,15 @@ impl RoutesTruth {
     /// latency of every stamped change a stream shows.
     pub fn apply(&self) {
         for streams in self.fleet.all() {
-            let want = self.by_host.get(host_of(&streams.target));
+            let host = host_of(&streams.target);
+            if streams.want().is_none()
+                && let Some(b) = self.before.get(host)
+            {
+                // New since the last change of its service: what it was
+                // before the change first (not a change), then the change.
+                streams.set_routes(b.names.clone(), b.retry_ratio, None);
+            }
+            let want = self.by_host.get(host);
             let (names, ratio, at) = want.map_or((Vec::new(), DEFAULT_RETRY_RATIO, None), |r| {
                 (r.names.clone(), r.retry_ratio, r.at)
             });
