@@ -268,9 +268,16 @@ async fn run(args: &[&str]) -> Output {
 /// Runs churn once to create `services` stable services of `endpoints`
 /// endpoints each in `ns`; the objects stay when it exits.
 async fn stable_services(ns: &str, services: u32, endpoints: u32) {
+    churn_stable(ns, services, endpoints, &["--duration", "1s"]).await;
+}
+
+/// Runs churn with `services` stable services of `endpoints` endpoints
+/// each in `ns` and the flags `extra` (its `--duration` among them), on an
+/// admin port of its own; returns its output.
+async fn churn_stable(ns: &str, services: u32, endpoints: u32, extra: &[&str]) -> Output {
     let admin = format!("127.0.0.1:{}", free_port());
     let (services, endpoints) = (services.to_string(), endpoints.to_string());
-    run(&[
+    let mut args = vec![
         "churn",
         "--namespace",
         ns,
@@ -278,12 +285,11 @@ async fn stable_services(ns: &str, services: u32, endpoints: u32) {
         &services,
         "--stable-endpoints",
         &endpoints,
-        "--duration",
-        "1s",
         "--admin-addr",
         &admin,
-    ])
-    .await;
+    ];
+    args.extend_from_slice(extra);
+    run(&args).await
 }
 
 /// `key=value` from churn's summary line.
@@ -3296,25 +3302,15 @@ async fn churns_servers_are_read_by_the_controller_and_cleaned_up() {
     use dst_load_controller::crds::Server;
     use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
     let ns = TempNs::new("servers");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "2",
-        "--stable-endpoints",
-        "1",
+    let opaque = [
         "--servers",
         "3",
         "--server-proxy-protocol",
         "opaque",
         "--duration",
         "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    ];
+    churn_stable(&ns.name, 2, 1, &opaque).await;
     let client = kube().await;
     let servers: Api<Server> = Api::namespaced(client.clone(), &ns.name);
     let mut made: Vec<(String, String)> = servers
@@ -3461,25 +3457,15 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
 {
     use linkerd2_proxy_api::destination::{GetDestination, destination_client::DestinationClient};
     let ns = TempNs::new("storm");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "2",
-        "--stable-endpoints",
-        "4",
+    let opaque = [
         "--servers",
         "20",
         "--server-proxy-protocol",
         "opaque",
         "--duration",
         "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    ];
+    churn_stable(&ns.name, 2, 4, &opaque).await;
     let kube_client = kube().await;
     let pods = running_pods(&kube_client, &ns.name, 8).await;
     let before = controller_open_profiles().await;
@@ -3632,23 +3618,7 @@ async fn a_get_profile_storm_by_pod_ip_with_servers_converges_and_the_controller
 #[ignore = "needs the local control plane (hack/local-cluster.sh up)"]
 async fn pod_profile_streams_are_judged_against_pods_and_servers() {
     let ns = TempNs::new("podtruth");
-    let admin = format!("127.0.0.1:{}", free_port());
-    run(&[
-        "churn",
-        "--namespace",
-        &ns.name,
-        "--stable-services",
-        "1",
-        "--stable-endpoints",
-        "3",
-        "--servers",
-        "1",
-        "--duration",
-        "1s",
-        "--admin-addr",
-        &admin,
-    ])
-    .await;
+    churn_stable(&ns.name, 1, 3, &["--servers", "1", "--duration", "1s"]).await;
     let kube_client = kube().await;
     running_pods(&kube_client, &ns.name, 3).await;
     let dst = destination();
@@ -3755,26 +3725,17 @@ async fn pod_profile_streams_are_judged_against_pods_and_servers() {
 async fn a_service_profile_route_change_reaches_every_profile_stream_exactly() {
     let ns = TempNs::new("sp");
     let churn = |extra: &[&str]| {
-        let admin = format!("127.0.0.1:{}", free_port());
-        let mut args: Vec<String> = [
-            "churn",
-            "--namespace",
-            &ns.name,
-            "--stable-services",
-            "2",
-            "--stable-endpoints",
-            "1",
-            "--service-profiles",
-            "--profile-routes",
-            "2",
-            "--admin-addr",
-            &admin,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        async move { run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+        let profiles = ["--service-profiles", "--profile-routes", "2"];
+        let args: Vec<String> = profiles
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        let ns = ns.name.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            churn_stable(&ns, 2, 1, &args).await
+        }
     };
     churn(&["--duration", "1s"]).await;
     let services: Vec<String> = (0..2)

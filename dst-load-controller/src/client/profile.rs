@@ -146,6 +146,14 @@ impl ProfileStreams {
         }
     }
 
+    /// Whether the truth expects these routes and this retry ratio.
+    pub fn expects(&self, routes: &[String], retry_ratio: f32) -> bool {
+        matches!(
+            self.want(),
+            Some(Want::Routes { routes: r, retry_ratio: q, .. }) if r == routes && q == retry_ratio
+        )
+    }
+
     pub(super) fn set_expected(&self, e: super::pod_truth::Expected) {
         *self.want.lock().expect("profile truth") = Some(Want::Pod(e));
     }

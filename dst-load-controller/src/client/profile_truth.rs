@@ -39,6 +39,15 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// A service without a profile: no routes, the default retry ratio.
+    pub fn none() -> Self {
+        Self {
+            names: Vec::new(),
+            retry_ratio: DEFAULT_RETRY_RATIO,
+            at: None,
+        }
+    }
+
     /// From a ServiceProfile.
     pub fn of(sp: &ServiceProfile) -> Self {
         let at = sp
@@ -99,12 +108,7 @@ impl RoutesTruth {
             Some(r) => self.by_host.insert(host.clone(), r),
             None => self.by_host.remove(&host),
         };
-        let default = || Routes {
-            names: Vec::new(),
-            retry_ratio: DEFAULT_RETRY_RATIO,
-            at: None,
-        };
-        self.before.insert(host, was.unwrap_or_else(default));
+        self.before.insert(host, was.unwrap_or_else(Routes::none));
     }
 
     /// Forgets every host's routes (before reading them all again).

@@ -186,18 +186,13 @@ impl Load for ClusterLoad<'_> {
                 )
             })
             .collect();
+        let none = client::profile_truth::Routes::none();
         let behind = || {
             streams.iter().any(|s| {
-                let host = client::profile_truth::host_of(&s.target);
-                let (names, ratio) = made.get(host).map_or(
-                    (Vec::new(), client::profile_truth::DEFAULT_RETRY_RATIO),
-                    |r| (r.names.clone(), r.retry_ratio),
-                );
-                !matches!(
-                    s.want(),
-                    Some(client::profile::Want::Routes { routes, retry_ratio, .. })
-                        if routes == names && retry_ratio == ratio
-                )
+                let r = made
+                    .get(client::profile_truth::host_of(&s.target))
+                    .unwrap_or(&none);
+                !s.expects(&r.names, r.retry_ratio)
             })
         };
         while tokio::time::Instant::now() < until && behind() {

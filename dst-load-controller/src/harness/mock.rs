@@ -15,7 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     load::{Chosen, Followed, Load, NAMESPACE, Watched, wait_for_truth},
-    mock_feed::{MockFeed, MockProfiles},
+    mock_feed::{MockFeed, MockProfiles, routes},
 };
 use crate::{
     churn::{
@@ -228,17 +228,8 @@ impl Load for MockLoad {
         let profiles_behind = || {
             client.profiles.all().iter().any(|streams| {
                 let host = client::profile_truth::host_of(&streams.target);
-                let made = self.handle.profile(host).unwrap_or_default();
-                let ratio = made.retry_budget.unwrap_or_default().retry_ratio;
-                let names: Vec<String> = made.routes.into_iter().map(|r| r.name).collect();
-                match streams.want() {
-                    Some(client::profile::Want::Routes {
-                        routes,
-                        retry_ratio,
-                        ..
-                    }) => routes != names || retry_ratio != ratio,
-                    _ => true,
-                }
+                let made = routes(&self.handle.profile(host).unwrap_or_default(), None);
+                !streams.expects(&made.names, made.retry_ratio)
             })
         };
         while tokio::time::Instant::now() < until

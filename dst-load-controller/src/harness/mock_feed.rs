@@ -148,7 +148,7 @@ impl MockProfiles {
 
 /// The routes and retry ratio a profile shows, changed `at` (unknown:
 /// untimed).
-fn routes(spec: &ProfileSpec, at: Option<SystemTime>) -> Routes {
+pub(super) fn routes(spec: &ProfileSpec, at: Option<SystemTime>) -> Routes {
     Routes {
         names: spec.routes.iter().map(|r| r.name.clone()).collect(),
         retry_ratio: spec.retry_budget.unwrap_or_default().retry_ratio,
