@@ -117,7 +117,7 @@ impl Metrics {
         );
         reg.register(
             "profile_changes",
-            "ServiceProfile route changes applied, all services",
+            "ServiceProfile changes applied (routes and retry ratio), all services",
             m.profile_changes.clone(),
         );
         reg.register_with_unit(

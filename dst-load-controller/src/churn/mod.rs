@@ -323,7 +323,7 @@ pub struct Summary {
     pub delete_events: u64,
     /// Oscillation cycles completed.
     pub cycles_completed: u64,
-    /// ServiceProfile route changes applied, all services.
+    /// ServiceProfile changes applied (routes and retry ratio), all services.
     pub profile_changes: u64,
     /// API calls that failed for good.
     pub api_errors: u64,
