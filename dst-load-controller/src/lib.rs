@@ -14,6 +14,7 @@ pub mod html;
 pub mod kube_api;
 pub mod labels;
 pub mod latency;
+pub mod lean;
 pub mod logging;
 pub mod measurements;
 pub mod mock;

@@ -16,7 +16,7 @@ use std::{
     time::SystemTime,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::fleet::Fleet;
 use crate::{
     labels,
+    lean::{self, Lean, MetaOnly},
     slices::SliceSets,
     watch::{Batch, Change, Driver},
 };
@@ -161,8 +162,8 @@ pub struct Follower {
     link: Option<String>,
     fleet: Arc<Fleet>,
     slices: Driver<EndpointSlice>,
-    deployments: Driver<Deployment>,
-    statefulsets: Driver<StatefulSet>,
+    deployments: Driver<MetaOnly<Deployment>>,
+    statefulsets: Driver<MetaOnly<StatefulSet>>,
     sets: SliceSets,
     attribution: Attribution,
     pending: HashMap<String, Pending>,
@@ -198,16 +199,23 @@ impl Follower {
 
     /// Watches until `stop`.
     pub async fn follow(&mut self, kube: kube::Client, stop: CancellationToken) {
-        let deployments: Api<Deployment> = Api::namespaced(kube.clone(), &self.namespace);
-        let statefulsets: Api<StatefulSet> = Api::namespaced(kube.clone(), &self.namespace);
-        let slices: Api<EndpointSlice> = Api::namespaced(kube, &self.namespace);
+        // Churn's stamps are the workloads' annotations: their metadata
+        // alone is asked for. Nothing is decoded that is not read (see
+        // `crate::lean`).
+        let deployments: Api<MetaOnly<Deployment>> = Api::namespaced(kube.clone(), &self.namespace);
+        let statefulsets: Api<MetaOnly<StatefulSet>> =
+            Api::namespaced(kube.clone(), &self.namespace);
+        let slices: Api<Lean<EndpointSlice>> = Api::namespaced(kube, &self.namespace);
         let mut deploy_events =
             std::pin::pin!(watcher(deployments, crate::kube_api::watch_config()).default_backoff());
         let mut sts_events = std::pin::pin!(
             watcher(statefulsets, crate::kube_api::watch_config()).default_backoff()
         );
-        let mut slice_events =
-            std::pin::pin!(watcher(slices, crate::kube_api::watch_config()).default_backoff());
+        let mut slice_events = std::pin::pin!(
+            watcher(slices, crate::kube_api::watch_config())
+                .map_ok(lean::unwrap)
+                .default_backoff()
+        );
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             // Stamps before slices: a workload event and the slice changes
