@@ -19,6 +19,8 @@ use crate::{
     runtime::Runtime,
 };
 
+use super::output::{self, Console};
+
 /// The flags that shape the services, which a scenario file replaces.
 const SHAPE_FLAGS: [&str; 20] = [
     "stable_services",
@@ -256,7 +258,8 @@ pub struct Args {
     pub admin_control: super::flags::ControlArgs,
 
     /// Also write the exit summary as JSON to this file (for scripts and
-    /// benchmarks; the same figures as the summary line).
+    /// benchmarks; the same figures as the summary line); `-` for standard
+    /// output (the summary line then goes to standard error).
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
 
@@ -444,11 +447,9 @@ impl Args {
             api_retries: metrics.api.retries(),
             dispatch_lag: metrics.dispatch_lag_percentiles(),
         };
-        println!("{summary}");
+        Console::beside(&[report.as_ref()]).println(&summary);
         if let Some(path) = &report {
-            let json = serde_json::to_vec_pretty(&summary)?;
-            std::fs::write(path, json)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            output::write("--report", path, serde_json::to_vec_pretty(&summary)?)?;
         }
         result?;
         finished.map(|()| ExitCode::SUCCESS)

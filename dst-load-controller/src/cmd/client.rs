@@ -232,6 +232,7 @@ impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
+        self.gates.check_outputs()?;
         if let Some(link) = &self.ground_truth_link
             && !crate::labels::is_dns_label(link)
         {
@@ -370,9 +371,10 @@ impl Args {
         let summary = summary?;
         let measured = measure(&fleet, &metrics, &summary);
         let slos = crate::slo::judge(&slos, &measured, gates.min_samples);
-        print!("{summary}");
-        print!("{}", measured.latency_table());
-        print!("{}", crate::gates::verdict_table(&slos));
+        let console = gates.console();
+        console.print(&summary);
+        console.print(measured.latency_table());
+        console.print(crate::gates::verdict_table(&slos));
         let report = Report {
             command: "client",
             config,

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::measurements::Measurements;
 
+use super::output::{self, Console};
+
 pub use crate::verdicts::{Row, Test, Verdict, parse_fraction};
 
 /// Exit status when something is worse.
@@ -35,16 +37,19 @@ pub struct Args {
     #[arg(long)]
     pub allow_different: bool,
 
-    /// Write the verdicts as JUnit XML (a failure per worse figure).
+    /// Write the verdicts as JUnit XML (a failure per worse figure); `-` for
+    /// standard output.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
     /// Write the comparison as one self-contained HTML page (both runs'
-    /// latency distributions overlaid, timelines, verdicts).
+    /// latency distributions overlaid, timelines, verdicts); `-` for
+    /// standard output.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
-    /// Also write the comparison as JSON.
+    /// Also write the comparison as JSON; `-` for standard output (the table
+    /// then goes to standard error).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -58,7 +63,11 @@ impl Args {
                 self.confidence
             ));
         }
-        Ok(())
+        output::check_one_stdout(&[
+            ("--report", self.report.as_ref()),
+            ("--junit", self.junit.as_ref()),
+            ("--html", self.html.as_ref()),
+        ])
     }
 
     /// Reads both reports, prints the comparison, writes the files asked.
@@ -80,11 +89,15 @@ impl Args {
             seed: 0,
         };
         let rows = crate::verdicts::compare(&base.measured, &new.measured, &test);
-        print!("{}", table(&self, &base, &new, &rows));
+        Console::beside(&[
+            self.report.as_ref(),
+            self.junit.as_ref(),
+            self.html.as_ref(),
+        ])
+        .print(table(&self, &base, &new, &rows));
         if let Some(path) = &self.junit {
             let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
-            std::fs::write(path, crate::slo::junit("compare", &verdicts))
-                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+            output::write("--junit", path, crate::slo::junit("compare", &verdicts))?;
         }
         if let Some(path) = &self.report {
             let json = serde_json::json!({
@@ -95,8 +108,7 @@ impl Args {
                 "confidence": self.confidence,
                 "rows": rows,
             });
-            std::fs::write(path, serde_json::to_string_pretty(&json)?)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
+            output::write("--report", path, serde_json::to_string_pretty(&json)?)?;
         }
         if let Some(path) = &self.html {
             let page = crate::html::compare_page(
@@ -104,9 +116,8 @@ impl Args {
                 &crate::html::Run::new(&self.new.display().to_string(), &new.measured),
                 &rows,
             );
-            std::fs::write(path, page)
-                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
-            eprintln!("comparison drawn in {}", path.display());
+            output::write("--html", path, page)?;
+            output::written("comparison drawn in", path);
         }
         Ok(if rows.iter().any(Row::fails) {
             ExitCode::from(EXIT_WORSE)
@@ -190,13 +201,23 @@ fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
             interval
         );
     }
-    let worse = rows.iter().filter(|r| r.fails()).count();
-    t += &if worse == 0 {
-        "verdict: nothing worse\n".to_string()
-    } else {
-        format!("verdict: {worse} figure(s) WORSE\n")
-    };
+    t += &verdict_line(rows);
     t
+}
+
+/// The table's last line: worse when a counted figure is worse, better when
+/// none is and at least one is better, else nothing worse.
+fn verdict_line(rows: &[Row]) -> String {
+    let worse = rows.iter().filter(|r| r.fails()).count();
+    let better = rows
+        .iter()
+        .filter(|r| r.counted && r.verdict == crate::verdicts::Verdict::Better)
+        .count();
+    match (worse, better) {
+        (0, 0) => "verdict: nothing worse\n".to_string(),
+        (0, better) => format!("verdict: better ({better} figure(s) better, none worse)\n"),
+        (worse, _) => format!("verdict: {worse} figure(s) WORSE\n"),
+    }
 }
 
 /// What `compare` needs of a report, whichever command wrote it.

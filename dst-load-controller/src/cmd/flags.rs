@@ -14,6 +14,8 @@ use crate::{
     slo::{self, Slo, Verdict},
 };
 
+use super::output::{self, Console};
+
 /// `--log-level` and `--log-format`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogArgs {
@@ -183,17 +185,18 @@ pub struct GateArgs {
     pub min_samples: u64,
 
     /// Write a JSON report here (configuration, times, every percentile,
-    /// every SLO with its measured value and verdict).
+    /// every SLO with its measured value and verdict); `-` for standard
+    /// output (the summary then goes to standard error).
     #[arg(long)]
     pub report: Option<PathBuf>,
 
-    /// Write the SLO verdicts as JUnit XML here.
+    /// Write the SLO verdicts as JUnit XML here; `-` for standard output.
     #[arg(long)]
     pub junit: Option<PathBuf>,
 
     /// Draw the run as one self-contained HTML page here: latency
     /// distributions, every change's fan-out, streams, errors, resets and
-    /// stale streams over time, and the SLO verdicts.
+    /// stale streams over time, and the SLO verdicts. `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
@@ -208,6 +211,24 @@ impl GateArgs {
         }
     }
 
+    /// At most one of `--report`, `--junit` and `--html` is `-`.
+    pub fn check_outputs(&self) -> Result<(), String> {
+        output::check_one_stdout(&[
+            ("--report", self.report.as_ref()),
+            ("--junit", self.junit.as_ref()),
+            ("--html", self.html.as_ref()),
+        ])
+    }
+
+    /// Where the text for people goes: standard error when a file flag is `-`.
+    pub fn console(&self) -> Console {
+        Console::beside(&[
+            self.report.as_ref(),
+            self.junit.as_ref(),
+            self.html.as_ref(),
+        ])
+    }
+
     /// Writes the JUnit file and the JSON report (when asked) and returns
     /// the exit status: 0 when every verdict passed, 3 otherwise.
     pub fn finish(
@@ -218,19 +239,15 @@ impl GateArgs {
         page: impl FnOnce() -> String,
     ) -> anyhow::Result<ExitCode> {
         if let Some(path) = &self.html {
-            std::fs::write(path, page())
-                .map_err(|e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()))?;
-            eprintln!("pictures drawn in {}", path.display());
+            output::write("--html", path, page())?;
+            output::written("pictures drawn in", path);
         }
         if let Some(path) = &self.junit {
-            std::fs::write(path, slo::junit(suite, verdicts))
-                .map_err(|e| anyhow::anyhow!("cannot write --junit {}: {e}", path.display()))?;
+            output::write("--junit", path, slo::junit(suite, verdicts))?;
         }
         if let Some(path) = &self.report {
-            let json = serde_json::to_string_pretty(report)?;
-            std::fs::write(path, json)
-                .map_err(|e| anyhow::anyhow!("cannot write --report {}: {e}", path.display()))?;
-            eprintln!("report written to {}", path.display());
+            output::write("--report", path, serde_json::to_string_pretty(report)?)?;
+            output::written("report written to", path);
         }
         Ok(exit_status(verdicts))
     }

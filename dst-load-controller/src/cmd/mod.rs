@@ -9,6 +9,7 @@ pub mod client;
 pub mod compare;
 pub mod flags;
 pub mod mock_dst;
+pub mod output;
 pub mod report;
 pub mod run;
 

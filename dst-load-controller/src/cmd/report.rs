@@ -70,6 +70,7 @@ impl FromStr for Since {
 impl Args {
     /// Checks the flags.
     pub fn validate(&self) -> Result<(), String> {
+        self.gates.check_outputs()?;
         let url: reqwest::Url = self.prometheus.parse().map_err(|e| {
             format!(
                 "invalid --prometheus '{}': {e}; expected a URL such as http://localhost:9090",
@@ -120,7 +121,8 @@ impl Args {
             .gates
             .slos_or(&self.scenario.map(|s| s.default_slos()).unwrap_or_default());
         let slos = crate::slo::judge(&slos, &measured, self.gates.min_samples);
-        println!(
+        let console = self.gates.console();
+        console.println(format_args!(
             "report from {} between {start} and {end}{}",
             self.prometheus,
             if self.selector.is_empty() {
@@ -128,8 +130,8 @@ impl Args {
             } else {
                 format!(" for {{{}}}", self.selector)
             }
-        );
-        println!(
+        ));
+        console.println(format_args!(
             "  streams {}  streams created {}  updates {}  errors {}  stale {}  unconverged {}",
             measured.streams,
             measured.streams_created,
@@ -137,9 +139,9 @@ impl Args {
             measured.errors,
             measured.stale_streams,
             measured.streams_unconverged
-        );
-        print!("{}", measured.latency_table());
-        print!("{}", verdict_table(&slos));
+        ));
+        console.print(measured.latency_table());
+        console.print(verdict_table(&slos));
         let report = Report {
             command: "report",
             prometheus: self.prometheus.clone(),

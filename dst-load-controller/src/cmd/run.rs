@@ -14,6 +14,8 @@ use crate::harness::{
 use crate::mock::server::Delay;
 
 use crate::scenario::{Overrides, ScenarioFile};
+
+use super::output;
 pub use crate::scenario::{Scenario, Spec};
 
 /// Flags of `run`.
@@ -174,6 +176,7 @@ pub struct Args {
 impl Args {
     /// Checks the overrides.
     pub fn validate(&self) -> Result<(), String> {
+        self.gates.check_outputs()?;
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(format!(
                 "--scale must be a positive number, got {}",
@@ -326,7 +329,7 @@ impl Args {
         let mut outcome =
             harness::run(&plan, crate::shutdown::on_signal(), Some(self.admin())).await?;
         outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
-        println!("{}", outcome.table());
+        gates.console().println(outcome.table());
         let suite = outcome.scenario.clone();
         gates.finish(&suite, &outcome.slos, &outcome, || {
             crate::html::run_page(
@@ -352,29 +355,28 @@ impl Args {
             max: self.red_line.red_line_max,
             precision: self.red_line.red_line_precision,
             min_samples: self.gates.min_samples,
+            steps_to_stderr: self.gates.report.as_deref().is_some_and(output::is_stdout)
+                || self.gates.html.as_deref().is_some_and(output::is_stdout),
         };
         let name = search.base.name().to_string();
         let (report, html) = (self.gates.report.clone(), self.gates.html.clone());
+        let console = self.gates.console();
         let admin = self.admin();
         search
             .find(crate::shutdown::on_signal(), admin, |found| {
-                println!("{}", found.verdict());
+                console.println(found.verdict());
                 if let Some(path) = &report {
                     let json = serde_json::json!({
                         "command": "run",
                         "scenario": name,
                         "find_red_line": found,
                     });
-                    std::fs::write(path, serde_json::to_string_pretty(&json)?).map_err(|e| {
-                        anyhow::anyhow!("cannot write --report {}: {e}", path.display())
-                    })?;
-                    eprintln!("report written to {}", path.display());
+                    output::write("--report", path, serde_json::to_string_pretty(&json)?)?;
+                    output::written("report written to", path);
                 }
                 if let Some(path) = &html {
-                    std::fs::write(path, crate::html::red_line_page(&name, &found)).map_err(
-                        |e| anyhow::anyhow!("cannot write --html {}: {e}", path.display()),
-                    )?;
-                    eprintln!("pictures drawn in {}", path.display());
+                    output::write("--html", path, crate::html::red_line_page(&name, &found))?;
+                    output::written("pictures drawn in", path);
                 }
                 Ok(if found.search.pass.is_some() {
                     ExitCode::SUCCESS

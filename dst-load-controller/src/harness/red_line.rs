@@ -34,9 +34,20 @@ pub struct RedLine {
     pub slos: Vec<Slo>,
     /// A latency SLO judged on fewer samples fails.
     pub min_samples: u64,
+    /// Print the steps on standard error instead of standard output (which
+    /// then carries a report).
+    pub steps_to_stderr: bool,
 }
 
 impl RedLine {
+    fn say(&self, text: std::fmt::Arguments<'_>) {
+        if self.steps_to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
     /// The plan at `load` (and `duration`, when a step is extended).
     fn plan(&self, load: u32, duration: Option<std::time::Duration>) -> anyhow::Result<Plan> {
         let mut o = self.overrides.clone();
@@ -110,7 +121,7 @@ impl RedLine {
             slos.push("untimed_convergences==0".parse().expect("a valid SLO"));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        println!(
+        self.say(format_args!(
             "finding the red line of {} by {}: from {start} up to {max}, to {:.0}%",
             spec.name(),
             match self.dimension {
@@ -118,7 +129,7 @@ impl RedLine {
                 Dimension::Services => "services",
             },
             self.precision * 100.0
-        );
+        ));
         let mut steps = Vec::new();
         let mut client_bound_at = None;
         while let Some(load) = search.next() {
@@ -153,12 +164,15 @@ impl RedLine {
                     break (outcome, cpu);
                 }
                 duration = Some(extended * 2);
-                println!("  {load}: too few samples; again for {:?}", extended * 2);
+                self.say(format_args!(
+                    "  {load}: too few samples; again for {:?}",
+                    extended * 2
+                ));
             };
             let passed = outcome.slos.iter().all(|v| v.pass);
             let bound = client_bound(cpu);
             let m = &outcome.measured;
-            println!(
+            self.say(format_args!(
                 "  {load:>7}: {} streams  {}  update p50 {:.1} ms p99 {:.1} ms  convergence p99 {:.1} ms  fan-out max {:.1} ms  untimed {}  cpu {:.0}%{}",
                 m.streams,
                 if passed { "PASS" } else { "FAIL" },
@@ -173,13 +187,13 @@ impl RedLine {
                 } else {
                     ""
                 }
-            );
+            ));
             for v in outcome.slos.iter().filter(|v| !v.pass) {
-                println!(
+                self.say(format_args!(
                     "           failed {}: {}",
                     v.slo,
                     v.reason.as_deref().unwrap_or("")
-                );
+                ));
             }
             steps.push(Step {
                 load,

@@ -130,6 +130,45 @@ fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
     assert!(xml.contains("<testsuite name=\"compare\""), "{xml}");
     assert!(!xml.contains("failures=\"0\""), "{xml}");
 
+    // Swapped, the runs compare better, and `--report -` puts the JSON
+    // alone on standard output (the table goes to standard error): the same
+    // rows as a file would hold, with every worse verdict turned better.
+    let out = compare(&[&slow, &a], &["--report", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("verdict: better ("), "{stderr}");
+    assert!(stderr.contains("none worse)"), "{stderr}");
+    let swapped: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let swapped = swapped["rows"].as_array().unwrap();
+    assert_eq!(swapped.len(), r.len());
+    for (s, w) in swapped.iter().zip(&r) {
+        assert_eq!(s["metric"], w["metric"]);
+        let flipped = match w["verdict"].as_str().unwrap() {
+            "worse" => "better",
+            "better" => "worse",
+            v => v,
+        };
+        // Intervals are bootstrapped: a row near the threshold may land on
+        // `same` one way and not the other; a swap never turns worse into
+        // worse.
+        if w["counted"] == true && w["verdict"] == "worse" {
+            assert_ne!(s["verdict"], "worse", "{s} against {w}");
+        }
+        if s["verdict"] != "same" && w["verdict"] != "same" {
+            assert_eq!(s["verdict"], flipped, "{s} against {w}");
+        }
+    }
+    // Two files on one standard output: refused before anything is read.
+    let out = compare(&[&slow, &a], &["--report", "-", "--junit", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--report and --junit are all `-`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The pictures, as a person sees them.
     for page in [&ha, &hslow, &temp("compare.html")] {
         render_in_chromium(page);

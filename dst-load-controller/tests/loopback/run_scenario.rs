@@ -382,3 +382,53 @@ fn run_takes_the_clients_fault_modes_and_judges_the_healthy_streams() {
     let slos = r["slos"].as_array().unwrap();
     assert!(slos.iter().all(|v| v["pass"] == true), "{}", r["slos"]);
 }
+
+#[test]
+fn report_dash_writes_the_report_alone_on_standard_output() {
+    let junit = std::env::temp_dir().join(format!("dst-run-dash-{}.xml", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["run", "--scenario", "small-oscillation", "--services", "2"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "4"])
+        .args(["--streams-per-service", "2", "--connections", "1"])
+        .args([
+            "--min-hold",
+            "300ms",
+            "--max-hold",
+            "300ms",
+            "--jitter",
+            "0s",
+        ])
+        .args([
+            "--duration",
+            "2s",
+            "--seed",
+            "3",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--slo", "errors==0", "--report", "-", "--junit"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Standard output is the JSON report and nothing else; the summary a
+    // person reads went to standard error.
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["streams"], 4, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["updates_received"], r["updates_sent"], "{r}");
+    assert!(stderr.contains("change -> converged"), "{stderr}");
+    assert!(!stderr.contains("report written to"), "{stderr}");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("errors==0")
+    );
+    assert!(
+        !std::path::Path::new("-").exists(),
+        "a file named `-` was made"
+    );
+    std::fs::remove_file(&junit).unwrap();
+}

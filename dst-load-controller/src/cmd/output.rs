@@ -1,0 +1,111 @@
+//! Where the commands' files and text go. A file flag given `-` (`--report -`,
+//! `--junit -`, `--html -`) writes to standard output, as `jq`, `kubectl` and
+//! most tools read it; the text a command prints for people then goes to
+//! standard error, so that standard output holds the file alone.
+
+use std::{
+    fmt::Display,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+/// The path that means standard output.
+pub const STDOUT: &str = "-";
+
+/// Whether `path` is `-`.
+pub fn is_stdout(path: &Path) -> bool {
+    path == Path::new(STDOUT)
+}
+
+/// At most one of the file flags may be `-`: two files on one standard
+/// output could not be told apart.
+pub fn check_one_stdout(files: &[(&str, Option<&PathBuf>)]) -> Result<(), String> {
+    let on_stdout: Vec<&str> = files
+        .iter()
+        .filter(|(_, p)| p.is_some_and(|p| is_stdout(p)))
+        .map(|(flag, _)| *flag)
+        .collect();
+    if on_stdout.len() > 1 {
+        return Err(format!(
+            "{} are all `-`: only one file can go to standard output; give the others a path",
+            on_stdout.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `contents` to `path`, or to standard output for `-`. The error
+/// names the flag.
+pub fn write(flag: &str, path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    let result = if is_stdout(path) {
+        let mut out = std::io::stdout().lock();
+        out.write_all(contents.as_ref())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+    } else {
+        std::fs::write(path, contents)
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot write {flag} {}: {e}", path.display()))
+}
+
+/// Says on standard error where `what` went (nothing for standard output,
+/// where the file speaks for itself).
+pub fn written(what: &str, path: &Path) {
+    if !is_stdout(path) {
+        eprintln!("{what} {}", path.display());
+    }
+}
+
+/// The text a command prints for people: on standard output, or on standard
+/// error when a file flag took standard output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Console {
+    to_stderr: bool,
+}
+
+impl Console {
+    /// The console of a command whose file flags are `files`.
+    pub fn beside(files: &[Option<&PathBuf>]) -> Self {
+        Self {
+            to_stderr: files.iter().any(|p| p.is_some_and(|p| is_stdout(p))),
+        }
+    }
+
+    /// Prints `text` as is.
+    pub fn print(self, text: impl Display) {
+        if self.to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+
+    /// Prints `text` and a newline.
+    pub fn println(self, text: impl Display) {
+        self.print(format_args!("{text}\n"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_flag_at_most_takes_standard_output() {
+        let dash = PathBuf::from("-");
+        let file = PathBuf::from("r.json");
+        assert!(check_one_stdout(&[("--report", Some(&dash)), ("--junit", Some(&file))]).is_ok());
+        assert!(check_one_stdout(&[("--report", None), ("--junit", None)]).is_ok());
+        let e = check_one_stdout(&[
+            ("--report", Some(&dash)),
+            ("--junit", Some(&dash)),
+            ("--html", None),
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("--report and --junit are all `-`: only one file"));
+        assert!(Console::beside(&[None, Some(&dash)]).to_stderr);
+        assert!(!Console::beside(&[Some(&file), None]).to_stderr);
+        // `./-` is a file named `-`, as with other tools.
+        assert!(!is_stdout(Path::new("./-")));
+    }
+}
