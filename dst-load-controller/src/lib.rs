@@ -23,6 +23,7 @@ pub mod report;
 pub mod runtime;
 pub mod scenario;
 pub mod schedule;
+pub mod seed;
 pub mod shutdown;
 pub mod slices;
 pub mod slo;

@@ -194,7 +194,14 @@ pub struct Spec {
     pub settle: Duration,
     /// The seed of the churn schedule (random when absent; every summary
     /// prints the seed used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written as a string (exact for every seed; see `crate::seed`), read
+    /// as a string or a number.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::seed::option"
+    )]
+    #[schemars(with = "Option<crate::seed::SeedText>")]
     pub seed: Option<u64>,
     /// Holds and jitter of oscillating services and StatefulSets, and the
     /// default timing of restarts and lifecycles.

@@ -308,7 +308,8 @@ impl Config {
 /// What a churn run did: its exit summary line, and `--report`.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
-    /// The seed (replay with --seed).
+    /// The seed (replay with --seed; a string in JSON, see `crate::seed`).
+    #[serde(with = "crate::seed")]
     pub seed: u64,
     /// Services created (not adopted).
     pub services_created: u64,

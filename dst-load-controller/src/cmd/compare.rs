@@ -229,8 +229,8 @@ pub struct Report {
     /// A run's scenario name.
     #[serde(default)]
     pub scenario: Option<String>,
-    /// A run's seed.
-    #[serde(default)]
+    /// A run's seed (a string, or a number in older reports).
+    #[serde(default, with = "crate::seed::option")]
     pub seed: Option<u64>,
     /// A client's configuration.
     #[serde(default)]

@@ -203,7 +203,8 @@ pub struct Outcome {
     pub scenario: String,
     /// Its document, with the overrides applied.
     pub plan: Spec,
-    /// The churn seed.
+    /// The churn seed (a string in JSON, see `crate::seed`).
+    #[serde(with = "crate::seed")]
     pub seed: u64,
     /// When it started (RFC 3339).
     pub started_at: String,

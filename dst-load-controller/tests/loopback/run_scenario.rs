@@ -53,7 +53,8 @@ fn a_short_scenario_reports_what_the_mock_sent() {
 
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
-    assert_eq!(r["seed"], 7);
+    // Seeds are strings: exact for every u64 in any JSON reader.
+    assert_eq!(r["seed"], "7");
     assert_eq!(n("streams"), 12);
     assert_eq!(n("streams_created"), 12);
     assert_eq!(n("errors"), 0);
@@ -398,11 +399,12 @@ fn report_dash_writes_the_report_alone_on_standard_output() {
             "--jitter",
             "0s",
         ])
+        // A seed above 2^53, which a JSON number would round.
         .args([
             "--duration",
             "2s",
             "--seed",
-            "3",
+            "18446744073709551557",
             "--admin-addr",
             "127.0.0.1:0",
         ])
@@ -419,6 +421,8 @@ fn report_dash_writes_the_report_alone_on_standard_output() {
     assert_eq!(r["streams"], 4, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["updates_received"], r["updates_sent"], "{r}");
+    assert_eq!(r["seed"], "18446744073709551557", "{r}");
+    assert_eq!(r["plan"]["seed"], "18446744073709551557", "{r}");
     assert!(stderr.contains("change -> converged"), "{stderr}");
     assert!(!stderr.contains("report written to"), "{stderr}");
     assert!(
