@@ -455,10 +455,11 @@ async fn churn_creates_placed_meshed_services_with_matching_endpointslices() {
         "scale_events",
         "cycles_completed",
         "api_errors",
-        "seed",
     ] {
         assert_eq!(r[k].as_u64(), Some(summary_field(&out, k)), "{k} in {r}");
     }
+    // The seed is a string in JSON (exact above 2^53).
+    assert_eq!(r["seed"], "11", "{r}");
     assert_eq!(r["dispatch_lag"]["count"], 4, "{r}");
     let _ = std::fs::remove_file(&report);
 
