@@ -1,6 +1,8 @@
 //! The log subscriber every subcommand installs (its flags, `--log-level`
 //! and `--log-format`, are `cmd::flags::LogArgs`).
 
+use std::{ffi::OsString, io::IsTerminal};
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// How log lines are written.
@@ -35,11 +37,34 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), InvalidFilter> {
     // A second init (several runs in one test process) is harmless.
     let _ = match format {
         LogFormat::Plain => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            )))
             .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
     };
     Ok(())
+}
+
+/// Whether plain log lines are coloured: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("".into())));
+    }
 }

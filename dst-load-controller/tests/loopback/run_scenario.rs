@@ -425,6 +425,9 @@ fn report_dash_writes_the_report_alone_on_standard_output() {
     assert_eq!(r["plan"]["seed"], "18446744073709551557", "{r}");
     assert!(stderr.contains("change -> converged"), "{stderr}");
     assert!(!stderr.contains("report written to"), "{stderr}");
+    // Log lines into a pipe carry no colour codes.
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert!(
         std::fs::read_to_string(&junit)
             .unwrap()
