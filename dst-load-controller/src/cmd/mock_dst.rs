@@ -170,8 +170,10 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     for d in dsts {
         handle.set(&d.authority, d.endpoints);
     }
-    let listener = crate::mock::bind(addr).map_err(|e| {
-        anyhow::anyhow!("cannot bind --addr {addr}: {e}; pick a free address with -a/--addr")
+    let listener = crate::mock::bind(addr).map_err(|source| crate::admin::BindError {
+        flag: "-a/--addr",
+        addr,
+        source,
     })?;
     rt.serve_admin_with(
         admin_addr,

@@ -23,6 +23,10 @@ use flags::LogArgs;
 /// and [`usage_error`] report with status 2).
 pub const EXIT_FAILURE: u8 = 1;
 
+/// Exit status of a usage error: bad flags, or an address that cannot be
+/// bound.
+pub const EXIT_USAGE: u8 = 2;
+
 /// Load tests for Linkerd's Destination service.
 #[derive(Debug, Parser)]
 #[command(name = "dst-load-controller", version, about, long_about = None)]
@@ -87,6 +91,12 @@ impl Cli {
         });
         match result {
             Ok(code) => code,
+            // An address in use is fixed on the command line: one message
+            // naming the flag, and the status of a usage error.
+            Err(error) if error.chain().any(|e| e.is::<crate::admin::BindError>()) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_USAGE)
+            }
             Err(error) => {
                 tracing::error!("{error:#}");
                 eprintln!("error: {error:#}");

@@ -118,7 +118,10 @@ pub struct Args {
 
     /// Admin server of the run (the client's metrics and the mock's or
     /// churn's; POST /shutdown ends the run as a signal does).
-    #[arg(long, default_value = "0.0.0.0:9993")]
+    ///
+    /// Loopback by default: a local run need not be reachable from the
+    /// network (give `0.0.0.0:9993` for a Prometheus elsewhere).
+    #[arg(long, default_value = "127.0.0.1:9993")]
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
@@ -302,6 +305,13 @@ impl Args {
         })
     }
 
+    /// Fails before anything starts when the admin address is taken (the
+    /// harness binds it once the components have registered their metrics).
+    async fn check_admin_addr(&self) -> anyhow::Result<()> {
+        drop(crate::admin::bind(self.admin_addr).await?);
+        Ok(())
+    }
+
     fn admin(&self) -> Admin {
         Admin {
             addr: self.admin_addr,
@@ -325,6 +335,7 @@ impl Args {
         }
         let gates = self.gates.clone();
         let plan = self.plan().map_err(anyhow::Error::msg)?;
+        self.check_admin_addr().await?;
         let slos = gates.slos_or(&plan.spec.slos);
         let mut outcome =
             harness::run(&plan, crate::shutdown::on_signal(), Some(self.admin())).await?;
@@ -361,6 +372,7 @@ impl Args {
         let name = search.base.name().to_string();
         let (report, html) = (self.gates.report.clone(), self.gates.html.clone());
         let console = self.gates.console();
+        self.check_admin_addr().await?;
         let admin = self.admin();
         search
             .find(crate::shutdown::on_signal(), admin, |found| {

@@ -537,3 +537,75 @@ fn client_and_mock_dst_use_the_kube_flags() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_address_in_use_is_one_message_naming_the_flag_and_exit_2_before_any_stream() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "run",
+                "--scenario",
+                "baseline",
+                "--duration",
+                "2s",
+                "--admin-addr",
+                &addr,
+            ],
+            "--admin-addr",
+        ),
+        (
+            &[
+                "run",
+                "--scenario",
+                "baseline",
+                "--find-red-line",
+                "--admin-addr",
+                &addr,
+            ],
+            "--admin-addr",
+        ),
+        (
+            &[
+                "client",
+                "--destination-addr",
+                "http://127.0.0.1:1",
+                "--target-services",
+                "web.ns.svc.cluster.local:8080",
+                "--admin-addr",
+                &addr,
+            ],
+            "--admin-addr",
+        ),
+        (
+            &["mock-dst", "--addr", "127.0.0.1:0", "--admin-addr", &addr],
+            "--admin-addr",
+        ),
+        (
+            &["mock-dst", "--addr", &addr, "--admin-addr", "127.0.0.1:0"],
+            "-a/--addr",
+        ),
+    ];
+    for (args, flag) in cases {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let want = format!("cannot bind {flag} {addr}: ");
+        assert_eq!(stderr.matches(&want).count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("pick a free address with {flag}")),
+            "{args:?}: {stderr}"
+        );
+        // Nothing was started: no stream, no mock, no step.
+        for started in ["streams started", "serving", "finding the red line"] {
+            assert!(!stderr.contains(started), "{args:?}: {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
