@@ -96,7 +96,7 @@ impl KubeSettings {
         let config = match kube::Config::from_kubeconfig(&options).await {
             Ok(c) => c,
             Err(kubeconfig_error) if self.kube_context.is_none() => kube::Config::incluster().map_err(|e| {
-                anyhow::anyhow!("no usable kubeconfig ({kubeconfig_error}) and not in a cluster ({e}); set KUBECONFIG or --kube-context")
+                anyhow::anyhow!("no usable kubeconfig ({kubeconfig_error}) and not in a cluster ({e}); set KUBECONFIG, --kubeconfig or --context")
             })?,
             Err(e) => anyhow::bail!("cannot load kube context {:?}: {e}", self.kube_context),
         };

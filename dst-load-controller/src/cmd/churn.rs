@@ -49,7 +49,7 @@ const SHAPE_FLAGS: [&str; 20] = [
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The namespace for every object (created if missing).
-    #[arg(long, default_value = "dst-load-test")]
+    #[arg(short = 'n', long, default_value = "dst-load-test")]
     pub namespace: String,
 
     /// Services with a fixed number of endpoints (`stable-svc-{i}`).

@@ -10,7 +10,7 @@ use crate::cleanup::connect_and_cleanup;
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The namespace churn used.
-    #[arg(long, default_value = "dst-load-test")]
+    #[arg(short = 'n', long, default_value = "dst-load-test")]
     pub namespace: String,
 
     /// Scale this Deployment (the churn that creates the objects) to zero and
@@ -29,9 +29,13 @@ pub struct Args {
 }
 
 impl Args {
+    /// Checks the Kubernetes client flags.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kube.validate()
+    }
+
     /// Deletes and waits.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        self.kube.validate().map_err(anyhow::Error::msg)?;
         let stop = self.stop_deployment.as_deref();
         let (stopped, report) = connect_and_cleanup(
             &self.kube.settings(),

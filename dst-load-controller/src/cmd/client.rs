@@ -35,7 +35,7 @@ pub struct Args {
     pub service_label_selector: Option<String>,
 
     /// The namespace searched with --service-label-selector.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub namespace: Option<String>,
 
     /// The cluster domain of discovered Services' authorities.

@@ -399,9 +399,14 @@ pub struct ControlArgs {
 /// Flags for the Kubernetes client.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KubeArgs {
+    /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`,
+    /// then the in-cluster service account), as kubectl's `--kubeconfig`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// The kubeconfig context to use (default: the current context, or the
-    /// in-cluster service account).
-    #[arg(long)]
+    /// in-cluster service account), as kubectl's `--context`.
+    #[arg(long = "context", visible_alias = "kube-context", value_name = "NAME")]
     pub kube_context: Option<String>,
 
     /// Sustained Kubernetes API requests per second.
@@ -414,8 +419,16 @@ pub struct KubeArgs {
 }
 
 impl KubeArgs {
-    /// Checks the rate limit flags.
+    /// Checks the kubeconfig file and the rate limit flags.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(file) = &self.kubeconfig
+            && !file.is_file()
+        {
+            return Err(format!(
+                "--kubeconfig {}: no such file; give a kubeconfig file, or leave the flag out to use KUBECONFIG",
+                file.display()
+            ));
+        }
         self.settings().validate()
     }
 
@@ -425,7 +438,7 @@ impl KubeArgs {
             kube_context: self.kube_context.clone(),
             qps: self.qps,
             burst: self.burst,
-            kubeconfig: None,
+            kubeconfig: self.kubeconfig.clone(),
         }
     }
 }

@@ -85,7 +85,7 @@ pub struct Args {
     /// Serve the Services of this namespace from the Kubernetes API (each
     /// Service's first port, with its EndpointSlices' ready addresses),
     /// following them as they change. Repeatable.
-    #[arg(long)]
+    #[arg(short = 'n', long, visible_alias = "namespace")]
     pub kubernetes_namespace: Vec<String>,
 
     /// The cluster domain of --kubernetes-namespace authorities.

@@ -111,7 +111,7 @@ impl Command {
         match self {
             Command::Churn(args) => args.validate(),
             Command::Client(args) => args.validate(),
-            Command::Cleanup(_) => Ok(()),
+            Command::Cleanup(args) => args.validate(),
             Command::MockDst(args) => args.validate(),
             Command::Run(args) => args.validate(),
             Command::Report(args) => args.validate(),

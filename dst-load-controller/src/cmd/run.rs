@@ -135,7 +135,12 @@ pub struct Args {
     pub destination_addr: Option<String>,
 
     /// The namespace churn uses with --destination-addr.
-    #[arg(long, default_value = "dst-load-test", requires = "destination_addr")]
+    #[arg(
+        short = 'n',
+        long,
+        default_value = "dst-load-test",
+        requires = "destination_addr"
+    )]
     pub namespace: String,
 
     /// With --destination-addr, leave the services in place at the end

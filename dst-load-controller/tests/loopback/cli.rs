@@ -535,6 +535,53 @@ fn client_and_mock_dst_use_the_kube_flags() {
             bad[0],
         );
     }
+    // kubectl's spelling: `--kubeconfig FILE` (KUBECONFIG unset or wrong)
+    // and `--context`, on every subcommand that talks to a cluster; the
+    // context is looked up in that file.
+    let file = kubeconfig.to_str().unwrap();
+    let kubectl_style: [&[&str]; 3] = [
+        &[
+            "client",
+            "--destination-addr",
+            "127.0.0.1:1",
+            "--target-services",
+            "a.b.svc.cluster.local:80",
+            "--ground-truth",
+            "--duration",
+            "2s",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &[
+            "churn",
+            "-n",
+            "ns",
+            "--stable-services",
+            "1",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &["cleanup", "-n", "ns"],
+    ];
+    for args in kubectl_style {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--kubeconfig", file, "--context", "absent"])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot use kubeconfig") && stderr.contains("absent"),
+            "{args:?}: {stderr}"
+        );
+        // A missing --kubeconfig file is a usage error.
+        usage_error(
+            &[args, &["--kubeconfig", "/nonexistent/kc"][..]].concat(),
+            "--kubeconfig /nonexistent/kc: no such file",
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
