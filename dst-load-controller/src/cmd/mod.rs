@@ -54,6 +54,13 @@ enum Command {
     Report(report::Args),
     /// Compare two reports: better, worse or the same (exit 4 when worse).
     Compare(compare::Args),
+    /// Print shell completions: `dst-load-controller completions bash >
+    /// /etc/bash_completion.d/dst-load-controller` (or zsh, fish, elvish,
+    /// powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 impl Cli {
@@ -87,6 +94,15 @@ impl Cli {
                 Command::Run(args) => args.run().await,
                 Command::Report(args) => args.run().await,
                 Command::Compare(args) => args.run().await,
+                Command::Completions { shell } => {
+                    clap_complete::generate(
+                        shell,
+                        &mut Cli::command(),
+                        "dst-load-controller",
+                        &mut std::io::stdout(),
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
             }
         });
         match result {
@@ -116,6 +132,7 @@ impl Command {
             Command::Run(args) => args.validate(),
             Command::Report(args) => args.validate(),
             Command::Compare(args) => args.validate(),
+            Command::Completions { .. } => Ok(()),
         }
     }
 }

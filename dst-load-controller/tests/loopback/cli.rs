@@ -656,3 +656,27 @@ fn an_address_in_use_is_one_message_naming_the_flag_and_exit_2_before_any_stream
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn completions_cover_every_subcommand_and_an_unknown_shell_is_a_usage_error() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in [
+            "dst-load-controller",
+            "mock-dst",
+            "compare",
+            "--find-red-line",
+            "--kubeconfig",
+        ] {
+            // fish names long flags without their dashes (`-l find-red-line`).
+            let word = word.trim_start_matches('-');
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    usage_error(&["completions", "nope"], "invalid value 'nope'");
+}
