@@ -170,8 +170,8 @@ impl<'de> Deserialize<'de> for Lean<EndpointSlice> {
         #[serde(rename_all = "camelCase")]
         struct Slice {
             address_type: String,
-            #[serde(default)]
-            endpoints: Vec<Endpoint>,
+            // `null` for a slice without endpoints, as k8s-openapi reads it.
+            endpoints: Option<Vec<Endpoint>>,
             #[serde(deserialize_with = "meta", default)]
             metadata: ObjectMeta,
             ports: Option<Vec<EndpointPort>>,
@@ -179,7 +179,7 @@ impl<'de> Deserialize<'de> for Lean<EndpointSlice> {
         let s = Slice::deserialize(d)?;
         Ok(Self(EndpointSlice {
             address_type: s.address_type,
-            endpoints: s.endpoints,
+            endpoints: s.endpoints.unwrap_or_default(),
             metadata: s.metadata,
             ports: s.ports,
         }))
@@ -234,6 +234,20 @@ mod tests {
         full.metadata.managed_fields = None;
         let Lean(lean) = serde_json::from_str::<Lean<EndpointSlice>>(SLICE).unwrap();
         assert_eq!(lean, full);
+    }
+
+    #[test]
+    fn a_slice_without_endpoints_reads_as_k8s_openapi_reads_it() {
+        for endpoints in [r#""endpoints": null,"#, ""] {
+            let text = format!(
+                r#"{{"addressType": "IPv4", {endpoints} "metadata": {{"name": "e", "namespace": "ns"}}}}"#
+            );
+            let full: EndpointSlice = serde_json::from_str(&text).unwrap();
+            let Lean(lean) = serde_json::from_str::<Lean<EndpointSlice>>(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(lean, full);
+            assert!(lean.endpoints.is_empty());
+        }
     }
 
     #[test]
