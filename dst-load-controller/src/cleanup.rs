@@ -34,12 +34,7 @@ pub async fn connect_and_cleanup(
     timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<(bool, Report)> {
-    let client = kube.client().await?;
-    let caller = Caller::new(
-        kube.limiter(),
-        ApiMetrics::register(&mut Registry::default()),
-        shutdown,
-    );
+    let (client, caller) = connect(kube, shutdown).await?;
     let stopped = match stop {
         Some(name) => {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -49,6 +44,30 @@ pub async fn connect_and_cleanup(
     };
     let report = cleanup(&client, &caller, namespace, timeout).await?;
     Ok((stopped, report))
+}
+
+/// Connects with `kube` and lists what [`connect_and_cleanup`] would delete
+/// in `namespace` (see [`plan`]), changing nothing.
+pub async fn connect_and_plan(
+    kube: &KubeSettings,
+    namespace: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Plan> {
+    let (client, caller) = connect(kube, shutdown).await?;
+    plan(&client, &caller, namespace).await
+}
+
+async fn connect(
+    kube: &KubeSettings,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(kube::Client, Caller)> {
+    let client = kube.client().await?;
+    let caller = Caller::new(
+        kube.limiter(),
+        ApiMetrics::register(&mut Registry::default()),
+        shutdown,
+    );
+    Ok((client, caller))
 }
 
 /// What cleanup deleted.
@@ -275,6 +294,135 @@ pub async fn cleanup(
         service_profiles,
         namespace_deleted,
     })
+}
+
+/// What [`cleanup`] would delete: every object churn owns in the
+/// namespace (`kind/name`), and whether the namespace would go too.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// `service/NAME`, `deployment/NAME`, ..., in deletion order.
+    pub objects: Vec<String>,
+    /// Whether churn created the namespace and nothing else is in it.
+    pub namespace: bool,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "would delete {} objects{} (dry run: nothing deleted)",
+            self.objects.len(),
+            if self.namespace {
+                " and the namespace"
+            } else {
+                ""
+            }
+        )?;
+        for o in &self.objects {
+            write!(f, "\n  {o}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists what [`cleanup`] would delete in `namespace`, deleting nothing.
+pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> anyhow::Result<Plan> {
+    let mut objects = Vec::new();
+    let mut all_owned = true;
+    for (kind, names, all) in [
+        (
+            "service",
+            owned_names::<Service>(client, caller, namespace, "services").await,
+            count::<Service>(client, caller, namespace, "services", None).await,
+        ),
+        (
+            "deployment",
+            owned_names::<Deployment>(client, caller, namespace, "deployments").await,
+            count::<Deployment>(client, caller, namespace, "deployments", None).await,
+        ),
+        (
+            "statefulset",
+            owned_names::<StatefulSet>(client, caller, namespace, "statefulsets").await,
+            count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await,
+        ),
+        (
+            "server",
+            owned_names::<Server>(client, caller, namespace, "servers").await,
+            count::<Server>(client, caller, namespace, "servers", None).await,
+        ),
+        (
+            "serviceprofile",
+            owned_names::<ServiceProfile>(client, caller, namespace, "serviceprofiles").await,
+            count::<ServiceProfile>(client, caller, namespace, "serviceprofiles", None).await,
+        ),
+    ] {
+        let names = match names {
+            Err(e) if e.is_not_found() => Vec::new(),
+            r => r?,
+        };
+        all_owned &= match all {
+            Ok(n) => n == names.len(),
+            Err(e) if e.is_not_found() => true,
+            Err(e) => return Err(e.into()),
+        };
+        objects.extend(names.into_iter().map(|n| format!("{kind}/{n}")));
+    }
+    let owned_pods = count::<Pod>(
+        client,
+        caller,
+        namespace,
+        "pods",
+        Some(&labels::owned_selector()),
+    )
+    .await?;
+    all_owned &= count::<Pod>(client, caller, namespace, "pods", None).await? == owned_pods;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let op = Op {
+        verb: "get",
+        resource: "namespaces",
+        namespace: namespace.to_string(),
+        name: Some(namespace.to_string()),
+    };
+    let ours = caller
+        .call(op, || namespaces.get_opt(namespace))
+        .await?
+        .and_then(|n| n.metadata.labels)
+        .is_some_and(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER));
+    Ok(Plan {
+        objects,
+        namespace: ours && all_owned,
+    })
+}
+
+/// The names of the objects of one kind churn owns in `namespace`.
+async fn owned_names<K>(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+    resource: &'static str,
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&labels::owned_selector());
+    let op = Op {
+        verb: "list",
+        resource,
+        namespace: namespace.to_string(),
+        name: None,
+    };
+    let list = caller.call(op, || api.list_metadata(&lp)).await?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// No Servers or ServiceProfiles where the cluster lacks Linkerd's CRDs,

@@ -571,6 +571,38 @@ async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
         .create(&PostParams::default(), &bystander)
         .await
         .unwrap();
+    // A dry run lists exactly churn's objects, and deletes nothing.
+    let out = run(&["cleanup", "-n", &ns.name, "--dry-run"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "would delete 4 objects (dry run: nothing deleted)",
+            "  service/stable-svc-0",
+            "  service/stable-svc-1",
+            "  deployment/stable-svc-0",
+            "  deployment/stable-svc-1",
+        ],
+        "{stdout}"
+    );
+    assert_eq!(
+        services
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    assert_eq!(
+        deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
     let out = run(&["cleanup", "--namespace", &ns.name]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 services and 2 deployments"));
     let names: Vec<String> = services

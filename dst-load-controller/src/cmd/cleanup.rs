@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::flags::KubeArgs;
-use crate::cleanup::connect_and_cleanup;
+use crate::cleanup::{connect_and_cleanup, connect_and_plan};
 
 /// Flags of `cleanup`.
 #[derive(Clone, Debug, clap::Args)]
@@ -19,6 +19,12 @@ pub struct Args {
     /// passes its churn Deployment. A missing Deployment is not an error.
     #[arg(long, value_name = "NAME")]
     pub stop_deployment: Option<String>,
+
+    /// List what would be deleted (every object churn owns in the namespace,
+    /// and whether the namespace goes too) and delete nothing; with
+    /// --stop-deployment, stop nothing either.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// How long to wait for the objects to disappear.
     #[arg(long, default_value = "2m")]
@@ -36,6 +42,16 @@ impl Args {
 
     /// Deletes and waits.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
+        if self.dry_run {
+            let plan = connect_and_plan(
+                &self.kube.settings(),
+                &self.namespace,
+                crate::shutdown::on_signal(),
+            )
+            .await?;
+            println!("{plan}");
+            return Ok(ExitCode::SUCCESS);
+        }
         let stop = self.stop_deployment.as_deref();
         let (stopped, report) = connect_and_cleanup(
             &self.kube.settings(),

@@ -18,102 +18,111 @@ use crate::scenario::{Overrides, ScenarioFile};
 use super::output;
 pub use crate::scenario::{Scenario, Spec};
 
+/// `run --help`'s headings, in order.
+const SCENARIO: &str = "Scenario";
+const LOAD: &str = "Load (overrides of the scenario)";
+const FAULTS: &str = "Faults";
+const RED_LINE: &str = "Red line";
+const GATES: &str = "Gates and reports";
+const ADMIN: &str = "Admin server";
+const TARGET: &str = "Target (a cluster instead of the mock)";
+
 /// Flags of `run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The built-in scenario to run; every number can be overridden.
-    #[arg(long, value_enum, default_value_t = Scenario::SmallOscillation)]
+    #[arg(long, value_enum, default_value_t = Scenario::SmallOscillation, help_heading = SCENARIO)]
     pub scenario: Scenario,
 
     /// Run the scenario of this file instead (`--print-scenario NAME`
     /// prints one to start from); the flags below still override its numbers.
-    #[arg(long, value_name = "FILE", conflicts_with = "scenario")]
+    #[arg(long, value_name = "FILE", conflicts_with = "scenario", help_heading = SCENARIO)]
     pub scenario_file: Option<ScenarioFile>,
 
     /// Print a built-in scenario's file and exit.
-    #[arg(long, value_name = "NAME", value_enum)]
+    #[arg(long, value_name = "NAME", value_enum, help_heading = SCENARIO)]
     pub print_scenario: Option<Scenario>,
 
     /// Print the JSON Schema of scenario files and exit.
-    #[arg(long, conflicts_with = "print_scenario")]
+    #[arg(long, conflicts_with = "print_scenario", help_heading = SCENARIO)]
     pub print_scenario_schema: bool,
 
     /// Multiplies the number of simulated proxies (streams per service and
     /// connections), so a scenario fits the machine.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, help_heading = LOAD)]
     pub scale: f64,
 
     /// Services of the scenario's first group; the other groups keep their
     /// share of it (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub services: Option<u32>,
 
     /// Endpoints at start and at the low end, of every group (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub min_endpoints: Option<u32>,
 
     /// Endpoints at the high end of scaling groups (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub max_endpoints: Option<u32>,
 
     /// Streams per service, before --scale (overrides the scenario; its
     /// profile streams keep their share of them).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub streams_per_service: Option<u32>,
 
     /// Connections, before --scale (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub connections: Option<u32>,
 
     /// The schedule's hold at min (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub min_hold: Option<humantime::Duration>,
 
     /// The schedule's hold at max (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub max_hold: Option<humantime::Duration>,
 
     /// Random delay before each change, up to this (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub jitter: Option<humantime::Duration>,
 
     /// How long the scenario runs (overrides the scenario's).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub duration: Option<humantime::Duration>,
 
     /// After churn stops, how long to wait for every stream to converge
     /// (overrides the scenario's; built-in scenarios wait 10s).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub settle: Option<humantime::Duration>,
 
     /// Seed of the churn schedule (overrides the scenario's; default
     /// random, printed in the summary).
-    #[arg(long)]
+    #[arg(long, help_heading = LOAD)]
     pub seed: Option<u64>,
 
     /// Misbehaving streams, reset storms and connection churn of the
     /// run's client (see `client`); each flag given overrides the scenario's.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = FAULTS)]
     pub faults: super::flags::FaultArgs,
 
     /// Delay the mock injects before each update on each stream: `50ms` or `10ms..200ms`.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", help_heading = FAULTS)]
     pub mock_delay: Delay,
 
     /// Added to --mock-delay: this much per stream open on the mock, so
     /// that latency grows with the load (a red line known in advance).
-    #[arg(long, default_value = "0s")]
+    #[arg(long, default_value = "0s", help_heading = FAULTS)]
     pub mock_delay_per_stream: humantime::Duration,
 
     /// Find the red line: run the scenario at growing loads until its SLOs
     /// fail (or --red-line-max), then bisect to --red-line-precision. Prints
     /// each step and the largest load that held; --report and --html get
     /// every step.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = RED_LINE)]
     pub red_line: super::flags::RedLineArgs,
 
     /// Gates (default: the scenario's SLOs), the JSON report and JUnit output.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = GATES)]
     pub gates: super::flags::GateArgs,
 
     /// Admin server of the run (the client's metrics and the mock's or
@@ -121,21 +130,22 @@ pub struct Args {
     ///
     /// Loopback by default: a local run need not be reachable from the
     /// network (give `0.0.0.0:9993` for a Prometheus elsewhere).
-    #[arg(long, default_value = "127.0.0.1:9993")]
+    #[arg(long, default_value = "127.0.0.1:9993", help_heading = ADMIN)]
     pub admin_addr: SocketAddr,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = ADMIN)]
     pub admin_control: super::flags::ControlArgs,
 
     /// Run against a cluster instead of the mock: churn creates the
     /// scenario's services in --namespace through the current kube context,
     /// and the client watches this Destination service (host:port), timing
     /// changes against the Kubernetes ground truth.
-    #[arg(long)]
+    #[arg(long, help_heading = TARGET)]
     pub destination_addr: Option<String>,
 
     /// The namespace churn uses with --destination-addr.
     #[arg(
+        help_heading = TARGET,
         short = 'n',
         long,
         default_value = "dst-load-test",
@@ -145,12 +155,12 @@ pub struct Args {
 
     /// With --destination-addr, leave the services in place at the end
     /// (default: delete what churn created).
-    #[arg(long, requires = "destination_addr")]
+    #[arg(long, requires = "destination_addr", help_heading = TARGET)]
     pub keep: bool,
 
     /// The cluster domain of --destination-addr's cluster (in multicluster,
     /// the source's): the client watches `{svc}.{ns}.svc.{domain}`.
-    #[arg(long, default_value = "cluster.local", requires = "destination_addr")]
+    #[arg(long, default_value = "cluster.local", requires = "destination_addr", help_heading = TARGET)]
     pub cluster_domain: String,
 
     /// Multicluster: the cluster where the endpoints live (the target of a
@@ -159,25 +169,25 @@ pub struct Args {
     /// there; the client watches their mirrors through --destination-addr
     /// (the source's destination controller), and --namespace is created in
     /// the source (the current kube context), where the mirrors appear.
-    #[arg(long, value_name = "FILE", requires = "destination_addr")]
+    #[arg(long, value_name = "FILE", requires = "destination_addr", help_heading = TARGET)]
     pub ground_truth_kubeconfig: Option<std::path::PathBuf>,
 
     /// The context of --ground-truth-kubeconfig (default: its current one).
-    #[arg(long, requires = "ground_truth_kubeconfig")]
+    #[arg(long, requires = "ground_truth_kubeconfig", help_heading = TARGET)]
     pub ground_truth_context: Option<String>,
 
     /// The link's name (`linkerd multicluster link-gen --cluster-name`):
     /// remote-discovery mirrors are named `{svc}-{link}` [default: target].
-    #[arg(long, value_name = "NAME", requires = "ground_truth_kubeconfig")]
+    #[arg(long, value_name = "NAME", requires = "ground_truth_kubeconfig", help_heading = TARGET)]
     pub ground_truth_link: Option<String>,
 
     /// How churn exports its services in the target: `remote-discovery`
     /// (the client watches the mirrors `{svc}-{link}`) or `federated` (the
     /// client watches `{svc}-federated`) [default: remote-discovery].
-    #[arg(long, value_enum, requires = "ground_truth_kubeconfig")]
+    #[arg(long, value_enum, requires = "ground_truth_kubeconfig", help_heading = TARGET)]
     pub export: Option<crate::churn::objects::Export>,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = TARGET)]
     pub kube: super::flags::KubeArgs,
 }
 

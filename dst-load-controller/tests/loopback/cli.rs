@@ -680,3 +680,52 @@ fn completions_cover_every_subcommand_and_an_unknown_shell_is_a_usage_error() {
     }
     usage_error(&["completions", "nope"], "invalid value 'nope'");
 }
+
+#[test]
+fn run_help_groups_its_flags_under_headings() {
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let headings = [
+        "Scenario:",
+        "Load (overrides of the scenario):",
+        "Faults:",
+        "Red line:",
+        "Gates and reports:",
+        "Admin server:",
+        "Target (a cluster instead of the mock):",
+    ];
+    let at: Vec<usize> = headings
+        .iter()
+        .map(|h| {
+            help.find(&format!("\n{h}\n"))
+                .unwrap_or_else(|| panic!("no heading {h} in:\n{help}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{help}");
+    // Each flag sits under its heading, before the next one.
+    let section = |flag: &str| {
+        let pos = help
+            .find(&format!("  {flag}"))
+            .unwrap_or_else(|| panic!("no {flag}"));
+        headings[at.iter().rposition(|&h| h < pos).expect("under a heading")]
+    };
+    for (flag, heading) in [
+        ("--scenario-file", "Scenario:"),
+        ("--scale", "Load (overrides of the scenario):"),
+        ("--seed", "Load (overrides of the scenario):"),
+        ("--stuck-percent", "Faults:"),
+        ("--mock-delay ", "Faults:"),
+        ("--find-red-line", "Red line:"),
+        ("--slo <", "Gates and reports:"),
+        ("--report", "Gates and reports:"),
+        ("--admin-addr", "Admin server:"),
+        (
+            "--destination-addr",
+            "Target (a cluster instead of the mock):",
+        ),
+        ("--kubeconfig", "Target (a cluster instead of the mock):"),
+    ] {
+        assert_eq!(section(flag), heading, "{flag}");
+    }
+}
