@@ -329,43 +329,22 @@ impl fmt::Display for Plan {
 pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> anyhow::Result<Plan> {
     let mut objects = Vec::new();
     let mut all_owned = true;
-    for (kind, names, all) in [
-        (
-            "service",
-            owned_names::<Service>(client, caller, namespace, "services").await,
-            count::<Service>(client, caller, namespace, "services", None).await,
-        ),
-        (
-            "deployment",
-            owned_names::<Deployment>(client, caller, namespace, "deployments").await,
-            count::<Deployment>(client, caller, namespace, "deployments", None).await,
-        ),
-        (
-            "statefulset",
-            owned_names::<StatefulSet>(client, caller, namespace, "statefulsets").await,
-            count::<StatefulSet>(client, caller, namespace, "statefulsets", None).await,
-        ),
-        (
-            "server",
-            owned_names::<Server>(client, caller, namespace, "servers").await,
-            count::<Server>(client, caller, namespace, "servers", None).await,
-        ),
-        (
+    for (names, only_owned) in [
+        owned_of::<Service>(client, caller, namespace, "services", "service").await?,
+        owned_of::<Deployment>(client, caller, namespace, "deployments", "deployment").await?,
+        owned_of::<StatefulSet>(client, caller, namespace, "statefulsets", "statefulset").await?,
+        owned_of::<Server>(client, caller, namespace, "servers", "server").await?,
+        owned_of::<ServiceProfile>(
+            client,
+            caller,
+            namespace,
+            "serviceprofiles",
             "serviceprofile",
-            owned_names::<ServiceProfile>(client, caller, namespace, "serviceprofiles").await,
-            count::<ServiceProfile>(client, caller, namespace, "serviceprofiles", None).await,
-        ),
+        )
+        .await?,
     ] {
-        let names = match names {
-            Err(e) if e.is_not_found() => Vec::new(),
-            r => r?,
-        };
-        all_owned &= match all {
-            Ok(n) => n == names.len(),
-            Err(e) if e.is_not_found() => true,
-            Err(e) => return Err(e.into()),
-        };
-        objects.extend(names.into_iter().map(|n| format!("{kind}/{n}")));
+        objects.extend(names);
+        all_owned &= only_owned;
     }
     let owned_pods = count::<Pod>(
         client,
@@ -394,13 +373,16 @@ pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> an
     })
 }
 
-/// The names of the objects of one kind churn owns in `namespace`.
-async fn owned_names<K>(
+/// `kind/name` of every object of one kind churn owns in `namespace`,
+/// sorted, and whether they are all the namespace holds of that kind (none
+/// and true where the cluster lacks the kind's CRD).
+async fn owned_of<K>(
     client: &kube::Client,
     caller: &Caller,
     namespace: &str,
     resource: &'static str,
-) -> Result<Vec<String>, Error>
+    kind: &str,
+) -> anyhow::Result<(Vec<String>, bool)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -415,14 +397,19 @@ where
         namespace: namespace.to_string(),
         name: None,
     };
-    let list = caller.call(op, || api.list_metadata(&lp)).await?;
+    let list = match caller.call(op, || api.list_metadata(&lp)).await {
+        Err(e) if e.is_not_found() => return Ok((Vec::new(), true)),
+        r => r?,
+    };
     let mut names: Vec<String> = list
         .items
         .into_iter()
-        .filter_map(|o| o.metadata.name)
+        .filter_map(|o| o.metadata.name.map(|n| format!("{kind}/{n}")))
         .collect();
     names.sort();
-    Ok(names)
+    let all = count::<K>(client, caller, namespace, resource, None).await?;
+    let owned = names.len();
+    Ok((names, all == owned))
 }
 
 /// No Servers or ServiceProfiles where the cluster lacks Linkerd's CRDs,
