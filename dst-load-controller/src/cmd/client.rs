@@ -156,7 +156,9 @@ pub struct Args {
     #[arg(long, default_value = "3s")]
     pub initial_timeout: humantime::Duration,
 
-    /// Stop after this long, print a summary and exit 0. Unset = until signalled.
+    /// Stop after this long, print a summary, judge the gates and exit: 0, or
+    /// 3 when a gate (--slo, or --scenario's defaults) failed. Unset = until
+    /// signalled (the same summary and exit status).
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
 

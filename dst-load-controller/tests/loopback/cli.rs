@@ -729,3 +729,19 @@ fn run_help_groups_its_flags_under_headings() {
         assert_eq!(section(flag), heading, "{flag}");
     }
 }
+
+#[test]
+fn client_duration_help_names_the_exit_status_of_a_failed_gate() {
+    let out = Command::new(BIN)
+        .args(["client", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = help.find("--duration <DURATION>").expect("--duration");
+    let text: String = help[at..]
+        .split_whitespace()
+        .take(40)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(text.contains("exit: 0, or 3 when a gate"), "{text}");
+}
