@@ -17,16 +17,17 @@ COPY dst-load-controller/Cargo.toml dst-load-controller/
 RUN mkdir -p dst-load-controller/src \
  && echo 'fn main() {}' > dst-load-controller/src/main.rs \
  && touch dst-load-controller/src/lib.rs \
- && cargo build --release --locked --bin dst-load-controller \
+ && cargo build --profile dist --locked --bin dst-load-controller \
  && rm -rf dst-load-controller/src
 
 COPY dst-load-controller/src dst-load-controller/src
 # The built-in scenarios are embedded in the binary.
 COPY dst-load-controller/scenarios dst-load-controller/scenarios
 # Newer mtimes than the placeholder's build, so cargo rebuilds our crate.
+# The dist profile (Cargo.toml) is the release build stripped of symbols.
 RUN touch dst-load-controller/src/main.rs dst-load-controller/src/lib.rs \
- && cargo build --release --locked --bin dst-load-controller \
- && cp target/release/dst-load-controller /dst-load-controller
+ && cargo build --profile dist --locked --bin dst-load-controller \
+ && cp target/dist/dst-load-controller /dst-load-controller
 
 # glibc and libgcc only; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
