@@ -263,8 +263,7 @@ pub async fn cleanup(
         .await?;
     let ours = ns
         .as_ref()
-        .and_then(|n| n.metadata.labels.as_ref())
-        .is_some_and(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER));
+        .is_some_and(|n| labels::is_owned(n.metadata.labels.as_ref()));
     let mut namespace_deleted = false;
     if ours
         && count::<Service>(client, caller, namespace, "services", None).await? == 0
@@ -346,15 +345,10 @@ pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> an
         objects.extend(names);
         all_owned &= only_owned;
     }
-    let owned_pods = count::<Pod>(
-        client,
-        caller,
-        namespace,
-        "pods",
-        Some(&labels::owned_selector()),
-    )
-    .await?;
-    all_owned &= count::<Pod>(client, caller, namespace, "pods", None).await? == owned_pods;
+    // Pods go with their workloads: not listed, but they keep the namespace.
+    all_owned &= owned_of::<Pod>(client, caller, namespace, "pods", "pod")
+        .await?
+        .1;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let op = Op {
         verb: "get",
@@ -365,8 +359,7 @@ pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> an
     let ours = caller
         .call(op, || namespaces.get_opt(namespace))
         .await?
-        .and_then(|n| n.metadata.labels)
-        .is_some_and(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER));
+        .is_some_and(|n| labels::is_owned(n.metadata.labels.as_ref()));
     Ok(Plan {
         objects,
         namespace: ours && all_owned,
@@ -375,7 +368,7 @@ pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> an
 
 /// `kind/name` of every object of one kind churn owns in `namespace`,
 /// sorted, and whether they are all the namespace holds of that kind (none
-/// and true where the cluster lacks the kind's CRD).
+/// and true where the cluster lacks the kind's CRD). One list of the kind.
 async fn owned_of<K>(
     client: &kube::Client,
     caller: &Caller,
@@ -390,7 +383,7 @@ where
         + fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().labels(&labels::owned_selector());
+    let lp = ListParams::default();
     let op = Op {
         verb: "list",
         resource,
@@ -401,15 +394,16 @@ where
         Err(e) if e.is_not_found() => return Ok((Vec::new(), true)),
         r => r?,
     };
+    let all = list.items.len();
     let mut names: Vec<String> = list
         .items
         .into_iter()
+        .filter(|o| labels::is_owned(o.metadata.labels.as_ref()))
         .filter_map(|o| o.metadata.name.map(|n| format!("{kind}/{n}")))
         .collect();
     names.sort();
-    let all = count::<K>(client, caller, namespace, resource, None).await?;
-    let owned = names.len();
-    Ok((names, all == owned))
+    let only_owned = names.len() == all;
+    Ok((names, only_owned))
 }
 
 /// No Servers or ServiceProfiles where the cluster lacks Linkerd's CRDs,

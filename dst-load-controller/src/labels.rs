@@ -54,6 +54,12 @@ pub fn owned_selector() -> String {
     format!("{MANAGED_BY}={MANAGER}")
 }
 
+/// Whether an object with these labels is one churn owns (what
+/// [`owned_selector`] selects).
+pub fn is_owned(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels.is_some_and(|l| l.get(MANAGED_BY).map(String::as_str) == Some(MANAGER))
+}
+
 /// The churn pattern of a watched authority, from churn's naming
 /// (`{prefix}-svc-{i}.ns...`, or `{pod}.sts-svc-{i}.ns...` for a pod of a
 /// StatefulSet); `other` for any other service.

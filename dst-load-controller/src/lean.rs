@@ -144,12 +144,6 @@ impl<K> fmt::Debug for MetaOnly<K> {
     }
 }
 
-impl<K> PartialEq for MetaOnly<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.metadata == other.metadata
-    }
-}
-
 resource_of!(MetaOnly, true, |s| &s.metadata, |m| &mut m.metadata,);
 
 /// A whole `K` decoded without `metadata.managedFields`.

@@ -447,7 +447,7 @@ impl Args {
             api_retries: metrics.api.retries(),
             dispatch_lag: metrics.dispatch_lag_percentiles(),
         };
-        Console::beside(&[report.as_ref()]).println(&summary);
+        Console::beside(&[("--report", report.as_ref())]).println(&summary);
         if let Some(path) = &report {
             output::write("--report", path, serde_json::to_vec_pretty(&summary)?)?;
         }

@@ -63,11 +63,16 @@ impl Args {
                 self.confidence
             ));
         }
-        output::check_one_stdout(&[
+        output::check_one_stdout(&self.files())
+    }
+
+    /// `--report`, `--junit` and `--html` with their paths.
+    fn files(&self) -> [(&'static str, Option<&PathBuf>); 3] {
+        [
             ("--report", self.report.as_ref()),
             ("--junit", self.junit.as_ref()),
             ("--html", self.html.as_ref()),
-        ])
+        ]
     }
 
     /// Reads both reports, prints the comparison, writes the files asked.
@@ -89,12 +94,7 @@ impl Args {
             seed: 0,
         };
         let rows = crate::verdicts::compare(&base.measured, &new.measured, &test);
-        Console::beside(&[
-            self.report.as_ref(),
-            self.junit.as_ref(),
-            self.html.as_ref(),
-        ])
-        .print(table(&self, &base, &new, &rows));
+        Console::beside(&self.files()).print(table(&self, &base, &new, &rows));
         if let Some(path) = &self.junit {
             let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
             output::write("--junit", path, crate::slo::junit("compare", &verdicts))?;

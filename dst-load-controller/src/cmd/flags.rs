@@ -211,22 +211,23 @@ impl GateArgs {
         }
     }
 
-    /// At most one of `--report`, `--junit` and `--html` is `-`.
-    pub fn check_outputs(&self) -> Result<(), String> {
-        output::check_one_stdout(&[
+    /// `--report`, `--junit` and `--html` with their paths.
+    fn files(&self) -> [(&'static str, Option<&PathBuf>); 3] {
+        [
             ("--report", self.report.as_ref()),
             ("--junit", self.junit.as_ref()),
             ("--html", self.html.as_ref()),
-        ])
+        ]
+    }
+
+    /// At most one of `--report`, `--junit` and `--html` is `-`.
+    pub fn check_outputs(&self) -> Result<(), String> {
+        output::check_one_stdout(&self.files())
     }
 
     /// Where the text for people goes: standard error when a file flag is `-`.
     pub fn console(&self) -> Console {
-        Console::beside(&[
-            self.report.as_ref(),
-            self.junit.as_ref(),
-            self.html.as_ref(),
-        ])
+        Console::beside(&self.files())
     }
 
     /// Writes the JUnit file and the JSON report (when asked) and returns

@@ -17,9 +17,12 @@ pub fn is_stdout(path: &Path) -> bool {
     path == Path::new(STDOUT)
 }
 
+/// A command's file flags: each flag's name and the path it was given.
+pub type Files<'a> = [(&'static str, Option<&'a PathBuf>)];
+
 /// At most one of the file flags may be `-`: two files on one standard
 /// output could not be told apart.
-pub fn check_one_stdout(files: &[(&str, Option<&PathBuf>)]) -> Result<(), String> {
+pub fn check_one_stdout(files: &Files<'_>) -> Result<(), String> {
     let on_stdout: Vec<&str> = files
         .iter()
         .filter(|(_, p)| p.is_some_and(|p| is_stdout(p)))
@@ -65,10 +68,15 @@ pub struct Console {
 
 impl Console {
     /// The console of a command whose file flags are `files`.
-    pub fn beside(files: &[Option<&PathBuf>]) -> Self {
+    pub fn beside(files: &Files<'_>) -> Self {
         Self {
-            to_stderr: files.iter().any(|p| p.is_some_and(|p| is_stdout(p))),
+            to_stderr: files.iter().any(|(_, p)| p.is_some_and(|p| is_stdout(p))),
         }
+    }
+
+    /// Whether the text goes to standard error.
+    pub fn on_stderr(self) -> bool {
+        self.to_stderr
     }
 
     /// Prints `text` as is.
@@ -103,8 +111,8 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.starts_with("--report and --junit are all `-`: only one file"));
-        assert!(Console::beside(&[None, Some(&dash)]).to_stderr);
-        assert!(!Console::beside(&[Some(&file), None]).to_stderr);
+        assert!(Console::beside(&[("--junit", None), ("--report", Some(&dash))]).on_stderr());
+        assert!(!Console::beside(&[("--report", Some(&file)), ("--junit", None)]).on_stderr());
         // `./-` is a file named `-`, as with other tools.
         assert!(!is_stdout(Path::new("./-")));
     }

@@ -381,8 +381,7 @@ impl Args {
             max: self.red_line.red_line_max,
             precision: self.red_line.red_line_precision,
             min_samples: self.gates.min_samples,
-            steps_to_stderr: self.gates.report.as_deref().is_some_and(output::is_stdout)
-                || self.gates.html.as_deref().is_some_and(output::is_stdout),
+            steps_to_stderr: self.gates.console().on_stderr(),
         };
         let name = search.base.name().to_string();
         let (report, html) = (self.gates.report.clone(), self.gates.html.clone());
