@@ -15,6 +15,7 @@ pub mod kube_api;
 pub mod labels;
 pub mod latency;
 pub mod lean;
+pub mod limits;
 pub mod logging;
 pub mod measurements;
 pub mod mock;

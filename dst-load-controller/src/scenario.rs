@@ -432,6 +432,16 @@ impl Clients {
     pub fn connections(&self) -> u32 {
         self.connections.unwrap_or(self.streams_per_service)
     }
+
+    /// The load these clients put on `services` services.
+    fn load(&self, services: Option<u64>) -> crate::limits::Load {
+        crate::limits::Load {
+            streams_per_service: u64::from(self.streams_per_service)
+                + u64::from(self.profile_streams_per_service),
+            services,
+            connections: self.connections(),
+        }
+    }
 }
 
 /// Fault modes of the clients' streams (the client's flags of the same names).
@@ -577,7 +587,7 @@ impl Check for Clients {
         if self.streams_per_service == 0 || self.connections == Some(0) {
             return Err("streams-per-service and connections must be at least 1".into());
         }
-        Ok(())
+        crate::limits::check_load(self.load(None), "streams-per-service", "connections")
     }
 }
 
@@ -726,7 +736,13 @@ impl Spec {
             }
         }
         self.clients.faults.check()?;
-        self.services.check()
+        self.services.check()?;
+        let services = self.authorities("").len() as u64;
+        crate::limits::check_load(
+            self.clients.load(Some(services)),
+            "streams-per-service",
+            "connections",
+        )
     }
 
     /// Every authority the clients watch in `namespace`: each group's

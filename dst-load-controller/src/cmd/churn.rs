@@ -270,6 +270,7 @@ pub struct Args {
 impl Args {
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        super::output::check_files(&[("--report", self.report.as_ref())])?;
         self.kube.validate()?;
         self.validate_shape()?;
         if self.burst_size == 0 {
@@ -373,11 +374,12 @@ impl Args {
         let osc = self.oscillation();
         let oscillates = self.oscillate_services > 0
             || (self.statefulset_services > 0 && self.statefulset_min_replicas.is_some());
-        if oscillates && osc.min_hold.is_zero() && osc.max_hold.is_zero() {
-            return Err(
-                "the oscillation holds are both zero; give --oscillate-hold-duration (e.g. 30s)"
-                    .into(),
-            );
+        let cycle = osc.min_hold + osc.max_hold;
+        if oscillates && cycle < crate::limits::MIN_OSCILLATION_CYCLE {
+            return Err(format!(
+                "the oscillation holds add up to {cycle:?}, below {:?}: give --oscillate-hold-duration (e.g. 30s)",
+                crate::limits::MIN_OSCILLATION_CYCLE
+            ));
         }
         let largest = [
             self.oscillate_max_endpoints,

@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
 
-    /// Concurrent Get streams per service.
+    /// Concurrent Get streams per service. One client holds at most
+    /// 1,000,000 streams in all (about 8 KB each).
     #[arg(long, visible_alias = "watchers-per-service", default_value_t = 1)]
     pub streams_per_service: u32,
 
@@ -101,7 +102,8 @@ pub struct Args {
     pub proxy_discovery: bool,
 
     /// Independent HTTP/2 connections, each a simulated proxy; streams are
-    /// spread across them round-robin.
+    /// spread across them round-robin. At most 65,535 (one local port each)
+    /// and at most the streams.
     #[arg(long, default_value_t = 1)]
     pub connections: u32,
 
@@ -256,6 +258,24 @@ impl Args {
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
+        let (streams_per_service, connections) = self.load();
+        // The services are known up front unless a selector finds them.
+        let services = match &self.scenario_file {
+            _ if self.service_label_selector.is_some() || self.target_pods.is_some() => None,
+            Some(f) if self.target_services.is_empty() => Some(f.spec.authorities("").len()),
+            _ => Some(self.target_services.iter().map(|t| t.0.len()).sum()),
+        }
+        .filter(|&n| n > 0);
+        crate::limits::check_load(
+            crate::limits::Load {
+                streams_per_service: u64::from(streams_per_service)
+                    + u64::from(self.profile_streams()),
+                services: services.map(|n| n as u64),
+                connections,
+            },
+            "--streams-per-service",
+            "--connections",
+        )?;
         if self
             .http2_stream_window
             .is_some_and(|w| !(65_535..=MAX_WINDOW).contains(&w))
@@ -295,6 +315,13 @@ impl Args {
             }
             if self.profile_streams_per_pod == 0 {
                 return Err("--profile-streams-per-pod must be at least 1".into());
+            }
+            if u64::from(self.profile_streams_per_pod) > crate::limits::MAX_STREAMS {
+                return Err(format!(
+                    "--profile-streams-per-pod {} is more than one client holds: at most {} streams",
+                    self.profile_streams_per_pod,
+                    crate::limits::MAX_STREAMS
+                ));
             }
             if self.target_pods_storm_interval.is_some_and(|d| d.is_zero()) {
                 return Err("--target-pods-storm-interval must be above zero (e.g. 60s)".into());
@@ -484,7 +511,6 @@ impl Args {
         self.faults.over(base)
     }
 
-    /// Streams per service and connections: the scenario file's or the flags'.
     /// GetProfile streams per service: one per Get stream with
     /// --proxy-discovery, else the flag's, else the scenario file's.
     fn profile_streams(&self) -> u32 {
@@ -497,6 +523,7 @@ impl Args {
         }
     }
 
+    /// Streams per service and connections: the scenario file's or the flags'.
     fn load(&self) -> (u32, u32) {
         match &self.scenario_file {
             Some(f) => (

@@ -63,7 +63,7 @@ impl Args {
                 self.confidence
             ));
         }
-        output::check_one_stdout(&self.files())
+        output::check_files(&self.files())
     }
 
     /// `--report`, `--junit` and `--html` with their paths.

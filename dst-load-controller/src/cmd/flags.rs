@@ -107,7 +107,7 @@ impl clap::ValueEnum for Dimension {
 /// Oscillation timing flags, shared by `churn` and `mock-dst`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OscillationArgs {
-    /// Hold at both ends.
+    /// Hold at both ends (the two holds add up to at least 1ms).
     #[arg(long, default_value = "30s")]
     pub oscillate_hold_duration: humantime::Duration,
 
@@ -222,7 +222,7 @@ impl GateArgs {
 
     /// At most one of `--report`, `--junit` and `--html` is `-`.
     pub fn check_outputs(&self) -> Result<(), String> {
-        output::check_one_stdout(&self.files())
+        output::check_files(&self.files())
     }
 
     /// Where the text for people goes: standard error when a file flag is `-`.

@@ -39,7 +39,7 @@ pub struct Args {
     pub legacy_no_endpoints: bool,
 
     /// Updates queued per stream; a stream whose queue fills is ended (status
-    /// OK), as the controller ends slow consumers.
+    /// OK), as the controller ends slow consumers. From 1 to 1,000,000.
     #[arg(long, default_value_t = 100)]
     pub stream_queue_capacity: usize,
 
@@ -61,6 +61,7 @@ pub struct Args {
 
     /// A generated destination: `DESTINATION=CIDR:COUNT` (fixed size) or
     /// `DESTINATION=CIDR:MIN..MAX` (oscillates with the --oscillate-* timing).
+    /// At most 10,000 endpoints, which fit in one 4 MiB gRPC message.
     /// Repeatable.
     #[arg(long)]
     pub generate: Vec<GeneratedDst>,
@@ -283,7 +284,7 @@ mod tests {
     fn bad_flags_are_refused_with_the_fix() {
         let err = config(&["mock-dst", "--stream-queue-capacity", "0"]).unwrap_err();
         assert!(
-            err.contains("--stream-queue-capacity must be at least 1"),
+            err.contains("--stream-queue-capacity must be from 1 to 1000000"),
             "{err}"
         );
         let err = config(&[

@@ -37,6 +37,52 @@ pub fn check_one_stdout(files: &Files<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks every file flag before the command does anything: at most one is
+/// `-` ([`check_one_stdout`]), and every other can be written (its folder
+/// exists, it is not a folder, the folder or the file takes writes), so
+/// that a run is not lost to a typo in a path at its end. Nothing is left
+/// behind: a folder is probed with a file created and removed at once.
+pub fn check_files(files: &Files<'_>) -> Result<(), String> {
+    check_one_stdout(files)?;
+    for (flag, path) in files {
+        if let Some(path) = path.filter(|p| !is_stdout(p)) {
+            check_writable(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Why `path` could not be written, if it could not.
+fn check_writable(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a folder; give a file path in it".into());
+    }
+    if path.exists() {
+        // Opened for writing without truncating: the file is unchanged.
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot be written ({e})"));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!(
+            "the folder {} does not exist; create it or give another path",
+            folder.display()
+        ));
+    }
+    let probe = folder.join(format!(".dst-load-controller-probe-{}", std::process::id()));
+    std::fs::File::create_new(&probe)
+        .map(|_| {
+            let _ = std::fs::remove_file(&probe);
+        })
+        .map_err(|e| format!("the folder {} takes no new files ({e})", folder.display()))
+}
+
 /// Writes `contents` to `path`, or to standard output for `-`. The error
 /// names the flag.
 pub fn write(flag: &str, path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
@@ -115,5 +161,36 @@ mod tests {
         assert!(!Console::beside(&[("--report", Some(&file)), ("--junit", None)]).on_stderr());
         // `./-` is a file named `-`, as with other tools.
         assert!(!is_stdout(Path::new("./-")));
+    }
+
+    #[test]
+    fn unwritable_paths_are_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("output-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let existing = dir.join("old.json");
+        std::fs::write(&existing, "kept").unwrap();
+        let fresh = dir.join("new.json");
+        let missing = PathBuf::from("/nonexistent/dir/x.json");
+        let check = |flag, p: &PathBuf| check_files(&[(flag, Some(p))]);
+        assert_eq!(check("--report", &fresh), Ok(()));
+        assert_eq!(check("--report", &existing), Ok(()));
+        assert_eq!(check("--report", &PathBuf::from("-")), Ok(()));
+        assert_eq!(
+            check("--report", &missing).unwrap_err(),
+            "--report /nonexistent/dir/x.json: the folder /nonexistent/dir does not exist; create it or give another path"
+        );
+        assert_eq!(
+            check("--junit", &dir).unwrap_err(),
+            format!(
+                "--junit {}: is a folder; give a file path in it",
+                dir.display()
+            )
+        );
+        // Checking wrote nothing: the new file is not there, the old one
+        // unchanged, no probe left.
+        assert!(!fresh.exists());
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "kept");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

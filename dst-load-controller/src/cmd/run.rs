@@ -66,11 +66,13 @@ pub struct Args {
     pub max_endpoints: Option<u32>,
 
     /// Streams per service, before --scale (overrides the scenario; its
-    /// profile streams keep their share of them).
+    /// profile streams keep their share of them). One client holds at most
+    /// 1,000,000 streams in all (about 8 KB each).
     #[arg(long, help_heading = LOAD)]
     pub streams_per_service: Option<u32>,
 
-    /// Connections, before --scale (overrides the scenario).
+    /// Connections, before --scale (overrides the scenario): at most 65,535
+    /// and at most the streams.
     #[arg(long, help_heading = LOAD)]
     pub connections: Option<u32>,
 

@@ -39,11 +39,49 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks what the types do not: a destination given twice, an empty
-    /// queue.
+    /// Checks what the types do not: a destination given twice, sizes
+    /// past [`crate::limits`], an oscillation with no hold, a namespace
+    /// that is no name.
     pub fn validate(&self) -> Result<(), String> {
-        if self.behavior.queue_capacity == 0 {
-            return Err("--stream-queue-capacity must be at least 1".into());
+        use crate::limits::{
+            MAX_ENDPOINTS_PER_DESTINATION, MAX_STREAM_QUEUE, MIN_OSCILLATION_CYCLE,
+        };
+        if !(1..=MAX_STREAM_QUEUE).contains(&self.behavior.queue_capacity) {
+            return Err(format!(
+                "--stream-queue-capacity must be from 1 to {MAX_STREAM_QUEUE} updates, got {}",
+                self.behavior.queue_capacity
+            ));
+        }
+        let sizes = self
+            .dsts
+            .iter()
+            .map(|d| (&d.authority, d.endpoints.len() as u64, "DSTS"))
+            .chain(
+                self.generate
+                    .iter()
+                    .map(|g| (&g.authority, u64::from(g.max), "--generate")),
+            );
+        for (authority, size, flag) in sizes {
+            if size > u64::from(MAX_ENDPOINTS_PER_DESTINATION) {
+                return Err(format!(
+                    "{flag}: {authority} has {size} endpoints, more than a destination may have: at most {MAX_ENDPOINTS_PER_DESTINATION} (one update of them stays within gRPC's 4 MiB message limit)"
+                ));
+            }
+        }
+        let cycle = self.timing.min_hold + self.timing.max_hold;
+        if self.generate.iter().any(GeneratedDst::oscillates) && cycle < MIN_OSCILLATION_CYCLE {
+            return Err(format!(
+                "the oscillation holds add up to {cycle:?}, below {MIN_OSCILLATION_CYCLE:?}: give --oscillate-hold-duration (e.g. 30s)"
+            ));
+        }
+        if let Some(ns) = self
+            .kubernetes_namespaces
+            .iter()
+            .find(|ns| !crate::labels::is_dns_label(ns))
+        {
+            return Err(format!(
+                "--kubernetes-namespace '{ns}' is not a namespace name (lowercase letters, digits and '-', at most 63)"
+            ));
         }
         for g in &self.generate {
             if self.dsts.iter().any(|d| d.authority == g.authority) {

@@ -458,3 +458,33 @@ impl Shaper {
 
 /// Re-exported for tests that decode what the mock sent.
 pub use pb::update::Update as UpdateKind;
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn the_largest_destination_fits_in_one_grpc_message() {
+        // The longest names: 63-character service and namespace labels,
+        // IPv6 addresses that print at full length, the highest port.
+        let authority: Authority = format!(
+            "{}.{}.svc.cluster.local:65535",
+            "s".repeat(63),
+            "n".repeat(63)
+        )
+        .parse()
+        .unwrap();
+        let net = "ffff:ffff:ffff:ffff::/64".parse().unwrap();
+        let max = crate::limits::MAX_ENDPOINTS_PER_DESTINATION;
+        let addrs = crate::mock::generate::endpoints(&net, max, 65535);
+        assert_eq!(addrs.len(), max as usize);
+        let add = Shaper::new(&authority, &Behavior::default()).add(&addrs);
+        let len = add.encoded_len();
+        // With its 5-byte gRPC frame header, under tonic's default limit.
+        assert!(len + 5 <= 4 * 1024 * 1024, "{len} bytes");
+        // And the bound is not far below what fits (it is the limit, not a guess).
+        assert!(len * 2 > 4 * 1024 * 1024, "{len} bytes");
+    }
+}

@@ -14,6 +14,7 @@ mod compare;
 mod dashboards;
 mod faults;
 mod latency_oracle;
+mod limits;
 mod mock_dst;
 mod mock_dst_cli;
 mod mock_identity;

@@ -114,7 +114,22 @@ fn the_schema_printed_is_the_one_published() {
 
 #[test]
 fn bad_files_exit_2_with_line_and_column_and_no_side_effects() {
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 9] = [
+        (
+            "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\nclients:\n  streams-per-service: 100000000\n",
+            ":5:",
+            "streams-per-service 100000000 is more than one client holds: at most 1000000 streams",
+        ),
+        (
+            "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\nclients:\n  streams-per-service: 2\n  connections: 1000000\n",
+            ":5:",
+            "connections 1000000 is more than one client can open: at most 65535",
+        ),
+        (
+            "duration: 10s\nservices:\n  stable: {count: 4096, endpoints: 1}\nclients:\n  streams-per-service: 1000\n",
+            ": ",
+            "4096 services x 1000 streams is 4096000 streams, more than one client holds",
+        ),
         (
             "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\n  oscilate: {count: 1}\n",
             ":4:3: ",

@@ -1,0 +1,218 @@
+//! Sizes past what one process holds are usage errors: each is refused
+//! before anything is allocated or opened, with exit status 2 and a message
+//! naming the bound (these used to abort on a failed allocation, hang or
+//! spin).
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
+
+const SVC: &str = "web.ns.svc.cluster.local:8080";
+
+#[test]
+fn sizes_past_the_bounds_exit_2_at_once_naming_the_bound() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "client",
+                "--target-services",
+                SVC,
+                "--streams-per-service",
+                "100000000",
+            ],
+            "--streams-per-service 100000000 is more than one client holds: at most 1000000 streams",
+        ),
+        (
+            &[
+                "client",
+                "--target-services",
+                "web{0..9}.ns.svc.cluster.local:80",
+                "--streams-per-service",
+                "200000",
+            ],
+            "10 services x 200000 streams is 2000000 streams, more than one client holds",
+        ),
+        (
+            &[
+                "client",
+                "--target-services",
+                SVC,
+                "--streams-per-service",
+                "10",
+                "--connections",
+                "1000000",
+            ],
+            "--connections 1000000 is more than one client can open: at most 65535",
+        ),
+        (
+            &[
+                "client",
+                "--target-services",
+                SVC,
+                "--streams-per-service",
+                "2",
+                "--connections",
+                "3",
+            ],
+            "--connections 3 is more than the 2 streams it would carry",
+        ),
+        (
+            &[
+                "client",
+                "--namespace",
+                "ns",
+                "--target-pods",
+                "app=web",
+                "--profile-streams-per-pod",
+                "100000000",
+            ],
+            "--profile-streams-per-pod 100000000 is more than one client holds",
+        ),
+        (
+            &["run", "--streams-per-service", "100000000"],
+            "streams-per-service 100000000 is more than one client holds",
+        ),
+        (
+            &["run", "--connections", "1000000"],
+            "connections 1000000 is more than one client can open: at most 65535",
+        ),
+        (&["run", "--scale", "1e9"], "is more than one client holds"),
+        (
+            &[
+                "mock-dst",
+                "--generate",
+                "x.ns.svc.cluster.local:8080=::/0:100000000",
+            ],
+            "--generate: x.ns.svc.cluster.local:8080 has 100000000 endpoints, more than a destination may have: at most 10000",
+        ),
+        (
+            &[
+                "mock-dst",
+                "--generate",
+                "x.ns.svc.cluster.local:8080=10.0.0.0/8:1..20000",
+            ],
+            "has 20000 endpoints, more than a destination may have",
+        ),
+        (
+            &[
+                "mock-dst",
+                "--stream-queue-capacity",
+                "18446744073709551615",
+            ],
+            "--stream-queue-capacity must be from 1 to 1000000 updates",
+        ),
+        (
+            &[
+                "mock-dst",
+                "--generate",
+                "x.ns.svc.cluster.local:8080=10.0.0.0/16:1..5",
+                "--oscillate-hold-duration",
+                "0s",
+            ],
+            "the oscillation holds add up to 0ns, below 1ms",
+        ),
+        (
+            &[
+                "churn",
+                "--oscillate-services",
+                "1",
+                "--oscillate-hold-duration",
+                "0s",
+            ],
+            "the oscillation holds add up to 0ns, below 1ms",
+        ),
+        (
+            &["mock-dst", "--kubernetes-namespace", "Not_A_Namespace"],
+            "--kubernetes-namespace 'Not_A_Namespace' is not a namespace name",
+        ),
+    ];
+    for (args, expect) in cases {
+        let started = Instant::now();
+        // No cluster exists and the addresses are the defaults: a side
+        // effect would fail otherwise, or be seen as a bound port.
+        let out = Command::new(BIN)
+            .args(*args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(expect),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        // Refused before any allocation of that size: a loaded machine
+        // takes milliseconds, an attempt took seconds to minutes.
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
+    }
+}
+
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let tmp = std::env::temp_dir();
+    let tmp = tmp.to_str().unwrap();
+    let cases: &[(&[&str], String)] = &[
+        (
+            &[
+                "run",
+                "--duration",
+                "1s",
+                "--report",
+                "/nonexistent/dir/x.json",
+            ],
+            "--report /nonexistent/dir/x.json: the folder /nonexistent/dir does not exist".into(),
+        ),
+        (
+            &["run", "--duration", "1s", "--report", tmp],
+            format!("--report {tmp}: is a folder; give a file path in it"),
+        ),
+        (
+            &["run", "--duration", "1s", "--junit", "/nonexistent/x.xml"],
+            "--junit /nonexistent/x.xml: the folder /nonexistent does not exist".into(),
+        ),
+        (
+            &[
+                "client",
+                "--target-services",
+                SVC,
+                "--html",
+                "/nonexistent/x.html",
+            ],
+            "--html /nonexistent/x.html: the folder /nonexistent does not exist".into(),
+        ),
+        (
+            &[
+                "churn",
+                "--stable-services",
+                "1",
+                "--report",
+                "/nonexistent/x.json",
+            ],
+            "--report /nonexistent/x.json: the folder /nonexistent does not exist".into(),
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = Command::new(BIN)
+            .args(*args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(expect.as_str()),
+            "{args:?}: {stderr}"
+        );
+        // Refused up front: a write failing after the run exits 1 and
+        // follows the run's summary.
+        assert!(out.stdout.is_empty(), "{args:?} ran");
+    }
+}
