@@ -216,3 +216,56 @@ fn output_paths_are_checked_before_the_run() {
         assert!(out.stdout.is_empty(), "{args:?} ran");
     }
 }
+
+/// A run of many streams (50,000 here, against the mock in the same
+/// process) ends soon after a SIGTERM that comes while its streams are
+/// still being answered, and says why.
+#[test]
+fn sigterm_during_a_large_runs_setup_ends_it() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--streams-per-service",
+            "5000",
+            "--connections",
+            "100",
+        ])
+        .args(["--duration", "10m", "--admin-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("streams started") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let took = signalled.elapsed();
+    let rest = rest.join("\n");
+    assert!(rest.contains("shutdown requested"), "{rest}");
+    // Ended on its own (not by a second signal), with an exit status and
+    // the reason; 3 when it got as far as judging, 1 when it stopped first.
+    assert!(matches!(status.code(), Some(1 | 3)), "{status:?}: {rest}");
+    if status.code() == Some(1) {
+        assert!(
+            rest.contains("stopped before every service had its first truth"),
+            "{rest}"
+        );
+    }
+    // Far below the 10 minutes asked for, however loaded the machine.
+    assert!(took < Duration::from_secs(180), "took {took:?}");
+}
