@@ -27,9 +27,11 @@ pub enum Kind {
 }
 
 /// Percentiles of one latency, from every sample. Read back from reports
-/// written before a field existed, that field takes its default.
+/// written before a field existed, that field takes its default; figures
+/// that cannot be (negative, not finite, out of order, samples counted but
+/// none held) make the report damaged.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(try_from = "Unchecked")]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -47,6 +49,142 @@ pub struct Percentiles {
     /// DEFLATE, base64), for `compare` and the pictures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram: Option<HdrBlob>,
+}
+
+/// [`Percentiles`] as read, before their checks.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Unchecked {
+    count: u64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    histogram: Option<HdrBlob>,
+}
+
+impl Default for Unchecked {
+    fn default() -> Self {
+        let Percentiles {
+            count,
+            p50,
+            p95,
+            p99,
+            p999,
+            max,
+            histogram,
+        } = Percentiles::default();
+        Self {
+            count,
+            p50,
+            p95,
+            p99,
+            p999,
+            max,
+            histogram,
+        }
+    }
+}
+
+/// The longest latency a report can hold, seconds: samples are clamped to
+/// an hour, and a day leaves room for figures computed otherwise.
+const MAX_SECONDS: f64 = 86_400.0;
+
+impl TryFrom<Unchecked> for Percentiles {
+    type Error = String;
+
+    fn try_from(u: Unchecked) -> Result<Self, String> {
+        let figures = [
+            ("p50", u.p50),
+            ("p95", u.p95),
+            ("p99", u.p99),
+            ("max", u.max),
+        ];
+        for (name, v) in figures.into_iter().chain([("p999", u.p999)]) {
+            if !(0.0..=MAX_SECONDS).contains(&v) {
+                // 1e308 as written, not as 309 digits.
+                let v = if v.abs() < 1e9 {
+                    v.to_string()
+                } else {
+                    format!("{v:e}")
+                };
+                return Err(format!(
+                    "{name} is {v} s: a latency is from 0 to {MAX_SECONDS} s"
+                ));
+            }
+        }
+        if let Some(w) = figures.windows(2).find(|w| w[0].1 > w[1].1) {
+            return Err(format!(
+                "{} ({} s) is above {} ({} s): percentiles rise",
+                w[0].0, w[0].1, w[1].0, w[1].1
+            ));
+        }
+        // Reports from before p999 have none (0).
+        if u.p999 != 0.0 && !(u.p99..=u.max).contains(&u.p999) {
+            return Err(format!(
+                "p999 ({} s) is not between p99 ({} s) and max ({} s)",
+                u.p999, u.p99, u.max
+            ));
+        }
+        if u.count == 0 && u.max != 0.0 {
+            return Err(format!("no samples, yet a max of {} s", u.max));
+        }
+        if let Some(h) = &u.histogram
+            && h.0.len() != u.count
+        {
+            return Err(format!(
+                "a count of {} with a histogram of {} samples",
+                u.count,
+                h.0.len()
+            ));
+        }
+        Ok(Self {
+            count: u.count,
+            p50: u.p50,
+            p95: u.p95,
+            p99: u.p99,
+            p999: u.p999,
+            max: u.max,
+            histogram: u.histogram,
+        })
+    }
+}
+
+/// The most bytes a report's histogram may take, base64 or inflated: a
+/// histogram of this tool is a few KB whatever its samples.
+const MAX_HDR_BYTES: usize = 1 << 20;
+
+/// HDR's cookie of its V2 format with DEFLATE, and of the V2 inside.
+const HDR_V2_DEFLATE: u32 = 0x1c84_9314;
+const HDR_V2: u32 = 0x1c84_9313;
+
+/// Checks the sizes a serialized histogram claims before it is decoded (the
+/// decoder allocates what its header says: a 6 KB report could ask for 4
+/// GiB).
+fn check_hdr_sizes(bytes: &[u8]) -> Result<(), String> {
+    use std::io::Read;
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if bytes.len() < 8 || be32(bytes) != HDR_V2_DEFLATE {
+        return Err("a histogram is not in HDR's V2 format with DEFLATE".into());
+    }
+    // Inner cookie, payload length, normalizing offset, significant
+    // digits, lowest and highest trackable values.
+    let mut header = [0u8; 32];
+    flate2::read::ZlibDecoder::new(&bytes[8..])
+        .read_exact(&mut header)
+        .map_err(|e| format!("a histogram does not inflate: {e}"))?;
+    let (cookie, payload, digits) = (be32(&header), be32(&header[4..]), be32(&header[12..]));
+    let highest = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
+    if cookie != HDR_V2 {
+        return Err("a histogram's inner header is not HDR's V2".into());
+    }
+    if payload as usize > MAX_HDR_BYTES || digits > 5 || highest > 1 << 42 {
+        return Err(format!(
+            "a histogram claims {payload} bytes of counts, {digits} significant digits and values up to {highest}: at most {MAX_HDR_BYTES} bytes, 5 digits and 2^42"
+        ));
+    }
+    Ok(())
 }
 
 /// An HDR histogram of microseconds as reports carry it: HDR's V2 format
@@ -80,9 +218,16 @@ impl<'de> serde::Deserialize<'de> for HdrBlob {
         use base64::Engine;
         use serde::de::Error;
         let text = String::deserialize(d)?;
+        if text.len() > MAX_HDR_BYTES {
+            return Err(D::Error::custom(format!(
+                "a histogram of {} bytes: at most {MAX_HDR_BYTES}",
+                text.len()
+            )));
+        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.as_bytes())
             .map_err(|e| D::Error::custom(format!("a histogram is not base64: {e}")))?;
+        check_hdr_sizes(&bytes).map_err(D::Error::custom)?;
         let hdr = hdrhistogram::serialization::Deserializer::new()
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| D::Error::custom(format!("a histogram does not decode: {e:?}")))?;
@@ -176,4 +321,104 @@ pub struct PatternLatencies {
     pub convergence_latency: Percentiles,
     /// Change to the last stream converged, per change.
     pub fanout_completion: Percentiles,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use base64::Engine;
+
+    use super::*;
+
+    fn sampled() -> Percentiles {
+        let mut hdr = mk_hdr();
+        for us in [1_000, 2_000, 40_000, 900_000] {
+            hdr.record(us).unwrap();
+        }
+        Percentiles::from_hdr(&hdr)
+    }
+
+    fn read(json: serde_json::Value) -> Result<Percentiles, String> {
+        serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn figures_read_back_and_damaged_ones_are_refused() {
+        let p = sampled();
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(read(json.clone()).unwrap(), p);
+        // Older reports: no p999, no histogram.
+        assert!(
+            read(serde_json::json!({"count": 3, "p50": 0.1, "p95": 0.2, "p99": 0.3, "max": 0.4}))
+                .is_ok()
+        );
+        assert_eq!(read(serde_json::json!({})).unwrap(), Percentiles::default());
+        let damaged = |key: &str, v: serde_json::Value| {
+            let mut j = json.clone();
+            j[key] = v;
+            read(j).unwrap_err()
+        };
+        assert!(
+            damaged("p50", (-1.0).into())
+                .starts_with("p50 is -1 s: a latency is from 0 to 86400 s")
+        );
+        assert!(damaged("p50", 1e308.into()).starts_with("p50 is 1e308 s"));
+        let e = damaged("p95", 0.0.into());
+        assert!(
+            e.starts_with("p50 (") && e.contains("is above p95 (0 s): percentiles rise"),
+            "{e}"
+        );
+        assert!(
+            damaged("count", 100.into())
+                .starts_with("a count of 100 with a histogram of 4 samples")
+        );
+        let empty = serde_json::to_value(Percentiles::from_hdr(&mk_hdr())).unwrap();
+        assert!(
+            read(serde_json::json!({"count": 0, "max": 2.0}))
+                .unwrap_err()
+                .starts_with("no samples, yet a max of 2 s")
+        );
+        assert_eq!(read(empty).unwrap(), Percentiles::default());
+    }
+
+    #[test]
+    fn a_histogram_claiming_gigabytes_is_refused_before_it_is_decoded() {
+        let blob = serde_json::to_value(sampled().histogram.unwrap()).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(blob.as_str().unwrap())
+            .unwrap();
+        let mut inner = Vec::new();
+        flate2::read::ZlibDecoder::new(&bytes[8..])
+            .read_to_end(&mut inner)
+            .unwrap();
+        // The inner header's payload length: 4 GiB.
+        inner[4..8].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&inner).unwrap();
+        let z = z.finish().unwrap();
+        let mut forged = bytes[..4].to_vec();
+        forged.extend((z.len() as u32).to_be_bytes());
+        forged.extend(z);
+        let text = base64::engine::general_purpose::STANDARD.encode(&forged);
+        let e = serde_json::from_value::<HdrBlob>(text.into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("a histogram claims 4294967280 bytes of counts"),
+            "{e}"
+        );
+        // Not HDR at all, and too long to be one of ours.
+        let e = serde_json::from_value::<HdrBlob>("AAAAAAAAAAA=".into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("a histogram is not in HDR's V2 format"),
+            "{e}"
+        );
+        let e = serde_json::from_value::<HdrBlob>("A".repeat(2 << 20).into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("a histogram of 2097152 bytes"), "{e}");
+    }
 }

@@ -33,6 +33,16 @@ pub enum Error {
         /// Prometheus's message.
         error: String,
     },
+    /// A sample that no count or latency can be: NaN or an infinity.
+    #[error(
+        "Prometheus answered {value} for `{query}`: not a number any measurement can be; check that --prometheus is the Prometheus that scrapes the clients"
+    )]
+    NotFinite {
+        /// The PromQL.
+        query: String,
+        /// The value as Prometheus wrote it.
+        value: String,
+    },
     /// Nothing matched: the clients are not scraped, or the selector is wrong.
     #[error(
         "no destination_client_* series match {{{selector}}} in Prometheus between {start} and {end}: check --selector and that Prometheus scrapes the clients"
@@ -51,6 +61,38 @@ pub enum Error {
 pub struct Prometheus {
     http: reqwest::Client,
     url: String,
+    /// `url` with its credentials hidden, for messages.
+    shown: String,
+}
+
+/// `url` as it may be printed: a user name and password in it become `***`.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL: whatever precedes an `@` is hidden all the same.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
+/// A sample's value, which must be a number (`NaN`, `+Inf` and `-Inf` are
+/// errors: no count or latency is one).
+fn finite(query: &str, value: &str) -> Result<f64, Error> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| Error::NotFinite {
+            query: query.to_string(),
+            value: value.to_string(),
+        })
 }
 
 /// An answer of Prometheus's HTTP API, of instant (`Data<Sample>`) or
@@ -86,6 +128,7 @@ impl Prometheus {
         Ok(Self {
             http: reqwest::Client::builder().timeout(timeout).build()?,
             url: format!("{}/api/v1/query", base.trim_end_matches('/')),
+            shown: format!("{}/api/v1/query", redact(base).trim_end_matches('/')),
         })
     }
 
@@ -97,17 +140,10 @@ impl Prometheus {
     ) -> Result<Vec<(BTreeMap<String, String>, f64)>, Error> {
         let time = format!("{:.3}", at.as_millisecond() as f64 / 1e3);
         let result: Vec<Sample> = self.call(&self.url, query, &[("time", &time)]).await?;
-        Ok(result
+        result
             .into_iter()
-            .map(|s| {
-                let v = match s.value.1.as_str() {
-                    "+Inf" => f64::INFINITY,
-                    "-Inf" => f64::NEG_INFINITY,
-                    v => v.parse().unwrap_or(f64::NAN),
-                };
-                (s.metric, v)
-            })
-            .collect())
+            .map(|s| Ok((s.metric, finite(query, &s.value.1)?)))
+            .collect()
     }
 }
 
@@ -119,9 +155,10 @@ impl Prometheus {
         query: &str,
         params: &[(&str, &str)],
     ) -> Result<Vec<R>, Error> {
-        let http = |source| Error::Http {
-            url: url.to_string(),
-            source,
+        let http = |source: reqwest::Error| Error::Http {
+            url: url.replace(&self.url, &self.shown),
+            // Its own copy of the URL would show the credentials.
+            source: source.without_url(),
         };
         let mut form = vec![("query", query)];
         form.extend_from_slice(params);
@@ -166,16 +203,12 @@ impl Prometheus {
                 ],
             )
             .await?;
-        Ok(result
-            .into_iter()
-            .next()
-            .map(|s| {
-                s.values
-                    .into_iter()
-                    .filter_map(|(t, v)| Some((t, v.parse().ok()?)))
-                    .collect()
-            })
-            .unwrap_or_default())
+        result.into_iter().next().map_or(Ok(Vec::new()), |s| {
+            s.values
+                .into_iter()
+                .map(|(t, v)| Ok((t, finite(query, &v)?)))
+                .collect()
+        })
     }
 }
 

@@ -240,11 +240,22 @@ pub struct Report {
     pub measured: Measurements,
 }
 
+/// The largest report file read: a day's timeline and every change of a
+/// long run are a few tens of MB.
+const MAX_REPORT_BYTES: u64 = 256 << 20;
+
 impl Report {
     /// Reads and checks a report file.
     pub fn read(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the report {}: {e}", path.display()))?;
+        let cannot = |e: std::io::Error| format!("cannot read the report {}: {e}", path.display());
+        let size = std::fs::metadata(path).map_err(cannot)?.len();
+        if size > MAX_REPORT_BYTES {
+            return Err(format!(
+                "{} is {size} bytes, more than a report holds (at most {MAX_REPORT_BYTES}): give a report of `run --report` or `client --report`",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(cannot)?;
         Self::parse(&path.display().to_string(), &text)
     }
 
@@ -267,7 +278,12 @@ impl Report {
                 ));
             }
         }
-        serde_json::from_value(value).map_err(|e| format!("{name} is a damaged report: {e}"))
+        // The measurements first, on their own: read through the report's
+        // `flatten` an error would not say where it is.
+        let damaged = |e: &dyn std::fmt::Display| format!("{name} is a damaged report: {e}");
+        serde_path_to_error::deserialize::<_, Measurements>(&value)
+            .map_err(|e| damaged(&format_args!("{}: {}", e.path(), e.inner())))?;
+        serde_json::from_value(value).map_err(|e| damaged(&e))
     }
 
     /// What ran: `run`, or the command named in the report.

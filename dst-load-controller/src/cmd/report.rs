@@ -9,7 +9,7 @@ use crate::{
     cmd::flags::GateArgs,
     gates::verdict_table,
     measurements::Measurements,
-    report::{Prometheus, read, timeline},
+    report::{Prometheus, read, redact, timeline},
 };
 
 /// `report` flags.
@@ -74,14 +74,17 @@ impl Args {
         let url: reqwest::Url = self.prometheus.parse().map_err(|e| {
             format!(
                 "invalid --prometheus '{}': {e}; expected a URL such as http://localhost:9090",
-                self.prometheus
+                redact(&self.prometheus)
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "--prometheus '{}' must be an http:// or https:// URL",
-                self.prometheus
+                redact(&self.prometheus)
             ));
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be above zero (e.g. 30s)".into());
         }
         let (start, end) = self.window(jiff::Timestamp::now());
         if start >= end {
@@ -124,7 +127,7 @@ impl Args {
         let console = self.gates.console();
         console.println(format_args!(
             "report from {} between {start} and {end}{}",
-            self.prometheus,
+            redact(&self.prometheus),
             if self.selector.is_empty() {
                 String::new()
             } else {
@@ -144,7 +147,7 @@ impl Args {
         console.print(verdict_table(&slos));
         let report = Report {
             command: "report",
-            prometheus: self.prometheus.clone(),
+            prometheus: redact(&self.prometheus),
             selector: self.selector.clone(),
             started_at: start.to_string(),
             ended_at: end.to_string(),
@@ -154,7 +157,10 @@ impl Args {
         };
         self.gates.finish("report", &report.slos, &report, || {
             crate::html::run_page(
-                &format!("report from {} ({start} to {end})", self.prometheus),
+                &format!(
+                    "report from {} ({start} to {end})",
+                    redact(&self.prometheus)
+                ),
                 &crate::html::Run::new("clients", &report.measured),
                 &report.slos,
             )

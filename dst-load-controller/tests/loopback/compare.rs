@@ -205,6 +205,11 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
         )
     };
     let base = write("base.json", &good("baseline", 1));
+    let one_sample = {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        h.record(10_000).unwrap();
+        serde_json::to_string(&dst_load_controller::latency::HdrBlob(h)).unwrap()
+    };
     let cases = [
         (
             write("cut.json", "{\"streams\": 1, \"err"),
@@ -221,6 +226,31 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
         (
             write("scn.json", &good("red-line", 1)),
             "different scenarios",
+        ),
+        // Damaged figures (they used to be compared: "better", "-1000.0 ms").
+        (
+            write(
+                "neg.json",
+                &good("baseline", 1).replace("\"p50\": 0.01", "\"p50\": -1"),
+            ),
+            "is a damaged report: update_latency: p50 is -1 s: a latency is from 0 to 86400 s",
+        ),
+        (
+            write(
+                "huge.json",
+                &good("baseline", 1).replace("\"p50\": 0.01", "\"p50\": 1e308"),
+            ),
+            "update_latency: p50 is 1e308 s",
+        ),
+        (
+            write(
+                "hollow.json",
+                &good("baseline", 1).replace(
+                    "\"count\": 1,",
+                    &format!("\"count\": 100, \"histogram\": {one_sample},"),
+                ),
+            ),
+            "update_latency: a count of 100 with a histogram of 1 samples",
         ),
     ];
     for (path, want) in &cases {

@@ -19,6 +19,7 @@ mod mock_dst;
 mod mock_dst_cli;
 mod mock_identity;
 mod mock_profiles;
+mod prometheus_answers;
 mod run_scenario;
 mod scenario_file;
 mod staleness;
