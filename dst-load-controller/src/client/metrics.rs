@@ -96,6 +96,8 @@ pub struct Metrics {
     pub profiles: ProfileMetrics,
     /// The report's timeline: one sample a second while the client runs.
     pub timeline: Arc<std::sync::Mutex<Vec<crate::measurements::TimelineSample>>>,
+    /// The `Get` streams' errors, told at warn (rate-limited).
+    pub error_log: Arc<super::error_log::ErrorLog>,
 }
 
 impl Metrics {
@@ -126,6 +128,7 @@ impl Metrics {
             resets_by_class: Default::default(),
             profiles: ProfileMetrics::register(reg),
             timeline: Arc::default(),
+            error_log: Arc::default(),
         };
         reg.register(
             "streams_active",
@@ -328,6 +331,8 @@ pub struct ProfileMetrics {
     updates: Family<TargetLabels, Counter>,
     errors: Family<ProfileReasonLabels, Counter>,
     resets: Family<ProfileReasonLabels, Counter>,
+    /// The profile streams' errors, told at warn (rate-limited).
+    pub error_log: Arc<super::error_log::ErrorLog>,
 }
 
 impl ProfileMetrics {
@@ -352,6 +357,7 @@ impl ProfileMetrics {
             updates: Family::default(),
             errors: Family::default(),
             resets: Family::default(),
+            error_log: Arc::default(),
         };
         let reg = reg.sub_registry_with_prefix("profile");
         reg.register(

@@ -1,7 +1,9 @@
 //! `client`: many `Destination.Get` watches, the way proxies hold them.
 //! Its flags, and the run that reports on them, are `cmd::client`'s.
 
+pub mod connector;
 pub mod endpoints;
+pub mod error_log;
 pub mod faults;
 pub mod fleet;
 pub mod ground_truth;
@@ -88,6 +90,11 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// Each stream's HTTP/2 flow-control window; `None` = the library's.
     pub http2_stream_window: Option<u32>,
+    /// How long a TCP connection to the destination may take.
+    pub connect_timeout: Duration,
+    /// How long the destination may take to send anything on a new
+    /// connection (its HTTP/2 SETTINGS); see [`connector`].
+    pub handshake_timeout: Duration,
     /// Every stream's token, timeouts, lifetimes and backoff.
     pub stream: StreamConfig,
     /// Follow the ground truth through the Kubernetes API.
@@ -124,6 +131,8 @@ impl Config {
             connections: 1,
             keepalive: Some(Duration::from_secs(300)),
             http2_stream_window: None,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             stream: StreamConfig {
                 context_token: ContextToken::new(
                     env("POD_NAMESPACE"),
@@ -208,7 +217,7 @@ pub(crate) const MAX_WINDOW: u32 = 2_147_483_647;
 /// A new lazily connected channel to the destination (a new HTTP/2 connection).
 fn connect(config: &Config) -> Channel {
     let mut endpoint = Endpoint::from(config.destination.clone())
-        .tcp_nodelay(true)
+        .connect_timeout(config.connect_timeout)
         .initial_stream_window_size(config.http2_stream_window);
     if config.faults.slow_reader_percent > 0 || config.faults.stuck_percent > 0 {
         // Data a stream has received but not read holds the connection's
@@ -223,7 +232,7 @@ fn connect(config: &Config) -> Channel {
         Some(interval) => endpoint.http2_keep_alive_interval(interval),
         None => endpoint,
     }
-    .connect_lazy()
+    .connect_with_connector_lazy(connector::connector(config.handshake_timeout))
 }
 
 /// A running client: its connections, streams and metrics. Usable as a

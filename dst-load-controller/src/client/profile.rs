@@ -479,6 +479,9 @@ impl ProfileStream {
                         );
                         return;
                     }
+                    metrics
+                        .error_log
+                        .note("GetProfile", &streams.target, &reason, &status);
                     metrics.reset(&reason);
                     cfg.backoff.delay(&mut failures)
                 }

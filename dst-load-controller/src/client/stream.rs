@@ -73,15 +73,24 @@ pub fn is_final(code: Code) -> bool {
     matches!(code, Code::InvalidArgument | Code::FailedPrecondition)
 }
 
-/// A metric label for an error: the gRPC code name, or `transport` when the
-/// connection itself failed.
+/// A metric label for an error: the gRPC code name, `transport` when the
+/// connection itself failed, `timeout` when it timed out connecting or
+/// waiting for the server's handshake.
 pub fn error_reason(status: &Status) -> String {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
-            return "transport".to_string();
+    let chain = std::iter::successors(std::error::Error::source(status), |e| e.source());
+    let mut transport = false;
+    for e in chain {
+        // A connect or handshake timeout (see `connector`), under the
+        // transport error that carries it.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return "timeout".to_string();
         }
-        source = e.source();
+        transport |= e.is::<tonic::transport::Error>() || e.is::<std::io::Error>();
+    }
+    if transport {
+        return "transport".to_string();
     }
     format!("{:?}", status.code())
 }
@@ -329,6 +338,9 @@ impl Stream {
                         );
                         return;
                     }
+                    metrics
+                        .error_log
+                        .note("Get", &service.service, &reason, &status);
                     tracing::debug!(service = %service.service, stream = index, %reason, message = status.message(), source = ?std::error::Error::source(&status), "stream error; backing off");
                     metrics.reset(&reason, class);
                     cfg.backoff.delay(&mut failures)

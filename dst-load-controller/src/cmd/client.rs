@@ -153,6 +153,20 @@ pub struct Args {
     #[arg(long, default_value = "5m")]
     pub keepalive_interval: humantime::Duration,
 
+    /// How long a TCP connection to the destination may take; past it the
+    /// connection's streams count an error (`reason="timeout"`) and retry
+    /// with backoff.
+    #[arg(long, default_value = "10s")]
+    pub connect_timeout: humantime::Duration,
+
+    /// How long the destination may take to send anything on a new
+    /// connection (an HTTP/2 server sends its SETTINGS at once); past it the
+    /// connection is dropped, its streams count an error
+    /// (`reason="timeout"`) and retry with backoff. Catches a server that
+    /// accepts connections and never answers.
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+
     /// How long a stream waits for its first update before it is counted
     /// in `destination_client_initial_timeouts_total` (it keeps waiting).
     #[arg(long, default_value = "3s")]
@@ -257,6 +271,14 @@ impl Args {
         }
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
+        }
+        for (flag, d) in [
+            ("--connect-timeout", self.connect_timeout),
+            ("--handshake-timeout", self.handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{flag} must be above zero (e.g. 10s)"));
+            }
         }
         let (streams_per_service, connections) = self.load();
         // The services are known up front unless a selector finds them.
@@ -610,6 +632,8 @@ impl TryFrom<&Args> for Config {
             connections,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
             http2_stream_window: args.http2_stream_window,
+            connect_timeout: args.connect_timeout.into(),
+            handshake_timeout: args.handshake_timeout.into(),
             stream: StreamConfig {
                 context_token,
                 initial_timeout: args.initial_timeout.into(),

@@ -39,6 +39,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: boxing a variant would save nothing"
+)]
 enum Command {
     /// Create stable and oscillating Services/Deployments and scale them with jitter.
     Churn(churn::Args),

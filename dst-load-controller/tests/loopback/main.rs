@@ -22,4 +22,5 @@ mod mock_profiles;
 mod prometheus_answers;
 mod run_scenario;
 mod scenario_file;
+mod silent_servers;
 mod staleness;
