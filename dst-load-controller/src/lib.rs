@@ -19,6 +19,7 @@ pub mod limits;
 pub mod logging;
 pub mod measurements;
 pub mod mock;
+pub mod net;
 pub mod red_line;
 pub mod report;
 pub mod runtime;

@@ -1,7 +1,13 @@
 //! The log subscriber every subcommand installs (its flags, `--log-level`
 //! and `--log-format`, are `cmd::flags::LogArgs`).
 
-use std::{ffi::OsString, io::IsTerminal};
+use std::{
+    collections::HashMap,
+    ffi::OsString,
+    io::IsTerminal,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -23,6 +29,58 @@ pub struct InvalidFilter {
     filter: String,
     #[source]
     source: tracing_subscriber::filter::ParseError,
+}
+
+/// Says when a repeated line is due: at most one per key every `every`,
+/// with how many were held back since the last. For failures that repeat
+/// by the thousand (every stream's error, every failed accept), so that
+/// they are told without flooding the log.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    logged: Instant,
+    since: u64,
+}
+
+impl Throttle {
+    /// At most one line per key every `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Notes one occurrence of `key` at `now`: `Some(n)` when a line is
+    /// due, `n` the occurrences held back since the last line.
+    pub fn due(&self, key: &str, now: Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().expect("throttle lock");
+        match seen.get_mut(key) {
+            Some(s) if now.duration_since(s.logged) < self.every => {
+                s.since += 1;
+                None
+            }
+            Some(s) => {
+                s.logged = now;
+                Some(std::mem::take(&mut s.since))
+            }
+            None => {
+                seen.insert(
+                    key.to_string(),
+                    Seen {
+                        logged: now,
+                        since: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
 }
 
 /// Installs the global subscriber with `filter` (RUST_LOG syntax) and

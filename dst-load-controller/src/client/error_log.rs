@@ -4,61 +4,29 @@
 //! of the destination is otherwise only a counter (140,000 errors were seen
 //! with nothing logged).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use tonic::Status;
+
+use crate::logging::Throttle;
 
 /// The least time between two lines of one kind.
 pub const EVERY: Duration = Duration::from_secs(10);
 
-/// The kinds seen, each with when it was last logged and how many have
-/// come since.
-#[derive(Debug, Default)]
-pub struct ErrorLog {
-    seen: Mutex<HashMap<String, Seen>>,
-}
-
+/// The kinds of error seen, each logged at most once every [`EVERY`].
 #[derive(Debug)]
-struct Seen {
-    logged: Instant,
-    since: u64,
+pub struct ErrorLog(Throttle);
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        Self(Throttle::new(EVERY))
+    }
 }
 
 impl ErrorLog {
-    /// Notes one error of `reason` at `now`: `Some(n)` when a line is due,
-    /// `n` the errors of that reason left unlogged since the last line.
-    pub fn due(&self, reason: &str, now: Instant) -> Option<u64> {
-        let mut seen = self.seen.lock().expect("error log lock");
-        match seen.get_mut(reason) {
-            Some(s) if now.duration_since(s.logged) < EVERY => {
-                s.since += 1;
-                None
-            }
-            Some(s) => {
-                let skipped = std::mem::take(&mut s.since);
-                s.logged = now;
-                Some(skipped)
-            }
-            None => {
-                seen.insert(
-                    reason.to_string(),
-                    Seen {
-                        logged: now,
-                        since: 0,
-                    },
-                );
-                Some(0)
-            }
-        }
-    }
-
     /// Notes a stream's error and logs it at warn when due, with its cause.
     pub fn note(&self, what: &str, target: &str, reason: &str, status: &Status) {
-        if let Some(skipped) = self.due(reason, Instant::now()) {
+        if let Some(skipped) = self.0.due(reason, Instant::now()) {
             tracing::warn!(
                 %target,
                 %reason,
@@ -93,7 +61,7 @@ mod tests {
 
     #[test]
     fn one_line_per_reason_per_interval_with_what_was_skipped() {
-        let log = ErrorLog::default();
+        let log = Throttle::new(EVERY);
         let t0 = Instant::now();
         assert_eq!(log.due("transport", t0), Some(0));
         for i in 1..=1000 {

@@ -38,6 +38,16 @@ pub struct Args {
     #[arg(long)]
     pub legacy_no_endpoints: bool,
 
+    /// Connections open at once; past it new ones wait in the listen
+    /// backlog until one closes (logged at warn).
+    #[arg(long, default_value_t = mock::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// How long a new connection may take to send its HTTP/2 preface
+    /// before it is closed (a half-open connection holds a descriptor).
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+
     /// Updates queued per stream; a stream whose queue fills is ended (status
     /// OK), as the controller ends slow consumers. From 1 to 1,000,000.
     #[arg(long, default_value_t = 100)]
@@ -137,6 +147,10 @@ impl TryFrom<Args> for mock::Config {
             kubernetes_namespaces: args.kubernetes_namespace,
             cluster_domain: args.cluster_domain,
             kube: args.kube.settings(),
+            accept: crate::net::AcceptLimits {
+                max_connections: args.max_connections,
+                handshake: args.handshake_timeout.into(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -159,10 +173,11 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         kubernetes_namespaces,
         cluster_domain,
         kube,
+        accept,
     } = config;
     let mut rt = Runtime::new();
     let shutdown = rt.shutdown();
-    let mut mock = MockDestination::new(behavior, rt.registry());
+    let mut mock = MockDestination::new(behavior, rt.registry()).with_accept_limits(accept);
     if let Some(ids) = identities {
         tracing::info!(identities = ?ids.names(), "serving the Identity service");
         mock = mock.with_identities(ids);

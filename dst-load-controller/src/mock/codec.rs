@@ -74,7 +74,14 @@ where
     let bytes = http_body_util::Limited::new(body, MAX_REQUEST)
         .collect()
         .await
-        .map_err(|e| Status::internal(format!("cannot read the request: {e}")))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                // What gRPC servers answer a message past their limit.
+                Status::resource_exhausted(format!("a request larger than {MAX_REQUEST} bytes"))
+            } else {
+                Status::internal(format!("cannot read the request: {e}"))
+            }
+        })?
         .to_bytes();
     let Some((prefix, message)) = bytes.split_first_chunk::<PREFIX>() else {
         return Err(Status::invalid_argument(
@@ -95,6 +102,23 @@ where
     GetDestination::decode(bytes.slice(PREFIX..))
         .map_err(|e| Status::invalid_argument(format!("cannot decode a GetDestination: {e}")))
 }
+
+/// `name` as an error message may echo it: at most [`ECHOED`] bytes of it,
+/// and its length when cut. (A 4 MB path was echoed twice into a 5 MB
+/// trailer.)
+pub fn echoed(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= ECHOED {
+        return name.into();
+    }
+    let mut end = ECHOED;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &name[..end], name.len()).into()
+}
+
+/// The most bytes of a name an error message echoes: any DNS name and port.
+const ECHOED: usize = 260;
 
 /// A `Get` response body: each queued message's framed bytes as they come,
 /// then the trailers: OK when the stream ends, or the status of an error.

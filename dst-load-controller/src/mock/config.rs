@@ -36,6 +36,8 @@ pub struct Config {
     pub cluster_domain: String,
     /// The Kubernetes API client for them.
     pub kube: KubeSettings,
+    /// The connection cap and the deadline for each connection's preface.
+    pub accept: crate::net::AcceptLimits,
 }
 
 impl Config {
@@ -46,6 +48,12 @@ impl Config {
         use crate::limits::{
             MAX_ENDPOINTS_PER_DESTINATION, MAX_STREAM_QUEUE, MIN_OSCILLATION_CYCLE,
         };
+        if self.accept.max_connections == 0 || self.accept.handshake.is_zero() {
+            return Err(
+                "--max-connections and --handshake-timeout must be above zero (e.g. 65535 and 10s)"
+                    .into(),
+            );
+        }
         if !(1..=MAX_STREAM_QUEUE).contains(&self.behavior.queue_capacity) {
             return Err(format!(
                 "--stream-queue-capacity must be from 1 to {MAX_STREAM_QUEUE} updates, got {}",

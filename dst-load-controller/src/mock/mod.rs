@@ -36,7 +36,6 @@ use std::net::SocketAddr;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 
 use self::{
@@ -49,7 +48,15 @@ pub struct MockDestination {
     handle: Handle,
     behavior: Behavior,
     identities: Option<identity::Identities>,
+    accept: crate::net::AcceptLimits,
 }
+
+/// The connections a mock holds by default: one per local port a client
+/// has towards it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_535;
+
+/// How long a new connection has for its HTTP/2 preface by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds a listener with a backlog deep enough for thousands of simulated
 /// proxies connecting at once (the default drops some with resets).
@@ -72,7 +79,18 @@ impl MockDestination {
             handle: Handle::new(metrics),
             behavior,
             identities: None,
+            accept: crate::net::AcceptLimits {
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                handshake: DEFAULT_HANDSHAKE_TIMEOUT,
+            },
         }
+    }
+
+    /// Accepts connections within `limits` (a cap, and a deadline for each
+    /// connection's preface).
+    pub fn with_accept_limits(mut self, limits: crate::net::AcceptLimits) -> Self {
+        self.accept = limits;
+        self
     }
 
     /// Also serves the Identity service, certifying these identities.
@@ -96,6 +114,7 @@ impl MockDestination {
             handle,
             behavior,
             identities,
+            accept,
         } = self;
         let profiles =
             profile_server::ProfileService::new(handle.clone(), behavior.clone(), shutdown.clone());
@@ -112,12 +131,7 @@ impl MockDestination {
             ))
             .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener).map(|conn| {
-                    // Updates are small and latency-sensitive: no Nagle.
-                    conn.inspect(|c| {
-                        let _ = c.set_nodelay(true);
-                    })
-                }),
+                crate::net::incoming(listener, accept, shutdown.clone()),
                 shutdown.cancelled_owned(),
             )
             .await

@@ -279,7 +279,12 @@ pub enum Lookup {
 /// an IP literal is an address lookup, a name has two labels (service and
 /// namespace) or three (a pod's hostname first) before `svc.`.
 pub fn parse_profile_path(path: &str) -> Result<Lookup, Status> {
-    let invalid = |why: &str| Status::invalid_argument(format!("invalid authority: {path}: {why}"));
+    let shown = super::codec::echoed(path);
+    let invalid =
+        |why: &str| Status::invalid_argument(format!("invalid authority: {shown}: {why}"));
+    if shown.len() != path.len() {
+        return Err(invalid("longer than any name and port"));
+    }
     let (host, port) = match path.strip_prefix('[') {
         Some(v6) => {
             let (ip, rest) = v6.split_once(']').ok_or_else(|| invalid("unclosed '['"))?;
@@ -313,7 +318,8 @@ pub fn parse_profile_path(path: &str) -> Result<Lookup, Status> {
         Some((2, false)) => Ok(Lookup::Service(authority()?)),
         Some((3, false)) => Ok(Lookup::Pod(authority()?)),
         _ => Err(Status::invalid_argument(format!(
-            "invalid service {host}: not a name of the form <svc>.<ns>.svc.<cluster-domain>"
+            "invalid service {}: not a name of the form <svc>.<ns>.svc.<cluster-domain>",
+            super::codec::echoed(host)
         ))),
     }
 }

@@ -139,8 +139,12 @@ impl Service {
 /// Parses a `Get` path as the controller does: `name.ns.svc.domain[:port]`,
 /// port 80 when absent; IP literals are refused.
 pub fn parse_path(path: &str) -> Result<Authority, Status> {
+    let shown = super::codec::echoed(path);
     let invalid =
-        |why: String| Status::invalid_argument(format!("Invalid authority: {path}: {why}"));
+        |why: String| Status::invalid_argument(format!("Invalid authority: {shown}: {why}"));
+    if shown.len() != path.len() {
+        return Err(invalid("longer than any name and port".into()));
+    }
     let host = path.rsplit_once(':').map_or(path, |(h, _)| h);
     if host.parse::<std::net::IpAddr>().is_ok() {
         return Err(invalid("IP addresses are not service names".into()));

@@ -149,6 +149,51 @@ async fn unknown_and_malformed_destinations() {
     mock.stop().await;
 }
 
+/// A huge path is answered with a short message (it was echoed twice into
+/// a 5 MB trailer), and a request past gRPC's 4 MiB limit with
+/// RESOURCE_EXHAUSTED as gRPC servers answer it (it was INTERNAL).
+#[tokio::test]
+async fn huge_paths_get_short_answers_and_huge_requests_resource_exhausted() {
+    let mock = Mock::start(Behavior::default()).await;
+    let huge = format!("{}.ns.svc.cluster.local:80", "x".repeat(4_000_000));
+    let e = get(mock.addr, &huge).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().len() < 1024, "{} bytes", e.message().len());
+    assert!(
+        e.message()
+            .contains("(4000024 bytes): longer than any name and port"),
+        "{}",
+        &e.message()[..200.min(e.message().len())]
+    );
+    // And as a GetProfile.
+    let mut client =
+        linkerd2_proxy_api::destination::destination_client::DestinationClient::connect(format!(
+            "http://{}",
+            mock.addr
+        ))
+        .await
+        .unwrap();
+    let e = client
+        .get_profile(GetDestination {
+            path: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().len() < 1024);
+    let past = "x".repeat(5 * 1024 * 1024);
+    let e = get(mock.addr, &past).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::ResourceExhausted,
+        "{}",
+        &e.message()[..200.min(e.message().len())]
+    );
+    assert_eq!(e.message(), "a request larger than 4194304 bytes");
+    mock.stop().await;
+}
+
 /// `--withhold-removals-every N` counts the streams opened on existing
 /// services: a `Get` answered NotFound is not a stream, so a client that
 /// also asks for a missing service still has exactly every Nth of its
