@@ -33,7 +33,8 @@ RUN touch dst-load-controller/src/main.rs dst-load-controller/src/lib.rs \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /dst-load-controller /usr/local/bin/dst-load-controller
 USER 65532:65532
-# churn 9990, client 9991, mock-dst admin 9992 and gRPC 8086, run 9993.
+# churn 9990, client 9991, mock-dst admin 9992 and gRPC 8086, run 9993: each listens on
+# loopback unless given an address (`--admin-addr 0.0.0.0:9991`, `mock-dst -a 0.0.0.0:8086`).
 EXPOSE 9990 9991 9992 9993 8086
 ENTRYPOINT ["/usr/local/bin/dst-load-controller"]
 CMD ["--help"]

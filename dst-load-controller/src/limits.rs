@@ -19,6 +19,10 @@ pub const MAX_CONNECTIONS: u32 = 65_535;
 /// default 4 MiB message limit, which clients (ours and the proxy) enforce.
 pub const MAX_ENDPOINTS_PER_DESTINATION: u32 = 10_000;
 
+/// Destinations the mock's control API creates: each holds its endpoints,
+/// its feed and its streams' places.
+pub const MAX_DESTINATIONS: usize = 10_000;
+
 /// Updates queued per mock stream (its `--stream-queue-capacity`): a
 /// queue this long of the largest updates is already gigabytes.
 pub const MAX_STREAM_QUEUE: usize = 1_000_000;

@@ -251,7 +251,7 @@ pub struct Args {
     pub cleanup_timeout: humantime::Duration,
 
     /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
-    #[arg(long, default_value = "0.0.0.0:9990")]
+    #[arg(long, default_value = "127.0.0.1:9990")]
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]

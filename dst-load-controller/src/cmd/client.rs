@@ -215,7 +215,7 @@ pub struct Args {
     pub http2_stream_window: Option<u32>,
 
     /// Admin server (metrics, /live, /ready, POST /shutdown and /abort).
-    #[arg(long, default_value = "0.0.0.0:9991")]
+    #[arg(long, default_value = "127.0.0.1:9991")]
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]

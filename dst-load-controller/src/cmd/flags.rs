@@ -391,8 +391,8 @@ impl clap::ValueEnum for crate::scenario::Scenario {
 #[derive(Clone, Copy, Debug, Default, clap::Args)]
 pub struct ControlArgs {
     /// Let any peer, not only loopback ones, call `POST /shutdown` and
-    /// `POST /abort` on the admin server (it listens on every interface by
-    /// default, for Prometheus).
+    /// `POST /abort` on the admin server (when it listens beyond loopback,
+    /// for Prometheus).
     #[arg(long)]
     pub admin_allow_remote_shutdown: bool,
 }

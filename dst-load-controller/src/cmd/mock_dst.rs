@@ -23,16 +23,23 @@ pub struct Args {
     pub dsts: Dsts,
 
     /// The address the gRPC server listens on.
-    #[arg(short = 'a', long = "addr", default_value = "0.0.0.0:8086")]
+    #[arg(short = 'a', long = "addr", default_value = "127.0.0.1:8086")]
     pub addr: SocketAddr,
 
     /// Admin server: metrics, /live, /ready, POST /shutdown and /abort, and
     /// the control API.
-    #[arg(long, default_value = "0.0.0.0:9992")]
+    #[arg(long, default_value = "127.0.0.1:9992")]
     pub admin_addr: SocketAddr,
 
     #[command(flatten)]
     pub admin_control: super::flags::ControlArgs,
+
+    /// Let any peer, not only loopback ones, change destinations and
+    /// profiles over the control API (PUT, PATCH, DELETE). Without it a
+    /// remote change is refused with 403: whoever can change them can point
+    /// every proxy that uses the mock at an address of theirs.
+    #[arg(long)]
+    pub allow_remote_control: bool,
 
     /// Send `no_endpoints` when a set empties, as older controllers did.
     #[arg(long)]
@@ -130,6 +137,7 @@ impl TryFrom<Args> for mock::Config {
             addr: args.addr,
             admin_addr: args.admin_addr,
             admin_allow_remote_shutdown: args.admin_control.admin_allow_remote_shutdown,
+            allow_remote_control: args.allow_remote_control,
             behavior: Behavior {
                 legacy_no_endpoints: args.legacy_no_endpoints,
                 queue_capacity: args.stream_queue_capacity,
@@ -163,6 +171,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         addr,
         admin_addr,
         admin_allow_remote_shutdown,
+        allow_remote_control,
         behavior,
         dsts,
         generate,
@@ -194,7 +203,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     rt.serve_admin_with(
         admin_addr,
         admin_allow_remote_shutdown,
-        control::router(handle.clone()),
+        control::router(handle.clone(), allow_remote_control),
     )
     .await?;
     tracing::info!(addr = %listener.local_addr()?, "mock Destination server listening");

@@ -16,6 +16,9 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Whether non-loopback peers may shut the process down over HTTP.
     pub admin_allow_remote_shutdown: bool,
+    /// Whether non-loopback peers may change destinations and profiles
+    /// over the control API.
+    pub allow_remote_control: bool,
     /// How updates are shaped and delivered.
     pub behavior: Behavior,
     /// Fixed destinations.

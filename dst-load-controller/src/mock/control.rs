@@ -12,13 +12,21 @@
 //!   its `GetProfile` streams get each change at once.
 //!
 //! Every change answers with what changed and when (RFC 3339, nanoseconds).
+//!
+//! Changes (`PUT`, `PATCH`, `DELETE`, `POST`) are taken from loopback peers
+//! only, unless the mock runs with `--allow-remote-control`: a peer that
+//! can change destinations can point every proxy that uses the mock at its
+//! own address. A body with an unknown key, an authority `Get` would refuse
+//! (an IP address, no `.svc.`), a `PATCH` of a destination that does not
+//! exist and sizes past [`crate::limits`] are refused (422, 404).
 
 use std::net::SocketAddr;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{ConnectInfo, Path, Request, State},
+    http::{Method, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -38,6 +46,7 @@ pub struct DestinationView {
 
 /// `PUT` body.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetBody {
     /// The new endpoint set.
     pub endpoints: Vec<SocketAddr>,
@@ -45,6 +54,7 @@ pub struct SetBody {
 
 /// `PATCH` body.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PatchBody {
     /// Endpoints to add.
     #[serde(default)]
@@ -78,8 +88,9 @@ impl From<&Change> for ChangeView {
     }
 }
 
-/// The control routes over `handle`.
-pub fn router(handle: Handle) -> Router {
+/// The control routes over `handle`; changes from peers other than loopback
+/// ones only when `allow_remote`.
+pub fn router(handle: Handle, allow_remote: bool) -> Router {
     Router::new()
         .route("/api/destinations", get(list))
         .route("/api/delivery", get(delivery))
@@ -93,6 +104,34 @@ pub fn router(handle: Handle) -> Router {
             get(show_profile).put(set_profile).delete(delete_profile),
         )
         .with_state(handle)
+        .layer(axum::middleware::from_fn(
+            move |peer: ConnectInfo<SocketAddr>, req: Request, next: Next| async move {
+                let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+                let ip = peer.0.ip().to_canonical();
+                if reads || allow_remote || ip.is_loopback() {
+                    next.run(req).await
+                } else {
+                    (StatusCode::FORBIDDEN, REMOTE_CHANGE).into_response()
+                }
+            },
+        ))
+}
+
+const REMOTE_CHANGE: &str = "only loopback peers may change the mock's destinations and profiles; start mock-dst with --allow-remote-control to allow others\n";
+
+/// 422 with `why`.
+fn unprocessable(why: impl std::fmt::Display) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response()
+}
+
+/// Refuses an endpoint set past [`crate::limits::MAX_ENDPOINTS_PER_DESTINATION`].
+fn check_size(a: &Authority, len: usize) -> Option<Response> {
+    let max = crate::limits::MAX_ENDPOINTS_PER_DESTINATION as usize;
+    (len > max).then(|| {
+        unprocessable(format_args!(
+            "{a} would have {len} endpoints: at most {max} (one update of them stays within gRPC's 4 MiB)"
+        ))
+    })
 }
 
 /// The mock's own record of every delivery: from a change to the update
@@ -101,10 +140,17 @@ async fn delivery(State(h): State<Handle>) -> Json<crate::latency::Percentiles> 
     Json(h.metrics().delivery_percentiles())
 }
 
+/// A destination's authority as `Get` would take it, or 422.
 fn parse(authority: &str) -> Result<Authority, (StatusCode, String)> {
-    authority
-        .parse()
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))
+    super::server::service_authority(authority).map_err(|why| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "'{}' is not a destination: {why}; give <svc>.<ns>.svc.<cluster-domain>:<port>\n",
+                super::codec::echoed(authority)
+            ),
+        )
+    })
 }
 
 async fn list(State(h): State<Handle>) -> Json<Vec<DestinationView>> {
@@ -144,10 +190,20 @@ async fn set(
     Path(authority): Path<String>,
     Json(body): Json<SetBody>,
 ) -> Response {
-    match parse(&authority) {
-        Ok(a) => Json(ChangeView::from(&*h.set(&a, body.endpoints))).into_response(),
-        Err(r) => r.into_response(),
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    if let Some(r) = check_size(&a, body.endpoints.len()) {
+        return r;
     }
+    let max = crate::limits::MAX_DESTINATIONS;
+    if !h.store.exists(&a) && h.store.count() >= max {
+        return unprocessable(format_args!(
+            "the mock serves {max} destinations, its most: delete one first"
+        ));
+    }
+    Json(ChangeView::from(&*h.set(&a, body.endpoints))).into_response()
 }
 
 async fn patch(
@@ -155,10 +211,22 @@ async fn patch(
     Path(authority): Path<String>,
     Json(body): Json<PatchBody>,
 ) -> Response {
-    match parse(&authority) {
-        Ok(a) => Json(ChangeView::from(&*h.patch(&a, &body.add, &body.remove))).into_response(),
-        Err(r) => r.into_response(),
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    // A patch changes a set; it does not make one (PUT does).
+    let Some(now) = h.store.get(&a) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("destination {a} not found; PUT creates one\n"),
+        )
+            .into_response();
+    };
+    if let Some(r) = check_size(&a, now.len() + body.add.len()) {
+        return r;
     }
+    Json(ChangeView::from(&*h.patch(&a, &body.add, &body.remove))).into_response()
 }
 
 async fn delete(State(h): State<Handle>, Path(authority): Path<String>) -> Response {
@@ -262,4 +330,181 @@ async fn delete_profile(State(h): State<Handle>, Path(service): Path<String>) ->
     }
     h.delete_profile(service);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use prometheus_client::registry::Registry;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn api(allow_remote: bool) -> (Router, Handle) {
+        let handle = Handle::new(super::super::metrics::Metrics::register(
+            &mut Registry::default(),
+        ));
+        (router(handle.clone(), allow_remote), handle)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: &str,
+        peer: &str,
+    ) -> (StatusCode, String) {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let rsp = app.clone().oneshot(req).await.unwrap();
+        let status = rsp.status();
+        let bytes = axum::body::to_bytes(rsp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    const WEB: &str = "/api/destinations/web.ns.svc.cluster.local:80";
+    const LOCAL: &str = "127.0.0.1:5";
+    const REMOTE: &str = "10.1.2.3:5";
+
+    #[tokio::test]
+    async fn remote_peers_read_but_change_nothing_unless_allowed() {
+        let (app, handle) = api(false);
+        let set = r#"{"endpoints": ["10.0.0.1:80"]}"#;
+        for (method, path, body) in [
+            ("PUT", WEB, set),
+            ("PATCH", WEB, r#"{"add": ["10.0.0.2:80"]}"#),
+            ("DELETE", WEB, ""),
+            ("PUT", "/api/profiles/web.ns.svc.cluster.local", "{}"),
+        ] {
+            let (status, text) = call(&app, method, path, body, REMOTE).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert!(text.contains("--allow-remote-control"), "{text}");
+        }
+        assert_eq!(handle.store.count(), 0);
+        assert_eq!(call(&app, "PUT", WEB, set, LOCAL).await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", WEB, "", REMOTE).await.0, StatusCode::OK);
+        assert_eq!(
+            call(&app, "PUT", WEB, set, "[2001:db8::1]:5").await.0,
+            StatusCode::FORBIDDEN
+        );
+        let (app, _) = api(true);
+        assert_eq!(call(&app, "PUT", WEB, set, REMOTE).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_authorities_and_sizes_are_refused() {
+        let (app, handle) = api(false);
+        // An unknown key was a 200 that did nothing.
+        let (status, text) = call(
+            &app,
+            "PUT",
+            WEB,
+            r#"{"endpoints": [], "ad": ["10.0.0.1:80"]}"#,
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert!(text.contains("unknown field `ad`"), "{text}");
+        // A PATCH of a destination that does not exist created it.
+        let (status, text) = call(&app, "PATCH", WEB, r#"{"add": ["10.0.0.1:80"]}"#, LOCAL).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+        assert_eq!(handle.store.count(), 0);
+        // Authorities Get refuses.
+        for bad in [
+            "10.0.0.1:80",
+            "web.ns.svc.cluster.local:0",
+            "web.example.com:80",
+        ] {
+            let path = format!("/api/destinations/{bad}");
+            let (status, text) = call(&app, "PUT", &path, r#"{"endpoints": []}"#, LOCAL).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {text}");
+            assert!(text.contains("is not a destination"), "{text}");
+        }
+        // Past the endpoints of one destination, by PUT or by PATCH.
+        let max = crate::limits::MAX_ENDPOINTS_PER_DESTINATION as usize;
+        let addrs = |n: usize, from: usize| {
+            let list: Vec<String> = (from..from + n)
+                .map(|i| format!("\"10.{}.{}.{}:80\"", i >> 16, (i >> 8) & 255, i & 255))
+                .collect();
+            list.join(",")
+        };
+        let (status, text) = call(
+            &app,
+            "PUT",
+            WEB,
+            &format!(r#"{{"endpoints": [{}]}}"#, addrs(max + 1, 0)),
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert!(
+            text.contains("would have 10001 endpoints: at most 10000"),
+            "{text}"
+        );
+        let (status, _) = call(
+            &app,
+            "PUT",
+            WEB,
+            &format!(r#"{{"endpoints": [{}]}}"#, addrs(max, 0)),
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(
+            &app,
+            "PATCH",
+            WEB,
+            &format!(r#"{{"add": [{}]}}"#, addrs(1, max)),
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            handle
+                .store
+                .get(&"web.ns.svc.cluster.local:80".parse().unwrap())
+                .unwrap()
+                .len(),
+            max
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_most_destinations_a_new_one_is_refused() {
+        let (app, handle) = api(false);
+        for i in 0..crate::limits::MAX_DESTINATIONS {
+            handle.set(
+                &format!("s{i}.ns.svc.cluster.local:80").parse().unwrap(),
+                [],
+            );
+        }
+        let (status, text) = call(&app, "PUT", WEB, r#"{"endpoints": []}"#, LOCAL).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert!(
+            text.contains("serves 10000 destinations, its most"),
+            "{text}"
+        );
+        // One that exists is still changed.
+        let path = "/api/destinations/s0.ns.svc.cluster.local:80";
+        assert_eq!(
+            call(
+                &app,
+                "PUT",
+                path,
+                r#"{"endpoints": ["10.0.0.1:80"]}"#,
+                LOCAL
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
+    }
 }

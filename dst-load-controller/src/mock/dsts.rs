@@ -43,6 +43,14 @@ pub enum DstsError {
         /// The endpoint as written.
         endpoint: String,
     },
+    /// The destination is not a service's name (an IP address, say).
+    #[error("'{pair}': {why}; a destination is <svc>.<ns>.svc.<cluster-domain>:<port>")]
+    NotAService {
+        /// The pair as written.
+        pair: String,
+        /// Why not.
+        why: String,
+    },
     /// The same destination appears twice.
     #[error("destination '{0}' is given twice")]
     Duplicate(String),
@@ -64,6 +72,10 @@ impl FromStr for Dsts {
             let authority: Authority = dst.parse().map_err(|source| DstsError::Destination {
                 pair: pair.to_string(),
                 source,
+            })?;
+            super::server::service_authority(dst).map_err(|why| DstsError::NotAService {
+                pair: pair.to_string(),
+                why,
             })?;
             let endpoints = eps
                 .split(',')
@@ -133,11 +145,21 @@ mod tests {
             Err(DstsError::Destination { .. })
         ));
         assert!(matches!(
-            "foo:80=1.2.3.4".parse::<Dsts>(),
+            "foo.ns.svc.cluster.local:80=1.2.3.4".parse::<Dsts>(),
             Err(DstsError::Endpoint { .. })
         ));
+        // What Get would refuse is no destination either.
+        for not_a_service in ["10.0.0.1:80=10.1.1.1:80", "foo:80="] {
+            assert!(
+                matches!(
+                    not_a_service.parse::<Dsts>(),
+                    Err(DstsError::NotAService { .. })
+                ),
+                "{not_a_service}"
+            );
+        }
         assert!(matches!(
-            "foo:80=;foo:80=".parse::<Dsts>(),
+            "foo.ns.svc.cluster.local:80=;foo.ns.svc.cluster.local:80=".parse::<Dsts>(),
             Err(DstsError::Duplicate(_))
         ));
     }

@@ -139,26 +139,37 @@ impl Service {
 /// Parses a `Get` path as the controller does: `name.ns.svc.domain[:port]`,
 /// port 80 when absent; IP literals are refused.
 pub fn parse_path(path: &str) -> Result<Authority, Status> {
-    let shown = super::codec::echoed(path);
-    let invalid =
-        |why: String| Status::invalid_argument(format!("Invalid authority: {shown}: {why}"));
-    if shown.len() != path.len() {
-        return Err(invalid("longer than any name and port".into()));
+    service_authority(path).map_err(|why| {
+        Status::invalid_argument(format!(
+            "Invalid authority: {}: {why}",
+            super::codec::echoed(path)
+        ))
+    })
+}
+
+/// A service's authority as `Get` takes it (`name.ns.svc.domain[:port]`,
+/// port 80 when absent), or why it is not one. Every destination the mock
+/// serves is one: those given at start-up and over the control API too.
+pub fn service_authority(path: &str) -> Result<Authority, String> {
+    if super::codec::echoed(path).len() != path.len() {
+        return Err("longer than any name and port".into());
     }
     let host = path.rsplit_once(':').map_or(path, |(h, _)| h);
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return Err(invalid("IP addresses are not service names".into()));
+    if host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        return Err("IP addresses are not service names".into());
     }
     let with_port = if path.contains(':') {
         path.to_string()
     } else {
         format!("{path}:80")
     };
-    let authority: Authority = with_port.parse().map_err(|e| invalid(format!("{e}")))?;
+    let authority: Authority = with_port.parse().map_err(|e| format!("{e}"))?;
     if !authority.host().contains(".svc.") {
-        return Err(invalid(
-            "not a name of the form <svc>.<ns>.svc.<cluster-domain>".into(),
-        ));
+        return Err("not a name of the form <svc>.<ns>.svc.<cluster-domain>".into());
     }
     Ok(authority)
 }

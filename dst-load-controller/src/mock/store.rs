@@ -251,6 +251,14 @@ impl Store {
             .then(|| state.endpoints.iter().copied().collect())
     }
 
+    /// How many destinations exist.
+    pub fn count(&self) -> usize {
+        let map = self.0.read().expect("store lock");
+        map.values()
+            .filter(|d| d.state.lock().expect("destination lock").exists)
+            .count()
+    }
+
     /// Every existing destination and its endpoints, sorted by authority.
     pub fn list(&self) -> Vec<(Authority, Vec<SocketAddr>)> {
         let map = self.0.read().expect("store lock");

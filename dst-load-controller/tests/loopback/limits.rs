@@ -125,6 +125,14 @@ fn sizes_past_the_bounds_exit_2_at_once_naming_the_bound() {
             "the oscillation holds add up to 0ns, below 1ms",
         ),
         (
+            &["mock-dst", "10.0.0.1:80=10.1.1.1:80"],
+            "'10.0.0.1:80=10.1.1.1:80': IP addresses are not service names",
+        ),
+        (
+            &["mock-dst", "--max-connections", "0"],
+            "--max-connections and --handshake-timeout must be above zero",
+        ),
+        (
             &["mock-dst", "--kubernetes-namespace", "Not_A_Namespace"],
             "--kubernetes-namespace 'Not_A_Namespace' is not a namespace name",
         ),

@@ -349,7 +349,7 @@ async fn a_slow_stream_overflows_and_ends_with_ok() {
 #[tokio::test]
 async fn the_control_api_changes_what_streams_see() {
     let mock = Mock::start(Behavior::default()).await;
-    let router = dst_load_controller::mock::control::router(mock.handle.clone());
+    let router = dst_load_controller::mock::control::router(mock.handle.clone(), false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -413,8 +413,8 @@ async fn the_control_api_changes_what_streams_see() {
         r#"{"endpoints":[]}"#,
     )
     .await;
-    assert_eq!(code, 400, "{body}");
-    assert!(body.contains("no port"), "{body}");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("is not a destination"), "{body}");
     // The mock's own delivery record: the PATCH and the DELETE, each handed
     // to the one stream (the PUT came before it subscribed).
     let (code, body) = http(api, "GET", "/api/delivery", "").await;

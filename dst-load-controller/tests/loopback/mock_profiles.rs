@@ -272,7 +272,7 @@ async fn the_control_api_sets_and_deletes_profiles() {
     let mock = Mock::start(Behavior::default()).await;
     mock.handle
         .set(&FOO.parse().unwrap(), addrs(&["10.0.0.1:8080"]));
-    let router = dst_load_controller::mock::control::router(mock.handle.clone());
+    let router = dst_load_controller::mock::control::router(mock.handle.clone(), false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
