@@ -155,6 +155,14 @@ pub fn parse(file: &str, text: &str) -> Result<Spec, ParseError> {
             .map_or(message.as_str(), |(head, _)| head)
             .trim()
             .to_string();
+        // The YAML library's words for a list or a map where one value
+        // belongs.
+        let message = if message == "expected string scalar" {
+            "expected one value (a number, a word or a duration such as 10s), not a list or a map"
+                .to_string()
+        } else {
+            message
+        };
         ParseError {
             file: file.to_string(),
             line,
@@ -715,6 +723,9 @@ impl Spec {
     /// Checks what spans sections (the sections check themselves as they
     /// are read).
     pub fn validate(&self) -> Result<(), String> {
+        if self.duration.is_zero() {
+            return Err("duration must be above zero (e.g. 60s)".into());
+        }
         let scales = self.services.groups().any(|g| {
             g.oscillates() && matches!(g.pattern, Pattern::Oscillate | Pattern::StatefulSet)
         });

@@ -331,6 +331,25 @@ impl Args {
         {
             return Err("nothing to do: give --stable-services, --oscillate-services, --restart-services, --ephemeral-services and/or --statefulset-services".into());
         }
+        let counts = [
+            ("--stable-services", self.stable_services),
+            ("--oscillate-services", self.oscillate_services),
+            ("--restart-services", self.restart_services),
+            ("--ephemeral-services", self.ephemeral_services),
+            ("--statefulset-services", self.statefulset_services),
+        ];
+        let max = crate::scenario::MAX_SERVICES;
+        if let Some((flag, n)) = counts.iter().find(|(_, n)| *n > max) {
+            return Err(format!(
+                "{flag} {n} is more than churn makes: at most {max} services in all (each draws its endpoints from its own /20)"
+            ));
+        }
+        let total: u64 = counts.iter().map(|(_, n)| u64::from(*n)).sum();
+        if total > u64::from(max) {
+            return Err(format!(
+                "{total} services in all is more than churn makes: at most {max}"
+            ));
+        }
         if self.restart_services > 0 && Duration::from(self.restart_interval).is_zero() {
             return Err("--restart-interval must be above zero (e.g. 60s)".into());
         }

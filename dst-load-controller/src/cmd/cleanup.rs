@@ -37,6 +37,12 @@ pub struct Args {
 impl Args {
     /// Checks the Kubernetes client flags.
     pub fn validate(&self) -> Result<(), String> {
+        if !crate::labels::is_dns_label(&self.namespace) {
+            return Err(format!(
+                "--namespace '{}' is not a namespace name (lowercase letters, digits and '-', at most 63)",
+                self.namespace
+            ));
+        }
         self.kube.validate()
     }
 

@@ -272,6 +272,18 @@ impl Args {
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err(
+                "--duration must be above zero (e.g. 60s), or left out to run until signalled"
+                    .into(),
+            );
+        }
+        if self.ground_truth_link.is_some()
+            && !self.ground_truth
+            && self.ground_truth_kubeconfig.is_none()
+        {
+            return Err("--ground-truth-link maps mirrored services to the ground truth: give --ground-truth-kubeconfig (or --ground-truth) with it".into());
+        }
         for (flag, d) in [
             ("--connect-timeout", self.connect_timeout),
             ("--handshake-timeout", self.handshake_timeout),

@@ -72,6 +72,7 @@ impl Cli {
     /// multi-threaded runtime. Usage errors exit with status 2 before any side
     /// effect.
     pub fn run(self) -> ExitCode {
+        install_panic_hook();
         let Self { log, command } = self;
         if let Err(msg) = command.validate() {
             usage_error(msg);
@@ -157,4 +158,37 @@ pub(crate) fn parse_flags<T: clap::Args + clap::FromArgMatches>(
 ) -> Result<T, clap::Error> {
     let matches = T::augment_args(clap::Command::new("test")).try_get_matches_from(argv)?;
     T::from_arg_matches(&matches)
+}
+
+/// The exit status of a process whose standard output was closed under it
+/// (as a tool killed by SIGPIPE: 128 + 13).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Panics (there should be none) print one line, with where and how to get
+/// the backtrace, unless `RUST_BACKTRACE` asks for the backtrace. A closed
+/// standard output (`... | head`) is no panic: the process ends quietly, as
+/// a tool killed by SIGPIPE does.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            return default(info);
+        }
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error (a bug; please report it): {message}{at}; run with RUST_BACKTRACE=1 for a backtrace"
+        );
+    }));
 }

@@ -277,3 +277,79 @@ fn sigterm_during_a_large_runs_setup_ends_it() {
     // Far below the 10 minutes asked for, however loaded the machine.
     assert!(took < Duration::from_secs(180), "took {took:?}");
 }
+
+#[test]
+fn zero_durations_stray_flags_bad_names_and_huge_counts_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["client", "--target-services", SVC, "--duration", "0s"],
+            "--duration must be above zero (e.g. 60s), or left out to run until signalled",
+        ),
+        (
+            &["run", "--duration", "0s"],
+            "duration must be above zero (e.g. 60s)",
+        ),
+        (
+            &[
+                "client",
+                "--target-services",
+                SVC,
+                "--ground-truth-link",
+                "target",
+            ],
+            "--ground-truth-link maps mirrored services to the ground truth: give --ground-truth-kubeconfig",
+        ),
+        (
+            &["cleanup", "--namespace", "Bad_NS"],
+            "--namespace 'Bad_NS' is not a namespace name",
+        ),
+        (
+            &["churn", "--oscillate-services", "100000000"],
+            "--oscillate-services 100000000 is more than churn makes: at most 4096 services",
+        ),
+        (
+            &[
+                "churn",
+                "--stable-services",
+                "3000",
+                "--oscillate-services",
+                "3000",
+            ],
+            "6000 services in all is more than churn makes: at most 4096",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = Command::new(BIN)
+            .args(*args)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(expect),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Standard output closed under the process (`| head`) ends it quietly
+/// with 141, as a tool killed by SIGPIPE, not with a panic's message.
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let mut child = Command::new(BIN)
+        .args(["client", "--target-services", SVC, "--duration", "1s"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -114,7 +114,17 @@ fn the_schema_printed_is_the_one_published() {
 
 #[test]
 fn bad_files_exit_2_with_line_and_column_and_no_side_effects() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 11] = [
+        (
+            "duration: 0s\nservices:\n  stable: {count: 1, endpoints: 2}\n",
+            ": ",
+            "duration must be above zero (e.g. 60s)",
+        ),
+        (
+            "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\nclients:\n  streams-per-service: [1, 2]\n",
+            ":5:",
+            "expected one value (a number, a word or a duration such as 10s), not a list or a map",
+        ),
         (
             "duration: 10s\nservices:\n  stable: {count: 1, endpoints: 2}\nclients:\n  streams-per-service: 100000000\n",
             ":5:",
