@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit lint e2e build bench deps validate-deploy cluster-up cluster-down
+.PHONY: test unit lint e2e fuzz build bench deps validate-deploy cluster-up cluster-down
 
 ## test: everything: lint, unit and integration tests, then the end-to-end tests.
 ## Each runs even when an earlier one fails; the failed ones are named at the end.
@@ -25,6 +25,11 @@ lint:
 ## unit: unit tests and integration tests against the mock on loopback.
 unit:
 	$(CARGO) test --locked --no-fail-fast
+
+## fuzz: the property tests of the parsers and the client's framing, searching longer than `unit`.
+fuzz:
+	PROPTEST_CASES=20000 $(CARGO) test --locked --test fuzz
+	PROPTEST_CASES=20000 $(CARGO) test --locked --lib wire::tests::framing
 
 ## build: the release binary.
 build:

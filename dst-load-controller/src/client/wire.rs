@@ -629,6 +629,74 @@ mod tests {
         Updates::new(response)
     }
 
+    /// Cut positions in `0..=len`, sorted, as `updates` takes them.
+    fn cuts(len: usize, raw: Vec<usize>) -> Vec<usize> {
+        let mut c: Vec<usize> = raw.into_iter().map(|c| c % (len + 1)).collect();
+        c.sort_unstable();
+        c
+    }
+
+    /// Every message of `u` until it ends or fails (at most `max`).
+    fn drain(mut u: Updates, max: usize) -> Vec<Result<Option<Delta>, Code>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut out = Vec::new();
+            for _ in 0..max {
+                let m = u.message().await.map_err(|s| s.code());
+                let last = !matches!(m, Ok(Some(_)));
+                out.push(m);
+                if last {
+                    break;
+                }
+            }
+            out
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Messages cut into DATA frames anywhere read back whole, in order,
+        /// then the OK trailers end the stream.
+        #[test]
+        fn framing_reads_back_every_message_whatever_the_frames(
+            ips in proptest::collection::vec(proptest::prelude::any::<[u8; 4]>(), 1..8),
+            raw_cuts in proptest::collection::vec(0usize..10_000, 0..12),
+        ) {
+            let sent: Vec<Update> = ips
+                .iter()
+                .map(|o| remove(&format!("{}.{}.{}.{}:80", o[0], o[1], o[2], o[3])))
+                .collect();
+            let data: Vec<u8> = sent.iter().flat_map(framed).collect();
+            let u = updates(http::HeaderMap::new(), &data, &cuts(data.len(), raw_cuts), Some(trailers(0))).unwrap();
+            let mut want: Vec<Result<Option<Delta>, Code>> = sent.iter().map(|m| Ok(Some(Delta::from(m)))).collect();
+            want.push(Ok(None));
+            proptest::prop_assert_eq!(drain(u, 100), want);
+        }
+
+        /// Any bytes, cut anywhere, with or without trailers: messages or an
+        /// error, never a panic, and an end.
+        #[test]
+        fn framing_of_any_bytes_ends_without_a_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            raw_cuts in proptest::collection::vec(0usize..10_000, 0..8),
+            code in proptest::option::of(0i32..17),
+        ) {
+            let u = match updates(http::HeaderMap::new(), &data, &cuts(data.len(), raw_cuts), code.map(trailers)) {
+                Ok(u) => u,
+                Err(_) => return Ok(()),
+            };
+            let got = drain(u, 400);
+            proptest::prop_assert!(got.len() < 400, "no end");
+        }
+    }
+
     #[tokio::test]
     async fn messages_are_read_across_and_within_frames_and_ok_trailers_end_the_stream() {
         let (a, b, c) = (
