@@ -13,7 +13,11 @@ WORKDIR /src
 # Dependencies first, in their own layer: built from the manifests and the
 # lock file with a placeholder crate, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-COPY dst-load-controller/Cargo.toml dst-load-controller/
+COPY dst-load-controller/Cargo.toml dst-load-controller/build.rs dst-load-controller/
+# The commit `--version` and every report name (there is no .git in the build):
+# docker build --build-arg GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG GIT_COMMIT=""
+ENV DST_GIT_COMMIT=${GIT_COMMIT}
 RUN mkdir -p dst-load-controller/src \
  && echo 'fn main() {}' > dst-load-controller/src/main.rs \
  && touch dst-load-controller/src/lib.rs \

@@ -32,3 +32,8 @@ pub mod slo;
 pub mod target;
 pub mod verdicts;
 pub mod watch;
+
+/// This build's version: the crate's, and its git commit when built from a
+/// checkout (`0.1.0 (1a2b3c4d5e6f)`), as `--version` prints it and every
+/// report records it.
+pub const VERSION: &str = env!("DST_VERSION");

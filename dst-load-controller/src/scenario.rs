@@ -230,11 +230,49 @@ pub struct Spec {
         skip_serializing_if = "Option::is_none"
     )]
     pub profiles: Option<Profiles>,
+    /// How the in-process mock delivers updates (`run` without
+    /// `--destination-addr`; `--mock-delay` and `--mock-delay-per-stream`
+    /// override it). Absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockDelivery>,
     /// Gates judged at the end (e.g. `update_latency.p95<500ms`,
     /// `stale_streams==0`), unless `--slo` is given.
     #[serde(default, deserialize_with = "slos", serialize_with = "slo_texts")]
     #[schemars(with = "Vec<String>")]
     pub slos: Vec<crate::slo::Slo>,
+}
+
+/// How the in-process mock delivers updates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MockDelivery {
+    /// Before each update on each stream: `50ms`, a uniform range
+    /// `10ms..200ms`, or `none`.
+    #[serde(default, with = "delay_text")]
+    #[schemars(with = "String")]
+    pub delay: crate::mock::server::Delay,
+    /// Added to `delay`: this much per stream open on the mock, so that
+    /// latency grows with the load.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "DurationText")]
+    pub delay_per_stream: Duration,
+}
+
+/// A mock delay as its text (`none`, `50ms`, `10ms..200ms`).
+mod delay_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::mock::server::Delay;
+
+    pub fn serialize<S: Serializer>(d: &Delay, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Delay, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_settle() -> Duration {

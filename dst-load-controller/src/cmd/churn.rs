@@ -470,7 +470,11 @@ impl Args {
         };
         Console::beside(&[("--report", report.as_ref())]).println(&summary);
         if let Some(path) = &report {
-            output::write("--report", path, serde_json::to_vec_pretty(&summary)?)?;
+            output::write(
+                "--report",
+                path,
+                serde_json::to_vec_pretty(&output::Stamped::new(&summary))?,
+            )?;
         }
         result?;
         finished.map(|()| ExitCode::SUCCESS)

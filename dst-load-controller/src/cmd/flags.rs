@@ -247,7 +247,11 @@ impl GateArgs {
             output::write("--junit", path, slo::junit(suite, verdicts))?;
         }
         if let Some(path) = &self.report {
-            output::write("--report", path, serde_json::to_string_pretty(report)?)?;
+            output::write(
+                "--report",
+                path,
+                serde_json::to_string_pretty(&output::Stamped::new(report))?,
+            )?;
             output::written("report written to", path);
         }
         Ok(exit_status(verdicts))

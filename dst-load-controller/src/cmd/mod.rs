@@ -29,7 +29,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Load tests for Linkerd's Destination service.
 #[derive(Debug, Parser)]
-#[command(name = "dst-load-controller", version, about, long_about = None)]
+#[command(name = "dst-load-controller", version = crate::VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     log: LogArgs,

@@ -97,6 +97,40 @@ pub fn write(flag: &str, path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Res
     result.map_err(|e| anyhow::anyhow!("cannot write {flag} {}: {e}", path.display()))
 }
 
+/// A report as written: the tool's version and the command line that made
+/// it (credentials in URLs hidden) ahead of the report's own fields, so
+/// that a report says what made it and how to make it again.
+#[derive(serde::Serialize)]
+pub struct Stamped<'a, T: serde::Serialize> {
+    /// `--version`'s string, with the git commit when built from a checkout.
+    pub version: &'static str,
+    /// The arguments the process was started with.
+    pub args: Vec<String>,
+    /// The report.
+    #[serde(flatten)]
+    pub report: &'a T,
+}
+
+impl<'a, T: serde::Serialize> Stamped<'a, T> {
+    /// `report`, stamped with this process's version and arguments.
+    pub fn new(report: &'a T) -> Self {
+        Self {
+            version: crate::VERSION,
+            args: std::env::args()
+                .skip(1)
+                .map(|a| {
+                    if a.contains("://") {
+                        crate::report::redact(&a)
+                    } else {
+                        a
+                    }
+                })
+                .collect(),
+            report,
+        }
+    }
+}
+
 /// Says on standard error where `what` went (nothing for standard output,
 /// where the file speaks for itself).
 pub fn written(what: &str, path: &Path) {

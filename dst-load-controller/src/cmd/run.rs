@@ -107,14 +107,17 @@ pub struct Args {
     #[command(flatten, next_help_heading = FAULTS)]
     pub faults: super::flags::FaultArgs,
 
-    /// Delay the mock injects before each update on each stream: `50ms` or `10ms..200ms`.
-    #[arg(long, default_value = "none", help_heading = FAULTS)]
-    pub mock_delay: Delay,
+    /// Delay the mock injects before each update on each stream: `50ms` or
+    /// `10ms..200ms` (overrides the scenario's `mock.delay`; default none).
+    /// Recorded in the report's plan.
+    #[arg(long, help_heading = FAULTS)]
+    pub mock_delay: Option<Delay>,
 
     /// Added to --mock-delay: this much per stream open on the mock, so
     /// that latency grows with the load (a red line known in advance).
-    #[arg(long, default_value = "0s", help_heading = FAULTS)]
-    pub mock_delay_per_stream: humantime::Duration,
+    /// Overrides the scenario's `mock.delay-per-stream` (default 0s).
+    #[arg(long, help_heading = FAULTS)]
+    pub mock_delay_per_stream: Option<humantime::Duration>,
 
     /// Find the red line: run the scenario at growing loads until its SLOs
     /// fail (or --red-line-max), then bisect to --red-line-precision. Prints
@@ -265,12 +268,24 @@ impl Args {
         Ok(spec)
     }
 
-    /// The scenario before the overrides: the file's, or the built-in one.
+    /// The scenario before the overrides: the file's, or the built-in one,
+    /// with the mock's delivery flags in it (so that the report's plan
+    /// replays them).
     fn base(&self) -> Spec {
-        match &self.scenario_file {
+        let mut spec = match &self.scenario_file {
             Some(file) => file.spec.clone(),
             None => self.scenario.spec(),
+        };
+        if self.mock_delay.is_some() || self.mock_delay_per_stream.is_some() {
+            let mock = spec.mock.get_or_insert_with(Default::default);
+            if let Some(d) = self.mock_delay {
+                mock.delay = d;
+            }
+            if let Some(d) = self.mock_delay_per_stream {
+                mock.delay_per_stream = d.into();
+            }
         }
+        spec
     }
 
     /// The flags that override the scenario's numbers.
@@ -296,9 +311,10 @@ impl Args {
     /// `--ground-truth-kubeconfig`).
     pub fn target(&self) -> Target {
         let Some(destination) = self.destination_addr.clone() else {
+            let mock = self.base().mock.unwrap_or_default();
             return Target::Mock(Mock {
-                delay: self.mock_delay,
-                delay_per_stream: self.mock_delay_per_stream.into(),
+                delay: mock.delay,
+                delay_per_stream: mock.delay_per_stream,
             });
         };
         let source = Cluster {
@@ -399,6 +415,7 @@ impl Args {
                         "scenario": name,
                         "find_red_line": found,
                     });
+                    let json = output::Stamped::new(&json);
                     output::write("--report", path, serde_json::to_string_pretty(&json)?)?;
                     output::written("report written to", path);
                 }

@@ -81,6 +81,18 @@ impl Delay {
     }
 }
 
+impl std::fmt::Display for Delay {
+    /// As parsed: `none`, `50ms`, `10ms..200ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = humantime::format_duration;
+        match *self {
+            Delay::None => f.write_str("none"),
+            Delay::Fixed(d) => write!(f, "{}", h(d)),
+            Delay::Uniform(lo, hi) => write!(f, "{}..{}", h(lo), h(hi)),
+        }
+    }
+}
+
 impl std::str::FromStr for Delay {
     type Err = String;
 

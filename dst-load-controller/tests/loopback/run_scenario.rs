@@ -439,3 +439,106 @@ fn report_dash_writes_the_report_alone_on_standard_output() {
     );
     std::fs::remove_file(&junit).unwrap();
 }
+
+/// A report says which build made it and how (`version`, `args`), and its
+/// plan replays the run: a run slowed with --mock-delay, replayed from the
+/// report's plan alone, is as slow (it used to replay fast).
+#[test]
+fn a_reports_plan_replays_the_mock_delay_and_the_report_names_its_build() {
+    let dir = std::env::temp_dir().join(format!("dst-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, plan, second) = (
+        dir.join("first.json"),
+        dir.join("plan.json"),
+        dir.join("second.json"),
+    );
+    // Holds longer than the delay, so that changes are not superseded.
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--services",
+            "1",
+            "--min-endpoints",
+            "1",
+            "--max-endpoints",
+            "3",
+        ])
+        .args([
+            "--streams-per-service",
+            "2",
+            "--min-hold",
+            "600ms",
+            "--max-hold",
+            "600ms",
+        ])
+        .args([
+            "--jitter",
+            "0s",
+            "--duration",
+            "2s",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--mock-delay", "300ms", "--report", first.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = judged_report(&out, &first);
+    assert_eq!(r["plan"]["mock"]["delay"], "300ms", "{}", r["plan"]);
+    // The build and the command line.
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert_eq!(
+        format!("dst-load-controller {}\n", r["version"].as_str().unwrap()),
+        version
+    );
+    assert!(
+        r["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(env!("CARGO_PKG_VERSION"))
+    );
+    let args: Vec<&str> = r["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(&args[..2], ["run", "--services"]);
+    assert!(
+        args.windows(2).any(|w| w == ["--mock-delay", "300ms"]),
+        "{args:?}"
+    );
+    // The plan alone, as a scenario file (JSON is YAML).
+    std::fs::write(&plan, serde_json::to_string(&r["plan"]).unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--scenario-file",
+            plan.to_str().unwrap(),
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--report", second.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r2 = judged_report(&out, &second);
+    assert_eq!(r2["plan"]["mock"], r["plan"]["mock"]);
+    assert_eq!(r2["seed"], r["seed"]);
+    // Never early: every update waited out the delay.
+    for report in [&r, &r2] {
+        let lat = &report["update_latency"];
+        assert!(lat["count"].as_u64().unwrap() > 0, "{lat}");
+        assert!(lat["p50"].as_f64().unwrap() >= 0.3, "{lat}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The report of a run that ended judged (0 or 3).
+fn judged_report(out: &std::process::Output, report: &std::path::Path) -> serde_json::Value {
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+}
