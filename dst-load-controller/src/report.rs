@@ -25,6 +25,16 @@ pub enum Error {
         /// Why.
         source: reqwest::Error,
     },
+    /// Prometheus (or a proxy in front of it) answered an HTTP error.
+    #[error("Prometheus at {url} answered HTTP {status}{hint}")]
+    Status {
+        /// The query URL.
+        url: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// Prometheus answered with an error.
     #[error("Prometheus rejected query `{query}`: {error}")]
     Query {
@@ -122,11 +132,88 @@ struct RangeSeries {
     values: Vec<(f64, String)>,
 }
 
+/// How to reach a Prometheus that asks for more than a URL.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Sent as `Authorization: Bearer ...` with every query.
+    pub bearer_token: Option<String>,
+    /// PEM certificates of the authorities that sign its TLS certificate
+    /// (trusted beside the system's).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Access {
+    /// The access `token_file` and `ca_file` give: the token is the file's
+    /// first line, the CA file one or more PEM certificates. The error
+    /// names the file and what is wrong with it.
+    pub fn from_files(
+        token_file: Option<&std::path::Path>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+        };
+        let bearer_token = match token_file {
+            Some(p) => {
+                let text = read("--bearer-token-file", p)?;
+                let token = String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                if token.is_empty() || token.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "--bearer-token-file {}: no token on its first line (one word, as a ServiceAccount token file holds)",
+                        p.display()
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        let ca_pem = match ca_file {
+            Some(p) => {
+                let pem = read("--ca-file", p)?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+                if certs.is_empty() {
+                    return Err(format!(
+                        "--ca-file {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+                        p.display()
+                    ));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Self {
+            bearer_token,
+            ca_pem,
+        })
+    }
+}
+
 impl Prometheus {
     /// A client for the Prometheus at `base`.
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(base: &str, timeout: Duration, access: &Access) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder().timeout(timeout);
+        if let Some(token) = &access.bearer_token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+            // Kept out of debug output.
+            value.set_sensitive(true);
+            http = http.default_headers(
+                [(reqwest::header::AUTHORIZATION, value)]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        if let Some(pem) = &access.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            http: http.build()?,
             url: format!("{}/api/v1/query", base.trim_end_matches('/')),
             shown: format!("{}/api/v1/query", redact(base).trim_end_matches('/')),
         })
@@ -162,16 +249,21 @@ impl Prometheus {
         };
         let mut form = vec![("query", query)];
         form.extend_from_slice(params);
-        let answer: Answer<R> = self
-            .http
-            .post(url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(http)?
-            .json()
-            .await
-            .map_err(http)?;
+        let response = self.http.post(url).form(&form).send().await.map_err(http)?;
+        let status = response.status();
+        // Prometheus answers a bad query 400 or 422 with its JSON error;
+        // anything else that is not a success is no Prometheus answer.
+        if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
+            return Err(Error::Status {
+                url: url.replace(&self.url, &self.shown),
+                status,
+                hint: match status.as_u16() {
+                    401 | 403 => ": give --bearer-token-file with a token it takes",
+                    _ => "",
+                },
+            });
+        }
+        let answer: Answer<R> = response.json().await.map_err(http)?;
         if answer.status != "success" {
             return Err(Error::Query {
                 query: query.to_string(),

@@ -9,7 +9,7 @@ use crate::{
     cmd::flags::GateArgs,
     gates::verdict_table,
     measurements::Measurements,
-    report::{Prometheus, read, redact, timeline},
+    report::{Access, Prometheus, read, redact, timeline},
 };
 
 /// `report` flags.
@@ -40,6 +40,17 @@ pub struct Args {
     /// Timeout of each Prometheus query.
     #[arg(long, default_value = "30s")]
     pub timeout: humantime::Duration,
+
+    /// A file whose first line is a token sent as `Authorization: Bearer`
+    /// with every query (a Prometheus behind an authenticating proxy, or
+    /// a ServiceAccount's token: `/var/run/secrets/kubernetes.io/serviceaccount/token`).
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<std::path::PathBuf>,
+
+    /// PEM certificates of the authorities that sign an https:// Prometheus's
+    /// certificate, trusted beside the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub gates: GateArgs,
@@ -83,6 +94,7 @@ impl Args {
                 redact(&self.prometheus)
             ));
         }
+        self.access()?;
         if self.timeout.is_zero() {
             return Err("--timeout must be above zero (e.g. 30s)".into());
         }
@@ -97,6 +109,11 @@ impl Args {
             ));
         }
         Ok(())
+    }
+
+    /// The token and authorities read from their files.
+    fn access(&self) -> Result<Access, String> {
+        Access::from_files(self.bearer_token_file.as_deref(), self.ca_file.as_deref())
     }
 
     fn window(&self, now: jiff::Timestamp) -> (jiff::Timestamp, jiff::Timestamp) {
@@ -115,7 +132,8 @@ impl Args {
     /// Queries Prometheus, prints the table, writes the reports.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let (start, end) = self.window(jiff::Timestamp::now());
-        let prom = Prometheus::new(&self.prometheus, self.timeout.into())?;
+        let access = self.access().map_err(anyhow::Error::msg)?;
+        let prom = Prometheus::new(&self.prometheus, self.timeout.into(), &access)?;
         let mut measured = read(&prom, &self.selector, start, end).await?;
         if self.gates.html.is_some() {
             measured.timeline = timeline(&prom, &self.selector, start, end).await?;
