@@ -745,3 +745,70 @@ fn client_duration_help_names_the_exit_status_of_a_failed_gate() {
         .join(" ");
     assert!(text.contains("exit: 0, or 3 when a gate"), "{text}");
 }
+
+/// Every flag `client --help` and `mock-dst --help` list is in the
+/// README's table of that subcommand's flags (new flags used to land in
+/// `--help` alone).
+#[test]
+fn every_client_and_mock_dst_flag_is_in_its_readme_table() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    // The table holding `anchor`: the run of `|` lines around it.
+    let table = |anchor: &str| {
+        let at = lines.iter().position(|l| l.contains(anchor)).unwrap();
+        let start = (0..=at)
+            .rev()
+            .take_while(|&i| lines[i].starts_with('|'))
+            .last()
+            .unwrap();
+        let end = (at..lines.len())
+            .take_while(|&i| lines[i].starts_with('|'))
+            .last()
+            .unwrap();
+        lines[start..=end].join("\n")
+    };
+    for (sub, anchor) in [
+        ("client", "`--streams-per-service` (alias"),
+        ("mock-dst", "`-a`, `--addr`"),
+    ] {
+        let help = String::from_utf8(
+            Command::new(BIN)
+                .args([sub, "--help"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let rows = table(anchor);
+        let flags: std::collections::BTreeSet<&str> = help
+            .lines()
+            .filter_map(|l| {
+                // Flags are indented by 2 or 6, their descriptions by 10.
+                let indent = l.len() - l.trim_start().len();
+                if indent >= 8 {
+                    return None;
+                }
+                let l = l.trim_start();
+                // `-n, --namespace <NAMESPACE>`: the long name.
+                let l = match l.as_bytes() {
+                    [b'-', c, b',', b' ', ..] if *c != b'-' => &l[4..],
+                    _ => l,
+                };
+                l.starts_with("--")
+                    .then(|| l.split([' ', '=', '<']).next().unwrap())
+            })
+            .filter(|f| *f != "--help")
+            .collect();
+        assert!(flags.len() > 10, "{sub}: {flags:?}");
+        for flag in flags {
+            let documented = rows.match_indices(flag).any(|(i, _)| {
+                !rows[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            });
+            assert!(
+                documented,
+                "{sub} {flag} is not in the README's table of {sub}'s flags"
+            );
+        }
+    }
+}
