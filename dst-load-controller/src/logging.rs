@@ -4,8 +4,8 @@
 use std::{
     collections::HashMap,
     ffi::OsString,
-    io::IsTerminal,
-    sync::Mutex,
+    io::{IsTerminal, Write},
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -95,16 +95,41 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), InvalidFilter> {
     // A second init (several runs in one test process) is harmless.
     let _ = match format {
         LogFormat::Plain => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(colour(
+            .with(fmt::layer().with_writer(|| AroundBars).with_ansi(colour(
                 std::io::stderr().is_terminal(),
                 std::env::var_os("NO_COLOR"),
             )))
             .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .with(fmt::layer().json().with_writer(|| AroundBars))
             .try_init(),
     };
     Ok(())
+}
+
+/// The process's progress bars, drawn on standard error (hidden when it is
+/// not a terminal). Log lines go through [`AroundBars`], which clears them
+/// around each line, so that a line does not tear a bar.
+pub fn progress() -> &'static indicatif::MultiProgress {
+    static BARS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
+    BARS.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// Standard error, with the progress bars cleared while a line is written.
+struct AroundBars;
+
+impl Write for AroundBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        progress().suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        progress().suspend(|| std::io::stderr().write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Whether plain log lines are coloured: only on a terminal, and not when

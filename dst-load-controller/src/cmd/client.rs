@@ -429,7 +429,14 @@ impl Args {
         rt.serve_admin(admin_addr, self.admin_control.admin_allow_remote_shutdown)
             .await?;
         let started_at = jiff::Timestamp::now();
+        let progress = crate::harness::progress::Progress::start(
+            fleet.clone(),
+            metrics.clone(),
+            None,
+            self.duration.map(Into::into),
+        );
         let summary = client.run(stop).await;
+        progress.finish();
         rt.finish().await?;
         let summary = summary?;
         let measured = measure(&fleet, &metrics, &summary);

@@ -13,6 +13,7 @@ mod load;
 pub mod mock;
 pub mod mock_feed;
 pub mod plan;
+pub mod progress;
 pub mod red_line;
 
 pub use plan::{Admin, Outcome, Plan, Target, run};

@@ -14,7 +14,6 @@ use super::{
 };
 use crate::{
     client::{self, Client, Fleet},
-    latency::Kind,
     measurements::Measurements,
     runtime::Runtime,
     scenario::Spec,
@@ -137,7 +136,12 @@ async fn drive(
         rt.readiness(),
         shutdown.clone(),
     ));
-    let progress = Progress::start(fleet.clone(), metrics.clone(), spec.streams(NAMESPACE));
+    let progress = super::progress::Progress::start(
+        fleet.clone(),
+        metrics.clone(),
+        Some(spec.streams(NAMESPACE)),
+        Some(spec.duration),
+    );
     tokio::select! {
         _ = tokio::time::sleep(spec.duration) => {}
         _ = shutdown.cancelled() => {}
@@ -327,54 +331,6 @@ impl RunningClient {
         self.summary
             .await
             .map_err(|_| anyhow::anyhow!("the client ended without a summary"))
-    }
-}
-
-/// Live progress on stderr (hidden when stderr is not a terminal).
-struct Progress {
-    bar: indicatif::ProgressBar,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Progress {
-    fn start(fleet: Arc<Fleet>, metrics: client::metrics::Metrics, streams: u64) -> Self {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .expect("valid template"),
-        );
-        let b = bar.clone();
-        let task = tokio::spawn(async move {
-            let mut last = (tokio::time::Instant::now(), 0u64);
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let services = fleet.services();
-                let up: u64 = services
-                    .iter()
-                    .map(|s| s.slots().iter().filter(|x| x.answered()).count() as u64)
-                    .sum();
-                let updates: u64 = services
-                    .iter()
-                    .map(|s| metrics.updates_of(&s.service))
-                    .sum();
-                let rate = (updates - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                last = (tokio::time::Instant::now(), updates);
-                let c = metrics.latencies.percentiles(Kind::Convergence);
-                b.set_message(format!(
-                    "streams up {up}/{streams} | updates {updates} ({rate:.0}/s) | convergence p50 {:.1} ms p99 {:.1} ms ({} samples)",
-                    c.p50 * 1e3,
-                    c.p99 * 1e3,
-                    c.count
-                ));
-                b.tick();
-            }
-        });
-        Self { bar, task }
-    }
-
-    fn finish(self) {
-        self.task.abort();
-        self.bar.finish_and_clear();
     }
 }
 
