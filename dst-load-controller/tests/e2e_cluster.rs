@@ -1874,8 +1874,8 @@ async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape()
     ]));
     let fleet = running.fleet.clone();
     converged("served", &client, &fleet, 1).await;
-    running.finish().await;
-
+    // Scraped while the stream is open: per-subscription series
+    // (`endpoints_subscribers`) go when their last subscriber does.
     let addr = std::env::var("DESTINATION_METRICS_ADDR").expect("DESTINATION_METRICS_ADDR");
     let scrape = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -1883,6 +1883,7 @@ async fn dashboard_metrics_from_the_destination_controller_exist_in_its_scrape()
         .text()
         .await
         .unwrap();
+    running.finish().await;
     let exported = support::names(&scrape);
     let from_controller: BTreeSet<String> = support::external_metrics()
         .into_iter()
@@ -2094,6 +2095,7 @@ scrape_configs:
             }
             let concrete = q
                 .replace("$namespace", &ns.name)
+                .replace("$pod", ".*")
                 .replace("$__rate_interval", "1m");
             checked += 1;
             if query(concrete.clone()).await.unwrap().is_empty() {

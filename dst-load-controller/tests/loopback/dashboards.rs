@@ -245,3 +245,54 @@ fn promql_names_are_found_and_functions_and_labels_are_not() {
         ["churn_api_request_duration_seconds_bucket", "go_goroutines"]
     );
 }
+
+/// No panel mixes units: a panel's queries are all latencies
+/// (`histogram_quantile`, unit `s`), all per-second rates (unit `ops` or
+/// cores), or all levels (counts, bytes); heatmaps draw bucket counts.
+#[test]
+fn no_panel_mixes_units() {
+    let mut mixed = Vec::new();
+    for path in [
+        "dst-load-client.json",
+        "dst-load-churn.json",
+        "dst-load-control-plane.json",
+    ] {
+        let file = support::repo().join("dashboards").join(path);
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        for p in d["panels"].as_array().unwrap() {
+            if p["type"] == "heatmap" {
+                continue;
+            }
+            let kinds: BTreeSet<&str> = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let e = t["expr"].as_str().unwrap();
+                    if e.contains("histogram_quantile") {
+                        "latency"
+                    } else if e.contains("rate(") || e.contains("increase(") {
+                        "per-second"
+                    } else {
+                        "level"
+                    }
+                })
+                .collect();
+            let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+            let fits = match unit {
+                "s" => kinds == BTreeSet::from(["latency"]),
+                "ops" => kinds == BTreeSet::from(["per-second"]),
+                _ => kinds.len() == 1,
+            };
+            if !fits {
+                mixed.push(format!("{path}: {} ({unit}: {kinds:?})", p["title"]));
+            }
+        }
+    }
+    assert!(
+        mixed.is_empty(),
+        "panels mixing units:\n{}",
+        mixed.join("\n")
+    );
+}

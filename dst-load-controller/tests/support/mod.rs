@@ -736,6 +736,16 @@ pub fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
             if let Some(serde_json::Value::String(e)) = m.get("expr") {
                 out.push(e.clone());
             }
+            // A variable's `label_values(SELECTOR, label)`: its selector is
+            // a query too (the values come from its series).
+            if let Some(serde_json::Value::String(d)) = m.get("definition")
+                && let Some(args) = d
+                    .strip_prefix("label_values(")
+                    .and_then(|a| a.strip_suffix(')'))
+            {
+                let selector = args.rsplit_once(',').map_or(args, |(s, _)| s).trim();
+                out.push(selector.to_string());
+            }
             m.values().for_each(|v| exprs(v, out));
         }
         serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
