@@ -25,11 +25,13 @@ use crate::logging::Throttle;
 
 /// An I/O whose reads fail with [`io::ErrorKind::TimedOut`] if nothing has
 /// been read when its deadline passes; after the first bytes it is `io`.
-pub struct FirstBytes<IO> {
+/// `G` is held as long as the I/O (a place under a connection cap).
+pub struct FirstBytes<IO, G = ()> {
     io: IO,
     deadline: Option<Pin<Box<Sleep>>>,
     /// The error's message, naming what was awaited.
     what: &'static str,
+    _guard: G,
 }
 
 impl<IO> FirstBytes<IO> {
@@ -40,16 +42,32 @@ impl<IO> FirstBytes<IO> {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
             what,
+            _guard: (),
         }
     }
 
+    /// The same, holding `guard` until it is dropped.
+    pub fn holding<G>(self, guard: G) -> FirstBytes<IO, G> {
+        let Self {
+            io, deadline, what, ..
+        } = self;
+        FirstBytes {
+            io,
+            deadline,
+            what,
+            _guard: guard,
+        }
+    }
+}
+
+impl<IO, G> FirstBytes<IO, G> {
     /// The I/O inside.
     pub fn get_ref(&self) -> &IO {
         &self.io
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
+impl<IO: AsyncRead + Unpin, G: Unpin> AsyncRead for FirstBytes<IO, G> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -76,7 +94,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
+impl<IO: AsyncWrite + Unpin, G: Unpin> AsyncWrite for FirstBytes<IO, G> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -123,10 +141,7 @@ const NO_PREFACE: &str = "no HTTP/2 preface from the client in time";
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// An accepted connection, holding its place under the cap until it closes.
-pub struct Accepted {
-    io: FirstBytes<TcpStream>,
-    _permit: OwnedSemaphorePermit,
-}
+pub type Accepted = FirstBytes<TcpStream, OwnedSemaphorePermit>;
 
 /// The connections `listener` accepts, within `limits`, until `stop`. A
 /// failed accept (the descriptor limit, above all) is logged at warn, at
@@ -180,14 +195,8 @@ pub fn incoming(
                     s.backoff = Duration::ZERO;
                     // Updates are small and latency-sensitive: no Nagle.
                     let _ = tcp.set_nodelay(true);
-                    let io = FirstBytes::new(tcp, s.limits.handshake, NO_PREFACE);
-                    return Some((
-                        Ok(Accepted {
-                            io,
-                            _permit: permit,
-                        }),
-                        s,
-                    ));
+                    let io = FirstBytes::new(tcp, s.limits.handshake, NO_PREFACE).holding(permit);
+                    return Some((Ok(io), s));
                 }
                 Err(error) => {
                     drop(permit);
@@ -210,51 +219,11 @@ pub fn incoming(
     })
 }
 
-impl AsyncRead for Accepted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Accepted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
 impl tonic::transport::server::Connected for Accepted {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.get_ref().connect_info()
+        self.get_ref().connect_info()
     }
 }
 

@@ -139,26 +139,32 @@ fn sizes_past_the_bounds_exit_2_at_once_naming_the_bound() {
     ];
     for (args, expect) in cases {
         let started = Instant::now();
-        // No cluster exists and the addresses are the defaults: a side
-        // effect would fail otherwise, or be seen as a bound port.
-        let out = Command::new(BIN)
-            .args(*args)
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: ") && first.contains(expect),
-            "{args:?}: {stderr}"
-        );
-        assert!(out.stdout.is_empty(), "{args:?}");
+        refused(args, expect);
         // Refused before any allocation of that size: a loaded machine
         // takes milliseconds, an attempt took seconds to minutes.
         assert!(started.elapsed() < Duration::from_secs(20), "{args:?}");
     }
+}
+
+/// Runs `args` with no cluster and the default addresses (a side effect
+/// would fail otherwise, or be seen as a bound port): exit 2, the first
+/// line an error holding `expect`, nothing on standard output (a run that
+/// went ahead prints its summary there).
+fn refused(args: &[&str], expect: &str) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: ") && first.contains(expect),
+        "{args:?}: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{args:?}");
 }
 
 #[test]
@@ -206,22 +212,9 @@ fn output_paths_are_checked_before_the_run() {
         ),
     ];
     for (args, expect) in cases {
-        let out = Command::new(BIN)
-            .args(*args)
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: ") && first.contains(expect.as_str()),
-            "{args:?}: {stderr}"
-        );
         // Refused up front: a write failing after the run exits 1 and
         // follows the run's summary.
-        assert!(out.stdout.is_empty(), "{args:?} ran");
+        refused(args, expect);
     }
 }
 
@@ -319,19 +312,7 @@ fn zero_durations_stray_flags_bad_names_and_huge_counts_are_usage_errors() {
         ),
     ];
     for (args, expect) in cases {
-        let out = Command::new(BIN)
-            .args(*args)
-            .env("KUBECONFIG", "/nonexistent/kubeconfig")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        let first = stderr.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("error: ") && first.contains(expect),
-            "{args:?}: {stderr}"
-        );
+        refused(args, expect);
     }
 }
 
