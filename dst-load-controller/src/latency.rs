@@ -51,8 +51,9 @@ pub struct Percentiles {
     pub histogram: Option<HdrBlob>,
 }
 
-/// [`Percentiles`] as read, before their checks.
-#[derive(serde::Deserialize)]
+/// [`Percentiles`] as read, before their checks (absent fields: 0, none,
+/// as `Percentiles::default()`).
+#[derive(Default, serde::Deserialize)]
 #[serde(default)]
 struct Unchecked {
     count: u64,
@@ -62,29 +63,6 @@ struct Unchecked {
     p999: f64,
     max: f64,
     histogram: Option<HdrBlob>,
-}
-
-impl Default for Unchecked {
-    fn default() -> Self {
-        let Percentiles {
-            count,
-            p50,
-            p95,
-            p99,
-            p999,
-            max,
-            histogram,
-        } = Percentiles::default();
-        Self {
-            count,
-            p50,
-            p95,
-            p99,
-            p999,
-            max,
-            histogram,
-        }
-    }
 }
 
 /// The longest latency a report can hold, seconds: samples are clamped to

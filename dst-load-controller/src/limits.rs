@@ -31,10 +31,9 @@ pub const MAX_STREAM_QUEUE: usize = 1_000_000;
 /// together): shorter would only spin the mock's CPU.
 pub const MIN_OSCILLATION_CYCLE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Checks a client's load: `streams` Get and GetProfile streams per service
-/// over `connections` connections, `services` services when known. `flags`
-/// names what the user changes, e.g. `--streams-per-service` or
-/// `streams-per-service`.
+/// Checks a client's load against [`MAX_STREAMS`] and [`MAX_CONNECTIONS`].
+/// `streams_flag` and `connections_flag` name what the user changes in the
+/// message (`--streams-per-service`, or a scenario file's key).
 pub fn check_load(load: Load, streams_flag: &str, connections_flag: &str) -> Result<(), String> {
     let Load {
         streams_per_service,

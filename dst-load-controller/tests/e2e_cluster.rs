@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{free_port, kubectl, slice_addrs};
+use support::{count, free_port, kubectl, slice_addrs};
 
 use std::{
     collections::BTreeSet,
@@ -528,24 +528,8 @@ async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
     assert_eq!(summary_field(&second, "services_created"), 0);
     assert_eq!(summary_field(&second, "api_errors"), 0);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    assert_eq!(
-        services
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
-    assert_eq!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(count(&services).await, 2);
+    assert_eq!(count(&deployments).await, 2);
     // Same size, so the same timestamp: no change is reported that did not happen.
     assert_eq!(
         stamp(deployments.get("stable-svc-0").await.unwrap()),
@@ -553,10 +537,7 @@ async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
     );
     // No rollout either: one ReplicaSet per Deployment.
     let rs: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
-    assert_eq!(
-        rs.list(&ListParams::default()).await.unwrap().items.len(),
-        2
-    );
+    assert_eq!(count(&rs).await, 2);
     for name in ["stable-svc-0", "stable-svc-1"] {
         eventually(name, || check_service(&client, &ns.name, name, 2)).await;
     }
@@ -585,24 +566,8 @@ async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
         ],
         "{stdout}"
     );
-    assert_eq!(
-        services
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
-    assert_eq!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(count(&services).await, 3);
+    assert_eq!(count(&deployments).await, 2);
     let out = run(&["cleanup", "--namespace", &ns.name]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 services and 2 deployments"));
     let names: Vec<String> = services

@@ -221,23 +221,32 @@ fn verdict_line(rows: &[Row]) -> String {
 }
 
 /// What `compare` needs of a report, whichever command wrote it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Report {
     /// `client` for client reports (run reports have no `command`).
-    #[serde(default)]
     pub command: Option<String>,
     /// A run's scenario name.
-    #[serde(default)]
     pub scenario: Option<String>,
     /// A run's seed (a string, or a number in older reports).
-    #[serde(default, with = "crate::seed::option")]
     pub seed: Option<u64>,
     /// A client's configuration.
-    #[serde(default)]
     pub config: Option<serde_json::Value>,
     /// What was measured.
-    #[serde(flatten)]
     pub measured: Measurements,
+}
+
+/// A report's fields beside its measurements (read apart from them, so
+/// that an error in the measurements says where it is).
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    scenario: Option<String>,
+    #[serde(default, with = "crate::seed::option")]
+    seed: Option<u64>,
+    #[serde(default)]
+    config: Option<serde_json::Value>,
 }
 
 /// The largest report file read: a day's timeline and every change of a
@@ -278,12 +287,17 @@ impl Report {
                 ));
             }
         }
-        // The measurements first, on their own: read through the report's
-        // `flatten` an error would not say where it is.
         let damaged = |e: &dyn std::fmt::Display| format!("{name} is a damaged report: {e}");
-        serde_path_to_error::deserialize::<_, Measurements>(&value)
+        let measured = serde_path_to_error::deserialize::<_, Measurements>(&value)
             .map_err(|e| damaged(&format_args!("{}: {}", e.path(), e.inner())))?;
-        serde_json::from_value(value).map_err(|e| damaged(&e))
+        let head = Head::deserialize(&value).map_err(|e| damaged(&e))?;
+        Ok(Self {
+            command: head.command,
+            scenario: head.scenario,
+            seed: head.seed,
+            config: head.config,
+            measured,
+        })
     }
 
     /// What ran: `run`, or the command named in the report.

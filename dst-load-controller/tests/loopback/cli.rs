@@ -5,21 +5,7 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
 
-fn usage_error(args: &[&str], expect: &str) {
-    // No cluster and no server exist: any side effect would fail differently.
-    let out = Command::new(BIN)
-        .args(args)
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(expect),
-        "{args:?}: expected '{expect}' in:\n{stderr}"
-    );
-}
+use crate::support::usage_error;
 
 #[test]
 fn churn_rejects_bad_flags() {

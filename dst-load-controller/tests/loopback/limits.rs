@@ -151,14 +151,8 @@ fn sizes_past_the_bounds_exit_2_at_once_naming_the_bound() {
 /// line an error holding `expect`, nothing on standard output (a run that
 /// went ahead prints its summary there).
 fn refused(args: &[&str], expect: &str) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = crate::support::usage_error(args, expect);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     let first = stderr.lines().next().unwrap_or_default();
     assert!(
         first.starts_with("error: ") && first.contains(expect),

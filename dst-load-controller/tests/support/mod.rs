@@ -921,3 +921,34 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u1
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
+
+/// Runs our binary with `args`, no cluster (`KUBECONFIG` points nowhere)
+/// and no `RUST_LOG`: it must exit 2 with `expect` in its standard error.
+/// Any side effect would fail differently. Returns what it wrote.
+pub fn usage_error(args: &[&str], expect: &str) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dst-load-controller"))
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(expect),
+        "{args:?}: expected '{expect}' in:\n{stderr}"
+    );
+    out
+}
+
+/// How many objects `api` lists.
+pub async fn count<K>(api: &kube::Api<K>) -> usize
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+}
