@@ -557,12 +557,14 @@ mod tests {
                     at: 101.0,
                     first_converged: Some(0.001),
                     last_converged: Some(0.05),
+                    endpoints: Some(3),
                 },
                 ChangeRecord {
                     service: "a".into(),
                     at: 102.0,
                     first_converged: Some(0.002),
                     last_converged: None,
+                    endpoints: Some(4),
                 },
             ],
             ..Default::default()

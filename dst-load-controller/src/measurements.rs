@@ -110,6 +110,25 @@ pub struct TimelineSample {
     pub resets: u64,
     /// Streams stale now.
     pub stale: i64,
+    /// The update latencies of the healthy streams observed since the
+    /// previous sample (none when there were none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_latency: Option<WindowLatency>,
+}
+
+/// Percentiles of the latencies observed in one timeline interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct WindowLatency {
+    /// Samples in the interval (0 when read from Prometheus, which has
+    /// rates, not counts).
+    pub count: u64,
+    /// Median, in seconds.
+    pub p50: f64,
+    /// 95th percentile, in seconds.
+    pub p95: f64,
+    /// 99th percentile, in seconds.
+    pub p99: f64,
 }
 
 /// One change and its fan-out.
@@ -125,6 +144,10 @@ pub struct ChangeRecord {
     /// Seconds from the change to its last stream converged; none when the
     /// next change came first (superseded).
     pub last_converged: Option<f64>,
+    /// Endpoints the service had after the change (absent in reports
+    /// written before it was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<u64>,
 }
 
 /// One stream class's figures.

@@ -341,6 +341,7 @@ pub async fn timeline(
             errors: at(&errors, *t).max(0.0) as u64,
             resets: at(&resets, *t).max(0.0) as u64,
             stale: at(&stale, *t) as i64,
+            update_latency: None,
         })
         .collect())
 }

@@ -752,6 +752,7 @@ async fn sample_timeline(fleet: Arc<Fleet>, metrics: Metrics, stop: Cancellation
             errors: metrics.errors_total.get(),
             resets: metrics.resets_total.get(),
             stale: metrics.staleness.stale_now(&fleet),
+            update_latency: metrics.latencies.take_window(),
         };
         let mut timeline = metrics.timeline.lock().expect("timeline lock");
         if timeline.len() < MAX_TIMELINE {

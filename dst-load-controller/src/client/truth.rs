@@ -45,8 +45,9 @@ pub struct Latencies {
     fanout: Family<StreamLabel, Histogram>,
     kubernetes_leg: Family<StreamLabel, Histogram>,
     destination_leg: Family<StreamLabel, Histogram>,
-    /// Every kind, healthy streams only (all streams are, without faults).
-    hdr: Arc<Mutex<[Hdr<u64>; 5]>>,
+    /// Every kind, healthy streams only (all streams are, without faults),
+    /// then the update latencies since the last [`Latencies::take_window`].
+    hdr: Arc<Mutex<[Hdr<u64>; 6]>>,
     /// Update, convergence and fan-out samples by pattern (healthy streams).
     by_pattern: Arc<Mutex<ByPattern>>,
     /// Update, convergence and fan-out samples by class.
@@ -68,6 +69,7 @@ impl Latencies {
             kubernetes_leg: Family::new_with_constructor(buckets),
             destination_leg: Family::new_with_constructor(buckets),
             hdr: Arc::new(Mutex::new([
+                mk_hdr(),
                 mk_hdr(),
                 mk_hdr(),
                 mk_hdr(),
@@ -128,7 +130,11 @@ impl Latencies {
         family.get_or_create(label).observe(latency.as_secs_f64());
         let healthy = label.class == Class::Healthy.as_str();
         if healthy {
-            self.hdr.lock().expect("hdr lock")[kind as usize].saturating_record(micros(latency));
+            let mut hdr = self.hdr.lock().expect("hdr lock");
+            hdr[kind as usize].saturating_record(micros(latency));
+            if kind == Kind::Update {
+                hdr[WINDOW].saturating_record(micros(latency));
+            }
         }
         let per = match kind {
             Kind::Update => 0,
@@ -187,11 +193,32 @@ impl Latencies {
         }
     }
 
+    /// The update latencies (healthy streams) recorded since the last call,
+    /// then forgotten: none when there were none.
+    pub fn take_window(&self) -> Option<crate::measurements::WindowLatency> {
+        let mut hdr = self.hdr.lock().expect("hdr lock");
+        let window = &mut hdr[WINDOW];
+        if window.is_empty() {
+            return None;
+        }
+        let p = Percentiles::from_hdr(window);
+        window.reset();
+        Some(crate::measurements::WindowLatency {
+            count: p.count,
+            p50: p.p50,
+            p95: p.p95,
+            p99: p.p99,
+        })
+    }
+
     /// Percentiles of every sample of `kind` so far.
     pub fn percentiles(&self, kind: Kind) -> Percentiles {
         Percentiles::from_hdr(&self.hdr.lock().expect("hdr lock")[kind as usize])
     }
 }
+
+/// Where [`Latencies`] keeps the update latencies of the current window.
+const WINDOW: usize = 5;
 
 /// The most change records a client keeps (about 100 bytes each).
 pub const MAX_CHANGES: usize = 200_000;
@@ -327,6 +354,7 @@ impl ServiceTruth {
                         at: unix(prev.changed_at),
                         first_converged: prev.first_converged.map(|d| d.as_secs_f64()),
                         last_converged: None,
+                        endpoints: Some(prev.expected.len() as u64),
                     });
                 }
                 (
@@ -438,6 +466,7 @@ impl ServiceTruth {
                             at: unix(epoch.changed_at),
                             first_converged: Some(first.as_secs_f64()),
                             last_converged: Some(latency.as_secs_f64()),
+                            endpoints: Some(epoch.expected.len() as u64),
                         });
                     }
                 }
@@ -617,6 +646,23 @@ mod tests {
         let f = l.percentiles(Kind::Fanout);
         assert!(f.count == 1 && close(f.max, 0.050), "{f:?}");
         assert_eq!(t.completed.get(), 1);
+        // The change's record names the set's size after it.
+        let changes = l.changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].endpoints, Some(3));
+        assert_eq!(
+            changes[0].last_converged.map(|s| close(s, 0.050)),
+            Some(true)
+        );
+        // The window holds the two update latencies, once.
+        let w = l.take_window().expect("a window with samples");
+        assert!(
+            w.count == 2 && close(w.p50, 0.010) && close(w.p99, 0.050),
+            "{w:?}"
+        );
+        assert_eq!(l.take_window(), None);
+        // The totals are not reset by taking the window.
+        assert_eq!(l.percentiles(Kind::Update).count, 2);
     }
 
     #[test]
