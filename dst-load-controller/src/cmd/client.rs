@@ -457,7 +457,16 @@ impl Args {
         gates.finish("client", &report.slos, &report, || {
             crate::html::run_page(
                 &format!("client of {}", report.config.destination_addr),
-                &crate::html::Run::new("client", &report.measured),
+                &crate::html::Run::new("client", &report.measured)
+                    .meta("version", crate::VERSION)
+                    .meta("command line", super::output::command_line())
+                    .meta("target", &report.config.destination_addr)
+                    .meta("started", &report.started_at)
+                    .meta("ended", &report.ended_at)
+                    .meta(
+                        "configuration",
+                        serde_json::to_string_pretty(&report.config).unwrap_or_default(),
+                    ),
                 &report.slos,
             )
         })

@@ -112,8 +112,8 @@ impl Args {
         }
         if let Some(path) = &self.html {
             let page = crate::html::compare_page(
-                &crate::html::Run::new(&self.base.display().to_string(), &base.measured),
-                &crate::html::Run::new(&self.new.display().to_string(), &new.measured),
+                &base.drawn(&self.base.display().to_string()),
+                &new.drawn(&self.new.display().to_string()),
                 &rows,
             );
             output::write("--html", path, page)?;
@@ -220,6 +220,15 @@ fn verdict_line(rows: &[Row]) -> String {
     }
 }
 
+/// What a report says of the process that wrote it.
+#[derive(Debug, Default)]
+pub struct About {
+    version: Option<String>,
+    args: Option<Vec<String>>,
+    destination: Option<String>,
+    started_at: Option<String>,
+}
+
 /// What `compare` needs of a report, whichever command wrote it.
 #[derive(Debug)]
 pub struct Report {
@@ -231,6 +240,9 @@ pub struct Report {
     pub seed: Option<u64>,
     /// A client's configuration.
     pub config: Option<serde_json::Value>,
+    /// The version that wrote it, its arguments, its target and start
+    /// (absent in older reports).
+    pub about: About,
     /// What was measured.
     pub measured: Measurements,
 }
@@ -247,6 +259,14 @@ struct Head {
     seed: Option<u64>,
     #[serde(default)]
     config: Option<serde_json::Value>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    started_at: Option<String>,
 }
 
 /// The largest report file read: a day's timeline and every change of a
@@ -296,8 +316,32 @@ impl Report {
             scenario: head.scenario,
             seed: head.seed,
             config: head.config,
+            about: About {
+                version: head.version,
+                args: head.args,
+                destination: head.destination,
+                started_at: head.started_at,
+            },
             measured,
         })
+    }
+
+    /// The report as the pictures draw it, labelled `label` and described.
+    fn drawn(&self, label: &str) -> crate::html::Run<'_> {
+        let a = &self.about;
+        let target = a.destination.clone().or_else(|| {
+            let c = self.config.as_ref()?;
+            c.get("destination_addr")?.as_str().map(str::to_string)
+        });
+        crate::html::Run::new(label, &self.measured)
+            .meta("version", a.version.as_deref().unwrap_or("not recorded"))
+            .meta("command", self.identity())
+            .meta(
+                "arguments",
+                a.args.as_ref().map(|v| v.join(" ")).unwrap_or_default(),
+            )
+            .meta("target", target.unwrap_or_default())
+            .meta("started", a.started_at.as_deref().unwrap_or_default())
     }
 
     /// What ran: `run`, or the command named in the report.

@@ -116,19 +116,43 @@ impl<'a, T: serde::Serialize> Stamped<'a, T> {
     pub fn new(report: &'a T) -> Self {
         Self {
             version: crate::VERSION,
-            args: std::env::args()
-                .skip(1)
-                .map(|a| {
-                    if a.contains("://") {
-                        crate::report::redact(&a)
-                    } else {
-                        a
-                    }
-                })
-                .collect(),
+            args: args(),
             report,
         }
     }
+}
+
+/// The arguments this process was started with, credentials in URLs hidden.
+pub fn args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.contains("://") {
+                crate::report::redact(&a)
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// This process's command line as a shell would take it back (arguments
+/// with spaces or quotes single-quoted), credentials in URLs hidden.
+pub fn command_line() -> String {
+    let quoted = args().into_iter().map(|a| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    });
+    std::iter::once("dst-load-controller".to_string())
+        .chain(quoted)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Says on standard error where `what` went (nothing for standard output,

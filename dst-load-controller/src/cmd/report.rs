@@ -179,7 +179,14 @@ impl Args {
                     "report from {} ({start} to {end})",
                     redact(&self.prometheus)
                 ),
-                &crate::html::Run::new("clients", &report.measured),
+                &crate::html::Run::new("clients", &report.measured)
+                    .meta("version", crate::VERSION)
+                    .meta("command line", super::output::command_line())
+                    .meta("prometheus", &report.prometheus)
+                    .meta("selector", &report.selector)
+                    .meta("from", &report.started_at)
+                    .meta("to", &report.ended_at)
+                    .meta("percentiles", report.percentiles),
                 &report.slos,
             )
         })

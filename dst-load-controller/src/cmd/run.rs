@@ -378,7 +378,18 @@ impl Args {
         gates.finish(&suite, &outcome.slos, &outcome, || {
             crate::html::run_page(
                 &format!("run {} (seed {})", outcome.scenario, outcome.seed),
-                &crate::html::Run::new(&outcome.scenario, &outcome.measured),
+                &crate::html::Run::new(&outcome.scenario, &outcome.measured)
+                    .meta("version", crate::VERSION)
+                    .meta("command line", output::command_line())
+                    .meta("scenario", &outcome.scenario)
+                    .meta("seed", outcome.seed)
+                    .meta("target", &outcome.destination)
+                    .meta("started", &outcome.started_at)
+                    .meta("ended", &outcome.ended_at)
+                    .meta(
+                        "plan",
+                        serde_json::to_string_pretty(&outcome.plan).unwrap_or_default(),
+                    ),
                 &outcome.slos,
             )
         })

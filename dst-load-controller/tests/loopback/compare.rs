@@ -173,6 +173,29 @@ fn same_runs_compare_same_a_slower_mock_compares_worse_and_pages_render() {
     for page in [&ha, &hslow, &temp("compare.html")] {
         render_in_chromium(page);
     }
+    // The check sees a chart that draws nothing: the same page with its
+    // charts emptied leaves white stretches.
+    let blanked = temp("blanked.html");
+    let html = std::fs::read_to_string(&ha).unwrap();
+    let mut emptied = String::new();
+    for (i, part) in html.split("<svg").enumerate() {
+        match (i, part.split_once("</svg>")) {
+            (0, _) | (_, None) => emptied += part,
+            (_, Some((_, after))) => {
+                emptied += "<svg width=\"760\" height=\"300\"></svg>";
+                emptied += after;
+            }
+        }
+    }
+    std::fs::write(&blanked, emptied).unwrap();
+    let shot = screenshot(&blanked);
+    let (top, bottom) = shot.inked_rows(0..SHOT_WIDTH).unwrap();
+    let gap = shot.longest_blank_run(0..SHOT_WIDTH / 2, top..bottom);
+    assert!(
+        gap >= 150,
+        "emptied charts left no blank stretch ({gap} px)"
+    );
+    std::fs::remove_file(&blanked).unwrap();
     for f in [
         a,
         b,
@@ -280,47 +303,70 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Loads `page` in headless Chromium: a screenshot that is not blank, a DOM
-/// with SVG charts whose lines have points, no console error.
+/// Loads `page` in headless Chromium: a screenshot of the whole page that
+/// is not blank anywhere charts should be, a DOM with SVG charts whose lines
+/// have points, no console error.
 fn render_in_chromium(page: &Path) {
     render_in_chromium_min(page, 6);
 }
 
-/// [`render_in_chromium`] of a page with at least `charts` charts.
-fn render_in_chromium_min(page: &Path, charts: usize) {
-    let chromium = ["chromium", "chromium-browser"]
+/// The screenshot's height: taller than any page drawn, so that it holds
+/// the whole page.
+const SHOT_HEIGHT: usize = 8000;
+const SHOT_WIDTH: usize = 1600;
+
+/// Headless Chromium's command.
+fn chromium() -> &'static str {
+    ["chromium", "chromium-browser"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok())
         .expect(
             "headless Chromium is needed (Debian: apt-get install chromium; .ci/run installs it)",
-        );
-    let shot = page.with_extension("png");
+        )
+}
+
+/// Chromium's flags for a page as a person's window shows it.
+fn chromium_flags(page: &Path) -> Vec<String> {
     let profile = page.with_extension("profile");
-    let common = [
+    [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
         "--hide-scrollbars",
-        "--window-size=1600,2000",
+        &format!("--window-size={SHOT_WIDTH},{SHOT_HEIGHT}"),
         "--enable-logging=stderr",
         "--v=0",
-    ];
-    let url = format!("file://{}", page.display());
-    let out = Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
+        &format!("--user-data-dir={}", profile.display()),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// A screenshot of `page` (its console quiet).
+fn screenshot(page: &Path) -> Screenshot {
+    let shot = page.with_extension("png");
+    let out = Command::new(chromium())
+        .args(chromium_flags(page))
         .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
+        .arg(format!("file://{}", page.display()))
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains(":CONSOLE("), "console messages: {log}");
-    let dom = Command::new(chromium)
-        .args(common)
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let picture = Screenshot::read(&shot);
+    std::fs::remove_file(&shot).unwrap();
+    let _ = std::fs::remove_dir_all(page.with_extension("profile"));
+    picture
+}
+
+/// [`render_in_chromium`] of a page with at least `charts` charts.
+fn render_in_chromium_min(page: &Path, charts: usize) {
+    let picture = screenshot(page);
+    let dom = Command::new(chromium())
+        .args(chromium_flags(page))
         .arg("--dump-dom")
-        .arg(&url)
+        .arg(format!("file://{}", page.display()))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
@@ -334,29 +380,96 @@ fn render_in_chromium_min(page: &Path, charts: usize) {
         .collect();
     assert!(lines.len() >= svgs, "{} lines", lines.len());
     assert!(lines.iter().all(|p| p.trim().split(' ').count() >= 2));
-    // Not blank: a PNG with many distinct colours.
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let bytes = &buf[..info.buffer_size()];
-    let px = info.color_type.samples();
-    let colours: std::collections::HashSet<&[u8]> = bytes.chunks(px).collect();
+    // The size asked for, and the page inside it (nothing cut off).
+    assert_eq!((picture.width, picture.height), (SHOT_WIDTH, SHOT_HEIGHT));
+    let (top, bottom) = picture
+        .inked_rows(0..SHOT_WIDTH)
+        .expect("a blank screenshot");
     assert!(
-        colours.len() > 20,
-        "a blank screenshot: {} colours",
-        colours.len()
+        bottom < SHOT_HEIGHT - 40,
+        "the page runs past the screenshot ({bottom} px)"
     );
-    let non_white = bytes
-        .chunks(px)
-        .filter(|c| c[..3] != [255, 255, 255])
-        .count();
+    // Charts (300 px, two to a row at most) fill the page's height.
     assert!(
-        non_white * 100 > bytes.len() / px,
-        "under 1% of the page drawn"
+        bottom - top >= svgs.div_ceil(2) * 240,
+        "{svgs} charts drawn in {} px",
+        bottom - top
     );
-    std::fs::remove_file(&shot).unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
+    // Not blank where charts are: every chart row has a chart on the left,
+    // so no stretch of the left half between the first and the last ink is
+    // white for longer than the gap between two rows.
+    let gap = picture.longest_blank_run(0..SHOT_WIDTH / 2, top..bottom);
+    assert!(gap < 150, "a blank stretch of {gap} px on the page's left");
+    // Many colours: lines, text and grids, not a flat fill.
+    assert!(
+        picture.colours() > 20,
+        "a flat screenshot: {} colours",
+        picture.colours()
+    );
+    let _ = std::fs::remove_dir_all(page.with_extension("profile"));
+}
+
+/// A screenshot's pixels.
+struct Screenshot {
+    width: usize,
+    height: usize,
+    /// RGB(A) samples, `px` bytes per pixel.
+    bytes: Vec<u8>,
+    px: usize,
+}
+
+impl Screenshot {
+    fn read(path: &Path) -> Self {
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        Self {
+            width: info.width as usize,
+            height: info.height as usize,
+            px: info.color_type.samples(),
+            bytes: buf,
+        }
+    }
+
+    fn inked(&self, x: usize, y: usize) -> bool {
+        let i = (y * self.width + x) * self.px;
+        self.bytes[i..i + 3] != [255, 255, 255]
+    }
+
+    fn row_inked(&self, xs: std::ops::Range<usize>, y: usize) -> bool {
+        xs.into_iter().any(|x| self.inked(x, y))
+    }
+
+    /// The first and last rows with ink within columns `xs`.
+    fn inked_rows(&self, xs: std::ops::Range<usize>) -> Option<(usize, usize)> {
+        let top = (0..self.height).find(|y| self.row_inked(xs.clone(), *y))?;
+        let bottom = (0..self.height)
+            .rev()
+            .find(|y| self.row_inked(xs.clone(), *y))?;
+        Some((top, bottom))
+    }
+
+    /// The most consecutive rows of `ys` without ink in columns `xs`.
+    fn longest_blank_run(&self, xs: std::ops::Range<usize>, ys: std::ops::Range<usize>) -> usize {
+        let (mut run, mut longest) = (0, 0);
+        for y in ys {
+            if self.row_inked(xs.clone(), y) {
+                run = 0;
+            } else {
+                run += 1;
+                longest = longest.max(run);
+            }
+        }
+        longest
+    }
+
+    fn colours(&self) -> usize {
+        let set: std::collections::HashSet<&[u8]> = self.bytes.chunks(self.px).collect();
+        set.len()
+    }
 }
 
 /// `run --find-red-line` against a mock whose every update waits 20 ms per
