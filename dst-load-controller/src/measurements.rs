@@ -111,7 +111,8 @@ pub struct TimelineSample {
     /// Streams stale now.
     pub stale: i64,
     /// The update latencies of the healthy streams observed since the
-    /// previous sample (none when there were none).
+    /// previous sample (none when there were none); from `report`, every
+    /// stream's over the trailing 10 s, as Prometheus's buckets have them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_latency: Option<WindowLatency>,
 }
@@ -120,8 +121,8 @@ pub struct TimelineSample {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct WindowLatency {
-    /// Samples in the interval (0 when read from Prometheus, which has
-    /// rates, not counts).
+    /// Samples in the interval (read from Prometheus: the buckets' increase
+    /// over the trailing window, rounded).
     pub count: u64,
     /// Median, in seconds.
     pub p50: f64,

@@ -129,6 +129,8 @@ struct Sample {
 
 #[derive(Deserialize)]
 struct RangeSeries {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
     values: Vec<(f64, String)>,
 }
 
@@ -282,6 +284,22 @@ impl Prometheus {
         end: jiff::Timestamp,
         step: Duration,
     ) -> Result<Vec<(f64, f64)>, Error> {
+        let series = self.query_range_all(query, start, end, step).await?;
+        Ok(series
+            .into_iter()
+            .next()
+            .map_or(Vec::new(), |(_, points)| points))
+    }
+
+    /// Evaluates `query` every `step` over `[start, end]`: every series'
+    /// labels and (time, value) points.
+    pub async fn query_range_all(
+        &self,
+        query: &str,
+        start: jiff::Timestamp,
+        end: jiff::Timestamp,
+        step: Duration,
+    ) -> Result<Vec<(BTreeMap<String, String>, Vec<(f64, f64)>)>, Error> {
         let url = self.url.replace("/api/v1/query", "/api/v1/query_range");
         let secs = |t: jiff::Timestamp| format!("{:.3}", t.as_millisecond() as f64 / 1e3);
         let result: Vec<RangeSeries> = self
@@ -295,12 +313,17 @@ impl Prometheus {
                 ],
             )
             .await?;
-        result.into_iter().next().map_or(Ok(Vec::new()), |s| {
-            s.values
-                .into_iter()
-                .map(|(t, v)| Ok((t, finite(query, &v)?)))
-                .collect()
-        })
+        result
+            .into_iter()
+            .map(|s| {
+                let points = s
+                    .values
+                    .into_iter()
+                    .map(|(t, v)| Ok((t, finite(query, &v)?)))
+                    .collect::<Result<_, Error>>()?;
+                Ok((s.metric, points))
+            })
+            .collect()
     }
 }
 
@@ -326,6 +349,7 @@ pub async fn timeline(
     let errors = series("connection_errors_total").await?;
     let resets = series("streams_reset_total").await?;
     let stale = series("stale_streams").await?;
+    let latency = window_latencies(prom, selector, start, end, step).await?;
     let at = |points: &[(f64, f64)], t: f64| {
         points
             .iter()
@@ -341,7 +365,61 @@ pub async fn timeline(
             errors: at(&errors, *t).max(0.0) as u64,
             resets: at(&resets, *t).max(0.0) as u64,
             stale: at(&stale, *t) as i64,
-            update_latency: None,
+            update_latency: latency
+                .iter()
+                .find(|(x, _)| (*x - *t).abs() < 1e-3)
+                .map(|(_, w)| *w),
+        })
+        .collect())
+}
+
+/// The trailing window over which `report`'s timeline takes each point's
+/// update latency percentiles: several scrapes at any usual interval.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(10);
+
+/// The update latency's p50, p95 and p99 (bucket upper bounds) over the
+/// [`LATENCY_WINDOW`] ending at each step with samples; none where a
+/// percentile lies past the last bucket.
+async fn window_latencies(
+    prom: &Prometheus,
+    selector: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+    step: Duration,
+) -> Result<Vec<(f64, crate::measurements::WindowLatency)>, Error> {
+    let window = LATENCY_WINDOW.max(step).as_secs();
+    let q = format!(
+        "sum by (le) (increase(destination_client_update_latency_seconds_bucket{{{selector}}}[{window}s]))"
+    );
+    let mut by_time: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
+    for (labels, points) in prom.query_range_all(&q, start, end, step).await? {
+        let le = match labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(le) => match le.parse() {
+                Ok(le) => le,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        for (t, v) in points {
+            by_time
+                .entry((t * 1e3).round() as i64)
+                .or_default()
+                .push((le, v));
+        }
+    }
+    Ok(by_time
+        .into_iter()
+        .filter_map(|(ms, buckets)| {
+            let p = bucket_percentiles(buckets);
+            let w = crate::measurements::WindowLatency {
+                count: p.count,
+                p50: p.p50,
+                p95: p.p95,
+                p99: p.p99,
+            };
+            let drawn = p.count > 0 && [w.p50, w.p95, w.p99].iter().all(|v| v.is_finite());
+            drawn.then_some((ms as f64 / 1e3, w))
         })
         .collect())
 }

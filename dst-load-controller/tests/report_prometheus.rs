@@ -131,6 +131,18 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
         tokio_util::sync::CancellationToken::new(),
     ));
 
+    // Prometheus sees the client before the changes, so that its buckets
+    // grow while it watches (the timeline's latencies come from that).
+    eventually_async(
+        "Prometheus scraped the client",
+        Duration::from_secs(60),
+        || async {
+            prom.sum("destination_client_streams_active")
+                .await
+                .is_some()
+        },
+    )
+    .await;
     // Changes spread over a few scrapes, so series appear mid-window.
     for i in 2..=8u8 {
         mock.handle
@@ -259,9 +271,32 @@ async fn report_reads_the_clients_numbers_from_prometheus_and_gates_them() {
             < 1e-3),
         "{timeline:?}"
     );
+    // Each point carries the update latency over the trailing window, from
+    // the buckets: upper bounds, never below the mock's least delay (5 ms)
+    // nor above the whole window's max.
+    let windows: Vec<&serde_json::Value> = timeline
+        .iter()
+        .filter_map(|p| p.get("update_latency"))
+        .collect();
+    assert!(!windows.is_empty(), "{timeline:?}");
+    let max = json["update_latency"]["max"].as_f64().unwrap();
+    for w in &windows {
+        let (p50, p95, p99) = (
+            w["p50"].as_f64().unwrap(),
+            w["p95"].as_f64().unwrap(),
+            w["p99"].as_f64().unwrap(),
+        );
+        assert!(
+            0.005 <= p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+            "{w} against max {max}"
+        );
+    }
     let page = std::fs::read_to_string(&html).unwrap();
-    // Three latency distributions (from percentiles) and four timelines.
-    assert_eq!(page.matches("<svg").count(), 3 + 4, "{page}");
+    // Latency over time, three latency distributions (from percentiles),
+    // streams, errors and resets; stale streams stayed at zero.
+    assert_eq!(page.matches("<svg").count(), 1 + 3 + 3, "{page}");
+    assert!(page.contains("clients: update latency each second"));
+    assert!(page.contains("stale streams: 0 throughout"));
     assert!(page.contains("errors==20"));
     std::fs::remove_file(&html).unwrap();
     for (name, p) in &exact {
