@@ -516,16 +516,14 @@ fn percentile_table(m: &Measurements) -> String {
 }
 
 fn verdict_table(rows: &[Row]) -> String {
-    let mut t = "<h2>Verdicts</h2><table><tr><th>figure</th><th>base</th><th>new</th><th>interval of the change</th><th>verdict</th></tr>\n".to_string();
+    let mut t = "<h2>Verdicts</h2><table><tr><th>figure</th><th>base</th><th>new</th><th>interval of the change / test over runs</th><th>verdict</th></tr>\n".to_string();
     for r in rows {
         let v = |x: f64| r.show(x);
-        let interval = r.interval.map_or(String::new(), |(lo, hi)| {
-            format!("{:+.0}% .. {:+.0}%", lo * 100.0, hi * 100.0)
-        });
+        let interval = r.evidence();
         let class = match r.verdict {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
-            Verdict::Same => "same",
+            Verdict::Same | Verdict::TooFewRuns => "same",
         };
         let note = r.note.map_or(String::new(), |n| format!(" ({n})"));
         t += &format!(

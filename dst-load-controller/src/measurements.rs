@@ -94,6 +94,22 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// One run of `run --repeat`: its figures as `compare` names them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RunFigures {
+    /// Its place, from 1.
+    pub run: usize,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    pub ended_at: String,
+    /// Whether every SLO held.
+    pub passed: bool,
+    /// `update_latency.p50` (seconds), `errors`...
+    pub figures: std::collections::BTreeMap<String, f64>,
+}
+
 /// One second of a run, as the client saw it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default)]

@@ -3,6 +3,8 @@
 //! reports' HDR histograms, and thresholds for the counts. (A module of its
 //! own: `compare`, the pictures and the red-line search all use it.)
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram as Hdr;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Binomial, Distribution};
@@ -48,6 +50,10 @@ pub enum Verdict {
     Worse,
     /// Neither.
     Same,
+    /// Repeated runs, too few of them for the rank test to find anything
+    /// at the confidence asked.
+    #[serde(rename = "too few runs")]
+    TooFewRuns,
 }
 
 impl Verdict {
@@ -57,6 +63,7 @@ impl Verdict {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
             Verdict::Same => "same",
+            Verdict::TooFewRuns => "too few runs",
         }
     }
 }
@@ -81,6 +88,17 @@ pub struct Row {
     /// Why there was no test, when there was none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
+    /// Over repeated runs: the rank test's two-sided p-value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Over repeated runs: the median shift of new from base, relative to
+    /// base's median (none when base's median is 0 and new moved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<f64>,
+    /// Over repeated runs: how many runs each side had (`base` and `new`
+    /// are then their medians).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<[usize; 2]>,
 }
 
 impl Row {
@@ -95,6 +113,19 @@ impl Row {
             format!("{:.1} ms", x * 1e3)
         } else {
             format!("{x}")
+        }
+    }
+
+    /// What the verdict rests on: the bootstrap interval of the change, or
+    /// the rank test's p-value and the median shift over runs.
+    pub fn evidence(&self) -> String {
+        match (self.interval, self.p_value) {
+            (Some((lo, hi)), _) => format!("{:+.0}%..{:+.0}%", lo * 100.0, hi * 100.0),
+            (None, Some(p)) => match self.change {
+                Some(c) => format!("p={p:.3} {:+.0}%", c * 100.0),
+                None => format!("p={p:.3}"),
+            },
+            (None, None) => String::new(),
         }
     }
 
@@ -147,25 +178,10 @@ pub fn compare(base: &Measurements, new: &Measurements, test: &Test) -> Vec<Row>
         }
         rows.extend(compare_latency(name, b, n, test));
     }
-    let counts = [
-        ("errors", base.errors, new.errors),
-        ("resets", base.streams_reset, new.streams_reset),
-        (
-            "stale_streams",
-            base.stale_streams.max(0) as u64,
-            new.stale_streams.max(0) as u64,
-        ),
-        (
-            "unconverged_streams",
-            base.streams_unconverged,
-            new.streams_unconverged,
-        ),
-        (
-            "profile_stale_streams",
-            base.profile_stale_streams,
-            new.profile_stale_streams,
-        ),
-    ];
+    let counts = counts(base)
+        .into_iter()
+        .zip(counts(new))
+        .map(|((name, b), (_, n))| (name, b, n));
     for (name, b, n) in counts {
         let (b, n) = (b as f64, n as f64);
         let verdict = if n > b * (1.0 + test.threshold) {
@@ -183,6 +199,9 @@ pub fn compare(base: &Measurements, new: &Measurements, test: &Test) -> Vec<Row>
             verdict,
             counted: true,
             note: None,
+            p_value: None,
+            change: None,
+            runs: None,
         });
     }
     rows
@@ -231,6 +250,9 @@ fn compare_latency(name: &str, b: &Percentiles, n: &Percentiles, test: &Test) ->
                 verdict,
                 counted: tested,
                 note,
+                p_value: None,
+                change: None,
+                runs: None,
             }
         })
         .collect()
@@ -328,6 +350,217 @@ fn bootstrap(base: &Hdr<u64>, new: &Hdr<u64>, test: &Test) -> [(f64, f64); 5] {
         out[k] = (at(tail), at(1.0 - tail));
     }
     out
+}
+
+/// Every figure of a run as `compare` names them: each percentile of every
+/// latency with samples, then the counts.
+pub fn figures(m: &Measurements) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (name, p) in latencies(m) {
+        if p.count == 0 {
+            continue;
+        }
+        for (stat, _) in STATS {
+            out.insert(format!("{name}.{stat}"), point(p, stat));
+        }
+    }
+    for (name, n) in counts(m) {
+        out.insert(name.to_string(), n as f64);
+    }
+    out
+}
+
+/// The counts compared, by name.
+fn counts(m: &Measurements) -> [(&'static str, u64); 5] {
+    [
+        ("errors", m.errors),
+        ("resets", m.streams_reset),
+        ("stale_streams", m.stale_streams.max(0) as u64),
+        ("unconverged_streams", m.streams_unconverged),
+        ("profile_stale_streams", m.profile_stale_streams),
+    ]
+}
+
+/// The order rows are shown in: latencies (as [`latencies`] lists them, each
+/// at every one of [`STATS`]), then the counts.
+fn figure_order() -> Vec<String> {
+    let m = Measurements::default();
+    let mut names: Vec<String> = latencies(&m)
+        .into_iter()
+        .flat_map(|(name, _)| STATS.iter().map(move |(stat, _)| format!("{name}.{stat}")))
+        .collect();
+    names.extend(counts(&m).into_iter().map(|(name, _)| name.to_string()));
+    names
+}
+
+/// The fewest runs per side with which the rank test can find a change at
+/// `confidence`: the least `n` whose most extreme split of `2n` runs (every
+/// new run above every base run) has a two-sided p-value below `1 - confidence`.
+pub fn min_runs(confidence: f64) -> usize {
+    let alpha = 1.0 - confidence;
+    (2..MAX_RUNS_NEEDED)
+        .find(|&n| {
+            // C(2n, n) arrangements, two of them as extreme as the split.
+            let arrangements: f64 = (1..=n).map(|i| (n + i) as f64 / i as f64).product();
+            2.0 / arrangements < alpha
+        })
+        .unwrap_or(MAX_RUNS_NEEDED)
+}
+
+/// Past this, [`min_runs`] stops looking (a confidence of 1 - 1e-10).
+const MAX_RUNS_NEEDED: usize = 20;
+
+/// The two-sided p-value of the Wilcoxon rank-sum (Mann-Whitney U) test
+/// of `a` against `b`, exact, ties included: the share of all ways to pick
+/// `a.len()` of the pooled values whose rank sum (tied values share their
+/// mean rank) is at least as far from its mean as `a`'s. (statrs 0.19.1's
+/// exact test answers 1.0 for two samples of 5 that do not overlap, so the
+/// distribution is counted here.) At most [`MAX_RUNS`] a side.
+pub fn rank_sum_p(a: &[f64], b: &[f64]) -> f64 {
+    let mut pooled: Vec<(f64, bool)> = a
+        .iter()
+        .map(|v| (*v, true))
+        .chain(b.iter().map(|v| (*v, false)))
+        .collect();
+    pooled.sort_by(|x, y| x.0.total_cmp(&y.0));
+    // Twice each value's mean rank: an integer even with ties.
+    let n = pooled.len();
+    let mut doubled = vec![0usize; n];
+    let mut i = 0;
+    while i < n {
+        let j = (i..n).find(|&j| pooled[j].0 != pooled[i].0).unwrap_or(n);
+        // Ranks i+1..=j share (i + 1 + j) / 2.
+        doubled[i..j].fill(i + 1 + j);
+        i = j;
+    }
+    let k = a.len();
+    let observed: usize = (0..n).filter(|&i| pooled[i].1).map(|i| doubled[i]).sum();
+    let most: usize = doubled.iter().sum();
+    // ways[j][s]: subsets of j values whose doubled ranks sum to s.
+    let mut ways = vec![vec![0f64; most + 1]; k + 1];
+    ways[0][0] = 1.0;
+    for (seen, r) in doubled.iter().enumerate() {
+        for j in (1..=k.min(seen + 1)).rev() {
+            let (below, at) = ways.split_at_mut(j);
+            for s in (*r..=most).rev() {
+                at[0][s] += below[j - 1][s - r];
+            }
+        }
+    }
+    let total: f64 = ways[k].iter().sum();
+    let mean = (k * (n + 1)) as f64;
+    let distance = (observed as f64 - mean).abs();
+    let extreme: f64 = ways[k]
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| (*s as f64 - mean).abs() >= distance - 1e-9)
+        .map(|(_, w)| w)
+        .sum();
+    (extreme / total).min(1.0)
+}
+
+/// The most runs a side the rank test takes (`run --repeat` allows no more).
+pub const MAX_RUNS: usize = 30;
+
+/// The median of `xs` (not empty).
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The Hodges-Lehmann shift of `new` from `base`: the median of every
+/// difference between a new run's value and a base run's.
+fn shift(base: &[f64], new: &[f64]) -> f64 {
+    let diffs: Vec<f64> = new
+        .iter()
+        .flat_map(|n| base.iter().map(move |b| n - b))
+        .collect();
+    median(&diffs)
+}
+
+/// Rows over repeated runs (`run --repeat`): for every figure all runs of
+/// both sides have, the medians, and a Mann-Whitney U test over the runs'
+/// values. A figure is worse (better) when the test finds the two sets
+/// differ at `test.confidence` and the median shift of new from base is
+/// above (below) `test.threshold` of base's median; with fewer runs than
+/// [`min_runs`] on a side, it is `too few runs`.
+pub fn compare_runs(
+    base: &[BTreeMap<String, f64>],
+    new: &[BTreeMap<String, f64>],
+    test: &Test,
+) -> Vec<Row> {
+    let needed = min_runs(test.confidence);
+    let enough = base.len() >= needed && new.len() >= needed;
+    let alpha = 1.0 - test.confidence;
+    let values = |runs: &[BTreeMap<String, f64>], name: &str| -> Option<Vec<f64>> {
+        runs.iter().map(|r| r.get(name).copied()).collect()
+    };
+    let mut rows = Vec::new();
+    for name in figure_order() {
+        let (Some(b), Some(n)) = (values(base, &name), values(new, &name)) else {
+            continue;
+        };
+        if b.is_empty() || n.is_empty() || b.len() > MAX_RUNS || n.len() > MAX_RUNS {
+            continue;
+        }
+        let (bm, nm) = (median(&b), median(&n));
+        let runs = Some([b.len(), n.len()]);
+        if !enough {
+            rows.push(Row {
+                metric: name,
+                base: bm,
+                new: nm,
+                interval: None,
+                verdict: Verdict::TooFewRuns,
+                counted: false,
+                note: None,
+                p_value: None,
+                change: None,
+                runs,
+            });
+            continue;
+        }
+        let all_equal = b.iter().chain(&n).all(|v| *v == b[0]);
+        let p = if all_equal { 1.0 } else { rank_sum_p(&b, &n) };
+        let moved = shift(&b, &n);
+        let change = if bm > 0.0 {
+            moved / bm
+        } else if moved > 0.0 {
+            f64::INFINITY
+        } else if moved < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        let verdict = if p >= alpha {
+            Verdict::Same
+        } else if change > test.threshold {
+            Verdict::Worse
+        } else if change < -test.threshold {
+            Verdict::Better
+        } else {
+            Verdict::Same
+        };
+        rows.push(Row {
+            metric: name,
+            base: bm,
+            new: nm,
+            interval: None,
+            verdict,
+            counted: true,
+            note: None,
+            p_value: Some(p),
+            change: change.is_finite().then_some(change),
+            runs,
+        });
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -490,5 +723,119 @@ mod tests {
         assert_eq!(get("profile_stale_streams"), Verdict::Same);
         // No latency rows without samples.
         assert_eq!(rows.len(), 5);
+    }
+
+    /// `n` runs whose update latency p50 is `ms` milliseconds times 1,
+    /// 1.01, 1.02...: spread a little, as runs are.
+    fn runs(n: usize, ms: f64) -> Vec<BTreeMap<String, f64>> {
+        (0..n)
+            .map(|i| {
+                let v = ms / 1e3 * (1.0 + 0.01 * i as f64);
+                BTreeMap::from([
+                    ("update_latency.p50".to_string(), v),
+                    ("errors".to_string(), 0.0),
+                ])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rank_sum_p_values_are_exact_with_and_without_ties() {
+        let v = |xs: &[i32]| xs.iter().map(|x| f64::from(*x)).collect::<Vec<_>>();
+        // No overlap: 2 of C(10,5) = 252 arrangements are as extreme.
+        let p = rank_sum_p(&v(&[1, 2, 3, 4, 5]), &v(&[6, 7, 8, 9, 10]));
+        assert!((p - 2.0 / 252.0).abs() < 1e-12, "{p}");
+        assert_eq!(p, rank_sum_p(&v(&[6, 7, 8, 9, 10]), &v(&[1, 2, 3, 4, 5])));
+        // Interleaved: nothing to see.
+        assert!((rank_sum_p(&v(&[1, 3, 5, 7]), &v(&[2, 4, 6, 8])) - 1.0).abs() < 0.35);
+        // 3 a side, apart: 2 of 20.
+        let p = rank_sum_p(&v(&[1, 2, 3]), &v(&[4, 5, 6]));
+        assert!((p - 0.1).abs() < 1e-12, "{p}");
+        // Ties: {1,1} against {1,2}: midranks 2,2,2,4; a's doubled sum 8 of
+        // the 6 ways (8,8,8,12,12,12 for pairs with the 2 or not): mean 10,
+        // every pair is 2 away, so p = 1.
+        assert!((rank_sum_p(&v(&[1, 1]), &v(&[1, 2])) - 1.0).abs() < 1e-12);
+        // Unequal sizes: 4 against 6 apart, 2 of C(10,4) = 210.
+        let p = rank_sum_p(&v(&[1, 2, 3, 4]), &v(&[5, 6, 7, 8, 9, 10]));
+        assert!((p - 2.0 / 210.0).abs() < 1e-12, "{p}");
+        // The largest case runs at once: 30 a side.
+        let a: Vec<f64> = (0..30).map(f64::from).collect();
+        let b: Vec<f64> = (15..45).map(f64::from).collect();
+        let p = rank_sum_p(&a, &b);
+        assert!(p > 0.0 && p < 1e-3, "{p}");
+    }
+
+    #[test]
+    fn the_rank_test_needs_four_runs_a_side_at_95_percent() {
+        // 2 / C(6,3) = 0.1, 2 / C(8,4) = 0.029, 2 / C(10,5) = 0.008.
+        assert_eq!(min_runs(0.95), 4);
+        assert_eq!(min_runs(0.90), 4);
+        assert_eq!(min_runs(0.99), 5);
+        let rows = compare_runs(&runs(3, 10.0), &runs(3, 20.0), &Test::default());
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for r in &rows {
+            assert_eq!(r.verdict, Verdict::TooFewRuns, "{r:?}");
+            assert!(!r.fails() && !r.counted && r.p_value.is_none());
+            assert_eq!(r.runs, Some([3, 3]));
+        }
+        assert_eq!(Verdict::TooFewRuns.as_str(), "too few runs");
+    }
+
+    #[test]
+    fn runs_that_moved_past_the_threshold_are_worse_or_better() {
+        let t = Test::default();
+        // Every new run 30% slower: the most extreme split, p = 2/C(10,5).
+        let rows = compare_runs(&runs(5, 10.0), &runs(5, 13.0), &t);
+        let p50 = &rows[0];
+        assert_eq!(p50.metric, "update_latency.p50");
+        assert_eq!(p50.verdict, Verdict::Worse, "{p50:?}");
+        assert!(p50.fails());
+        assert!((p50.p_value.unwrap() - 2.0 / 252.0).abs() < 1e-9, "{p50:?}");
+        let change = p50.change.unwrap();
+        assert!((change - 0.30).abs() < 0.02, "{change}");
+        assert!((p50.base - 0.0102).abs() < 1e-9 && (p50.new - 0.01326).abs() < 1e-9);
+        // Zero errors on both sides: the same, with nothing to test.
+        assert_eq!(rows[1].metric, "errors");
+        assert_eq!(rows[1].verdict, Verdict::Same);
+        assert_eq!(rows[1].p_value, Some(1.0));
+        // Swapped: better.
+        let rows = compare_runs(&runs(5, 13.0), &runs(5, 10.0), &t);
+        assert_eq!(rows[0].verdict, Verdict::Better, "{:?}", rows[0]);
+        // Significant but within the threshold (+5%): the same.
+        let rows = compare_runs(&runs(5, 10.0), &runs(5, 10.5), &t);
+        assert!(rows[0].p_value.unwrap() < 0.05, "{:?}", rows[0]);
+        assert_eq!(rows[0].verdict, Verdict::Same, "{:?}", rows[0]);
+        // Past the threshold but the runs overlap (not significant): the same.
+        let mut noisy = runs(5, 10.0);
+        noisy[0].insert("update_latency.p50".into(), 0.030);
+        let mut slow = runs(5, 12.0);
+        slow[0].insert("update_latency.p50".into(), 0.005);
+        slow[1].insert("update_latency.p50".into(), 0.006);
+        let rows = compare_runs(&noisy, &slow, &t);
+        assert!(rows[0].p_value.unwrap() >= 0.05, "{:?}", rows[0]);
+        assert_eq!(rows[0].verdict, Verdict::Same, "{:?}", rows[0]);
+    }
+
+    #[test]
+    fn a_runs_figures_are_named_as_compare_names_its_rows() {
+        let m = report(spread(100, 10.0, 20.0));
+        let names: std::collections::BTreeSet<String> = figures(&m).into_keys().collect();
+        let rows: std::collections::BTreeSet<String> = compare(&m, &m, &Test::default())
+            .into_iter()
+            .map(|r| r.metric)
+            .collect();
+        assert_eq!(names, rows);
+        assert!(names.contains("update_latency.max") && names.contains("errors"));
+        // Rows over runs keep compare's order: latencies, then counts.
+        let one = vec![figures(&m); 4];
+        let order: Vec<String> = compare_runs(&one, &one, &Test::default())
+            .into_iter()
+            .map(|r| r.metric)
+            .collect();
+        let single: Vec<String> = compare(&m, &m, &Test::default())
+            .into_iter()
+            .map(|r| r.metric)
+            .collect();
+        assert_eq!(order, single);
     }
 }

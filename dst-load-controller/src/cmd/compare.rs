@@ -93,8 +93,12 @@ impl Args {
             confidence: self.confidence,
             seed: 0,
         };
-        let rows = crate::verdicts::compare(&base.measured, &new.measured, &test);
-        Console::beside(&self.files()).print(table(&self, &base, &new, &rows));
+        let mode = Mode::of(&base, &new, &test);
+        let rows = match mode {
+            Mode::SingleRun => crate::verdicts::compare(&base.measured, &new.measured, &test),
+            Mode::Runs { .. } => crate::verdicts::compare_runs(&base.runs(), &new.runs(), &test),
+        };
+        Console::beside(&self.files()).print(table(&self, &base, &new, &rows, mode));
         if let Some(path) = &self.junit {
             let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
             output::write("--junit", path, crate::slo::junit("compare", &verdicts))?;
@@ -106,6 +110,7 @@ impl Args {
                 "new": self.new,
                 "threshold": self.threshold,
                 "confidence": self.confidence,
+                "mode": mode.as_str(),
                 "rows": rows,
             });
             output::write("--report", path, serde_json::to_string_pretty(&json)?)?;
@@ -124,6 +129,52 @@ impl Args {
         } else {
             ExitCode::SUCCESS
         })
+    }
+}
+
+/// How `compare` judged: one run a side (a bootstrap over each run's
+/// samples), or runs of `run --repeat` (a rank test over the runs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    SingleRun,
+    Runs {
+        base: usize,
+        new: usize,
+        needed: usize,
+    },
+}
+
+impl Mode {
+    fn of(base: &Report, new: &Report, test: &Test) -> Self {
+        if base.repeats.is_none() && new.repeats.is_none() {
+            return Mode::SingleRun;
+        }
+        Mode::Runs {
+            base: base.runs().len(),
+            new: new.runs().len(),
+            needed: crate::verdicts::min_runs(test.confidence),
+        }
+    }
+
+    /// The table's line that says how the verdicts were reached.
+    fn line(self, confidence: f64) -> String {
+        match self {
+            Mode::SingleRun => "mode: one run a side: a bootstrap over each run's samples (noise between runs is not seen; `run --repeat N` on both sides for a rank test over runs)\n".into(),
+            Mode::Runs { base, new, needed } if base < needed || new < needed => format!(
+                "mode: runs ({base} and {new}): too few runs for a rank test at {:.0}% confidence, which needs {needed} a side (`run --repeat {needed}`)\n",
+                confidence * 100.0
+            ),
+            Mode::Runs { base, new, .. } => format!(
+                "mode: runs ({base} and {new}): medians over the runs, a Mann-Whitney U test of each figure\n"
+            ),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::SingleRun => "single run",
+            Mode::Runs { .. } => "runs",
+        }
     }
 }
 
@@ -151,13 +202,14 @@ fn junit_case(r: &Row) -> crate::slo::Verdict {
 fn describe(r: &Row) -> String {
     let v = |x: f64| r.show(x);
     let mut s = format!("{}: {} -> {}", r.verdict.as_str(), v(r.base), v(r.new));
-    if let Some((lo, hi)) = r.interval {
-        s += &format!(" (interval {:+.0}%..{:+.0}%)", lo * 100.0, hi * 100.0);
+    let evidence = r.evidence();
+    if !evidence.is_empty() {
+        s += &format!(" ({evidence})");
     }
     s
 }
 
-fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
+fn table(args: &Args, base: &Report, new: &Report, rows: &[Row], mode: Mode) -> String {
     let what = if base.identity() == new.identity() {
         base.identity()
     } else {
@@ -170,9 +222,10 @@ fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
         args.threshold * 100.0,
         args.confidence * 100.0
     );
+    t += &mode.line(args.confidence);
     t += &format!(
         "  {:<28} {:>11} {:>11} {:>11} {:>17}  verdict\n",
-        "figure", "base", "new", "delta", "interval"
+        "figure", "base", "new", "delta", "interval / test"
     );
     for r in rows {
         let latency = r.is_latency();
@@ -182,9 +235,7 @@ fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
         } else {
             format!("{:+}", r.new - r.base)
         };
-        let interval = r.interval.map_or(String::new(), |(lo, hi)| {
-            format!("{:+.0}%..{:+.0}%", lo * 100.0, hi * 100.0)
-        });
+        let interval = r.evidence();
         let mut verdict = r.verdict.as_str().to_string();
         if r.fails() {
             verdict = verdict.to_uppercase();
@@ -208,6 +259,12 @@ fn table(args: &Args, base: &Report, new: &Report, rows: &[Row]) -> String {
 /// The table's last line: worse when a counted figure is worse, better when
 /// none is and at least one is better, else nothing worse.
 fn verdict_line(rows: &[Row]) -> String {
+    if rows
+        .iter()
+        .any(|r| r.verdict == crate::verdicts::Verdict::TooFewRuns)
+    {
+        return "verdict: too few runs (nothing judged)\n".to_string();
+    }
     let worse = rows.iter().filter(|r| r.fails()).count();
     let better = rows
         .iter()
@@ -243,8 +300,10 @@ pub struct Report {
     /// The version that wrote it, its arguments, its target and start
     /// (absent in older reports).
     pub about: About,
-    /// What was measured.
+    /// What was measured (the first run's, with `--repeat`).
     pub measured: Measurements,
+    /// With `run --repeat`: every run's figures.
+    pub repeats: Option<Vec<crate::measurements::RunFigures>>,
 }
 
 /// A report's fields beside its measurements (read apart from them, so
@@ -267,6 +326,8 @@ struct Head {
     destination: Option<String>,
     #[serde(default)]
     started_at: Option<String>,
+    #[serde(default)]
+    repeats: Option<Vec<crate::measurements::RunFigures>>,
 }
 
 /// The largest report file read: a day's timeline and every change of a
@@ -323,7 +384,16 @@ impl Report {
                 started_at: head.started_at,
             },
             measured,
+            repeats: head.repeats.filter(|r| !r.is_empty()),
         })
+    }
+
+    /// Each run's figures: every run of `--repeat`, or the one run.
+    fn runs(&self) -> Vec<std::collections::BTreeMap<String, f64>> {
+        match &self.repeats {
+            Some(runs) => runs.iter().map(|r| r.figures.clone()).collect(),
+            None => vec![crate::verdicts::figures(&self.measured)],
+        }
     }
 
     /// The report as the pictures draw it, labelled `label` and described.

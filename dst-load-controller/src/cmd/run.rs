@@ -130,6 +130,16 @@ pub struct Args {
     #[command(flatten, next_help_heading = GATES)]
     pub gates: super::flags::GateArgs,
 
+    /// Run the scenario this many times with one seed (at most 30): the
+    /// report is the first run's, with every run's figures in `repeats`,
+    /// and `compare` of two such reports tests each figure over the runs
+    /// (a rank test: 4 runs a side at least for 95% confidence). Fails
+    /// (exit 3) when any run fails an SLO.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=30),
+          conflicts_with = "find_red_line", help_heading = GATES)]
+    pub repeat: u16,
+
     /// Admin server of the run (the client's metrics and the mock's or
     /// churn's; POST /shutdown ends the run as a signal does).
     ///
@@ -367,13 +377,32 @@ impl Args {
             return self.find_red_line().await;
         }
         let gates = self.gates.clone();
-        let plan = self.plan().map_err(anyhow::Error::msg)?;
+        let mut plan = self.plan().map_err(anyhow::Error::msg)?;
         self.check_admin_addr().await?;
         let slos = gates.slos_or(&plan.spec.slos);
-        let mut outcome =
-            harness::run(&plan, crate::shutdown::on_signal(), Some(self.admin())).await?;
-        outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
-        gates.console().println(outcome.table());
+        // Every run of --repeat replays one schedule.
+        plan.spec.seed.get_or_insert_with(rand::random);
+        let shutdown = crate::shutdown::on_signal();
+        let mut outcomes = Vec::new();
+        for i in 1..=self.repeat {
+            if self.repeat > 1 {
+                gates
+                    .console()
+                    .println(format!("run {i} of {}", self.repeat));
+            }
+            let mut outcome =
+                harness::run(&plan, shutdown.child_token(), Some(self.admin())).await?;
+            outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
+            gates.console().println(outcome.table());
+            outcomes.push(outcome);
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        let outcome = repeated(outcomes);
+        if outcome.repeats.len() > 1 {
+            gates.console().println(repeats_table(&outcome.repeats));
+        }
         let suite = outcome.scenario.clone();
         gates.finish(&suite, &outcome.slos, &outcome, || {
             crate::html::run_page(
@@ -386,6 +415,15 @@ impl Args {
                     .meta("target", &outcome.destination)
                     .meta("started", &outcome.started_at)
                     .meta("ended", &outcome.ended_at)
+                    .meta(
+                        "runs",
+                        match outcome.repeats.len() {
+                            0 | 1 => String::new(),
+                            n => format!(
+                                "{n}, one seed; this page draws the first, the report's `repeats` has every run's figures"
+                            ),
+                        },
+                    )
                     .meta(
                         "plan",
                         serde_json::to_string_pretty(&outcome.plan).unwrap_or_default(),
@@ -473,6 +511,87 @@ fn check_multicluster(mc: &Multicluster, spec: &Spec) -> Result<(), String> {
         return Err("the scenario has StatefulSet (headless) services, which Linkerd's service mirror does not federate; use --export remote-discovery, or drop them from the scenario".into());
     }
     Ok(())
+}
+
+/// The report of `runs` (one or more of one plan): the first run's, with
+/// every run's figures when there were several, and the SLO verdicts of
+/// the first run that failed one, if any did.
+fn repeated(runs: Vec<harness::Outcome>) -> harness::Outcome {
+    let figures: Vec<crate::measurements::RunFigures> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| crate::measurements::RunFigures {
+            run: i + 1,
+            started_at: o.started_at.clone(),
+            ended_at: o.ended_at.clone(),
+            passed: o.slos.iter().all(|v| v.pass),
+            figures: crate::verdicts::figures(&o.measured),
+        })
+        .collect();
+    let failed = runs
+        .iter()
+        .find(|o| o.slos.iter().any(|v| !v.pass))
+        .map(|o| o.slos.clone());
+    let mut first = runs.into_iter().next().expect("at least one run");
+    if figures.len() > 1 {
+        first.repeats = figures;
+        if let Some(slos) = failed {
+            first.slos = slos;
+        }
+    }
+    first
+}
+
+/// The main figures over repeated runs: median, least and most.
+fn repeats_table(runs: &[crate::measurements::RunFigures]) -> String {
+    let mut t = format!(
+        "  {:<35} {:>11} {:>11} {:>11}\n",
+        format!("over {} runs", runs.len()),
+        "median",
+        "least",
+        "most"
+    );
+    let names = [
+        "update_latency.p50",
+        "update_latency.p99",
+        "convergence_latency.p99",
+        "fanout_completion.max",
+        "errors",
+        "resets",
+        "stale_streams",
+    ];
+    for name in names {
+        let mut v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.figures.get(name).copied())
+            .collect();
+        if v.len() != runs.len() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        let show = |x: f64| {
+            if name.contains('.') {
+                format!("{:.1} ms", x * 1e3)
+            } else {
+                format!("{x}")
+            }
+        };
+        t += &format!(
+            "  {name:<35} {:>11} {:>11} {:>11}\n",
+            show(v[v.len() / 2]),
+            show(v[0]),
+            show(v[v.len() - 1])
+        );
+    }
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.run.to_string())
+        .collect();
+    if !failed.is_empty() {
+        t += &format!("  runs that failed an SLO: {}\n", failed.join(", "));
+    }
+    t
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ async fn drive(
         profile_changes: load.profile_changes(),
         measured: client::measure(&fleet, &metrics, &summary),
         slos: Vec::new(),
+        repeats: Vec::new(),
     })
 }
 
@@ -227,6 +228,9 @@ pub struct Outcome {
     pub measured: Measurements,
     /// Every SLO with its measured value and verdict.
     pub slos: Vec<crate::slo::Verdict>,
+    /// With `--repeat N`: every run's figures, this one's first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<crate::measurements::RunFigures>,
 }
 
 impl Outcome {

@@ -303,6 +303,173 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `run --repeat N` of a short seeded plan on the mock, every update
+/// delayed by `delay`; returns the report.
+fn repeated(delay: &str, runs: &str, report: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["run", "--scenario", "small-oscillation", "--services", "2"])
+        .args(["--streams-per-service", "3", "--connections", "3"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
+        .args([
+            "--min-hold",
+            "500ms",
+            "--max-hold",
+            "500ms",
+            "--jitter",
+            "0s",
+        ])
+        .args(["--duration", "2s", "--settle", "10s", "--seed", "3"])
+        .args(["--mock-delay", delay, "--admin-addr", "127.0.0.1:0"])
+        .args(["--slo", "errors==0", "--repeat", runs])
+        .arg("--report")
+        .arg(report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("run {runs} of {runs}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("over {runs} runs")), "{stdout}");
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
+/// `run --repeat` writes every run's figures; `compare` of two such reports
+/// tests each figure over the runs: runs of one plan compare `same`, a mock
+/// twice as slow `worse` (exit 4), and fewer runs than the test needs say
+/// `too few runs` instead of a verdict.
+#[test]
+fn repeated_runs_are_judged_over_runs_and_too_few_runs_say_so() {
+    let (base, again, slow, two) = (
+        temp("rep-base.json"),
+        temp("rep-again.json"),
+        temp("rep-slow.json"),
+        temp("rep-two.json"),
+    );
+    // Latencies of 50 ms and more, so that a loaded machine's noise (a few
+    // ms) stays within the 10% threshold.
+    let report = repeated("50ms", "4", &base);
+    let runs = report["repeats"].as_array().expect("repeats");
+    assert_eq!(runs.len(), 4, "{report:#}");
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r["run"], i + 1);
+        assert_eq!(r["passed"], true);
+        let p50 = r["figures"]["update_latency.p50"].as_f64().unwrap();
+        assert!((0.05..0.2).contains(&p50), "run {}: {p50}", i + 1);
+        assert_eq!(r["figures"]["errors"], 0.0);
+    }
+    // The first run is the report's own figures; one seed for all.
+    assert_eq!(
+        runs[0]["figures"]["update_latency.p50"],
+        report["update_latency"]["p50"]
+    );
+    assert_eq!(report["seed"], "3");
+    repeated("50ms", "4", &again);
+    repeated("100ms", "4", &slow);
+    repeated("50ms", "2", &two);
+
+    let json = |out: &Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let row = |v: &serde_json::Value, metric: &str| -> serde_json::Value {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == metric)
+            .unwrap_or_else(|| panic!("no {metric} in {v:#}"))
+            .clone()
+    };
+    let out = compare(&[&base, &again], &["--report", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("mode: runs (4 and 4)"), "{stderr}");
+    let same = json(&out);
+    assert_eq!(same["mode"], "runs");
+    for r in same["rows"].as_array().unwrap() {
+        assert_eq!(r["verdict"], "same", "{r}");
+        assert_eq!(r["runs"], serde_json::json!([4, 4]));
+    }
+
+    let out = compare(&[&base, &slow], &["--report", "-"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let worse = json(&out);
+    let p50 = row(&worse, "update_latency.p50");
+    assert_eq!(p50["verdict"], "worse", "{p50}");
+    // Every slow run above every base run: 2 of C(8,4) arrangements.
+    assert!(
+        (p50["p_value"].as_f64().unwrap() - 2.0 / 70.0).abs() < 1e-9,
+        "{p50}"
+    );
+    let change = p50["change"].as_f64().unwrap();
+    assert!((0.6..1.4).contains(&change), "{p50}");
+    assert_eq!(row(&worse, "errors")["verdict"], "same");
+
+    // Two runs a side, or a single run against runs: too few, exit 0.
+    for pair in [[&two, &two], [&base, &two], [&slow, &two]] {
+        let pair = pair.map(PathBuf::as_path);
+        let out = compare(&pair, &["--report", "-"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains("which needs 4 a side (`run --repeat 4`)"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("verdict: too few runs"), "{stderr}");
+        let v = json(&out);
+        assert!(
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["verdict"] == "too few runs"),
+            "{v:#}"
+        );
+    }
+    // Single runs keep today's mode, and say what it cannot see.
+    let (a, b) = (temp("rep-single-a.json"), temp("rep-single-b.json"));
+    for f in [&a, &b] {
+        let mut v =
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(&base).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("repeats");
+        std::fs::write(f, v.to_string()).unwrap();
+    }
+    let out = compare(&[&a, &b], &["--report", "-"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mode: one run a side: a bootstrap"),
+        "{stderr}"
+    );
+    assert_eq!(json(&out)["mode"], "single run");
+    for f in [base, again, slow, two, a, b] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
+
+#[test]
+fn repeat_counts_out_of_range_are_usage_errors() {
+    for (args, expect) in [
+        (&["run", "--repeat", "0"][..], "--repeat"),
+        (&["run", "--repeat", "31"][..], "--repeat"),
+        (
+            &["run", "--repeat", "2", "--find-red-line"][..],
+            "cannot be used with",
+        ),
+    ] {
+        crate::support::usage_error(args, expect);
+    }
+}
+
 /// Loads `page` in headless Chromium: a screenshot of the whole page that
 /// is not blank anywhere charts should be, a DOM with SVG charts whose lines
 /// have points, no console error.
