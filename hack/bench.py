@@ -5,7 +5,7 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts ...] [--streams N] [--seconds S]
 
 `controller`, `profile-path`, `redline`, `storm`, `pod-storm` and `pod-orphans` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down.
@@ -885,6 +885,91 @@ def bench_churn(a):
     return results
 
 
+class Busy:
+    """A busy loop on one core (a shell spinning), stopped like a child."""
+
+    def __init__(self):
+        self.p = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+        LIVE.append(self)
+
+    def stop(self):
+        if self in LIVE:
+            LIVE.remove(self)
+        self.p.kill()
+        self.p.wait()
+
+
+def repeated_run(name, delay, runs, seed):
+    """`run --repeat RUNS` of a short plan on the mock (every update delayed
+    DELAY); returns the report's path."""
+    report = os.path.join(REPO, f"target/bench/{name}.json")
+    args = ["run", "--scenario", "small-oscillation", "--services", "2",
+            "--streams-per-service", "3", "--connections", "3",
+            "--min-endpoints", "2", "--max-endpoints", "6",
+            "--min-hold", "500ms", "--max-hold", "500ms", "--jitter", "0s",
+            "--duration", "2s", "--settle", "10s", "--seed", str(seed),
+            "--mock-delay", delay, "--admin-addr", "127.0.0.1:0",
+            "--slo", "errors==0", "--repeat", str(runs), "--report", report]
+    Proc(name, args).wait(timeout=600)
+    return report
+
+
+def compare_verdict(base, new, threshold, single=False):
+    """`compare` of two reports: (worse figures, too few runs?). With
+    SINGLE, both reports lose their repeats first (the single-run mode on
+    their first runs)."""
+    if single:
+        for path in (base, new):
+            v = json.load(open(path))
+            v.pop("repeats", None)
+            json.dump(v, open(path + ".single", "w"))
+        base, new = base + ".single", new + ".single"
+    out = subprocess.run([BIN, "compare", base, new, "--threshold", threshold, "--report", "-"],
+                         capture_output=True, text=True)
+    if out.returncode not in (0, 4):
+        raise SystemExit(f"compare failed ({out.returncode}): {out.stderr}")
+    rows = json.loads(out.stdout)["rows"]
+    return [r["metric"] for r in rows if r["verdict"] == "worse"], any(r["verdict"] == "too few runs" for r in rows)
+
+
+def bench_verdicts(a):
+    """The false-alarm rate and the power of `compare` over repeated runs,
+    with two busy loops on the cores: PAIRS times, three `run --repeat RUNS`
+    of one seeded plan on the mock, two with a delay of D per update and
+    one with D + 10%; `compare` of the two alike must not say worse, of the
+    slower one must. The single-run mode on the same reports' first runs,
+    for contrast."""
+    delay_ms = a.verdict_delay_ms
+    slower = f"{delay_ms * 1.1:g}ms"
+    busy = [Busy(), Busy()]
+    aa, aa_single, power, power_single, figures = 0, 0, 0, 0, {}
+    try:
+        for i in range(a.verdict_pairs):
+            seed = i + 1
+            base = repeated_run("verdicts-base", f"{delay_ms}ms", a.verdict_runs, seed)
+            again = repeated_run("verdicts-again", f"{delay_ms}ms", a.verdict_runs, seed)
+            slow = repeated_run("verdicts-slow", slower, a.verdict_runs, seed)
+            worse, few = compare_verdict(base, again, a.verdict_threshold)
+            if few:
+                raise SystemExit(f"--verdict-runs {a.verdict_runs} is too few for the rank test")
+            aa += bool(worse)
+            for m in worse:
+                figures[m] = figures.get(m, 0) + 1
+            aa_single += bool(compare_verdict(base, again, a.verdict_threshold, single=True)[0])
+            found, _ = compare_verdict(base, slow, a.verdict_threshold)
+            power += bool(found)
+            power_single += bool(compare_verdict(base, slow, a.verdict_threshold, single=True)[0])
+            print(f"pair {i + 1}: A/A {'WORSE ' + ','.join(worse) if worse else 'same'}; "
+                  f"+10% {'worse' if found else 'MISSED'}", flush=True)
+    finally:
+        for b in busy:
+            b.stop()
+    return {"pairs": a.verdict_pairs, "runs_a_side": a.verdict_runs, "delay": f"{delay_ms}ms",
+            "slower": slower, "threshold": a.verdict_threshold, "busy_loops": 2,
+            "false_alarms": aa, "false_alarm_figures": figures, "power": power,
+            "single_run_false_alarms": aa_single, "single_run_power": power_single}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("benches", nargs="*", default=["capacity", "fanout", "churn"])
@@ -910,6 +995,10 @@ def main():
                     help="pod-orphans: Servers in the namespace (default 800)")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
+    ap.add_argument("--verdict-pairs", type=int, default=20, help="verdicts: comparisons of each kind (default 20)")
+    ap.add_argument("--verdict-runs", type=int, default=5, help="verdicts: runs a side (default 5)")
+    ap.add_argument("--verdict-delay-ms", type=int, default=50, help="verdicts: the mock's delay (default 50)")
+    ap.add_argument("--verdict-threshold", default="5%", help="verdicts: compare --threshold (default 5%%)")
     a = ap.parse_args()
     # SIGTERM/SIGINT and errors unwind through the finally below: no child outlives the harness.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -925,7 +1014,7 @@ def run_benches(ap, a):
                "controller": bench_controller, "profile-path": bench_profile_path,
                "redline": bench_redline, "storm": bench_storm,
                "burst": bench_burst, "pod-storm": bench_pod_storm,
-               "pod-orphans": bench_pod_orphans}
+               "pod-orphans": bench_pod_orphans, "verdicts": bench_verdicts}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

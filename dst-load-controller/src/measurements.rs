@@ -84,6 +84,9 @@ pub struct Measurements {
     /// converged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fanouts: Vec<ChangeRecord>,
+    /// What the figures point to, in words (see [`Measurements::diagnose`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<String>,
 }
 
 fn no_samples(p: &Percentiles) -> bool {
@@ -128,7 +131,8 @@ pub struct TimelineSample {
     pub stale: i64,
     /// The update latencies of the healthy streams observed since the
     /// previous sample (none when there were none); from `report`, every
-    /// stream's over the trailing 10 s, as Prometheus's buckets have them.
+    /// stream's over the trailing `--latency-window`, as Prometheus's
+    /// buckets have them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_latency: Option<WindowLatency>,
 }
@@ -183,7 +187,29 @@ pub struct ClassFigures {
 }
 
 impl Measurements {
-    /// The latency rows of a summary table.
+    /// What the figures point to. Today one pattern: healthy streams left
+    /// stale or unconverged at the end while stuck streams (read once, then
+    /// never) were open. A controller that sends from its informer blocks
+    /// every stream behind one whose HTTP/2 window is full, as Linkerd's did
+    /// before stable-2.14.2 (linkerd/linkerd2#11279); one that queues per
+    /// stream does not.
+    pub fn diagnose(&self) -> Vec<String> {
+        let stuck = self.by_class.get("stuck").map_or(0, |c| c.streams);
+        let behind = self
+            .stale_streams
+            .max(0)
+            .unsigned_abs()
+            .max(self.streams_unconverged);
+        let mut out = Vec::new();
+        if stuck > 0 && behind > 0 {
+            out.push(format!(
+                "{behind} healthy stream(s) stale or unconverged at the end while {stuck} stuck stream(s) were open: the stuck streams are the likely cause (their full HTTP/2 windows block a controller that sends from its informer, linkerd/linkerd2#11279, fixed in stable-2.14.2)"
+            ));
+        }
+        out
+    }
+
+    /// The latency rows of a summary table, then any diagnosis.
     pub fn latency_table(&self) -> String {
         let ms = |s: f64| format!("{:.1}", s * 1e3);
         let row = |name: &str, p: &Percentiles| {
@@ -231,6 +257,9 @@ impl Measurements {
                 t += &row(&format!("{pattern}: fan-out"), &p.fanout_completion);
             }
         }
+        for d in &self.diagnoses {
+            t += &format!("  likely cause: {d}\n");
+        }
         t
     }
 }
@@ -256,5 +285,54 @@ impl Measured for Measurements {
             Count::UntimedConvergences => self.convergences_untimed,
             Count::ProfileStaleStreams => self.profile_stale_streams,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_streams_behind_stuck_ones_are_diagnosed_and_nothing_else_is() {
+        let stuck = |n| {
+            std::collections::BTreeMap::from([(
+                "stuck".to_string(),
+                ClassFigures {
+                    streams: n,
+                    ..Default::default()
+                },
+            )])
+        };
+        let m = Measurements {
+            stale_streams: 18,
+            streams_unconverged: 3,
+            by_class: stuck(2),
+            ..Default::default()
+        };
+        let d = m.diagnose();
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].starts_with("18 healthy stream(s) stale or unconverged at the end while 2 stuck stream(s) were open: the stuck streams are the likely cause"),
+            "{}",
+            d[0]
+        );
+        assert!(d[0].contains("linkerd/linkerd2#11279"));
+        // Healthy streams converged, or behind with no stuck stream: nothing.
+        let converged = Measurements {
+            by_class: stuck(2),
+            ..Default::default()
+        };
+        assert!(converged.diagnose().is_empty());
+        let behind = Measurements {
+            streams_unconverged: 4,
+            ..Default::default()
+        };
+        assert!(behind.diagnose().is_empty());
+        // The table says it.
+        let m = Measurements { diagnoses: d, ..m };
+        assert!(
+            m.latency_table()
+                .contains("  likely cause: 18 healthy stream(s)")
+        );
     }
 }

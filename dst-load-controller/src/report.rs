@@ -334,6 +334,7 @@ pub async fn timeline(
     selector: &str,
     start: jiff::Timestamp,
     end: jiff::Timestamp,
+    latency_window: Duration,
 ) -> Result<Vec<crate::measurements::TimelineSample>, Error> {
     let span = (end - start)
         .total(jiff::Unit::Second)
@@ -349,7 +350,7 @@ pub async fn timeline(
     let errors = series("connection_errors_total").await?;
     let resets = series("streams_reset_total").await?;
     let stale = series("stale_streams").await?;
-    let latency = window_latencies(prom, selector, start, end, step).await?;
+    let latency = window_latencies(prom, selector, start, end, step, latency_window).await?;
     let at = |points: &[(f64, f64)], t: f64| {
         points
             .iter()
@@ -373,21 +374,18 @@ pub async fn timeline(
         .collect())
 }
 
-/// The trailing window over which `report`'s timeline takes each point's
-/// update latency percentiles: several scrapes at any usual interval.
-pub const LATENCY_WINDOW: Duration = Duration::from_secs(10);
-
 /// The update latency's p50, p95 and p99 (bucket upper bounds) over the
-/// [`LATENCY_WINDOW`] ending at each step with samples; none where a
-/// percentile lies past the last bucket.
+/// `window` ending at each step with samples; none where a percentile lies
+/// past the last bucket.
 async fn window_latencies(
     prom: &Prometheus,
     selector: &str,
     start: jiff::Timestamp,
     end: jiff::Timestamp,
     step: Duration,
+    window: Duration,
 ) -> Result<Vec<(f64, crate::measurements::WindowLatency)>, Error> {
-    let window = LATENCY_WINDOW.max(step).as_secs();
+    let window = window.max(step).as_secs().max(1);
     let q = format!(
         "sum by (le) (increase(destination_client_update_latency_seconds_bucket{{{selector}}}[{window}s]))"
     );

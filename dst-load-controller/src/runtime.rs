@@ -21,6 +21,8 @@ pub struct Runtime {
     registry: Registry,
     readiness: Readiness,
     failure: Arc<Mutex<Option<anyhow::Error>>>,
+    /// What `POST /shutdown` cancels, when not the root.
+    admin_root: Option<CancellationToken>,
 }
 
 impl Runtime {
@@ -38,6 +40,7 @@ impl Runtime {
             registry: Registry::default(),
             readiness: Readiness::default(),
             failure: Arc::default(),
+            admin_root: None,
         }
     }
 
@@ -118,7 +121,10 @@ impl Runtime {
     ) -> anyhow::Result<SocketAddr> {
         let registry = std::mem::take(&mut self.registry);
         let control = admin::Control {
-            shutdown: self.shutdown.clone(),
+            shutdown: self
+                .admin_root
+                .clone()
+                .unwrap_or_else(|| self.shutdown.clone()),
             allow_remote: allow_remote_shutdown,
         };
         let router =
@@ -131,6 +137,12 @@ impl Runtime {
         });
         tracing::info!(addr = %local, "admin server listening");
         Ok(local)
+    }
+
+    /// Makes `POST /shutdown` cancel `root` (a parent of this runtime's
+    /// root, say) instead of this runtime's root.
+    pub fn set_admin_root(&mut self, root: CancellationToken) {
+        self.admin_root = Some(root);
     }
 
     /// Whether a critical task has failed (the root is then cancelled).

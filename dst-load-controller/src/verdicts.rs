@@ -462,8 +462,8 @@ pub fn rank_sum_p(a: &[f64], b: &[f64]) -> f64 {
 /// The most runs a side the rank test takes (`run --repeat` allows no more).
 pub const MAX_RUNS: usize = 30;
 
-/// The median of `xs` (not empty).
-fn median(xs: &[f64]) -> f64 {
+/// The median of `xs` (not empty): the mean of the middle two when even.
+pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();

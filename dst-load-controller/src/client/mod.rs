@@ -697,7 +697,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
     let latencies = &metrics.latencies;
     let sum =
         |f: &dyn Fn(&metrics::ServiceStreams) -> u64| services.iter().map(|s| f(s)).sum::<u64>();
-    Measurements {
+    let m = Measurements {
         streams: sum(&|s| s.len() as u64),
         streams_created: summary.streams_created,
         streams_reset: summary.resets,
@@ -723,7 +723,10 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         by_class: by_class(fleet, &services, metrics),
         timeline: metrics.timeline.lock().expect("timeline lock").clone(),
         fanouts: latencies.changes(),
-    }
+        diagnoses: Vec::new(),
+    };
+    let diagnoses = m.diagnose();
+    Measurements { diagnoses, ..m }
 }
 
 /// The most timeline samples a client keeps: a day of seconds.

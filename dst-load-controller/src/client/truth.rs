@@ -201,14 +201,15 @@ impl Latencies {
         if window.is_empty() {
             return None;
         }
-        let p = Percentiles::from_hdr(window);
+        let at = |q: f64| window.median_equivalent(window.value_at_quantile(q)) as f64 / 1e6;
+        let w = crate::measurements::WindowLatency {
+            count: window.len(),
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+        };
         window.reset();
-        Some(crate::measurements::WindowLatency {
-            count: p.count,
-            p50: p.p50,
-            p95: p.p95,
-            p99: p.p99,
-        })
+        Some(w)
     }
 
     /// Percentiles of every sample of `kind` so far.

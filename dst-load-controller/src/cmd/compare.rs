@@ -98,6 +98,13 @@ impl Args {
             Mode::SingleRun => crate::verdicts::compare(&base.measured, &new.measured, &test),
             Mode::Runs { .. } => crate::verdicts::compare_runs(&base.runs(), &new.runs(), &test),
         };
+        if rows.is_empty() {
+            return Ok(bad_input(&format!(
+                "{} and {} have no figure in common to compare (every run of a side must have it)",
+                self.base.display(),
+                self.new.display()
+            )));
+        }
         Console::beside(&self.files()).print(table(&self, &base, &new, &rows, mode));
         if let Some(path) = &self.junit {
             let verdicts: Vec<_> = rows.iter().map(junit_case).collect();
@@ -372,6 +379,15 @@ impl Report {
         let measured = serde_path_to_error::deserialize::<_, Measurements>(&value)
             .map_err(|e| damaged(&format_args!("{}: {}", e.path(), e.inner())))?;
         let head = Head::deserialize(&value).map_err(|e| damaged(&e))?;
+        if let Some(runs) = &head.repeats
+            && runs.len() > crate::verdicts::MAX_RUNS
+        {
+            return Err(damaged(&format_args!(
+                "repeats: {} runs, more than `run --repeat` makes ({})",
+                runs.len(),
+                crate::verdicts::MAX_RUNS
+            )));
+        }
         Ok(Self {
             command: head.command,
             scenario: head.scenario,
@@ -411,6 +427,15 @@ impl Report {
                 a.args.as_ref().map(|v| v.join(" ")).unwrap_or_default(),
             )
             .meta("target", target.unwrap_or_default())
+            .meta(
+                "runs",
+                self.repeats.as_ref().map_or(String::new(), |r| {
+                    format!(
+                        "{}: the verdicts are over every run, the charts draw the report's own",
+                        r.len()
+                    )
+                }),
+            )
             .meta("started", a.started_at.as_deref().unwrap_or_default())
     }
 

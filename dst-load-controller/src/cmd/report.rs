@@ -41,6 +41,13 @@ pub struct Args {
     #[arg(long, default_value = "30s")]
     pub timeout: humantime::Duration,
 
+    /// With --html: each point of the update latency over time covers the
+    /// window ending there, from the buckets' increase (give at least four
+    /// scrape intervals; a point whose percentile lies past the last bucket
+    /// is left out).
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub latency_window: humantime::Duration,
+
     /// A file whose first line is a token sent as `Authorization: Bearer`
     /// with every query (a Prometheus behind an authenticating proxy, or
     /// a ServiceAccount's token: `/var/run/secrets/kubernetes.io/serviceaccount/token`).
@@ -82,6 +89,12 @@ impl Args {
     /// Checks the flags.
     pub fn validate(&self) -> Result<(), String> {
         self.gates.check_outputs()?;
+        if self.latency_window.is_zero() {
+            return Err(
+                "--latency-window must be longer than 0s (e.g. 1m: four scrape intervals or more)"
+                    .into(),
+            );
+        }
         let url: reqwest::Url = self.prometheus.parse().map_err(|e| {
             format!(
                 "invalid --prometheus '{}': {e}; expected a URL such as http://localhost:9090",
@@ -136,7 +149,14 @@ impl Args {
         let prom = Prometheus::new(&self.prometheus, self.timeout.into(), &access)?;
         let mut measured = read(&prom, &self.selector, start, end).await?;
         if self.gates.html.is_some() {
-            measured.timeline = timeline(&prom, &self.selector, start, end).await?;
+            measured.timeline = timeline(
+                &prom,
+                &self.selector,
+                start,
+                end,
+                self.latency_window.into(),
+            )
+            .await?;
         }
         let slos = self
             .gates

@@ -359,6 +359,7 @@ impl Args {
         Admin {
             addr: self.admin_addr,
             allow_remote_shutdown: self.admin_control.admin_allow_remote_shutdown,
+            root: None,
         }
     }
 
@@ -390,12 +391,28 @@ impl Args {
                     .console()
                     .println(format!("run {i} of {}", self.repeat));
             }
-            let mut outcome =
-                harness::run(&plan, shutdown.child_token(), Some(self.admin())).await?;
+            let admin = Admin {
+                root: Some(shutdown.clone()),
+                ..self.admin()
+            };
+            let mut outcome = match harness::run(&plan, shutdown.child_token(), Some(admin)).await {
+                Ok(outcome) => outcome,
+                // Stopped before it measured anything: the runs before it stand.
+                Err(e) if shutdown.is_cancelled() && !outcomes.is_empty() => {
+                    tracing::warn!(
+                        "run {i} of {} stopped before it measured: {e:#}",
+                        self.repeat
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
             gates.console().println(outcome.table());
+            // A signal or POST /shutdown ends the repeats too.
+            let stop = outcome.interrupted || shutdown.is_cancelled();
             outcomes.push(outcome);
-            if shutdown.is_cancelled() {
+            if stop {
                 break;
             }
         }
@@ -513,13 +530,14 @@ fn check_multicluster(mc: &Multicluster, spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-/// The report of `runs` (one or more of one plan): the first run's, with
-/// every run's figures when there were several, and the SLO verdicts of
-/// the first run that failed one, if any did.
+/// The report of `runs` (one or more of one plan): the first run that
+/// failed an SLO, else the first, with every complete run's figures when
+/// there were several (a run cut short by a signal is not one of them).
 fn repeated(runs: Vec<harness::Outcome>) -> harness::Outcome {
     let figures: Vec<crate::measurements::RunFigures> = runs
         .iter()
         .enumerate()
+        .filter(|(_, o)| !o.interrupted)
         .map(|(i, o)| crate::measurements::RunFigures {
             run: i + 1,
             started_at: o.started_at.clone(),
@@ -528,18 +546,16 @@ fn repeated(runs: Vec<harness::Outcome>) -> harness::Outcome {
             figures: crate::verdicts::figures(&o.measured),
         })
         .collect();
-    let failed = runs
+    let several = runs.len() > 1;
+    let shown = runs
         .iter()
-        .find(|o| o.slos.iter().any(|v| !v.pass))
-        .map(|o| o.slos.clone());
-    let mut first = runs.into_iter().next().expect("at least one run");
-    if figures.len() > 1 {
-        first.repeats = figures;
-        if let Some(slos) = failed {
-            first.slos = slos;
-        }
+        .position(|o| o.slos.iter().any(|v| !v.pass))
+        .unwrap_or(0);
+    let mut outcome = runs.into_iter().nth(shown).expect("at least one run");
+    if several {
+        outcome.repeats = figures;
     }
-    first
+    outcome
 }
 
 /// The main figures over repeated runs: median, least and most.
@@ -569,6 +585,7 @@ fn repeats_table(runs: &[crate::measurements::RunFigures]) -> String {
             continue;
         }
         v.sort_by(f64::total_cmp);
+        let median = crate::verdicts::median(&v);
         let show = |x: f64| {
             if name.contains('.') {
                 format!("{:.1} ms", x * 1e3)
@@ -578,7 +595,7 @@ fn repeats_table(runs: &[crate::measurements::RunFigures]) -> String {
         };
         t += &format!(
             "  {name:<35} {:>11} {:>11} {:>11}\n",
-            show(v[v.len() / 2]),
+            show(median),
             show(v[0]),
             show(v[v.len() - 1])
         );

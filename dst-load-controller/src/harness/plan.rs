@@ -49,12 +49,15 @@ pub enum Target {
 }
 
 /// Where a run's admin server listens.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Admin {
     /// The address.
     pub addr: SocketAddr,
     /// Whether peers other than loopback ones may `POST /shutdown`.
     pub allow_remote_shutdown: bool,
+    /// What `POST /shutdown` cancels when not the run's own root: the
+    /// command's (`run --repeat` stops repeating as on a signal).
+    pub root: Option<CancellationToken>,
 }
 
 /// Runs `plan` under a [`Runtime`] whose root is `shutdown`; `admin` serves
@@ -142,10 +145,10 @@ async fn drive(
         Some(spec.streams(NAMESPACE)),
         Some(spec.duration),
     );
-    tokio::select! {
-        _ = tokio::time::sleep(spec.duration) => {}
-        _ = shutdown.cancelled() => {}
-    }
+    let interrupted = tokio::select! {
+        _ = tokio::time::sleep(spec.duration) => false,
+        _ = shutdown.cancelled() => true,
+    };
     load.end().await;
     // The last changes fan out before judging (not after a critical
     // failure: its error is the outcome).
@@ -176,6 +179,7 @@ async fn drive(
         measured: client::measure(&fleet, &metrics, &summary),
         slos: Vec::new(),
         repeats: Vec::new(),
+        interrupted,
     })
 }
 
@@ -228,9 +232,12 @@ pub struct Outcome {
     pub measured: Measurements,
     /// Every SLO with its measured value and verdict.
     pub slos: Vec<crate::slo::Verdict>,
-    /// With `--repeat N`: every run's figures, this one's first.
+    /// With `--repeat N`: every complete run's figures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repeats: Vec<crate::measurements::RunFigures>,
+    /// Ended before its duration by a signal or `POST /shutdown`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Outcome {
@@ -322,6 +329,9 @@ impl RunningClient {
             summary,
         };
         if let Some(admin) = admin {
+            if let Some(root) = admin.root {
+                rt.set_admin_root(root);
+            }
             rt.serve_admin(admin.addr, admin.allow_remote_shutdown)
                 .await?;
         }

@@ -109,3 +109,77 @@ fn post_abort_exits_at_once_with_130() {
     assert_eq!(request(&admin, "POST", "/abort"), "HTTP/1.1 202 Accepted");
     assert_eq!(exit_code(child), Some(130));
 }
+
+/// `POST /shutdown` during `run --repeat 3` ends the repeats, not only the
+/// run in progress, and the run it cut short is left out of the report's
+/// `repeats` (its figures would pass for a whole run's in `compare`).
+#[test]
+fn shutdown_during_repeats_ends_them_and_leaves_the_cut_run_out() {
+    use std::io::BufRead;
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    let report = std::env::temp_dir().join(format!("dst-repeat-cut-{}.json", std::process::id()));
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--services", "1", "--streams-per-service", "2"])
+        .args([
+            "--connections",
+            "1",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "4",
+        ])
+        .args([
+            "--min-hold",
+            "500ms",
+            "--max-hold",
+            "500ms",
+            "--jitter",
+            "0s",
+        ])
+        .args(["--duration", "4s", "--settle", "5s", "--seed", "5"])
+        .args([
+            "--slo",
+            "errors==0",
+            "--repeat",
+            "3",
+            "--admin-addr",
+            &admin,
+        ])
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(report.with_extension("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut process = Process(Some(child));
+    let mut seen = Vec::new();
+    let mut lines = stdout.lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line == "run 2 of 3" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("run 2 of 3"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        request(&admin, "POST", "/shutdown"),
+        "HTTP/1.1 202 Accepted"
+    );
+    seen.extend(lines.map(Result::unwrap));
+    let status = process.0.take().unwrap().wait().unwrap();
+    let log = std::fs::read_to_string(report.with_extension("log")).unwrap();
+    std::fs::remove_file(report.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:?}\n{log}");
+    assert!(!seen.iter().any(|l| l == "run 3 of 3"), "{seen:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    let runs = json["repeats"].as_array().expect("repeats");
+    assert_eq!(runs.len(), 1, "{json:#}");
+    assert_eq!(runs[0]["run"], 1);
+}
