@@ -7,6 +7,7 @@
 # usage: hack/build-deps.sh [component...]   (default: every component)
 # env:   DST_LOAD_CACHE  cache root (default ~/.cache/dst-load-controller)
 set -euo pipefail
+shopt -s extglob
 
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
@@ -244,11 +245,48 @@ version_of() {
 
 ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd linkerd_cli helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
 
+# use_linkerd VERSION: makes VERSION (one of LINKERD_PEERS) the Linkerd that
+# `linkerd` and `linkerd_cli` build, after checking that its archives are
+# present and match SHA256SUMS; anything else is a usage error (exit 2)
+# naming what is there, before anything is built.
+use_linkerd() {
+  local want=$1 peer api='' srcs present
+  for peer in $LINKERD_PEERS; do
+    [[ ${peer%%=*} == "$want" ]] && api=${peer#*=}
+  done
+  srcs=$(linkerd_sources)
+  present=$( (cd "${srcs:-/nonexistent}" 2>/dev/null && ls linkerd2-*.tar.gz 2>/dev/null) |
+    sed -n 's/^linkerd2-\(edge-.*\|stable-.*\)\.tar\.gz$/\1/p' | tr '\n' ' ' || true)
+  present=${present% }
+  if [[ -z $api ]]; then
+    echo "unknown Linkerd version '$want': known are ${LINKERD_PEERS//=v*([0-9.])/} (archives present in ${srcs:-no sources folder}: ${present:-none})" >&2
+    exit 2
+  fi
+  local top=linkerd2-$want.tar.gz proxy=linkerd2-proxy-api-$api.tar.gz
+  if [[ -z $srcs || ! -f $srcs/$top || ! -f $srcs/$proxy ]]; then
+    echo "Linkerd $want needs $top and $proxy in ${srcs:-LINKERD_SOURCES (unset, and no ../shared/sources)}; archives present: ${present:-none}" >&2
+    exit 2
+  fi
+  if ! (cd "$srcs" && grep -E " ($top|$proxy)\$" SHA256SUMS | sha256sum -c --strict --quiet - >/dev/null 2>&1) ||
+    [[ $(cd "$srcs" && grep -cE " ($top|$proxy)\$" SHA256SUMS) -ne 2 ]]; then
+    echo "checksum mismatch for $top or $proxy in $srcs (see its SHA256SUMS); refusing to build Linkerd $want" >&2
+    exit 2
+  fi
+  LINKERD_VERSION=$want LINKERD_PROXY_API_VERSION=$api
+}
+
 main() {
   local comps=("$@") failed=()
   [[ ${#comps[@]} -gt 0 ]] || read -r -a comps <<<"$ALL_COMPONENTS"
   for c in "${comps[@]}"; do
     local v
+    # linkerd@VERSION, linkerd_cli@VERSION: another Linkerd of LINKERD_PEERS.
+    if [[ $c == *@* ]]; then
+      [[ ${c%@*} == linkerd || ${c%@*} == linkerd_cli ]] ||
+        { echo "only linkerd and linkerd_cli take @VERSION, not '$c'" >&2; exit 2; }
+      use_linkerd "${c#*@}"
+      c=${c%@*}
+    fi
     v=$(version_of "$c") || exit 2
     ( done_or_build "$c" "$v" "build_$c" ) || failed+=("$c")
   done

@@ -4,7 +4,10 @@
 # unless it is already up, runs the ignored e2e tests one at a time (one of
 # them restarts the apiserver), and brings it down again if it started it.
 # Then the multicluster tests, on two more control planes linked by Linkerd's
-# service mirror (hack/local-multicluster.sh), likewise.
+# service mirror (hack/local-multicluster.sh), likewise. Then Linkerd's known
+# bugs on the versions that had them (tests/e2e_versions.rs): one control
+# plane per older Linkerd version (hack/local-cluster.sh --name vNNNN up
+# --linkerd VERSION, each version built once into the cache).
 #
 # Every step runs even when an earlier one fails (one flake must not hide the
 # rest); the script then exits 1 naming every step that failed. The late-pod
@@ -17,12 +20,15 @@ repo=$(cd "$here/.." && pwd)
 STATE=${DST_LOCAL_CLUSTER_DIR:-$repo/.local-cluster}
 
 started=0 mc_started=0
+version_clusters=()
 failed=()
 findings=$(mktemp)
 export DST_E2E_FINDINGS=$findings
 cleanup() {
   if [[ $started == 1 ]]; then "$here/local-cluster.sh" down; fi
   if [[ $mc_started == 1 ]]; then "$here/local-multicluster.sh" down; fi
+  local n
+  for n in "${version_clusters[@]}"; do "$here/local-cluster.sh" --name "$n" down; done
   rm -f "$findings"
 }
 trap cleanup EXIT
@@ -107,5 +113,23 @@ if [[ $mc_up == 1 ]]; then
   # shellcheck disable=SC1091
   . "$repo/.local-clusters/env"
   step e2e_multicluster cargo test --locked --test e2e_multicluster -- --ignored --test-threads=1 "$@"
+fi
+
+# Linkerd's known bugs: the older versions' control planes side by side (the
+# multicluster ones gone first, if started here).
+if [[ $mc_started == 1 ]]; then "$here/local-multicluster.sh" down; mc_started=0; fi
+envs=()
+for v in stable-2.14.1 stable-2.14.2; do
+  name=v${v//[^0-9]/}
+  if "$here/local-cluster.sh" --name "$name" status >/dev/null 2>&1 ||
+    { "$here/local-cluster.sh" --name "$name" up --linkerd "$v" && version_clusters+=("$name"); }; then
+    envs+=("$v=$repo/.local-clusters/$name/env")
+  else
+    failed+=("local-cluster $v up")
+  fi
+done
+if [[ ${#envs[@]} == 2 ]]; then
+  export DST_E2E_LINKERD_ENVS="${envs[*]}"
+  step e2e_versions cargo test --locked --test e2e_versions -- --ignored --test-threads=1 "$@"
 fi
 report

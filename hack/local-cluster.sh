@@ -4,8 +4,13 @@
 # controller with fake nodes, and Linkerd's real destination controller (built
 # from source by hack/build-deps.sh) with Linkerd's CRDs. No container engine.
 #
-# usage: hack/local-cluster.sh [--name NAME] up|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env
+# usage: hack/local-cluster.sh [--name NAME] up [--linkerd VERSION]|down|status|restart COMPONENT|stop COMPONENT|start COMPONENT|env
 #        (components: etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
+#        --linkerd VERSION: the destination controller of that Linkerd version
+#        (one of LINKERD_PEERS in hack/versions.env, built from its source
+#        archive; default LINKERD_VERSION), with that version's flags and
+#        CRDs. The cluster keeps it: restart and start run the same one, and
+#        its env file names it (DST_LOCAL_LINKERD_VERSION).
 #        --name NAME: one of several clusters side by side (source, target, or
 #        any DNS label): its own state directory (<repo>/.local-clusters/NAME),
 #        ports (an offset per name) and cluster domain (NAME.local). Without
@@ -18,6 +23,7 @@
 #                               shared by every cluster: one trust root)
 #        DST_LOAD_CACHE         build cache (see hack/build-deps.sh)
 set -euo pipefail
+shopt -s extglob
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -68,7 +74,10 @@ K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
 KUBECTL=$CACHE/kubectl-$K8S_VERSION/bin/kubectl
 ETCD=$CACHE/etcd-$ETCD_VERSION/bin/etcd
 KWOK=$CACHE/kwok-$KWOK_VERSION/bin/kwok
-LINKERD_DIR=$CACHE/linkerd-$LINKERD_VERSION
+# The Linkerd this cluster runs: --linkerd at `up`, then the one it was
+# brought up with (kept in its state directory).
+LINKERD_RUN=$LINKERD_VERSION
+[[ -f $STATE/linkerd-version ]] && LINKERD_RUN=$(<"$STATE/linkerd-version")
 HELM=$CACHE/helm-$HELM_VERSION/bin/helm
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok destination)
 
@@ -195,16 +204,22 @@ start_kwok() {
 
 # Linkerd's destination controller with the flags its chart gives it
 # (linkerd-control-plane's destination.yaml, chart defaults), on loopback.
+# Linkerd 2.14 has neither -outbound-transport-mode, -enable-ipv6 nor
+# -meshed-http2-client-params.
 start_destination() {
-  HOSTNAME=$CLUSTER_ID-destination start destination "$LINKERD_DIR/bin/linkerd-controller" destination \
+  local newer=()
+  case $LINKERD_RUN in
+    stable-2.14.*) ;;
+    *) newer=(-outbound-transport-mode=transport-header -enable-ipv6=false
+      '-meshed-http2-client-params={"keep_alive":{"interval":{"seconds":10},"timeout":{"seconds":3},"while_idle":true}}') ;;
+  esac
+  HOSTNAME=$CLUSTER_ID-destination start destination "$CACHE/linkerd-$LINKERD_RUN/bin/linkerd-controller" destination \
     -addr="127.0.0.1:$DESTINATION_PORT" -metrics-addr="127.0.0.1:$DESTINATION_METRICS_PORT" \
     -kubeconfig="$STATE/kubeconfig" -controller-namespace=linkerd \
-    -outbound-transport-mode=transport-header -enable-h2-upgrade=true \
-    -log-level=info -log-format=plain -enable-endpoint-slices=true \
+    -enable-h2-upgrade=true -log-level=info -log-format=plain -enable-endpoint-slices=true \
     -cluster-domain="$CLUSTER_DOMAIN" -identity-trust-domain="$TRUST_DOMAIN" \
     -default-opaque-ports=25,587,3306,4444,5432,6379,9300,11211 \
-    -enable-ipv6=false -enable-pprof=true \
-    '-meshed-http2-client-params={"keep_alive":{"interval":{"seconds":10},"timeout":{"seconds":3},"while_idle":true}}'
+    -enable-pprof=true "${newer[@]}"
 }
 
 # What the destination controller needs before it starts: Linkerd's CRDs
@@ -215,7 +230,7 @@ start_destination() {
 install_linkerd_prereqs() {
   local chart=$STATE/charts/linkerd-crds
   rm -rf "$STATE/charts" && mkdir -p "$STATE/charts"
-  cp -r "$LINKERD_DIR/charts/linkerd-crds" "$LINKERD_DIR/charts/partials" "$STATE/charts/"
+  cp -r "$CACHE/linkerd-$LINKERD_RUN/charts/linkerd-crds" "$CACHE/linkerd-$LINKERD_RUN/charts/partials" "$STATE/charts/"
   "$HELM" dependency build "$chart" >/dev/null
   "$HELM" template linkerd-crds "$chart" -n linkerd --kube-version "$K8S_VERSION" \
     --set installGatewayAPI=true >"$STATE/linkerd-crds.yaml"
@@ -311,6 +326,8 @@ export DST_LOCAL_CLUSTER_DOMAIN=$CLUSTER_DOMAIN
 export DST_LOCAL_TRUST_DOMAIN=$TRUST_DOMAIN
 export DST_LOCAL_CLUSTER_NAME=${NAME:-}
 export DST_LOCAL_KUBE_CONTEXT=$CLUSTER_ID
+# The Linkerd version of its destination controller.
+export DST_LOCAL_LINKERD_VERSION=$LINKERD_RUN
 ENV
 }
 
@@ -323,13 +340,21 @@ cmd_status() {
 }
 
 cmd_up() {
+  local want=${1:-$LINKERD_RUN}
   if [[ -f $STATE/env ]] && cmd_status >/dev/null 2>&1; then
+    if [[ $want != "$LINKERD_RUN" ]]; then
+      echo "this cluster is up with Linkerd $LINKERD_RUN, not $want: bring it down first" >&2
+      exit 2
+    fi
     log "already up; source $STATE/env"
     return 0
   fi
   [[ -d $STATE ]] && { log "removing a stale state directory $STATE"; cmd_down >/dev/null 2>&1 || true; }
-  "$here/build-deps.sh" etcd kubernetes kubectl kwok linkerd helm
+  LINKERD_RUN=$want
+  # The Linkerd first: an unknown version or a missing archive stops here.
+  "$here/build-deps.sh" "linkerd@$LINKERD_RUN" etcd kubernetes kubectl kwok helm
   mkdir -p "$STATE/run" "$STATE/logs"
+  echo "$LINKERD_RUN" >"$STATE/linkerd-version"
   write_pki
   local c start=$SECONDS
   for c in "${COMPONENTS[@]}"; do
@@ -380,7 +405,18 @@ cmd_start() {
 }
 
 case ${1:-} in
-  up) cmd_up ;;
+  up)
+    shift
+    if [[ ${1:-} == --linkerd ]]; then
+      [[ -n ${2:-} ]] || { echo "--linkerd needs a VERSION (one of: ${LINKERD_PEERS//=v*([0-9.])/})" >&2; exit 2; }
+      cmd_up "$2"
+    elif [[ -n ${1:-} ]]; then
+      echo "up takes --linkerd VERSION, not '$1'" >&2
+      exit 2
+    else
+      cmd_up
+    fi
+    ;;
   down) cmd_down ;;
   status) cmd_status ;;
   restart) shift; cmd_restart "$@" ;;

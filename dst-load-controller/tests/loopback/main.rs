@@ -15,6 +15,7 @@ mod dashboards;
 mod faults;
 mod latency_oracle;
 mod limits;
+mod linkerd_versions;
 mod mock_connections;
 mod mock_dst;
 mod mock_dst_cli;
