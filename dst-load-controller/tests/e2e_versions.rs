@@ -112,6 +112,8 @@ fn issue_11279_a_stuck_stream_stalls_every_stream_on_2_14_1_and_not_on_2_14_2() 
             }))
             .unwrap();
         std::fs::remove_file(&report).unwrap();
+        // The report names the controller it watched (from the env file).
+        assert_eq!(json["config"]["destination_version"], version);
         let stuck = json["by_class"]["stuck"]["streams"].as_u64();
         assert_eq!(stuck, Some(2), "{version}: {stdout}");
         let behind = json["stale_streams"].as_i64().unwrap().max(0) as u64

@@ -24,6 +24,12 @@ pub struct Args {
     )]
     pub destination_addr: String,
 
+    /// The version of the destination controller watched, recorded in the
+    /// report (a local control plane's env file sets it: `hack/local-cluster.sh
+    /// up --linkerd VERSION`).
+    #[arg(long, env = "DST_LOCAL_LINKERD_VERSION", value_name = "VERSION")]
+    pub destination_version: Option<String>,
+
     /// Comma-separated authorities to watch, with brace expansion:
     /// `stable-svc-{0..9}.dst-load-test.svc.cluster.local:8080`. Repeatable.
     #[arg(long, value_delimiter = None, conflicts_with = "service_label_selector")]
@@ -461,6 +467,14 @@ impl Args {
                     .meta("version", crate::VERSION)
                     .meta("command line", super::output::command_line())
                     .meta("target", &report.config.destination_addr)
+                    .meta(
+                        "controller",
+                        report
+                            .config
+                            .destination_version
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
                     .meta("started", &report.started_at)
                     .meta("ended", &report.ended_at)
                     .meta(
@@ -490,6 +504,8 @@ struct Report {
 #[derive(Debug, serde::Serialize)]
 struct ReportConfig {
     destination_addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination_version: Option<String>,
     target_services: Vec<String>,
     service_label_selector: Option<String>,
     namespace: Option<String>,
@@ -510,6 +526,7 @@ impl From<&Args> for ReportConfig {
     fn from(a: &Args) -> Self {
         Self {
             destination_addr: a.destination_addr.clone(),
+            destination_version: a.destination_version.clone(),
             target_services: a
                 .target_services
                 .iter()

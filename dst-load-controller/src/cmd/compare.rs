@@ -290,6 +290,7 @@ pub struct About {
     version: Option<String>,
     args: Option<Vec<String>>,
     destination: Option<String>,
+    destination_version: Option<String>,
     started_at: Option<String>,
 }
 
@@ -331,6 +332,8 @@ struct Head {
     args: Option<Vec<String>>,
     #[serde(default)]
     destination: Option<String>,
+    #[serde(default)]
+    destination_version: Option<String>,
     #[serde(default)]
     started_at: Option<String>,
     #[serde(default)]
@@ -397,6 +400,7 @@ impl Report {
                 version: head.version,
                 args: head.args,
                 destination: head.destination,
+                destination_version: head.destination_version,
                 started_at: head.started_at,
             },
             measured,
@@ -427,6 +431,16 @@ impl Report {
                 a.args.as_ref().map(|v| v.join(" ")).unwrap_or_default(),
             )
             .meta("target", target.unwrap_or_default())
+            .meta("controller", {
+                let from_config = || {
+                    let c = self.config.as_ref()?;
+                    c.get("destination_version")?.as_str().map(str::to_string)
+                };
+                a.destination_version
+                    .clone()
+                    .or_else(from_config)
+                    .unwrap_or_default()
+            })
             .meta(
                 "runs",
                 self.repeats.as_ref().map_or(String::new(), |r| {

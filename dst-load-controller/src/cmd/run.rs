@@ -158,6 +158,12 @@ pub struct Args {
     #[arg(long, help_heading = TARGET)]
     pub destination_addr: Option<String>,
 
+    /// With --destination-addr: the version of the destination controller,
+    /// recorded in the report (a local control plane's env file sets it:
+    /// `hack/local-cluster.sh up --linkerd VERSION`).
+    #[arg(long, env = "DST_LOCAL_LINKERD_VERSION", value_name = "VERSION", help_heading = TARGET)]
+    pub destination_version: Option<String>,
+
     /// The namespace churn uses with --destination-addr.
     #[arg(
         help_heading = TARGET,
@@ -408,6 +414,9 @@ impl Args {
                 Err(e) => return Err(e),
             };
             outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
+            if self.destination_addr.is_some() {
+                outcome.destination_version = self.destination_version.clone();
+            }
             gates.console().println(outcome.table());
             // A signal or POST /shutdown ends the repeats too.
             let stop = outcome.interrupted || shutdown.is_cancelled();
@@ -430,6 +439,10 @@ impl Args {
                     .meta("scenario", &outcome.scenario)
                     .meta("seed", outcome.seed)
                     .meta("target", &outcome.destination)
+                    .meta(
+                        "controller",
+                        outcome.destination_version.as_deref().unwrap_or_default(),
+                    )
                     .meta("started", &outcome.started_at)
                     .meta("ended", &outcome.ended_at)
                     .meta(

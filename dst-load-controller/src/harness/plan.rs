@@ -174,6 +174,7 @@ async fn drive(
         ended_at: jiff::Timestamp::now().to_string(),
         updates_sent: load.updates_sent(),
         destination: load.destination(),
+        destination_version: None,
         changes: load.changes(),
         profile_changes: load.profile_changes(),
         measured: client::measure(&fleet, &metrics, &summary),
@@ -223,6 +224,10 @@ pub struct Outcome {
     pub updates_sent: Option<u64>,
     /// Where the run's destinations came from: `mock` or the destination address.
     pub destination: String,
+    /// The destination controller's version, when known (`run
+    /// --destination-version`; never for the mock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_version: Option<String>,
     /// Changes made to destinations after the initial sets.
     pub changes: u64,
     /// Changes made to the services' profiles after the initial ones.

@@ -385,6 +385,8 @@ async fn client_judges_its_gates_and_writes_reports() {
         for s in slos {
             cmd.args(["--slo", s]);
         }
+        // As a local control plane's env file sets it.
+        cmd.env("DST_LOCAL_LINKERD_VERSION", "stable-2.14.2");
         cmd.output()
     };
 
@@ -405,6 +407,7 @@ async fn client_judges_its_gates_and_writes_reports() {
     assert_eq!(json["streams"], 3);
     assert_eq!(json["errors"], 0);
     assert_eq!(json["config"]["streams_per_service"], 3);
+    assert_eq!(json["config"]["destination_version"], "stable-2.14.2");
     assert_eq!(json["services"][0]["max_endpoints"], 2);
     assert_eq!(json["slos"].as_array().unwrap().len(), 3);
     assert!(json["started_at"].as_str().unwrap() < json["ended_at"].as_str().unwrap());
