@@ -103,7 +103,7 @@ pub fn run_page(title: &str, run: &Run, slos: &[crate::slo::Verdict]) -> String 
     body += &section("Latency distributions", &cdfs(&[run]));
     body += &section("Changes and their fan-out", &fanout_timeline(run, &scale));
     body += &services(run, &scale);
-    body += &timelines(&[run], "Streams over time");
+    body += &timelines(&[run], &scale, "Streams over time");
     page(title, &body)
 }
 
@@ -123,7 +123,7 @@ pub fn compare_page(base: &Run, new: &Run, rows: &[Row]) -> String {
         "Changes and their fan-out, on one scale",
         &(fanout_timeline(base, &scale) + &fanout_timeline(new, &scale)),
     );
-    body += &timelines(&runs, "Streams over time (base and new)");
+    body += &timelines(&runs, &scale, "Streams over time (base and new)");
     page(&format!("compare {} -> {}", base.label, new.label), &body)
 }
 
@@ -215,6 +215,67 @@ impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
     }
 }
 
+/// One axis of a chart: its range with its ticks, its name, how a tick reads.
+struct Axis<R> {
+    range: Ticked<R>,
+    name: String,
+    tick: fn(&f64) -> String,
+}
+
+fn axis<A: AsRangedCoord<Value = f64>>(
+    range: A,
+    ticks: Vec<f64>,
+    name: impl Into<String>,
+    tick: fn(&f64) -> String,
+) -> Axis<A::CoordDescType> {
+    Axis {
+        range: ticked(range, ticks),
+        name: name.into(),
+        tick,
+    }
+}
+
+/// A chart of the page: two [`Ticked`] axes on an SVG backend.
+type Chart<'a, 'b, X, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Ticked<X>, Ticked<Y>>>;
+
+/// A chart on `root`: its caption (`caption_size` px) and both axes drawn,
+/// every chart of the page alike; the caller draws the data.
+fn frame<'a, 'b, X, Y>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: impl AsRef<str>,
+    caption_size: u32,
+    x: Axis<X>,
+    y: Axis<Y>,
+) -> Result<Chart<'a, 'b, X, Y>, String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption.as_ref(), ("sans-serif", caption_size))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x.range, y.range)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x.name)
+        .y_desc(y.name)
+        .x_label_formatter(&x.tick)
+        .y_label_formatter(&y.tick)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
+/// A fraction's tick: a whole percentage.
+fn percent_tick(v: &f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
 /// Ticks of a log axis: every 1, 2 and 5 times a power of ten in `[lo, hi]`.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let mut ticks = Vec::new();
@@ -248,13 +309,13 @@ fn linear_ticks(hi: f64) -> Vec<f64> {
 }
 
 /// A tick of a milliseconds axis: `0.5`, `2`, `1000` (no float noise).
-fn ms_tick(v: f64) -> String {
+fn ms_tick(v: &f64) -> String {
     let rounded = (v * 1e3).round() / 1e3;
     format!("{rounded}")
 }
 
 /// A count's tick: an integer.
-fn count_tick(v: f64) -> String {
+fn count_tick(v: &f64) -> String {
     format!("{v:.0}")
 }
 
@@ -306,29 +367,26 @@ pub fn red_line_page(scenario: &str, found: &crate::red_line::Found) -> String {
             .flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y / 1e3)),
     );
     let chart = svg(W, H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("{scenario}: the red line"), ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(
-                ticked(0f64..x_hi, linear_ticks(x_hi)),
-                ticked((lo..hi).log_scale(), log_ticks(lo, hi)),
-            )
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc(match found.dimension {
-                crate::red_line::Dimension::Streams => "streams per service",
-                crate::red_line::Dimension::Services => "services",
-            })
-            .y_desc("ms (log scale)")
-            .x_label_formatter(&|x| count_tick(*x))
-            .y_label_formatter(&|y| ms_tick(*y))
-            .label_style(("sans-serif", 12))
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = frame(
+            root,
+            format!("{scenario}: the red line"),
+            16,
+            axis(
+                0f64..x_hi,
+                linear_ticks(x_hi),
+                match found.dimension {
+                    crate::red_line::Dimension::Streams => "streams per service",
+                    crate::red_line::Dimension::Services => "services",
+                },
+                count_tick,
+            ),
+            axis(
+                (lo..hi).log_scale(),
+                log_ticks(lo, hi),
+                "ms (log scale)",
+                ms_tick,
+            ),
+        )?;
         for (_, color, pts) in &lines {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
@@ -602,26 +660,23 @@ fn cdf_chart(name: &str, series: &[Series]) -> String {
             .flat_map(|(_, _, p)| p.iter().map(|(x, _)| *x / 1e3)),
     );
     let chart = svg(W, H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("{name} (CDF)"), ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(44)
-            .build_cartesian_2d(
-                ticked((lo..hi).log_scale(), log_ticks(lo, hi)),
-                ticked(0f64..1.0, (0..=10).map(|i| f64::from(i) / 10.0).collect()),
-            )
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("ms (log scale)")
-            .y_desc("samples at or below")
-            .x_label_formatter(&|x| ms_tick(*x))
-            .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
-            .label_style(("sans-serif", 12))
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = frame(
+            root,
+            format!("{name} (CDF)"),
+            16,
+            axis(
+                (lo..hi).log_scale(),
+                log_ticks(lo, hi),
+                "ms (log scale)",
+                ms_tick,
+            ),
+            axis(
+                0f64..1.0,
+                (0..=10).map(|i| f64::from(i) / 10.0).collect(),
+                "samples at or below",
+                percent_tick,
+            ),
+        )?;
         for (_, color, pts) in series {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
@@ -656,29 +711,23 @@ fn latency_over_time(run: &Run, scale: &TimeScale) -> String {
     ];
     let (lo, hi) = scale.ms;
     let chart = svg(W, H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("{}: update latency each second", run.label),
-                ("sans-serif", 16),
-            )
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(
-                ticked(0f64..scale.x_hi, linear_ticks(scale.x_hi)),
-                ticked((lo..hi).log_scale(), log_ticks(lo, hi)),
-            )
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("ms (log scale)")
-            .x_label_formatter(&|x| count_tick(*x))
-            .y_label_formatter(&|y| ms_tick(*y))
-            .label_style(("sans-serif", 12))
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = frame(
+            root,
+            format!("{}: update latency each second", run.label),
+            16,
+            axis(
+                0f64..scale.x_hi,
+                linear_ticks(scale.x_hi),
+                "seconds since the start",
+                count_tick,
+            ),
+            axis(
+                (lo..hi).log_scale(),
+                log_ticks(lo, hi),
+                "ms (log scale)",
+                ms_tick,
+            ),
+        )?;
         for (_, color, pick) in stats {
             let pts = |w: &[(f64, crate::measurements::WindowLatency)]| -> Vec<(f64, f64)> {
                 w.iter()
@@ -713,7 +762,7 @@ fn latency_over_time(run: &Run, scale: &TimeScale) -> String {
 /// to its last stream converged (a cross: superseded before every stream
 /// converged).
 fn fanout_timeline(run: &Run, scale: &TimeScale) -> String {
-    let changes: &[ChangeRecord] = &run.m.fanouts;
+    let changes: Vec<&ChangeRecord> = run.m.fanouts.iter().collect();
     if changes.is_empty() {
         return format!(
             "<p class=\"empty\">{}: no change was measured</p>",
@@ -724,7 +773,7 @@ fn fanout_timeline(run: &Run, scale: &TimeScale) -> String {
         fanout_chart(
             root,
             &format!("{}: fan-out of each change", run.label),
-            changes,
+            &changes,
             run.start(),
             scale,
         )
@@ -743,32 +792,29 @@ fn fanout_timeline(run: &Run, scale: &TimeScale) -> String {
 fn fanout_chart(
     root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
     caption: &str,
-    changes: &[ChangeRecord],
+    changes: &[&ChangeRecord],
     start: f64,
     scale: &TimeScale,
 ) -> Result<(), String> {
     let (lo, hi) = scale.ms;
     let ms = |s: Option<f64>| (s.unwrap_or(0.0) * 1e3).max(MS_FLOOR);
-    let mut chart = ChartBuilder::on(root)
-        .caption(caption, ("sans-serif", 14))
-        .margin(10)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(
-            ticked(0f64..scale.x_hi, linear_ticks(scale.x_hi)),
-            ticked((lo..hi).log_scale(), log_ticks(lo, hi)),
-        )
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the start")
-        .y_desc("ms after the change (log)")
-        .x_label_formatter(&|x| count_tick(*x))
-        .y_label_formatter(&|y| ms_tick(*y))
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let mut chart = frame(
+        root,
+        caption,
+        14,
+        axis(
+            0f64..scale.x_hi,
+            linear_ticks(scale.x_hi),
+            "seconds since the start",
+            count_tick,
+        ),
+        axis(
+            (lo..hi).log_scale(),
+            log_ticks(lo, hi),
+            "ms after the change (log)",
+            ms_tick,
+        ),
+    )?;
     let done = changes.iter().filter(|c| c.last_converged.is_some());
     chart
         .draw_series(done.clone().map(|c| {
@@ -890,12 +936,11 @@ fn services(run: &Run, scale: &TimeScale) -> String {
     let start = run.start();
     let mut charts = String::new();
     for s in ranked.iter().take(SERVICES_DRAWN) {
-        let owned: Vec<ChangeRecord> = s.changes.iter().map(|c| (*c).clone()).collect();
         let fanout = svg(W, H_SMALL, |root| {
             fanout_chart(
                 root,
                 &format!("{}: fan-out", s.service),
-                &owned,
+                &s.changes,
                 start,
                 scale,
             )
@@ -947,26 +992,18 @@ fn endpoints_chart(s: &ServiceChanges, start: f64, scale: &TimeScale) -> String 
     line.push((scale.x_hi, steps[steps.len() - 1].1));
     let y_hi = steps.iter().map(|(_, n)| *n).fold(1.0, f64::max) * 1.15;
     let chart = svg(W, H_SMALL, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: endpoints", s.service), ("sans-serif", 14))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(
-                ticked(0f64..scale.x_hi, linear_ticks(scale.x_hi)),
-                ticked(0f64..y_hi, linear_ticks(y_hi)),
-            )
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("endpoints")
-            .x_label_formatter(&|x| count_tick(*x))
-            .y_label_formatter(&|y| count_tick(*y))
-            .label_style(("sans-serif", 12))
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = frame(
+            root,
+            format!("{}: endpoints", s.service),
+            14,
+            axis(
+                0f64..scale.x_hi,
+                linear_ticks(scale.x_hi),
+                "seconds since the start",
+                count_tick,
+            ),
+            axis(0f64..y_hi, linear_ticks(y_hi), "endpoints", count_tick),
+        )?;
         chart
             .draw_series(LineSeries::new(line, GREEN.stroke_width(2)))
             .map_err(|e| e.to_string())?;
@@ -978,7 +1015,7 @@ fn endpoints_chart(s: &ServiceChanges, start: f64, scale: &TimeScale) -> String 
 /// A section `title` of streams, errors, resets and stale streams over
 /// time, the runs overlaid; a figure zero all along is one line of text
 /// under the charts.
-fn timelines(runs: &[&Run], title: &str) -> String {
+fn timelines(runs: &[&Run], scale: &TimeScale, title: &str) -> String {
     if runs.iter().all(|r| r.m.timeline.is_empty()) {
         return section(title, "<p class=\"empty\">no timeline in the report</p>");
     }
@@ -989,7 +1026,6 @@ fn timelines(runs: &[&Run], title: &str) -> String {
         ("resets (cumulative)", |s| s.resets as f64),
         ("stale streams", |s| s.stale as f64),
     ];
-    let x_hi = runs.iter().map(|r| r.span()).fold(1.0, f64::max) * 1.02;
     let mut charts = String::new();
     let mut flat = String::new();
     for (name, pick) in figures {
@@ -1013,7 +1049,7 @@ fn timelines(runs: &[&Run], title: &str) -> String {
             flat += &format!("<p class=\"flat\">{name}: 0 throughout</p>\n");
             continue;
         }
-        charts += &count_chart(name, x_hi, &series);
+        charts += &count_chart(name, scale.x_hi, &series);
     }
     section(title, &charts) + &flat
 }
@@ -1026,25 +1062,18 @@ fn count_chart(name: &str, x_hi: f64, series: &[Series]) -> String {
         .fold(1.0f64, f64::max)
         * 1.1;
     let chart = svg(W, H, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(name, ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                ticked(0f64..x_hi, linear_ticks(x_hi)),
-                ticked(0f64..y_hi, linear_ticks(y_hi)),
-            )
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .x_label_formatter(&|x| count_tick(*x))
-            .y_label_formatter(&|y| count_tick(*y))
-            .label_style(("sans-serif", 12))
-            .axis_desc_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = frame(
+            root,
+            name,
+            16,
+            axis(
+                0f64..x_hi,
+                linear_ticks(x_hi),
+                "seconds since the start",
+                count_tick,
+            ),
+            axis(0f64..y_hi, linear_ticks(y_hi), "", count_tick),
+        )?;
         for (_, color, pts) in series {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
@@ -1219,8 +1248,8 @@ mod tests {
             linear_ticks(37.0),
             [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0]
         );
-        assert_eq!(ms_tick(0.1 * 2.0), "0.2");
-        assert_eq!(ms_tick(2000.0), "2000");
+        assert_eq!(ms_tick(&(0.1 * 2.0)), "0.2");
+        assert_eq!(ms_tick(&2000.0), "2000");
         assert_eq!(duration(0.0123), "12.3 ms");
         assert_eq!(duration(2.5), "2.50 s");
         // A narrow range still gets ticks: widened to 5x.

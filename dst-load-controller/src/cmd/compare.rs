@@ -93,10 +93,17 @@ impl Args {
             confidence: self.confidence,
             seed: 0,
         };
-        let mode = Mode::of(&base, &new, &test);
-        let rows = match mode {
-            Mode::SingleRun => crate::verdicts::compare(&base.measured, &new.measured, &test),
-            Mode::Runs { .. } => crate::verdicts::compare_runs(&base.runs(), &new.runs(), &test),
+        let (mode, rows) = if base.repeats.is_none() && new.repeats.is_none() {
+            let rows = crate::verdicts::compare(&base.measured, &new.measured, &test);
+            (Mode::SingleRun, rows)
+        } else {
+            let (b, n) = (base.runs(), new.runs());
+            let mode = Mode::Runs {
+                base: b.len(),
+                new: n.len(),
+                needed: crate::verdicts::min_runs(test.confidence),
+            };
+            (mode, crate::verdicts::compare_runs(&b, &n, &test))
         };
         if rows.is_empty() {
             return Ok(bad_input(&format!(
@@ -152,17 +159,6 @@ enum Mode {
 }
 
 impl Mode {
-    fn of(base: &Report, new: &Report, test: &Test) -> Self {
-        if base.repeats.is_none() && new.repeats.is_none() {
-            return Mode::SingleRun;
-        }
-        Mode::Runs {
-            base: base.runs().len(),
-            new: new.runs().len(),
-            needed: crate::verdicts::min_runs(test.confidence),
-        }
-    }
-
     /// The table's line that says how the verdicts were reached.
     fn line(self, confidence: f64) -> String {
         match self {

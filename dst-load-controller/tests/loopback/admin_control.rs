@@ -118,33 +118,8 @@ fn shutdown_during_repeats_ends_them_and_leaves_the_cut_run_out() {
     use std::io::BufRead;
     let admin = format!("127.0.0.1:{}", support::free_port());
     let report = std::env::temp_dir().join(format!("dst-repeat-cut-{}.json", std::process::id()));
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "--services", "1", "--streams-per-service", "2"])
-        .args([
-            "--connections",
-            "1",
-            "--min-endpoints",
-            "2",
-            "--max-endpoints",
-            "4",
-        ])
-        .args([
-            "--min-hold",
-            "500ms",
-            "--max-hold",
-            "500ms",
-            "--jitter",
-            "0s",
-        ])
-        .args(["--duration", "4s", "--settle", "5s", "--seed", "5"])
-        .args([
-            "--slo",
-            "errors==0",
-            "--repeat",
-            "3",
-            "--admin-addr",
-            &admin,
-        ])
+    let mut child = support::short_run("5", "500ms", "4s")
+        .args(["--repeat", "3", "--admin-addr", &admin])
         .arg("--report")
         .arg(&report)
         .stdout(Stdio::piped())

@@ -17,22 +17,9 @@ fn temp(name: &str) -> PathBuf {
 /// A short seeded run on the mock with `delay` on every update; writes its
 /// report and pictures.
 fn run(delay: &str, seed: &str, report: &Path, html: &Path) {
-    let out = Command::new(BIN)
-        .args(["run", "--scenario", "small-oscillation", "--services", "2"])
-        .args(["--streams-per-service", "3", "--connections", "3"])
-        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
-        .args([
-            "--min-hold",
-            "1500ms",
-            "--max-hold",
-            "1500ms",
-            "--jitter",
-            "0s",
-        ])
-        .args(["--duration", "7s", "--settle", "10s", "--seed", seed])
+    // The default gates would judge the delay; these runs are measured.
+    let out = crate::support::short_run(seed, "1500ms", "7s")
         .args(["--mock-delay", delay, "--admin-addr", "127.0.0.1:0"])
-        // The default gates would judge the delay; these runs are measured.
-        .args(["--slo", "errors==0"])
         .arg("--report")
         .arg(report)
         .arg("--html")
@@ -306,21 +293,9 @@ fn bad_and_mismatched_reports_exit_2_and_name_the_problem() {
 /// `run --repeat N` of a short seeded plan on the mock, every update
 /// delayed by `delay`; returns the report.
 fn repeated(delay: &str, runs: &str, report: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["run", "--scenario", "small-oscillation", "--services", "2"])
-        .args(["--streams-per-service", "3", "--connections", "3"])
-        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
-        .args([
-            "--min-hold",
-            "500ms",
-            "--max-hold",
-            "500ms",
-            "--jitter",
-            "0s",
-        ])
-        .args(["--duration", "2s", "--settle", "10s", "--seed", "3"])
+    let out = crate::support::short_run("3", "500ms", "2s")
         .args(["--mock-delay", delay, "--admin-addr", "127.0.0.1:0"])
-        .args(["--slo", "errors==0", "--repeat", runs])
+        .args(["--repeat", runs])
         .arg("--report")
         .arg(report)
         .output()

@@ -952,3 +952,18 @@ where
         .items
         .len()
 }
+
+/// `run` of a short seeded plan on the in-process mock: 2 services of 3
+/// streams each oscillating 2 <-> 6 endpoints on fixed `hold`s for
+/// `duration` (settling up to 10 s), gated on errors only. Callers add
+/// the rest (`--mock-delay`, `--repeat`, outputs, the admin address).
+pub fn short_run(seed: &str, hold: &str, duration: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dst-load-controller"));
+    cmd.args(["run", "--scenario", "small-oscillation", "--services", "2"])
+        .args(["--streams-per-service", "3", "--connections", "3"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
+        .args(["--min-hold", hold, "--max-hold", hold, "--jitter", "0s"])
+        .args(["--duration", duration, "--settle", "10s", "--seed", seed])
+        .args(["--slo", "errors==0"]);
+    cmd
+}
