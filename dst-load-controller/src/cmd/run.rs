@@ -425,8 +425,8 @@ impl Args {
                 break;
             }
         }
-        let outcome = repeated(outcomes);
-        if outcome.repeats.len() > 1 {
+        let outcome = repeated(outcomes, self.repeat > 1);
+        if self.repeat > 1 {
             gates.console().println(repeats_table(&outcome.repeats));
         }
         let suite = outcome.scenario.clone();
@@ -448,9 +448,9 @@ impl Args {
                     .meta(
                         "runs",
                         match outcome.repeats.len() {
-                            0 | 1 => String::new(),
+                            0 => String::new(),
                             n => format!(
-                                "{n}, one seed; this page draws the first, the report's `repeats` has every run's figures"
+                                "{n} complete, one seed; this page draws the first that failed an SLO, else the first; the report's `repeats` has every complete run's figures"
                             ),
                         },
                     )
@@ -545,8 +545,9 @@ fn check_multicluster(mc: &Multicluster, spec: &Spec) -> Result<(), String> {
 
 /// The report of `runs` (one or more of one plan): the first run that
 /// failed an SLO, else the first, with every complete run's figures when
-/// there were several (a run cut short by a signal is not one of them).
-fn repeated(runs: Vec<harness::Outcome>) -> harness::Outcome {
+/// `repeat` was asked (a run cut short by a signal is not one of them, so
+/// a stop during the second run leaves one).
+fn repeated(runs: Vec<harness::Outcome>, repeat: bool) -> harness::Outcome {
     let figures: Vec<crate::measurements::RunFigures> = runs
         .iter()
         .enumerate()
@@ -559,13 +560,12 @@ fn repeated(runs: Vec<harness::Outcome>) -> harness::Outcome {
             figures: crate::verdicts::figures(&o.measured),
         })
         .collect();
-    let several = runs.len() > 1;
     let shown = runs
         .iter()
         .position(|o| o.slos.iter().any(|v| !v.pass))
         .unwrap_or(0);
     let mut outcome = runs.into_iter().nth(shown).expect("at least one run");
-    if several {
+    if repeat {
         outcome.repeats = figures;
     }
     outcome
