@@ -6,7 +6,7 @@
 # Then the multicluster tests, on two more control planes linked by Linkerd's
 # service mirror (hack/local-multicluster.sh), likewise. Then Linkerd's known
 # bugs on the versions that had them (tests/e2e_versions.rs): one control
-# plane per older Linkerd version (hack/local-cluster.sh --name vNNNN up
+# plane per Linkerd version compared (hack/local-cluster.sh --name NAME up
 # --linkerd VERSION, each version built once into the cache).
 #
 # Every step runs even when an earlier one fails (one flake must not hide the
@@ -119,8 +119,12 @@ fi
 # multicluster ones gone first, if started here).
 if [[ $mc_started == 1 ]]; then "$here/local-multicluster.sh" down; mc_started=0; fi
 envs=()
-for v in stable-2.14.1 stable-2.14.2; do
-  name=v${v//[^0-9]/}
+for v in stable-2.14.1 stable-2.14.2 edge-26.8.3; do
+  # Names whose port offsets differ (hack/local-cluster.sh port_offset).
+  case $v in
+    stable-*) name=v${v//[^0-9]/} ;;
+    *) name=edge${v//[^0-9]/} ;;
+  esac
   if "$here/local-cluster.sh" --name "$name" status >/dev/null 2>&1 ||
     { "$here/local-cluster.sh" --name "$name" up --linkerd "$v" && version_clusters+=("$name"); }; then
     envs+=("$v=$repo/.local-clusters/$name/env")
@@ -128,7 +132,7 @@ for v in stable-2.14.1 stable-2.14.2; do
     failed+=("local-cluster $v up")
   fi
 done
-if [[ ${#envs[@]} == 2 ]]; then
+if [[ ${#envs[@]} == 3 ]]; then
   export DST_E2E_LINKERD_ENVS="${envs[*]}"
   step e2e_versions cargo test --locked --test e2e_versions -- --ignored --test-threads=1 "$@"
 fi

@@ -63,10 +63,15 @@ pub struct Measurements {
     /// ground truth and churn's stamps).
     #[serde(skip_serializing_if = "no_samples")]
     pub profile_update_latency: Percentiles,
-    /// Profile streams stale at the end (`--target-pods` with the ground
-    /// truth).
+    /// Profile streams stale at the end, stuck ones left out (with the
+    /// ground truth: ServiceProfiles for streams by name, pods for
+    /// `--target-pods`).
     #[serde(skip_serializing_if = "is_zero")]
     pub profile_stale_streams: u64,
+    /// Profile streams by name that read their first profile and never
+    /// again (`--stuck-percent`): not in `profile_stale_streams`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub profile_stuck_streams: u64,
     /// Update, convergence and fan-out latencies by churn pattern (the
     /// `pattern` label), for the patterns that had samples.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -187,12 +192,13 @@ pub struct ClassFigures {
 }
 
 impl Measurements {
-    /// What the figures point to. Today one pattern: healthy streams left
-    /// stale or unconverged at the end while stuck streams (read once, then
-    /// never) were open. A controller that sends from its informer blocks
-    /// every stream behind one whose HTTP/2 window is full, as Linkerd's did
-    /// before stable-2.14.2 (linkerd/linkerd2#11279); one that queues per
-    /// stream does not.
+    /// What the figures point to. Today one pattern, on either path:
+    /// healthy streams left stale or unconverged at the end while stuck
+    /// streams (read once, then never) were open. A controller that sends
+    /// from its informer blocks every stream behind one whose HTTP/2 window
+    /// is full, as Linkerd's did for endpoints before stable-2.14.2
+    /// (linkerd/linkerd2#11279) and for ServiceProfiles before edge-23.11.2
+    /// (linkerd/linkerd2#11546); one that queues per stream does not.
     pub fn diagnose(&self) -> Vec<String> {
         let stuck = self.by_class.get("stuck").map_or(0, |c| c.streams);
         let behind = self
@@ -204,6 +210,12 @@ impl Measurements {
         if stuck > 0 && behind > 0 {
             out.push(format!(
                 "{behind} healthy stream(s) stale or unconverged at the end while {stuck} stuck stream(s) were open: the stuck streams are the likely cause (their full HTTP/2 windows block a controller that sends from its informer, linkerd/linkerd2#11279, fixed in stable-2.14.2)"
+            ));
+        }
+        let (stuck, behind) = (self.profile_stuck_streams, self.profile_stale_streams);
+        if stuck > 0 && behind > 0 {
+            out.push(format!(
+                "{behind} healthy profile stream(s) stale at the end while {stuck} stuck profile stream(s) were open: the stuck streams are the likely cause (their full HTTP/2 windows block a controller that sends profiles from its ServiceProfile informer, linkerd/linkerd2#11546, fixed in edge-23.11.2)"
             ));
         }
         out
@@ -334,5 +346,44 @@ mod tests {
             m.latency_table()
                 .contains("  likely cause: 18 healthy stream(s)")
         );
+    }
+
+    #[test]
+    fn healthy_profile_streams_behind_stuck_ones_are_diagnosed_apart() {
+        let m = Measurements {
+            profile_stale_streams: 8,
+            profile_stuck_streams: 2,
+            ..Default::default()
+        };
+        let d = m.diagnose();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].starts_with("8 healthy profile stream(s) stale at the end while 2 stuck profile stream(s) were open"),
+            "{}",
+            d[0]
+        );
+        assert!(d[0].contains("linkerd/linkerd2#11546"), "{}", d[0]);
+        // Stuck profile streams alone, or stale ones without stuck ones: nothing.
+        for (stale, stuck) in [(0, 2), (8, 0)] {
+            let m = Measurements {
+                profile_stale_streams: stale,
+                profile_stuck_streams: stuck,
+                ..Default::default()
+            };
+            assert!(m.diagnose().is_empty(), "{stale} {stuck}");
+        }
+        // Stuck streams of the other path do not explain stale profiles.
+        let m = Measurements {
+            profile_stale_streams: 8,
+            by_class: std::collections::BTreeMap::from([(
+                "stuck".to_string(),
+                ClassFigures {
+                    streams: 2,
+                    ..Default::default()
+                },
+            )]),
+            ..Default::default()
+        };
+        assert!(m.diagnose().is_empty());
     }
 }

@@ -326,6 +326,8 @@ pub struct ProfileMetrics {
     pub stale_streams: Gauge,
     /// Times a stream became stale.
     pub stale_episodes: Counter,
+    /// Streams open that read once and never again (`--stuck-percent`).
+    pub stuck_streams: Gauge,
     /// From a ServiceProfile change (its stamp) to a stream showing it.
     pub update_latency: crate::latency::Timings,
     updates: Family<TargetLabels, Counter>,
@@ -350,6 +352,7 @@ impl ProfileMetrics {
             time_to_first_update: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             stale_streams: Gauge::default(),
             stale_episodes: Counter::default(),
+            stuck_streams: Gauge::default(),
             // 1 ms to ~65 s, as the endpoints' latencies.
             update_latency: crate::latency::Timings::new(Histogram::new(exponential_buckets(
                 0.001, 2.0, 17,
@@ -405,6 +408,11 @@ impl ProfileMetrics {
             "stale_episodes",
             "Times a profile stream became stale",
             m.stale_episodes.clone(),
+        );
+        reg.register(
+            "stuck_streams",
+            "Profile streams open that read their first profile and never again (--stuck-percent); not counted in stale_streams",
+            m.stuck_streams.clone(),
         );
         reg.register_with_unit(
             "update_latency",

@@ -586,15 +586,29 @@ impl Client {
         }
         let profiles = self.config.profile_streams_per_service as usize;
         if profiles > 0 {
-            let streams = Arc::new(profile::ProfileStreams::new(service.to_string(), profiles));
+            // A profile stream's class is its connection ordinal's, as a
+            // `Get` stream's: beside its `Get` stream, it reads as that one
+            // does (one proxy reads both or neither).
+            let channels: Vec<usize> = (0..profiles)
+                .map(|index| {
+                    profile_channel(
+                        self.config.profiles_beside_gets,
+                        first_channel,
+                        index,
+                        next_channel,
+                    )
+                })
+                .collect();
+            let classes = channels
+                .iter()
+                .map(|c| self.config.faults.class(*c))
+                .collect();
+            let streams = Arc::new(profile::ProfileStreams::with_classes(
+                service.to_string(),
+                classes,
+            ));
             self.profiles.insert(streams.clone());
-            for index in 0..profiles {
-                let channel = profile_channel(
-                    self.config.profiles_beside_gets,
-                    first_channel,
-                    index,
-                    next_channel,
-                );
+            for (index, channel) in channels.into_iter().enumerate() {
                 let link = self.channels[channel % self.channels.len()].subscribe();
                 let s = profile::ProfileStream {
                     streams: streams.clone(),
@@ -602,6 +616,7 @@ impl Client {
                     link,
                     storms: None,
                     metric_target: service.to_string(),
+                    slow_delay: self.config.faults.slow_reader_delay,
                 };
                 tasks.spawn(s.run(
                     self.stream.clone(),
@@ -718,6 +733,7 @@ pub fn measure(fleet: &Fleet, metrics: &metrics::Metrics, summary: &Summary) -> 
         profile_streams_created: summary.profile_streams_created,
         profile_updates_received: summary.profile_updates,
         profile_stale_streams: summary.profile_stale.0,
+        profile_stuck_streams: summary.profile_stuck,
         profile_update_latency: metrics.profiles.update_latency.percentiles(),
         by_pattern: latencies.by_pattern(),
         by_class: by_class(fleet, &services, metrics),
@@ -871,6 +887,8 @@ pub struct Summary {
     /// Profile streams stale at the end, and times a stream turned stale
     /// (with the ground truth).
     pub profile_stale: (u64, u64),
+    /// Profile streams that read once and never again (`--stuck-percent`).
+    pub profile_stuck: u64,
     /// Per service: (authority, streams, min set, max set).
     pub services: Vec<(String, usize, u64, u64)>,
     /// Services none of whose streams ever held an endpoint (Linkerd answers
@@ -934,6 +952,7 @@ impl Summary {
                 m.profiles.stale_streams.get().max(0) as u64,
                 m.profiles.stale_episodes.get(),
             ),
+            profile_stuck: client.profiles.all().iter().map(|s| s.stuck() as u64).sum(),
             services,
             never_served,
         }
@@ -966,6 +985,13 @@ impl std::fmt::Display for Summary {
             writeln!(
                 f,
                 "  !!! profile streams stale now: {stale}; times a profile stream went stale: {episodes} (the log names each stream and what differs)"
+            )?;
+        }
+        if self.profile_stuck > 0 {
+            writeln!(
+                f,
+                "  stuck profile streams (read once, never again; not counted as stale): {}",
+                self.profile_stuck
             )?;
         }
         writeln!(

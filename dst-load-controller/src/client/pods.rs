@@ -208,6 +208,7 @@ impl Context<'_> {
                         link,
                         storms: Some(storms.subscribe()),
                         metric_target: label.clone(),
+                        slow_delay: std::time::Duration::ZERO,
                     };
                     tasks.spawn(s.run(
                         self.stream.clone(),
@@ -360,8 +361,11 @@ pub(super) async fn watch_staleness(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Stuck streams are stale by design: counted apart
+        // (`profile_stuck_streams`), as the `Get` streams' are.
         let streams = fleets.iter().flat_map(|f| f.all()).flat_map(|s| {
             (0..s.len())
+                .filter(|k| s.class(*k) != super::faults::Class::Stuck)
                 .map(|k| (s.target.clone(), k, s.differences(k)))
                 .collect::<Vec<_>>()
         });

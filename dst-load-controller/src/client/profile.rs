@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::{
+    faults::Class,
     metrics::ProfileMetrics,
     stream::{Link, StreamConfig, error_reason, is_final},
 };
@@ -116,6 +117,8 @@ pub struct ProfileStreams {
     /// The path asked for: `svc.ns.svc.domain:port` or `IP:port`.
     pub target: String,
     slots: Vec<Mutex<Option<Seen>>>,
+    /// How each stream reads (`--stuck-percent`, `--slow-reader-percent`).
+    classes: Vec<Class>,
     /// What the ground truth says the streams should hold.
     want: Mutex<Option<Want>>,
     /// Per stream: the routes change it has yet to show (version, when made).
@@ -123,14 +126,31 @@ pub struct ProfileStreams {
 }
 
 impl ProfileStreams {
-    /// `streams` streams of `target`, none answered yet.
+    /// `streams` healthy streams of `target`, none answered yet.
     pub fn new(target: String, streams: usize) -> Self {
+        Self::with_classes(target, vec![Class::Healthy; streams])
+    }
+
+    /// A stream of each class for `target`, none answered yet.
+    pub fn with_classes(target: String, classes: Vec<Class>) -> Self {
+        let streams = classes.len();
         Self {
             target,
             slots: (0..streams).map(|_| Mutex::new(None)).collect(),
+            classes,
             want: Mutex::new(None),
             pending: (0..streams).map(|_| Mutex::new(None)).collect(),
         }
+    }
+
+    /// How stream `index` reads.
+    pub fn class(&self, index: usize) -> Class {
+        self.classes[index]
+    }
+
+    /// The streams that read once and never again.
+    pub fn stuck(&self) -> usize {
+        self.classes.iter().filter(|c| **c == Class::Stuck).count()
     }
 
     /// What the ground truth says (`None`: no truth followed).
@@ -352,6 +372,8 @@ pub struct ProfileStream {
     pub storms: Option<tokio::sync::watch::Receiver<u64>>,
     /// The `target` label of its updates.
     pub metric_target: String,
+    /// How long a slow stream waits before reading each profile.
+    pub slow_delay: std::time::Duration,
 }
 
 /// The next storm; never without storms.
@@ -362,6 +384,22 @@ async fn storm(storms: &mut Option<tokio::sync::watch::Receiver<u64>>) {
         return;
     }
     std::future::pending().await
+}
+
+/// Counts a stuck stream in `profile_stuck_streams` while its task runs.
+struct StuckGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl StuckGuard {
+    fn new(metrics: &ProfileMetrics) -> Self {
+        metrics.stuck_streams.inc();
+        Self(metrics.stuck_streams.clone())
+    }
+}
+
+impl Drop for StuckGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Why a profile stream ended.
@@ -386,7 +424,14 @@ impl ProfileStream {
             mut link,
             mut storms,
             metric_target,
+            slow_delay,
         } = self;
+        // A stuck stream reads its first profile of each opening and then
+        // never again (the stream stays open, its HTTP/2 window fills); a
+        // slow one waits `slow_delay` before each read.
+        let class = streams.class(index);
+        let _stuck = (class == Class::Stuck).then(|| StuckGuard::new(&metrics));
+        let slow_delay = (class == Class::Slow).then_some(slow_delay);
         let counter = metrics.updates_counter(&metric_target);
         let slot = &streams.slots[index];
         let mut failures = 0;
@@ -422,7 +467,9 @@ impl ProfileStream {
                         Err(status) => break 'stream End::Error(status),
                     },
                 };
+                let mut read_at = None;
                 loop {
+                    let paused = (class == Class::Stuck && !first) || read_at.is_some();
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break 'stream End::Shutdown,
@@ -430,7 +477,10 @@ impl ProfileStream {
                             if link.borrow().storms != storms_seen { "reset_storm" } else { "connection_churn" }
                         ),
                         _ = storm(&mut storms) => break 'stream End::Reset("target_storm"),
-                        msg = profiles.message() => match msg {
+                        _ = tokio::time::sleep_until(read_at.unwrap_or_else(tokio::time::Instant::now)), if read_at.is_some() => {
+                            read_at = None;
+                        }
+                        msg = profiles.message(), if !paused => match msg {
                             Ok(Some(profile)) => {
                                 if std::mem::take(&mut first) {
                                     metrics
@@ -446,6 +496,9 @@ impl ProfileStream {
                                 if let Some(latency) = streams.shown(index) {
                                     metrics.update_latency.record(latency);
                                 }
+                                read_at = slow_delay
+                                    .filter(|d| !d.is_zero())
+                                    .map(|d| tokio::time::Instant::now() + d);
                                 failures = 0;
                             }
                             Ok(None) => break 'stream End::Eos,

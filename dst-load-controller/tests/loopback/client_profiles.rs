@@ -255,3 +255,95 @@ async fn the_proxy_pattern_pairs_every_get_with_a_profile_stream_and_a_storm_reo
     client.finish().await;
     mock.stop().await;
 }
+
+/// `--stuck-percent` and `--slow-reader-percent` reach the profile streams:
+/// each takes the class of its connection slot (as `Get` streams do), a
+/// stuck one keeps its first profile and reads nothing after, a slow one
+/// gets every profile, late; stuck ones are counted apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_profile_streams_read_once_and_slow_ones_read_everything() {
+    let mock = Mock::start(Behavior::default()).await;
+    mock.handle
+        .set(&FOO.parse().unwrap(), addrs(&["10.0.0.1:8080"]));
+    let dst = mock.addr.to_string();
+    // Slot 0 is the Get stream; the 10 profile streams take slots 1..=10,
+    // placed by `n * 11 mod 100`: slots 1 and 10 (11, 10) are under 20,
+    // stuck; slot 2 (22) under 20 + 10, slow; the other 7 healthy.
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--profile-streams-per-service",
+        "10",
+        "--connections",
+        "11",
+        "--stuck-percent",
+        "20",
+        "--slow-reader-percent",
+        "10",
+        "--slow-reader-delay",
+        "300ms",
+    ]));
+    eventually("the default profile on 10 streams", WAIT, || {
+        profile_streams(&client, FOO)
+            .iter()
+            .filter(|s| s.is_some())
+            .count()
+            == 10
+    })
+    .await;
+    let streams = client.profiles.get(FOO).unwrap();
+    let classes: Vec<&str> = (0..10).map(|k| streams.class(k).as_str()).collect();
+    assert_eq!(
+        classes,
+        [
+            "stuck", "slow", "healthy", "healthy", "healthy", "healthy", "healthy", "healthy",
+            "healthy", "stuck"
+        ]
+    );
+    assert_eq!(streams.stuck(), 2);
+    for (k, routes) in [["a"], ["b"], ["c"]].iter().enumerate() {
+        mock.handle.set_profile(
+            FOO_HOST,
+            ProfileSpec {
+                routes: routes.iter().map(|r| route(r)).collect(),
+                ..Default::default()
+            },
+        );
+        // Every healthy and slow stream shows each change before the next.
+        let updates = k as u64 + 2;
+        eventually(
+            "the change on every stream but the stuck ones",
+            WAIT,
+            || {
+                let s = profile_streams(&client, FOO);
+                (1..9).all(|i| s[i] == Some((updates, vec![routes[0].to_string()])))
+            },
+        )
+        .await;
+    }
+    // The stuck ones still hold their first profile, and nothing more came.
+    let s = profile_streams(&client, FOO);
+    assert_eq!(s[0], Some((1, vec![])));
+    assert_eq!(s[9], Some((1, vec![])));
+    let text = scrape(&client.registry);
+    assert_eq!(
+        sample(&text, "destination_client_profile_stuck_streams", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    // 8 streams x 4 profiles, and the stuck ones' first.
+    assert_eq!(
+        sample(
+            &text,
+            "destination_client_profile_updates_received_total",
+            &[("target", FOO)]
+        ),
+        Some(34.0)
+    );
+    let summary = client.finish().await;
+    assert_eq!(summary.profile_stuck, 2);
+    assert_eq!(summary.errors, 0);
+    mock.stop().await;
+}
