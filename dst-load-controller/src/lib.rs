@@ -12,6 +12,7 @@ pub mod gates;
 pub mod harness;
 pub mod html;
 pub mod kube_api;
+pub mod kube_burner;
 pub mod labels;
 pub mod latency;
 pub mod lean;

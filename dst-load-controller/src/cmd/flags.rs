@@ -199,6 +199,16 @@ pub struct GateArgs {
     /// stale streams over time, and the SLO verdicts. `-` for standard output.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+
+    /// Also write the report as kube-burner's documents into this folder
+    /// (made if missing; its files of the same names are replaced): one
+    /// `{metricName}.json` array per metric, as kube-burner's `local`
+    /// indexer lays them out: `jobSummary`, `destinationLatencyQuantilesMeasurement`
+    /// (a document per latency, P50/P95/P99/P999/max in ms), and a value per
+    /// count (`errors`, `resets`, `staleStreams`, `unconvergedStreams`,
+    /// `profileStaleStreams`); each run of `--repeat` has its own `uuid`.
+    #[arg(long, value_name = "DIR")]
+    pub kube_burner_dir: Option<PathBuf>,
 }
 
 impl GateArgs {
@@ -220,9 +230,14 @@ impl GateArgs {
         ]
     }
 
-    /// At most one of `--report`, `--junit` and `--html` is `-`.
+    /// At most one of `--report`, `--junit` and `--html` is `-`, each can
+    /// be written, and `--kube-burner-dir` is a folder or can be made one.
     pub fn check_outputs(&self) -> Result<(), String> {
-        output::check_files(&self.files())
+        output::check_files(&self.files())?;
+        if let Some(dir) = &self.kube_burner_dir {
+            output::check_dir("--kube-burner-dir", dir)?;
+        }
+        Ok(())
     }
 
     /// Where the text for people goes: standard error when a file flag is `-`.
@@ -254,6 +269,9 @@ impl GateArgs {
             )?;
             output::written("report written to", path);
         }
+        if let Some(dir) = &self.kube_burner_dir {
+            super::kube_burner::export(dir, &serde_json::to_value(output::Stamped::new(report))?)?;
+        }
         Ok(exit_status(verdicts))
     }
 }
@@ -275,7 +293,10 @@ pub struct FaultArgs {
     pub slow_reader_delay: Option<humantime::Duration>,
 
     /// Percentage (0-100) of streams that read their first update and then
-    /// never read again, keeping the stream open. Default 0.
+    /// never read again, keeping the stream open. Default 0. Profile streams
+    /// by name take the class of the connection slot they open on (beside
+    /// their `Get` stream: its class), `--target-pods` streams stay healthy;
+    /// stuck streams are reported apart and never counted as stale.
     #[arg(long)]
     pub stuck_percent: Option<u8>,
 

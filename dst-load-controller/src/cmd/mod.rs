@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod client;
 pub mod compare;
 pub mod flags;
+pub mod kube_burner;
 pub mod mock_dst;
 pub mod output;
 pub mod report;

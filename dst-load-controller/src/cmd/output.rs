@@ -52,6 +52,34 @@ pub fn check_files(files: &Files<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a folder flag before the command does anything: `dir` is a
+/// folder that takes new files, or does not exist and its parent does (it
+/// is made at the end).
+pub fn check_dir(flag: &str, dir: &Path) -> Result<(), String> {
+    let e = |why: String| format!("{flag} {}: {why}", dir.display());
+    if is_stdout(dir) {
+        return Err(e("is a folder flag: give a folder, not `-`".into()));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(e("is a file; give a folder".into()));
+    }
+    let probe_in = if dir.is_dir() {
+        dir
+    } else {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    };
+    if !probe_in.is_dir() {
+        return Err(e(format!(
+            "the folder {} does not exist; create it or give another path",
+            probe_in.display()
+        )));
+    }
+    probe(probe_in).map_err(e)
+}
+
 /// Why `path` could not be written, if it could not.
 fn check_writable(path: &Path) -> Result<(), String> {
     if path.is_dir() {
@@ -75,6 +103,11 @@ fn check_writable(path: &Path) -> Result<(), String> {
             folder.display()
         ));
     }
+    probe(folder)
+}
+
+/// Whether `folder` takes new files: a file created there and removed at once.
+fn probe(folder: &Path) -> Result<(), String> {
     let probe = folder.join(format!(".dst-load-controller-probe-{}", std::process::id()));
     std::fs::File::create_new(&probe)
         .map(|_| {

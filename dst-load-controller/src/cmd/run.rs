@@ -252,6 +252,9 @@ impl Args {
             check_multicluster(&mc, &spec)?;
         }
         self.red_line.validate()?;
+        if self.red_line.find_red_line && self.gates.kube_burner_dir.is_some() {
+            return Err("--kube-burner-dir writes the runs of a plan, not a red-line search's steps: leave it out of --find-red-line, or run the step's load with --repeat".into());
+        }
         self.faults.over(spec.clients.faults).validate()
     }
 
@@ -668,6 +671,14 @@ mod tests {
         let f = mk_args(&["--stuck-percent", "10"]).spec().unwrap();
         assert_eq!(f.clients.faults.stuck_percent, 10);
         assert!(mk_args(&["--stuck-percent", "101"]).validate().is_err());
+        let e = mk_args(&["--find-red-line", "--kube-burner-dir", "kb"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.starts_with("--kube-burner-dir writes the runs of a plan"),
+            "{e}"
+        );
+        assert!(mk_args(&["--kube-burner-dir", "kb"]).validate().is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod client_profiles;
 mod compare;
 mod dashboards;
 mod faults;
+mod kube_burner;
 mod latency_oracle;
 mod limits;
 mod linkerd_versions;
