@@ -42,6 +42,22 @@ fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("dst-versions-{}-{name}", std::process::id()))
 }
 
+/// The client flags of both known-bug loads: 10 proxies on their own
+/// connections, 2 of them stuck after their first answers, every stream
+/// with a 64 KiB window, for 45 s.
+const TEN_PROXIES_TWO_STUCK: &[&str] = &[
+    "--streams-per-service",
+    "10",
+    "--connections",
+    "10",
+    "--stuck-percent",
+    "20",
+    "--http2-stream-window",
+    "65535",
+    "--duration",
+    "45s",
+];
+
 /// One load against the cluster of `version`: `churn` with `churn_args`
 /// in namespace `ns` while `client` runs with `client_args` there (the
 /// destination, the namespace, the ground truth and a report added); churn
@@ -132,19 +148,13 @@ fn issue_11279_a_stuck_stream_stalls_every_stream_on_2_14_1_and_not_on_2_14_2() 
                 "11",
             ],
             &[
-                "--target-services",
-                "oscillate-svc-0.{ns}.svc.{domain}:8080",
-                "--streams-per-service",
-                "10",
-                "--connections",
-                "10",
-                "--stuck-percent",
-                "20",
-                "--http2-stream-window",
-                "65535",
-                "--duration",
-                "45s",
-            ],
+                &[
+                    "--target-services",
+                    "oscillate-svc-0.{ns}.svc.{domain}:8080",
+                ],
+                TEN_PROXIES_TWO_STUCK,
+            ]
+            .concat(),
         );
         let stuck = json["by_class"]["stuck"]["streams"].as_u64();
         assert_eq!(stuck, Some(2), "{version}: {stdout}");
@@ -212,20 +222,14 @@ fn issue_11546_a_stuck_profile_stream_stalls_every_profile_stream_on_2_14_2_and_
                 "60s",
             ],
             &[
-                "--target-services",
-                "stable-svc-0.{ns}.svc.{domain}:8080",
-                "--streams-per-service",
-                "10",
-                "--proxy-discovery",
-                "--connections",
-                "10",
-                "--stuck-percent",
-                "20",
-                "--http2-stream-window",
-                "65535",
-                "--duration",
-                "45s",
-            ],
+                &[
+                    "--target-services",
+                    "stable-svc-0.{ns}.svc.{domain}:8080",
+                    "--proxy-discovery",
+                ],
+                TEN_PROXIES_TWO_STUCK,
+            ]
+            .concat(),
         );
         let n = |k: &str| json[k].as_u64().unwrap_or(0);
         assert_eq!(n("profile_stuck_streams"), 2, "{version}: {stdout}");

@@ -364,6 +364,11 @@ impl Report {
                 e.column()
             )
         })?;
+        Self::from_value(name, &value)
+    }
+
+    /// Checks a report already parsed as JSON; `name` names it in errors.
+    pub fn from_value(name: &str, value: &serde_json::Value) -> Result<Self, String> {
         let obj = value
             .as_object()
             .ok_or_else(|| format!("{name} is not a report: expected a JSON object"))?;
@@ -375,9 +380,9 @@ impl Report {
             }
         }
         let damaged = |e: &dyn std::fmt::Display| format!("{name} is a damaged report: {e}");
-        let measured = serde_path_to_error::deserialize::<_, Measurements>(&value)
+        let measured = serde_path_to_error::deserialize::<_, Measurements>(value)
             .map_err(|e| damaged(&format_args!("{}: {}", e.path(), e.inner())))?;
-        let head = Head::deserialize(&value).map_err(|e| damaged(&e))?;
+        let head = Head::deserialize(value).map_err(|e| damaged(&e))?;
         if let Some(runs) = &head.repeats
             && runs.len() > crate::verdicts::MAX_RUNS
         {

@@ -11,8 +11,7 @@ use crate::kube_burner::{Documents, Job, run_uuid};
 /// The runs of `report` (the JSON a command writes with `--report`) as
 /// kube-burner jobs: each run of `run --repeat`, or the one run.
 pub fn jobs(report: &Value) -> Result<Vec<Job>, String> {
-    let text = report.to_string();
-    let parsed = super::compare::Report::parse("the report", &text)?;
+    let parsed = super::compare::Report::from_value("the report", report)?;
     let str_of = |k: &str| report.get(k).and_then(Value::as_str).map(str::to_string);
     let args: Vec<String> = report
         .get("args")
