@@ -121,8 +121,30 @@ pub struct ProfileStreams {
     classes: Vec<Class>,
     /// What the ground truth says the streams should hold.
     want: Mutex<Option<Want>>,
-    /// Per stream: the routes change it has yet to show (version, when made).
-    pending: Vec<Mutex<Option<(u64, std::time::SystemTime)>>>,
+    /// Per stream: the changes it is timed on and has received.
+    track: Vec<Mutex<Track>>,
+}
+
+/// How far one profile stream is along the truth's changes.
+#[derive(Debug, Default)]
+struct Track {
+    /// The routes change it has yet to show (version, when made).
+    pending: Option<(u64, std::time::SystemTime)>,
+    /// The truth's version the stream last showed when it received a
+    /// profile, and the profiles it has received since. The truth's changes
+    /// beyond both are changes it missed: a stream that stopped reading is
+    /// behind even while its last profile happens to equal the truth again
+    /// (a profile changed back and forth).
+    caught_up: Option<(u64, u64)>,
+}
+
+impl Track {
+    /// The truth's changes after `version` the stream has not received
+    /// (`None`: it never showed the truth).
+    fn missed(&self, version: u64) -> Option<u64> {
+        let (at, since) = self.caught_up?;
+        Some(version.saturating_sub(at).saturating_sub(since))
+    }
 }
 
 impl ProfileStreams {
@@ -139,7 +161,7 @@ impl ProfileStreams {
             slots: (0..streams).map(|_| Mutex::new(None)).collect(),
             classes,
             want: Mutex::new(None),
-            pending: (0..streams).map(|_| Mutex::new(None)).collect(),
+            track: (0..streams).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -206,10 +228,16 @@ impl ProfileStreams {
         });
         drop(want);
         let mut timed = Vec::new();
-        for (slot, pending) in self.slots.iter().zip(&self.pending) {
+        for (slot, track) in self.slots.iter().zip(&self.track) {
             let slot = slot.lock().expect("profile slot");
-            let mut pending = pending.lock().expect("profile pending");
-            *pending = None;
+            let mut track = track.lock().expect("profile track");
+            track.pending = None;
+            // The truth as first read is where the streams showing it stand.
+            if version == 1 && slot.as_ref().is_some_and(|s| s.shows(&routes, retry_ratio)) {
+                track.caught_up = Some((1, 0));
+                continue;
+            }
+            let pending = &mut track.pending;
             // Only streams answered before the change are timed (version 1
             // is the truth as first read, not a change).
             let (Some(seen), Some(at)) = (slot.as_ref(), at) else {
@@ -231,7 +259,8 @@ impl ProfileStreams {
     }
 
     /// After stream `index` got a profile: the latency of the routes change
-    /// it now shows, if it was waiting for one.
+    /// it now shows, if it was waiting for one. Also counts the profile
+    /// among the changes the stream received.
     fn shown(&self, index: usize) -> Option<std::time::Duration> {
         let Some(Want::Routes {
             routes,
@@ -242,14 +271,20 @@ impl ProfileStreams {
         else {
             return None;
         };
-        // Slot, then pending: the order `set_routes` takes them in.
+        // Slot, then track: the order `set_routes` takes them in.
         let seen = self.slots[index].lock().expect("profile slot");
-        let mut pending = self.pending[index].lock().expect("profile pending");
-        let (v, at) = (*pending)?;
-        if v != version || !seen.as_ref().is_some_and(|s| s.shows(&routes, retry_ratio)) {
+        let mut track = self.track[index].lock().expect("profile track");
+        let shows = seen.as_ref().is_some_and(|s| s.shows(&routes, retry_ratio));
+        track.caught_up = match track.caught_up {
+            _ if shows => Some((version, 0)),
+            Some((at, since)) => Some((at, since + 1)),
+            None => None,
+        };
+        let (v, at) = track.pending?;
+        if v != version || !shows {
             return None;
         }
-        *pending = None;
+        track.pending = None;
         std::time::SystemTime::now().duration_since(at).ok()
     }
 
@@ -268,11 +303,16 @@ impl ProfileStreams {
                 Some(Want::Routes {
                     routes,
                     retry_ratio,
+                    version,
                     ..
                 }),
                 Some(seen),
             ) => {
                 let mut out = Vec::new();
+                let missed = self.track[index]
+                    .lock()
+                    .expect("profile track")
+                    .missed(version);
                 if seen.routes != routes {
                     out.push(format!("routes {:?} (want {routes:?})", seen.routes));
                 }
@@ -282,6 +322,12 @@ impl ProfileStreams {
                         seen.retry_ratio
                             .map_or_else(|| "none".to_string(), |r| r.to_string())
                     ));
+                }
+                // A stream one change behind differs in content already; two
+                // or more behind has stopped, whatever its last profile
+                // shows (a profile changed back again).
+                if let Some(missed @ 2..) = missed {
+                    out.push(format!("{missed} changes not received"));
                 }
                 out
             }
@@ -647,6 +693,42 @@ mod tests {
         let latency = receive(0.25).expect("timed");
         assert!(latency < Duration::from_secs(5), "{latency:?}");
         assert!(s.differences(0).is_empty());
+    }
+
+    /// A profile changed back and forth (churn's oscillation) shows the
+    /// truth again on a stream that stopped an even number of changes
+    /// behind: the changes it did not receive keep it differing.
+    #[test]
+    fn a_stream_that_stopped_reading_differs_even_when_the_profile_changes_back() {
+        let s = ProfileStreams::new("web.ns.svc.cluster.local:80".into(), 3);
+        let names = |r: &[&str]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (a, b) = (["a"].as_slice(), ["a", "b"].as_slice());
+        for k in 0..3 {
+            receive(&s, k, a);
+        }
+        assert!(s.set_routes(names(a), 0.2, None).is_empty());
+        // Stream 0 reads every change, stream 1 stops, stream 2 is faster
+        // than the truth (it shows each change before the truth has it).
+        for change in 0..6 {
+            let next = if change % 2 == 0 { b } else { a };
+            receive(&s, 2, next);
+            s.set_routes(names(next), 0.2, Some(SystemTime::now()));
+            receive(&s, 0, next);
+            assert!(s.differences(0).is_empty(), "change {change}");
+            assert!(s.differences(2).is_empty(), "change {change}");
+            let behind = s.differences(1);
+            match change {
+                // One change behind: its content differs.
+                0 => assert_eq!(behind, ["routes [\"a\"] (want [\"a\", \"b\"])"]),
+                // Back to its content, two changes behind.
+                1 => assert_eq!(behind, ["2 changes not received"]),
+                _ => assert!(!behind.is_empty(), "change {change}: {behind:?}"),
+            }
+        }
+        assert_eq!(s.differences(1), ["6 changes not received"]);
+        // Reading the current profile catches it up.
+        receive(&s, 1, a);
+        assert!(s.differences(1).is_empty());
     }
 
     /// Streams the truth first meets in the same round as a change of their
