@@ -5,10 +5,11 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts|versions ...] [--streams N] [--seconds S]
 
 `controller`, `profile-path`, `redline`, `storm`, `pod-storm` and `pod-orphans` run against Linkerd's real destination controller
-on the local control plane (hack/local-cluster.sh), brought up if it is down.
+on the local control plane (hack/local-cluster.sh), brought up if it is down;
+`versions` against each version's own (hack/local-cluster.sh --name NAME up --linkerd VERSION).
 """
 import argparse
 import atexit
@@ -970,6 +971,141 @@ def bench_verdicts(a):
             "single_run_false_alarms": aa_single, "single_run_power": power_single}
 
 
+def version_cluster(version):
+    """Brings up a local control plane of Linkerd VERSION beside the others
+    (hack/e2e.sh's names: stable-2.14.2 -> v2142, edge-26.8.3 -> edge2683);
+    returns (its name, its env)."""
+    name = version_cluster_name(version)
+    cmd = [os.path.join(REPO, "hack/local-cluster.sh"), "--name", name]
+    if subprocess.run(cmd + ["status"], capture_output=True).returncode != 0:
+        subprocess.run(cmd + ["up", "--linkerd", version], check=True, stdout=subprocess.DEVNULL)
+    env = {}
+    for line in open(os.path.join(REPO, ".local-clusters", name, "env")):
+        m = re.match(r"export (\w+)=(.*)", line.strip())
+        if m:
+            env[m.group(1)] = m.group(2)
+    if env.get("DST_LOCAL_LINKERD_VERSION") != version:
+        sys.exit(f"bench: cluster {name} runs {env.get('DST_LOCAL_LINKERD_VERSION')}, not {version}: "
+                 f"hack/local-cluster.sh --name {name} down first")
+    return name, env
+
+
+class Sampler:
+    """Polls a run's admin /metrics and the controller's every half second:
+    updates received (summed across the counter restarting with each run of
+    --repeat) and the controller's peak heap in use."""
+
+    def __init__(self, admin, ctl_metrics):
+        import threading
+        self.admin, self.ctl = admin, ctl_metrics
+        self.updates, self.last, self.heap_peak = 0.0, 0.0, 0.0
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.done.wait(0.5):
+            try:
+                n = scrape(self.admin).get("destination_client_updates_received_total", 0.0)
+                if n < self.last:
+                    self.updates += self.last
+                self.last = n
+            except (OSError, ValueError):
+                pass
+            try:
+                self.heap_peak = max(self.heap_peak, scrape_url(self.ctl).get("go_memstats_heap_inuse_bytes", 0.0))
+            except (OSError, ValueError):
+                pass
+
+    def stop(self):
+        self.done.set()
+        self.t.join()
+        return self.updates + self.last, self.heap_peak
+
+
+def bench_versions(a):
+    """The same seeded plan (hack/redline-scenario.yaml: 10 services
+    oscillating 10 <-> 50 on 5 s holds) against every Linkerd version of
+    --versions, each on its own local control plane, one at a time: `run
+    --repeat` of --versions-streams streams (destination leg p50/p99 over the
+    runs, controller CPU per update received, controller heap per stream),
+    then `run --find-red-line`; `compare` of each version with the one before."""
+    versions = a.versions.split(",")
+    scenario = os.path.join(REPO, "hack/redline-scenario.yaml")
+    rows, reports = [], {}
+    for version in versions:
+        name, env = version_cluster(version)
+        # The other versions' control planes stop: no idle peer shares the cores.
+        for other in versions:
+            if other != version:
+                n = version_cluster_name(other)
+                subprocess.run([os.path.join(REPO, "hack/local-cluster.sh"), "--name", n, "down"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        dst = destination_pid(env)
+        ctl_metrics = f"http://{env['DESTINATION_METRICS_ADDR']}/metrics"
+        heap0 = scrape_url(ctl_metrics).get("go_memstats_heap_inuse_bytes", 0.0)
+        common = ["--destination-addr", env["DESTINATION_ADDR"],
+                  "--cluster-domain", env["DST_LOCAL_CLUSTER_DOMAIN"], "--scenario-file", scenario,
+                  "--connections", "100", "--log-level", "warn"]
+        admin = free_port()
+        report = os.path.join(REPO, f"target/bench/versions-{name}.json")
+        per_service = a.versions_streams // 10
+        run = Proc(f"versions-{name}", ["run", *common, "--namespace", f"bench-ver-{name}",
+                                        "--streams-per-service", str(per_service),
+                                        "--duration", f"{a.seconds}s", "--repeat", str(a.versions_runs),
+                                        "--admin-addr", f"127.0.0.1:{admin}", "--report", report], env=env)
+        sampler = Sampler(admin, ctl_metrics)
+        d0, t0 = dst.cpu(), time.time()
+        run.wait(timeout=600 * a.versions_runs)
+        d1, t1 = dst.cpu(), time.time()
+        updates, heap_peak = sampler.stop()
+        rep = json.load(open(report))
+        runs = rep.get("repeats") or []
+        leg = {q: sorted(r["figures"].get(f"destination_leg.{q}", float("nan")) * 1e3 for r in runs)
+               for q in ("p50", "p99")}
+        streams = per_service * 10
+        red_report = os.path.join(REPO, f"target/bench/versions-{name}-redline.json")
+        Proc(f"versions-{name}-redline", ["run", *common, "--namespace", f"bench-ver-red-{name}",
+                                          "--find-red-line", "--red-line-max", str(a.versions_redline_max),
+                                          "--red-line-precision", "25%", "--admin-addr", "127.0.0.1:0",
+                                          "--report", red_report], env=env).wait(timeout=7200)
+        red = json.load(open(red_report))
+        row = {
+            "version": version, "cluster": name, "runs": len(runs), "streams": streams,
+            "runs_passed": sum(1 for r in runs if r.get("passed")),
+            "destination_leg_p50_ms_median": round(leg["p50"][len(runs) // 2], 1) if runs else None,
+            "destination_leg_p99_ms_median": round(leg["p99"][len(runs) // 2], 1) if runs else None,
+            "destination_leg_p99_ms_range": [round(leg["p99"][0], 1), round(leg["p99"][-1], 1)] if runs else None,
+            "updates_received": int(updates), "controller_cpu_s": round(d1 - d0, 1), "wall_s": round(t1 - t0),
+            "controller_us_per_update": round((d1 - d0) / updates * 1e6, 1) if updates else None,
+            "controller_heap_kib_per_stream": round((heap_peak - heap0) / streams / 1024, 1),
+            # The search's load is streams per service (10 services).
+            "red_line_streams_held": (red["find_red_line"]["search"].get("pass") or 0) * 10,
+            "red_line_streams_failed": (red["find_red_line"]["search"].get("fail") or 0) * 10 or None,
+            "red_line_client_bound_at": red["find_red_line"].get("client_bound_at"),
+        }
+        rows.append(row)
+        reports[version] = report
+        print(json.dumps(row), flush=True)
+    verdicts = []
+    for base, new in zip(versions, versions[1:], strict=False):
+        out = subprocess.run([BIN, "compare", reports[base], reports[new], "--report", "-"],
+                             capture_output=True, text=True)
+        if out.returncode not in (0, 4):
+            sys.exit(f"bench: compare {base} {new} failed ({out.returncode}): {out.stderr}")
+        rows_ = json.loads(out.stdout)["rows"]
+        verdicts.append({"base": base, "new": new, "exit": out.returncode,
+                         "worse": [r["metric"] for r in rows_ if r["verdict"] == "worse"],
+                         "better": [r["metric"] for r in rows_ if r["verdict"] == "better"]})
+        print(json.dumps(verdicts[-1]), flush=True)
+    return {"plan": "hack/redline-scenario.yaml, 100 connections", "versions": rows, "compare": verdicts}
+
+
+def version_cluster_name(version):
+    digits = "".join(c for c in version.split("-", 1)[-1] if c.isdigit())
+    return ("v" if version.startswith("stable-") else "edge") + digits
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("benches", nargs="*", default=["capacity", "fanout", "churn"])
@@ -995,6 +1131,12 @@ def main():
                     help="pod-orphans: Servers in the namespace (default 800)")
     ap.add_argument("--redline-steps", default="500,1000,2000,4000,8000",
                     help="redline: total streams per step (default 500,1000,2000,4000,8000)")
+    ap.add_argument("--versions", default="stable-2.14.1,stable-2.14.2,edge-26.8.3",
+                    help="versions: Linkerd versions, oldest first (default stable-2.14.1,stable-2.14.2,edge-26.8.3)")
+    ap.add_argument("--versions-streams", type=int, default=1000, help="versions: streams of the repeated runs")
+    ap.add_argument("--versions-runs", type=int, default=5, help="versions: runs of each version (default 5)")
+    ap.add_argument("--versions-redline-max", type=int, default=3200,
+                    help="versions: the red-line search's largest load, streams per service (default 3200)")
     ap.add_argument("--verdict-pairs", type=int, default=20, help="verdicts: comparisons of each kind (default 20)")
     ap.add_argument("--verdict-runs", type=int, default=5, help="verdicts: runs a side (default 5)")
     ap.add_argument("--verdict-delay-ms", type=int, default=50, help="verdicts: the mock's delay (default 50)")
@@ -1014,7 +1156,8 @@ def run_benches(ap, a):
                "controller": bench_controller, "profile-path": bench_profile_path,
                "redline": bench_redline, "storm": bench_storm,
                "burst": bench_burst, "pod-storm": bench_pod_storm,
-               "pod-orphans": bench_pod_orphans, "verdicts": bench_verdicts}
+               "pod-orphans": bench_pod_orphans, "verdicts": bench_verdicts,
+               "versions": bench_versions}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

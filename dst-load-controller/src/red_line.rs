@@ -110,9 +110,16 @@ pub struct Step {
     pub passed: bool,
     /// Whether the process itself was saturated (not counted).
     pub client_bound: bool,
-    /// The process's CPU use, as a share of the machine.
+    /// The process's CPU use, as a share of the machine (the most of its
+    /// runs).
     pub cpu: f64,
-    /// The step's run (plan, measurements, SLO verdicts).
+    /// Runs made at this load (`--repeat`; 1 without).
+    pub runs: usize,
+    /// Runs whose every SLO held: the step holds when more than half did.
+    pub runs_held: usize,
+    /// The step's run (plan, measurements, SLO verdicts): with `--repeat`,
+    /// the first whose verdict is the step's, with every run's figures in
+    /// `repeats`.
     pub outcome: serde_json::Value,
 }
 

@@ -134,10 +134,11 @@ pub struct Args {
     /// report is the first run's, with every run's figures in `repeats`,
     /// and `compare` of two such reports tests each figure over the runs
     /// (a rank test: 4 runs a side at least for 95% confidence). Fails
-    /// (exit 3) when any run fails an SLO.
+    /// (exit 3) when any run fails an SLO. With --find-red-line, every
+    /// step runs N times and holds when more than half of its runs held.
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=30),
-          conflicts_with = "find_red_line", help_heading = GATES)]
+          help_heading = GATES)]
     pub repeat: u16,
 
     /// Admin server of the run (the client's metrics and the mock's or
@@ -470,7 +471,9 @@ impl Args {
     /// search asks for, each judged by the scenario's SLOs (or --slo); the
     /// verdict is printed and every step written to --report and --html.
     async fn find_red_line(self) -> anyhow::Result<ExitCode> {
-        let base = self.base();
+        let mut base = self.base();
+        // Every step and every run of --repeat replays one schedule.
+        base.seed.get_or_insert_with(rand::random);
         let search = RedLine {
             faults: self.faults.over(base.clients.faults),
             slos: self.gates.slos_or(&base.slos),
@@ -482,6 +485,7 @@ impl Args {
             precision: self.red_line.red_line_precision,
             min_samples: self.gates.min_samples,
             steps_to_stderr: self.gates.console().on_stderr(),
+            repeat: self.repeat,
         };
         let name = search.base.name().to_string();
         let (report, html) = (self.gates.report.clone(), self.gates.html.clone());
@@ -555,13 +559,7 @@ fn repeated(runs: Vec<harness::Outcome>, repeat: bool) -> harness::Outcome {
         .iter()
         .enumerate()
         .filter(|(_, o)| !o.interrupted)
-        .map(|(i, o)| crate::measurements::RunFigures {
-            run: i + 1,
-            started_at: o.started_at.clone(),
-            ended_at: o.ended_at.clone(),
-            passed: o.slos.iter().all(|v| v.pass),
-            figures: crate::verdicts::figures(&o.measured),
-        })
+        .map(|(i, o)| o.run_figures(i + 1))
         .collect();
     let shown = runs
         .iter()

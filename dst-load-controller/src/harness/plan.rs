@@ -246,6 +246,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether every SLO held.
+    pub fn passed(&self) -> bool {
+        self.slos.iter().all(|v| v.pass)
+    }
+
+    /// Its figures as run `run` (from 1) of a repeated plan.
+    pub fn run_figures(&self, run: usize) -> crate::measurements::RunFigures {
+        crate::measurements::RunFigures {
+            run,
+            started_at: self.started_at.clone(),
+            ended_at: self.ended_at.clone(),
+            passed: self.passed(),
+            figures: crate::verdicts::figures(&self.measured),
+        }
+    }
+
     /// The summary table.
     pub fn table(&self) -> String {
         let m = &self.measured;

@@ -37,6 +37,9 @@ pub struct RedLine {
     /// Print the steps on standard error instead of standard output (which
     /// then carries a report).
     pub steps_to_stderr: bool,
+    /// Runs of every step (`--repeat`): a step holds when more than half of
+    /// them held.
+    pub repeat: u16,
 }
 
 impl RedLine {
@@ -68,6 +71,50 @@ impl RedLine {
             spec,
             target: self.target.clone(),
         })
+    }
+
+    /// One run of the step at `load`, judged by `slos`; a run judged on too
+    /// few samples runs again, twice as long (at most twice). Returns it
+    /// and the share of the machine's `cores` this process used.
+    async fn run_once(
+        &self,
+        load: u32,
+        spec: &Spec,
+        slos: &[Slo],
+        cores: usize,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(super::plan::Outcome, f64)> {
+        let mut duration = None;
+        loop {
+            let plan = self.plan(load, duration)?;
+            let cpu_before = process_cpu_seconds();
+            let began = std::time::Instant::now();
+            let mut outcome = run(&plan, shutdown.child_token(), None).await?;
+            let wall = began.elapsed().as_secs_f64();
+            let cpu = match (cpu_before, process_cpu_seconds()) {
+                (Some(a), Some(b)) => cpu_share(b - a, wall, cores),
+                _ => 0.0,
+            };
+            outcome.slos = crate::slo::judge(slos, &outcome.measured, self.min_samples);
+            let too_few = outcome.slos.iter().filter(|v| !v.pass).all(|v| {
+                v.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("too few samples"))
+            });
+            let extended = plan.spec.duration;
+            if outcome.slos.iter().all(|v| v.pass)
+                || !too_few
+                || extended >= spec.duration * 4
+                || shutdown.is_cancelled()
+            {
+                return Ok((outcome, cpu));
+            }
+            duration = Some(extended * 2);
+            self.say(format_args!(
+                "  {load}: too few samples; again for {:?}",
+                extended * 2
+            ));
+        }
     }
 
     /// Runs the search under one admin server (`/shutdown` ends it; each
@@ -136,40 +183,33 @@ impl RedLine {
             if shutdown.is_cancelled() {
                 break;
             }
-            // Long enough for the minimum samples: a step judged on too few
-            // samples runs again, twice as long (at most twice).
-            let mut duration = None;
-            let (outcome, cpu) = loop {
-                let plan = self.plan(load, duration)?;
-                let cpu_before = process_cpu_seconds();
-                let began = std::time::Instant::now();
-                let mut outcome = run(&plan, shutdown.child_token(), None).await?;
-                let wall = began.elapsed().as_secs_f64();
-                let cpu = match (cpu_before, process_cpu_seconds()) {
-                    (Some(a), Some(b)) => cpu_share(b - a, wall, cores),
-                    _ => 0.0,
-                };
-                outcome.slos = crate::slo::judge(&slos, &outcome.measured, self.min_samples);
-                let too_few = outcome.slos.iter().filter(|v| !v.pass).all(|v| {
-                    v.reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with("too few samples"))
-                });
-                let extended = plan.spec.duration;
-                if outcome.slos.iter().all(|v| v.pass)
-                    || !too_few
-                    || extended >= spec.duration * 4
-                    || shutdown.is_cancelled()
-                {
-                    break (outcome, cpu);
+            // Every run of the step (one without --repeat); a step holds
+            // when more than half its runs held.
+            let mut runs = Vec::new();
+            for _ in 0..self.repeat.max(1) {
+                runs.push(self.run_once(load, &spec, &slos, cores, shutdown).await?);
+                if shutdown.is_cancelled() {
+                    break;
                 }
-                duration = Some(extended * 2);
-                self.say(format_args!(
-                    "  {load}: too few samples; again for {:?}",
-                    extended * 2
-                ));
-            };
-            let passed = outcome.slos.iter().all(|v| v.pass);
+            }
+            let held = runs.iter().filter(|(o, _)| o.passed()).count();
+            let passed = 2 * held > runs.len();
+            let cpu = runs.iter().map(|(_, cpu)| *cpu).fold(0.0, f64::max);
+            let figures: Vec<_> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, (o, _))| o.run_figures(i + 1))
+                .collect();
+            let count = runs.len();
+            // The step's run shown: the first that agrees with its verdict.
+            let shown = runs
+                .iter()
+                .position(|(o, _)| o.passed() == passed)
+                .unwrap_or(0);
+            let (mut outcome, _) = runs.swap_remove(shown);
+            if self.repeat > 1 {
+                outcome.repeats = figures;
+            }
             let bound = client_bound(cpu);
             let m = &outcome.measured;
             self.say(format_args!(
@@ -188,6 +228,12 @@ impl RedLine {
                     ""
                 }
             ));
+            if self.repeat > 1 {
+                self.say(format_args!(
+                    "           {held} of {count} runs held (the figures above are run {}'s)",
+                    shown + 1
+                ));
+            }
             for v in outcome.slos.iter().filter(|v| !v.pass) {
                 self.say(format_args!(
                     "           failed {}: {}",
@@ -201,6 +247,8 @@ impl RedLine {
                 passed,
                 client_bound: bound,
                 cpu,
+                runs: count,
+                runs_held: held,
                 outcome: serde_json::to_value(&outcome)?,
             });
             if bound {

@@ -436,10 +436,6 @@ fn repeat_counts_out_of_range_are_usage_errors() {
     for (args, expect) in [
         (&["run", "--repeat", "0"][..], "--repeat"),
         (&["run", "--repeat", "31"][..], "--repeat"),
-        (
-            &["run", "--repeat", "2", "--find-red-line"][..],
-            "cannot be used with",
-        ),
     ] {
         crate::support::usage_error(args, expect);
     }
@@ -686,4 +682,73 @@ fn the_red_line_finder_lands_within_its_precision_on_a_known_red_line() {
     render_in_chromium_min(&html, 1);
     std::fs::remove_file(&report).unwrap();
     std::fs::remove_file(&html).unwrap();
+}
+
+/// `run --find-red-line --repeat 3` on a mock whose updates wait 50 ms per
+/// open stream, gated on `update_latency.p95<1s`: the true red line is 19
+/// streams (20 x 50 ms = 1 s). Doubling from 5 streams: 5 and 10 hold, 20
+/// can never hold (every update waits 1 s or more), the bisection's 15
+/// holds (750 ms, wide of the bound for a loaded machine), and at 50%
+/// precision the search stops there. Every step runs three times with one
+/// seed and holds when more than half its runs held; the report has each
+/// run's figures.
+#[test]
+fn a_repeated_red_line_search_runs_every_step_three_times_with_one_seed() {
+    let report = temp("red-line-repeat.json");
+    let out = Command::new(BIN)
+        .args(["run", "--find-red-line", "--red-line-precision", "50%"])
+        .args(["--repeat", "3", "--red-line-max", "40"])
+        .args(["--services", "1", "--streams-per-service", "5"])
+        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
+        // Holds longer than the largest delay tried (20 x 50 ms).
+        .args(["--min-hold", "2s", "--max-hold", "2s", "--jitter", "0s"])
+        .args(["--duration", "3s", "--settle", "10s"])
+        .args(["--mock-delay-per-stream", "50ms"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .args(["--slo", "update_latency.p95<1s", "--min-samples", "4"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let found = &r["find_red_line"];
+    assert_eq!(found["search"]["pass"], 15, "{stdout}");
+    assert_eq!(found["search"]["fail"], 20, "{stdout}");
+    assert!(stdout.contains("red line: 15 streams per service held, 20 failed"));
+    let steps = found["steps"].as_array().unwrap();
+    let loads: Vec<u64> = steps.iter().map(|s| s["load"].as_u64().unwrap()).collect();
+    assert_eq!(loads, [5, 10, 20, 15], "{stdout}");
+    let mut seeds = std::collections::BTreeSet::new();
+    for s in steps {
+        assert_eq!(s["runs"], 3, "{s}");
+        let runs = s["outcome"]["repeats"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{s}");
+        let held = runs.iter().filter(|r| r["passed"] == true).count();
+        assert_eq!(s["runs_held"], held, "{s}");
+        assert_eq!(s["passed"], 2 * held > 3, "{s}");
+        // The run shown is one whose verdict is the step's.
+        let shown = s["outcome"]["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["pass"] == true);
+        assert_eq!(s["passed"], shown, "{s}");
+        // Each run of the step measured the step's load.
+        for run in runs {
+            assert!(run["figures"]["update_latency.p95"].as_f64().unwrap() > 0.0);
+        }
+        seeds.insert(s["outcome"]["seed"].as_str().unwrap().to_string());
+    }
+    // 20 streams: every update waits 1 s or more, so no run can hold.
+    assert_eq!(steps[2]["runs_held"], 0, "{stdout}");
+    assert_eq!(seeds.len(), 1, "one seed for every step: {seeds:?}");
+    assert!(stdout.contains("of 3 runs held"), "{stdout}");
+    std::fs::remove_file(&report).unwrap();
 }
