@@ -332,6 +332,8 @@ impl Client {
 
     /// Runs every stream until `stop`; returns the summary.
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<Summary> {
+        // Ours to cancel at the end, whatever ended the streams.
+        let stop = stop.child_token();
         let started = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_channel = 0usize;
@@ -448,14 +450,14 @@ impl Client {
         .into_iter()
         .flatten()
         .collect();
-        if !judged.is_empty() {
-            truth_tasks.push(tokio::spawn(pods::watch_staleness(
+        let profile_staleness = (!judged.is_empty()).then(|| {
+            tokio::spawn(pods::watch_staleness(
                 judged,
                 self.metrics.profiles.clone(),
                 self.config.staleness_grace,
                 stop.clone(),
-            )));
-        }
+            ))
+        });
         sources.extend(self.truth.take());
         for source in sources {
             truth_tasks.push(tokio::spawn(
@@ -524,7 +526,13 @@ impl Client {
         tokio::try_join!(services, pods)?;
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
-        staleness_task.abort();
+        // The staleness checks end with a last pass: the summary's stale
+        // counts are the end's.
+        stop.cancel();
+        let _ = staleness_task.await;
+        if let Some(t) = profile_staleness {
+            let _ = t.await;
+        }
         for t in truth_tasks {
             t.abort();
         }

@@ -346,8 +346,8 @@ impl Staleness {
 }
 
 /// Every second, compares every profile stream of `fleets` with its truth
-/// until `stop`: logs and counts the streams that turn stale, and those
-/// that recover.
+/// until `stop`, and once more then: logs and counts the streams that turn
+/// stale, and those that recover.
 pub(super) async fn watch_staleness(
     fleets: Vec<Arc<ProfileFleet>>,
     metrics: super::metrics::ProfileMetrics,
@@ -357,10 +357,10 @@ pub(super) async fn watch_staleness(
     let mut state = Staleness::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
         // Stuck streams are stale by design: counted apart
         // (`profile_stuck_streams`), as the `Get` streams' are.
         let streams = fleets.iter().flat_map(|f| f.all()).flat_map(|s| {
@@ -381,6 +381,9 @@ pub(super) async fn watch_staleness(
             }
         }
         metrics.stale_streams.set(state.stale() as i64);
+        if last {
+            return;
+        }
     }
 }
 

@@ -105,7 +105,9 @@ pub fn diff(have: &[SocketAddr], want: &[SocketAddr]) -> Option<Diff> {
     })
 }
 
-/// Checks every stream every `interval` until `stop`.
+/// Checks every stream every `interval` until `stop`, and once more then:
+/// the count at the end is the streams stale at the end (a run that ends as
+/// soon as every stream converged has none), not the last tick's.
 pub async fn watch(
     fleet: Arc<Fleet>,
     metrics: Metrics,
@@ -116,10 +118,10 @@ pub async fn watch(
     let mut differs_since: HashMap<(String, usize), Instant> = HashMap::new();
     let mut last_log: HashMap<String, Instant> = HashMap::new();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
         let now = Instant::now();
         for svc in fleet.services() {
             if !svc.truth.is_known() {
@@ -172,6 +174,9 @@ pub async fn watch(
                         .set(stale[c as usize]);
                 }
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -108,3 +108,62 @@ async fn withheld_removals_are_reported_stale() {
     client.finish().await;
     mock.stop().await;
 }
+
+/// The stale count a run reports is the end's: streams that were stale and
+/// agree again by the time the client stops are not stale in its summary,
+/// however soon after their last update it stops (the checks run once a
+/// second, and once more at the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_agree_again_just_before_the_stop_are_not_stale_at_the_end() {
+    let mock = Mock::start(Behavior {
+        withhold_removals_every: Some(4),
+        ..Default::default()
+    })
+    .await;
+    let foo = FOO.parse().unwrap();
+    let all3 = addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
+    mock.handle.set(&foo, all3.clone());
+    let dst = mock.addr.to_string();
+    let client = start_client(client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "8",
+        "--staleness-grace",
+        "300ms",
+    ]));
+    eventually("initial sets", Duration::from_secs(20), || {
+        let sets = client.sets(FOO);
+        sets.len() == 8 && sets.iter().all(|s| *s == all3)
+    })
+    .await;
+    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
+        client.fleet.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
+    eventually("two stale streams", Duration::from_secs(20), || {
+        sample(
+            &scrape(&client.registry),
+            "destination_client_stale_streams",
+            &[("service", FOO)],
+        ) == Some(2.0)
+    })
+    .await;
+    // The address comes back; the client stops as soon as every stream
+    // holds it again, before the next once-a-second check.
+    mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
+    eventually("every stream agrees", Duration::from_secs(20), || {
+        client.sets(FOO).iter().all(|s| *s == all3)
+    })
+    .await;
+    let (_, measured) = client.finish_measured().await;
+    assert_eq!(measured.stale_streams, 0, "stale at the end");
+    assert_eq!(measured.streams_unconverged, 0);
+    // The two episodes ended and were timed.
+    assert_eq!(measured.staleness.count, 2);
+    mock.stop().await;
+}
