@@ -1029,7 +1029,8 @@ def bench_versions(a):
     --versions, each on its own local control plane, one at a time: `run
     --repeat` of --versions-streams streams (destination leg p50/p99 over the
     runs, controller CPU per update received, controller heap per stream),
-    then `run --find-red-line`; `compare` of each version with the one before."""
+    then `run --find-red-line` (each step --versions-redline-repeat times);
+    `compare` of each version with the one before."""
     versions = a.versions.split(",")
     scenario = os.path.join(REPO, "hack/redline-scenario.yaml")
     rows, reports = [], {}
@@ -1067,7 +1068,8 @@ def bench_versions(a):
         red_report = os.path.join(REPO, f"target/bench/versions-{name}-redline.json")
         Proc(f"versions-{name}-redline", ["run", *common, "--namespace", f"bench-ver-red-{name}",
                                           "--find-red-line", "--red-line-max", str(a.versions_redline_max),
-                                          "--red-line-precision", "25%", "--admin-addr", "127.0.0.1:0",
+                                          "--red-line-precision", "25%", "--repeat", str(a.versions_redline_repeat),
+                                          "--admin-addr", "127.0.0.1:0",
                                           "--report", red_report], env=env).wait(timeout=7200)
         red = json.load(open(red_report))
         row = {
@@ -1137,6 +1139,8 @@ def main():
     ap.add_argument("--versions-runs", type=int, default=5, help="versions: runs of each version (default 5)")
     ap.add_argument("--versions-redline-max", type=int, default=3200,
                     help="versions: the red-line search's largest load, streams per service (default 3200)")
+    ap.add_argument("--versions-redline-repeat", type=int, default=1,
+                    help="versions: runs of every red-line step, held when more than half held (default 1)")
     ap.add_argument("--verdict-pairs", type=int, default=20, help="verdicts: comparisons of each kind (default 20)")
     ap.add_argument("--verdict-runs", type=int, default=5, help="verdicts: runs a side (default 5)")
     ap.add_argument("--verdict-delay-ms", type=int, default=50, help="verdicts: the mock's delay (default 50)")
