@@ -13,19 +13,17 @@ use support::*;
 
 const FOO: &str = "foo.ns.svc.cluster.local:8080";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn withheld_removals_are_reported_stale() {
-    // Every 4th stream the mock opens never hears of a removal: 2 of 8.
+/// A mock that withholds removals from every 4th stream it opens (2 of 8)
+/// serving FOO's three addresses, and a client of 8 streams with a 300 ms
+/// grace following the mock's truth, every stream holding the three.
+async fn withholding_mock_and_client() -> (Mock, RunningClient, Vec<std::net::SocketAddr>) {
     let mock = Mock::start(Behavior {
         withhold_removals_every: Some(4),
         ..Default::default()
     })
     .await;
-    let foo = FOO.parse().unwrap();
-    mock.handle.set(
-        &foo,
-        addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]),
-    );
+    let all3 = addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
+    mock.handle.set(&FOO.parse().unwrap(), all3.clone());
     let dst = mock.addr.to_string();
     let client = start_client(client_args(&[
         "--destination-addr",
@@ -37,7 +35,6 @@ async fn withheld_removals_are_reported_stale() {
         "--staleness-grace",
         "300ms",
     ]));
-    let all3 = addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
     eventually("initial sets", Duration::from_secs(20), || {
         let sets = client.sets(FOO);
         sets.len() == 8 && sets.iter().all(|s| *s == all3)
@@ -48,15 +45,23 @@ async fn withheld_removals_are_reported_stale() {
         tokio_util::sync::CancellationToken::new(),
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
+    (mock, client, all3)
+}
 
+/// FOO's healthy stale streams, as the client's metrics say.
+fn stale(c: &RunningClient) -> Option<f64> {
+    sample(
+        &scrape(&c.registry),
+        "destination_client_stale_streams",
+        &[("service", FOO)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withheld_removals_are_reported_stale() {
+    let (mock, client, all3) = withholding_mock_and_client().await;
+    let foo = FOO.parse().unwrap();
     mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
-    let stale = |c: &RunningClient| {
-        sample(
-            &scrape(&c.registry),
-            "destination_client_stale_streams",
-            &[("service", FOO)],
-        )
-    };
     eventually("two stale streams", Duration::from_secs(20), || {
         stale(&client) == Some(2.0)
     })
@@ -115,42 +120,11 @@ async fn withheld_removals_are_reported_stale() {
 /// second, and once more at the stop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_agree_again_just_before_the_stop_are_not_stale_at_the_end() {
-    let mock = Mock::start(Behavior {
-        withhold_removals_every: Some(4),
-        ..Default::default()
-    })
-    .await;
+    let (mock, client, all3) = withholding_mock_and_client().await;
     let foo = FOO.parse().unwrap();
-    let all3 = addrs(&["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
-    mock.handle.set(&foo, all3.clone());
-    let dst = mock.addr.to_string();
-    let client = start_client(client_args(&[
-        "--destination-addr",
-        &dst,
-        "--target-services",
-        FOO,
-        "--streams-per-service",
-        "8",
-        "--staleness-grace",
-        "300ms",
-    ]));
-    eventually("initial sets", Duration::from_secs(20), || {
-        let sets = client.sets(FOO);
-        sets.len() == 8 && sets.iter().all(|s| *s == all3)
-    })
-    .await;
-    tokio::spawn(Box::new(MockFeed::new(&mock.handle)).follow(
-        client.fleet.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
     mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
     eventually("two stale streams", Duration::from_secs(20), || {
-        sample(
-            &scrape(&client.registry),
-            "destination_client_stale_streams",
-            &[("service", FOO)],
-        ) == Some(2.0)
+        stale(&client) == Some(2.0)
     })
     .await;
     // The address comes back; the client stops as soon as every stream
