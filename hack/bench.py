@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -996,7 +997,6 @@ class Sampler:
     --repeat) and the controller's peak heap in use."""
 
     def __init__(self, admin, ctl_metrics):
-        import threading
         self.admin, self.ctl = admin, ctl_metrics
         self.updates, self.last, self.heap_peak = 0.0, 0.0, 0.0
         self.done = threading.Event()

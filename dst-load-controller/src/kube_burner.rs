@@ -83,14 +83,23 @@ const QUANTILES: [(&str, &str); 5] = [
     ("max", "max"),
 ];
 
-/// The count figures and their `metricName`s.
-const COUNTS: [(&str, &str); 5] = [
-    ("errors", "errors"),
-    ("resets", "resets"),
-    ("stale_streams", "staleStreams"),
-    ("unconverged_streams", "unconvergedStreams"),
-    ("profile_stale_streams", "profileStaleStreams"),
-];
+/// A count figure's `metricName`: its name in camelCase
+/// (`stale_streams` is `staleStreams`).
+fn count_metric(figure: &str) -> String {
+    let mut out = String::with_capacity(figure.len());
+    let mut upper = false;
+    for c in figure.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 impl Documents {
     /// Every run's documents.
@@ -159,20 +168,18 @@ impl Documents {
             }
             self.push(LATENCY_METRIC, doc);
         }
-        for (figure, metric) in COUNTS {
-            if let Some(v) = job.figures.get(figure) {
-                self.push(
-                    metric,
-                    json!({
-                        "timestamp": job.ended_at,
-                        "uuid": uuid,
-                        "metricName": metric,
-                        "jobName": job.name,
-                        "value": v,
-                        "labels": job.labels,
-                    }),
-                );
-            }
+        // The counts: the figures that are not a latency's statistic.
+        for (figure, v) in job.figures.iter().filter(|(k, _)| !k.contains('.')) {
+            let metric = count_metric(figure);
+            let doc = json!({
+                "timestamp": job.ended_at,
+                "uuid": uuid,
+                "metricName": metric,
+                "jobName": job.name,
+                "value": v,
+                "labels": job.labels,
+            });
+            self.push(&metric, doc);
         }
     }
 
@@ -263,6 +270,19 @@ mod tests {
         assert_eq!(stale[1]["value"], json!(3.0));
         assert_eq!(stale[1]["metricName"], "staleStreams");
         assert_eq!(stale[1]["uuid"], summaries[1]["uuid"]);
+    }
+
+    #[test]
+    fn count_metrics_are_their_figures_in_camel_case() {
+        for (figure, metric) in [
+            ("errors", "errors"),
+            ("resets", "resets"),
+            ("stale_streams", "staleStreams"),
+            ("unconverged_streams", "unconvergedStreams"),
+            ("profile_stale_streams", "profileStaleStreams"),
+        ] {
+            assert_eq!(count_metric(figure), metric);
+        }
     }
 
     #[test]

@@ -561,10 +561,7 @@ fn repeated(runs: Vec<harness::Outcome>, repeat: bool) -> harness::Outcome {
         .filter(|(_, o)| !o.interrupted)
         .map(|(i, o)| o.run_figures(i + 1))
         .collect();
-    let shown = runs
-        .iter()
-        .position(|o| o.slos.iter().any(|v| !v.pass))
-        .unwrap_or(0);
+    let shown = runs.iter().position(|o| !o.passed()).unwrap_or(0);
     let mut outcome = runs.into_iter().nth(shown).expect("at least one run");
     if repeat {
         outcome.repeats = figures;

@@ -102,7 +102,7 @@ impl RedLine {
                     .is_some_and(|r| r.starts_with("too few samples"))
             });
             let extended = plan.spec.duration;
-            if outcome.slos.iter().all(|v| v.pass)
+            if outcome.passed()
                 || !too_few
                 || extended >= spec.duration * 4
                 || shutdown.is_cancelled()

@@ -610,6 +610,34 @@ impl Screenshot {
     }
 }
 
+/// Runs `run --find-red-line` on the mock with `args` and `--report
+/// report` (plus `--html html` if given); asserts exit 0. Its standard
+/// output and the report's `find_red_line`.
+fn red_line_search(
+    args: &[&str],
+    report: &Path,
+    html: Option<&Path>,
+) -> (String, serde_json::Value) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--find-red-line"])
+        .args(args)
+        .args(["--admin-addr", "127.0.0.1:0", "--report"])
+        .arg(report);
+    if let Some(html) = html {
+        cmd.arg("--html").arg(html);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    (stdout, r["find_red_line"].clone())
+}
+
 /// `run --find-red-line` against a mock whose every update waits 20 ms per
 /// open stream: with `update_latency.p95<1s` the true red line is 49
 /// streams (50 x 20 ms = 1 s). The finder must land within its 10%, never
@@ -619,35 +647,41 @@ impl Screenshot {
 #[test]
 fn the_red_line_finder_lands_within_its_precision_on_a_known_red_line() {
     let (report, html) = (temp("red-line.json"), temp("red-line.html"));
-    let out = Command::new(BIN)
-        .args(["run", "--find-red-line", "--red-line-precision", "10%"])
-        .args(["--services", "1", "--streams-per-service", "8"])
-        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
-        // Holds longer than the largest delay tried (64 x 20 ms).
-        .args(["--min-hold", "2s", "--max-hold", "2s", "--jitter", "0s"])
-        .args(["--duration", "4s", "--settle", "10s", "--seed", "2"])
-        .args([
+    let (stdout, found) = red_line_search(
+        &[
+            "--red-line-precision",
+            "10%",
+            "--services",
+            "1",
+            "--streams-per-service",
+            "8",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "6",
+            // Holds longer than the largest delay tried (64 x 20 ms).
+            "--min-hold",
+            "2s",
+            "--max-hold",
+            "2s",
+            "--jitter",
+            "0s",
+            "--duration",
+            "4s",
+            "--settle",
+            "10s",
+            "--seed",
+            "2",
             "--mock-delay-per-stream",
             "20ms",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--slo", "update_latency.p95<1s", "--min-samples", "8"])
-        .arg("--report")
-        .arg(&report)
-        .arg("--html")
-        .arg(&html)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--slo",
+            "update_latency.p95<1s",
+            "--min-samples",
+            "8",
+        ],
+        &report,
+        Some(&html),
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let found = &r["find_red_line"];
     let (pass, fail) = (
         found["search"]["pass"].as_u64().unwrap(),
         found["search"]["fail"].as_u64().unwrap(),
@@ -695,30 +729,43 @@ fn the_red_line_finder_lands_within_its_precision_on_a_known_red_line() {
 #[test]
 fn a_repeated_red_line_search_runs_every_step_three_times_with_one_seed() {
     let report = temp("red-line-repeat.json");
-    let out = Command::new(BIN)
-        .args(["run", "--find-red-line", "--red-line-precision", "50%"])
-        .args(["--repeat", "3", "--red-line-max", "40"])
-        .args(["--services", "1", "--streams-per-service", "5"])
-        .args(["--min-endpoints", "2", "--max-endpoints", "6"])
-        // Holds longer than the largest delay tried (20 x 50 ms).
-        .args(["--min-hold", "2s", "--max-hold", "2s", "--jitter", "0s"])
-        .args(["--duration", "3s", "--settle", "10s"])
-        .args(["--mock-delay-per-stream", "50ms"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .args(["--slo", "update_latency.p95<1s", "--min-samples", "4"])
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (stdout, found) = red_line_search(
+        &[
+            "--red-line-precision",
+            "50%",
+            "--repeat",
+            "3",
+            "--red-line-max",
+            "40",
+            "--services",
+            "1",
+            "--streams-per-service",
+            "5",
+            "--min-endpoints",
+            "2",
+            "--max-endpoints",
+            "6",
+            // Holds longer than the largest delay tried (20 x 50 ms).
+            "--min-hold",
+            "2s",
+            "--max-hold",
+            "2s",
+            "--jitter",
+            "0s",
+            "--duration",
+            "3s",
+            "--settle",
+            "10s",
+            "--mock-delay-per-stream",
+            "50ms",
+            "--slo",
+            "update_latency.p95<1s",
+            "--min-samples",
+            "4",
+        ],
+        &report,
+        None,
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let found = &r["find_red_line"];
     assert_eq!(found["search"]["pass"], 15, "{stdout}");
     assert_eq!(found["search"]["fail"], 20, "{stdout}");
     assert!(stdout.contains("red line: 15 streams per service held, 20 failed"));

@@ -15,8 +15,10 @@ const FOO: &str = "foo.ns.svc.cluster.local:8080";
 
 /// A mock that withholds removals from every 4th stream it opens (2 of 8)
 /// serving FOO's three addresses, and a client of 8 streams with a 300 ms
-/// grace following the mock's truth, every stream holding the three.
-async fn withholding_mock_and_client() -> (Mock, RunningClient, Vec<std::net::SocketAddr>) {
+/// grace following the mock's truth; once every stream holds the three,
+/// the third is removed, and the 2 streams that never hear of it are stale.
+async fn two_streams_stale_on_a_withheld_removal()
+-> (Mock, RunningClient, Vec<std::net::SocketAddr>) {
     let mock = Mock::start(Behavior {
         withhold_removals_every: Some(4),
         ..Default::default()
@@ -45,6 +47,12 @@ async fn withholding_mock_and_client() -> (Mock, RunningClient, Vec<std::net::So
         tokio_util::sync::CancellationToken::new(),
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
+    mock.handle
+        .patch(&FOO.parse().unwrap(), &[], &addrs(&["10.0.0.3:8080"]));
+    eventually("two stale streams", Duration::from_secs(20), || {
+        stale(&client) == Some(2.0)
+    })
+    .await;
     (mock, client, all3)
 }
 
@@ -59,13 +67,8 @@ fn stale(c: &RunningClient) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withheld_removals_are_reported_stale() {
-    let (mock, client, all3) = withholding_mock_and_client().await;
+    let (mock, client, all3) = two_streams_stale_on_a_withheld_removal().await;
     let foo = FOO.parse().unwrap();
-    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
-    eventually("two stale streams", Duration::from_secs(20), || {
-        stale(&client) == Some(2.0)
-    })
-    .await;
     // Exactly the streams still holding the removed address, and nothing else differs.
     let sets = client.sets(FOO);
     let holding: Vec<_> = sets
@@ -120,13 +123,8 @@ async fn withheld_removals_are_reported_stale() {
 /// second, and once more at the stop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_agree_again_just_before_the_stop_are_not_stale_at_the_end() {
-    let (mock, client, all3) = withholding_mock_and_client().await;
+    let (mock, client, all3) = two_streams_stale_on_a_withheld_removal().await;
     let foo = FOO.parse().unwrap();
-    mock.handle.patch(&foo, &[], &addrs(&["10.0.0.3:8080"]));
-    eventually("two stale streams", Duration::from_secs(20), || {
-        stale(&client) == Some(2.0)
-    })
-    .await;
     // The address comes back; the client stops as soon as every stream
     // holds it again, before the next once-a-second check.
     mock.handle.patch(&foo, &addrs(&["10.0.0.3:8080"]), &[]);
