@@ -134,6 +134,18 @@ write_pki() {
   [[ -f $STATE/pki/sa.key ]] || openssl genrsa -out "$STATE/pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$STATE/pki/sa.key" -pubout -out "$STATE/pki/sa.pub" 2>/dev/null
   echo "$TOKEN,admin,admin,system:masters" >"$STATE/pki/tokens.csv"
+  # The apiserver's serving certificate, signed by a CA of this cluster's
+  # own, so that every client verifies it (kube-rs warns on every
+  # connection of a kubeconfig that skips verification).
+  if [[ ! -f $STATE/pki/apiserver.crt ]]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$CLUSTER_ID-ca" \
+      -keyout "$STATE/pki/ca.key" -out "$STATE/pki/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+      -keyout "$STATE/pki/apiserver.key" -out "$STATE/pki/apiserver.csr" 2>/dev/null
+    openssl x509 -req -in "$STATE/pki/apiserver.csr" -CA "$STATE/pki/ca.crt" -CAkey "$STATE/pki/ca.key" \
+      -CAcreateserial -days 3650 -out "$STATE/pki/apiserver.crt" \
+      -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.%s\nextendedKeyUsage=serverAuth\n' "$CLUSTER_DOMAIN") 2>/dev/null
+  fi
   cat >"$STATE/kubeconfig" <<KC
 apiVersion: v1
 kind: Config
@@ -141,7 +153,7 @@ clusters:
 - name: local
   cluster:
     server: https://127.0.0.1:$APISERVER_PORT
-    insecure-skip-tls-verify: true
+    certificate-authority-data: $(base64 -w0 <"$STATE/pki/ca.crt")
 users:
 - name: admin
   user:
@@ -166,7 +178,7 @@ start_apiserver() {
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --cert-dir "$STATE/pki/apiserver" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
     --token-auth-file "$STATE/pki/tokens.csv" --authorization-mode Node,RBAC \
     --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -316,6 +328,7 @@ export KUBECONFIG=$STATE/kubeconfig
 export DST_LOCAL_CLUSTER_DIR=$STATE
 export DST_LOCAL_PORT_OFFSET=$o
 export DST_LOCAL_APISERVER=https://127.0.0.1:$APISERVER_PORT
+export DST_LOCAL_APISERVER_CA=$STATE/pki/ca.crt
 export DST_LOCAL_KUBECTL=$KUBECTL
 export DST_LOCAL_ETCD_METRICS=http://127.0.0.1:$ETCD_METRICS_PORT/metrics
 # Linkerd's real destination controller (gRPC) and its admin server

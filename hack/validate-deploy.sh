@@ -239,7 +239,7 @@ kubeconfig_for() {
   cat >"$tmp/$sa.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
-clusters: [{name: local, cluster: {server: "$DST_LOCAL_APISERVER", insecure-skip-tls-verify: true}}]
+clusters: [{name: local, cluster: {server: "$DST_LOCAL_APISERVER", certificate-authority: "$DST_LOCAL_APISERVER_CA"}}]
 users: [{name: $sa, user: {token: "$token"}}]
 contexts: [{name: $sa, context: {cluster: local, user: $sa, namespace: $NS}}]
 current-context: $sa
@@ -533,7 +533,7 @@ done
 "$KUBECTL" delete namespace "$LNS" "$NS-mc-source" "$NS-mc-target" --wait=false >/dev/null
 
 section "dashboards: kube-apiserver metrics exist in its /metrics"
-curl -sk -H "Authorization: Bearer dst-load-local-admin-token" "$DST_LOCAL_APISERVER/metrics" >"$tmp/apiserver.metrics"
+curl -s --cacert "$DST_LOCAL_APISERVER_CA" -H "Authorization: Bearer dst-load-local-admin-token" "$DST_LOCAL_APISERVER/metrics" >"$tmp/apiserver.metrics"
 for m in $(awk '!/^#/ && $2 == "kube-apiserver" {print $1}' "$repo/dashboards/external-metrics.txt"); do
   grep -q "^${m}[{ ]" "$tmp/apiserver.metrics" || fail "kube-apiserver does not export $m"
   echo "  $m: present"

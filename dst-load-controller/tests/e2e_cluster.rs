@@ -1976,13 +1976,14 @@ scrape_configs:
         labels: {{namespace: linkerd, container: destination, pod: linkerd-destination-local}}
   - job_name: apiserver
     scheme: https
-    tls_config: {{insecure_skip_verify: true}}
+    tls_config: {{ca_file: {ca}}}
     authorization: {{credentials_file: {token}}}
     static_configs:
       - targets: ['{apiserver}']
 "#,
         ns = ns.name,
         token = token_file.display(),
+        ca = std::env::var("DST_LOCAL_APISERVER_CA").expect("DST_LOCAL_APISERVER_CA"),
     );
     let prometheus = support::Prometheus::start(&config).await;
     let url = prometheus.url.clone();
@@ -2388,11 +2389,12 @@ subjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]
     kubectl(&["apply", "-f", "-"], Some(&rbac));
     let token = kubectl(&["create", "token", "-n", &ns.name, "limited"], None);
     let apiserver = std::env::var("DST_LOCAL_APISERVER").expect("DST_LOCAL_APISERVER");
+    let ca = std::env::var("DST_LOCAL_APISERVER_CA").expect("DST_LOCAL_APISERVER_CA");
     let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
     std::fs::write(
         &kubeconfig,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: l, cluster: {{server: \"{apiserver}\", insecure-skip-tls-verify: true}}}}]\nusers: [{{name: u, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: l, user: u, namespace: {}}}}}]\ncurrent-context: c\n",
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: l, cluster: {{server: \"{apiserver}\", certificate-authority: \"{ca}\"}}}}]\nusers: [{{name: u, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: l, user: u, namespace: {}}}}}]\ncurrent-context: c\n",
             token.trim(),
             ns.name
         ),
