@@ -341,6 +341,54 @@ def cluster_client(name, env, ns, services, streams_per_service, connections, se
     return Proc(name, args, env=env), admin, report
 
 
+# Where a client's CPU goes, by the outermost frame of each sample that
+# names one of these (first match wins); samples naming none are "other".
+CPU_PARTS = [
+    ("http2 connection task (hyper, h2)", "H2ClientFuture"),
+    ("endpoint stream tasks", "client::stream::Stream::run"),
+    ("profile stream tasks", "client::profile"),
+    ("staleness checks", "staleness"),
+    ("ground truth watches", "kube_truth"),
+    ("ground truth watches", "kube_runtime"),
+    ("admin server", "axum"),
+    ("waiting for I/O (epoll)", "epoll_wait"),
+    ("parking and waking threads (futex)", "futex"),
+]
+
+
+def perf_record(pid, seconds, name):
+    """Samples `pid` with perf for `seconds` (call graphs by DWARF); returns
+    the data file, for perf_breakdown."""
+    data = os.path.join(REPO, f"target/bench/{name}.perf.data")
+    subprocess.run(["perf", "record", "-q", "-F", "999", "--call-graph", "dwarf,16384", "-p", str(pid),
+                    "-o", data, "--", "sleep", str(seconds)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return data
+
+
+def perf_breakdown(data):
+    """The share of the sampled CPU in each of CPU_PARTS, and the kernel's
+    share (samples whose innermost frame is in the kernel, by system call).
+    Slow (perf script unwinds every sample): call it after the window."""
+    script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True, check=True).stdout
+    parts, kernel, syscalls, total = {}, 0, {}, 0
+    for sample in script.split("\n\n"):
+        frames = [f.strip() for f in sample.strip().split("\n")[1:]]
+        if not frames:
+            continue
+        total += 1
+        part = next((label for label, pat in CPU_PARTS if any(pat in f for f in frames)), "other")
+        parts[part] = parts.get(part, 0) + 1
+        if "[kernel" in frames[0]:
+            kernel += 1
+            call = next((f.split()[1].split("+")[0] for f in frames if "__x64_sys_" in f), "no system call")
+            syscalls[call] = syscalls.get(call, 0) + 1
+    pct = lambda n: round(100 * n / total, 1) if total else None  # noqa: E731
+    return {"samples": total, "percent_by_part": {k: pct(v) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+            "percent_in_kernel": pct(kernel),
+            "percent_in_kernel_by_call": {k: pct(v) for k, v in sorted(syscalls.items(), key=lambda kv: -kv[1])}}
+
+
 def bench_controller(a):
     """Linkerd's real destination controller serving churn's oscillating
     services to our client, side by side: CPU per update received for each,
@@ -359,7 +407,12 @@ def bench_controller(a):
         time.sleep(warmup - 5)
         r0 = by_label(admin, "destination_client_streams_reset_total", "reason")
         m0, c0, d0, t0 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
-        time.sleep(window)
+        perf_data = None
+        if a.client_perf:
+            # Inside the window; perf's own cost lands on the sampled
+            # process a little (in the kernel).
+            perf_data = perf_record(cl.pid, min(a.client_perf, window), "controller-client")
+        time.sleep(max(0, window - (time.time() - t0)))
         m1, c1, d1, t1 = scrape(admin), cl.cpu(), dst.cpu(), time.time()
         r1 = by_label(admin, "destination_client_streams_reset_total", "reason")
         resets = {k: v - r0.get(k, 0) for k, v in r1.items() if v - r0.get(k, 0)}
@@ -367,6 +420,7 @@ def bench_controller(a):
         rss, hwm = dst.mem()
         cl.wait(timeout=120)
         rep = json.load(open(report))
+        breakdown = perf_breakdown(perf_data) if perf_data else None
         msgs = m1["destination_client_updates_received_total"] - m0["destination_client_updates_received_total"]
         client_cpu, ctl_cpu = c1 - c0, d1 - d0
         return {
@@ -386,6 +440,7 @@ def bench_controller(a):
             "destination_leg_ms": {k: round(rep["destination_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
             "kubernetes_leg_ms": {k: round(rep["kubernetes_leg"][k] * 1e3, 1) for k in ("p50", "p99")},
             "convergence_ms": {k: round(rep["convergence_latency"][k] * 1e3, 1) for k in ("p50", "p99")},
+            **({"client_cpu_breakdown": breakdown} if breakdown else {}),
         }
     finally:
         if churn:
@@ -1120,6 +1175,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=20, help="measurement window")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--controller-streams", type=int, default=1000, help="controller: streams (default 1000)")
+    ap.add_argument("--client-perf", type=int, default=0, metavar="SECONDS",
+                    help="controller: sample the client with perf for SECONDS of the window and give where its CPU "
+                         "goes (needs perf; the release build has debug info)")
     ap.add_argument("--profile-path-streams", type=int, default=1000,
                     help="profile-path: streams of each phase (default 1000)")
     ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
