@@ -172,6 +172,60 @@ build_linkerd_cli() {
   "$out/linkerd" version --client --short
 }
 
+# verified_extract WORKDIR ARCHIVE...: extracts the archives (from
+# linkerd_sources, checked against its SHA256SUMS first) into WORKDIR.
+verified_extract() {
+  local work=$1 srcs a; shift
+  srcs=$(linkerd_sources)
+  for a in "$@"; do
+    [[ -n $srcs && -f $srcs/$a ]] || { echo "$a is not in ${srcs:-LINKERD_SOURCES (unset, and no ../shared/sources)}" >&2; return 1; }
+    (cd "$srcs" && grep -E " $a\$" SHA256SUMS | sha256sum -c --strict -) ||
+      { echo "checksum mismatch for $a in $srcs (see SHA256SUMS); refusing to build from it" >&2; return 1; }
+  done
+  rm -rf "$work" && mkdir -p "$work"
+  for a in "$@"; do tar -xzf "$srcs/$a" -C "$work"; done
+}
+
+# Linkerd's proxy, with this machine's Rust toolchain instead of the one its
+# rust-toolchain.toml pins (not downloadable here); the toolchain that built
+# it is written beside it (built-with). tokio_unstable as its Dockerfile sets
+# it (kubert-prometheus-tokio needs it).
+build_linkerd_proxy() {
+  local work=$CACHE/src/linkerd-proxy-$LINKERD_PROXY_VERSION
+  verified_extract "$work" "linkerd2-proxy-$LINKERD_PROXY_VERSION.tar.gz" "linkerd-kubert-$LINKERD_KUBERT_COMMIT.tar.gz"
+  cd "$work/linkerd2-proxy-$LINKERD_PROXY_VERSION"
+  rm -f rust-toolchain.toml rust-toolchain
+  cat >>Cargo.toml <<TOML
+
+[patch."https://github.com/linkerd/linkerd-kubert.git"]
+kubert-prometheus-process = { path = "../linkerd-kubert-$LINKERD_KUBERT_COMMIT/kubert-prometheus-process" }
+kubert-prometheus-tokio = { path = "../linkerd-kubert-$LINKERD_KUBERT_COMMIT/kubert-prometheus-tokio" }
+TOML
+  CARGO_TARGET_DIR=$work/target RUSTFLAGS="--cfg tokio_unstable" cargo build --release -p linkerd2-proxy
+  install -m 0755 "$work/target/release/linkerd2-proxy" "$out/linkerd2-proxy"
+  rustc --version >"$out/built-with"
+  # The build tree is large and not needed once the binary is out.
+  rm -rf "$work"
+  "$out/linkerd2-proxy" --version 2>&1 | head -1 || true
+}
+
+# linkerd2-mock-dst (2020): socket2 0.3.12 no longer compiles, 0.3.19 does.
+build_mock_dst_2020() {
+  local work=$CACHE/src/mock-dst-2020-$MOCK_DST_2020_COMMIT api=linkerd2-proxy-api-$MOCK_DST_2020_PROXY_API_COMMIT
+  verified_extract "$work" linkerd2-mock-dst.tar.gz "$api.tar.gz"
+  cd "$work"/linkerd2-mock-dst*/
+  cat >>Cargo.toml <<TOML
+
+[patch."https://github.com/linkerd/linkerd2-proxy-api"]
+linkerd2-proxy-api = { path = "$work/$api/rs" }
+TOML
+  cargo update -p socket2@0.3.12 --precise 0.3.19
+  CARGO_TARGET_DIR=$work/target cargo build --release
+  install -m 0755 "$work/target/release/linkerd2-mock-dst" "$out/linkerd2-mock-dst"
+  rustc --version >"$out/built-with"
+  rm -rf "$work"
+}
+
 build_helm() { GOBIN=$out go install helm.sh/helm/v3/cmd/helm@"$HELM_VERSION"; }
 build_step() { GOBIN=$out go install github.com/smallstep/cli/cmd/step@"$STEP_VERSION"; }
 build_kubeconform() { GOBIN=$out go install github.com/yannh/kubeconform/cmd/kubeconform@"$KUBECONFORM_VERSION"; }
@@ -239,11 +293,16 @@ version_of() {
     helmfile) echo "$HELMFILE_VERSION" ;;
     hadolint) echo "$HADOLINT_VERSION" ;;
     prometheus_operator_crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
-    *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS)" >&2; return 2 ;;
+    linkerd_proxy) echo "$LINKERD_PROXY_VERSION" ;;
+    mock_dst_2020) echo "$MOCK_DST_2020_COMMIT" ;;
+    *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS $EXTRA_COMPONENTS)" >&2; return 2 ;;
   esac
 }
 
 ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd linkerd_cli helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
+# Built on request only (cargo builds of several minutes), by the tests and
+# benchmarks that run them: `hack/build-deps.sh linkerd_proxy mock_dst_2020`.
+EXTRA_COMPONENTS="linkerd_proxy mock_dst_2020"
 
 # use_linkerd VERSION: makes VERSION (one of LINKERD_PEERS) the Linkerd that
 # `linkerd` and `linkerd_cli` build, after checking that its archives are

@@ -100,6 +100,42 @@ pub struct Args {
     #[arg(long = "identities-dir", value_name = "DIR", env = "LINKERD2_MOCK_DST_IDENTITIES_DIR", value_parser = load_identities)]
     pub identities: Option<Identities>,
 
+    /// Serve the Identity service too, signing the CSR of a proxy that asks
+    /// for this identity name with the token of --identity-token-file, as
+    /// Linkerd's identity service does (and refusing with its status codes
+    /// otherwise), e.g. `default.ns.serviceaccount.identity.linkerd.cluster.local`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "identities",
+        requires = "identity_token_file"
+    )]
+    pub identity_name: Option<String>,
+
+    /// The token a proxy must present to be certified: the contents of this
+    /// file (give the proxy the same file, LINKERD2_PROXY_IDENTITY_TOKEN_FILE).
+    #[arg(long, value_name = "FILE", requires = "identity_name")]
+    pub identity_token_file: Option<std::path::PathBuf>,
+
+    /// The issuing CA's certificate (PEM); without it and --identity-ca-key,
+    /// a CA is generated at start.
+    #[arg(long, value_name = "PEM", requires_all = ["identity_ca_key", "identity_name"])]
+    pub identity_ca_cert: Option<std::path::PathBuf>,
+
+    /// The issuing CA's private key (PKCS#8 PEM).
+    #[arg(long, value_name = "PEM", requires = "identity_ca_cert")]
+    pub identity_ca_key: Option<std::path::PathBuf>,
+
+    /// Write the issuing CA's certificate here once serving starts: the
+    /// proxy's trust anchors (LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS).
+    #[arg(long, value_name = "FILE", requires = "identity_name")]
+    pub identity_trust_anchors_out: Option<std::path::PathBuf>,
+
+    /// How long an issued certificate is valid (short ones make the proxy
+    /// renew while it runs).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub identity_lifetime: humantime::Duration,
+
     /// Serve the Services of this namespace from the Kubernetes API (each
     /// Service's first port, with its EndpointSlices' ready addresses),
     /// following them as they change. Repeatable.
@@ -133,6 +169,10 @@ impl TryFrom<Args> for mock::Config {
     fn try_from(args: Args) -> Result<Self, String> {
         args.oscillation.validate()?;
         args.kube.validate()?;
+        let identities = match &args.identity_name {
+            Some(name) => Some(issuing(&args, name)?),
+            None => args.identities,
+        };
         let config = mock::Config {
             addr: args.addr,
             admin_addr: args.admin_addr,
@@ -151,7 +191,8 @@ impl TryFrom<Args> for mock::Config {
             profile_routes: args.profile_routes,
             timing: args.oscillation.oscillation(0, 0),
             seed: args.oscillation.seed(),
-            identities: args.identities,
+            identities,
+            trust_anchors_out: args.identity_trust_anchors_out,
             kubernetes_namespaces: args.kubernetes_namespace,
             cluster_domain: args.cluster_domain,
             kube: args.kube.settings(),
@@ -179,6 +220,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         timing,
         seed,
         identities,
+        trust_anchors_out,
         kubernetes_namespaces,
         cluster_domain,
         kube,
@@ -189,6 +231,15 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     let mut mock = MockDestination::new(behavior, rt.registry()).with_accept_limits(accept);
     if let Some(ids) = identities {
         tracing::info!(identities = ?ids.names(), "serving the Identity service");
+        if let (Some(path), Some(pem)) = (&trust_anchors_out, ids.trust_anchor_pem()) {
+            std::fs::write(path, pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write --identity-trust-anchors-out {}: {e}",
+                    path.display()
+                )
+            })?;
+            tracing::info!(path = %path.display(), "wrote the identity trust anchors");
+        }
         mock = mock.with_identities(ids);
     }
     let handle = mock.handle();
@@ -253,6 +304,52 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     rt.finish().await?;
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The issuing Identity service of `--identity-name` and its flags.
+fn issuing(args: &Args, name: &str) -> Result<Identities, String> {
+    let dns_name = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !dns_name {
+        return Err(format!(
+            "--identity-name '{name}' is not a DNS name; give the proxy's identity name, e.g. default.ns.serviceaccount.identity.linkerd.cluster.local"
+        ));
+    }
+    let path = args
+        .identity_token_file
+        .as_ref()
+        .ok_or("--identity-name needs --identity-token-file")?;
+    let token = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read --identity-token-file {}: {e}; give the file the proxy reads its token from",
+            path.display()
+        )
+    })?;
+    if token.is_empty() {
+        return Err(format!(
+            "--identity-token-file {} is empty; a proxy with an empty token is refused, so put a token in it",
+            path.display()
+        ));
+    }
+    let lifetime: std::time::Duration = args.identity_lifetime.into();
+    if lifetime < std::time::Duration::from_secs(1) {
+        return Err("--identity-lifetime must be at least 1s".to_string());
+    }
+    Identities::issuing(mock::identity::IssuerConfig {
+        ca: args
+            .identity_ca_cert
+            .clone()
+            .zip(args.identity_ca_key.clone()),
+        token,
+        identity: name.to_string(),
+        lifetime,
+    })
+    .map_err(|e| format!("--identity-ca-cert/--identity-ca-key: {e}"))
 }
 
 fn load_identities(dir: &str) -> Result<Identities, String> {

@@ -33,6 +33,9 @@ pub struct Config {
     pub seed: u64,
     /// Serve the Identity service with these identities.
     pub identities: Option<Identities>,
+    /// Where to write the issuing CA's certificate (the proxy's trust
+    /// anchors) once serving starts.
+    pub trust_anchors_out: Option<std::path::PathBuf>,
     /// Serve these namespaces' Services from the Kubernetes API.
     pub kubernetes_namespaces: Vec<String>,
     /// The cluster domain of their authorities.

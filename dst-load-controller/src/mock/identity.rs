@@ -1,11 +1,17 @@
-//! The mock Identity service: `Certify` answers with a stored certificate
-//! chain per identity name, read from `<dir>/<identity-name>/crt.pem`
-//! (optionally with `key.p8` and `csr.der` beside it).
+//! The mock Identity service, in one of two modes:
+//! - stored: `Certify` answers with a stored certificate chain per identity
+//!   name, read from `<dir>/<identity-name>/crt.pem` (optionally with
+//!   `key.p8` and `csr.der` beside it), whatever the request holds;
+//! - issuing: `Certify` checks the request as Linkerd's identity service
+//!   does and signs the proxy's CSR with a CA (given, or generated at
+//!   start), for a set lifetime, so that a real proxy gets a certificate it
+//!   verifies against the CA and renews before it expires.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse, identity_server::Identity};
@@ -63,17 +69,252 @@ pub enum IdentityError {
     Empty(PathBuf),
 }
 
+/// A CA that cannot be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// A file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA's key is not a PEM private key rcgen can sign with.
+    #[error(
+        "{path} is not a usable PEM private key ({detail}); give the CA's key as PKCS#8 PEM (ECDSA P-256, as `step certificate create --profile intermediate-ca` makes it)"
+    )]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        detail: String,
+    },
+    /// The CA's certificate is not a PEM certificate.
+    #[error("{path} is not a usable PEM CA certificate ({detail})")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        detail: String,
+    },
+    /// Generating the CA failed.
+    #[error("cannot generate the identity CA: {0}")]
+    Generate(String),
+}
+
+/// What the issuing mode checks and signs with.
+pub struct IssuerConfig {
+    /// The CA's certificate and key (PEM files); `None`: generate one.
+    pub ca: Option<(PathBuf, PathBuf)>,
+    /// The token a proxy must present (its token file's contents).
+    pub token: Vec<u8>,
+    /// The identity name that token stands for (a proxy asking for another
+    /// is refused, as Linkerd refuses a name its token does not match).
+    pub identity: String,
+    /// How long an issued certificate is valid.
+    pub lifetime: Duration,
+}
+
+/// Signs proxies' CSRs.
+pub struct Issuer {
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_der: Vec<u8>,
+    ca_pem: String,
+    token: Vec<u8>,
+    identity: String,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("identity", &self.identity)
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    fn new(config: IssuerConfig) -> Result<Self, IssuerError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| IssuerError::Read {
+                path: path.into(),
+                source,
+            })
+        };
+        let (ca, ca_pem) = match &config.ca {
+            Some((crt, key)) => {
+                let (crt_pem, key_pem) = (read(crt)?, read(key)?);
+                let key_pair =
+                    rcgen::KeyPair::from_pem(&key_pem).map_err(|e| IssuerError::Key {
+                        path: key.clone(),
+                        detail: e.to_string(),
+                    })?;
+                let ca = rcgen::Issuer::from_ca_cert_pem(&crt_pem, key_pair).map_err(|e| {
+                    IssuerError::Certificate {
+                        path: crt.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+                (ca, crt_pem)
+            }
+            None => {
+                let generate = |e: rcgen::Error| IssuerError::Generate(e.to_string());
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                    .map_err(generate)?;
+                let mut params = rcgen::CertificateParams::default();
+                params
+                    .distinguished_name
+                    .push(rcgen::DnType::CommonName, "mock-dst identity CA");
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                params.key_usages = vec![
+                    rcgen::KeyUsagePurpose::KeyCertSign,
+                    rcgen::KeyUsagePurpose::CrlSign,
+                ];
+                let now = SystemTime::now();
+                params.not_before = (now - Duration::from_secs(60)).into();
+                params.not_after = (now + Duration::from_secs(365 * 24 * 3600)).into();
+                let pem = params.self_signed(&key).map_err(generate)?.pem();
+                (rcgen::Issuer::new(params, key), pem)
+            }
+        };
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+            .map_err(|e| IssuerError::Certificate {
+                path: config
+                    .ca
+                    .as_ref()
+                    .map_or_else(PathBuf::new, |(crt, _)| crt.clone()),
+                detail: e.to_string(),
+            })?
+            .to_vec();
+        Ok(Self {
+            ca,
+            ca_der,
+            ca_pem,
+            token: config.token,
+            identity: config.identity,
+            lifetime: config.lifetime,
+        })
+    }
+
+    /// Checks `req` as Linkerd's identity service does (the same status
+    /// codes), then signs its CSR.
+    fn certify(&self, req: CertifyRequest) -> Result<CertifyResponse, Status> {
+        let refuse = |status: Status| {
+            tracing::info!(identity = %req.identity, code = ?status.code(), reason = status.message(), "Certify refused");
+            status
+        };
+        if req.identity.is_empty() {
+            return Err(refuse(Status::invalid_argument("missing identity")));
+        }
+        if req.token.is_empty() {
+            return Err(refuse(Status::invalid_argument("missing token")));
+        }
+        if req.certificate_signing_request.is_empty() {
+            return Err(refuse(Status::invalid_argument(
+                "missing certificate signing request",
+            )));
+        }
+        let csr = rcgen::CertificateSigningRequestParams::from_der(
+            &req.certificate_signing_request.as_slice().into(),
+        )
+        .map_err(|e| refuse(Status::invalid_argument(format!("bad CSR: {e}"))))?;
+        check_csr(&csr.params, &req.identity)
+            .map_err(|m| refuse(Status::failed_precondition(m)))?;
+        if req.token != self.token {
+            return Err(refuse(Status::failed_precondition(
+                "authentication failed: the token is not the one this mock was given (--identity-token-file)",
+            )));
+        }
+        if req.identity != self.identity {
+            return Err(refuse(Status::failed_precondition(format!(
+                "requested identity did not match provided token: requested={}; found={}",
+                req.identity, self.identity
+            ))));
+        }
+        let mut csr = csr;
+        let now = SystemTime::now();
+        // A little back-dated, for clocks a second apart.
+        csr.params.not_before = (now - Duration::from_secs(10)).into();
+        let until = now + self.lifetime;
+        csr.params.not_after = until.into();
+        csr.params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        csr.params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf = csr
+            .signed_by(&self.ca)
+            .map_err(|e| refuse(Status::internal(format!("signing failed: {e}"))))?;
+        let valid_until = until
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        tracing::info!(identity = %req.identity, valid_for = ?self.lifetime, "issued a certificate");
+        Ok(CertifyResponse {
+            leaf_certificate: leaf.der().to_vec(),
+            intermediate_certificates: vec![self.ca_der.clone()],
+            valid_until: Some(prost_types::Timestamp {
+                seconds: valid_until.as_secs() as i64,
+                nanos: valid_until.subsec_nanos() as i32,
+            }),
+        })
+    }
+}
+
+/// Linkerd's CSR rules: exactly one DNS name, the requested identity; a
+/// common name, if any, the same.
+fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), String> {
+    let dns: Vec<&str> = params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            rcgen::SanType::DnsName(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let [name] = dns.as_slice() else {
+        return Err(format!(
+            "CSR must have exactly one DNSName (it has {})",
+            dns.len()
+        ));
+    };
+    if *name != identity {
+        return Err(format!(
+            "CSR name does not match requested identity: csr={name}; req={identity}"
+        ));
+    }
+    match params.distinguished_name.get(&rcgen::DnType::CommonName) {
+        None => Ok(()),
+        Some(rcgen::DnValue::Utf8String(cn)) if cn == identity => Ok(()),
+        Some(rcgen::DnValue::PrintableString(cn)) if cn.as_str() == identity => Ok(()),
+        Some(other) => Err(format!("invalid CommonName: {other:?}")),
+    }
+}
+
 /// One identity's stored chain.
 #[derive(Clone, Debug)]
-struct Chain {
+pub struct Chain {
     leaf: Vec<u8>,
     intermediates: Vec<Vec<u8>>,
     valid_until: prost_types::Timestamp,
 }
 
-/// Every identity the mock can certify.
-#[derive(Clone, Debug, Default)]
-pub struct Identities(Arc<HashMap<String, Chain>>);
+/// What the mock's Identity service answers with.
+#[derive(Clone, Debug)]
+pub enum Identities {
+    /// A stored chain per identity name.
+    Stored(Arc<HashMap<String, Chain>>),
+    /// Certificates signed on request.
+    Issuing(Arc<Issuer>),
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        Self::Stored(Arc::default())
+    }
+}
 
 impl Identities {
     /// Reads `dir`: each subdirectory is an identity name holding `crt.pem`.
@@ -95,14 +336,33 @@ impl Identities {
             let name = entry.file_name().to_string_lossy().into_owned();
             map.insert(name, load_chain(&path)?);
         }
-        Ok(Self(Arc::new(map)))
+        Ok(Self::Stored(Arc::new(map)))
+    }
+
+    /// Signs proxies' CSRs with `config`'s CA (made now when none is given).
+    pub fn issuing(config: IssuerConfig) -> Result<Self, IssuerError> {
+        Ok(Self::Issuing(Arc::new(Issuer::new(config)?)))
     }
 
     /// The identity names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.0.keys().cloned().collect();
-        v.sort();
-        v
+        match self {
+            Self::Stored(map) => {
+                let mut v: Vec<String> = map.keys().cloned().collect();
+                v.sort();
+                v
+            }
+            Self::Issuing(issuer) => vec![issuer.identity.clone()],
+        }
+    }
+
+    /// The issuing CA's certificate (PEM): the trust anchor a proxy of this
+    /// mock needs. `None` in the stored mode.
+    pub fn trust_anchor_pem(&self) -> Option<&str> {
+        match self {
+            Self::Stored(_) => None,
+            Self::Issuing(issuer) => Some(&issuer.ca_pem),
+        }
     }
 }
 
@@ -152,8 +412,12 @@ impl Identity for Identities {
         &self,
         req: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
+        let map = match self {
+            Self::Issuing(issuer) => return issuer.certify(req.into_inner()).map(Response::new),
+            Self::Stored(map) => map,
+        };
         let name = req.into_inner().identity;
-        match self.0.get(&name) {
+        match map.get(&name) {
             Some(c) => Ok(Response::new(CertifyResponse {
                 leaf_certificate: c.leaf.clone(),
                 intermediate_certificates: c.intermediates.clone(),

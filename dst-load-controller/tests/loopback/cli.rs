@@ -379,6 +379,82 @@ fn mock_dst_refuses_a_malformed_identities_dir() {
 }
 
 #[test]
+fn mock_dst_refuses_bad_identity_issuing_flags() {
+    let dir = std::env::temp_dir().join(format!("dst-idflags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (token, empty, out) = (
+        dir.join("token"),
+        dir.join("empty"),
+        dir.join("anchors.pem"),
+    );
+    std::fs::write(&token, "t").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let (token, empty, out) = (
+        token.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let name = "default.ns.serviceaccount.identity.linkerd.cluster.local";
+    // (--identity-name, --identity-token-file, more flags, what the error says)
+    let cases: [(&str, Option<&str>, &[&str], &str); 8] = [
+        ("Not A Name", Some(token), &[], "is not a DNS name"),
+        (
+            name,
+            Some("/nonexistent/token"),
+            &[],
+            "cannot read --identity-token-file /nonexistent/token",
+        ),
+        (name, Some(empty), &[], "is empty"),
+        (name, None, &[], "--identity-token-file"),
+        (
+            name,
+            Some(token),
+            &["--identity-ca-cert", "/x.crt"],
+            "--identity-ca-key",
+        ),
+        (
+            name,
+            Some(token),
+            &[
+                "--identity-ca-cert",
+                "/nonexistent/ca.crt",
+                "--identity-ca-key",
+                "/nonexistent/ca.key",
+            ],
+            "cannot read /nonexistent/ca.crt",
+        ),
+        (
+            name,
+            Some(token),
+            &["--identity-lifetime", "0s"],
+            "--identity-lifetime must be at least 1s",
+        ),
+        (
+            name,
+            Some(token),
+            &[
+                "--identities-dir",
+                "/tmp",
+                "--identity-trust-anchors-out",
+                out,
+            ],
+            "--identities-dir",
+        ),
+    ];
+    for (identity, token_file, more, says) in cases {
+        let mut argv = vec!["mock-dst", "--identity-name", identity];
+        if let Some(t) = token_file {
+            argv.extend(["--identity-token-file", t]);
+        }
+        argv.extend(more);
+        usage_error(&argv, says);
+    }
+    // No side effect of a refused start.
+    assert!(!std::path::Path::new(out).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn run_rejects_bad_flags() {
     usage_error(
         &["run", "--scale", "0"],

@@ -131,3 +131,52 @@ async fn generated_services_get_profiles_of_the_routes_asked_for() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
+    let dir = std::env::temp_dir().join(format!("dst-idcli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (token, anchors) = (dir.join("token"), dir.join("anchors.pem"));
+    std::fs::write(&token, "proxy-token").unwrap();
+    let name = "default.ns.serviceaccount.identity.linkerd.cluster.local";
+    let (_child, addr) = mock_dst(
+        &[
+            "--identity-name",
+            name,
+            "--identity-token-file",
+            token.to_str().unwrap(),
+            "--identity-trust-anchors-out",
+            anchors.to_str().unwrap(),
+            "--identity-lifetime",
+            "1h",
+        ],
+        &[],
+    )
+    .await;
+    // Written before the gRPC server accepts.
+    let pem = std::fs::read(&anchors).unwrap();
+    let (_, anchor) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let anchor = anchor.parse_x509().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    // A proxy's CSR names itself in its SAN alone.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).unwrap();
+    let mut client = linkerd2_proxy_api::identity::identity_client::IdentityClient::connect(
+        format!("http://{addr}"),
+    )
+    .await
+    .unwrap();
+    let rsp = client
+        .certify(linkerd2_proxy_api::identity::CertifyRequest {
+            identity: name.to_string(),
+            token: b"proxy-token".to_vec(),
+            certificate_signing_request: csr.der().to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&rsp.leaf_certificate).unwrap();
+    leaf.verify_signature(Some(anchor.public_key())).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

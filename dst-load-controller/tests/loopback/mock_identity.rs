@@ -1,11 +1,16 @@
-//! The mock Identity service: `Certify` answers with each identity's stored
-//! chain and `NotFound` for any other name; a malformed directory is refused.
+//! The mock Identity service: in the stored mode `Certify` answers with each
+//! identity's stored chain and `NotFound` for any other name, and a
+//! malformed directory is refused; in the issuing mode it signs a proxy's
+//! CSR with its CA for the lifetime set, and refuses what Linkerd's identity
+//! service refuses with the same status codes.
 
 use std::path::Path;
 
+use std::time::{Duration, SystemTime};
+
 use dst_load_controller::mock::{
     MockDestination,
-    identity::{Identities, IdentityError},
+    identity::{Identities, IdentityError, IssuerConfig},
     server::Behavior,
 };
 use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
@@ -63,15 +68,7 @@ async fn certify_returns_each_identitys_chain() {
     let ids = Identities::load(&dir).unwrap();
     assert_eq!(ids.names().len(), 3);
 
-    let mock =
-        MockDestination::new(Behavior::default(), &mut Default::default()).with_identities(ids);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(mock.serve(listener, stop.clone()));
-    let mut client = IdentityClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let (mut client, stop) = serve_identities(ids).await;
     for (name, (leaf, ca)) in names.iter().zip(&chains) {
         let rsp = client
             .certify(CertifyRequest {
@@ -133,4 +130,229 @@ fn malformed_directories_are_refused() {
         Identities::load(&dir),
         Err(IdentityError::Empty(_))
     ));
+}
+
+const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
+
+/// Serves `ids` on loopback; returns a client of it and the server's stop.
+async fn serve_identities(
+    ids: Identities,
+) -> (IdentityClient<tonic::transport::Channel>, CancellationToken) {
+    let mock =
+        MockDestination::new(Behavior::default(), &mut Default::default()).with_identities(ids);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(mock.serve(listener, stop.clone()));
+    let client = IdentityClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (client, stop)
+}
+
+/// A proxy's request: a fresh ECDSA P-256 key and a CSR naming `dns`
+/// (and `cn` as common name, if given).
+fn csr(dns: &[&str], cn: Option<&str>) -> Vec<u8> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(cn) = cn {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    }
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
+fn request(identity: &str, token: &[u8], csr: Vec<u8>) -> CertifyRequest {
+    CertifyRequest {
+        identity: identity.to_string(),
+        token: token.to_vec(),
+        certificate_signing_request: csr,
+    }
+}
+
+/// An issuing mock's identities: `ME` for `token`, signed by `ca` (or a
+/// CA made for it).
+fn issuing(
+    ca: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    token: &[u8],
+    lifetime: Duration,
+) -> Result<Identities, dst_load_controller::mock::identity::IssuerError> {
+    Identities::issuing(IssuerConfig {
+        ca,
+        token: token.to_vec(),
+        identity: ME.to_string(),
+        lifetime,
+    })
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[tokio::test]
+async fn an_issuing_mock_signs_the_proxys_csr_with_its_ca_for_the_lifetime_set() {
+    let ids = issuing(None, b"the-token", Duration::from_secs(90)).unwrap();
+    let anchor_pem = ids.trust_anchor_pem().unwrap().to_string();
+    let (_, anchor) = x509_parser::pem::parse_x509_pem(anchor_pem.as_bytes()).unwrap();
+    let anchor = anchor.parse_x509().unwrap();
+    assert!(anchor.is_ca());
+    let (mut client, stop) = serve_identities(ids).await;
+
+    for cn in [None, Some(ME)] {
+        let before = SystemTime::now();
+        let rsp = client
+            .certify(request(ME, b"the-token", csr(&[ME], cn)))
+            .await
+            .unwrap()
+            .into_inner();
+        let after = SystemTime::now();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&rsp.leaf_certificate).unwrap();
+        // Signed by the trust anchor the mock hands out, for the name asked.
+        leaf.verify_signature(Some(anchor.public_key())).unwrap();
+        assert_eq!(
+            rsp.intermediate_certificates,
+            vec![anchor.as_raw().to_vec()]
+        );
+        let sans: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(sans, [format!("DNSName({ME})")]);
+        assert!(!leaf.is_ca());
+        // Valid for the lifetime set from when it was issued.
+        let until = rsp.valid_until.unwrap().seconds;
+        assert!(
+            until >= unix(before) + 90 && until <= unix(after) + 91,
+            "{until}"
+        );
+        assert_eq!(leaf.validity().not_after.timestamp(), until);
+        assert!(leaf.validity().not_before.timestamp() <= unix(before));
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
+    use tonic::Code::{FailedPrecondition, InvalidArgument};
+    let ids = issuing(None, b"the-token", Duration::from_secs(3600)).unwrap();
+    let (mut client, stop) = serve_identities(ids).await;
+    let other = "web.ns.serviceaccount.identity.linkerd.cluster.local";
+    let cases = [
+        (
+            "no identity",
+            request("", b"the-token", csr(&[ME], None)),
+            InvalidArgument,
+            "missing identity",
+        ),
+        (
+            "no token",
+            request(ME, b"", csr(&[ME], None)),
+            InvalidArgument,
+            "missing token",
+        ),
+        (
+            "no CSR",
+            request(ME, b"the-token", Vec::new()),
+            InvalidArgument,
+            "missing certificate signing request",
+        ),
+        (
+            "a CSR that is not one",
+            request(ME, b"the-token", vec![1, 2, 3]),
+            InvalidArgument,
+            "bad CSR",
+        ),
+        (
+            "a CSR for another name",
+            request(ME, b"the-token", csr(&[other], None)),
+            FailedPrecondition,
+            "CSR name does not match",
+        ),
+        (
+            "a CSR with two names",
+            request(ME, b"the-token", csr(&[ME, other], None)),
+            FailedPrecondition,
+            "exactly one DNSName",
+        ),
+        (
+            "another common name",
+            request(ME, b"the-token", csr(&[ME], Some(other))),
+            FailedPrecondition,
+            "invalid CommonName",
+        ),
+        (
+            "a wrong token",
+            request(ME, b"not-the-token", csr(&[ME], None)),
+            FailedPrecondition,
+            "authentication failed",
+        ),
+        (
+            "a name the token is not",
+            request(other, b"the-token", csr(&[other], None)),
+            FailedPrecondition,
+            "requested identity did not match provided token",
+        ),
+    ];
+    for (what, req, code, says) in cases {
+        let err = client.certify(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(err.message().contains(says), "{what}: {}", err.message());
+    }
+    // And the right request still passes.
+    client
+        .certify(request(ME, b"the-token", csr(&[ME], None)))
+        .await
+        .unwrap();
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_issuing_mock_signs_with_the_ca_it_is_given() {
+    let dir = tempdir("ca");
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "identity.linkerd.cluster.local");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+    let ids = issuing(
+        Some((dir.join("ca.crt"), dir.join("ca.key"))),
+        b"t",
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    assert_eq!(ids.trust_anchor_pem(), Some(ca_cert.pem().as_str()));
+    let (mut client, stop) = serve_identities(ids).await;
+    let rsp = client
+        .certify(request(ME, b"t", csr(&[ME], None)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&rsp.leaf_certificate).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_cert.der()).unwrap();
+    leaf.verify_signature(Some(ca.public_key())).unwrap();
+    assert_eq!(rsp.intermediate_certificates, vec![ca_cert.der().to_vec()]);
+    stop.cancel();
+
+    // A key that is not one is refused, naming the file.
+    std::fs::write(dir.join("bad.key"), "not a key").unwrap();
+    let err = issuing(
+        Some((dir.join("ca.crt"), dir.join("bad.key"))),
+        b"t",
+        Duration::from_secs(3600),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("bad.key"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
