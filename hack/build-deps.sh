@@ -206,7 +206,7 @@ TOML
   rustc --version >"$out/built-with"
   # The build tree is large and not needed once the binary is out.
   rm -rf "$work"
-  "$out/linkerd2-proxy" --version 2>&1 | head -1 || true
+  [[ -x $out/linkerd2-proxy ]]
 }
 
 # linkerd2-mock-dst (2020): socket2 0.3.12 no longer compiles, 0.3.19 does.

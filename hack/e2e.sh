@@ -136,4 +136,16 @@ if [[ ${#envs[@]} == 3 ]]; then
   export DST_E2E_LINKERD_ENVS="${envs[*]}"
   step e2e_versions cargo test --locked --test e2e_versions -- --ignored --test-threads=1 "$@"
 fi
+
+# Linkerd's real proxy against our mock control plane (no cluster): built
+# from ../shared/sources on first use (about 10-14 minutes on 2 cores), then
+# cached by version.
+if "$here/build-deps.sh" linkerd_proxy; then
+  # shellcheck source=hack/versions.env
+  . "$here/versions.env"
+  export DST_LINKERD_PROXY=${DST_LOAD_CACHE:-$HOME/.cache/dst-load-controller}/linkerd_proxy-$LINKERD_PROXY_VERSION/bin/linkerd2-proxy
+  step e2e_proxy cargo test --locked --test e2e_proxy -- --ignored --test-threads=1 "$@"
+else
+  failed+=("build linkerd_proxy")
+fi
 report

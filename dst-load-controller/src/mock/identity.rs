@@ -125,6 +125,10 @@ pub struct Issuer {
     token: Vec<u8>,
     identity: String,
     lifetime: Duration,
+    /// Certificates issued.
+    issued: std::sync::atomic::AtomicU64,
+    /// Requests refused, by status code.
+    refused: std::sync::Mutex<std::collections::BTreeMap<i32, u64>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -196,6 +200,8 @@ impl Issuer {
             token: config.token,
             identity: config.identity,
             lifetime: config.lifetime,
+            issued: Default::default(),
+            refused: Default::default(),
         })
     }
 
@@ -204,6 +210,12 @@ impl Issuer {
     fn certify(&self, req: CertifyRequest) -> Result<CertifyResponse, Status> {
         let refuse = |status: Status| {
             tracing::info!(identity = %req.identity, code = ?status.code(), reason = status.message(), "Certify refused");
+            *self
+                .refused
+                .lock()
+                .expect("refusals")
+                .entry(status.code() as i32)
+                .or_default() += 1;
             status
         };
         if req.identity.is_empty() {
@@ -251,6 +263,8 @@ impl Issuer {
         let valid_until = until
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
+        self.issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(identity = %req.identity, valid_for = ?self.lifetime, "issued a certificate");
         Ok(CertifyResponse {
             leaf_certificate: leaf.der().to_vec(),
@@ -353,6 +367,28 @@ impl Identities {
                 v
             }
             Self::Issuing(issuer) => vec![issuer.identity.clone()],
+        }
+    }
+
+    /// Certificates issued so far (always 0 in the stored mode).
+    pub fn issued(&self) -> u64 {
+        match self {
+            Self::Stored(_) => 0,
+            Self::Issuing(issuer) => issuer.issued.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Requests refused so far with `code` (always 0 in the stored mode).
+    pub fn refused(&self, code: tonic::Code) -> u64 {
+        match self {
+            Self::Stored(_) => 0,
+            Self::Issuing(issuer) => issuer
+                .refused
+                .lock()
+                .expect("refusals")
+                .get(&(code as i32))
+                .copied()
+                .unwrap_or(0),
         }
     }
 

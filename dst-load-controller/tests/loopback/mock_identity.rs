@@ -243,7 +243,7 @@ async fn an_issuing_mock_signs_the_proxys_csr_with_its_ca_for_the_lifetime_set()
 async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
     use tonic::Code::{FailedPrecondition, InvalidArgument};
     let ids = issuing(None, b"the-token", Duration::from_secs(3600)).unwrap();
-    let (mut client, stop) = serve_identities(ids).await;
+    let (mut client, stop) = serve_identities(ids.clone()).await;
     let other = "web.ns.serviceaccount.identity.linkerd.cluster.local";
     let cases = [
         (
@@ -306,11 +306,20 @@ async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
         assert_eq!(err.code(), code, "{what}: {err:?}");
         assert!(err.message().contains(says), "{what}: {}", err.message());
     }
-    // And the right request still passes.
+    // Each refusal is counted by its code, and the right request still passes.
+    assert_eq!(
+        (
+            ids.refused(InvalidArgument),
+            ids.refused(FailedPrecondition)
+        ),
+        (4, 5)
+    );
+    assert_eq!(ids.issued(), 0);
     client
         .certify(request(ME, b"the-token", csr(&[ME], None)))
         .await
         .unwrap();
+    assert_eq!(ids.issued(), 1);
     stop.cancel();
 }
 

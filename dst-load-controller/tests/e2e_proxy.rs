@@ -1,0 +1,223 @@
+//! Linkerd's real proxy (v2.366.0, built from ../shared/sources by
+//! `hack/build-deps.sh linkerd_proxy`) against our mock control plane, on
+//! loopback. Run by `hack/e2e.sh`, which builds the proxy and sets
+//! `DST_LINKERD_PROXY` to it.
+//!
+//! The proxy makes no key of its own: as in a pod, it reads its key and CSR
+//! from its identity directory (`key.p8`, `csr.der`) and asks Identity's
+//! `Certify` to sign the CSR with its token.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use dst_load_controller::mock::{
+    MockDestination,
+    identity::{Identities, IssuerConfig},
+    server::Behavior,
+};
+use tokio_util::sync::CancellationToken;
+
+const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
+
+fn proxy_bin() -> PathBuf {
+    let bin = std::env::var("DST_LINKERD_PROXY").expect(
+        "DST_LINKERD_PROXY: the linkerd2-proxy binary (hack/build-deps.sh linkerd_proxy builds it; hack/e2e.sh sets this)",
+    );
+    assert!(
+        Path::new(&bin).is_file(),
+        "DST_LINKERD_PROXY={bin} is not a file"
+    );
+    bin.into()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "dst-proxy-{tag}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(d.join("id")).unwrap();
+    d
+}
+
+/// A pod's identity directory for `ME`: a fresh ECDSA P-256 key (PKCS#8) and
+/// a CSR naming `ME`, as the proxy's start script makes them.
+fn identity_dir(dir: &Path) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![ME.to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).unwrap();
+    std::fs::write(dir.join("id/key.p8"), key.serialize_der()).unwrap();
+    std::fs::write(dir.join("id/csr.der"), csr.der()).unwrap();
+}
+
+/// The mock control plane, issuing `ME`'s certificates for `token`.
+async fn control_plane(
+    token: &[u8],
+    lifetime: Duration,
+) -> (Identities, SocketAddr, CancellationToken) {
+    let ids = Identities::issuing(IssuerConfig {
+        ca: None,
+        token: token.to_vec(),
+        identity: ME.to_string(),
+        lifetime,
+    })
+    .unwrap();
+    let mock = MockDestination::new(Behavior::default(), &mut Default::default())
+        .with_identities(ids.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(mock.serve(listener, stop.clone()));
+    (ids, addr, stop)
+}
+
+struct Proxy {
+    _child: tokio::process::Child,
+    admin: SocketAddr,
+}
+
+impl Proxy {
+    /// Starts the proxy of `dir` (its identity directory and token file)
+    /// with `control` as its Identity, Destination and Policy.
+    fn start(dir: &Path, control: SocketAddr, trust_anchors: &str) -> Self {
+        let port = || format!("127.0.0.1:{}", support::free_port());
+        let admin = port();
+        let child = tokio::process::Command::new(proxy_bin())
+            .env_clear()
+            .env("LINKERD2_PROXY_LOG", "warn,linkerd=info")
+            .env("LINKERD2_PROXY_IDENTITY_DIR", dir.join("id"))
+            .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.join("token"))
+            .env("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", trust_anchors)
+            .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", ME)
+            .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", control.to_string())
+            .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", control.to_string())
+            .env("LINKERD2_PROXY_POLICY_SVC_ADDR", control.to_string())
+            .env("LINKERD2_PROXY_POLICY_WORKLOAD", r#"{"ns":"ns","pod":"p"}"#)
+            .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", port())
+            .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", port())
+            .env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", port())
+            .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &admin)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start linkerd2-proxy");
+        Self {
+            _child: child,
+            admin: admin.parse().unwrap(),
+        }
+    }
+
+    /// The admin server's `/ready` status (None: not answering).
+    async fn ready(&self) -> Option<u16> {
+        let rsp = reqwest::get(format!("http://{}/ready", self.admin))
+            .await
+            .ok()?;
+        Some(rsp.status().as_u16())
+    }
+
+    /// A gauge or counter of the proxy's `/metrics`.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// Waits up to `within` for `f` to hold, polling every 100 ms.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY); run by hack/e2e.sh"]
+async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
+    let dir = tempdir("certified");
+    identity_dir(&dir);
+    std::fs::write(dir.join("token"), "proxy-token").unwrap();
+    let lifetime = Duration::from_secs(30);
+    let (ids, control, stop) = control_plane(b"proxy-token", lifetime).await;
+    let proxy = Proxy::start(&dir, control, ids.trust_anchor_pem().unwrap());
+
+    // Ready once certified (the proxy is not ready without its identity).
+    eventually("the proxy ready", Duration::from_secs(60), || async {
+        proxy.ready().await == Some(200)
+    })
+    .await;
+    assert!(ids.issued() >= 1);
+    let expiry = "control_identity_cert_expiration_timestamp_seconds";
+    let refreshed = "control_identity_cert_refresh_timestamp_seconds";
+    let (first_expiry, first_refresh) = (
+        proxy.metric(expiry).await.unwrap(),
+        proxy.metric(refreshed).await.unwrap(),
+    );
+    // The certificate it holds is the one the mock issued: valid for the
+    // lifetime set (the mock back-dates nothing on the end; seconds apart
+    // at most on a loaded machine).
+    let held = first_expiry - first_refresh;
+    assert!(
+        (lifetime.as_secs_f64() - 5.0..=lifetime.as_secs_f64() + 1.0).contains(&held),
+        "{held}"
+    );
+
+    // It renews before the certificate expires, with a new one from the mock.
+    eventually("a renewal", Duration::from_secs(120), || async {
+        ids.issued() >= 2 && proxy.metric(expiry).await.is_some_and(|e| e > first_expiry)
+    })
+    .await;
+    let second_refresh = proxy.metric(refreshed).await.unwrap();
+    assert!(
+        second_refresh < first_expiry,
+        "renewed at {second_refresh}, after expiry {first_expiry}"
+    );
+    assert_eq!(proxy.ready().await, Some(200));
+    assert_eq!(ids.refused(tonic::Code::FailedPrecondition), 0);
+    stop.cancel();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY); run by hack/e2e.sh"]
+async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
+    let dir = tempdir("refused");
+    identity_dir(&dir);
+    std::fs::write(dir.join("token"), "not-the-token").unwrap();
+    let (ids, control, stop) = control_plane(b"proxy-token", Duration::from_secs(3600)).await;
+    let proxy = Proxy::start(&dir, control, ids.trust_anchor_pem().unwrap());
+
+    // Refused as Linkerd refuses an unauthenticated token, more than once
+    // (the proxy retries), and not ready meanwhile.
+    eventually("two refusals", Duration::from_secs(60), || async {
+        ids.refused(tonic::Code::FailedPrecondition) >= 2
+    })
+    .await;
+    let ready = proxy.ready().await;
+    assert!(ready.is_some(), "the admin server answers");
+    assert_ne!(ready, Some(200));
+    assert_eq!(ids.issued(), 0);
+    stop.cancel();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
