@@ -4,8 +4,9 @@
 //! `DST_LINKERD_PROXY` to it.
 //!
 //! The proxy makes no key of its own: as in a pod, it reads its key and CSR
-//! from its identity directory (`key.p8`, `csr.der`) and asks Identity's
-//! `Certify` to sign the CSR with its token.
+//! from its identity directory (`key.p8`, `csr.der`, written by `proxy-env`)
+//! and asks Identity's `Certify` to sign the CSR with its token. Each proxy
+//! is started as a user would: `eval "$(dst-load-controller proxy-env ...)"`.
 
 mod support;
 
@@ -23,6 +24,7 @@ use dst_load_controller::mock::{
 };
 use tokio_util::sync::CancellationToken;
 
+const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
 const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
 
 fn proxy_bin() -> PathBuf {
@@ -42,19 +44,8 @@ fn tempdir(tag: &str) -> PathBuf {
         std::process::id(),
         rand::random::<u32>()
     ));
-    std::fs::create_dir_all(d.join("id")).unwrap();
+    std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A pod's identity directory for `ME`: a fresh ECDSA P-256 key (PKCS#8) and
-/// a CSR naming `ME`, as the proxy's start script makes them.
-fn identity_dir(dir: &Path) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![ME.to_string()]).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params.serialize_request(&key).unwrap();
-    std::fs::write(dir.join("id/key.p8"), key.serialize_der()).unwrap();
-    std::fs::write(dir.join("id/csr.der"), csr.der()).unwrap();
 }
 
 /// The mock control plane, issuing `ME`'s certificates for `token`.
@@ -84,26 +75,38 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy of `dir` (its identity directory and token file)
-    /// with `control` as its Identity, Destination and Policy.
-    fn start(dir: &Path, control: SocketAddr, trust_anchors: &str) -> Self {
+    /// Starts a proxy of the mock at `control` as a user would: `eval` of
+    /// `proxy-env`'s output (which writes the key and CSR into `dir/id`),
+    /// then the proxy, with `dir/token` as its token and the mock's trust
+    /// anchors in `dir/anchors.pem`.
+    fn start(dir: &Path, control: SocketAddr) -> Self {
         let port = || format!("127.0.0.1:{}", support::free_port());
         let admin = port();
-        let child = tokio::process::Command::new(proxy_bin())
-            .env_clear()
+        let script =
+            r#"out=$("$0" proxy-env "$@") || exit 3; eval "$out"; exec "$DST_LINKERD_PROXY""#;
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", script, BIN])
+            .args([
+                "--control-addr",
+                &control.to_string(),
+                "--identity-name",
+                ME,
+            ])
+            .arg("--identity-token-file")
+            .arg(dir.join("token"))
+            .arg("--identity-trust-anchors")
+            .arg(dir.join("anchors.pem"))
+            .arg("--identity-dir")
+            .arg(dir.join("id"))
+            .args(["--inbound-addr", &port(), "--outbound-addr", &port()])
+            .args([
+                "--proxy-admin-addr",
+                &admin,
+                "--control-listen-addr",
+                &port(),
+            ])
+            .env("DST_LINKERD_PROXY", proxy_bin())
             .env("LINKERD2_PROXY_LOG", "warn,linkerd=info")
-            .env("LINKERD2_PROXY_IDENTITY_DIR", dir.join("id"))
-            .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", dir.join("token"))
-            .env("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", trust_anchors)
-            .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", ME)
-            .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", control.to_string())
-            .env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", control.to_string())
-            .env("LINKERD2_PROXY_POLICY_SVC_ADDR", control.to_string())
-            .env("LINKERD2_PROXY_POLICY_WORKLOAD", r#"{"ns":"ns","pod":"p"}"#)
-            .env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", port())
-            .env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", port())
-            .env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", port())
-            .env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &admin)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
             .kill_on_drop(true)
@@ -156,11 +159,11 @@ where
 #[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY); run by hack/e2e.sh"]
 async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
     let dir = tempdir("certified");
-    identity_dir(&dir);
     std::fs::write(dir.join("token"), "proxy-token").unwrap();
     let lifetime = Duration::from_secs(30);
     let (ids, control, stop) = control_plane(b"proxy-token", lifetime).await;
-    let proxy = Proxy::start(&dir, control, ids.trust_anchor_pem().unwrap());
+    std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
+    let proxy = Proxy::start(&dir, control);
 
     // Ready once certified (the proxy is not ready without its identity).
     eventually("the proxy ready", Duration::from_secs(60), || async {
@@ -203,10 +206,10 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
 #[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY); run by hack/e2e.sh"]
 async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
     let dir = tempdir("refused");
-    identity_dir(&dir);
     std::fs::write(dir.join("token"), "not-the-token").unwrap();
     let (ids, control, stop) = control_plane(b"proxy-token", Duration::from_secs(3600)).await;
-    let proxy = Proxy::start(&dir, control, ids.trust_anchor_pem().unwrap());
+    std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
+    let proxy = Proxy::start(&dir, control);
 
     // Refused as Linkerd refuses an unauthenticated token, more than once
     // (the proxy retries), and not ready meanwhile.

@@ -1,6 +1,6 @@
 //! The command line's front doors: the top-level command here, and one
 //! module per subcommand that owns its flags (`churn`, `cleanup`, `client`,
-//! `compare`, `mock_dst`, `report`, `run` so far; the other subcommands' flags still live beside their engines and
+//! `compare`, `mock_dst`, `proxy_env`, `report`, `run` so far; the other subcommands' flags still live beside their engines and
 //! move here one by one, see `hack/check-layers.py`'s clap check).
 
 pub mod churn;
@@ -11,6 +11,7 @@ pub mod flags;
 pub mod kube_burner;
 pub mod mock_dst;
 pub mod output;
+pub mod proxy_env;
 pub mod report;
 pub mod run;
 
@@ -53,6 +54,9 @@ enum Command {
     Cleanup(cleanup::Args),
     /// Serve a mock Destination service, changeable over HTTP.
     MockDst(mock_dst::Args),
+    /// Print the environment (and write the identity directory) of a real
+    /// Linkerd proxy whose control plane is `mock-dst`.
+    ProxyEnv(proxy_env::Args),
     /// Run a whole scenario locally (mock Destination, churn, client) and summarize it.
     Run(run::Args),
     /// Judge SLO gates from Prometheus, for clients running as many replicas.
@@ -97,6 +101,7 @@ impl Cli {
                 Command::Client(args) => args.run().await,
                 Command::Cleanup(args) => args.run().await,
                 Command::MockDst(args) => args.run().await,
+                Command::ProxyEnv(args) => args.run().await,
                 Command::Run(args) => args.run().await,
                 Command::Report(args) => args.run().await,
                 Command::Compare(args) => args.run().await,
@@ -135,6 +140,7 @@ impl Command {
             Command::Client(args) => args.validate(),
             Command::Cleanup(args) => args.validate(),
             Command::MockDst(args) => args.validate(),
+            Command::ProxyEnv(args) => args.validate(),
             Command::Run(args) => args.validate(),
             Command::Report(args) => args.validate(),
             Command::Compare(args) => args.validate(),

@@ -25,6 +25,7 @@ pub mod kube;
 pub mod metrics;
 pub mod profile_server;
 pub mod profiles;
+pub mod proxy_env;
 pub mod server;
 pub mod store;
 

@@ -455,6 +455,82 @@ fn mock_dst_refuses_bad_identity_issuing_flags() {
 }
 
 #[test]
+fn proxy_env_refuses_bad_input_before_writing_anything() {
+    let dir = std::env::temp_dir().join(format!("dst-proxyenv-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (token, empty, anchors, not_pem) = (
+        dir.join("token"),
+        dir.join("empty"),
+        dir.join("anchors.pem"),
+        dir.join("not.pem"),
+    );
+    std::fs::write(&token, "t").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    std::fs::write(&not_pem, "hello").unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(&anchors, ca.pem()).unwrap();
+    let id = dir.join("id");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let name = "default.ns.serviceaccount.identity.linkerd.cluster.local";
+    let good = [
+        "--identity-name".to_string(),
+        name.to_string(),
+        "--identity-token-file".to_string(),
+        s(&token),
+        "--identity-trust-anchors".to_string(),
+        s(&anchors),
+        "--identity-dir".to_string(),
+        s(&id),
+    ];
+    // (a flag and its bad value, what the error says)
+    let cases = [
+        (
+            "--control-addr",
+            "10.0.0.1:8086".to_string(),
+            "not a loopback address",
+        ),
+        (
+            "--identity-name",
+            "two words".to_string(),
+            "is not a DNS name",
+        ),
+        (
+            "--identity-token-file",
+            "/nonexistent/token".to_string(),
+            "cannot read --identity-token-file",
+        ),
+        ("--identity-token-file", s(&empty), "is empty"),
+        (
+            "--identity-trust-anchors",
+            "/nonexistent/a.pem".to_string(),
+            "--identity-trust-anchors-out",
+        ),
+        (
+            "--identity-trust-anchors",
+            s(&not_pem),
+            "holds no PEM certificate",
+        ),
+        ("--workload", "ns:pod".to_string(), "is not JSON"),
+    ];
+    for (flag, value, says) in cases {
+        // The good flags, with this one's value replaced (or added).
+        let mut argv: Vec<String> = vec!["proxy-env".into()];
+        argv.extend(good.iter().cloned());
+        match argv.iter().position(|a| a == flag) {
+            Some(i) => argv[i + 1] = value,
+            None => argv.extend([flag.to_string(), value]),
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        usage_error(&argv, says);
+        assert!(!id.exists(), "{flag}: the identity directory was made");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn run_rejects_bad_flags() {
     usage_error(
         &["run", "--scale", "0"],
@@ -827,6 +903,7 @@ fn every_client_and_mock_dst_flag_is_in_its_readme_table() {
     for (sub, anchor) in [
         ("client", "`--streams-per-service` (alias"),
         ("mock-dst", "`-a`, `--addr`"),
+        ("proxy-env", "`--control-addr`"),
     ] {
         let help = String::from_utf8(
             Command::new(BIN)
