@@ -118,6 +118,20 @@ linkerd_sources() {
   printf '%s' "$dir"
 }
 
+# verified_extract WORKDIR ARCHIVE...: extracts the archives (from
+# linkerd_sources, checked against its SHA256SUMS first) into WORKDIR.
+verified_extract() {
+  local work=$1 srcs a; shift
+  srcs=$(linkerd_sources)
+  for a in "$@"; do
+    [[ -n $srcs && -f $srcs/$a ]] || { echo "$a is not in ${srcs:-LINKERD_SOURCES (unset, and no ../shared/sources)}" >&2; return 1; }
+    (cd "$srcs" && grep -E " $a\$" SHA256SUMS | sha256sum -c --strict -) ||
+      { echo "checksum mismatch for $a in $srcs (see SHA256SUMS); refusing to build from it" >&2; return 1; }
+  done
+  rm -rf "$work" && mkdir -p "$work"
+  for a in "$@"; do tar -xzf "$srcs/$a" -C "$work"; done
+}
+
 # linkerd_tree WORKDIR: extracts the verified archives into WORKDIR and cds
 # into the linkerd2 tree (proxy API replaced by the extracted one). Returns 1
 # when there are no archives (the caller fetches the module instead).
@@ -126,12 +140,7 @@ linkerd_tree() {
   srcs=$(linkerd_sources)
   top=linkerd2-$LINKERD_VERSION api=linkerd2-proxy-api-$LINKERD_PROXY_API_VERSION
   [[ -n $srcs && -f $srcs/$top.tar.gz ]] || return 1
-  [[ -f $srcs/$api.tar.gz ]] || { echo "$srcs has $top.tar.gz but not $api.tar.gz" >&2; exit 1; }
-  (cd "$srcs" && grep -E " ($top|$api)\.tar\.gz\$" SHA256SUMS | sha256sum -c --strict -) ||
-    { echo "checksum mismatch in $srcs (see SHA256SUMS); refusing to build from it" >&2; exit 1; }
-  rm -rf "$work" && mkdir -p "$work"
-  tar -xzf "$srcs/$top.tar.gz" -C "$work"
-  tar -xzf "$srcs/$api.tar.gz" -C "$work"
+  verified_extract "$work" "$top.tar.gz" "$api.tar.gz" || exit 1
   cd "$work/$top"
   go mod edit -replace "github.com/linkerd/linkerd2-proxy-api=$work/$api"
 }
@@ -170,20 +179,6 @@ build_linkerd_cli() {
     go build -mod=mod -trimpath -o "$out/linkerd" github.com/linkerd/linkerd2/cli
   fi
   "$out/linkerd" version --client --short
-}
-
-# verified_extract WORKDIR ARCHIVE...: extracts the archives (from
-# linkerd_sources, checked against its SHA256SUMS first) into WORKDIR.
-verified_extract() {
-  local work=$1 srcs a; shift
-  srcs=$(linkerd_sources)
-  for a in "$@"; do
-    [[ -n $srcs && -f $srcs/$a ]] || { echo "$a is not in ${srcs:-LINKERD_SOURCES (unset, and no ../shared/sources)}" >&2; return 1; }
-    (cd "$srcs" && grep -E " $a\$" SHA256SUMS | sha256sum -c --strict -) ||
-      { echo "checksum mismatch for $a in $srcs (see SHA256SUMS); refusing to build from it" >&2; return 1; }
-  done
-  rm -rf "$work" && mkdir -p "$work"
-  for a in "$@"; do tar -xzf "$srcs/$a" -C "$work"; done
 }
 
 # Linkerd's proxy, with this machine's Rust toolchain instead of the one its

@@ -17,12 +17,7 @@ use std::{
     time::Duration,
 };
 
-use dst_load_controller::mock::{
-    MockDestination,
-    identity::{Identities, IssuerConfig},
-    server::Behavior,
-};
-use tokio_util::sync::CancellationToken;
+use dst_load_controller::mock::identity::{Identities, IssuerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
 const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
@@ -49,10 +44,7 @@ fn tempdir(tag: &str) -> PathBuf {
 }
 
 /// The mock control plane, issuing `ME`'s certificates for `token`.
-async fn control_plane(
-    token: &[u8],
-    lifetime: Duration,
-) -> (Identities, SocketAddr, CancellationToken) {
+async fn control_plane(token: &[u8], lifetime: Duration) -> (Identities, support::Mock) {
     let ids = Identities::issuing(IssuerConfig {
         ca: None,
         token: token.to_vec(),
@@ -60,13 +52,7 @@ async fn control_plane(
         lifetime,
     })
     .unwrap();
-    let mock = MockDestination::new(Behavior::default(), &mut Default::default())
-        .with_identities(ids.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(mock.serve(listener, stop.clone()));
-    (ids, addr, stop)
+    (ids.clone(), support::Mock::start_with_identities(ids).await)
 }
 
 struct Proxy {
@@ -134,24 +120,7 @@ impl Proxy {
             .text()
             .await
             .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    }
-}
-
-/// Waits up to `within` for `f` to hold, polling every 100 ms.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        support::sample(&text, name, &[])
     }
 }
 
@@ -161,12 +130,12 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
     let dir = tempdir("certified");
     std::fs::write(dir.join("token"), "proxy-token").unwrap();
     let lifetime = Duration::from_secs(30);
-    let (ids, control, stop) = control_plane(b"proxy-token", lifetime).await;
+    let (ids, mock) = control_plane(b"proxy-token", lifetime).await;
     std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
-    let proxy = Proxy::start(&dir, control);
+    let proxy = Proxy::start(&dir, mock.addr);
 
     // Ready once certified (the proxy is not ready without its identity).
-    eventually("the proxy ready", Duration::from_secs(60), || async {
+    support::eventually_async("the proxy ready", Duration::from_secs(60), || async {
         proxy.ready().await == Some(200)
     })
     .await;
@@ -187,7 +156,7 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
     );
 
     // It renews before the certificate expires, with a new one from the mock.
-    eventually("a renewal", Duration::from_secs(120), || async {
+    support::eventually_async("a renewal", Duration::from_secs(120), || async {
         ids.issued() >= 2 && proxy.metric(expiry).await.is_some_and(|e| e > first_expiry)
     })
     .await;
@@ -198,7 +167,7 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
     );
     assert_eq!(proxy.ready().await, Some(200));
     assert_eq!(ids.refused(tonic::Code::FailedPrecondition), 0);
-    stop.cancel();
+    mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -207,13 +176,13 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
 async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
     let dir = tempdir("refused");
     std::fs::write(dir.join("token"), "not-the-token").unwrap();
-    let (ids, control, stop) = control_plane(b"proxy-token", Duration::from_secs(3600)).await;
+    let (ids, mock) = control_plane(b"proxy-token", Duration::from_secs(3600)).await;
     std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
-    let proxy = Proxy::start(&dir, control);
+    let proxy = Proxy::start(&dir, mock.addr);
 
     // Refused as Linkerd refuses an unauthenticated token, more than once
     // (the proxy retries), and not ready meanwhile.
-    eventually("two refusals", Duration::from_secs(60), || async {
+    support::eventually_async("two refusals", Duration::from_secs(60), || async {
         ids.refused(tonic::Code::FailedPrecondition) >= 2
     })
     .await;
@@ -221,6 +190,6 @@ async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
     assert!(ready.is_some(), "the admin server answers");
     assert_ne!(ready, Some(200));
     assert_eq!(ids.issued(), 0);
-    stop.cancel();
+    mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

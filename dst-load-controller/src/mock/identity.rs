@@ -148,7 +148,7 @@ impl Issuer {
                 source,
             })
         };
-        let (ca, ca_pem) = match &config.ca {
+        let (ca, ca_pem, ca_der) = match &config.ca {
             Some((crt, key)) => {
                 let (crt_pem, key_pem) = (read(crt)?, read(key)?);
                 let key_pair =
@@ -156,13 +156,16 @@ impl Issuer {
                         path: key.clone(),
                         detail: e.to_string(),
                     })?;
-                let ca = rcgen::Issuer::from_ca_cert_pem(&crt_pem, key_pair).map_err(|e| {
-                    IssuerError::Certificate {
-                        path: crt.clone(),
-                        detail: e.to_string(),
-                    }
-                })?;
-                (ca, crt_pem)
+                let bad_crt = |detail: String| IssuerError::Certificate {
+                    path: crt.clone(),
+                    detail,
+                };
+                let der = CertificateDer::from_pem_slice(crt_pem.as_bytes())
+                    .map_err(|e| bad_crt(e.to_string()))?
+                    .to_vec();
+                let ca = rcgen::Issuer::from_ca_cert_pem(&crt_pem, key_pair)
+                    .map_err(|e| bad_crt(e.to_string()))?;
+                (ca, crt_pem, der)
             }
             None => {
                 let generate = |e: rcgen::Error| IssuerError::Generate(e.to_string());
@@ -180,19 +183,14 @@ impl Issuer {
                 let now = SystemTime::now();
                 params.not_before = (now - Duration::from_secs(60)).into();
                 params.not_after = (now + Duration::from_secs(365 * 24 * 3600)).into();
-                let pem = params.self_signed(&key).map_err(generate)?.pem();
-                (rcgen::Issuer::new(params, key), pem)
+                let cert = params.self_signed(&key).map_err(generate)?;
+                (
+                    rcgen::Issuer::new(params, key),
+                    cert.pem(),
+                    cert.der().to_vec(),
+                )
             }
         };
-        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-            .map_err(|e| IssuerError::Certificate {
-                path: config
-                    .ca
-                    .as_ref()
-                    .map_or_else(PathBuf::new, |(crt, _)| crt.clone()),
-                detail: e.to_string(),
-            })?
-            .to_vec();
         Ok(Self {
             ca,
             ca_der,

@@ -613,6 +613,28 @@ impl Screenshot {
 /// Runs `run --find-red-line` on the mock with `args` and `--report
 /// report` (plus `--html html` if given); asserts exit 0. Its standard
 /// output and the report's `find_red_line`.
+/// The load both red-line searches grow: one service of 2-6 endpoints on
+/// 2 s holds (longer than the largest delay either tries: 64 x 20 ms and
+/// 20 x 50 ms), gated on the update latency's p95.
+const ONE_SERVICE: [&str; 16] = [
+    "--services",
+    "1",
+    "--min-endpoints",
+    "2",
+    "--max-endpoints",
+    "6",
+    "--min-hold",
+    "2s",
+    "--max-hold",
+    "2s",
+    "--jitter",
+    "0s",
+    "--settle",
+    "10s",
+    "--slo",
+    "update_latency.p95<1s",
+];
+
 fn red_line_search(
     args: &[&str],
     report: &Path,
@@ -620,6 +642,7 @@ fn red_line_search(
 ) -> (String, serde_json::Value) {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--find-red-line"])
+        .args(ONE_SERVICE)
         .args(args)
         .args(["--admin-addr", "127.0.0.1:0", "--report"])
         .arg(report);
@@ -651,31 +674,14 @@ fn the_red_line_finder_lands_within_its_precision_on_a_known_red_line() {
         &[
             "--red-line-precision",
             "10%",
-            "--services",
-            "1",
             "--streams-per-service",
             "8",
-            "--min-endpoints",
-            "2",
-            "--max-endpoints",
-            "6",
-            // Holds longer than the largest delay tried (64 x 20 ms).
-            "--min-hold",
-            "2s",
-            "--max-hold",
-            "2s",
-            "--jitter",
-            "0s",
             "--duration",
             "4s",
-            "--settle",
-            "10s",
             "--seed",
             "2",
             "--mock-delay-per-stream",
             "20ms",
-            "--slo",
-            "update_latency.p95<1s",
             "--min-samples",
             "8",
         ],
@@ -737,29 +743,12 @@ fn a_repeated_red_line_search_runs_every_step_three_times_with_one_seed() {
             "3",
             "--red-line-max",
             "40",
-            "--services",
-            "1",
             "--streams-per-service",
             "5",
-            "--min-endpoints",
-            "2",
-            "--max-endpoints",
-            "6",
-            // Holds longer than the largest delay tried (20 x 50 ms).
-            "--min-hold",
-            "2s",
-            "--max-hold",
-            "2s",
-            "--jitter",
-            "0s",
             "--duration",
             "3s",
-            "--settle",
-            "10s",
             "--mock-delay-per-stream",
             "50ms",
-            "--slo",
-            "update_latency.p95<1s",
             "--min-samples",
             "4",
         ],

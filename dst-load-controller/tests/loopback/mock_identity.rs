@@ -8,14 +8,10 @@ use std::path::Path;
 
 use std::time::{Duration, SystemTime};
 
-use dst_load_controller::mock::{
-    MockDestination,
-    identity::{Identities, IdentityError, IssuerConfig},
-    server::Behavior,
-};
+use crate::support;
+use dst_load_controller::mock::identity::{Identities, IdentityError, IssuerConfig};
 use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio_util::sync::CancellationToken;
 
 /// A CA and, per name, a leaf it signed; returns (leaf DER, CA DER) per name.
 fn write_identities(dir: &Path, names: &[&str]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -68,7 +64,7 @@ async fn certify_returns_each_identitys_chain() {
     let ids = Identities::load(&dir).unwrap();
     assert_eq!(ids.names().len(), 3);
 
-    let (mut client, stop) = serve_identities(ids).await;
+    let (mut client, mock) = serve_identities(ids).await;
     for (name, (leaf, ca)) in names.iter().zip(&chains) {
         let rsp = client
             .certify(CertifyRequest {
@@ -92,7 +88,7 @@ async fn certify_returns_each_identitys_chain() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    stop.cancel();
+    mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -134,20 +130,15 @@ fn malformed_directories_are_refused() {
 
 const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
 
-/// Serves `ids` on loopback; returns a client of it and the server's stop.
+/// Serves `ids` on loopback; returns a client of it and the mock.
 async fn serve_identities(
     ids: Identities,
-) -> (IdentityClient<tonic::transport::Channel>, CancellationToken) {
-    let mock =
-        MockDestination::new(Behavior::default(), &mut Default::default()).with_identities(ids);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(mock.serve(listener, stop.clone()));
-    let client = IdentityClient::connect(format!("http://{addr}"))
+) -> (IdentityClient<tonic::transport::Channel>, support::Mock) {
+    let mock = support::Mock::start_with_identities(ids).await;
+    let client = IdentityClient::connect(format!("http://{}", mock.addr))
         .await
         .unwrap();
-    (client, stop)
+    (client, mock)
 }
 
 /// A proxy's request: a fresh ECDSA P-256 key and a CSR naming `dns`
@@ -199,7 +190,7 @@ async fn an_issuing_mock_signs_the_proxys_csr_with_its_ca_for_the_lifetime_set()
     let (_, anchor) = x509_parser::pem::parse_x509_pem(anchor_pem.as_bytes()).unwrap();
     let anchor = anchor.parse_x509().unwrap();
     assert!(anchor.is_ca());
-    let (mut client, stop) = serve_identities(ids).await;
+    let (mut client, mock) = serve_identities(ids).await;
 
     for cn in [None, Some(ME)] {
         let before = SystemTime::now();
@@ -236,14 +227,14 @@ async fn an_issuing_mock_signs_the_proxys_csr_with_its_ca_for_the_lifetime_set()
         assert_eq!(leaf.validity().not_after.timestamp(), until);
         assert!(leaf.validity().not_before.timestamp() <= unix(before));
     }
-    stop.cancel();
+    mock.stop().await;
 }
 
 #[tokio::test]
 async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
     use tonic::Code::{FailedPrecondition, InvalidArgument};
     let ids = issuing(None, b"the-token", Duration::from_secs(3600)).unwrap();
-    let (mut client, stop) = serve_identities(ids.clone()).await;
+    let (mut client, mock) = serve_identities(ids.clone()).await;
     let other = "web.ns.serviceaccount.identity.linkerd.cluster.local";
     let cases = [
         (
@@ -320,7 +311,7 @@ async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
         .await
         .unwrap();
     assert_eq!(ids.issued(), 1);
-    stop.cancel();
+    mock.stop().await;
 }
 
 #[tokio::test]
@@ -342,7 +333,7 @@ async fn an_issuing_mock_signs_with_the_ca_it_is_given() {
     )
     .unwrap();
     assert_eq!(ids.trust_anchor_pem(), Some(ca_cert.pem().as_str()));
-    let (mut client, stop) = serve_identities(ids).await;
+    let (mut client, mock) = serve_identities(ids).await;
     let rsp = client
         .certify(request(ME, b"t", csr(&[ME], None)))
         .await
@@ -352,7 +343,7 @@ async fn an_issuing_mock_signs_with_the_ca_it_is_given() {
     let (_, ca) = x509_parser::parse_x509_certificate(ca_cert.der()).unwrap();
     leaf.verify_signature(Some(ca.public_key())).unwrap();
     assert_eq!(rsp.intermediate_certificates, vec![ca_cert.der().to_vec()]);
-    stop.cancel();
+    mock.stop().await;
 
     // A key that is not one is refused, naming the file.
     std::fs::write(dir.join("bad.key"), "not a key").unwrap();

@@ -13,7 +13,7 @@ use std::{
 use clap::Parser;
 use dst_load_controller::{
     client::{self, Client, Fleet},
-    mock::{Handle, MockDestination, server::Behavior},
+    mock::{Handle, MockDestination, identity::Identities, server::Behavior},
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, api::ListParams};
@@ -435,9 +435,26 @@ impl Mock {
     }
 
     pub fn start_on(listener: tokio::net::TcpListener, behavior: Behavior) -> Self {
+        Self::serve(listener, behavior, None)
+    }
+
+    /// A mock that serves the Identity service too, with `identities`.
+    pub async fn start_with_identities(identities: Identities) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, Behavior::default(), Some(identities))
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        behavior: Behavior,
+        identities: Option<Identities>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let mut registry = Registry::default();
-        let mock = MockDestination::new(behavior, &mut registry);
+        let mut mock = MockDestination::new(behavior, &mut registry);
+        if let Some(ids) = identities {
+            mock = mock.with_identities(ids);
+        }
         let handle = mock.handle();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
