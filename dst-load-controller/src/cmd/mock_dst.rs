@@ -8,6 +8,7 @@ use crate::{
         dsts::Dsts,
         generate::{self, GeneratedDst},
         identity::Identities,
+        policy::{AppProtocol, Policies, ServicePolicy},
         server::{Behavior, Delay},
     },
     runtime::Runtime,
@@ -91,6 +92,21 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub profile_routes: u32,
 
+    /// An address that stands for a service in outbound policy lookups, as
+    /// its ClusterIP does: `AUTHORITY=IP:PORT`, e.g.
+    /// `web.ns.svc.cluster.local:80=10.96.0.10:80`. A proxy's connection
+    /// to the address is then balanced over the service's endpoints; an
+    /// address no service holds gets `NotFound` (the proxy forwards to it).
+    /// Repeatable; changeable over the control API (`/api/policies`).
+    #[arg(long, value_name = "AUTHORITY=IP:PORT", value_parser = service_address)]
+    pub service_address: Vec<(crate::target::Authority, SocketAddr)>,
+
+    /// How a service's traffic is read: `AUTHORITY=PROTOCOL`, PROTOCOL one
+    /// of detect (the default), http1, http2, opaque, as a Service port's
+    /// appProtocol sets it. Repeatable.
+    #[arg(long, value_name = "AUTHORITY=PROTOCOL", value_parser = service_protocol)]
+    pub service_protocol: Vec<(crate::target::Authority, AppProtocol)>,
+
     #[command(flatten)]
     pub oscillation: super::flags::OscillationArgs,
 
@@ -169,6 +185,7 @@ impl TryFrom<Args> for mock::Config {
     fn try_from(args: Args) -> Result<Self, String> {
         args.oscillation.validate()?;
         args.kube.validate()?;
+        let policies = policies(&args)?;
         let identities = match &args.identity_name {
             Some(name) => Some(issuing(&args, name)?),
             None => args.identities,
@@ -191,6 +208,7 @@ impl TryFrom<Args> for mock::Config {
             profile_routes: args.profile_routes,
             timing: args.oscillation.oscillation(0, 0),
             seed: args.oscillation.seed(),
+            policies,
             identities,
             trust_anchors_out: args.identity_trust_anchors_out,
             kubernetes_namespaces: args.kubernetes_namespace,
@@ -219,6 +237,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         profile_routes,
         timing,
         seed,
+        policies,
         identities,
         trust_anchors_out,
         kubernetes_namespaces,
@@ -245,6 +264,11 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     let handle = mock.handle();
     for d in dsts {
         handle.set(&d.authority, d.endpoints);
+    }
+    for (authority, policy) in policies {
+        handle
+            .set_policy(&authority, policy)
+            .map_err(|e| anyhow::anyhow!("--service-address: {e}"))?;
     }
     let listener = crate::mock::bind(addr).map_err(|source| crate::admin::BindError {
         flag: "-a/--addr",
@@ -350,6 +374,58 @@ fn issuing(args: &Args, name: &str) -> Result<Identities, String> {
         lifetime,
     })
     .map_err(|e| format!("--identity-ca-cert/--identity-ca-key: {e}"))
+}
+
+/// `AUTHORITY=IP:PORT` of `--service-address`.
+fn service_address(arg: &str) -> Result<(crate::target::Authority, SocketAddr), String> {
+    let (authority, addr) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected AUTHORITY=IP:PORT, e.g. web.ns.svc.cluster.local:80=10.96.0.10:80, got '{arg}'"))?;
+    Ok((
+        policy_authority(authority)?,
+        addr.parse()
+            .map_err(|_| format!("'{addr}' is not an IP:PORT address, e.g. 10.96.0.10:80"))?,
+    ))
+}
+
+/// `AUTHORITY=PROTOCOL` of `--service-protocol`.
+fn service_protocol(arg: &str) -> Result<(crate::target::Authority, AppProtocol), String> {
+    let (authority, protocol) = arg.split_once('=').ok_or_else(|| {
+        format!("expected AUTHORITY=PROTOCOL, e.g. web.ns.svc.cluster.local:80=opaque, got '{arg}'")
+    })?;
+    Ok((
+        policy_authority(authority)?,
+        protocol.parse::<AppProtocol>()?,
+    ))
+}
+
+fn policy_authority(authority: &str) -> Result<crate::target::Authority, String> {
+    mock::server::service_authority(authority).map_err(|why| {
+        format!("'{authority}' is not a service authority: {why}; give <svc>.<ns>.svc.<cluster-domain>:<port>")
+    })
+}
+
+/// The service policies of `--service-address` and `--service-protocol`,
+/// checked as the control API checks them.
+fn policies(args: &Args) -> Result<Vec<(crate::target::Authority, ServicePolicy)>, String> {
+    let mut by_service = std::collections::BTreeMap::<_, ServicePolicy>::new();
+    for (authority, addr) in &args.service_address {
+        by_service
+            .entry(authority.clone())
+            .or_default()
+            .addresses
+            .insert(*addr);
+    }
+    for (authority, protocol) in &args.service_protocol {
+        by_service.entry(authority.clone()).or_default().protocol = *protocol;
+    }
+    let check = Policies::default();
+    for (authority, policy) in &by_service {
+        check
+            .set(authority, policy.clone())
+            .map_err(|e| format!("--service-address: {e}"))?;
+    }
+    Ok(by_service.into_iter().collect())
 }
 
 fn load_identities(dir: &str) -> Result<Identities, String> {

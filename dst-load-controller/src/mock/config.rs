@@ -31,6 +31,9 @@ pub struct Config {
     pub timing: Oscillation,
     /// The seed of the oscillations.
     pub seed: u64,
+    /// Service policies: the addresses that stand for each service and its
+    /// protocol.
+    pub policies: Vec<(crate::target::Authority, super::policy::ServicePolicy)>,
     /// Serve the Identity service with these identities.
     pub identities: Option<Identities>,
     /// Where to write the issuing CA's certificate (the proxy's trust

@@ -10,6 +10,13 @@
 //!   port; the body a [`ProfileSpec`]: `{"routes": [{"name": "get-users",
 //!   "method": "GET", "path-regex": "/users/[^/]*"}], "retry-budget": ...}`):
 //!   its `GetProfile` streams get each change at once.
+//! - `GET /api/policies`: every service's policy;
+//! - `GET`, `PUT`, `DELETE /api/policies/{authority}` (the body a
+//!   [`ServicePolicy`]: `{"addresses": ["10.96.0.10:80"], "protocol":
+//!   "detect"}`, protocol one of `detect`, `http1`, `http2`, `opaque`): the
+//!   addresses that stand for the service, as its ClusterIP does, and how
+//!   its traffic is read; its outbound policy watches get each change at
+//!   once. An address another service holds is refused (409).
 //!
 //! Every change answers with what changed and when (RFC 3339, nanoseconds).
 //!
@@ -32,7 +39,12 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{handle::Handle, profiles::ProfileSpec, store::Change};
+use super::{
+    handle::Handle,
+    policy::{PolicyError, ServicePolicy},
+    profiles::ProfileSpec,
+    store::Change,
+};
 use crate::target::Authority;
 
 /// A destination as the API shows it.
@@ -103,6 +115,11 @@ pub fn router(handle: Handle, allow_remote: bool) -> Router {
             "/api/profiles/{service}",
             get(show_profile).put(set_profile).delete(delete_profile),
         )
+        .route("/api/policies", get(list_policies))
+        .route(
+            "/api/policies/{authority}",
+            get(show_policy).put(set_policy).delete(delete_policy),
+        )
         .with_state(handle)
         .layer(axum::middleware::from_fn(
             move |peer: ConnectInfo<SocketAddr>, req: Request, next: Next| async move {
@@ -117,7 +134,7 @@ pub fn router(handle: Handle, allow_remote: bool) -> Router {
         ))
 }
 
-const REMOTE_CHANGE: &str = "only loopback peers may change the mock's destinations and profiles; start mock-dst with --allow-remote-control to allow others\n";
+const REMOTE_CHANGE: &str = "only loopback peers may change the mock's destinations, profiles and policies; start mock-dst with --allow-remote-control to allow others\n";
 
 /// 422 with `why`.
 fn unprocessable(why: impl std::fmt::Display) -> Response {
@@ -332,6 +349,81 @@ async fn delete_profile(State(h): State<Handle>, Path(service): Path<String>) ->
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// A service's policy as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyView {
+    /// `name.ns.svc.cluster.local:port`.
+    pub authority: String,
+    /// The addresses that stand for it.
+    pub addresses: Vec<SocketAddr>,
+    /// How its traffic is read.
+    pub protocol: super::policy::AppProtocol,
+}
+
+impl PolicyView {
+    fn new(authority: &Authority, policy: ServicePolicy) -> Self {
+        Self {
+            authority: authority.to_string(),
+            addresses: policy.addresses.into_iter().collect(),
+            protocol: policy.protocol,
+        }
+    }
+}
+
+async fn list_policies(State(h): State<Handle>) -> Json<Vec<PolicyView>> {
+    Json(
+        h.policies()
+            .into_iter()
+            .map(|(a, policy)| PolicyView::new(&a, policy))
+            .collect(),
+    )
+}
+
+fn no_policy(a: &Authority) -> Response {
+    (StatusCode::NOT_FOUND, format!("no policy set for {a}\n")).into_response()
+}
+
+async fn show_policy(State(h): State<Handle>, Path(authority): Path<String>) -> Response {
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match h.policy(&a) {
+        Some(policy) => Json(PolicyView::new(&a, policy)).into_response(),
+        None => no_policy(&a),
+    }
+}
+
+async fn set_policy(
+    State(h): State<Handle>,
+    Path(authority): Path<String>,
+    Json(policy): Json<ServicePolicy>,
+) -> Response {
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    match h.set_policy(&a, policy.clone()) {
+        Ok(()) => Json(PolicyView::new(&a, policy)).into_response(),
+        Err(e @ PolicyError::AddressTaken { .. }) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e) => unprocessable(e),
+    }
+}
+
+async fn delete_policy(State(h): State<Handle>, Path(authority): Path<String>) -> Response {
+    let a = match parse(&authority) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    if h.delete_policy(&a) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        no_policy(&a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -371,6 +463,72 @@ mod tests {
     }
 
     const WEB: &str = "/api/destinations/web.ns.svc.cluster.local:80";
+
+    #[tokio::test]
+    async fn policies_are_set_shown_listed_and_deleted_and_an_address_has_one_holder() {
+        let (app, handle) = api(false);
+        let web = "/api/policies/web.ns.svc.cluster.local:80";
+        let api_ = "/api/policies/api.ns.svc.cluster.local:80";
+        let (status, text) = call(
+            &app,
+            "PUT",
+            web,
+            r#"{"addresses": ["10.96.0.10:80"], "protocol": "opaque"}"#,
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let shown: PolicyView =
+            serde_json::from_str(&call(&app, "GET", web, "", REMOTE).await.1).unwrap();
+        assert_eq!(
+            shown,
+            PolicyView {
+                authority: "web.ns.svc.cluster.local:80".into(),
+                addresses: vec!["10.96.0.10:80".parse().unwrap()],
+                protocol: super::super::policy::AppProtocol::Opaque,
+            }
+        );
+        // Another service may not take the address; nothing changes.
+        let take = r#"{"addresses": ["10.96.0.10:80"]}"#;
+        let (status, text) = call(&app, "PUT", api_, take, LOCAL).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{text}");
+        assert!(
+            text.contains("10.96.0.10:80 already stands for web.ns.svc.cluster.local:80"),
+            "{text}"
+        );
+        assert_eq!(handle.policies().len(), 1);
+        // A protocol that is none, an unknown key, an authority that is no service.
+        for (path, body) in [
+            (api_, r#"{"protocol": "grpc"}"#),
+            (api_, r#"{"adresses": []}"#),
+            ("/api/policies/10.96.0.10:80", "{}"),
+        ] {
+            let (status, text) = call(&app, "PUT", path, body, LOCAL).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {text}");
+        }
+        // Remote peers read but do not change.
+        let (status, _) = call(&app, "DELETE", web, "", REMOTE).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, text) = call(&app, "GET", "/api/policies", "", REMOTE).await;
+        assert_eq!(status, StatusCode::OK);
+        let listed: Vec<PolicyView> = serde_json::from_str(&text).unwrap();
+        assert_eq!(listed, [shown]);
+        for (method, expect) in [
+            ("DELETE", StatusCode::NO_CONTENT),
+            ("DELETE", StatusCode::NOT_FOUND),
+            ("GET", StatusCode::NOT_FOUND),
+        ] {
+            assert_eq!(
+                call(&app, method, web, "", LOCAL).await.0,
+                expect,
+                "{method}"
+            );
+        }
+        // Freed, the address may go to another service.
+        let (status, text) = call(&app, "PUT", api_, take, LOCAL).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+
     const LOCAL: &str = "127.0.0.1:5";
     const REMOTE: &str = "10.1.2.3:5";
 

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use super::{
     metrics::Metrics,
+    policy::{Policies, PolicyError, ServicePolicy},
     profiles::{ProfileSpec, Profiles},
     store::{Change, Store},
 };
@@ -16,6 +17,7 @@ pub struct Handle {
     pub(super) store: Store,
     pub(super) metrics: Metrics,
     pub(super) profiles: Profiles,
+    pub(super) policies: Policies,
     feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
 }
 
@@ -28,6 +30,7 @@ impl Handle {
             store: Store::default(),
             metrics,
             profiles: Profiles::default(),
+            policies: Policies::default(),
             feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
         }
     }
@@ -95,6 +98,31 @@ impl Handle {
     /// Every profile set, by service.
     pub fn profiles(&self) -> Vec<(String, ProfileSpec)> {
         self.profiles.list()
+    }
+
+    /// Sets a service's policy: the addresses that stand for it (as its
+    /// ClusterIP does) and its protocol. Its outbound watches get it at once.
+    pub fn set_policy(
+        &self,
+        authority: &Authority,
+        policy: ServicePolicy,
+    ) -> Result<(), PolicyError> {
+        self.policies.set(authority, policy)
+    }
+
+    /// Deletes a service's policy; `false` if it had none.
+    pub fn delete_policy(&self, authority: &Authority) -> bool {
+        self.policies.delete(authority)
+    }
+
+    /// A service's policy, if one is set.
+    pub fn policy(&self, authority: &Authority) -> Option<ServicePolicy> {
+        self.policies.get(authority)
+    }
+
+    /// Every service policy set, by service.
+    pub fn policies(&self) -> Vec<(Authority, ServicePolicy)> {
+        self.policies.list()
     }
 
     /// A destination's endpoints, if it exists.

@@ -1,5 +1,8 @@
 //! An embeddable mock Destination server: serve fixed or changing endpoint
-//! sets on a bound listener, change them from a test or over HTTP.
+//! sets on a bound listener, change them from a test or over HTTP. The same
+//! listener serves Policy ([`policy`]: outbound and inbound, as Linkerd's
+//! policy controller answers for plain Services) and, when given
+//! identities, Identity: enough for a real Linkerd proxy.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -23,6 +26,7 @@ pub mod handle;
 pub mod identity;
 pub mod kube;
 pub mod metrics;
+pub mod policy;
 pub mod profile_server;
 pub mod profiles;
 pub mod proxy_env;
@@ -34,7 +38,11 @@ pub use handle::Handle;
 
 use std::net::SocketAddr;
 
-use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use linkerd2_proxy_api::{
+    identity::identity_server::IdentityServer,
+    inbound::inbound_server_policies_server::InboundServerPoliciesServer,
+    outbound::outbound_policies_server::OutboundPoliciesServer,
+};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +127,11 @@ impl MockDestination {
         } = self;
         let profiles =
             profile_server::ProfileService::new(handle.clone(), behavior.clone(), shutdown.clone());
+        let policy = policy::PolicyService::new(
+            handle.policies.clone(),
+            handle.store.clone(),
+            shutdown.clone(),
+        );
         let svc = Service::new(
             handle.store.clone(),
             behavior,
@@ -130,6 +143,8 @@ impl MockDestination {
                 std::sync::Arc::new(svc),
                 std::sync::Arc::new(profiles),
             ))
+            .add_service(OutboundPoliciesServer::new(policy.clone()))
+            .add_service(InboundServerPoliciesServer::new(policy))
             .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
                 crate::net::incoming(listener, accept, shutdown.clone()),

@@ -296,6 +296,45 @@ fn mock_dst_rejects_bad_destinations() {
         &["mock-dst", "--profile-routes", "1001"],
         "--profile-routes",
     );
+    usage_error(
+        &["mock-dst", "--service-address", "10.96.0.10:80"],
+        "expected AUTHORITY=IP:PORT",
+    );
+    usage_error(
+        &[
+            "mock-dst",
+            "--service-address",
+            "web.ns.svc.cluster.local:80=10.96.0.10",
+        ],
+        "'10.96.0.10' is not an IP:PORT address",
+    );
+    usage_error(
+        &[
+            "mock-dst",
+            "--service-address",
+            "10.96.0.10:80=10.96.0.10:80",
+        ],
+        "is not a service authority",
+    );
+    usage_error(
+        &[
+            "mock-dst",
+            "--service-protocol",
+            "web.ns.svc.cluster.local:80=grpc",
+        ],
+        "'grpc' is not a protocol: give detect, http1, http2 or opaque",
+    );
+    // One address for two services.
+    usage_error(
+        &[
+            "mock-dst",
+            "--service-address",
+            "web.ns.svc.cluster.local:80=10.96.0.10:80",
+            "--service-address",
+            "api.ns.svc.cluster.local:80=10.96.0.10:80",
+        ],
+        "10.96.0.10:80 already stands for",
+    );
 }
 
 #[test]

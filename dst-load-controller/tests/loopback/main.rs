@@ -21,6 +21,7 @@ mod mock_connections;
 mod mock_dst;
 mod mock_dst_cli;
 mod mock_identity;
+mod mock_policy;
 mod mock_profiles;
 mod prometheus_answers;
 mod run_scenario;

@@ -1,0 +1,618 @@
+//! Policy on the mock: the `OutboundPolicies` and `InboundServerPolicies`
+//! services a Linkerd proxy watches before it routes a request, answered as
+//! Linkerd's policy controller answers them for plain Services and pods with
+//! no policy resources (edge-26.8.3, `policy-controller/grpc`).
+//!
+//! Outbound, a proxy asks by the connection's original destination
+//! (`IP:port`) or by name. A service's [`ServicePolicy`] gives the addresses
+//! that stand for it (as a ClusterIP does) and its protocol:
+//!
+//! - detect (the default): HTTP/1 and HTTP/2 each get one default route
+//!   (`Default("http")`, path prefix `/`) and other TCP one opaque route
+//!   (`Default("opaq")`), all to one balancer backend that discovers
+//!   endpoints with `Destination.Get` of the service's authority; detection
+//!   times out after 10 s;
+//! - `http1`, `http2`: that protocol only, with the same route;
+//! - `opaque`: the opaque route only.
+//!
+//! Every backend has a queue of 100 and a 3 s fail-fast timeout, and
+//! balances by peak EWMA (30 ms default RTT, 10 s decay), as the
+//! controller's defaults are. An address no service holds is `NotFound`
+//! (the proxy then forwards to the address itself), as is a name that is
+//! neither a destination of the mock nor a service with a policy; a name
+//! must be `name.ns.svc.domain[:port]` (port 80 when absent).
+//!
+//! A watch is sent the policy at once and again whenever it changes; when
+//! the service stops holding the watched address the stream ends, and the
+//! proxy's next watch gets `NotFound`.
+//!
+//! Inbound, every port gets the controller's default for a pod with no
+//! Server: `all-unauthenticated` (every network, no identity needed),
+//! protocol detection with a 10 s timeout and one default HTTP route.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt as _};
+use linkerd2_proxy_api::{
+    http_route,
+    inbound::{self, inbound_server_policies_server::InboundServerPolicies},
+    meta::{Metadata, Resource, metadata},
+    outbound::{self, outbound_policies_server::OutboundPolicies, traffic_spec},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::target::Authority;
+
+/// How a service's traffic is read, as a Service port's `appProtocol` sets it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppProtocol {
+    /// The proxy detects HTTP/1, HTTP/2 or opaque TCP (no `appProtocol`).
+    #[default]
+    Detect,
+    /// HTTP/1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+    /// Opaque TCP: no HTTP routing.
+    Opaque,
+}
+
+impl std::str::FromStr for AppProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "detect" => Ok(Self::Detect),
+            "http1" => Ok(Self::Http1),
+            "http2" => Ok(Self::Http2),
+            "opaque" => Ok(Self::Opaque),
+            _ => Err(format!(
+                "'{s}' is not a protocol: give detect, http1, http2 or opaque"
+            )),
+        }
+    }
+}
+
+/// What the policy controller knows of one service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePolicy {
+    /// Addresses that stand for the service (its ClusterIP and port).
+    #[serde(default)]
+    pub addresses: BTreeSet<SocketAddr>,
+    /// How its traffic is read.
+    #[serde(default)]
+    pub protocol: AppProtocol,
+}
+
+/// A service policy that cannot be set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The authority is not a service's name.
+    #[error("'{0}' is not a service authority; expected name.namespace.svc.cluster.local:PORT")]
+    NotAService(Authority),
+    /// Another service holds one of the addresses.
+    #[error("{addr} already stands for {holder}; delete it there first")]
+    AddressTaken {
+        /// The address.
+        addr: SocketAddr,
+        /// The service holding it.
+        holder: Authority,
+    },
+}
+
+/// Every service policy, by service, and which service each address stands
+/// for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    services: BTreeMap<Authority, ServicePolicy>,
+    by_addr: BTreeMap<SocketAddr, Authority>,
+}
+
+impl Table {
+    /// The service an address stands for, and its protocol.
+    pub fn by_addr(&self, addr: SocketAddr) -> Option<(&Authority, AppProtocol)> {
+        let authority = self.by_addr.get(&addr)?;
+        Some((authority, self.services[authority].protocol))
+    }
+
+    /// A service's policy, if one is set.
+    pub fn service(&self, authority: &Authority) -> Option<&ServicePolicy> {
+        self.services.get(authority)
+    }
+}
+
+/// The mock's service policies; every watch follows them. Cheap to clone;
+/// clones share state.
+#[derive(Clone, Debug)]
+pub struct Policies(Arc<watch::Sender<Arc<Table>>>);
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(Arc::default()).0))
+    }
+}
+
+impl Policies {
+    /// Sets a service's policy, replacing the one it had; an address held
+    /// by another service is refused and nothing changes.
+    pub fn set(&self, authority: &Authority, policy: ServicePolicy) -> Result<(), PolicyError> {
+        if !super::profiles::is_service_name(authority.host()) {
+            return Err(PolicyError::NotAService(authority.clone()));
+        }
+        let mut refused = None;
+        self.0.send_if_modified(|table| {
+            let taken = policy.addresses.iter().find_map(|addr| {
+                let holder = table.by_addr.get(addr)?;
+                (holder != authority).then(|| PolicyError::AddressTaken {
+                    addr: *addr,
+                    holder: holder.clone(),
+                })
+            });
+            if let Some(error) = taken {
+                refused = Some(error);
+                return false;
+            }
+            if table.services.get(authority) == Some(&policy) {
+                return false;
+            }
+            let next = Arc::make_mut(table);
+            next.by_addr.retain(|_, holder| holder != authority);
+            next.by_addr
+                .extend(policy.addresses.iter().map(|a| (*a, authority.clone())));
+            next.services.insert(authority.clone(), policy);
+            true
+        });
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Deletes a service's policy (its addresses stand for nothing after
+    /// it); `false` if it had none.
+    pub fn delete(&self, authority: &Authority) -> bool {
+        self.0.send_if_modified(|table| {
+            if !table.services.contains_key(authority) {
+                return false;
+            }
+            let next = Arc::make_mut(table);
+            next.services.remove(authority);
+            next.by_addr.retain(|_, holder| holder != authority);
+            true
+        })
+    }
+
+    /// A service's policy, if one is set.
+    pub fn get(&self, authority: &Authority) -> Option<ServicePolicy> {
+        self.0.borrow().services.get(authority).cloned()
+    }
+
+    /// Every service policy, by service.
+    pub fn list(&self) -> Vec<(Authority, ServicePolicy)> {
+        let table = self.0.borrow();
+        table
+            .services
+            .iter()
+            .map(|(a, p)| (a.clone(), p.clone()))
+            .collect()
+    }
+
+    /// The table now, and every later one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Table>> {
+        self.0.subscribe()
+    }
+}
+
+/// Controller defaults (edge-26.8.3): protocol detection's timeout.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A backend's queue capacity.
+const QUEUE_CAPACITY: u32 = 100;
+/// How long a request waits in a backend's queue for an endpoint.
+const QUEUE_FAILFAST: Duration = Duration::from_secs(3);
+/// The peak EWMA balancer's RTT before any is measured.
+const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// The peak EWMA balancer's decay.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+fn duration(d: Duration) -> Option<prost_types::Duration> {
+    Some(d.try_into().expect("a constant duration fits"))
+}
+
+fn default_meta(name: &str) -> Option<Metadata> {
+    Some(Metadata {
+        kind: Some(metadata::Kind::Default(name.to_string())),
+    })
+}
+
+/// A service's `core/Service` resource metadata at its port.
+fn service_meta(authority: &Authority) -> Option<Metadata> {
+    let mut parts = authority.host().split('.');
+    let name = parts.next().unwrap_or_default().to_string();
+    let namespace = parts.next().unwrap_or_default().to_string();
+    Some(Metadata {
+        kind: Some(metadata::Kind::Resource(Resource {
+            group: "core".to_string(),
+            kind: "Service".to_string(),
+            name,
+            namespace,
+            section: String::new(),
+            port: authority.port().into(),
+        })),
+    })
+}
+
+/// The balancer backend every route of a service's policy goes to.
+fn backend(authority: &Authority) -> outbound::Backend {
+    use outbound::backend::{self, balance_p2c, endpoint_discovery};
+    outbound::Backend {
+        metadata: service_meta(authority),
+        queue: Some(outbound::Queue {
+            capacity: QUEUE_CAPACITY,
+            failfast_timeout: duration(QUEUE_FAILFAST),
+        }),
+        kind: Some(backend::Kind::Balancer(backend::BalanceP2c {
+            discovery: Some(backend::EndpointDiscovery {
+                kind: Some(endpoint_discovery::Kind::Dst(
+                    endpoint_discovery::DestinationGet {
+                        path: authority.to_string(),
+                    },
+                )),
+            }),
+            load: Some(balance_p2c::Load::PeakEwma(balance_p2c::PeakEwma {
+                default_rtt: duration(EWMA_DEFAULT_RTT),
+                decay: duration(EWMA_DECAY),
+            })),
+        })),
+    }
+}
+
+fn http_route(backend: outbound::Backend) -> outbound::HttpRoute {
+    use outbound::http_route::{Distribution, RouteBackend, Rule, distribution};
+    outbound::HttpRoute {
+        metadata: default_meta("http"),
+        hosts: Vec::new(),
+        rules: vec![Rule {
+            matches: vec![prefix_match()],
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::FirstAvailable(
+                    distribution::FirstAvailable {
+                        backends: vec![RouteBackend {
+                            backend: Some(backend),
+                            ..Default::default()
+                        }],
+                    },
+                )),
+            }),
+            timeouts: Some(http_route::Timeouts::default()),
+            ..Default::default()
+        }],
+    }
+}
+
+fn opaque_route(backend: outbound::Backend) -> outbound::OpaqueRoute {
+    use outbound::opaque_route::{Distribution, RouteBackend, Rule, distribution};
+    outbound::OpaqueRoute {
+        metadata: default_meta("opaq"),
+        rules: vec![Rule {
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::FirstAvailable(
+                    distribution::FirstAvailable {
+                        backends: vec![RouteBackend {
+                            backend: Some(backend),
+                            filters: Vec::new(),
+                        }],
+                    },
+                )),
+            }),
+            filters: Vec::new(),
+        }],
+    }
+}
+
+fn prefix_match() -> http_route::HttpRouteMatch {
+    http_route::HttpRouteMatch {
+        path: Some(http_route::PathMatch {
+            kind: Some(http_route::path_match::Kind::Prefix("/".to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The outbound policy of a service with no routes of its own.
+pub fn outbound_policy(authority: &Authority, protocol: AppProtocol) -> outbound::OutboundPolicy {
+    use outbound::proxy_protocol::{Detect, Http1, Http2, Kind, Opaque};
+    let backend = backend(authority);
+    let http = || vec![http_route(backend.clone())];
+    let kind = match protocol {
+        AppProtocol::Detect => Kind::Detect(Detect {
+            timeout: duration(DETECT_TIMEOUT),
+            opaque: Some(Opaque {
+                routes: vec![opaque_route(backend.clone())],
+            }),
+            http1: Some(Http1 {
+                routes: http(),
+                failure_accrual: None,
+            }),
+            http2: Some(Http2 {
+                routes: http(),
+                failure_accrual: None,
+            }),
+        }),
+        AppProtocol::Http1 => Kind::Http1(Http1 {
+            routes: http(),
+            failure_accrual: None,
+        }),
+        AppProtocol::Http2 => Kind::Http2(Http2 {
+            routes: http(),
+            failure_accrual: None,
+        }),
+        AppProtocol::Opaque => Kind::Opaque(Opaque {
+            routes: vec![opaque_route(backend.clone())],
+        }),
+    };
+    outbound::OutboundPolicy {
+        metadata: service_meta(authority),
+        protocol: Some(outbound::ProxyProtocol { kind: Some(kind) }),
+    }
+}
+
+/// The name of the default inbound policy the mock serves.
+pub const INBOUND_DEFAULT: &str = "all-unauthenticated";
+
+/// The inbound policy of every port: `all-unauthenticated`, detected, one
+/// default HTTP route.
+pub fn inbound_server() -> inbound::Server {
+    use inbound::{Authn, Authz, Network, authn, proxy_protocol};
+    let labels = |name: &str| {
+        [("group", ""), ("kind", "default"), ("name", name)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let everywhere = ["0.0.0.0/0", "::/0"].map(|net| Network {
+        net: Some(net.parse::<ipnet::IpNet>().expect("a network").into()),
+        except: Vec::new(),
+    });
+    inbound::Server {
+        protocol: Some(inbound::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+                timeout: duration(DETECT_TIMEOUT),
+                http_routes: vec![inbound::HttpRoute {
+                    metadata: default_meta("default"),
+                    hosts: Vec::new(),
+                    // The server's authorizations apply to a route with none.
+                    authorizations: Vec::new(),
+                    rules: vec![inbound::http_route::Rule {
+                        matches: vec![prefix_match()],
+                        filters: Vec::new(),
+                    }],
+                }],
+                http_local_rate_limit: None,
+            })),
+        }),
+        server_ips: Vec::new(),
+        authorizations: vec![Authz {
+            networks: everywhere.to_vec(),
+            authentication: Some(Authn {
+                permit: Some(authn::Permit::Unauthenticated(
+                    authn::PermitUnauthenticated {},
+                )),
+            }),
+            labels: labels(INBOUND_DEFAULT),
+            metadata: default_meta(INBOUND_DEFAULT),
+        }],
+        labels: labels(INBOUND_DEFAULT),
+    }
+}
+
+/// What an outbound lookup is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A connection's original destination.
+    Addr(SocketAddr),
+    /// A service by name.
+    Service(Authority),
+}
+
+impl Target {
+    /// Reads a lookup's target, refusing what the controller refuses.
+    pub fn from_spec(spec: outbound::TrafficSpec) -> Result<Self, Status> {
+        match spec.target {
+            None => Err(Status::invalid_argument("target is required")),
+            Some(traffic_spec::Target::Addr(addr)) => {
+                let addr = SocketAddr::try_from(addr).map_err(|e| {
+                    Status::invalid_argument(format!("failed to parse target addr: {e}"))
+                })?;
+                if addr.port() == 0 {
+                    return Err(Status::invalid_argument("port cannot be zero"));
+                }
+                Ok(Self::Addr(addr))
+            }
+            Some(traffic_spec::Target::Authority(name)) => {
+                let with_port = if name
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    name.clone()
+                } else {
+                    format!("{name}:80")
+                };
+                match with_port.parse::<Authority>() {
+                    Ok(a) if super::profiles::is_service_name(a.host()) => Ok(Self::Service(a)),
+                    _ => Err(Status::not_found(
+                        "authority must be of the form <name>.<namespace>.svc.<cluster-domain>",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Its policy under `table`, with `exists` saying which destinations
+    /// the mock serves; `None` is `NotFound`.
+    pub fn resolve(
+        &self,
+        table: &Table,
+        exists: impl Fn(&Authority) -> bool,
+    ) -> Option<outbound::OutboundPolicy> {
+        match self {
+            Self::Addr(addr) => {
+                let (authority, protocol) = table.by_addr(*addr)?;
+                Some(outbound_policy(authority, protocol))
+            }
+            Self::Service(authority) => {
+                let protocol = match table.service(authority) {
+                    Some(p) => p.protocol,
+                    None if exists(authority) => AppProtocol::Detect,
+                    None => return None,
+                };
+                Some(outbound_policy(authority, protocol))
+            }
+        }
+    }
+}
+
+/// A stream of policies, as tonic serves it.
+pub type PolicyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `OutboundPolicies` and `InboundServerPolicies` services over the
+/// mock's policies and destinations.
+#[derive(Clone)]
+pub struct PolicyService {
+    policies: Policies,
+    store: super::store::Store,
+    shutdown: CancellationToken,
+}
+
+impl PolicyService {
+    /// Serves `policies`; names are known if `store` has them; every
+    /// stream ends at `shutdown`.
+    pub fn new(
+        policies: Policies,
+        store: super::store::Store,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            policies,
+            store,
+            shutdown,
+        }
+    }
+
+    fn lookup(&self, spec: outbound::TrafficSpec) -> Result<Target, Status> {
+        let target = Target::from_spec(spec)?;
+        tracing::debug!(?target, "outbound policy lookup");
+        Ok(target)
+    }
+}
+
+fn not_found(target: &Target) -> Status {
+    tracing::debug!(?target, "no outbound policy");
+    match target {
+        Target::Addr(_) => Status::not_found("No such service"),
+        Target::Service(_) => Status::not_found("unknown target"),
+    }
+}
+
+#[tonic::async_trait]
+impl OutboundPolicies for PolicyService {
+    async fn get(
+        &self,
+        request: Request<outbound::TrafficSpec>,
+    ) -> Result<Response<outbound::OutboundPolicy>, Status> {
+        let target = self.lookup(request.into_inner())?;
+        let table = self.policies.subscribe().borrow().clone();
+        target
+            .resolve(&table, |a| self.store.exists(a))
+            .map(Response::new)
+            .ok_or_else(|| not_found(&target))
+    }
+
+    type WatchStream = PolicyStream<outbound::OutboundPolicy>;
+
+    async fn watch(
+        &self,
+        request: Request<outbound::TrafficSpec>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let target = self.lookup(request.into_inner())?;
+        let mut tables = self.policies.subscribe();
+        let store = self.store.clone();
+        let first = {
+            let table = tables.borrow_and_update();
+            target
+                .resolve(&table, |a| store.exists(a))
+                .ok_or_else(|| not_found(&target))?
+        };
+        let shutdown = self.shutdown.clone();
+        let later = futures::stream::unfold(
+            (tables, first.clone(), target),
+            move |(mut tables, last, target)| {
+                let (shutdown, store) = (shutdown.clone(), store.clone());
+                async move {
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return None,
+                            changed = tables.changed() => changed.ok()?,
+                        }
+                        let table = tables.borrow_and_update().clone();
+                        // A target that resolves no more (an address no
+                        // service holds now, a name neither served nor with
+                        // a policy) ends the stream.
+                        let next = target.resolve(&table, |a| store.exists(a))?;
+                        if next != last {
+                            return Some((Ok(next.clone()), (tables, next, target)));
+                        }
+                    }
+                }
+            },
+        );
+        let stream = futures::stream::once(async move { Ok(first) }).chain(later);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl InboundServerPolicies for PolicyService {
+    async fn get_port(
+        &self,
+        request: Request<inbound::PortSpec>,
+    ) -> Result<Response<inbound::Server>, Status> {
+        check_port(&request.into_inner())?;
+        Ok(Response::new(inbound_server()))
+    }
+
+    type WatchPortStream = PolicyStream<inbound::Server>;
+
+    async fn watch_port(
+        &self,
+        request: Request<inbound::PortSpec>,
+    ) -> Result<Response<Self::WatchPortStream>, Status> {
+        check_port(&request.into_inner())?;
+        let shutdown = self.shutdown.clone();
+        // Sent once; the stream stays open (the policy never changes) until
+        // the client goes or the mock shuts down.
+        let stream = futures::stream::once(async { Ok(inbound_server()) }).chain(
+            futures::stream::once(async move { shutdown.cancelled_owned().await })
+                .filter_map(|()| async { None }),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn check_port(spec: &inbound::PortSpec) -> Result<(), Status> {
+    if spec.port == 0 || spec.port > u32::from(u16::MAX) {
+        return Err(Status::invalid_argument(format!(
+            "invalid port {}",
+            spec.port
+        )));
+    }
+    tracing::debug!(workload = %spec.workload, port = spec.port, "inbound policy lookup");
+    Ok(())
+}
