@@ -7,17 +7,26 @@
 //! from its identity directory (`key.p8`, `csr.der`, written by `proxy-env`)
 //! and asks Identity's `Certify` to sign the CSR with its token. Each proxy
 //! is started as a user would: `eval "$(dst-load-controller proxy-env ...)"`.
+//!
+//! The traffic test runs again in a network namespace of its own (`unshare
+//! --net`; root, or a user namespace): addresses on its loopback device,
+//! iptables `REDIRECT` of the application's connections to the proxy's
+//! listeners as linkerd-proxy-init sets them in a pod, HTTP backends that
+//! answer their names. Nothing leaves the namespace.
 
 mod support;
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
-use dst_load_controller::mock::identity::{Identities, IssuerConfig};
+use dst_load_controller::mock::{
+    identity::{Identities, IssuerConfig},
+    policy::{AppProtocol, ServicePolicy},
+    server::Behavior,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dst-load-controller");
 const ME: &str = "default.ns.serviceaccount.identity.linkerd.cluster.local";
@@ -60,14 +69,29 @@ struct Proxy {
     admin: SocketAddr,
 }
 
+fn loopback_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], support::free_port()))
+}
+
 impl Proxy {
     /// Starts a proxy of the mock at `control` as a user would: `eval` of
     /// `proxy-env`'s output (which writes the key and CSR into `dir/id`),
     /// then the proxy, with `dir/token` as its token and the mock's trust
     /// anchors in `dir/anchors.pem`.
     fn start(dir: &Path, control: SocketAddr) -> Self {
-        let port = || format!("127.0.0.1:{}", support::free_port());
+        Self::start_with(dir, control, loopback_port(), loopback_port())
+    }
+
+    /// As [`Proxy::start`], with its outbound and inbound listeners there.
+    fn start_with(
+        dir: &Path,
+        control: SocketAddr,
+        outbound: SocketAddr,
+        inbound: SocketAddr,
+    ) -> Self {
+        let port = || loopback_port().to_string();
         let admin = port();
+        let log = std::fs::File::create(dir.join("proxy.log")).unwrap();
         let script =
             r#"out=$("$0" proxy-env "$@") || exit 3; eval "$out"; exec "$DST_LINKERD_PROXY""#;
         let child = tokio::process::Command::new("sh")
@@ -84,7 +108,8 @@ impl Proxy {
             .arg(dir.join("anchors.pem"))
             .arg("--identity-dir")
             .arg(dir.join("id"))
-            .args(["--inbound-addr", &port(), "--outbound-addr", &port()])
+            .args(["--inbound-addr", &inbound.to_string()])
+            .args(["--outbound-addr", &outbound.to_string()])
             .args([
                 "--proxy-admin-addr",
                 &admin,
@@ -92,9 +117,17 @@ impl Proxy {
                 &port(),
             ])
             .env("DST_LINKERD_PROXY", proxy_bin())
-            .env("LINKERD2_PROXY_LOG", "warn,linkerd=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+            // Until the policy of a port is discovered, deny: what gets
+            // in, gets in by the mock's inbound policy.
+            .env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "deny")
+            .env(
+                "LINKERD2_PROXY_LOG",
+                // DST_PROXY_LOG to debug, e.g. linkerd_app_outbound=debug.
+                std::env::var("DST_PROXY_LOG").unwrap_or("warn,linkerd=info".into()),
+            )
+            // The proxy logs to stdout.
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("start linkerd2-proxy");
@@ -192,4 +225,376 @@ async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
     assert_eq!(ids.issued(), 0);
     mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Set in the run of a test inside the network namespace it made.
+const IN_NETNS: &str = "DST_E2E_PROXY_IN_NETNS";
+
+/// Whether this process is the run of test `name` inside a network
+/// namespace of its own. If it is not, runs `name` again, alone, in a new
+/// namespace (`unshare --net`, with `--map-root-user` when not root),
+/// asserts that it ran and passed, and returns false.
+fn in_own_netns(name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        run(&["ip", "link", "set", "lo", "up"]);
+        return true;
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut unshare = std::process::Command::new("unshare");
+    if !root {
+        unshare.arg("--map-root-user");
+    }
+    let out = unshare
+        .args(["--net", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(IN_NETNS, "1")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the run in its namespace failed");
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the run in its namespace ran no test"
+    );
+    false
+}
+
+/// Runs a command of the namespace's setup (`ip`, `iptables`).
+fn run(argv: &[&str]) {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A backend: an HTTP server answering its name, counting its requests.
+struct Backend {
+    name: &'static str,
+    addr: SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend {
+    async fn start(name: &'static str, addr: &str) -> Self {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { name }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { name, addr, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The source address of the "application" whose connections iptables
+/// redirects to the proxy (the proxy's own connections come from other
+/// addresses and are not redirected).
+const APP_IP: [u8; 4] = [10, 77, 0, 100];
+const APP_SOURCE: &str = "10.77.0.100";
+
+/// One HTTP/1 request from the application to `to` on a new connection:
+/// the status and the body (None: no answer within a loaded machine's
+/// patience, or the connection failed).
+async fn request(to: SocketAddr) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(SocketAddr::from((APP_IP, 0))).ok()?;
+        let mut conn = socket.connect(to).await.ok()?;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Which backend of `all` answered a request to `to` (None: another
+/// answer, printed).
+async fn answered_by<'a>(to: SocketAddr, all: &'a [&'a Backend]) -> Option<&'a Backend> {
+    let (status, body) = request(to).await?;
+    let backend = all.iter().find(|b| body.ends_with(b.name)).copied();
+    if status != 200 || backend.is_none() {
+        println!("{to}: {status} {body:?}");
+    }
+    backend
+}
+
+#[tokio::test]
+#[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY), unshare and iptables; run by hack/e2e.sh"]
+async fn traffic_through_the_real_proxy_follows_the_mock() {
+    if !in_own_netns("traffic_through_the_real_proxy_follows_the_mock") {
+        return;
+    }
+    // In the namespace: addresses of its own on its loopback device. Not
+    // 127/8: the proxy refuses to connect to loopback addresses. Backends
+    // are 10.77.0.11-15, the application 10.77.0.100 and its pod's address
+    // 10.77.0.20; services' ClusterIPs are 10.96.0.1-3.
+    for ip in [
+        "10.77.0.11",
+        "10.77.0.12",
+        "10.77.0.13",
+        "10.77.0.14",
+        "10.77.0.15",
+    ]
+    .into_iter()
+    .chain([
+        "10.77.0.20",
+        APP_SOURCE,
+        "10.96.0.1",
+        "10.96.0.2",
+        "10.96.0.3",
+    ]) {
+        run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    let [a, b, c, d, e] = [
+        ("backend-a", "10.77.0.11:8080"),
+        ("backend-b", "10.77.0.12:8080"),
+        ("backend-c", "10.77.0.13:8080"),
+        ("backend-d", "10.77.0.14:8080"),
+        ("backend-e", "10.77.0.15:8080"),
+    ]
+    .map(|(name, addr)| Backend::start(name, addr));
+    let (a, b, c, d, e) = (a.await, b.await, c.await, d.await, e.await);
+    // What answers at an address no service holds (the proxy forwards to
+    // it), and the application behind the proxy's inbound side.
+    let direct = Backend::start("direct", "10.96.0.3:80").await;
+    let app = Backend::start("app", "0.0.0.0:9090").await;
+    let all = [&a, &b, &c, &d, &e, &direct, &app];
+
+    // The mock: web's ClusterIP is 10.96.0.1:80; gone's (10.96.0.2:80)
+    // is a service with no destination.
+    let web: dst_load_controller::target::Authority =
+        "web.ns.svc.cluster.local:80".parse().unwrap();
+    let gone: dst_load_controller::target::Authority =
+        "gone.ns.svc.cluster.local:80".parse().unwrap();
+    let web_ip: SocketAddr = "10.96.0.1:80".parse().unwrap();
+    let gone_ip: SocketAddr = "10.96.0.2:80".parse().unwrap();
+    let dir = tempdir("traffic");
+    std::fs::write(dir.join("token"), "proxy-token").unwrap();
+    let ids = Identities::issuing(IssuerConfig {
+        ca: None,
+        token: b"proxy-token".to_vec(),
+        identity: ME.to_string(),
+        lifetime: Duration::from_secs(24 * 3600),
+    })
+    .unwrap();
+    std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
+    let control = loopback_port();
+    let start_mock = |endpoints: Vec<SocketAddr>| {
+        let listener = dst_load_controller::mock::bind(control).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
+        let mock = support::Mock::serve(
+            listener,
+            Behavior {
+                unmeshed: true,
+                ..Default::default()
+            },
+            Some(ids.clone()),
+        );
+        mock.handle.set(&web, endpoints);
+        for (service, ip) in [(&web, web_ip), (&gone, gone_ip)] {
+            let policy = ServicePolicy {
+                addresses: [ip].into(),
+                protocol: AppProtocol::Detect,
+            };
+            mock.handle.set_policy(service, policy).unwrap();
+        }
+        mock
+    };
+    let mock = start_mock(vec![a.addr, b.addr]);
+
+    // The proxy, and iptables redirecting the application's connections
+    // as linkerd-proxy-init does: to services' addresses to its outbound
+    // listener, to the pod's own port 9090 to its inbound one.
+    let (outbound, inbound) = (loopback_port(), loopback_port());
+    let proxy = Proxy::start_with(&dir, control, outbound, inbound);
+    for (to, port) in [
+        ("10.96.0.0/24", outbound.port()),
+        ("10.77.0.20/32", inbound.port()),
+    ] {
+        run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-s",
+            APP_SOURCE,
+            "-d",
+            to,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &port.to_string(),
+        ]);
+    }
+    support::eventually_async("the proxy ready", Duration::from_secs(60), || async {
+        proxy.ready().await == Some(200)
+    })
+    .await;
+    assert!(ids.issued() >= 1, "certified by the mock");
+
+    // Requests reach exactly the mock's endpoints, both of them.
+    support::eventually_async("a first answer", Duration::from_secs(60), || async {
+        answered_by(web_ip, &all).await.is_some()
+    })
+    .await;
+    // Requests reach exactly the mock's endpoints, and each of them.
+    each_answers(web_ip, &[&a, &b], &[&a, &b], &all).await;
+
+    // The PATCH that removes A and adds C; then D is added, a later change
+    // on the same stream: the mock sends web's changes in order and the
+    // proxy applies them in order, so once D answers it has the PATCH.
+    mock.handle.patch(&web, &[c.addr], &[a.addr]);
+    mock.handle.patch(&web, &[d.addr], &[]);
+    each_answers(web_ip, &[&d], &[&a, &b, &c, &d], &all).await;
+    // From then on no request reaches A, and C gets some. (The balancer
+    // prefers endpoints by latency: C may wait a while for its first.)
+    let a_hits = a.hits();
+    each_answers(web_ip, &[&b, &c, &d], &[&b, &c, &d], &all).await;
+    assert_eq!(a.hits(), a_hits, "no request reached A after the PATCH");
+
+    // An address no service holds: the policy is NotFound and the proxy
+    // forwards to the address itself.
+    let answer = request(direct.addr).await;
+    assert_eq!(
+        answer.map(|(s, body)| (s, body.ends_with("direct"))),
+        Some((200, true))
+    );
+    // A service whose destination does not exist: the proxy answers 504
+    // once the backend's queue gives up (the 3 s fail-fast timeout of the
+    // mock's policy; never before it), and no backend sees the request.
+    let hits: Vec<usize> = all.iter().map(|b| b.hits()).collect();
+    let asked = std::time::Instant::now();
+    let (status, body) = request(gone_ip).await.expect("the proxy answers");
+    let waited = asked.elapsed();
+    println!("gone: {status} {body:?} after {waited:?}");
+    assert_eq!(status, 504, "{body:?}");
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    assert_eq!(all.iter().map(|b| b.hits()).collect::<Vec<_>>(), hits);
+    // Inbound: the proxy's own default is `deny` here (see
+    // `Proxy::start_with`), so the application's connection to the pod's
+    // port gets in only by the mock's all-unauthenticated policy.
+    support::eventually_async(
+        "in by the mock's policy",
+        Duration::from_secs(60),
+        || async {
+            let answer = request("10.77.0.20:9090".parse().unwrap()).await;
+            answer.is_some_and(|(s, body)| s == 200 && body.ends_with("app"))
+        },
+    )
+    .await;
+
+    // The mock restarts on the same port. Meanwhile the proxy keeps
+    // routing to the endpoints it has.
+    mock.stop().await;
+    let seen = who_answers(web_ip, 10, &all).await;
+    assert!(
+        names(&seen)
+            .iter()
+            .all(|n| ["backend-b", "backend-c", "backend-d"].contains(n)),
+        "{seen:?}"
+    );
+    let mock = start_mock(vec![b.addr, c.addr, d.addr]);
+    // Once the proxy watches web again, traffic follows the next change.
+    support::eventually_async(
+        "the proxy back on the mock",
+        Duration::from_secs(60),
+        || async { mock.handle.metrics().streams_active.get() >= 1 },
+    )
+    .await;
+    mock.handle.set(&web, [e.addr]);
+    mock.handle.patch(&web, &[a.addr], &[]);
+    each_answers(web_ip, &[&a], &[&a, &b, &c, &d, &e], &all).await;
+    each_answers(web_ip, &[&a, &e], &[&a, &e], &all).await;
+
+    // The proxy took every policy the mock sent.
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap();
+    for bad in ["Client policy misconfigured", "Server misconfigured"] {
+        assert!(!log.contains(bad), "the proxy logged {bad:?}:\n{log}");
+    }
+    mock.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Who answered `n` requests to `to`, by name, with how many each (a
+/// request no backend answered counts as `no answer`).
+async fn who_answers(
+    to: SocketAddr,
+    n: usize,
+    all: &[&Backend],
+) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let by = answered_by(to, all).await.map(|b| b.name);
+        *seen.entry(by.unwrap_or("no answer")).or_default() += 1;
+    }
+    println!("{n} requests to {to}: {seen:?}");
+    seen
+}
+
+fn names(seen: &std::collections::BTreeMap<&'static str, usize>) -> Vec<&'static str> {
+    seen.keys().copied().collect()
+}
+
+/// Requests `to` until each of `wanted` has answered (at least 20
+/// requests); every answer is from one of `allowed`.
+async fn each_answers(to: SocketAddr, wanted: &[&Backend], allowed: &[&Backend], all: &[&Backend]) {
+    let name_of = |set: &[&Backend]| set.iter().map(|b| b.name).collect::<Vec<_>>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    loop {
+        let by = answered_by(to, all).await.map(|b| b.name);
+        *seen.entry(by.unwrap_or("no answer")).or_default() += 1;
+        assert!(
+            by.is_some_and(|name| name_of(allowed).contains(&name)),
+            "answered by {by:?}, not one of {:?} (so far {seen:?})",
+            name_of(allowed)
+        );
+        let requests: usize = seen.values().sum();
+        if requests >= 20 && wanted.iter().all(|b| seen.contains_key(b.name)) {
+            println!("{requests} requests to {to}: {seen:?}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not each of {:?} answered in 60 s: {seen:?}",
+            name_of(wanted)
+        );
+    }
 }

@@ -42,6 +42,12 @@ pub struct Args {
     #[arg(long)]
     pub allow_remote_control: bool,
 
+    /// Serve endpoints with no TLS identity and no protocol hint, as pods
+    /// without a proxy: a real proxy using the mock then sends plain HTTP/1
+    /// to them (meshed endpoints get mTLS and HTTP/2 from it).
+    #[arg(long)]
+    pub unmeshed_endpoints: bool,
+
     /// Send `no_endpoints` when a set empties, as older controllers did.
     #[arg(long)]
     pub legacy_no_endpoints: bool,
@@ -201,6 +207,7 @@ impl TryFrom<Args> for mock::Config {
                 delay: args.delay,
                 delay_per_stream: args.delay_per_stream.into(),
                 withhold_removals_every: args.withhold_removals_every,
+                unmeshed: args.unmeshed_endpoints,
                 ..Default::default()
             },
             dsts: args.dsts.0,

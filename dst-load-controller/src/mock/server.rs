@@ -42,6 +42,11 @@ pub struct Behavior {
     /// A fault for testing clients: every Nth stream opened never receives
     /// removals, as a controller with a stale-endpoints bug would behave.
     pub withhold_removals_every: Option<usize>,
+    /// Endpoints carry no TLS identity and no protocol hint, as pods
+    /// without a proxy: a real proxy then speaks to them in plain text and
+    /// in the protocol it was given (meshed endpoints, the default, get mTLS
+    /// and HTTP/2 from it).
+    pub unmeshed: bool,
 }
 
 impl Default for Behavior {
@@ -54,6 +59,7 @@ impl Default for Behavior {
             trust_domain: "cluster.local".into(),
             control_plane_ns: "linkerd".into(),
             withhold_removals_every: None,
+            unmeshed: false,
         }
     }
 }
@@ -389,6 +395,7 @@ pub(super) struct Shaper {
     namespace: String,
     identity: String,
     legacy: bool,
+    unmeshed: bool,
 }
 
 impl Shaper {
@@ -406,6 +413,7 @@ impl Shaper {
             namespace,
             identity,
             legacy: b.legacy_no_endpoints,
+            unmeshed: b.unmeshed,
         }
     }
 
@@ -428,7 +436,8 @@ impl Shaper {
         &self.namespace
     }
 
-    /// An address as its pod's endpoint: labels, identity, protocol hint.
+    /// An address as its pod's endpoint: labels, identity, protocol hint
+    /// (the last two for meshed pods only).
     pub(super) fn weighted(&self, addr: SocketAddr) -> WeightedAddr {
         let pod = format!(
             "{}-{}",
@@ -443,7 +452,7 @@ impl Shaper {
                 ("deployment".to_string(), self.service.clone()),
                 ("serviceaccount".to_string(), "default".to_string()),
             ]),
-            tls_identity: Some(TlsIdentity {
+            tls_identity: (!self.unmeshed).then(|| TlsIdentity {
                 server_name: None,
                 strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
                     tls_identity::DnsLikeIdentity {
@@ -451,7 +460,7 @@ impl Shaper {
                     },
                 )),
             }),
-            protocol_hint: Some(ProtocolHint {
+            protocol_hint: (!self.unmeshed).then_some(ProtocolHint {
                 opaque_transport: None,
                 protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
             }),
@@ -513,5 +522,22 @@ mod tests {
         assert!(len + 5 <= 4 * 1024 * 1024, "{len} bytes");
         // And the bound is not far below what fits (it is the limit, not a guess).
         assert!(len * 2 > 4 * 1024 * 1024, "{len} bytes");
+    }
+
+    #[test]
+    fn unmeshed_endpoints_carry_no_identity_and_no_protocol_hint() {
+        let authority: Authority = "web.ns.svc.cluster.local:80".parse().unwrap();
+        let addr = "10.0.0.1:80".parse().unwrap();
+        let meshed = Shaper::new(&authority, &Behavior::default()).weighted(addr);
+        assert!(meshed.tls_identity.is_some() && meshed.protocol_hint.is_some());
+        let unmeshed = Behavior {
+            unmeshed: true,
+            ..Default::default()
+        };
+        let plain = Shaper::new(&authority, &unmeshed).weighted(addr);
+        assert_eq!((plain.tls_identity, plain.protocol_hint), (None, None));
+        // Everything else is as a meshed pod's.
+        assert_eq!(plain.metric_labels, meshed.metric_labels);
+        assert_eq!((plain.addr, plain.weight), (meshed.addr, meshed.weight));
     }
 }

@@ -444,7 +444,9 @@ impl Mock {
         Self::serve(listener, Behavior::default(), Some(identities))
     }
 
-    fn serve(
+    /// A mock on `listener` with `behavior`, serving Identity too when
+    /// given `identities`.
+    pub fn serve(
         listener: tokio::net::TcpListener,
         behavior: Behavior,
         identities: Option<Identities>,
