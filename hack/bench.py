@@ -5,7 +5,11 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts|versions ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts|versions|mock-peer|proxy ...] [--streams N] [--seconds S]
+
+`mock-peer` runs linkerd2-mock-dst (2020) beside our mock-dst (hack/build-deps.sh mock_dst_2020 builds it).
+`proxy` runs Linkerd's proxy (hack/build-deps.sh linkerd_proxy) against our mock-dst in a network
+namespace of its own (unshare --net, ip, iptables; root).
 
 `controller`, `profile-path`, `redline`, `storm`, `pod-storm` and `pod-orphans` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down;
@@ -69,10 +73,11 @@ def stop_all():
 class Proc(Pid):
     """A child process of the harness, logging to target/bench/NAME.log."""
 
-    def __init__(self, name, args, env=None):
+    def __init__(self, name, args, env=None, exe=BIN, stdout_to_log=False):
         self.name = name
         self.log = open(os.path.join(REPO, f"target/bench/{name}.log"), "w")
-        self.p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=self.log,
+        stdout = self.log if stdout_to_log else subprocess.PIPE
+        self.p = subprocess.Popen([exe, *args], stdout=stdout, stderr=self.log,
                                   env=dict(os.environ, **(env or {})), text=True)
         LIVE.append(self)
         super().__init__(self.p.pid)
@@ -243,6 +248,423 @@ def bench_fanout(a):
     }
     c.stop()
     m.stop()
+    return result
+
+
+def peer_bin(component, version_key, exe):
+    """A peer as hack/build-deps.sh caches it by version (built here if missing)."""
+    env = dict(line.strip().split("=", 1) for line in open(os.path.join(REPO, "hack/versions.env"))
+               if "=" in line and not line.startswith("#"))
+    cache = os.environ.get("DST_LOAD_CACHE", os.path.expanduser("~/.cache/dst-load-controller"))
+    path = os.path.join(cache, f"{component}-{env[version_key]}", "bin", exe)
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(REPO, "hack/build-deps.sh"), component], check=True)
+    return path
+
+
+def mock_2020_bin():
+    """linkerd2-mock-dst (2020)."""
+    return peer_bin("mock_dst_2020", "MOCK_DST_2020_COMMIT", "linkerd2-mock-dst")
+
+
+def peer_sets(i, lo, hi):
+    """Service i's two endpoint sets: the first lo of its hi addresses, and all hi."""
+    every = [f"10.{100 + i}.{j // 256}.{j % 256}:8080" for j in range(hi)]
+    return every[:lo], every
+
+
+def peer_cell(a, which, streams):
+    """One server (`ours` or `2020`) under `streams` streams over 10
+    services, each service flipping between its two sets every --hold: the
+    client's endpoint updates per CPU-second of the server."""
+    services, per_service = 10, streams // 10
+    sets = [peer_sets(i, a.min_endpoints, a.max_endpoints) for i in range(services)]
+    port = free_port()
+    if which == "ours":
+        admin = free_port()
+        server = Proc(f"peer-{which}-{streams}", [
+            "mock-dst", "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}",
+            "--log-level", "warn", "--stream-queue-capacity", "10000",
+            *(["--unmeshed-endpoints"] if a.peer_metadata == "bare" else [])])
+        wait_for("mock-dst admin", lambda: _up(admin), 30)
+
+        def put(i, endpoints):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{admin}/api/destinations/{svc(i)}", method="PUT",
+                data=json.dumps({"endpoints": endpoints}).encode(),
+                headers={"content-type": "application/json"})
+            urllib.request.urlopen(req, timeout=30).read()
+    else:
+        folder = os.path.join(REPO, f"target/bench/peer-2020-{streams}-endpoints")
+        os.makedirs(folder, exist_ok=True)
+        for f in os.listdir(folder):
+            os.remove(os.path.join(folder, f))
+
+        def put(i, endpoints):
+            # One write of the whole file: the 2020 mock re-reads it on
+            # each inotify MODIFY (the truncation's too, which it logs
+            # as a parse error and skips).
+            # Each address as our mock shapes it (its pod's labels, a TLS
+            # identity, the HTTP/2 hint), so both send the same content
+            # (the 2020 mock adds `addr` and `h2` labels of its own).
+            name = f"svc-{i}"
+            if a.peer_metadata == "bare":
+                body = json.dumps([{"address": e, "h2": False, "weight": 10000, "metric_labels": {},
+                                    "tls_identity": None, "authority_override": None}
+                                   for e in endpoints]).encode()
+            body = body if a.peer_metadata == "bare" else json.dumps([{
+                "address": e, "h2": True, "weight": 10000,
+                "metric_labels": {"pod": f"{name}-{e.split(':')[0].replace('.', '-')}",
+                                  "deployment": name, "serviceaccount": "default"},
+                "tls_identity": "default.bench.serviceaccount.identity.linkerd.cluster.local",
+                "authority_override": None} for e in endpoints]).encode()
+            fd = os.open(os.path.join(folder, f"{svc(i)}.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.write(fd, body)
+            os.close(fd)
+        server = Proc(f"peer-{which}-{streams}",
+                      ["--addr", f"127.0.0.1:{port}", "--endpoints-dir", folder],
+                      env={"RUST_LOG": "error"}, exe=mock_2020_bin())
+        time.sleep(1)
+    for i in range(services):
+        put(i, sets[i][0])
+    c, cadmin = client(f"peer-{which}-{streams}-client", port, services, per_service, a.connections)
+    wait_for(f"{streams} streams answered",
+             lambda: metric_or_zero(cadmin, "destination_client_time_to_first_update_seconds_count") >= streams,
+             a.timeout)
+    time.sleep(3)
+    hold = float(a.hold.rstrip("s"))
+    stop = threading.Event()
+    changes = [0]
+
+    def drive():
+        big = [False] * services
+        while not stop.is_set():
+            for i in range(services):
+                big[i] = not big[i]
+                put(i, sets[i][1] if big[i] else sets[i][0])
+                changes[0] += 1
+            stop.wait(hold)
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    time.sleep(2 * hold)  # past the first round
+    r0, sc0, cc0, t0, ch0 = scrape(cadmin), server.cpu(), c.cpu(), time.time(), changes[0]
+    lo0 = loopback_bytes()
+    time.sleep(a.seconds)
+    r1, sc1, cc1, t1, ch1 = scrape(cadmin), server.cpu(), c.cpu(), time.time(), changes[0]
+    lo1 = loopback_bytes()
+    stop.set()
+    driver.join()
+    received = (r1["destination_client_endpoint_updates_received_total"]
+                - r0["destination_client_endpoint_updates_received_total"])
+    server_cpu, wall = sc1 - sc0, t1 - t0
+    moved = (a.max_endpoints - a.min_endpoints) * per_service * (ch1 - ch0)
+    result = {
+        "server": which, "streams": streams, "connections": a.connections, "metadata": a.peer_metadata,
+        "endpoints": f"{a.min_endpoints}<->{a.max_endpoints}", "hold": a.hold, "seconds": round(wall, 1),
+        "changes": ch1 - ch0, "endpoint_updates_made": moved,
+        "endpoint_updates_received": int(received),
+        "server_cpu_seconds": round(server_cpu, 2), "client_cpu_seconds": round(cc1 - cc0, 2),
+        "endpoint_updates_per_server_cpu_second": round(received / server_cpu) if server_cpu else None,
+        "server_peak_rss_bytes": server.mem()[1],
+        # Everything the loopback device carried in the window (both
+        # directions, the changes too), per endpoint update received.
+        "loopback_bytes_per_endpoint_update": round((lo1 - lo0) / received, 1) if received else None,
+    }
+    c.stop()
+    server.stop()
+    return result
+
+
+def loopback_bytes():
+    """Bytes the loopback device has carried (/proc/net/dev)."""
+    for line in open("/proc/net/dev"):
+        name, _, rest = line.partition(":")
+        if name.strip() == "lo":
+            return int(rest.split()[0])
+    return 0
+
+
+def bench_mock_peer(a):
+    """Our mock-dst against linkerd2-mock-dst (2020), on the same streams
+    and the same changes: endpoint updates received at the client per
+    CPU-second of the server, at each --peer-streams size."""
+    out = {}
+    for streams in (int(n) for n in a.peer_streams.split(",")):
+        cells = {which: peer_cell(a, which, streams) for which in ("ours", "2020")}
+        ours, old = (cells[w]["endpoint_updates_per_server_cpu_second"] for w in ("ours", "2020"))
+        out[str(streams)] = {**cells, "ratio": round(ours / old, 1) if ours and old else None}
+    return out
+
+
+PROXY_ID = "default.ns.serviceaccount.identity.linkerd.cluster.local"
+PROXY_WEB = "web.ns.svc.cluster.local:8080"
+PROXY_WEB_IP = "10.96.0.1"
+PROXY_APP_IP = "10.77.0.100"
+
+
+def run_ok(*argv):
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def backends_server(port, delay_ms=0):
+    """One asyncio HTTP/1.1 server on every local address at `port`, each
+    answering its own address (keep-alive) after `delay_ms`, in a thread
+    of the harness."""
+    import asyncio
+
+    async def serve(reader, writer):
+        me = writer.get_extra_info("sockname")[0].encode()
+        answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(me), me)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                if delay_ms:
+                    await asyncio.sleep(delay_ms / 1000)
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        writer.close()
+
+    def run():
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(serve, "0.0.0.0", port, backlog=4096))
+        loop.run_until_complete(server.serve_forever())
+    threading.Thread(target=run, daemon=True).start()
+
+
+class ProxyRig:
+    """mock-dst with Identity and Policy, Linkerd's proxy of it (started
+    through proxy-env), iptables sending the application's connections to
+    the service's address to the proxy: in the harness's own network
+    namespace, with 10.77/16 (endpoints) and 10.96/16 (services) local."""
+
+    def __init__(self, name, endpoints, new_connections=False):
+        self.new_connections = new_connections
+        folder = os.path.join(REPO, f"target/bench/{name}-id")
+        os.makedirs(folder, exist_ok=True)
+        token, anchors = os.path.join(folder, "token"), os.path.join(folder, "anchors.pem")
+        open(token, "w").write("bench-token")
+        if os.path.exists(anchors):
+            os.remove(anchors)
+        grpc, self.admin = free_port(), free_port()
+        self.mock = Proc(f"{name}-mock", [
+            "mock-dst", "--addr", f"127.0.0.1:{grpc}", "--admin-addr", f"127.0.0.1:{self.admin}",
+            "--log-level", "warn", "--unmeshed-endpoints", "--identity-name", PROXY_ID,
+            "--identity-token-file", token, "--identity-trust-anchors-out", anchors,
+            "--service-address", f"{PROXY_WEB}={PROXY_WEB_IP}:80"])
+        wait_for("mock-dst", lambda: _up(self.admin) and os.path.exists(anchors), 30)
+        # Over the control API: 10,000 addresses do not fit in one argument.
+        self.control("PUT", endpoints=endpoints)
+        outbound, self.proxy_admin = free_port(), free_port()
+        proxy = peer_bin("linkerd_proxy", "LINKERD_PROXY_VERSION", "linkerd2-proxy")
+        script = 'out=$("$0" proxy-env "$@") || exit 3; eval "$out"; exec "$DST_LINKERD_PROXY"'
+        self.proxy = Proc(f"{name}-proxy", [
+            "-c", script, BIN, "--control-addr", f"127.0.0.1:{grpc}", "--identity-name", PROXY_ID,
+            "--identity-token-file", token, "--identity-trust-anchors", anchors,
+            "--identity-dir", os.path.join(folder, "proxy"),
+            "--inbound-addr", f"127.0.0.1:{free_port()}", "--outbound-addr", f"127.0.0.1:{outbound}",
+            "--proxy-admin-addr", f"127.0.0.1:{self.proxy_admin}",
+            "--control-listen-addr", f"127.0.0.1:{free_port()}"],
+            env={"DST_LINKERD_PROXY": proxy, "LINKERD2_PROXY_LOG": "warn"}, exe="/bin/sh",
+            stdout_to_log=True)  # the proxy logs to stdout
+        run_ok("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", PROXY_APP_IP, "-d",
+               f"{PROXY_WEB_IP}/32", "-j", "REDIRECT", "--to-ports", str(outbound))
+
+        def ready():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{self.proxy_admin}/ready", timeout=2).status == 200
+            except OSError:
+                return False
+        wait_for("the proxy ready", ready, 60)
+        self.conn = None
+
+    def request(self):
+        """One request through the proxy on a kept-alive connection: the
+        address of the backend that answered (None: an error)."""
+        import http.client
+        for _ in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(PROXY_WEB_IP, 80, timeout=30,
+                                                       source_address=(PROXY_APP_IP, 0))
+            try:
+                self.conn.request("GET", "/", headers={"host": "web"})
+                rsp = self.conn.getresponse()
+                body = rsp.read().decode()
+                if self.new_connections:
+                    self.conn.close()
+                    self.conn = None
+                return body if rsp.status == 200 else None
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+        return None
+
+    def control(self, method, endpoints=None, add=(), remove=()):
+        body = {"endpoints": endpoints} if method == "PUT" else {"add": list(add), "remove": list(remove)}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}/api/destinations/{PROXY_WEB}",
+                                     method=method, data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+
+    def stop(self):
+        self.proxy.stop()
+        self.mock.stop()
+        run_ok("iptables", "-t", "nat", "-F", "OUTPUT")
+
+
+def netns_setup(a):
+    """The namespace's loopback up, 10.77/16 and 10.96/16 local, and the
+    backends answering on every such address at port 8080."""
+    run_ok("ip", "link", "set", "lo", "up")
+    for net in ("10.77.0.0/16", "10.96.0.0/16"):
+        run_ok("ip", "route", "add", "local", net, "dev", "lo")
+    backends_server(8080, a.proxy_backend_ms)
+
+
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def proxy_latency(a):
+    """From a change (one endpoint swapped for another) to the first request
+    the proxy routes to the new endpoint, requests back to back on one
+    kept-alive connection."""
+    one, two = "10.77.0.11:8080", "10.77.0.12:8080"
+    rig = ProxyRig("proxy-latency", [one], a.proxy_new_connections)
+    wait_for("a first answer", lambda: rig.request() == one.split(":")[0], 60)
+    lags, stale = [], []
+    for k in range(a.proxy_changes):
+        new = two if k % 2 == 0 else one
+        want = new.split(":")[0]
+        t0 = time.monotonic()
+        rig.control("PUT", endpoints=[new])
+        old_answers = 0
+        while True:
+            got = rig.request()
+            if got == want:
+                break
+            old_answers += 1
+            if time.monotonic() - t0 > 60:
+                sys.exit(f"bench: {want} never answered")
+        lags.append(time.monotonic() - t0)
+        stale.append(old_answers)
+    # Then an endpoint added beside two that already serve: how long, and
+    # how many requests, until it gets its first.
+    rig.control("PUT", endpoints=[one, two])
+    for _ in range(100):
+        rig.request()
+    added_lags, before = [], []
+    for k in range(a.proxy_added):
+        new = f"10.77.0.{50 + k % 100}:8080"
+        want = new.split(":")[0]
+        t0 = time.monotonic()
+        rig.control("PATCH", add=[new])
+        others = 0
+        while rig.request() != want:
+            others += 1
+            if time.monotonic() - t0 > 120:
+                sys.exit(f"bench: the added {want} never answered")
+        added_lags.append(time.monotonic() - t0)
+        before.append(others)
+        rig.control("PATCH", remove=[new])
+        for _ in range(20):
+            rig.request()
+    rig.stop()
+
+    def spread(xs, scale=1.0, digits=2):
+        return {q: round(pct(xs, v) * scale, digits) for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))} | {
+            "max": round(max(xs) * scale, digits)}
+    return {
+        "changes": len(lags), "added": len(added_lags),
+        "swap_first_request_to_new_endpoint_ms": spread(lags, 1000),
+        "swap_requests_to_the_old_endpoint_after_the_change": spread(stale, 1, 0),
+        "added_first_request_to_it_ms": spread(added_lags, 1000),
+        "added_requests_to_the_others_first": spread(before, 1, 0),
+    }
+
+
+def proxy_cost_size(a, size):
+    """The proxy's CPU per endpoint update and its memory with `size`
+    endpoints, at each --proxy-rates changes per second (each change swaps
+    one endpoint for a new one: two updates), a trickle of 10 requests a
+    second keeping the service's discovery alive. CPU over the trickle alone
+    (no changes) is subtracted."""
+    addrs = [f"10.77.{1 + j // 250}.{1 + j % 250}:8080" for j in range(size)]
+    spare = [f"10.77.{100 + j // 250}.{1 + j % 250}:8080" for j in range(10_000)]
+    rig = ProxyRig(f"proxy-cost-{size}", addrs)
+    wait_for("a first answer", lambda: rig.request() is not None, 60)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            rig.request()
+            stop.wait(0.1)
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    time.sleep(5)
+    cells = []
+    for rate in [0, *(int(r) for r in a.proxy_rates.split(","))]:
+        c0, t0, made = rig.proxy.cpu(), time.monotonic(), 0
+        while time.monotonic() - t0 < a.seconds:
+            if rate:
+                old, new = addrs[made % size], spare[made % len(spare)]
+                rig.control("PATCH", add=[new], remove=[old])
+                addrs[made % size] = new
+                spare[made % len(spare)] = old
+                made += 1
+                time.sleep(max(0.0, t0 + made / rate - time.monotonic()))
+            else:
+                time.sleep(0.5)
+        cells.append({"changes_per_second": rate, "changes": made,
+                      "cpu_seconds": rig.proxy.cpu() - c0, "seconds": time.monotonic() - t0,
+                      "rss_bytes": rig.proxy.mem()[0]})
+    stop.set()
+    t.join()
+    base = cells[0]["cpu_seconds"] / cells[0]["seconds"]
+    for cell in cells:
+        extra = cell["cpu_seconds"] - base * cell["seconds"]
+        cell["cpu_us_per_endpoint_update"] = (round(extra / (2 * cell["changes"]) * 1e6, 1)
+                                              if cell["changes"] else None)
+        cell["cpu_seconds"] = round(cell["cpu_seconds"], 2)
+        cell["seconds"] = round(cell["seconds"], 1)
+    result = {"endpoints": size, "peak_rss_bytes": rig.proxy.mem()[1], "cells": cells}
+    rig.stop()
+    return result
+
+
+def bench_proxy(a):
+    """Linkerd's proxy as the mock's client: change-to-routed latency, and
+    its CPU per endpoint update and memory by endpoints per service. Runs
+    in a network namespace of its own (unshare --net)."""
+    if not os.environ.get("DST_BENCH_IN_NETNS"):
+        out = os.path.join(REPO, "target/bench/proxy-netns.json")
+        argv = [sys.executable, os.path.abspath(__file__), "proxy", "--seconds", str(a.seconds),
+                "--proxy-changes", str(a.proxy_changes), "--proxy-added", str(a.proxy_added),
+                "--proxy-sizes", a.proxy_sizes,
+                "--proxy-rates", a.proxy_rates, "--proxy-backend-ms", str(a.proxy_backend_ms),
+                *(["--proxy-new-connections"] if a.proxy_new_connections else [])]
+        if os.path.exists(out):
+            os.remove(out)
+        done = subprocess.run(["unshare", "--net", "--", *argv],
+                              env=dict(os.environ, DST_BENCH_IN_NETNS=out))
+        if done.returncode and not os.path.exists(out):
+            sys.exit("bench: the proxy benchmark failed before its first result")
+        return json.load(open(out)) | ({"failed": done.returncode} if done.returncode else {})
+    netns_setup(a)
+    out = os.environ["DST_BENCH_IN_NETNS"]
+    result = {"backend_ms": a.proxy_backend_ms, "new_connections": a.proxy_new_connections}
+    # Written after each part: a later part's failure keeps the earlier ones.
+    if a.proxy_changes:
+        result["latency"] = proxy_latency(a)
+        json.dump(result, open(out, "w"), indent=2)
+    result["cost"] = []
+    for size in (int(n) for n in a.proxy_sizes.split(",") if n):
+        result["cost"].append(proxy_cost_size(a, size))
+        json.dump(result, open(out, "w"), indent=2)
     return result
 
 
@@ -1181,6 +1603,24 @@ def main():
     ap.add_argument("--profile-path-streams", type=int, default=1000,
                     help="profile-path: streams of each phase (default 1000)")
     ap.add_argument("--storm-streams", type=int, default=2000, help="storm: streams (default 2000)")
+    ap.add_argument("--peer-streams", default="2000,10000",
+                    help="mock-peer: streams of each comparison (default 2000,10000)")
+    ap.add_argument("--peer-metadata", choices=["same", "bare"], default="same",
+                    help="mock-peer: every address with the same pod labels, identity and hint on both servers "
+                         "(same, the default), or as little as each sends (bare: the 2020 mock's README example, "
+                         "ours with --unmeshed-endpoints, which keeps the pod labels)")
+    ap.add_argument("--proxy-changes", type=int, default=200, help="proxy: changes timed (default 200)")
+    ap.add_argument("--proxy-sizes", default="10,100,1000,10000",
+                    help="proxy: endpoints per service of each cost cell (default 10,100,1000,10000; "
+                         "empty: latency only)")
+    ap.add_argument("--proxy-rates", default="1,10,50",
+                    help="proxy: changes per second of each cost cell (default 1,10,50)")
+    ap.add_argument("--proxy-added", type=int, default=10,
+                    help="proxy: endpoints added beside serving ones, timed (default 10; each may take 30 s)")
+    ap.add_argument("--proxy-new-connections", action="store_true",
+                    help="proxy: latency requests each on a new connection (default: one kept alive)")
+    ap.add_argument("--proxy-backend-ms", type=float, default=0,
+                    help="proxy: the backends answer after this long (default 0)")
     ap.add_argument("--burst-streams", type=int, default=1000, help="burst: streams of one destination")
     ap.add_argument("--burst-changes", type=int, default=20, help="burst: changes made")
     ap.add_argument("--pod-storm-pods", default="200,400,800",
@@ -1219,7 +1659,7 @@ def run_benches(ap, a):
                "redline": bench_redline, "storm": bench_storm,
                "burst": bench_burst, "pod-storm": bench_pod_storm,
                "pod-orphans": bench_pod_orphans, "verdicts": bench_verdicts,
-               "versions": bench_versions}
+               "versions": bench_versions, "mock-peer": bench_mock_peer, "proxy": bench_proxy}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")

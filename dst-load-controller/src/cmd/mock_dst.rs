@@ -43,8 +43,9 @@ pub struct Args {
     pub allow_remote_control: bool,
 
     /// Serve endpoints with no TLS identity and no protocol hint, as pods
-    /// without a proxy: a real proxy using the mock then sends plain HTTP/1
-    /// to them (meshed endpoints get mTLS and HTTP/2 from it).
+    /// without a proxy: a real proxy using the mock then talks to them in
+    /// plain text, in the protocol the application used (meshed endpoints
+    /// get mTLS and HTTP/2 from it).
     #[arg(long)]
     pub unmeshed_endpoints: bool,
 

@@ -240,7 +240,14 @@ async fn patch(
         )
             .into_response();
     };
-    if let Some(r) = check_size(&a, now.len() + body.add.len()) {
+    // The size the set would have: what it has, with the new additions,
+    // without what the patch removes.
+    let mut after: std::collections::HashSet<SocketAddr> = now.into_iter().collect();
+    after.extend(&body.add);
+    for r in &body.remove {
+        after.remove(r);
+    }
+    if let Some(r) = check_size(&a, after.len()) {
         return r;
     }
     Json(ChangeView::from(&*h.patch(&a, &body.add, &body.remove))).into_response()
@@ -625,6 +632,19 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        // A full set still takes a patch that swaps one address for another.
+        let (status, text) = call(
+            &app,
+            "PATCH",
+            WEB,
+            &format!(
+                r#"{{"add": [{}], "remove": ["10.0.0.0:80"]}}"#,
+                addrs(1, max)
+            ),
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
         assert_eq!(
             handle
                 .store

@@ -19,12 +19,19 @@
 //! balances by peak EWMA (30 ms default RTT, 10 s decay), as the
 //! controller's defaults are. An address no service holds is `NotFound`
 //! (the proxy then forwards to the address itself), as is a name that is
-//! neither a destination of the mock nor a service with a policy; a name
-//! must be `name.ns.svc.domain[:port]` (port 80 when absent).
+//! neither a destination of the mock nor a service with a policy, or not of
+//! the form `name.ns.svc.domain[:port]` (port 80 when absent, a final dot
+//! dropped); a name that does not parse, a port past 65535 or 0, and no
+//! target at all are `InvalidArgument`.
 //!
-//! A watch is sent the policy at once and again whenever it changes; when
-//! the service stops holding the watched address the stream ends, and the
-//! proxy's next watch gets `NotFound`.
+//! A watch is sent the policy at once and again whenever the service's
+//! policy changes it. A watch by address ends when the service stops
+//! holding the address (the proxy's next watch gets `NotFound`); a watch by
+//! name ends when the service's policy is deleted and the mock serves no
+//! destination of that name (a destination deleted later does not end it).
+//! An address no service holds is `NotFound` here; Linkerd's controller
+//! answers so for addresses in its cluster networks, and outside them with
+//! an `egress-fallback` policy, which the mock does not serve.
 //!
 //! Inbound, every port gets the controller's default for a pod with no
 //! Server: `all-unauthenticated` (every network, no identity needed),
@@ -428,6 +435,10 @@ impl Target {
         match spec.target {
             None => Err(Status::invalid_argument("target is required")),
             Some(traffic_spec::Target::Addr(addr)) => {
+                // The conversion below keeps the port's low 16 bits.
+                if addr.port > u32::from(u16::MAX) {
+                    return Err(Status::invalid_argument("port outside valid range"));
+                }
                 let addr = SocketAddr::try_from(addr).map_err(|e| {
                     Status::invalid_argument(format!("failed to parse target addr: {e}"))
                 })?;
@@ -437,6 +448,11 @@ impl Target {
                 Ok(Self::Addr(addr))
             }
             Some(traffic_spec::Target::Authority(name)) => {
+                // A fully qualified name's final dot is no part of it.
+                let name = match name.split_once(':') {
+                    Some((host, port)) => format!("{}:{port}", host.trim_end_matches('.')),
+                    None => name.trim_end_matches('.').to_string(),
+                };
                 let with_port = if name
                     .rsplit_once(':')
                     .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
@@ -447,11 +463,22 @@ impl Target {
                 };
                 match with_port.parse::<Authority>() {
                     Ok(a) if super::profiles::is_service_name(a.host()) => Ok(Self::Service(a)),
-                    _ => Err(Status::not_found(
+                    Ok(_) => Err(Status::not_found(
                         "authority must be of the form <name>.<namespace>.svc.<cluster-domain>",
                     )),
+                    Err(_) => Err(Status::invalid_argument("invalid authority")),
                 }
             }
+        }
+    }
+
+    /// What of `table` its policy depends on: the service an address
+    /// stands for and its protocol, or a name's own policy. A watch
+    /// re-resolves only when this changes.
+    fn view(&self, table: &Table) -> Option<(Authority, AppProtocol)> {
+        match self {
+            Self::Addr(addr) => table.by_addr(*addr).map(|(a, p)| (a.clone(), p)),
+            Self::Service(a) => table.service(a).map(|p| (a.clone(), p.protocol)),
         }
     }
 
@@ -551,9 +578,10 @@ impl OutboundPolicies for PolicyService {
                 .ok_or_else(|| not_found(&target))?
         };
         let shutdown = self.shutdown.clone();
+        let seen = target.view(&tables.borrow());
         let later = futures::stream::unfold(
-            (tables, first.clone(), target),
-            move |(mut tables, last, target)| {
+            (tables, seen, first.clone(), target),
+            move |(mut tables, mut seen, last, target)| {
                 let (shutdown, store) = (shutdown.clone(), store.clone());
                 async move {
                     loop {
@@ -562,12 +590,19 @@ impl OutboundPolicies for PolicyService {
                             changed = tables.changed() => changed.ok()?,
                         }
                         let table = tables.borrow_and_update().clone();
+                        // Other services' changes are not this watch's.
+                        let view = target.view(&table);
+                        if view == seen {
+                            continue;
+                        }
+                        seen = view;
                         // A target that resolves no more (an address no
-                        // service holds now, a name neither served nor with
-                        // a policy) ends the stream.
+                        // service holds now, a name whose policy went and
+                        // that the mock serves no destination of) ends the
+                        // stream.
                         let next = target.resolve(&table, |a| store.exists(a))?;
                         if next != last {
-                            return Some((Ok(next.clone()), (tables, next, target)));
+                            return Some((Ok(next.clone()), (tables, seen, next, target)));
                         }
                     }
                 }

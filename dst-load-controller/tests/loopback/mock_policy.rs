@@ -172,6 +172,38 @@ async fn an_address_watch_follows_its_services_policy_and_ends_when_it_is_let_go
 }
 
 #[tokio::test]
+async fn a_name_watch_follows_its_own_services_policy_only() {
+    let mock = support::Mock::start(Behavior::default()).await;
+    let web: Authority = WEB.parse().unwrap();
+    let api: Authority = "api.ns.svc.cluster.local:80".parse().unwrap();
+    mock.handle.set(&web, ["127.0.0.2:8080".parse().unwrap()]);
+    let mut client = OutboundPoliciesClient::connect(format!("http://{}", mock.addr))
+        .await
+        .unwrap();
+    let mut watch = client.watch(by_name(WEB)).await.unwrap().into_inner();
+    assert_eq!(
+        backends(&next(&mut watch).await.unwrap().unwrap()).0,
+        "detect"
+    );
+    // Another service's policy, and the destination's deletion: nothing
+    // sent, the stream stays open.
+    mock.handle
+        .set_policy(&api, policy(&[CLUSTER_IP], AppProtocol::Opaque))
+        .unwrap();
+    mock.handle.delete(&web).unwrap();
+    // Its own policy is sent.
+    mock.handle
+        .set_policy(&web, policy(&[], AppProtocol::Http2))
+        .unwrap();
+    let got = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(backends(&got), ("http2", vec![WEB.to_string()]));
+    // Its policy deleted, with no destination of the name left: it ends.
+    assert!(mock.handle.delete_policy(&web));
+    assert!(next(&mut watch).await.is_none(), "the stream ended");
+    mock.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_targets_are_not_found_and_bad_ones_invalid() {
     let mock = support::Mock::start(Behavior::default()).await;
     let web: Authority = WEB.parse().unwrap();
@@ -180,7 +212,11 @@ async fn unknown_targets_are_not_found_and_bad_ones_invalid() {
     let mut client = OutboundPoliciesClient::connect(format!("http://{}", mock.addr))
         .await
         .unwrap();
-    for name in [WEB, "web.ns.svc.cluster.local"] {
+    for name in [
+        WEB,
+        "web.ns.svc.cluster.local",
+        "web.ns.svc.cluster.local.:80",
+    ] {
         let got = client.get(by_name(name)).await.unwrap().into_inner();
         assert_eq!(
             backends(&got),
@@ -200,6 +236,20 @@ async fn unknown_targets_are_not_found_and_bad_ones_invalid() {
         ),
         (by_name("example.com:80"), tonic::Code::NotFound),
         (by_addr("10.96.0.10:0"), tonic::Code::InvalidArgument),
+        (by_name("not a name:80"), tonic::Code::InvalidArgument),
+        // A port past 65535 is refused, not read as its low 16 bits (80).
+        (
+            TrafficSpec {
+                source_workload: String::new(),
+                target: Some(traffic_spec::Target::Addr(
+                    linkerd2_proxy_api::net::TcpAddress {
+                        port: 65536 + 80,
+                        ..CLUSTER_IP.parse::<SocketAddr>().unwrap().into()
+                    },
+                )),
+            },
+            tonic::Code::InvalidArgument,
+        ),
         (
             TrafficSpec {
                 source_workload: String::new(),
@@ -289,9 +339,12 @@ async fn every_inbound_port_is_all_unauthenticated_and_shutdown_ends_every_strea
         next(&mut out).await.map(|r| r.map(drop)),
     ] {
         assert!(
-            !matches!(ended, Some(Ok(()))),
-            "no message after shutdown: {ended:?}"
+            ended.is_none(),
+            "the stream ended cleanly at shutdown: {ended:?}"
         );
     }
-    let _ = mock.task.await;
+    tokio::time::timeout(PATIENCE, mock.task)
+        .await
+        .expect("the mock stopped")
+        .unwrap();
 }
