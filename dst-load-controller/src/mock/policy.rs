@@ -197,9 +197,14 @@ impl Policies {
         })
     }
 
+    /// The table now.
+    pub fn table(&self) -> Arc<Table> {
+        self.0.borrow().clone()
+    }
+
     /// A service's policy, if one is set.
     pub fn get(&self, authority: &Authority) -> Option<ServicePolicy> {
-        self.0.borrow().services.get(authority).cloned()
+        self.table().services.get(authority).cloned()
     }
 
     /// Every service policy, by service.
@@ -555,7 +560,7 @@ impl OutboundPolicies for PolicyService {
         request: Request<outbound::TrafficSpec>,
     ) -> Result<Response<outbound::OutboundPolicy>, Status> {
         let target = self.lookup(request.into_inner())?;
-        let table = self.policies.subscribe().borrow().clone();
+        let table = self.policies.table();
         target
             .resolve(&table, |a| self.store.exists(a))
             .map(Response::new)
