@@ -82,20 +82,27 @@ impl std::fmt::Display for ProxyProtocol {
     }
 }
 
-impl std::str::FromStr for ProxyProtocol {
-    type Err = String;
+/// A name that is no [`ProxyProtocol`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not a Server proxyProtocol; give one of {all}", all = ProxyProtocol::names())]
+pub struct UnknownProxyProtocol(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl ProxyProtocol {
+    /// Every name, comma-separated.
+    fn names() -> String {
+        let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+        all.join(", ")
+    }
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = UnknownProxyProtocol;
+
+    fn from_str(s: &str) -> Result<Self, UnknownProxyProtocol> {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                format!(
-                    "'{s}' is not a Server proxyProtocol; give one of {}",
-                    all.join(", ")
-                )
-            })
+            .ok_or_else(|| UnknownProxyProtocol(s.to_string()))
     }
 }
 
@@ -109,7 +116,7 @@ mod tests {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
             assert_eq!(p.as_str().parse::<ProxyProtocol>(), Ok(p));
         }
-        let err = "http/1".parse::<ProxyProtocol>().unwrap_err();
+        let err = "http/1".parse::<ProxyProtocol>().unwrap_err().to_string();
         assert!(err.contains("HTTP/1"), "{err}");
     }
 }

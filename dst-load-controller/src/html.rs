@@ -19,6 +19,9 @@ use crate::{
     verdicts::{Row, Verdict},
 };
 
+/// Why a chart was not drawn (shown in its place).
+type DrawError = DrawingAreaErrorKind<std::io::Error>;
+
 /// One run as drawn: a label, its measurements and what it was (version,
 /// plan, seed, target...).
 pub struct Run<'a> {
@@ -246,7 +249,7 @@ fn frame<'a, 'b, X, Y>(
     caption_size: u32,
     x: Axis<X>,
     y: Axis<Y>,
-) -> Result<Chart<'a, 'b, X, Y>, String>
+) -> Result<Chart<'a, 'b, X, Y>, DrawError>
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
@@ -256,8 +259,7 @@ where
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(x.range, y.range)
-        .map_err(|e| e.to_string())?;
+        .build_cartesian_2d(x.range, y.range)?;
     chart
         .configure_mesh()
         .x_desc(x.name)
@@ -266,8 +268,7 @@ where
         .y_label_formatter(&y.tick)
         .label_style(("sans-serif", 12))
         .axis_desc_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| e.to_string())?;
+        .draw()?;
     Ok(chart)
 }
 
@@ -388,16 +389,12 @@ pub fn red_line_page(scenario: &str, found: &crate::red_line::Found) -> String {
             ),
         )?;
         for (_, color, pts) in &lines {
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
         }
-        chart
-            .draw_series(marks.iter().map(|(x, y, pass)| {
-                let c = if *pass { GREEN } else { RED };
-                Circle::new((*x, *y), 5, c.filled())
-            }))
-            .map_err(|e| e.to_string())?;
+        chart.draw_series(marks.iter().map(|(x, y, pass)| {
+            let c = if *pass { GREEN } else { RED };
+            Circle::new((*x, *y), 5, c.filled())
+        }))?;
         Ok(())
     });
     let keys: Vec<(&str, RGBColor)> = lines
@@ -678,9 +675,7 @@ fn cdf_chart(name: &str, series: &[Series]) -> String {
             ),
         )?;
         for (_, color, pts) in series {
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
         }
         Ok(())
     });
@@ -740,17 +735,13 @@ fn latency_over_time(run: &Run, scale: &TimeScale) -> String {
                 .chunk_by(|a, b| b.0 - a.0 < 1.5)
                 .filter(|s| s.len() > 1)
             {
-                chart
-                    .draw_series(LineSeries::new(pts(segment), color.stroke_width(1)))
-                    .map_err(|e| e.to_string())?;
+                chart.draw_series(LineSeries::new(pts(segment), color.stroke_width(1)))?;
             }
-            chart
-                .draw_series(
-                    pts(&windows)
-                        .into_iter()
-                        .map(|p| Circle::new(p, 2, color.filled())),
-                )
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(
+                pts(&windows)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 2, color.filled())),
+            )?;
         }
         Ok(())
     });
@@ -795,7 +786,7 @@ fn fanout_chart(
     changes: &[&ChangeRecord],
     start: f64,
     scale: &TimeScale,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let (lo, hi) = scale.ms;
     let ms = |s: Option<f64>| (s.unwrap_or(0.0) * 1e3).max(MS_FLOOR);
     let mut chart = frame(
@@ -816,36 +807,30 @@ fn fanout_chart(
         ),
     )?;
     let done = changes.iter().filter(|c| c.last_converged.is_some());
-    chart
-        .draw_series(done.clone().map(|c| {
-            let x = c.at - start;
-            PathElement::new(
-                vec![(x, ms(c.first_converged)), (x, ms(c.last_converged))],
-                BLUE.stroke_width(2),
-            )
-        }))
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(
-            done.map(|c| Circle::new((c.at - start, ms(c.last_converged)), 3, BLUE.filled())),
+    chart.draw_series(done.clone().map(|c| {
+        let x = c.at - start;
+        PathElement::new(
+            vec![(x, ms(c.first_converged)), (x, ms(c.last_converged))],
+            BLUE.stroke_width(2),
         )
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(
-            changes
-                .iter()
-                .filter(|c| c.last_converged.is_none())
-                // Superseded before any stream converged: no time to draw.
-                .filter_map(|c| {
-                    let first = c.first_converged?;
-                    Some(Cross::new(
-                        (c.at - start, ms(Some(first))),
-                        4,
-                        RED.stroke_width(2),
-                    ))
-                }),
-        )
-        .map_err(|e| e.to_string())?;
+    }))?;
+    chart.draw_series(
+        done.map(|c| Circle::new((c.at - start, ms(c.last_converged)), 3, BLUE.filled())),
+    )?;
+    chart.draw_series(
+        changes
+            .iter()
+            .filter(|c| c.last_converged.is_none())
+            // Superseded before any stream converged: no time to draw.
+            .filter_map(|c| {
+                let first = c.first_converged?;
+                Some(Cross::new(
+                    (c.at - start, ms(Some(first))),
+                    4,
+                    RED.stroke_width(2),
+                ))
+            }),
+    )?;
     Ok(())
 }
 
@@ -1004,9 +989,7 @@ fn endpoints_chart(s: &ServiceChanges, start: f64, scale: &TimeScale) -> String 
             ),
             axis(0f64..y_hi, linear_ticks(y_hi), "endpoints", count_tick),
         )?;
-        chart
-            .draw_series(LineSeries::new(line, GREEN.stroke_width(2)))
-            .map_err(|e| e.to_string())?;
+        chart.draw_series(LineSeries::new(line, GREEN.stroke_width(2)))?;
         Ok(())
     });
     figure(&chart, &[("endpoints after each change", GREEN)])
@@ -1075,9 +1058,7 @@ fn count_chart(name: &str, x_hi: f64, series: &[Series]) -> String {
             axis(0f64..y_hi, linear_ticks(y_hi), "", count_tick),
         )?;
         for (_, color, pts) in series {
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
         }
         Ok(())
     });
@@ -1090,19 +1071,21 @@ fn count_chart(name: &str, x_hi: f64, series: &[Series]) -> String {
 fn svg(
     w: u32,
     h: u32,
-    draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), String>,
+    draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<(), DrawError>,
 ) -> String {
     let mut s = String::new();
     let result = {
         let root = SVGBackend::with_string(&mut s, (w, h)).into_drawing_area();
         root.fill(&WHITE)
-            .map_err(|e| e.to_string())
             .and_then(|()| draw(&root))
-            .and_then(|()| root.present().map_err(|e| e.to_string()))
+            .and_then(|()| root.present())
     };
     match result {
         Ok(()) => s,
-        Err(e) => format!("<p class=\"empty\">chart not drawn: {}</p>", esc(&e)),
+        Err(e) => format!(
+            "<p class=\"empty\">chart not drawn: {}</p>",
+            esc(&e.to_string())
+        ),
     }
 }
 

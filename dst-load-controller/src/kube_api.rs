@@ -60,14 +60,25 @@ impl Default for KubeSettings {
     }
 }
 
+/// A rate limit no client can keep.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RateError {
+    /// Not a positive rate.
+    #[error("--qps must be a positive number, got {0}")]
+    Qps(f64),
+    /// No burst.
+    #[error("--burst must be at least 1")]
+    Burst,
+}
+
 impl KubeSettings {
     /// Checks the rate limit flags.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RateError> {
         if !(self.qps.is_finite() && self.qps > 0.0) {
-            return Err(format!("--qps must be a positive number, got {}", self.qps));
+            return Err(RateError::Qps(self.qps));
         }
         if self.burst == 0 {
-            return Err("--burst must be at least 1".into());
+            return Err(RateError::Burst);
         }
         Ok(())
     }

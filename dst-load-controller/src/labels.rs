@@ -151,21 +151,69 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Why a label selector is not one the apiserver parses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Nothing given.
+    #[error("the selector is empty; give e.g. app=web")]
+    Empty,
+    /// A parenthesis left open or closed twice.
+    #[error("unbalanced parentheses in '{0}'")]
+    Unbalanced(String),
+    /// One requirement is wrong.
+    #[error("'{term}': {problem}")]
+    Requirement {
+        /// The requirement as written.
+        term: String,
+        /// What is wrong with it.
+        problem: RequirementError,
+    },
+}
+
+/// What is wrong with one requirement of a selector.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequirementError {
+    /// A key and then no operator.
+    #[error("expected =, ==, !=, in or notin after '{0}'")]
+    NoOperator(String),
+    /// `in` or `notin` without a parenthesized set.
+    #[error("a set is written (a,b)")]
+    NotASet,
+    /// A key's prefix that is no DNS subdomain.
+    #[error("'{0}' is not a DNS subdomain key prefix")]
+    KeyPrefix(String),
+    /// An operator with nothing before it.
+    #[error("a requirement has no key")]
+    NoKey,
+    /// A key's name that is no label name.
+    #[error("'{0}' is not a label key")]
+    Key(String),
+    /// A value that is no label value.
+    #[error(
+        "'{0}' is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+    )]
+    Value(String),
+}
+
 /// Checks a label selector as the apiserver parses one (`k=v`, `k==v`,
 /// `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated), so a
 /// typo is named before anything is created; the error says what is wrong.
-pub fn check_selector(selector: &str) -> Result<(), String> {
+pub fn check_selector(selector: &str) -> Result<(), SelectorError> {
     if selector.trim().is_empty() {
-        return Err("the selector is empty; give e.g. app=web".into());
+        return Err(SelectorError::Empty);
     }
     for term in top_level_terms(selector)? {
-        check_requirement(term.trim()).map_err(|e| format!("'{}': {e}", term.trim()))?;
+        let term = term.trim();
+        check_requirement(term).map_err(|problem| SelectorError::Requirement {
+            term: term.to_string(),
+            problem,
+        })?;
     }
     Ok(())
 }
 
 /// The selector's requirements: split at the commas outside parentheses.
-fn top_level_terms(s: &str) -> Result<Vec<&str>, String> {
+fn top_level_terms(s: &str) -> Result<Vec<&str>, SelectorError> {
     let (mut terms, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in s.char_indices() {
         match c {
@@ -178,17 +226,17 @@ fn top_level_terms(s: &str) -> Result<Vec<&str>, String> {
             _ => {}
         }
         if !(0..=1).contains(&depth) {
-            return Err(format!("unbalanced parentheses in '{s}'"));
+            return Err(SelectorError::Unbalanced(s.to_string()));
         }
     }
     if depth != 0 {
-        return Err(format!("unbalanced parentheses in '{s}'"));
+        return Err(SelectorError::Unbalanced(s.to_string()));
     }
     terms.push(&s[start..]);
     Ok(terms)
 }
 
-fn check_requirement(term: &str) -> Result<(), String> {
+fn check_requirement(term: &str) -> Result<(), RequirementError> {
     if let Some(key) = term.strip_prefix('!') {
         return check_key(key.trim());
     }
@@ -204,37 +252,37 @@ fn check_requirement(term: &str) -> Result<(), String> {
         let set = rest
             .strip_prefix("notin")
             .or_else(|| rest.strip_prefix("in"))
-            .ok_or_else(|| format!("expected =, ==, !=, in or notin after '{key}'"))?
+            .ok_or_else(|| RequirementError::NoOperator(key.to_string()))?
             .trim();
         let values = set
             .strip_prefix('(')
             .and_then(|s| s.strip_suffix(')'))
-            .ok_or("a set is written (a,b)")?;
+            .ok_or(RequirementError::NotASet)?;
         check_key(key)?;
         return values.split(',').try_for_each(|v| check_value(v.trim()));
     }
     check_key(term)
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), RequirementError> {
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
             let ok =
                 !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_dns_label);
             if !ok {
-                return Err(format!("'{prefix}' is not a DNS subdomain key prefix"));
+                return Err(RequirementError::KeyPrefix(prefix.to_string()));
             }
             name
         }
         None => key,
     };
     if name.is_empty() {
-        return Err("a requirement has no key".into());
+        return Err(RequirementError::NoKey);
     }
-    check_value(name).map_err(|_| format!("'{name}' is not a label key"))
+    check_value(name).map_err(|_| RequirementError::Key(name.to_string()))
 }
 
-fn check_value(v: &str) -> Result<(), String> {
+fn check_value(v: &str) -> Result<(), RequirementError> {
     let ok = v.len() <= 63
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -243,9 +291,7 @@ fn check_value(v: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "'{v}' is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
-        ))
+        Err(RequirementError::Value(v.to_string()))
     }
 }
 
@@ -274,7 +320,7 @@ mod tests {
             ("=web", "no key"),
             ("app ~ web", "expected =, ==, !=, in or notin"),
         ] {
-            let err = check_selector(bad).unwrap_err();
+            let err = check_selector(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }

@@ -69,10 +69,78 @@ struct Unchecked {
 /// an hour, and a day leaves room for figures computed otherwise.
 const MAX_SECONDS: f64 = 86_400.0;
 
-impl TryFrom<Unchecked> for Percentiles {
-    type Error = String;
+/// Figures of a report that no latency measurement gives: the report was
+/// damaged or written by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum Damaged {
+    /// A figure out of range.
+    #[error("{name} is {value} s: a latency is from 0 to {MAX_SECONDS} s")]
+    OutOfRange {
+        /// The figure's name.
+        name: &'static str,
+        /// Its value as written.
+        value: String,
+    },
+    /// A percentile below a lower one.
+    #[error("{lower} ({lower_value} s) is above {higher} ({higher_value} s): percentiles rise")]
+    NotRising {
+        /// The lower percentile's name.
+        lower: &'static str,
+        /// Its value.
+        lower_value: f64,
+        /// The higher percentile's name.
+        higher: &'static str,
+        /// Its value.
+        higher_value: f64,
+    },
+    /// p999 outside p99 and max.
+    #[error("p999 ({p999} s) is not between p99 ({p99} s) and max ({max} s)")]
+    P999 {
+        /// As written.
+        p999: f64,
+        /// As written.
+        p99: f64,
+        /// As written.
+        max: f64,
+    },
+    /// A maximum of no samples.
+    #[error("no samples, yet a max of {0} s")]
+    MaxOfNothing(f64),
+    /// A count that is not the histogram's.
+    #[error("a count of {count} with a histogram of {samples} samples")]
+    Count {
+        /// The count written.
+        count: u64,
+        /// The histogram's.
+        samples: u64,
+    },
+    /// A histogram in another format.
+    #[error("a histogram is not in HDR's V2 format with DEFLATE")]
+    NotHdr,
+    /// A histogram that does not inflate.
+    #[error("a histogram does not inflate: {0}")]
+    Inflate(std::io::Error),
+    /// A histogram whose inner header is of another format.
+    #[error("a histogram's inner header is not HDR's V2")]
+    NotHdrInside,
+    /// A histogram claiming more than any of this tool's.
+    #[error(
+        "a histogram claims {payload} bytes of counts, {digits} significant digits and values up to {highest}: at most {MAX_HDR_BYTES} bytes, 5 digits and 2^42"
+    )]
+    HdrSizes {
+        /// Bytes of counts.
+        payload: u32,
+        /// Significant digits.
+        digits: u32,
+        /// Highest trackable value.
+        highest: u64,
+    },
+}
 
-    fn try_from(u: Unchecked) -> Result<Self, String> {
+impl TryFrom<Unchecked> for Percentiles {
+    type Error = Damaged;
+
+    fn try_from(u: Unchecked) -> Result<Self, Damaged> {
         let figures = [
             ("p50", u.p50),
             ("p95", u.p95),
@@ -87,35 +155,35 @@ impl TryFrom<Unchecked> for Percentiles {
                 } else {
                     format!("{v:e}")
                 };
-                return Err(format!(
-                    "{name} is {v} s: a latency is from 0 to {MAX_SECONDS} s"
-                ));
+                return Err(Damaged::OutOfRange { name, value: v });
             }
         }
         if let Some(w) = figures.windows(2).find(|w| w[0].1 > w[1].1) {
-            return Err(format!(
-                "{} ({} s) is above {} ({} s): percentiles rise",
-                w[0].0, w[0].1, w[1].0, w[1].1
-            ));
+            return Err(Damaged::NotRising {
+                lower: w[0].0,
+                lower_value: w[0].1,
+                higher: w[1].0,
+                higher_value: w[1].1,
+            });
         }
         // Reports from before p999 have none (0).
         if u.p999 != 0.0 && !(u.p99..=u.max).contains(&u.p999) {
-            return Err(format!(
-                "p999 ({} s) is not between p99 ({} s) and max ({} s)",
-                u.p999, u.p99, u.max
-            ));
+            return Err(Damaged::P999 {
+                p999: u.p999,
+                p99: u.p99,
+                max: u.max,
+            });
         }
         if u.count == 0 && u.max != 0.0 {
-            return Err(format!("no samples, yet a max of {} s", u.max));
+            return Err(Damaged::MaxOfNothing(u.max));
         }
         if let Some(h) = &u.histogram
             && h.0.len() != u.count
         {
-            return Err(format!(
-                "a count of {} with a histogram of {} samples",
-                u.count,
-                h.0.len()
-            ));
+            return Err(Damaged::Count {
+                count: u.count,
+                samples: h.0.len(),
+            });
         }
         Ok(Self {
             count: u.count,
@@ -140,27 +208,29 @@ const HDR_V2: u32 = 0x1c84_9313;
 /// Checks the sizes a serialized histogram claims before it is decoded (the
 /// decoder allocates what its header says: a 6 KB report could ask for 4
 /// GiB).
-fn check_hdr_sizes(bytes: &[u8]) -> Result<(), String> {
+fn check_hdr_sizes(bytes: &[u8]) -> Result<(), Damaged> {
     use std::io::Read;
     let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     if bytes.len() < 8 || be32(bytes) != HDR_V2_DEFLATE {
-        return Err("a histogram is not in HDR's V2 format with DEFLATE".into());
+        return Err(Damaged::NotHdr);
     }
     // Inner cookie, payload length, normalizing offset, significant
     // digits, lowest and highest trackable values.
     let mut header = [0u8; 32];
     flate2::read::ZlibDecoder::new(&bytes[8..])
         .read_exact(&mut header)
-        .map_err(|e| format!("a histogram does not inflate: {e}"))?;
+        .map_err(Damaged::Inflate)?;
     let (cookie, payload, digits) = (be32(&header), be32(&header[4..]), be32(&header[12..]));
     let highest = u64::from_be_bytes(header[24..32].try_into().expect("8 bytes"));
     if cookie != HDR_V2 {
-        return Err("a histogram's inner header is not HDR's V2".into());
+        return Err(Damaged::NotHdrInside);
     }
     if payload as usize > MAX_HDR_BYTES || digits > 5 || highest > 1 << 42 {
-        return Err(format!(
-            "a histogram claims {payload} bytes of counts, {digits} significant digits and values up to {highest}: at most {MAX_HDR_BYTES} bytes, 5 digits and 2^42"
-        ));
+        return Err(Damaged::HdrSizes {
+            payload,
+            digits,
+            highest,
+        });
     }
     Ok(())
 }
@@ -317,8 +387,8 @@ mod tests {
         Percentiles::from_hdr(&hdr)
     }
 
-    fn read(json: serde_json::Value) -> Result<Percentiles, String> {
-        serde_json::from_value(json).map_err(|e| e.to_string())
+    fn read(json: serde_json::Value) -> Result<Percentiles, serde_json::Error> {
+        serde_json::from_value(json)
     }
 
     #[test]
@@ -335,7 +405,7 @@ mod tests {
         let damaged = |key: &str, v: serde_json::Value| {
             let mut j = json.clone();
             j[key] = v;
-            read(j).unwrap_err()
+            read(j).unwrap_err().to_string()
         };
         assert!(
             damaged("p50", (-1.0).into())
@@ -355,6 +425,7 @@ mod tests {
         assert!(
             read(serde_json::json!({"count": 0, "max": 2.0}))
                 .unwrap_err()
+                .to_string()
                 .starts_with("no samples, yet a max of 2 s")
         );
         assert_eq!(read(empty).unwrap(), Percentiles::default());

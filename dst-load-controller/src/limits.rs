@@ -31,38 +31,97 @@ pub const MAX_STREAM_QUEUE: usize = 1_000_000;
 /// together): shorter would only spin the mock's CPU.
 pub const MIN_OSCILLATION_CYCLE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// A client's load past what one process holds; each names the flag (or
+/// the scenario file's key) to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// More streams per service than one client holds.
+    #[error(
+        "{flag} {streams_per_service} is more than one client holds: at most {MAX_STREAMS} streams (about 8 KB each); spread a larger load over several clients"
+    )]
+    StreamsPerService {
+        /// What sets it.
+        flag: String,
+        /// As given.
+        streams_per_service: u64,
+    },
+    /// More connections than local ports.
+    #[error(
+        "{flag} {connections} is more than one client can open: at most {MAX_CONNECTIONS} (one local TCP port each)"
+    )]
+    Connections {
+        /// What sets it.
+        flag: String,
+        /// As given.
+        connections: u32,
+    },
+    /// More streams in all than one client holds.
+    #[error(
+        "{services} services x {streams_per_service} streams is {streams} streams, more than one client holds: at most {MAX_STREAMS} (about 8 KB each); lower {flag} or spread the services over several clients"
+    )]
+    Streams {
+        /// What sets the streams per service.
+        flag: String,
+        /// Services.
+        services: u64,
+        /// Streams per service.
+        streams_per_service: u64,
+        /// Their product.
+        streams: u64,
+    },
+    /// More connections than streams to carry.
+    #[error(
+        "{flag} {connections} is more than the {streams} streams it would carry: give at most {streams}"
+    )]
+    IdleConnections {
+        /// What sets the connections.
+        flag: String,
+        /// As given.
+        connections: u32,
+        /// Streams in all.
+        streams: u64,
+    },
+}
+
 /// Checks a client's load against [`MAX_STREAMS`] and [`MAX_CONNECTIONS`].
 /// `streams_flag` and `connections_flag` name what the user changes in the
 /// message (`--streams-per-service`, or a scenario file's key).
-pub fn check_load(load: Load, streams_flag: &str, connections_flag: &str) -> Result<(), String> {
+pub fn check_load(load: Load, streams_flag: &str, connections_flag: &str) -> Result<(), LoadError> {
     let Load {
         streams_per_service,
         services,
         connections,
     } = load;
     if streams_per_service > MAX_STREAMS {
-        return Err(format!(
-            "{streams_flag} {streams_per_service} is more than one client holds: at most {MAX_STREAMS} streams (about 8 KB each); spread a larger load over several clients"
-        ));
+        return Err(LoadError::StreamsPerService {
+            flag: streams_flag.to_string(),
+            streams_per_service,
+        });
     }
     if u64::from(connections) > u64::from(MAX_CONNECTIONS) {
-        return Err(format!(
-            "{connections_flag} {connections} is more than one client can open: at most {MAX_CONNECTIONS} (one local TCP port each)"
-        ));
+        return Err(LoadError::Connections {
+            flag: connections_flag.to_string(),
+            connections,
+        });
     }
     let Some(services) = services else {
         return Ok(());
     };
     let streams = streams_per_service.saturating_mul(services);
     if streams > MAX_STREAMS {
-        return Err(format!(
-            "{services} services x {streams_per_service} streams is {streams} streams, more than one client holds: at most {MAX_STREAMS} (about 8 KB each); lower {streams_flag} or spread the services over several clients"
-        ));
+        return Err(LoadError::Streams {
+            flag: streams_flag.to_string(),
+            services,
+            streams_per_service,
+            streams,
+        });
     }
     if u64::from(connections) > streams {
-        return Err(format!(
-            "{connections_flag} {connections} is more than the {streams} streams it would carry: give at most {streams}"
-        ));
+        return Err(LoadError::IdleConnections {
+            flag: connections_flag.to_string(),
+            connections,
+            streams,
+        });
     }
     Ok(())
 }
@@ -92,7 +151,8 @@ mod tests {
 
     #[test]
     fn loads_at_the_bounds_pass_and_past_them_name_the_flag() {
-        let check = |l| check_load(l, "--streams-per-service", "--connections");
+        let check =
+            |l| check_load(l, "--streams-per-service", "--connections").map_err(|e| e.to_string());
         assert_eq!(check(load(MAX_STREAMS, Some(1), MAX_CONNECTIONS)), Ok(()));
         assert_eq!(check(load(1000, Some(1000), 1000)), Ok(()));
         assert_eq!(

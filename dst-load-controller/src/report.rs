@@ -144,6 +144,30 @@ pub struct Access {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+/// A token or CA file that gives no access.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// It cannot be read.
+    #[error("{flag} {}: {source}", path.display())]
+    Read {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No token in it.
+    #[error(
+        "--bearer-token-file {}: no token on its first line (one word, as a ServiceAccount token file holds)",
+        .0.display()
+    )]
+    NoToken(std::path::PathBuf),
+    /// No certificate in it.
+    #[error("--ca-file {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)", .0.display())]
+    NoCertificate(std::path::PathBuf),
+}
+
 impl Access {
     /// The access `token_file` and `ca_file` give: the token is the file's
     /// first line, the CA file one or more PEM certificates. The error
@@ -151,9 +175,13 @@ impl Access {
     pub fn from_files(
         token_file: Option<&std::path::Path>,
         ca_file: Option<&std::path::Path>,
-    ) -> Result<Self, String> {
-        let read = |flag: &str, p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+    ) -> Result<Self, AccessError> {
+        let read = |flag: &'static str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| AccessError::Read {
+                flag,
+                path: p.to_path_buf(),
+                source,
+            })
         };
         let bearer_token = match token_file {
             Some(p) => {
@@ -165,10 +193,7 @@ impl Access {
                     .trim()
                     .to_string();
                 if token.is_empty() || token.contains(char::is_whitespace) {
-                    return Err(format!(
-                        "--bearer-token-file {}: no token on its first line (one word, as a ServiceAccount token file holds)",
-                        p.display()
-                    ));
+                    return Err(AccessError::NoToken(p.to_path_buf()));
                 }
                 Some(token)
             }
@@ -179,10 +204,7 @@ impl Access {
                 let pem = read("--ca-file", p)?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
                 if certs.is_empty() {
-                    return Err(format!(
-                        "--ca-file {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
-                        p.display()
-                    ));
+                    return Err(AccessError::NoCertificate(p.to_path_buf()));
                 }
                 Some(pem)
             }

@@ -104,15 +104,44 @@ pub struct ScenarioFile {
     pub spec: Spec,
 }
 
+/// Why a scenario file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// It cannot be read.
+    #[error("cannot read the scenario file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is no scenario document.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Its document asks for what cannot run.
+    #[error("{path}: {source}")]
+    Invalid {
+        /// The path given.
+        path: String,
+        /// What is wrong.
+        source: Invalid,
+    },
+}
+
 impl FromStr for ScenarioFile {
-    type Err = String;
+    type Err = FileError;
 
     /// Reads and parses the file at `path`.
-    fn from_str(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the scenario file {path}: {e}"))?;
-        let mut spec = parse(path, &text).map_err(|e| e.to_string())?;
-        spec.validate().map_err(|e| format!("{path}: {e}"))?;
+    fn from_str(path: &str) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        let mut spec = parse(path, &text)?;
+        spec.validate().map_err(|source| FileError::Invalid {
+            path: path.to_string(),
+            source,
+        })?;
         if spec.name.is_none() {
             spec.name = Path::new(path)
                 .file_stem()
@@ -549,9 +578,111 @@ impl Default for Faults {
     }
 }
 
+/// What a scenario asks for that cannot run; each says what to give
+/// instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A fault's share is no percentage.
+    #[error("slow-reader-percent and stuck-percent are percentages (0-100)")]
+    FaultPercent,
+    /// The fault shares add up past every stream.
+    #[error("slow-reader-percent ({slow}) and stuck-percent ({stuck}) add up to more than 100")]
+    FaultPercents {
+        /// Slow readers' share.
+        slow: u8,
+        /// Stuck streams' share.
+        stuck: u8,
+    },
+    /// Slow readers that are not slow.
+    #[error("slow-reader-delay must be above zero for slow readers (e.g. 1s)")]
+    SlowReaderDelay,
+    /// Reset storms with no time between them.
+    #[error("reset-storm-interval must be above zero (e.g. 60s)")]
+    ResetStormInterval,
+    /// Connection churn with no time between reconnections.
+    #[error("connection-churn-interval must be above zero (e.g. 30s)")]
+    ConnectionChurnInterval,
+    /// More profile routes than a profile is given.
+    #[error("profiles: {0} routes is too many: at most 1000")]
+    ProfileRoutes(u32),
+    /// Profile changes faster than every 100 ms.
+    #[error(
+        "profiles: change-interval must be at least 100ms (e.g. 10s), or absent for no changes"
+    )]
+    ProfileChangeInterval,
+    /// No streams, or no connection to carry them.
+    #[error("streams-per-service and connections must be at least 1")]
+    NoStreams,
+    /// More load than one client holds.
+    #[error(transparent)]
+    Load(#[from] crate::limits::LoadError),
+    /// No service group.
+    #[error("no services: give at least one of stable, oscillate, restart, ephemeral, statefulset")]
+    NoServices,
+    /// More services than the address plan has room for.
+    #[error(
+        "at most {MAX_SERVICES} services in all (each draws its endpoints from its own /20), got {0}"
+    )]
+    TooManyServices(u32),
+    /// A group's count out of range.
+    #[error("{group}: count must be from 1 to {MAX_SERVICES}, got {count}")]
+    GroupCount {
+        /// The group's pattern.
+        group: &'static str,
+        /// As given.
+        count: u32,
+    },
+    /// A range upside down.
+    #[error("{group}: min-endpoints ({min}) is greater than max-endpoints ({max})")]
+    MinAboveMax {
+        /// The group's pattern.
+        group: &'static str,
+        /// As given.
+        min: u32,
+        /// As given.
+        max: u32,
+    },
+    /// More endpoints than a service's /20 holds.
+    #[error("{0}: at most {MAX_ENDPOINTS} endpoints per service (each service draws from a /20)")]
+    TooManyEndpoints(&'static str),
+    /// An oscillation between equal sizes.
+    #[error(
+        "oscillate: min-endpoints and max-endpoints are both {0}: nothing would oscillate (give a fixed size as stable)"
+    )]
+    NothingOscillates(u32),
+    /// A pattern that replaces endpoints with none to replace.
+    #[error("{0}: endpoints must be at least 1 (a {0} replaces endpoints)")]
+    NoEndpoints(&'static str),
+    /// A run of no time.
+    #[error("duration must be above zero (e.g. 60s)")]
+    Duration,
+    /// Scaling with no time between changes.
+    #[error("schedule: min-hold and max-hold are both zero")]
+    Holds,
+    /// Restarts with no time between them.
+    #[error("restart: the interval (or the schedule's min-hold) must be above zero")]
+    RestartInterval,
+    /// Ephemeral services that live or stay gone no time.
+    #[error("ephemeral: lifetime and gap (or the schedule's min-hold) must be above zero")]
+    EphemeralTimes,
+    /// `--max-endpoints` for a scenario whose services do not scale.
+    #[error(
+        "the {0} scenario has no services that scale (oscillate or statefulset): give --min-endpoints only"
+    )]
+    NoScaling(String),
+    /// The scenario with the command line's overrides is invalid.
+    #[error("{source} (the {scenario} scenario with the flags given)")]
+    Overridden {
+        /// The scenario's name.
+        scenario: String,
+        /// What is wrong.
+        source: Box<Invalid>,
+    },
+}
+
 /// A part of the document with checks beyond its types.
 trait Check {
-    fn check(&self) -> Result<(), String>;
+    fn check(&self) -> Result<(), Invalid>;
 }
 
 /// Deserializes `T` and checks it, so that the error carries the location
@@ -577,24 +708,24 @@ fn slo_texts<S: serde::Serializer>(slos: &[crate::slo::Slo], s: S) -> Result<S::
 }
 
 impl Check for Faults {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.slow_reader_percent > 100 || self.stuck_percent > 100 {
-            return Err("slow-reader-percent and stuck-percent are percentages (0-100)".into());
+            return Err(Invalid::FaultPercent);
         }
         if u16::from(self.slow_reader_percent) + u16::from(self.stuck_percent) > 100 {
-            return Err(format!(
-                "slow-reader-percent ({}) and stuck-percent ({}) add up to more than 100",
-                self.slow_reader_percent, self.stuck_percent
-            ));
+            return Err(Invalid::FaultPercents {
+                slow: self.slow_reader_percent,
+                stuck: self.stuck_percent,
+            });
         }
         if self.slow_reader_percent > 0 && self.slow_reader_delay.is_zero() {
-            return Err("slow-reader-delay must be above zero for slow readers (e.g. 1s)".into());
+            return Err(Invalid::SlowReaderDelay);
         }
         if self.reset_storm_interval.is_some_and(|d| d.is_zero()) {
-            return Err("reset-storm-interval must be above zero (e.g. 60s)".into());
+            return Err(Invalid::ResetStormInterval);
         }
         if self.connection_churn_interval.is_some_and(|d| d.is_zero()) {
-            return Err("connection-churn-interval must be above zero (e.g. 30s)".into());
+            return Err(Invalid::ConnectionChurnInterval);
         }
         Ok(())
     }
@@ -602,85 +733,71 @@ impl Check for Faults {
 
 impl Faults {
     /// Checks the fault modes (the client's flags share these checks).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         self.check()
     }
 }
 
 impl Check for Option<Profiles> {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         let Some(p) = self else { return Ok(()) };
         if p.routes > 1000 {
-            return Err(format!(
-                "profiles: {} routes is too many: at most 1000",
-                p.routes
-            ));
+            return Err(Invalid::ProfileRoutes(p.routes));
         }
         if p.change_interval
             .is_some_and(|d| d < Duration::from_millis(100))
         {
-            return Err(
-                "profiles: change-interval must be at least 100ms (e.g. 10s), or absent for no changes"
-                    .into(),
-            );
+            return Err(Invalid::ProfileChangeInterval);
         }
         Ok(())
     }
 }
 
 impl Check for Clients {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.streams_per_service == 0 || self.connections == Some(0) {
-            return Err("streams-per-service and connections must be at least 1".into());
+            return Err(Invalid::NoStreams);
         }
-        crate::limits::check_load(self.load(None), "streams-per-service", "connections")
+        Ok(crate::limits::check_load(
+            self.load(None),
+            "streams-per-service",
+            "connections",
+        )?)
     }
 }
 
 impl Check for Services {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.groups().next().is_none() {
-            return Err(
-                "no services: give at least one of stable, oscillate, restart, ephemeral, statefulset"
-                    .into(),
-            );
+            return Err(Invalid::NoServices);
         }
         if self.count() > MAX_SERVICES {
-            return Err(format!(
-                "at most {MAX_SERVICES} services in all (each draws its endpoints from its own /20), got {}",
-                self.count()
-            ));
+            return Err(Invalid::TooManyServices(self.count()));
         }
         for g in self.groups() {
-            let name = g.pattern.as_str();
+            let group = g.pattern.as_str();
             if g.count == 0 || g.count > MAX_SERVICES {
-                return Err(format!(
-                    "{name}: count must be from 1 to {MAX_SERVICES}, got {}",
-                    g.count
-                ));
+                return Err(Invalid::GroupCount {
+                    group,
+                    count: g.count,
+                });
             }
             if g.min > g.max {
-                return Err(format!(
-                    "{name}: min-endpoints ({}) is greater than max-endpoints ({})",
-                    g.min, g.max
-                ));
+                return Err(Invalid::MinAboveMax {
+                    group,
+                    min: g.min,
+                    max: g.max,
+                });
             }
             if g.max > MAX_ENDPOINTS {
-                return Err(format!(
-                    "{name}: at most {MAX_ENDPOINTS} endpoints per service (each service draws from a /20)"
-                ));
+                return Err(Invalid::TooManyEndpoints(group));
             }
             if g.pattern == Pattern::Oscillate && !g.oscillates() {
-                return Err(format!(
-                    "oscillate: min-endpoints and max-endpoints are both {}: nothing would oscillate (give a fixed size as stable)",
-                    g.min
-                ));
+                return Err(Invalid::NothingOscillates(g.min));
             }
             let needs_endpoints = matches!(g.pattern, Pattern::Restart | Pattern::Ephemeral);
             if needs_endpoints && g.min == 0 {
-                return Err(format!(
-                    "{name}: endpoints must be at least 1 (a {name} replaces endpoints)"
-                ));
+                return Err(Invalid::NoEndpoints(group));
             }
         }
         Ok(())
@@ -760,38 +877,33 @@ impl Spec {
 
     /// Checks what spans sections (the sections check themselves as they
     /// are read).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.duration.is_zero() {
-            return Err("duration must be above zero (e.g. 60s)".into());
+            return Err(Invalid::Duration);
         }
         let scales = self.services.groups().any(|g| {
             g.oscillates() && matches!(g.pattern, Pattern::Oscillate | Pattern::StatefulSet)
         });
         if scales && self.schedule.min_hold.is_zero() && self.schedule.max_hold.is_zero() {
-            return Err("schedule: min-hold and max-hold are both zero".into());
+            return Err(Invalid::Holds);
         }
         if self.services.restart.is_some() && self.restart_interval().is_zero() {
-            return Err(
-                "restart: the interval (or the schedule's min-hold) must be above zero".into(),
-            );
+            return Err(Invalid::RestartInterval);
         }
         if self.services.ephemeral.is_some() {
             let (lifetime, gap) = self.ephemeral_lifetime_and_gap();
             if lifetime.is_zero() || gap.is_zero() {
-                return Err(
-                    "ephemeral: lifetime and gap (or the schedule's min-hold) must be above zero"
-                        .into(),
-                );
+                return Err(Invalid::EphemeralTimes);
             }
         }
         self.clients.faults.check()?;
         self.services.check()?;
         let services = self.authorities("").len() as u64;
-        crate::limits::check_load(
+        Ok(crate::limits::check_load(
             self.clients.load(Some(services)),
             "streams-per-service",
             "connections",
-        )
+        )?)
     }
 
     /// Every authority the clients watch in `namespace`: each group's
@@ -820,7 +932,7 @@ impl Spec {
     }
 
     /// Applies command-line overrides (see [`Overrides`]).
-    pub fn with(mut self, o: &Overrides) -> Result<Self, String> {
+    pub fn with(mut self, o: &Overrides) -> Result<Self, Invalid> {
         if let Some(n) = o.services {
             let first = self.services.groups().next().map_or(0, |g| g.count);
             self.services.set_counts(n, first);
@@ -840,10 +952,7 @@ impl Spec {
             }
             let fixed = self.services.groups().map(|g| g.min).all(|m| m == max);
             if !any && !fixed {
-                return Err(format!(
-                    "the {} scenario has no services that scale (oscillate or statefulset): give --min-endpoints only",
-                    self.name()
-                ));
+                return Err(Invalid::NoScaling(self.name().to_string()));
             }
         }
         if let Some(d) = o.min_hold {
@@ -885,7 +994,10 @@ impl Spec {
         }
         self.validate()
             .and_then(|()| self.clients.check())
-            .map_err(|e| format!("{e} (the {} scenario with the flags given)", self.name()))?;
+            .map_err(|e| Invalid::Overridden {
+                scenario: self.name().to_string(),
+                source: Box::new(e),
+            })?;
         Ok(self)
     }
 }
@@ -1219,7 +1331,8 @@ mod tests {
                 max_endpoints: Some(30),
                 ..Overrides::default()
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--min-endpoints only"), "{e}");
         // Equal bounds on fixed services are fine.
         let b = Scenario::Baseline
@@ -1238,7 +1351,8 @@ mod tests {
                 max_endpoints: Some(3),
                 ..Overrides::default()
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("greater than"), "{e}");
     }
 

@@ -121,8 +121,46 @@ const HINT: &str = "expected e.g. update_latency.p95<500ms, fanout_completion.ma
 latencies: update_latency, convergence_latency, fanout_completion, kubernetes_leg, destination_leg, profile_update_latency with .p50/.p95/.p99/.p999/.max; \
 counts: stale_streams, errors, resets, unconverged_streams, untimed_convergences, profile_stale_streams";
 
+/// Why an SLO expression was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid SLO '{slo}': {problem}; {HINT}")]
+pub struct SloError {
+    /// The expression as given.
+    pub slo: String,
+    /// What is wrong with it.
+    pub problem: SloProblem,
+}
+
+/// What is wrong with an SLO expression.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SloProblem {
+    /// No operator.
+    #[error("no comparison")]
+    NoComparison,
+    /// A latency this tool does not measure.
+    #[error("unknown latency '{0}'")]
+    Latency(String),
+    /// A statistic of none of the percentiles.
+    #[error("unknown statistic '{0}'")]
+    Statistic(String),
+    /// A latency bound that is no duration.
+    #[error("'{value}' is not a duration ({why})")]
+    Duration {
+        /// As given.
+        value: String,
+        /// The duration parser's words.
+        why: String,
+    },
+    /// A count this tool does not measure.
+    #[error("unknown measure '{0}'")]
+    Measure(String),
+    /// A count bound that is no count.
+    #[error("'{0}' is not a count")]
+    Count(String),
+}
+
 impl FromStr for Slo {
-    type Err = String;
+    type Err = SloError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let expr: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -130,7 +168,10 @@ impl FromStr for Slo {
             .iter()
             .filter_map(|o| expr.find(o).map(|p| (p, *o, o.len())))
             .min_by_key(|(p, o, _)| (*p, std::cmp::Reverse(o.len())))
-            .ok_or_else(|| format!("invalid SLO '{s}': no comparison; {HINT}"))?;
+            .ok_or_else(|| SloError {
+                slo: s.to_string(),
+                problem: SloProblem::NoComparison,
+            })?;
         let op = match op {
             "<=" => Op::Le,
             ">=" => Op::Ge,
@@ -139,7 +180,10 @@ impl FromStr for Slo {
             _ => Op::Gt,
         };
         let (lhs, rhs) = (&expr[..pos], &expr[pos + len..]);
-        let bad = |why: &str| format!("invalid SLO '{s}': {why}; {HINT}");
+        let bad = |problem| SloError {
+            slo: s.to_string(),
+            problem,
+        };
         let (subject, bound) = match lhs.split_once('.') {
             Some((metric, stat)) => {
                 let latency = match metric {
@@ -149,7 +193,7 @@ impl FromStr for Slo {
                     "kubernetes_leg" => Latency::KubernetesLeg,
                     "destination_leg" => Latency::DestinationLeg,
                     "profile_update_latency" => Latency::ProfileUpdateLatency,
-                    _ => return Err(bad(&format!("unknown latency '{metric}'"))),
+                    _ => return Err(bad(SloProblem::Latency(metric.to_string()))),
                 };
                 let stat = match stat {
                     "p50" => Stat::P50,
@@ -157,10 +201,14 @@ impl FromStr for Slo {
                     "p99" => Stat::P99,
                     "p999" => Stat::P999,
                     "max" => Stat::Max,
-                    _ => return Err(bad(&format!("unknown statistic '{stat}'"))),
+                    _ => return Err(bad(SloProblem::Statistic(stat.to_string()))),
                 };
-                let d: Duration = humantime::parse_duration(rhs)
-                    .map_err(|e| bad(&format!("'{rhs}' is not a duration ({e})")))?;
+                let d: Duration = humantime::parse_duration(rhs).map_err(|e| {
+                    bad(SloProblem::Duration {
+                        value: rhs.to_string(),
+                        why: e.to_string(),
+                    })
+                })?;
                 (Subject::Latency(latency, stat), d.as_secs_f64())
             }
             None => {
@@ -171,11 +219,11 @@ impl FromStr for Slo {
                     "unconverged_streams" => Count::UnconvergedStreams,
                     "untimed_convergences" => Count::UntimedConvergences,
                     "profile_stale_streams" => Count::ProfileStaleStreams,
-                    _ => return Err(bad(&format!("unknown measure '{lhs}'"))),
+                    _ => return Err(bad(SloProblem::Measure(lhs.to_string()))),
                 };
                 let n: f64 = rhs
                     .parse::<u64>()
-                    .map_err(|_| bad(&format!("'{rhs}' is not a count")))?
+                    .map_err(|_| bad(SloProblem::Count(rhs.to_string())))?
                     as f64;
                 (Subject::Count(count), n)
             }
@@ -354,7 +402,7 @@ mod tests {
             "errors==x",
             "bogus==0",
         ] {
-            let e = bad.parse::<Slo>().unwrap_err();
+            let e = bad.parse::<Slo>().unwrap_err().to_string();
             assert!(e.contains("expected e.g."), "{bad}: {e}");
         }
     }

@@ -22,19 +22,30 @@ pub const STATS: [(&str, f64); 5] = [
 ];
 
 /// `10%` or `0.1`, as a fraction from 0 to 10.
-pub fn parse_fraction(s: &str) -> Result<f64, String> {
+pub fn parse_fraction(s: &str) -> Result<f64, FractionError> {
     let (n, scale) = match s.trim().strip_suffix('%') {
         Some(p) => (p.trim(), 100.0),
         None => (s.trim(), 1.0),
     };
     let v = n
         .parse::<f64>()
-        .map_err(|_| format!("'{s}' is not a fraction: give e.g. 10% or 0.1"))?
+        .map_err(|_| FractionError::NotANumber(s.to_string()))?
         / scale;
     if !(0.0..=10.0).contains(&v) {
-        return Err(format!("'{s}' is out of range: give 0% to 1000%"));
+        return Err(FractionError::OutOfRange(s.to_string()));
     }
     Ok(v)
+}
+
+/// Not a fraction [`parse_fraction`] takes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FractionError {
+    /// Not a number.
+    #[error("'{0}' is not a fraction: give e.g. 10% or 0.1")]
+    NotANumber(String),
+    /// Below 0 or past 1000 %.
+    #[error("'{0}' is out of range: give 0% to 1000%")]
+    OutOfRange(String),
 }
 
 /// Bootstrap resamples per latency.

@@ -122,14 +122,25 @@ impl Default for Rollout {
     }
 }
 
+/// Not an int-or-percent a rollout takes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IntOrPercentError {
+    /// Neither a count nor a percentage.
+    #[error("'{0}' is not a count or a percentage (e.g. 1 or 25%)")]
+    Neither(String),
+    /// A percentage past 100.
+    #[error("'{0}': a percentage is at most 100%")]
+    Percent(String),
+}
+
 /// Parses `N` or `N%` as Kubernetes' int-or-percent.
-pub fn parse_int_or_percent(s: &str) -> Result<IntOrString, String> {
-    let bad = || format!("'{s}' is not a count or a percentage (e.g. 1 or 25%)");
+pub fn parse_int_or_percent(s: &str) -> Result<IntOrString, IntOrPercentError> {
+    let bad = || IntOrPercentError::Neither(s.to_string());
     match s.strip_suffix('%') {
         Some(p) => {
             let n: u32 = p.parse().map_err(|_| bad())?;
             if n > 100 {
-                return Err(format!("'{s}': a percentage is at most 100%"));
+                return Err(IntOrPercentError::Percent(s.to_string()));
             }
             Ok(IntOrString::String(s.to_string()))
         }
@@ -147,8 +158,13 @@ pub fn parse_int_or_percent(s: &str) -> Result<IntOrString, String> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSelector(pub BTreeMap<String, String>);
 
+/// A node selector term that is no `key=value`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid node selector '{0}'; expected key=value, e.g. type=kwok")]
+pub struct NodeSelectorError(pub String);
+
 impl FromStr for NodeSelector {
-    type Err = String;
+    type Err = NodeSelectorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut map = BTreeMap::new();
@@ -156,9 +172,7 @@ impl FromStr for NodeSelector {
             let (k, v) = pair
                 .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| {
-                    format!("invalid node selector '{pair}'; expected key=value, e.g. type=kwok")
-                })?;
+                .ok_or_else(|| NodeSelectorError(pair.to_string()))?;
             map.insert(k.to_string(), v.to_string());
         }
         Ok(Self(map))
@@ -169,21 +183,29 @@ impl FromStr for NodeSelector {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TolerationSpec(pub Toleration);
 
+/// A toleration that is no `key[=value]:Effect`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TolerationError {
+    /// Not of the form.
+    #[error(
+        "invalid toleration '{0}'; expected key[=value]:Effect, e.g. kwok.x-k8s.io/node=fake:NoSchedule"
+    )]
+    Form(String),
+    /// An effect Kubernetes has not.
+    #[error(
+        "invalid toleration '{0}'; expected key[=value]:Effect, e.g. kwok.x-k8s.io/node=fake:NoSchedule; the effect must be NoSchedule, PreferNoSchedule or NoExecute"
+    )]
+    Effect(String),
+}
+
 impl FromStr for TolerationSpec {
-    type Err = String;
+    type Err = TolerationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || {
-            format!(
-                "invalid toleration '{s}'; expected key[=value]:Effect, e.g. kwok.x-k8s.io/node=fake:NoSchedule"
-            )
-        };
+        let err = || TolerationError::Form(s.to_string());
         let (kv, effect) = s.rsplit_once(':').ok_or_else(err)?;
         if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-            return Err(format!(
-                "{}; the effect must be NoSchedule, PreferNoSchedule or NoExecute",
-                err()
-            ));
+            return Err(TolerationError::Effect(s.to_string()));
         }
         let (key, value, operator) = match kv.split_once('=') {
             Some((k, v)) => (k, Some(v.to_string()), "Equal"),

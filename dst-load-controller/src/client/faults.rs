@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn validation_names_the_key() {
         let bad = |f: Faults, needle: &str| {
-            let e = f.validate().unwrap_err();
+            let e = f.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         };
         bad(

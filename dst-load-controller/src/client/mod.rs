@@ -117,7 +117,7 @@ impl Config {
     /// One stream per target over one connection, with the flags' defaults
     /// otherwise (the context token from the POD_* and NODE_NAME environment,
     /// as the proxy injector sets it).
-    pub fn new(destination: &str, watch: Watch) -> Result<Self, String> {
+    pub fn new(destination: &str, watch: Watch) -> Result<Self, AddrError> {
         let env = |k: &str| std::env::var(k).ok();
         Ok(Self {
             destination: destination_uri(destination)?,
@@ -170,19 +170,34 @@ fn namespace_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
     }
 }
 
-pub(crate) fn destination_uri(addr: &str) -> Result<http::Uri, String> {
+/// A `--destination-addr` that is no address to dial.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    /// Not a URI.
+    #[error("invalid --destination-addr '{addr}': {source}; expected host:port")]
+    Invalid {
+        /// As given.
+        addr: String,
+        /// Why.
+        source: http::uri::InvalidUri,
+    },
+    /// No port.
+    #[error("--destination-addr '{0}' has no port; expected host:port, e.g. 127.0.0.1:8086")]
+    NoPort(String),
+}
+
+pub(crate) fn destination_uri(addr: &str) -> Result<http::Uri, AddrError> {
     let with_scheme = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    let uri: http::Uri = with_scheme
-        .parse()
-        .map_err(|e| format!("invalid --destination-addr '{addr}': {e}; expected host:port"))?;
+    let uri: http::Uri = with_scheme.parse().map_err(|source| AddrError::Invalid {
+        addr: addr.to_string(),
+        source,
+    })?;
     if uri.port_u16().is_none() {
-        return Err(format!(
-            "--destination-addr '{addr}' has no port; expected host:port, e.g. 127.0.0.1:8086"
-        ));
+        return Err(AddrError::NoPort(addr.to_string()));
     }
     Ok(uri)
 }

@@ -315,7 +315,8 @@ impl Args {
             },
             "--streams-per-service",
             "--connections",
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         if self
             .http2_stream_window
             .is_some_and(|w| !(65_535..=MAX_WINDOW).contains(&w))
@@ -402,14 +403,16 @@ impl Args {
         if self.backoff_min.is_zero() {
             return Err("--backoff-min must be greater than zero".into());
         }
-        self.faults().validate()?;
+        self.faults().validate().map_err(|e| e.to_string())?;
         if !(0.0..=1.0).contains(&self.backoff_jitter) {
             return Err(format!(
                 "--backoff-jitter must be between 0 and 1, got {}",
                 self.backoff_jitter
             ));
         }
-        destination_uri(&self.destination_addr).map(|_| ())
+        destination_uri(&self.destination_addr)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Runs until `--duration` or a signal, then prints a summary, judges
@@ -648,7 +651,7 @@ impl TryFrom<&Args> for Config {
             _ => None,
         };
         Ok(Self {
-            destination: destination_uri(&args.destination_addr)?,
+            destination: destination_uri(&args.destination_addr).map_err(|e| e.to_string())?,
             watch,
             namespace: args.namespace.clone(),
             cluster_domain: args.cluster_domain.clone(),
@@ -737,6 +740,7 @@ mod tests {
         assert!(
             Config::new("no-port", Watch::Targets(vec![]))
                 .unwrap_err()
+                .to_string()
                 .contains("has no port")
         );
     }

@@ -455,7 +455,7 @@ impl KubeArgs {
                 file.display()
             ));
         }
-        self.settings().validate()
+        self.settings().validate().map_err(|e| e.to_string())
     }
 
     /// The client settings these flags give (the environment's kubeconfig).

@@ -227,7 +227,7 @@ impl TryFrom<Args> for mock::Config {
                 handshake: args.handshake_timeout.into(),
             },
         };
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 }
@@ -403,7 +403,7 @@ fn service_protocol(arg: &str) -> Result<(crate::target::Authority, AppProtocol)
     })?;
     Ok((
         policy_authority(authority)?,
-        protocol.parse::<AppProtocol>()?,
+        protocol.parse::<AppProtocol>().map_err(|e| e.to_string())?,
     ))
 }
 

@@ -127,6 +127,7 @@ impl Args {
     /// The token and authorities read from their files.
     fn access(&self) -> Result<Access, String> {
         Access::from_files(self.bearer_token_file.as_deref(), self.ca_file.as_deref())
+            .map_err(|e| e.to_string())
     }
 
     fn window(&self, now: jiff::Timestamp) -> (jiff::Timestamp, jiff::Timestamp) {

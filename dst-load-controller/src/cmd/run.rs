@@ -256,7 +256,10 @@ impl Args {
         if self.red_line.find_red_line && self.gates.kube_burner_dir.is_some() {
             return Err("--kube-burner-dir writes the runs of a plan, not a red-line search's steps: leave it out of --find-red-line, or run the step's load with --repeat".into());
         }
-        self.faults.over(spec.clients.faults).validate()
+        self.faults
+            .over(spec.clients.faults)
+            .validate()
+            .map_err(|e| e.to_string())
     }
 
     /// With --ground-truth-kubeconfig: the target cluster and how its
@@ -283,7 +286,7 @@ impl Args {
     pub fn spec(&self) -> Result<Spec, String> {
         let base = self.base();
         let faults = self.faults.over(base.clients.faults);
-        let mut spec = base.with(&self.overrides())?;
+        let mut spec = base.with(&self.overrides()).map_err(|e| e.to_string())?;
         spec.clients.faults = faults;
         Ok(spec)
     }

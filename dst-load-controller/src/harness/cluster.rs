@@ -116,11 +116,9 @@ impl Load for ClusterLoad<'_> {
         let targets = authorities
             .iter()
             .map(|a| a.parse::<crate::target::Authority>())
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?;
+            .collect::<Result<_, _>>()?;
         let mut config =
-            client::Config::new(&self.cluster.destination, client::Watch::Targets(targets))
-                .map_err(anyhow::Error::msg)?;
+            client::Config::new(&self.cluster.destination, client::Watch::Targets(targets))?;
         config.ground_truth = true;
         config.cluster_domain = self.cluster.cluster_domain.clone();
         config.namespace = Some(ns.clone());

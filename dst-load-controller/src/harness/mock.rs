@@ -123,8 +123,7 @@ impl Load for MockLoad {
             .iter()
             .map(|a| a.parse().expect("valid authority"))
             .collect();
-        let config = client::Config::new(&self.addr.to_string(), client::Watch::Targets(targets))
-            .map_err(anyhow::Error::msg)?;
+        let config = client::Config::new(&self.addr.to_string(), client::Watch::Targets(targets))?;
         // The truth: the initial sets, then the changes from the mock's
         // feeds (the profiles' too, when there are profile streams).
         self.profiles_followed = run.spec.clients.profile_streams_per_service > 0;

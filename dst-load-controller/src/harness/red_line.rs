@@ -65,7 +65,7 @@ impl RedLine {
         if duration.is_some() {
             o.duration = duration;
         }
-        let mut spec = self.base.clone().with(&o).map_err(anyhow::Error::msg)?;
+        let mut spec = self.base.clone().with(&o)?;
         spec.clients.faults = self.faults;
         Ok(Plan {
             spec,
@@ -142,11 +142,7 @@ impl RedLine {
     }
 
     async fn steps(&self, shutdown: &CancellationToken) -> anyhow::Result<Found> {
-        let spec = self
-            .base
-            .clone()
-            .with(&self.overrides)
-            .map_err(anyhow::Error::msg)?;
+        let spec = self.base.clone().with(&self.overrides)?;
         let start = match self.dimension {
             Dimension::Streams => spec.clients.streams_per_service,
             Dimension::Services => spec.services.groups().next().map_or(1, |g| g.count),

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::{dsts::DstSpec, generate::GeneratedDst, identity::Identities, server::Behavior};
-use crate::{kube_api::KubeSettings, schedule::Oscillation};
+use crate::{kube_api::KubeSettings, schedule::Oscillation, target::Authority};
 
 /// A mock Destination server's whole configuration.
 #[derive(Clone, Debug)]
@@ -49,25 +49,60 @@ pub struct Config {
     pub accept: crate::net::AcceptLimits,
 }
 
+/// A mock configuration that cannot serve; each names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No connections, or no time for a preface.
+    #[error("--max-connections and --handshake-timeout must be above zero (e.g. 65535 and 10s)")]
+    Accept,
+    /// A queue of none, or past [`crate::limits::MAX_STREAM_QUEUE`].
+    #[error(
+        "--stream-queue-capacity must be from 1 to {max} updates, got {0}",
+        max = crate::limits::MAX_STREAM_QUEUE
+    )]
+    QueueCapacity(usize),
+    /// A destination past [`crate::limits::MAX_ENDPOINTS_PER_DESTINATION`].
+    #[error(
+        "{flag}: {authority} has {size} endpoints, more than a destination may have: at most {max} (one update of them stays within gRPC's 4 MiB message limit)",
+        max = crate::limits::MAX_ENDPOINTS_PER_DESTINATION
+    )]
+    Endpoints {
+        /// Where it was given.
+        flag: &'static str,
+        /// The destination.
+        authority: Authority,
+        /// Its endpoints.
+        size: u64,
+    },
+    /// Oscillations that would spin.
+    #[error(
+        "the oscillation holds add up to {0:?}, below {min:?}: give --oscillate-hold-duration (e.g. 30s)",
+        min = crate::limits::MIN_OSCILLATION_CYCLE
+    )]
+    Cycle(std::time::Duration),
+    /// A namespace that is no name.
+    #[error(
+        "--kubernetes-namespace '{0}' is not a namespace name (lowercase letters, digits and '-', at most 63)"
+    )]
+    Namespace(String),
+    /// One destination given both ways.
+    #[error("destination {0} is both in DSTS and --generate")]
+    Twice(Authority),
+}
+
 impl Config {
     /// Checks what the types do not: a destination given twice, sizes
     /// past [`crate::limits`], an oscillation with no hold, a namespace
     /// that is no name.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         use crate::limits::{
             MAX_ENDPOINTS_PER_DESTINATION, MAX_STREAM_QUEUE, MIN_OSCILLATION_CYCLE,
         };
         if self.accept.max_connections == 0 || self.accept.handshake.is_zero() {
-            return Err(
-                "--max-connections and --handshake-timeout must be above zero (e.g. 65535 and 10s)"
-                    .into(),
-            );
+            return Err(ConfigError::Accept);
         }
         if !(1..=MAX_STREAM_QUEUE).contains(&self.behavior.queue_capacity) {
-            return Err(format!(
-                "--stream-queue-capacity must be from 1 to {MAX_STREAM_QUEUE} updates, got {}",
-                self.behavior.queue_capacity
-            ));
+            return Err(ConfigError::QueueCapacity(self.behavior.queue_capacity));
         }
         let sizes = self
             .dsts
@@ -80,32 +115,27 @@ impl Config {
             );
         for (authority, size, flag) in sizes {
             if size > u64::from(MAX_ENDPOINTS_PER_DESTINATION) {
-                return Err(format!(
-                    "{flag}: {authority} has {size} endpoints, more than a destination may have: at most {MAX_ENDPOINTS_PER_DESTINATION} (one update of them stays within gRPC's 4 MiB message limit)"
-                ));
+                return Err(ConfigError::Endpoints {
+                    flag,
+                    authority: authority.clone(),
+                    size,
+                });
             }
         }
         let cycle = self.timing.min_hold + self.timing.max_hold;
         if self.generate.iter().any(GeneratedDst::oscillates) && cycle < MIN_OSCILLATION_CYCLE {
-            return Err(format!(
-                "the oscillation holds add up to {cycle:?}, below {MIN_OSCILLATION_CYCLE:?}: give --oscillate-hold-duration (e.g. 30s)"
-            ));
+            return Err(ConfigError::Cycle(cycle));
         }
         if let Some(ns) = self
             .kubernetes_namespaces
             .iter()
             .find(|ns| !crate::labels::is_dns_label(ns))
         {
-            return Err(format!(
-                "--kubernetes-namespace '{ns}' is not a namespace name (lowercase letters, digits and '-', at most 63)"
-            ));
+            return Err(ConfigError::Namespace(ns.clone()));
         }
         for g in &self.generate {
             if self.dsts.iter().any(|d| d.authority == g.authority) {
-                return Err(format!(
-                    "destination {} is both in DSTS and --generate",
-                    g.authority
-                ));
+                return Err(ConfigError::Twice(g.authority.clone()));
             }
         }
         Ok(())

@@ -49,7 +49,7 @@ pub enum DstsError {
         /// The pair as written.
         pair: String,
         /// Why not.
-        why: String,
+        why: super::server::NotAService,
     },
     /// The same destination appears twice.
     #[error("destination '{0}' is given twice")]

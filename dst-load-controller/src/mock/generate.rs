@@ -54,36 +54,95 @@ pub struct GeneratedDst {
     pub max: u32,
 }
 
+/// The form `--generate` takes.
+const GENERATE_HINT: &str = "expected DESTINATION=CIDR:COUNT or DESTINATION=CIDR:MIN..MAX, e.g. foo.ns.svc.cluster.local:8080=10.1.0.0/16:10..200";
+
+/// A `--generate` value that generates nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("'{given}': {problem}")]
+pub struct GenerateError {
+    /// As given.
+    pub given: String,
+    /// What is wrong.
+    pub problem: GenerateProblem,
+}
+
+/// What is wrong with a `--generate` value.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateProblem {
+    /// Not of the form.
+    #[error("{GENERATE_HINT}")]
+    Form,
+    /// The destination is no authority.
+    #[error(transparent)]
+    Authority(#[from] crate::target::TargetError),
+    /// The CIDR is none.
+    #[error("invalid CIDR '{cidr}': {source}")]
+    Cidr {
+        /// As given.
+        cidr: String,
+        /// Why.
+        source: ipnet::AddrParseError,
+    },
+    /// A size that is no count.
+    #[error("'{0}' is not a count; {GENERATE_HINT}")]
+    Count(String),
+    /// A range upside down.
+    #[error("the minimum {min} is above the maximum {max}")]
+    Range {
+        /// As given.
+        min: u32,
+        /// As given.
+        max: u32,
+    },
+    /// A CIDR too small for the endpoints.
+    #[error("{cidr} has fewer than {max} addresses")]
+    Small {
+        /// As given.
+        cidr: IpNet,
+        /// Endpoints asked for.
+        max: u32,
+    },
+}
+
 impl FromStr for GeneratedDst {
-    type Err = String;
+    type Err = GenerateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hint = "expected DESTINATION=CIDR:COUNT or DESTINATION=CIDR:MIN..MAX, e.g. foo.ns.svc.cluster.local:8080=10.1.0.0/16:10..200";
-        let (dst, rest) = s.split_once('=').ok_or_else(|| format!("'{s}': {hint}"))?;
-        let authority: Authority = dst.parse().map_err(|e| format!("'{s}': {e}"))?;
+        let bad = |problem| GenerateError {
+            given: s.to_string(),
+            problem,
+        };
+        let (dst, rest) = s
+            .split_once('=')
+            .ok_or_else(|| bad(GenerateProblem::Form))?;
+        let authority: Authority = dst
+            .parse()
+            .map_err(|e| bad(GenerateProblem::Authority(e)))?;
         let (cidr, size) = rest
             .rsplit_once(':')
-            .ok_or_else(|| format!("'{s}': {hint}"))?;
-        let cidr: IpNet = cidr
-            .parse()
-            .map_err(|e| format!("'{s}': invalid CIDR '{cidr}': {e}"))?;
+            .ok_or_else(|| bad(GenerateProblem::Form))?;
+        let cidr: IpNet = cidr.parse().map_err(|source| {
+            bad(GenerateProblem::Cidr {
+                cidr: cidr.to_string(),
+                source,
+            })
+        })?;
         let num = |v: &str| {
             v.parse::<u32>()
-                .map_err(|_| format!("'{s}': '{v}' is not a count; {hint}"))
+                .map_err(|_| bad(GenerateProblem::Count(v.to_string())))
         };
         let (min, max) = match size.split_once("..") {
             Some((lo, hi)) => (num(lo)?, num(hi)?),
             None => (num(size)?, num(size)?),
         };
         if min > max {
-            return Err(format!(
-                "'{s}': the minimum {min} is above the maximum {max}"
-            ));
+            return Err(bad(GenerateProblem::Range { min, max }));
         }
         if nth_endpoint(&cidr, u64::from(max).saturating_sub(1), authority.port()).is_none()
             && max > 0
         {
-            return Err(format!("'{s}': {cidr} has fewer than {max} addresses"));
+            return Err(bad(GenerateProblem::Small { cidr, max }));
         }
         Ok(Self {
             authority,

@@ -232,7 +232,7 @@ impl Issuer {
         )
         .map_err(|e| refuse(Status::invalid_argument(format!("bad CSR: {e}"))))?;
         check_csr(&csr.params, &req.identity)
-            .map_err(|m| refuse(Status::failed_precondition(m)))?;
+            .map_err(|e| refuse(Status::failed_precondition(e.to_string())))?;
         if req.token != self.token {
             return Err(refuse(Status::failed_precondition(
                 "authentication failed: the token is not the one this mock was given (--identity-token-file)",
@@ -275,9 +275,28 @@ impl Issuer {
     }
 }
 
+/// A CSR Linkerd's identity service refuses, in its words.
+#[derive(Debug, thiserror::Error)]
+enum CsrError {
+    /// Not exactly one DNS name.
+    #[error("CSR must have exactly one DNSName (it has {0})")]
+    DnsNames(usize),
+    /// A DNS name that is not the identity asked for.
+    #[error("CSR name does not match requested identity: csr={csr}; req={requested}")]
+    Name {
+        /// The CSR's name.
+        csr: String,
+        /// The request's identity.
+        requested: String,
+    },
+    /// A common name that is not the identity.
+    #[error("invalid CommonName: {0}")]
+    CommonName(String),
+}
+
 /// Linkerd's CSR rules: exactly one DNS name, the requested identity; a
 /// common name, if any, the same.
-fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), String> {
+fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), CsrError> {
     let dns: Vec<&str> = params
         .subject_alt_names
         .iter()
@@ -287,21 +306,19 @@ fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), St
         })
         .collect();
     let [name] = dns.as_slice() else {
-        return Err(format!(
-            "CSR must have exactly one DNSName (it has {})",
-            dns.len()
-        ));
+        return Err(CsrError::DnsNames(dns.len()));
     };
     if *name != identity {
-        return Err(format!(
-            "CSR name does not match requested identity: csr={name}; req={identity}"
-        ));
+        return Err(CsrError::Name {
+            csr: name.to_string(),
+            requested: identity.to_string(),
+        });
     }
     match params.distinguished_name.get(&rcgen::DnType::CommonName) {
         None => Ok(()),
         Some(rcgen::DnValue::Utf8String(cn)) if cn == identity => Ok(()),
         Some(rcgen::DnValue::PrintableString(cn)) if cn.as_str() == identity => Ok(()),
-        Some(other) => Err(format!("invalid CommonName: {other:?}")),
+        Some(other) => Err(CsrError::CommonName(format!("{other:?}"))),
     }
 }
 

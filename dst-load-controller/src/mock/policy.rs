@@ -74,18 +74,21 @@ pub enum AppProtocol {
     Opaque,
 }
 
-impl std::str::FromStr for AppProtocol {
-    type Err = String;
+/// A protocol name [`AppProtocol`] has not.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not a protocol: give detect, http1, http2 or opaque")]
+pub struct UnknownProtocol(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for AppProtocol {
+    type Err = UnknownProtocol;
+
+    fn from_str(s: &str) -> Result<Self, UnknownProtocol> {
         match s {
             "detect" => Ok(Self::Detect),
             "http1" => Ok(Self::Http1),
             "http2" => Ok(Self::Http2),
             "opaque" => Ok(Self::Opaque),
-            _ => Err(format!(
-                "'{s}' is not a protocol: give detect, http1, http2 or opaque"
-            )),
+            _ => Err(UnknownProtocol(s.to_string())),
         }
     }
 }

@@ -141,23 +141,44 @@ impl ProfileSpec {
 
     /// Checks what the controller would refuse (it drops such a profile
     /// whole): an empty route name or path, an unknown method, a bad budget.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ProfileError> {
         for r in &self.routes {
             if r.name.is_empty() || r.path_regex.is_empty() {
-                return Err("every route needs a name and a path-regex".into());
+                return Err(ProfileError::Route);
             }
             if let Some(m) = &r.method {
-                http::Method::from_bytes(m.as_bytes())
-                    .map_err(|_| format!("route {}: '{m}' is not an HTTP method", r.name))?;
+                http::Method::from_bytes(m.as_bytes()).map_err(|_| ProfileError::Method {
+                    route: r.name.clone(),
+                    method: m.clone(),
+                })?;
             }
         }
         if let Some(b) = &self.retry_budget
             && !(b.retry_ratio.is_finite() && b.retry_ratio >= 0.0)
         {
-            return Err("retry-ratio must be a non-negative number".into());
+            return Err(ProfileError::RetryRatio);
         }
         Ok(())
     }
+}
+
+/// A profile the controller would drop.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A route with no name or no path.
+    #[error("every route needs a name and a path-regex")]
+    Route,
+    /// A method HTTP has no such.
+    #[error("route {route}: '{method}' is not an HTTP method")]
+    Method {
+        /// The route's name.
+        route: String,
+        /// As given.
+        method: String,
+    },
+    /// A retry ratio that is no ratio.
+    #[error("retry-ratio must be a non-negative number")]
+    RetryRatio,
 }
 
 /// Every service's profile, set by name (`svc.ns.svc.domain`, no port: a
@@ -473,10 +494,20 @@ mod tests {
         };
         spec.validate().unwrap();
         spec.routes[0].method = Some("G E T".into());
-        assert!(spec.validate().unwrap_err().contains("not an HTTP method"));
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not an HTTP method")
+        );
         spec.routes[0].method = None;
         spec.routes[0].path_regex.clear();
-        assert!(spec.validate().unwrap_err().contains("path-regex"));
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("path-regex")
+        );
         let budget = ProfileSpec {
             retry_budget: Some(RetryBudgetSpec {
                 retry_ratio: -1.0,

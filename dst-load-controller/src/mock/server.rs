@@ -99,14 +99,32 @@ impl std::fmt::Display for Delay {
     }
 }
 
+/// Not a [`Delay`].
+#[derive(Debug, thiserror::Error)]
+pub enum DelayError {
+    /// Not a duration.
+    #[error("invalid delay '{value}': {source}; expected e.g. 50ms or 10ms..200ms")]
+    Duration {
+        /// As given.
+        value: String,
+        /// Why.
+        source: humantime::DurationError,
+    },
+    /// A range upside down.
+    #[error("delay range '{0}' has its minimum above its maximum")]
+    Range(String),
+}
+
 impl std::str::FromStr for Delay {
-    type Err = String;
+    type Err = DelayError;
 
     /// `none`, `50ms`, or `10ms..200ms`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parse = |v: &str| {
-            humantime::parse_duration(v.trim())
-                .map_err(|e| format!("invalid delay '{v}': {e}; expected e.g. 50ms or 10ms..200ms"))
+            humantime::parse_duration(v.trim()).map_err(|source| DelayError::Duration {
+                value: v.to_string(),
+                source,
+            })
         };
         if s == "none" || s.is_empty() {
             return Ok(Delay::None);
@@ -115,9 +133,7 @@ impl std::str::FromStr for Delay {
             Some((lo, hi)) => {
                 let (lo, hi) = (parse(lo)?, parse(hi)?);
                 if lo > hi {
-                    return Err(format!(
-                        "delay range '{s}' has its minimum above its maximum"
-                    ));
+                    return Err(DelayError::Range(s.to_string()));
                 }
                 Ok(Delay::Uniform(lo, hi))
             }
@@ -165,12 +181,29 @@ pub fn parse_path(path: &str) -> Result<Authority, Status> {
     })
 }
 
+/// Why a `Get` path or a control API name is no service's authority.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotAService {
+    /// Longer than any name and port.
+    #[error("longer than any name and port")]
+    TooLong,
+    /// An IP address.
+    #[error("IP addresses are not service names")]
+    Address,
+    /// No authority at all.
+    #[error(transparent)]
+    Unparsable(#[from] crate::target::TargetError),
+    /// A host that is not a service's name.
+    #[error("not a name of the form <svc>.<ns>.svc.<cluster-domain>")]
+    NotAName,
+}
+
 /// A service's authority as `Get` takes it (`name.ns.svc.domain[:port]`,
 /// port 80 when absent), or why it is not one. Every destination the mock
 /// serves is one: those given at start-up and over the control API too.
-pub fn service_authority(path: &str) -> Result<Authority, String> {
+pub fn service_authority(path: &str) -> Result<Authority, NotAService> {
     if super::codec::echoed(path).len() != path.len() {
-        return Err("longer than any name and port".into());
+        return Err(NotAService::TooLong);
     }
     let host = path.rsplit_once(':').map_or(path, |(h, _)| h);
     if host
@@ -178,16 +211,16 @@ pub fn service_authority(path: &str) -> Result<Authority, String> {
         .parse::<std::net::IpAddr>()
         .is_ok()
     {
-        return Err("IP addresses are not service names".into());
+        return Err(NotAService::Address);
     }
     let with_port = if path.contains(':') {
         path.to_string()
     } else {
         format!("{path}:80")
     };
-    let authority: Authority = with_port.parse().map_err(|e| format!("{e}"))?;
+    let authority: Authority = with_port.parse()?;
     if !authority.host().contains(".svc.") {
-        return Err("not a name of the form <svc>.<ns>.svc.<cluster-domain>".into());
+        return Err(NotAService::NotAName);
     }
     Ok(authority)
 }
