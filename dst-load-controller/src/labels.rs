@@ -195,6 +195,73 @@ pub enum RequirementError {
     Value(String),
 }
 
+/// A name a flag takes that Kubernetes would refuse; each names the flag.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not a namespace's name.
+    #[error(
+        "{flag} '{value}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)"
+    )]
+    Namespace {
+        /// The flag (or key) that gave it.
+        flag: String,
+        /// As given.
+        value: String,
+    },
+    /// Not a DNS domain.
+    #[error("{flag} '{value}' is not a domain (e.g. cluster.local)")]
+    Domain {
+        /// The flag that gave it.
+        flag: String,
+        /// As given.
+        value: String,
+    },
+    /// Not a multicluster link's name.
+    #[error(
+        "{flag} '{value}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)"
+    )]
+    Link {
+        /// The flag that gave it.
+        flag: String,
+        /// As given.
+        value: String,
+    },
+}
+
+/// Checks a namespace's name given by `flag`.
+pub fn check_namespace(flag: &str, value: &str) -> Result<(), NameError> {
+    if is_dns_label(value) {
+        return Ok(());
+    }
+    Err(NameError::Namespace {
+        flag: flag.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Checks a cluster's DNS domain given by `flag`.
+pub fn check_domain(flag: &str, value: &str) -> Result<(), NameError> {
+    if value.split('.').all(is_dns_label) {
+        return Ok(());
+    }
+    Err(NameError::Domain {
+        flag: flag.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Checks a multicluster link's name (its `--cluster-name`) given by
+/// `flag`.
+pub fn check_link(flag: &str, value: &str) -> Result<(), NameError> {
+    if is_dns_label(value) {
+        return Ok(());
+    }
+    Err(NameError::Link {
+        flag: flag.to_string(),
+        value: value.to_string(),
+    })
+}
+
 /// Checks a label selector as the apiserver parses one (`k=v`, `k==v`,
 /// `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated), so a
 /// typo is named before anything is created; the error says what is wrong.
@@ -298,6 +365,32 @@ fn check_value(v: &str) -> Result<(), RequirementError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_checked_once_for_every_flag_and_the_error_names_it() {
+        assert_eq!(check_namespace("--namespace", "dst-load"), Ok(()));
+        assert_eq!(
+            check_namespace("--namespace", "Bad_NS")
+                .unwrap_err()
+                .to_string(),
+            "--namespace 'Bad_NS' is not a valid namespace name (lowercase letters, digits and '-', at most 63)"
+        );
+        assert!(check_namespace("--namespace", &"a".repeat(64)).is_err());
+        assert_eq!(check_domain("--cluster-domain", "cluster.local"), Ok(()));
+        assert_eq!(
+            check_domain("--cluster-domain", "bad..domain")
+                .unwrap_err()
+                .to_string(),
+            "--cluster-domain 'bad..domain' is not a domain (e.g. cluster.local)"
+        );
+        assert_eq!(check_link("--ground-truth-link", "target"), Ok(()));
+        assert!(
+            check_link("--ground-truth-link", "Target_1")
+                .unwrap_err()
+                .to_string()
+                .starts_with("--ground-truth-link 'Target_1' is not a link name")
+        );
+    }
 
     #[test]
     fn selectors_are_checked_as_the_apiserver_parses_them() {

@@ -356,8 +356,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-pub(crate) use crate::labels::is_dns_label;
-
 /// A churn run: its client, flags and metrics.
 pub struct Churn {
     config: Config,

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::{
     churn::{
-        Churn, Config, Ephemeral, Restart, StatefulSets, Summary, is_dns_label,
+        Churn, Config, Ephemeral, Restart, StatefulSets, Summary,
         metrics::Metrics,
         objects::{
             ChangeKind, Export, NodeSelector, ProxyInjection, Rollout, ServiceTemplate,
@@ -16,6 +16,7 @@ use crate::{
         schedule::Oscillation,
     },
     cmd::flags::KubeArgs,
+    labels::check_namespace,
     runtime::Runtime,
 };
 
@@ -273,26 +274,17 @@ impl Args {
         super::output::check_files(&[("--report", self.report.as_ref())])?;
         self.kube.validate()?;
         self.validate_shape()?;
-        if self.burst_size == 0 {
-            return Err("--burst-size must be at least 1 (1 = no bursts)".into());
-        }
+        super::flags::at_least_one("--burst-size", self.burst_size, " (1 = no bursts)")?;
         if self.restart_max_surge == IntOrString::Int(0)
             && self.restart_max_unavailable == IntOrString::Int(0)
         {
             return Err("--restart-max-surge and --restart-max-unavailable are both 0: Kubernetes refuses a rollout that can make no progress; give one of them above 0".into());
         }
-        if !self.control_plane_ns.is_empty() && !is_dns_label(&self.control_plane_ns) {
-            return Err(format!(
-                "--control-plane-ns '{}' is not a valid namespace name",
-                self.control_plane_ns
-            ));
+        if !self.control_plane_ns.is_empty() {
+            check_namespace("--control-plane-ns", &self.control_plane_ns)
+                .map_err(|e| e.to_string())?;
         }
-        if !is_dns_label(&self.namespace) {
-            return Err(format!(
-                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
-                self.namespace
-            ));
-        }
+        check_namespace("--namespace", &self.namespace).map_err(|e| e.to_string())?;
         if self.service_port == 0 {
             return Err("--service-port must be from 1 to 65535".into());
         }
@@ -305,16 +297,8 @@ impl Args {
         if self.profile_change_interval.is_some_and(|d| d.is_zero()) {
             return Err("--profile-change-interval must be above zero (e.g. 30s)".into());
         }
-        if !self
-            .cluster_domain
-            .split('.')
-            .all(crate::labels::is_dns_label)
-        {
-            return Err(format!(
-                "--cluster-domain '{}' is not a domain (e.g. cluster.local)",
-                self.cluster_domain
-            ));
-        }
+        crate::labels::check_domain("--cluster-domain", &self.cluster_domain)
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -353,10 +337,12 @@ impl Args {
         if self.restart_services > 0 && Duration::from(self.restart_interval).is_zero() {
             return Err("--restart-interval must be above zero (e.g. 60s)".into());
         }
-        if self.restart_services > 0 && self.restart_endpoints == 0 {
-            return Err(
-                "--restart-endpoints must be at least 1: a restart replaces endpoints".into(),
-            );
+        if self.restart_services > 0 {
+            super::flags::at_least_one(
+                "--restart-endpoints",
+                self.restart_endpoints,
+                ": a restart replaces endpoints",
+            )?;
         }
         if self.ephemeral_services > 0
             && (Duration::from(self.ephemeral_lifetime).is_zero()

@@ -37,12 +37,8 @@ pub struct Args {
 impl Args {
     /// Checks the Kubernetes client flags.
     pub fn validate(&self) -> Result<(), String> {
-        if !crate::labels::is_dns_label(&self.namespace) {
-            return Err(format!(
-                "--namespace '{}' is not a namespace name (lowercase letters, digits and '-', at most 63)",
-                self.namespace
-            ));
-        }
+        crate::labels::check_namespace("--namespace", &self.namespace)
+            .map_err(|e| e.to_string())?;
         self.kube.validate()
     }
 

@@ -257,27 +257,12 @@ impl Args {
     pub fn validate(&self) -> Result<(), String> {
         self.kube.validate()?;
         self.gates.check_outputs()?;
-        if let Some(link) = &self.ground_truth_link
-            && !crate::labels::is_dns_label(link)
-        {
-            return Err(format!(
-                "--ground-truth-link '{link}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)"
-            ));
-        }
-        if let Some(file) = &self.ground_truth_kubeconfig
-            && !file.is_file()
-        {
-            return Err(format!(
-                "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
-                file.display()
-            ));
-        }
-        if self.streams_per_service == 0 {
-            return Err("--streams-per-service must be at least 1".into());
-        }
-        if self.connections == 0 {
-            return Err("--connections must be at least 1".into());
-        }
+        super::flags::check_ground_truth_target(
+            self.ground_truth_link.as_deref(),
+            self.ground_truth_kubeconfig.as_deref(),
+        )?;
+        super::flags::at_least_one("--streams-per-service", self.streams_per_service, "")?;
+        super::flags::at_least_one("--connections", self.connections, "")?;
         if self.duration.is_some_and(|d| d.is_zero()) {
             return Err(
                 "--duration must be above zero (e.g. 60s), or left out to run until signalled"
@@ -354,9 +339,11 @@ impl Args {
             if self.target_pods_port == 0 {
                 return Err("--target-pods-port must be from 1 to 65535".into());
             }
-            if self.profile_streams_per_pod == 0 {
-                return Err("--profile-streams-per-pod must be at least 1".into());
-            }
+            super::flags::at_least_one(
+                "--profile-streams-per-pod",
+                self.profile_streams_per_pod,
+                "",
+            )?;
             if u64::from(self.profile_streams_per_pod) > crate::limits::MAX_STREAMS {
                 return Err(format!(
                     "--profile-streams-per-pod {} is more than one client holds: at most {} streams",

@@ -16,6 +16,33 @@ use crate::{
 
 use super::output::{self, Console};
 
+/// A count that must be at least 1; `why` (may be empty) follows the
+/// message.
+pub fn at_least_one(flag: &str, n: impl Into<u64>, why: &str) -> Result<(), String> {
+    if n.into() == 0 {
+        return Err(format!("{flag} must be at least 1{why}"));
+    }
+    Ok(())
+}
+
+/// The ground truth's cluster, as `client` and `run` take it: a link
+/// name that can be one, a kubeconfig that exists.
+pub fn check_ground_truth_target(
+    link: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(), String> {
+    if let Some(link) = link {
+        crate::labels::check_link("--ground-truth-link", link).map_err(|e| e.to_string())?;
+    }
+    if let Some(file) = kubeconfig.filter(|f| !f.is_file()) {
+        return Err(format!(
+            "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
+            file.display()
+        ));
+    }
+    Ok(())
+}
+
 /// `--log-level` and `--log-format`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogArgs {
@@ -74,8 +101,8 @@ pub struct RedLineArgs {
 impl RedLineArgs {
     /// Checks the flags.
     pub fn validate(&self) -> Result<(), String> {
-        if self.red_line_max == Some(0) {
-            return Err("--red-line-max must be at least 1".into());
+        if let Some(max) = self.red_line_max {
+            at_least_one("--red-line-max", max, "")?;
         }
         if !(self.red_line_precision > 0.0 && self.red_line_precision < 1.0) {
             return Err(format!(

@@ -231,22 +231,12 @@ impl Args {
             ));
         }
         let spec = self.spec()?;
-        if self.destination_addr.is_some() && !crate::churn::is_dns_label(&self.namespace) {
-            return Err(format!(
-                "--namespace '{}' is not a valid namespace name (lowercase letters, digits and '-', at most 63)",
-                self.namespace
-            ));
-        }
-        if self.destination_addr.is_some()
-            && !self
-                .cluster_domain
-                .split('.')
-                .all(crate::labels::is_dns_label)
-        {
-            return Err(format!(
-                "--cluster-domain '{}' is not a DNS domain (e.g. cluster.local)",
-                self.cluster_domain
-            ));
+        if self.destination_addr.is_some() {
+            crate::labels::check_namespace("--namespace", &self.namespace)
+                .and_then(|()| {
+                    crate::labels::check_domain("--cluster-domain", &self.cluster_domain)
+                })
+                .map_err(|e| e.to_string())?;
         }
         self.kube.validate()?;
         if let Some(mc) = self.multicluster() {
@@ -525,18 +515,7 @@ impl Args {
 /// What the link cannot carry: unexported services, and headless
 /// (StatefulSet) services in a federated service.
 fn check_multicluster(mc: &Multicluster, spec: &Spec) -> Result<(), String> {
-    if !crate::labels::is_dns_label(&mc.link) {
-        return Err(format!(
-            "--ground-truth-link '{}' is not a link name: give the --cluster-name the link was made with (a DNS label, e.g. target)",
-            mc.link
-        ));
-    }
-    if let Some(file) = mc.kube.kubeconfig.as_ref().filter(|f| !f.is_file()) {
-        return Err(format!(
-            "--ground-truth-kubeconfig {}: no such file; give the kubeconfig of the cluster where the endpoints live",
-            file.display()
-        ));
-    }
+    super::flags::check_ground_truth_target(Some(&mc.link), mc.kube.kubeconfig.as_deref())?;
     match mc.export {
         crate::churn::objects::Export::None => {
             return Err("--export none with --ground-truth-kubeconfig: nothing would be mirrored into the source; give --export remote-discovery or federated".into());
@@ -721,7 +700,7 @@ mod tests {
         assert!(err(&["--export", "none"]).contains("nothing would be mirrored"));
         assert!(err(&["--export", "gateway"]).contains("gateway's address"));
         assert!(err(&["--ground-truth-link", "No_Link"]).contains("not a link name"));
-        assert!(err(&["--cluster-domain", "bad..domain"]).contains("not a DNS domain"));
+        assert!(err(&["--cluster-domain", "bad..domain"]).contains("is not a domain"));
         with(&["--scenario", "statefulset"]).validate().unwrap();
         assert!(
             err(&["--scenario", "statefulset", "--export", "federated"]).contains("not federate")

@@ -81,10 +81,8 @@ pub enum ConfigError {
     )]
     Cycle(std::time::Duration),
     /// A namespace that is no name.
-    #[error(
-        "--kubernetes-namespace '{0}' is not a namespace name (lowercase letters, digits and '-', at most 63)"
-    )]
-    Namespace(String),
+    #[error(transparent)]
+    Namespace(#[from] crate::labels::NameError),
     /// One destination given both ways.
     #[error("destination {0} is both in DSTS and --generate")]
     Twice(Authority),
@@ -126,12 +124,8 @@ impl Config {
         if self.generate.iter().any(GeneratedDst::oscillates) && cycle < MIN_OSCILLATION_CYCLE {
             return Err(ConfigError::Cycle(cycle));
         }
-        if let Some(ns) = self
-            .kubernetes_namespaces
-            .iter()
-            .find(|ns| !crate::labels::is_dns_label(ns))
-        {
-            return Err(ConfigError::Namespace(ns.clone()));
+        for ns in &self.kubernetes_namespaces {
+            crate::labels::check_namespace("--kubernetes-namespace", ns)?;
         }
         for g in &self.generate {
             if self.dsts.iter().any(|d| d.authority == g.authority) {

@@ -134,7 +134,7 @@ fn sizes_past_the_bounds_exit_2_at_once_naming_the_bound() {
         ),
         (
             &["mock-dst", "--kubernetes-namespace", "Not_A_Namespace"],
-            "--kubernetes-namespace 'Not_A_Namespace' is not a namespace name",
+            "--kubernetes-namespace 'Not_A_Namespace' is not a valid namespace name",
         ),
     ];
     for (args, expect) in cases {
@@ -288,7 +288,7 @@ fn zero_durations_stray_flags_bad_names_and_huge_counts_are_usage_errors() {
         ),
         (
             &["cleanup", "--namespace", "Bad_NS"],
-            "--namespace 'Bad_NS' is not a namespace name",
+            "--namespace 'Bad_NS' is not a valid namespace name",
         ),
         (
             &["churn", "--oscillate-services", "100000000"],
