@@ -170,7 +170,10 @@ pub async fn stop_deployment(
         !selector.is_empty(),
         "deployment {name} has no matchLabels selector: cannot tell which pods are its"
     );
-    wait_gone::<Pod>(client, caller, namespace, "pods", Some(&selector), deadline).await?;
+    wait_gone("pods", namespace, deadline, || {
+        count::<Pod>(client, caller, namespace, "pods", Some(&selector))
+    })
+    .await?;
     Ok(true)
 }
 
@@ -192,63 +195,23 @@ pub async fn cleanup(
     let service_profiles = without_crd(
         delete_owned::<ServiceProfile>(client, caller, namespace, "serviceprofiles").await,
     )?;
-    wait_gone::<Service>(
-        client,
-        caller,
-        namespace,
-        "services",
-        Some(&labels::owned_selector()),
-        deadline,
-    )
-    .await?;
-    wait_gone::<Deployment>(
-        client,
-        caller,
-        namespace,
-        "deployments",
-        Some(&labels::owned_selector()),
-        deadline,
-    )
-    .await?;
-    wait_gone::<StatefulSet>(
-        client,
-        caller,
-        namespace,
-        "statefulsets",
-        Some(&labels::owned_selector()),
-        deadline,
-    )
-    .await?;
-    wait_gone::<Pod>(
-        client,
-        caller,
-        namespace,
-        "pods",
-        Some(&labels::owned_selector()),
-        deadline,
-    )
-    .await?;
-    if service_profiles > 0 {
-        wait_gone::<ServiceProfile>(
-            client,
-            caller,
-            namespace,
-            "serviceprofiles",
-            Some(&labels::owned_selector()),
-            deadline,
-        )
-        .await?;
-    }
-    if servers > 0 {
-        wait_gone::<Server>(
-            client,
-            caller,
-            namespace,
-            "servers",
-            Some(&labels::owned_selector()),
-            deadline,
-        )
-        .await?;
+    let owned = labels::owned_selector();
+    let selector = Some(owned.as_str());
+    let kinds = [
+        (Kind::Services, true),
+        (Kind::Deployments, true),
+        (Kind::StatefulSets, true),
+        (Kind::Pods, true),
+        (Kind::ServiceProfiles, service_profiles > 0),
+        (Kind::Servers, servers > 0),
+    ];
+    for (kind, deleted) in kinds {
+        if deleted {
+            wait_gone(kind.resource(), namespace, deadline, || {
+                kind.count(client, caller, namespace, selector)
+            })
+            .await?;
+        }
     }
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -506,23 +469,68 @@ where
         .len())
 }
 
-async fn wait_gone<K>(
-    client: &kube::Client,
-    caller: &Caller,
-    namespace: &str,
+/// What cleanup deletes and then waits for.
+#[derive(Copy, Clone, Debug)]
+enum Kind {
+    Services,
+    Deployments,
+    StatefulSets,
+    Pods,
+    ServiceProfiles,
+    Servers,
+}
+
+impl Kind {
+    /// Its resource name (in errors and metrics).
+    fn resource(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::Deployments => "deployments",
+            Kind::StatefulSets => "statefulsets",
+            Kind::Pods => "pods",
+            Kind::ServiceProfiles => "serviceprofiles",
+            Kind::Servers => "servers",
+        }
+    }
+
+    /// How many match `selector` in `namespace`.
+    async fn count(
+        self,
+        client: &kube::Client,
+        caller: &Caller,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<usize, Error> {
+        let r = self.resource();
+        match self {
+            Kind::Services => count::<Service>(client, caller, namespace, r, selector).await,
+            Kind::Deployments => count::<Deployment>(client, caller, namespace, r, selector).await,
+            Kind::StatefulSets => {
+                count::<StatefulSet>(client, caller, namespace, r, selector).await
+            }
+            Kind::Pods => count::<Pod>(client, caller, namespace, r, selector).await,
+            Kind::ServiceProfiles => {
+                count::<ServiceProfile>(client, caller, namespace, r, selector).await
+            }
+            Kind::Servers => count::<Server>(client, caller, namespace, r, selector).await,
+        }
+    }
+}
+
+/// Waits until `count` finds none of `resource` left, or the deadline.
+async fn wait_gone<F, Fut>(
     resource: &'static str,
-    selector: Option<&str>,
+    namespace: &str,
     deadline: tokio::time::Instant,
+    count: F,
 ) -> anyhow::Result<()>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, Error>>,
 {
     let started = tokio::time::Instant::now();
     loop {
-        if count::<K>(client, caller, namespace, resource, selector).await? == 0 {
+        if count().await? == 0 {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {

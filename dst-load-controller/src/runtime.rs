@@ -1,7 +1,9 @@
 //! One owner per process for what every subcommand needs, as kubert's
 //! `Runtime`: the root cancellation (the first SIGINT/SIGTERM, or a critical
 //! task failing), a tracker of every task it spawns (none is detached: the
-//! process waits for them), the metrics registry, and the admin server.
+//! process waits for them), and the admin server. The metrics registry is
+//! the caller's while components register into it; serving the admin
+//! server takes it, so nothing registers once it serves.
 
 use std::{
     future::Future,
@@ -18,7 +20,6 @@ use crate::admin::{self, Readiness};
 pub struct Runtime {
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    registry: Registry,
     readiness: Readiness,
     failure: Arc<Mutex<Option<anyhow::Error>>>,
     /// What `POST /shutdown` cancels, when not the root.
@@ -37,7 +38,6 @@ impl Runtime {
         Self {
             shutdown,
             tracker: TaskTracker::new(),
-            registry: Registry::default(),
             readiness: Readiness::default(),
             failure: Arc::default(),
             admin_root: None,
@@ -47,12 +47,6 @@ impl Runtime {
     /// The root cancellation: every task drains when it fires.
     pub fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()
-    }
-
-    /// The registry, for components to register their metrics into before
-    /// the admin server starts.
-    pub fn registry(&mut self) -> &mut Registry {
-        &mut self.registry
     }
 
     /// `/ready` of the admin server.
@@ -99,27 +93,28 @@ impl Runtime {
         });
     }
 
-    /// Binds and serves the admin server (metrics of the registry so far,
+    /// Binds and serves the admin server (the metrics of `registry`,
     /// `/live`, `/ready`, `POST /shutdown` cancelling the root, `POST
     /// /abort`) until the root is cancelled; a failure to serve is
     /// critical. Returns the bound address.
     pub async fn serve_admin(
         &mut self,
+        registry: Registry,
         addr: SocketAddr,
         allow_remote_shutdown: bool,
     ) -> anyhow::Result<SocketAddr> {
-        self.serve_admin_with(addr, allow_remote_shutdown, axum::Router::new())
+        self.serve_admin_with(registry, addr, allow_remote_shutdown, axum::Router::new())
             .await
     }
 
     /// [`Runtime::serve_admin`] with more routes (the mock's control API).
     pub async fn serve_admin_with(
         &mut self,
+        registry: Registry,
         addr: SocketAddr,
         allow_remote_shutdown: bool,
         routes: axum::Router,
     ) -> anyhow::Result<SocketAddr> {
-        let registry = std::mem::take(&mut self.registry);
         let control = admin::Control {
             shutdown: self
                 .admin_root

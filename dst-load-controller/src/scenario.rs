@@ -319,6 +319,38 @@ struct DurationText(
     String,
 );
 
+/// A duration a scenario may leave out, as text (`30s`): every such field
+/// takes `#[serde(default, with = "OptionalDuration", skip_serializing_if =
+/// "Option::is_none")]`, which serde reads as the functions below and
+/// schemars as the type's schema.
+pub struct OptionalDuration;
+
+impl OptionalDuration {
+    /// Writes it as text.
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::option::serialize(d, s)
+    }
+
+    /// Reads it from text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        humantime_serde::option::deserialize(d)
+    }
+}
+
+impl JsonSchema for OptionalDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        <Option<DurationText>>::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Option<DurationText>>::json_schema(generator)
+    }
+}
+
 /// When churn changes oscillating services and StatefulSets.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -405,10 +437,9 @@ pub struct Restart {
     /// How often each service rolls (default: the schedule's min-hold).
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub interval: Option<Duration>,
 }
 
@@ -423,18 +454,16 @@ pub struct Ephemeral {
     /// How long each lives (default: twice the schedule's min-hold).
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub lifetime: Option<Duration>,
     /// How long each stays deleted (default: half the schedule's min-hold).
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub gap: Option<Duration>,
 }
 
@@ -480,10 +509,9 @@ pub struct Profiles {
     /// client times each change to each profile stream). Absent: never.
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub change_interval: Option<Duration>,
 }
 
@@ -541,10 +569,9 @@ pub struct Faults {
     /// proxies do after a controller restart.
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub reset_storm_interval: Option<Duration>,
     /// A random delay up to this added to each reset storm's interval.
     #[serde(default, with = "humantime_serde")]
@@ -554,10 +581,9 @@ pub struct Faults {
     /// connection is closed and reopened, with its streams.
     #[serde(
         default,
-        with = "humantime_serde::option",
+        with = "OptionalDuration",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(with = "Option<DurationText>")]
     pub connection_churn_interval: Option<Duration>,
 }
 

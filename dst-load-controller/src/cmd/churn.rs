@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use prometheus_client::registry::Registry;
 
 use crate::{
     churn::{
@@ -429,8 +430,10 @@ impl Args {
     /// Runs churn until signalled, `--duration`, or `--cycles` are done.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let mut rt = Runtime::new();
-        let metrics = Metrics::register(rt.registry());
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
         rt.serve_admin(
+            registry,
             self.admin_addr,
             self.admin_control.admin_allow_remote_shutdown,
         )

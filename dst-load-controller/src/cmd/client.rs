@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
+use prometheus_client::registry::Registry;
+
 use crate::{
     client::{
         Client, Config, MAX_WINDOW, Watch, destination_uri, faults, measure,
@@ -416,14 +418,19 @@ impl Args {
         };
         let slos = gates.slos_or(&defaults);
         let config = ReportConfig::from(&self);
+        let mut registry = Registry::default();
         let client = Client::new(
             Config::try_from(&self).map_err(anyhow::Error::msg)?,
-            rt.registry(),
+            &mut registry,
         )?
         .with_readiness(rt.readiness());
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
-        rt.serve_admin(admin_addr, self.admin_control.admin_allow_remote_shutdown)
-            .await?;
+        rt.serve_admin(
+            registry,
+            admin_addr,
+            self.admin_control.admin_allow_remote_shutdown,
+        )
+        .await?;
         let started_at = jiff::Timestamp::now();
         let progress = crate::harness::progress::Progress::start(
             fleet.clone(),

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
+use prometheus_client::registry::Registry;
+
 use crate::{
     mock::{
         self, MockDestination, control,
@@ -255,7 +257,8 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
     } = config;
     let mut rt = Runtime::new();
     let shutdown = rt.shutdown();
-    let mut mock = MockDestination::new(behavior, rt.registry()).with_accept_limits(accept);
+    let mut registry = Registry::default();
+    let mut mock = MockDestination::new(behavior, &mut registry).with_accept_limits(accept);
     if let Some(ids) = identities {
         tracing::info!(identities = ?ids.names(), "serving the Identity service");
         if let (Some(path), Some(pem)) = (&trust_anchors_out, ids.trust_anchor_pem()) {
@@ -284,6 +287,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         source,
     })?;
     rt.serve_admin_with(
+        registry,
         admin_addr,
         admin_allow_remote_shutdown,
         control::router(handle.clone(), allow_remote_control),

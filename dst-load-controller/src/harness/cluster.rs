@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::load::{Chosen, Followed, Load, Watched};
@@ -56,7 +57,12 @@ impl<'a> ClusterLoad<'a> {
 }
 
 impl Load for ClusterLoad<'_> {
-    async fn prepare(&mut self, rt: &mut Runtime, run: &Chosen<'_>) -> anyhow::Result<Watched> {
+    async fn prepare(
+        &mut self,
+        rt: &mut Runtime,
+        registry: &mut Registry,
+        run: &Chosen<'_>,
+    ) -> anyhow::Result<Watched> {
         let (spec, shutdown) = (run.spec, rt.shutdown());
         let ns = &self.cluster.namespace;
         let mut churn_config = churn::Config::new(ns);
@@ -75,7 +81,7 @@ impl Load for ClusterLoad<'_> {
             // The mirrors appear in the same namespace of the source.
             churn::connect_and_ensure_namespace(&self.cluster.kube, ns, &self.churn_stop).await?;
         }
-        let churn_metrics = churn::metrics::Metrics::register(rt.registry());
+        let churn_metrics = churn::metrics::Metrics::register(registry);
         let churn = churn::Churn::new(churn_config, churn_metrics.clone()).await?;
         self.churn_metrics = Some(churn_metrics);
         let churn_ready = crate::admin::Readiness::default();

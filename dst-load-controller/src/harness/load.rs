@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
+
 use crate::{
     client::{self, Fleet},
     runtime::Runtime,
@@ -16,7 +18,13 @@ pub(super) trait Load {
     /// Starts serving (the initial sets, no change yet); returns the
     /// client's configuration (its destination and targets) and its ground
     /// truth when the client does not read it from Kubernetes.
-    async fn prepare(&mut self, rt: &mut Runtime, run: &Chosen<'_>) -> anyhow::Result<Watched>;
+    /// Its metrics register into `registry`.
+    async fn prepare(
+        &mut self,
+        rt: &mut Runtime,
+        registry: &mut Registry,
+        run: &Chosen<'_>,
+    ) -> anyhow::Result<Watched>;
 
     /// With the client running: starts the changes.
     async fn begin(&mut self, rt: &Runtime, fleet: &Fleet, run: &Chosen<'_>) -> anyhow::Result<()>;

@@ -11,6 +11,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use prometheus_client::registry::Registry;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
@@ -64,14 +65,19 @@ pub(super) struct MockLoad {
 impl MockLoad {
     /// Starts the mock under `rt`, on loopback, serving the initial sets of
     /// `spec`'s services.
-    pub(super) fn start(mock: &Mock, rt: &mut Runtime, spec: &Spec) -> anyhow::Result<Self> {
+    pub(super) fn start(
+        mock: &Mock,
+        rt: &mut Runtime,
+        registry: &mut Registry,
+        spec: &Spec,
+    ) -> anyhow::Result<Self> {
         let server = MockDestination::new(
             Behavior {
                 delay: mock.delay,
                 delay_per_stream: mock.delay_per_stream,
                 ..Default::default()
             },
-            rt.registry(),
+            registry,
         );
         let handle = server.handle();
         let listener = crate::mock::bind(([127, 0, 0, 1], 0).into())?;
@@ -116,7 +122,12 @@ impl MockLoad {
 }
 
 impl Load for MockLoad {
-    async fn prepare(&mut self, _: &mut Runtime, run: &Chosen<'_>) -> anyhow::Result<Watched> {
+    async fn prepare(
+        &mut self,
+        _: &mut Runtime,
+        _: &mut Registry,
+        run: &Chosen<'_>,
+    ) -> anyhow::Result<Watched> {
         let targets = run
             .spec
             .authorities(NAMESPACE)

@@ -4,6 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -76,20 +77,21 @@ pub async fn run(
     spec.seed = Some(seed);
     let run = Chosen { spec: &spec, seed };
     let mut rt = Runtime::with_shutdown(shutdown);
+    let mut registry = Registry::default();
     // Each load is dropped (its mock and churn told to stop) before
     // `finish` waits for the tasks.
     let measured = match &plan.target {
-        Target::Mock(m) => match mock::MockLoad::start(m, &mut rt, &spec) {
-            Ok(mut load) => drive(&run, &mut load, &mut rt, admin).await,
+        Target::Mock(m) => match mock::MockLoad::start(m, &mut rt, &mut registry, &spec) {
+            Ok(mut load) => drive(&run, &mut load, &mut rt, registry, admin).await,
             Err(e) => Err(e),
         },
         Target::Cluster(c) => {
             let mut load = cluster::ClusterLoad::new(c, None);
-            drive(&run, &mut load, &mut rt, admin).await
+            drive(&run, &mut load, &mut rt, registry, admin).await
         }
         Target::Multicluster { source, target } => {
             let mut load = cluster::ClusterLoad::new(source, Some(target));
-            drive(&run, &mut load, &mut rt, admin).await
+            drive(&run, &mut load, &mut rt, registry, admin).await
         }
     };
     // Every task has stopped (churn too) before the cleanup.
@@ -110,6 +112,7 @@ async fn drive(
     run: &Chosen<'_>,
     load: &mut impl Load,
     rt: &mut Runtime,
+    mut registry: Registry,
     admin: Option<Admin>,
 ) -> anyhow::Result<Outcome> {
     let (spec, shutdown) = (run.spec, rt.shutdown());
@@ -118,19 +121,19 @@ async fn drive(
         mut config,
         truth,
         profile_truth,
-    } = load.prepare(rt, run).await?;
+    } = load.prepare(rt, &mut registry, run).await?;
     config.streams_per_service = spec.clients.streams_per_service;
     config.profile_streams_per_service = spec.clients.profile_streams_per_service;
     config.faults = spec.clients.faults;
     config.connections = spec.clients.connections();
-    let mut client = Client::new(config, rt.registry())?;
+    let mut client = Client::new(config, &mut registry)?;
     if let Some(truth) = truth {
         client = client.with_truth(truth);
     }
     if let Some(truth) = profile_truth {
         client = client.with_profile_truth(truth);
     }
-    let running = RunningClient::start(rt, client, admin).await?;
+    let running = RunningClient::start(rt, registry, client, admin).await?;
     let (fleet, metrics) = (running.fleet.clone(), running.metrics.clone());
     load.begin(rt, &fleet, run).await?;
     // Ready once every stream has had its first answer.
@@ -331,7 +334,13 @@ struct RunningClient {
 impl RunningClient {
     /// Starts `client` under `rt`, then the admin server (at `admin`, with
     /// every metric registered so far), once every component registered.
-    async fn start(rt: &mut Runtime, client: Client, admin: Option<Admin>) -> anyhow::Result<Self> {
+    /// The admin server, if any, serves `registry`.
+    async fn start(
+        rt: &mut Runtime,
+        registry: Registry,
+        client: Client,
+        admin: Option<Admin>,
+    ) -> anyhow::Result<Self> {
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         let profiles = client.profile_fleet();
         let stop = CancellationToken::new();
@@ -353,7 +362,7 @@ impl RunningClient {
             if let Some(root) = admin.root {
                 rt.set_admin_root(root);
             }
-            rt.serve_admin(admin.addr, admin.allow_remote_shutdown)
+            rt.serve_admin(registry, admin.addr, admin.allow_remote_shutdown)
                 .await?;
         }
         Ok(running)

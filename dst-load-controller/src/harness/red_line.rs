@@ -3,6 +3,7 @@
 //! search is done. The search itself (steps, bisection, verdict) is pure, in
 //! [`crate::red_line`].
 
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{Admin, Plan, Target, finish, run};
@@ -132,7 +133,7 @@ impl RedLine {
         let mut rt = Runtime::with_shutdown(shutdown.clone());
         rt.readiness().set(true);
         if let Err(e) = rt
-            .serve_admin(admin.addr, admin.allow_remote_shutdown)
+            .serve_admin(Registry::default(), admin.addr, admin.allow_remote_shutdown)
             .await
         {
             return finish(rt, Err(e)).await;
