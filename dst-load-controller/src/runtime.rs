@@ -49,6 +49,13 @@ impl Runtime {
         self.shutdown.clone()
     }
 
+    /// The tracker of every task spawned through this runtime: give it to
+    /// components that spawn their own (the client), so that
+    /// [`Runtime::finish`] waits for theirs too.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
     /// `/ready` of the admin server.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()

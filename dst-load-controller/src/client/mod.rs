@@ -30,7 +30,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::{WatchStreamExt, watcher};
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Channel, Endpoint};
 
 use self::{
@@ -215,17 +215,6 @@ fn profile_channel(beside: bool, first: usize, index: usize, next: &mut usize) -
     }
 }
 
-/// Tasks aborted when dropped, whatever way the function holding them ends.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
 /// HTTP/2's largest flow-control window.
 pub(crate) const MAX_WINDOW: u32 = 2_147_483_647;
 
@@ -270,6 +259,9 @@ pub struct Client {
     /// Where the profiles' truth comes from, besides `--ground-truth`'s
     /// ServiceProfiles (a mock's profile feed).
     profile_truth: Option<Box<dyn profile_truth::ProfileTruth>>,
+    /// Every task the client spawns is tracked here (the process's
+    /// runtime's, see [`Client::with_tracker`]).
+    tracker: TaskTracker,
 }
 
 impl Client {
@@ -311,7 +303,15 @@ impl Client {
             readiness: Readiness::default(),
             truth: None,
             profile_truth: None,
+            tracker: TaskTracker::new(),
         })
+    }
+
+    /// Spawns its tasks through `tracker` (the runtime's, whose `finish`
+    /// then waits for them too).
+    pub fn with_tracker(mut self, tracker: TaskTracker) -> Self {
+        self.tracker = tracker;
+        self
     }
 
     /// Reports readiness through `readiness` (the process's `/ready`).
@@ -347,12 +347,15 @@ impl Client {
 
     /// Runs every stream until `stop`; returns the summary.
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<Summary> {
-        // Ours to cancel at the end, whatever ended the streams.
+        // Ours to cancel at the end, whatever ended the streams: every task
+        // below ends on it, on an early return too.
         let stop = stop.child_token();
+        let _stop_on_return = stop.clone().drop_guard();
+        let tracker = self.tracker.clone();
         let started = tokio::time::Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_channel = 0usize;
-        let readiness_task = tokio::spawn(track_readiness(
+        let readiness_task = tracker.spawn(track_readiness(
             Watched {
                 services: self.services.clone(),
                 pods: self
@@ -364,23 +367,22 @@ impl Client {
             self.readiness.clone(),
             stop.clone(),
         ));
-        let staleness_task = tokio::spawn(staleness::watch(
+        let staleness_task = tracker.spawn(staleness::watch(
             self.services.clone(),
             self.metrics.staleness.clone(),
             self.config.staleness_grace,
             Duration::from_secs(1),
             stop.clone(),
         ));
-        let mut fault_tasks = AbortOnDrop(Vec::new());
-        fault_tasks.0.push(tokio::spawn(sample_timeline(
+        let mut fault_tasks = vec![tracker.spawn(sample_timeline(
             self.services.clone(),
             self.metrics.clone(),
             stop.clone(),
-        )));
+        ))];
         if let Some(every) = self.config.faults.reset_storm_interval {
             let jitter = self.config.faults.reset_storm_jitter;
             let (links, stop) = (self.channels.clone(), stop.clone());
-            fault_tasks.0.push(tokio::spawn(async move {
+            fault_tasks.push(tracker.spawn(async move {
                 for delay in faults::jittered(every, jitter, rand::random()) {
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -396,7 +398,7 @@ impl Client {
         if let Some(every) = self.config.faults.connection_churn_interval {
             for channel in &self.channels {
                 let (channel, stop, config) = (channel.clone(), stop.clone(), self.config.clone());
-                fault_tasks.0.push(tokio::spawn(async move {
+                fault_tasks.push(tracker.spawn(async move {
                     for delay in faults::jittered(every, every / 2, rand::random()) {
                         tokio::select! {
                             _ = stop.cancelled() => return,
@@ -451,7 +453,7 @@ impl Client {
                 self.profiles.clone(),
                 self.metrics.profiles.clone(),
             );
-            truth_tasks.push(tokio::spawn(source.follow(truth, stop.clone())));
+            truth_tasks.push(tracker.spawn(source.follow(truth, stop.clone())));
         }
         // One judge of every profile stream with a truth (one gauge).
         let judged: Vec<_> = [
@@ -466,7 +468,7 @@ impl Client {
         .flatten()
         .collect();
         let profile_staleness = (!judged.is_empty()).then(|| {
-            tokio::spawn(pods::watch_staleness(
+            tracker.spawn(pods::watch_staleness(
                 judged,
                 self.metrics.profiles.clone(),
                 self.config.staleness_grace,
@@ -475,9 +477,7 @@ impl Client {
         });
         sources.extend(self.truth.take());
         for source in sources {
-            truth_tasks.push(tokio::spawn(
-                source.follow(self.services.clone(), stop.clone()),
-            ));
+            truth_tasks.push(tracker.spawn(source.follow(self.services.clone(), stop.clone())));
         }
 
         let pods = async {
@@ -489,6 +489,7 @@ impl Client {
                         metrics: &self.metrics,
                         fleet: &self.pod_profiles,
                         kube: &self.config.kube,
+                        tracker: &tracker,
                     };
                     context.follow(pods, stop.clone()).await
                 }
@@ -551,7 +552,9 @@ impl Client {
         for t in truth_tasks {
             t.abort();
         }
-        drop(fault_tasks);
+        for t in fault_tasks {
+            let _ = t.await;
+        }
         Ok(Summary::collect(&self, started.elapsed()))
     }
 
@@ -605,7 +608,11 @@ impl Client {
             // Not instrumented with a span: its 40 bytes would be in every
             // stream's task (the stream's log lines name it themselves), and
             // they made the task outgrow tokio's next 128-byte size.
-            tasks.spawn(s.run(self.stream.clone(), metrics.clone(), stop.clone()));
+            tasks.spawn(self.tracker.track_future(s.run(
+                self.stream.clone(),
+                metrics.clone(),
+                stop.clone(),
+            )));
         }
         let profiles = self.config.profile_streams_per_service as usize;
         if profiles > 0 {
@@ -641,11 +648,11 @@ impl Client {
                     metric_target: service.to_string(),
                     slow_delay: self.config.faults.slow_reader_delay,
                 };
-                tasks.spawn(s.run(
+                tasks.spawn(self.tracker.track_future(s.run(
                     self.stream.clone(),
                     self.metrics.profiles.clone(),
                     stop.clone(),
-                ));
+                )));
             }
         }
     }

@@ -75,6 +75,8 @@ pub struct Context<'a> {
     pub fleet: &'a Arc<ProfileFleet>,
     /// The Kubernetes client's settings.
     pub kube: &'a crate::kube_api::KubeSettings,
+    /// Where its tasks are tracked (the client's).
+    pub tracker: &'a tokio_util::task::TaskTracker,
 }
 
 impl Context<'_> {
@@ -89,7 +91,7 @@ impl Context<'_> {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(every) = pods.storm_interval {
             let (storms, stop, limit) = (storms.clone(), stop.clone(), pods.storms);
-            tasks.spawn(async move {
+            tasks.spawn(self.tracker.track_future(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 for _ in 0..limit.unwrap_or(u32::MAX) {
                     tokio::select! {
@@ -99,7 +101,7 @@ impl Context<'_> {
                     tracing::info!("target-pod storm: every pod's GetProfile streams re-open");
                     storms.send_modify(|n| *n += 1);
                 }
-            });
+            }));
         }
         let mut servers = match &pods.truth {
             Some(_) => Some(servers_of(&kube, &pods.namespace).await?),
@@ -210,11 +212,11 @@ impl Context<'_> {
                         metric_target: label.clone(),
                         slow_delay: std::time::Duration::ZERO,
                     };
-                    tasks.spawn(s.run(
+                    tasks.spawn(self.tracker.track_future(s.run(
                         self.stream.clone(),
                         self.metrics.profiles.clone(),
                         token.clone(),
-                    ));
+                    )));
                 }
                 open.insert(name, (target, streams, token));
             }

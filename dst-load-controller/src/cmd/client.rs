@@ -423,7 +423,8 @@ impl Args {
             Config::try_from(&self).map_err(anyhow::Error::msg)?,
             &mut registry,
         )?
-        .with_readiness(rt.readiness());
+        .with_readiness(rt.readiness())
+        .with_tracker(rt.tracker());
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         rt.serve_admin(
             registry,

@@ -126,7 +126,7 @@ async fn drive(
     config.profile_streams_per_service = spec.clients.profile_streams_per_service;
     config.faults = spec.clients.faults;
     config.connections = spec.clients.connections();
-    let mut client = Client::new(config, &mut registry)?;
+    let mut client = Client::new(config, &mut registry)?.with_tracker(rt.tracker());
     if let Some(truth) = truth {
         client = client.with_truth(truth);
     }

@@ -242,3 +242,60 @@ async fn connection_churn_moves_every_stream_to_a_new_connection() {
     assert_eq!(summary.streams_created, 4 + summary.resets, "{summary}");
     mock.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_every_task_the_client_spawned_through_the_runtime() {
+    use dst_load_controller::{
+        client::{Client, Config},
+        runtime::Runtime,
+    };
+    let mock = Mock::start(Behavior::default()).await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(&foo, generation(0));
+    let dst = mock.addr.to_string();
+    // Every kind of task the client spawns: Get streams, the timeline's
+    // sampler, readiness, staleness, a ground truth, a reset storm and
+    // connection churn on each of two connections.
+    let args = client_args(&[
+        "--destination-addr",
+        &dst,
+        "--target-services",
+        FOO,
+        "--streams-per-service",
+        "4",
+        "--connections",
+        "2",
+        "--reset-storm-interval",
+        "200ms",
+        "--connection-churn-interval",
+        "300ms",
+    ]);
+    let rt = Runtime::with_shutdown(tokio_util::sync::CancellationToken::new());
+    let tracker = rt.tracker();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let client = Client::new(Config::try_from(&args).unwrap(), &mut registry)
+        .unwrap()
+        .with_tracker(rt.tracker())
+        .with_truth(MockFeed::new(&mock.handle));
+    let fleet = client.fleet();
+    let stop = rt.shutdown();
+    rt.spawn_critical("client", async move { client.run(stop).await.map(drop) });
+    eventually("every stream answered", Duration::from_secs(30), || {
+        let service = fleet.services().into_iter().find(|s| s.service == FOO);
+        service.is_some_and(|s| {
+            let slots = s.slots();
+            slots.len() == 4 && slots.iter().all(|slot| slot.addrs().len() == 400)
+        })
+    })
+    .await;
+    // Storms and churn have fired (their tasks are past their first wait).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The client's own task, 4 streams, the sampler, readiness, staleness,
+    // the truth, one storm task and one churn task per connection.
+    assert_eq!(tracker.len(), 1 + 4 + 1 + 1 + 1 + 1 + 1 + 2);
+    tokio::time::timeout(Duration::from_secs(60), rt.finish())
+        .await
+        .expect("every task ended after the root was cancelled")
+        .expect("no task failed");
+    assert_eq!(tracker.len(), 0);
+}
