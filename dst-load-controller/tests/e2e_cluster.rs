@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{count, free_port, kubectl, slice_addrs};
+use support::{count, free_port, kubectl, names_of, slice_addrs};
 
 use std::{
     collections::BTreeSet,
@@ -570,31 +570,10 @@ async fn restarted_churn_adopts_and_cleanup_removes_only_what_churn_owns() {
     assert_eq!(count(&deployments).await, 2);
     let out = run(&["cleanup", "--namespace", &ns.name]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 services and 2 deployments"));
-    let names: Vec<String> = services
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|s| s.metadata.name)
-        .collect();
-    assert_eq!(names, ["bystander"]);
-    assert!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(names_of(&services).await, ["bystander"]);
+    assert_eq!(count(&deployments).await, 0);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    assert!(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(count(&pods).await, 0);
     // The namespace still holds the bystander, so it stays.
     let namespaces: Api<Namespace> = Api::all(client.clone());
     assert!(namespaces.get_opt(&ns.name).await.unwrap().is_some());
@@ -822,22 +801,9 @@ async fn sigterm_drains_and_cleans_up_and_a_second_signal_aborts() {
         .unwrap();
     assert!(status.success(), "{status}");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    assert!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(count(&deployments).await, 0);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    assert!(
-        pods.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(count(&pods).await, 0);
 
     // Again, but a second signal aborts at once, while cleanup waits.
     let admin = format!("127.0.0.1:{}", free_port());
@@ -1231,14 +1197,7 @@ async fn run_against_the_cluster_times_every_change_from_scale_to_stream() {
     );
     // The run cleaned up after itself.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    assert!(
-        deployments
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(count(&deployments).await, 0);
     assert_eq!(r["services_never_served"], 0, "{stdout}");
     assert_eq!(log.problems(), Vec::<String>::new());
     eprintln!("{stdout}");
@@ -1793,26 +1752,10 @@ async fn every_plan_scenario_runs_against_the_real_destination() {
         }
         // The run cleaned up after itself.
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-        assert!(
-            deployments
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty(),
-            "{scenario}"
-        );
+        assert_eq!(count(&deployments).await, 0, "{scenario}");
         let statefulsets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
             Api::namespaced(client.clone(), &ns.name);
-        assert!(
-            statefulsets
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty(),
-            "{scenario}"
-        );
+        assert_eq!(count(&statefulsets).await, 0, "{scenario}");
         eprintln!("{scenario}:\n{stdout}");
     }
     assert_eq!(log.problems(), Vec::<String>::new());
@@ -3381,14 +3324,7 @@ async fn churns_servers_are_read_by_the_controller_and_cleaned_up() {
         stdout.contains("deleted 2 services and 2 deployments and 3 servers"),
         "{stdout}"
     );
-    assert!(
-        servers
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!(count(&servers).await, 0);
 }
 
 /// The controller's open `GetProfile` streams (started minus handled).
@@ -3896,15 +3832,7 @@ async fn a_run_with_profile_changes_times_them_on_the_profile_streams() {
     // The run deleted what churn made, the profiles too.
     let profiles: Api<dst_load_controller::crds::ServiceProfile> =
         Api::namespaced(client.clone(), &ns.name);
-    assert!(
-        profiles
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
-        "{stdout}"
-    );
+    assert_eq!(count(&profiles).await, 0, "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
     eprintln!("{stdout}");
 }

@@ -972,6 +972,20 @@ where
         .len()
 }
 
+/// The names of the objects `api` lists, in its order.
+pub async fn names_of<K>(api: &kube::Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect()
+}
+
 /// `run` of a short seeded plan on the in-process mock: 2 services of 3
 /// streams each oscillating 2 <-> 6 endpoints on fixed `hold`s for
 /// `duration` (settling up to 10 s), gated on errors only. Callers add
