@@ -341,6 +341,8 @@ export DST_LOCAL_CLUSTER_NAME=${NAME:-}
 export DST_LOCAL_KUBE_CONTEXT=$CLUSTER_ID
 # The Linkerd version of its destination controller.
 export DST_LOCAL_LINKERD_VERSION=$LINKERD_RUN
+# Its controller binary (the e2e tests run its identity service too).
+export DST_LOCAL_LINKERD_CONTROLLER=$CACHE/linkerd-$LINKERD_RUN/bin/linkerd-controller
 ENV
 }
 

@@ -3836,3 +3836,272 @@ async fn a_run_with_profile_changes_times_them_on_the_profile_streams() {
     std::fs::remove_dir_all(&dir).unwrap();
     eprintln!("{stdout}");
 }
+
+/// Linkerd's identity service (`linkerd-controller identity` of the local
+/// control plane's version, with the issuer, trust anchors and flags its
+/// chart gives it, its TokenReviews against the local apiserver) and our
+/// mock's, given the same issuer, the same service-account token and the
+/// same requests: each bad request is refused with the same status code by
+/// both, and the good one is signed by both with the same chain's shape.
+/// The identity service reads its trust anchors from a fixed path under
+/// /var/run/linkerd: it runs in a mount namespace of its own (`unshare
+/// --mount`, `--map-root-user` when not root) with a tmpfs there.
+#[tokio::test]
+#[ignore = "needs a local control plane: make e2e"]
+async fn the_mock_identity_refuses_every_bad_request_as_linkerds_identity_service_does() {
+    use dst_load_controller::mock::identity::{Identities, IssuerConfig};
+    use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    let controller = std::env::var("DST_LOCAL_LINKERD_CONTROLLER").expect(
+        "DST_LOCAL_LINKERD_CONTROLLER: Linkerd's controller binary (`hack/local-cluster.sh up` writes it to .local-cluster/env)",
+    );
+    let trust_domain =
+        std::env::var("DST_LOCAL_TRUST_DOMAIN").unwrap_or_else(|_| "cluster.local".into());
+    let ns = TempNs::new("identity");
+    kubectl(&["create", "namespace", &ns.name], None);
+    // The service account controller makes `default` in a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !support::kubectl_output(&["get", "serviceaccount", "default", "-n", &ns.name], None)
+        .status
+        .success()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no default service account"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A proxy's token: bound to the identity audience, as the injector
+    // projects it.
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "default",
+            "-n",
+            &ns.name,
+            "--audience",
+            "identity.l5d.io",
+        ],
+        None,
+    )
+    .trim()
+    .as_bytes()
+    .to_vec();
+    let me = format!(
+        "default.{}.serviceaccount.identity.linkerd.{trust_domain}",
+        ns.name
+    );
+    let other = format!(
+        "web.{}.serviceaccount.identity.linkerd.{trust_domain}",
+        ns.name
+    );
+
+    // A trust anchor and the issuer it signs (an intermediate CA named as
+    // the chart's), in the files both take.
+    let dir = std::env::temp_dir().join(format!("dst-e2e-{}", ns.name));
+    std::fs::create_dir_all(dir.join("issuer")).unwrap();
+    let anchor_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut anchor_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    anchor_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("root.linkerd.{trust_domain}"),
+    );
+    anchor_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let anchor = anchor_params.self_signed(&anchor_key).unwrap();
+    let anchor_issuer = rcgen::Issuer::new(anchor_params, anchor_key);
+    let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut issuer_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    issuer_params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("identity.linkerd.{trust_domain}"),
+    );
+    issuer_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let issuer = issuer_params
+        .signed_by(&issuer_key, &anchor_issuer)
+        .unwrap();
+    std::fs::write(dir.join("anchor.pem"), anchor.pem()).unwrap();
+    std::fs::write(dir.join("issuer/crt.pem"), issuer.pem()).unwrap();
+    std::fs::write(dir.join("issuer/key.pem"), issuer_key.serialize_pem()).unwrap();
+
+    // Linkerd's identity service, its trust anchors where it reads them.
+    let port = free_port();
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/linkerd/identity/trust-roots && \
+         cp {anchor} /run/linkerd/identity/trust-roots/ca-bundle.crt && \
+         exec {controller} identity -addr=127.0.0.1:{port} -admin-addr=127.0.0.1:{admin} \
+         -kubeconfig={kubeconfig} -controller-namespace=linkerd -identity-scheme=linkerd.io/tls \
+         -identity-trust-domain={trust_domain} -identity-issuance-lifetime=24h0m0s \
+         -identity-clock-skew-allowance=20s -issuer={issuer} -log-level=debug",
+        anchor = dir.join("anchor.pem").display(),
+        admin = free_port(),
+        kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG"),
+        issuer = dir.join("issuer").display(),
+    );
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let log_path = dir.join("identity.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut unshare = tokio::process::Command::new("unshare");
+    if !root {
+        unshare.arg("--map-root-user");
+    }
+    let mut linkerd = unshare
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("unshare (util-linux)");
+    let linkerd_addr = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut real = loop {
+        if let Ok(c) = IdentityClient::connect(linkerd_addr.clone()).await {
+            break c;
+        }
+        if let Ok(Some(status)) = linkerd.try_wait() {
+            panic!(
+                "Linkerd's identity service exited ({status}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Linkerd's identity service did not listen:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Our mock, with the same issuer, token and the token's identity.
+    let ids = Identities::issuing(IssuerConfig {
+        ca: Some((dir.join("issuer/crt.pem"), dir.join("issuer/key.pem"))),
+        token: token.clone(),
+        identity: me.clone(),
+        lifetime: Duration::from_secs(24 * 3600),
+    })
+    .unwrap();
+    let mock = support::Mock::start_with_identities(ids).await;
+    let mut ours = IdentityClient::connect(format!("http://{}", mock.addr))
+        .await
+        .unwrap();
+
+    // A proxy's CSR: a fresh P-256 key, the names and SANs given.
+    let csr = |dns: &[&str], cn: Option<&str>, ip: bool| {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        if ip {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress([10, 0, 0, 1].into()));
+        }
+        params.serialize_request(&key).unwrap().der().to_vec()
+    };
+    let request = |identity: &str, token: &[u8], csr: Vec<u8>| CertifyRequest {
+        identity: identity.to_string(),
+        token: token.to_vec(),
+        certificate_signing_request: csr,
+    };
+    use tonic::Code::{FailedPrecondition, InvalidArgument};
+    let cases = [
+        (
+            "no identity",
+            request("", &token, csr(&[&me], None, false)),
+            InvalidArgument,
+        ),
+        (
+            "no token",
+            request(&me, b"", csr(&[&me], None, false)),
+            InvalidArgument,
+        ),
+        ("no CSR", request(&me, &token, Vec::new()), InvalidArgument),
+        (
+            "a CSR that is not one",
+            request(&me, &token, vec![1, 2, 3]),
+            InvalidArgument,
+        ),
+        (
+            "a CSR with two names",
+            request(&me, &token, csr(&[&me, &other], None, false)),
+            FailedPrecondition,
+        ),
+        (
+            "a CSR for another name",
+            request(&me, &token, csr(&[&other], None, false)),
+            FailedPrecondition,
+        ),
+        (
+            "another common name",
+            request(&me, &token, csr(&[&me], Some(&other), false)),
+            FailedPrecondition,
+        ),
+        (
+            "a CSR with an IP address",
+            request(&me, &token, csr(&[&me], None, true)),
+            FailedPrecondition,
+        ),
+        (
+            "a token the apiserver does not know",
+            request(&me, b"not-a-token", csr(&[&me], None, false)),
+            InvalidArgument,
+        ),
+        (
+            "a name the token is not",
+            request(&other, &token, csr(&[&other], None, false)),
+            FailedPrecondition,
+        ),
+    ];
+    let mut table = Vec::new();
+    for (what, req, code) in cases {
+        // A signed request is code Ok, and a difference like any other.
+        let answer = |r: Result<tonic::Response<_>, tonic::Status>| match r {
+            Ok(_) => (tonic::Code::Ok, "signed".to_string()),
+            Err(e) => (e.code(), e.message().to_string()),
+        };
+        let by_linkerd = answer(real.certify(req.clone()).await);
+        let by_mock = answer(ours.certify(req).await);
+        eprintln!(
+            "{what}: Linkerd {:?} ({}); mock {:?} ({})",
+            by_linkerd.0, by_linkerd.1, by_mock.0, by_mock.1
+        );
+        table.push((what, by_linkerd.0, by_mock.0, code));
+    }
+    let differ: Vec<_> = table
+        .iter()
+        .filter(|(_, linkerd, mock, code)| linkerd != mock || linkerd != code)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "(case, Linkerd, mock, expected) that differ: {differ:?}\nLinkerd's log:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+
+    // The good request: both sign it, leaf and the issuer as intermediate.
+    let good = request(&me, &token, csr(&[&me], None, false));
+    let signed_by_linkerd = real.certify(good.clone()).await.unwrap().into_inner();
+    let signed_by_mock = ours.certify(good).await.unwrap().into_inner();
+    for (who, rsp) in [("Linkerd", &signed_by_linkerd), ("mock", &signed_by_mock)] {
+        let (_, leaf) = x509_parser::parse_x509_certificate(&rsp.leaf_certificate).unwrap();
+        let (_, issued_by) = x509_parser::parse_x509_certificate(issuer.der()).unwrap();
+        leaf.verify_signature(Some(issued_by.public_key()))
+            .unwrap_or_else(|e| panic!("{who}: the leaf is not the issuer's: {e}"));
+        assert_eq!(
+            rsp.intermediate_certificates,
+            vec![issuer.der().to_vec()],
+            "{who}"
+        );
+    }
+    linkerd.kill().await.unwrap();
+    mock.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

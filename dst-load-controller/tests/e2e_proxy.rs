@@ -203,6 +203,7 @@ async fn the_real_proxy_is_certified_by_the_mock_and_renews_before_expiry() {
     );
     assert_eq!(proxy.ready().await, Some(200));
     assert_eq!(ids.refused(tonic::Code::FailedPrecondition), 0);
+    assert_eq!(ids.refused(tonic::Code::InvalidArgument), 0);
     mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -216,10 +217,12 @@ async fn a_proxy_with_a_wrong_token_is_refused_and_never_ready() {
     std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
     let proxy = Proxy::start(&dir, mock.addr);
 
-    // Refused as Linkerd refuses an unauthenticated token, more than once
-    // (the proxy retries), and not ready meanwhile.
+    // Refused as Linkerd refuses a token the apiserver does not know
+    // (InvalidArgument, as e2e_cluster's comparison with Linkerd's identity
+    // service shows), more than once (the proxy retries), and not ready
+    // meanwhile.
     support::eventually_async("two refusals", Duration::from_secs(60), || async {
-        ids.refused(tonic::Code::FailedPrecondition) >= 2
+        ids.refused(tonic::Code::InvalidArgument) >= 2
     })
     .await;
     let ready = proxy.ready().await;

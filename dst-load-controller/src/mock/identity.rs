@@ -233,9 +233,12 @@ impl Issuer {
         .map_err(|e| refuse(Status::invalid_argument(format!("bad CSR: {e}"))))?;
         check_csr(&csr.params, &req.identity)
             .map_err(|e| refuse(Status::failed_precondition(e.to_string())))?;
+        // Linkerd's identity service has the apiserver review the token: one
+        // the apiserver does not know is InvalidArgument ("invalid bearer
+        // token"). Every token but the mock's is one it does not know.
         if req.token != self.token {
-            return Err(refuse(Status::failed_precondition(
-                "authentication failed: the token is not the one this mock was given (--identity-token-file)",
+            return Err(refuse(Status::invalid_argument(
+                "invalid bearer token: not the token this mock was given (--identity-token-file)",
             )));
         }
         if req.identity != self.identity {
@@ -292,10 +295,19 @@ enum CsrError {
     /// A common name that is not the identity.
     #[error("invalid CommonName: {0}")]
     CommonName(String),
+    /// An email address among its names.
+    #[error("cannot validate email addresses")]
+    Email,
+    /// An IP address among its names.
+    #[error("cannot validate IP addresses")]
+    IpAddress,
+    /// A URI among its names.
+    #[error("cannot validate URIs")]
+    Uri,
 }
 
 /// Linkerd's CSR rules: exactly one DNS name, the requested identity; a
-/// common name, if any, the same.
+/// common name, if any, the same; no email address, IP address or URI.
 fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), CsrError> {
     let dns: Vec<&str> = params
         .subject_alt_names
@@ -315,11 +327,27 @@ fn check_csr(params: &rcgen::CertificateParams, identity: &str) -> Result<(), Cs
         });
     }
     match params.distinguished_name.get(&rcgen::DnType::CommonName) {
-        None => Ok(()),
-        Some(rcgen::DnValue::Utf8String(cn)) if cn == identity => Ok(()),
-        Some(rcgen::DnValue::PrintableString(cn)) if cn.as_str() == identity => Ok(()),
-        Some(other) => Err(CsrError::CommonName(format!("{other:?}"))),
+        None => {}
+        Some(rcgen::DnValue::Utf8String(cn)) if cn == identity => {}
+        Some(rcgen::DnValue::PrintableString(cn)) if cn.as_str() == identity => {}
+        Some(rcgen::DnValue::Utf8String(cn)) => return Err(CsrError::CommonName(cn.clone())),
+        Some(rcgen::DnValue::PrintableString(cn)) => {
+            return Err(CsrError::CommonName(cn.as_str().to_string()));
+        }
+        Some(other) => return Err(CsrError::CommonName(format!("{other:?}"))),
     }
+    // In Linkerd's order: email addresses, then IP addresses, then URIs.
+    let has = |kind: fn(&rcgen::SanType) -> bool| params.subject_alt_names.iter().any(kind);
+    if has(|s| matches!(s, rcgen::SanType::Rfc822Name(_))) {
+        return Err(CsrError::Email);
+    }
+    if has(|s| matches!(s, rcgen::SanType::IpAddress(_))) {
+        return Err(CsrError::IpAddress);
+    }
+    if has(|s| matches!(s, rcgen::SanType::URI(_))) {
+        return Err(CsrError::Uri);
+    }
+    Ok(())
 }
 
 /// One identity's stored chain.

@@ -156,6 +156,17 @@ fn csr(dns: &[&str], cn: Option<&str>) -> Vec<u8> {
     params.serialize_request(&key).unwrap().der().to_vec()
 }
 
+/// A CSR naming `dns` and an IP address besides.
+fn csr_with_ip(dns: &str) -> Vec<u8> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([10, 0, 0, 1].into()));
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
 fn request(identity: &str, token: &[u8], csr: Vec<u8>) -> CertifyRequest {
     CertifyRequest {
         identity: identity.to_string(),
@@ -280,10 +291,16 @@ async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
             "invalid CommonName",
         ),
         (
+            "a CSR with an IP address",
+            request(ME, b"the-token", csr_with_ip(ME)),
+            FailedPrecondition,
+            "cannot validate IP addresses",
+        ),
+        (
             "a wrong token",
             request(ME, b"not-the-token", csr(&[ME], None)),
-            FailedPrecondition,
-            "authentication failed",
+            InvalidArgument,
+            "invalid bearer token",
         ),
         (
             "a name the token is not",
@@ -303,7 +320,7 @@ async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
             ids.refused(InvalidArgument),
             ids.refused(FailedPrecondition)
         ),
-        (4, 5)
+        (5, 5)
     );
     assert_eq!(ids.issued(), 0);
     client
