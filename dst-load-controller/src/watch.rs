@@ -13,6 +13,14 @@
 //!
 //! Pure: the callers own the watch streams, so a driver's state outlives
 //! any one of them.
+//!
+//! Objects are keyed by [`Key`] (namespace and name), not by kube's
+//! `reflector::ObjectRef`: an `ObjectRef` made from an object copies its uid
+//! and resourceVersion too (two more allocations per object on every
+//! re-list) and panics on an object without a name, where [`Key`] takes
+//! `name_any`. Measured (release build, quiet 2-core machine, 5 rounds of
+//! two re-lists of 100,000 EndpointSlices, the same loop keyed either way):
+//! 233-257 ms with [`Key`], 250-301 ms with `ObjectRef`, 7-17 % slower.
 
 use std::{collections::HashMap, fmt};
 

@@ -295,8 +295,8 @@ impl Args {
                 self.profile_routes
             ));
         }
-        if self.profile_change_interval.is_some_and(|d| d.is_zero()) {
-            return Err("--profile-change-interval must be above zero (e.g. 30s)".into());
+        if let Some(d) = self.profile_change_interval {
+            super::flags::above_zero("--profile-change-interval", d, "30s", "")?;
         }
         crate::labels::check_domain("--cluster-domain", &self.cluster_domain)
             .map_err(|e| e.to_string())?;
@@ -335,8 +335,8 @@ impl Args {
                 "{total} services in all is more than churn makes: at most {max}"
             ));
         }
-        if self.restart_services > 0 && Duration::from(self.restart_interval).is_zero() {
-            return Err("--restart-interval must be above zero (e.g. 60s)".into());
+        if self.restart_services > 0 {
+            super::flags::above_zero("--restart-interval", self.restart_interval, "60s", "")?;
         }
         if self.restart_services > 0 {
             super::flags::at_least_one(

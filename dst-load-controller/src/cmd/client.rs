@@ -265,11 +265,13 @@ impl Args {
         )?;
         super::flags::at_least_one("--streams-per-service", self.streams_per_service, "")?;
         super::flags::at_least_one("--connections", self.connections, "")?;
-        if self.duration.is_some_and(|d| d.is_zero()) {
-            return Err(
-                "--duration must be above zero (e.g. 60s), or left out to run until signalled"
-                    .into(),
-            );
+        if let Some(d) = self.duration {
+            super::flags::above_zero(
+                "--duration",
+                d,
+                "60s",
+                ", or left out to run until signalled",
+            )?;
         }
         if self.ground_truth_link.is_some()
             && !self.ground_truth
@@ -277,14 +279,8 @@ impl Args {
         {
             return Err("--ground-truth-link maps mirrored services to the ground truth: give --ground-truth-kubeconfig (or --ground-truth) with it".into());
         }
-        for (flag, d) in [
-            ("--connect-timeout", self.connect_timeout),
-            ("--handshake-timeout", self.handshake_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(format!("{flag} must be above zero (e.g. 10s)"));
-            }
-        }
+        super::flags::above_zero("--connect-timeout", self.connect_timeout, "10s", "")?;
+        super::flags::above_zero("--handshake-timeout", self.handshake_timeout, "10s", "")?;
         let (streams_per_service, connections) = self.load();
         // The services are known up front unless a selector finds them.
         let services = match &self.scenario_file {
@@ -353,8 +349,8 @@ impl Args {
                     crate::limits::MAX_STREAMS
                 ));
             }
-            if self.target_pods_storm_interval.is_some_and(|d| d.is_zero()) {
-                return Err("--target-pods-storm-interval must be above zero (e.g. 60s)".into());
+            if let Some(d) = self.target_pods_storm_interval {
+                super::flags::above_zero("--target-pods-storm-interval", d, "60s", "")?;
             }
         }
         let listed = !self.target_services.is_empty()

@@ -25,6 +25,20 @@ pub fn at_least_one(flag: &str, n: impl Into<u64>, why: &str) -> Result<(), Stri
     Ok(())
 }
 
+/// A duration that must be above zero: `example` (e.g. `60s`) and `why`
+/// (may be empty) follow the message.
+pub fn above_zero(
+    flag: &str,
+    d: impl Into<Duration>,
+    example: &str,
+    why: &str,
+) -> Result<(), String> {
+    if d.into().is_zero() {
+        return Err(format!("{flag} must be above zero (e.g. {example}){why}"));
+    }
+    Ok(())
+}
+
 /// The ground truth's cluster, as `client` and `run` take it: a link
 /// name that can be one, a kubeconfig that exists.
 pub fn check_ground_truth_target(

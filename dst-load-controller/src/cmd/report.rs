@@ -108,9 +108,7 @@ impl Args {
             ));
         }
         self.access()?;
-        if self.timeout.is_zero() {
-            return Err("--timeout must be above zero (e.g. 30s)".into());
-        }
+        super::flags::above_zero("--timeout", self.timeout, "30s", "")?;
         let (start, end) = self.window(jiff::Timestamp::now());
         if start >= end {
             return Err(format!("--since ({start}) is not before --until ({end})"));
