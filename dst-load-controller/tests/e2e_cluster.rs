@@ -3989,24 +3989,7 @@ async fn the_mock_identity_refuses_every_bad_request_as_linkerds_identity_servic
         .await
         .unwrap();
 
-    // A proxy's CSR: a fresh P-256 key, the names and SANs given.
-    let csr = |dns: &[&str], cn: Option<&str>, ip: bool| {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        if let Some(cn) = cn {
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, cn);
-        }
-        if ip {
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::IpAddress([10, 0, 0, 1].into()));
-        }
-        params.serialize_request(&key).unwrap().der().to_vec()
-    };
+    let csr = support::proxy_csr;
     let request = |identity: &str, token: &[u8], csr: Vec<u8>| CertifyRequest {
         identity: identity.to_string(),
         token: token.to_vec(),

@@ -144,27 +144,7 @@ async fn serve_identities(
 /// A proxy's request: a fresh ECDSA P-256 key and a CSR naming `dns`
 /// (and `cn` as common name, if given).
 fn csr(dns: &[&str], cn: Option<&str>) -> Vec<u8> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params =
-        CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    if let Some(cn) = cn {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-    }
-    params.serialize_request(&key).unwrap().der().to_vec()
-}
-
-/// A CSR naming `dns` and an IP address besides.
-fn csr_with_ip(dns: &str) -> Vec<u8> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress([10, 0, 0, 1].into()));
-    params.serialize_request(&key).unwrap().der().to_vec()
+    support::proxy_csr(dns, cn, false)
 }
 
 fn request(identity: &str, token: &[u8], csr: Vec<u8>) -> CertifyRequest {
@@ -292,7 +272,7 @@ async fn an_issuing_mock_refuses_what_linkerds_identity_service_refuses() {
         ),
         (
             "a CSR with an IP address",
-            request(ME, b"the-token", csr_with_ip(ME)),
+            request(ME, b"the-token", support::proxy_csr(&[ME], None, true)),
             FailedPrecondition,
             "cannot validate IP addresses",
         ),

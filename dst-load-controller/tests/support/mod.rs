@@ -972,6 +972,28 @@ where
         .len()
 }
 
+/// A proxy's certificate signing request: a fresh ECDSA P-256 key, the DNS
+/// names `dns`, `cn` as common name if given (none otherwise), and an IP
+/// address among its names when `ip`.
+pub fn proxy_csr(dns: &[&str], cn: Option<&str>, ip: bool) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(cn) = cn {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    }
+    if ip {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([10, 0, 0, 1].into()));
+    }
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
 /// The names of the objects `api` lists, in its order.
 pub async fn names_of<K>(api: &kube::Api<K>) -> Vec<String>
 where
