@@ -148,14 +148,14 @@ pub struct Access {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     /// It cannot be read.
-    #[error("{flag} {}: {source}", path.display())]
+    #[error("{flag} {}: {why}", path.display())]
     Read {
         /// The flag that named it.
         flag: &'static str,
         /// The file.
         path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
     /// No token in it.
     #[error(
@@ -177,10 +177,10 @@ impl Access {
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, AccessError> {
         let read = |flag: &'static str, p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| AccessError::Read {
+            std::fs::read(p).map_err(|why| AccessError::Read {
                 flag,
                 path: p.to_path_buf(),
-                source,
+                why,
             })
         };
         let bearer_token = match token_file {

@@ -108,23 +108,23 @@ pub struct ScenarioFile {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// It cannot be read.
-    #[error("cannot read the scenario file {path}: {source}")]
+    #[error("cannot read the scenario file {path}: {why}")]
     Read {
         /// The path given.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
     /// It is no scenario document.
     #[error(transparent)]
     Parse(#[from] ParseError),
     /// Its document asks for what cannot run.
-    #[error("{path}: {source}")]
+    #[error("{path}: {why}")]
     Invalid {
         /// The path given.
         path: String,
-        /// What is wrong.
-        source: Invalid,
+        /// What is wrong (shown in the message, so not its source).
+        why: Invalid,
     },
 }
 
@@ -133,14 +133,14 @@ impl FromStr for ScenarioFile {
 
     /// Reads and parses the file at `path`.
     fn from_str(path: &str) -> Result<Self, FileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|why| FileError::Read {
             path: path.to_string(),
-            source,
+            why,
         })?;
         let mut spec = parse(path, &text)?;
-        spec.validate().map_err(|source| FileError::Invalid {
+        spec.validate().map_err(|why| FileError::Invalid {
             path: path.to_string(),
-            source,
+            why,
         })?;
         if spec.name.is_none() {
             spec.name = Path::new(path)
@@ -697,12 +697,12 @@ pub enum Invalid {
     )]
     NoScaling(String),
     /// The scenario with the command line's overrides is invalid.
-    #[error("{source} (the {scenario} scenario with the flags given)")]
+    #[error("{why} (the {scenario} scenario with the flags given)")]
     Overridden {
         /// The scenario's name.
         scenario: String,
         /// What is wrong.
-        source: Box<Invalid>,
+        why: Box<Invalid>,
     },
 }
 
@@ -1022,7 +1022,7 @@ impl Spec {
             .and_then(|()| self.clients.check())
             .map_err(|e| Invalid::Overridden {
                 scenario: self.name().to_string(),
-                source: Box::new(e),
+                why: Box::new(e),
             })?;
         Ok(self)
     }
@@ -1377,8 +1377,13 @@ mod tests {
                 max_endpoints: Some(3),
                 ..Overrides::default()
             })
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        // Shown once, also as an anyhow chain (`{:#}`, as main prints it).
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e.clone())),
+            e.to_string()
+        );
+        let e = e.to_string();
         assert!(e.contains("greater than"), "{e}");
     }
 

@@ -174,12 +174,12 @@ fn namespace_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
 #[derive(Debug, thiserror::Error)]
 pub enum AddrError {
     /// Not a URI.
-    #[error("invalid --destination-addr '{addr}': {source}; expected host:port")]
+    #[error("invalid --destination-addr '{addr}': {why}; expected host:port")]
     Invalid {
         /// As given.
         addr: String,
         /// Why.
-        source: http::uri::InvalidUri,
+        why: http::uri::InvalidUri,
     },
     /// No port.
     #[error("--destination-addr '{0}' has no port; expected host:port, e.g. 127.0.0.1:8086")]
@@ -192,9 +192,9 @@ pub(crate) fn destination_uri(addr: &str) -> Result<http::Uri, AddrError> {
     } else {
         format!("http://{addr}")
     };
-    let uri: http::Uri = with_scheme.parse().map_err(|source| AddrError::Invalid {
+    let uri: http::Uri = with_scheme.parse().map_err(|why| AddrError::Invalid {
         addr: addr.to_string(),
-        source,
+        why,
     })?;
     if uri.port_u16().is_none() {
         return Err(AddrError::NoPort(addr.to_string()));

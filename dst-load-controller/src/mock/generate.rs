@@ -77,12 +77,12 @@ pub enum GenerateProblem {
     #[error(transparent)]
     Authority(#[from] crate::target::TargetError),
     /// The CIDR is none.
-    #[error("invalid CIDR '{cidr}': {source}")]
+    #[error("invalid CIDR '{cidr}': {why}")]
     Cidr {
         /// As given.
         cidr: String,
         /// Why.
-        source: ipnet::AddrParseError,
+        why: ipnet::AddrParseError,
     },
     /// A size that is no count.
     #[error("'{0}' is not a count; {GENERATE_HINT}")]
@@ -122,10 +122,10 @@ impl FromStr for GeneratedDst {
         let (cidr, size) = rest
             .rsplit_once(':')
             .ok_or_else(|| bad(GenerateProblem::Form))?;
-        let cidr: IpNet = cidr.parse().map_err(|source| {
+        let cidr: IpNet = cidr.parse().map_err(|why| {
             bad(GenerateProblem::Cidr {
                 cidr: cidr.to_string(),
-                source,
+                why,
             })
         })?;
         let num = |v: &str| {

@@ -103,12 +103,12 @@ impl std::fmt::Display for Delay {
 #[derive(Debug, thiserror::Error)]
 pub enum DelayError {
     /// Not a duration.
-    #[error("invalid delay '{value}': {source}; expected e.g. 50ms or 10ms..200ms")]
+    #[error("invalid delay '{value}': {why}; expected e.g. 50ms or 10ms..200ms")]
     Duration {
         /// As given.
         value: String,
         /// Why.
-        source: humantime::DurationError,
+        why: humantime::DurationError,
     },
     /// A range upside down.
     #[error("delay range '{0}' has its minimum above its maximum")]
@@ -121,9 +121,9 @@ impl std::str::FromStr for Delay {
     /// `none`, `50ms`, or `10ms..200ms`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parse = |v: &str| {
-            humantime::parse_duration(v.trim()).map_err(|source| DelayError::Duration {
+            humantime::parse_duration(v.trim()).map_err(|why| DelayError::Duration {
                 value: v.to_string(),
-                source,
+                why,
             })
         };
         if s == "none" || s.is_empty() {
