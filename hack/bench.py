@@ -301,11 +301,8 @@ def peer_cell(a, which, streams):
         wait_for("mock-dst admin", lambda: _up(admin), 30)
 
         def put(i, endpoints):
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{admin}/api/destinations/{svc(i)}", method="PUT",
-                data=json.dumps({"endpoints": endpoints}).encode(),
-                headers={"content-type": "application/json"})
-            urllib.request.urlopen(req, timeout=30).read()
+            send_json("PUT", f"http://127.0.0.1:{admin}/api/destinations/{svc(i)}",
+                      {"endpoints": endpoints})
     else:
         folder = os.path.join(REPO, f"target/bench/peer-2020-{streams}-endpoints")
         os.makedirs(folder, exist_ok=True)
@@ -516,10 +513,7 @@ class ProxyRig:
 
     def control(self, method, endpoints=None, add=(), remove=()):
         body = {"endpoints": endpoints} if method == "PUT" else {"add": list(add), "remove": list(remove)}
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin}/api/destinations/{PROXY_WEB}",
-                                     method=method, data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
-        urllib.request.urlopen(req, timeout=30).read()
+        send_json(method, f"http://127.0.0.1:{self.admin}/api/destinations/{PROXY_WEB}", body)
 
     def stop(self):
         self.proxy.stop()
@@ -534,6 +528,14 @@ def netns_setup(a):
     for net in ("10.77.0.0/16", "10.96.0.0/16"):
         run_ok("ip", "route", "add", "local", net, "dev", "lo")
     backends_server(8080, a.proxy_backend_ms)
+
+
+def send_json(method, url, body, timeout=30):
+    """One JSON request to a control API (the mock's); its answer is read
+    and dropped."""
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=timeout).read()
 
 
 def pct(values, q):
@@ -588,6 +590,8 @@ def proxy_latency(a):
     rig.stop()
 
     def spread(xs, scale=1.0, digits=2):
+        if not xs:
+            return None  # none timed (--proxy-added 0)
         return {q: round(pct(xs, v) * scale, digits) for q, v in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))} | {
             "max": round(max(xs) * scale, digits)}
     return {
@@ -699,9 +703,7 @@ def bench_burst(a):
     extra = "10.0.0.250:8080"
     for i in range(a.burst_changes):
         body = {"add": [extra]} if i % 2 == 0 else {"remove": [extra]}
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PATCH",
-                                     headers={"content-type": "application/json"})
-        urllib.request.urlopen(req, timeout=10).read()
+        send_json("PATCH", url, body, timeout=10)
         time.sleep(0.5)
     record = json.load(urllib.request.urlopen(f"http://127.0.0.1:{madmin}/api/delivery", timeout=10))
     result = {
