@@ -135,23 +135,22 @@ async fn readiness(State(state): State<AdminState>) -> impl IntoResponse {
 /// An address a server could not listen on: a usage error (exit 2), since
 /// the fix is another value of the flag named.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind {flag} {addr}: {source}; pick a free address with {flag}")]
+#[error("cannot bind {flag} {addr}: {why}; pick a free address with {flag}")]
 pub struct BindError {
     /// The flag that gave the address.
     pub flag: &'static str,
     /// The address.
     pub addr: std::net::SocketAddr,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
+    /// Why (shown in the message, so not also its source).
+    pub why: std::io::Error,
 }
 
 /// Binds the admin address, naming the flag on failure.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| BindError {
+    TcpListener::bind(addr).await.map_err(|why| BindError {
         flag: "--admin-addr",
         addr,
-        source,
+        why,
     })
 }
 

@@ -33,7 +33,7 @@ pub async fn connect_and_cleanup(
     stop: Option<&str>,
     timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<(bool, Report)> {
+) -> Result<(bool, Report), CleanupError> {
     let (client, caller) = connect(kube, shutdown).await?;
     let stopped = match stop {
         Some(name) => {
@@ -52,7 +52,7 @@ pub async fn connect_and_plan(
     kube: &KubeSettings,
     namespace: &str,
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Plan> {
+) -> Result<Plan, CleanupError> {
     let (client, caller) = connect(kube, shutdown).await?;
     plan(&client, &caller, namespace).await
 }
@@ -60,7 +60,7 @@ pub async fn connect_and_plan(
 async fn connect(
     kube: &KubeSettings,
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<(kube::Client, Caller)> {
+) -> Result<(kube::Client, Caller), CleanupError> {
     let client = kube.client().await?;
     let caller = Caller::new(
         kube.limiter(),
@@ -124,6 +124,27 @@ pub struct Timeout {
     namespace: String,
 }
 
+/// Why a cleanup stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// No client.
+    #[error(transparent)]
+    Connect(#[from] crate::kube_api::ConnectError),
+    /// A call that retrying could not fix.
+    #[error(transparent)]
+    Api(#[from] Error),
+    /// Objects still there at the deadline.
+    #[error(transparent)]
+    Timeout(#[from] Timeout),
+    /// `--stop-deployment` names a Deployment whose pods cannot be told
+    /// apart.
+    #[error("deployment {deployment} has no matchLabels selector: cannot tell which pods are its")]
+    NoSelector {
+        /// Its name.
+        deployment: String,
+    },
+}
+
 /// Scales Deployment `name` to zero and waits until its pods are gone.
 /// Returns false when there is no such Deployment.
 pub async fn stop_deployment(
@@ -132,7 +153,7 @@ pub async fn stop_deployment(
     namespace: &str,
     name: &str,
     deadline: tokio::time::Instant,
-) -> anyhow::Result<bool> {
+) -> Result<bool, CleanupError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let op = |verb, resource| Op {
         verb,
@@ -166,10 +187,11 @@ pub async fn stop_deployment(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    anyhow::ensure!(
-        !selector.is_empty(),
-        "deployment {name} has no matchLabels selector: cannot tell which pods are its"
-    );
+    if selector.is_empty() {
+        return Err(CleanupError::NoSelector {
+            deployment: name.to_string(),
+        });
+    }
     wait_gone("pods", namespace, deadline, || {
         count::<Pod>(client, caller, namespace, "pods", Some(&selector))
     })
@@ -185,7 +207,7 @@ pub async fn cleanup(
     caller: &Caller,
     namespace: &str,
     timeout: Duration,
-) -> anyhow::Result<Report> {
+) -> Result<Report, CleanupError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let services = delete_owned::<Service>(client, caller, namespace, "services").await?;
     let deployments = delete_owned::<Deployment>(client, caller, namespace, "deployments").await?;
@@ -288,7 +310,11 @@ impl fmt::Display for Plan {
 }
 
 /// Lists what [`cleanup`] would delete in `namespace`, deleting nothing.
-pub async fn plan(client: &kube::Client, caller: &Caller, namespace: &str) -> anyhow::Result<Plan> {
+pub async fn plan(
+    client: &kube::Client,
+    caller: &Caller,
+    namespace: &str,
+) -> Result<Plan, CleanupError> {
     let mut objects = Vec::new();
     let mut all_owned = true;
     for (names, only_owned) in [
@@ -338,7 +364,7 @@ async fn owned_of<K>(
     namespace: &str,
     resource: &'static str,
     kind: &str,
-) -> anyhow::Result<(Vec<String>, bool)>
+) -> Result<(Vec<String>, bool), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -372,7 +398,7 @@ where
 /// No Servers or ServiceProfiles where the cluster lacks Linkerd's CRDs,
 /// or where these credentials may not list them (then churn, run with
 /// them, made none).
-fn without_crd(r: Result<usize, Error>) -> anyhow::Result<usize> {
+fn without_crd(r: Result<usize, Error>) -> Result<usize, Error> {
     match r {
         Err(e) if e.is_not_found() => Ok(0),
         Err(Error::Forbidden { .. }) => {
@@ -387,12 +413,12 @@ fn without_crd(r: Result<usize, Error>) -> anyhow::Result<usize> {
 
 /// Whether a count says the namespace holds none: true without the CRDs,
 /// false when these credentials may not look (what is there is unknown).
-fn unseen_or_none(r: Result<usize, Error>) -> anyhow::Result<bool> {
+fn unseen_or_none(r: Result<usize, Error>) -> Result<bool, Error> {
     match r {
         Ok(n) => Ok(n == 0),
         Err(e) if e.is_not_found() => Ok(true),
         Err(Error::Forbidden { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -523,7 +549,7 @@ async fn wait_gone<F, Fut>(
     namespace: &str,
     deadline: tokio::time::Instant,
     count: F,
-) -> anyhow::Result<()>
+) -> Result<(), CleanupError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<usize, Error>>,

@@ -71,6 +71,52 @@ pub enum RateError {
     Burst,
 }
 
+/// No client could be made from the settings: every variant names where
+/// it looked and what to set.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConnectError {
+    /// `--kubeconfig`'s file could not be read.
+    #[error("cannot read kubeconfig {}: {why}", file.display())]
+    Read {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// `--kubeconfig`'s file has no usable context.
+    #[error("cannot use kubeconfig {} (context {context:?}): {why}", file.display())]
+    Use {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The context asked for (none: its current one).
+        context: Option<String>,
+        /// Why not.
+        why: String,
+    },
+    /// No kubeconfig, and not in a pod.
+    #[error(
+        "no usable kubeconfig ({kubeconfig}) and not in a cluster ({incluster}); set KUBECONFIG, --kubeconfig or --context"
+    )]
+    Nowhere {
+        /// Why the kubeconfig was not usable.
+        kubeconfig: String,
+        /// Why the in-cluster configuration was not.
+        incluster: String,
+    },
+    /// `--context` names no usable context.
+    #[error("cannot load kube context {context:?}: {why}")]
+    Context {
+        /// The context.
+        context: Option<String>,
+        /// Why not.
+        why: String,
+    },
+    /// The configuration was read but no client could be built from it
+    /// (its TLS settings, most often).
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(String),
+}
+
 impl KubeSettings {
     /// Checks the rate limit flags.
     pub fn validate(&self) -> Result<(), RateError> {
@@ -85,33 +131,42 @@ impl KubeSettings {
 
     /// Builds the client (watches: [`watch_config`]), with request timeouts short enough that a hung
     /// apiserver is retried rather than waited on for minutes.
-    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+    pub async fn client(&self) -> Result<kube::Client, ConnectError> {
         let options = kube::config::KubeConfigOptions {
             context: self.kube_context.clone(),
             ..Default::default()
         };
-        if let Some(file) = &self.kubeconfig {
-            let kubeconfig = kube::config::Kubeconfig::read_from(file)
-                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", file.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot use kubeconfig {} (context {:?}): {e}",
-                        file.display(),
-                        self.kube_context
-                    )
+        let config = if let Some(file) = &self.kubeconfig {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(file).map_err(|e| ConnectError::Read {
+                    file: file.clone(),
+                    why: e.to_string(),
                 })?;
-            return Ok(kube::Client::try_from(with_timeouts(config))?);
-        }
-        let config = match kube::Config::from_kubeconfig(&options).await {
-            Ok(c) => c,
-            Err(kubeconfig_error) if self.kube_context.is_none() => kube::Config::incluster().map_err(|e| {
-                anyhow::anyhow!("no usable kubeconfig ({kubeconfig_error}) and not in a cluster ({e}); set KUBECONFIG, --kubeconfig or --context")
-            })?,
-            Err(e) => anyhow::bail!("cannot load kube context {:?}: {e}", self.kube_context),
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| ConnectError::Use {
+                    file: file.clone(),
+                    context: self.kube_context.clone(),
+                    why: e.to_string(),
+                })?
+        } else {
+            match kube::Config::from_kubeconfig(&options).await {
+                Ok(c) => c,
+                Err(kubeconfig) if self.kube_context.is_none() => kube::Config::incluster()
+                    .map_err(|e| ConnectError::Nowhere {
+                        kubeconfig: kubeconfig.to_string(),
+                        incluster: e.to_string(),
+                    })?,
+                Err(e) => {
+                    return Err(ConnectError::Context {
+                        context: self.kube_context.clone(),
+                        why: e.to_string(),
+                    });
+                }
+            }
         };
-        Ok(kube::Client::try_from(with_timeouts(config))?)
+        kube::Client::try_from(with_timeouts(config))
+            .map_err(|e| ConnectError::Client(e.to_string()))
     }
 
     /// The same settings for another cluster: its kubeconfig file, and its
@@ -173,7 +228,7 @@ pub enum Error {
     #[error("forbidden: {op}: {message}. Grant the service account the '{verb}' verb on '{resource}' in namespace '{namespace}'", verb = rbac_verb(op.verb), resource = op.resource, namespace = op.namespace)]
     Forbidden {
         /// The call.
-        op: Op,
+        op: Box<Op>,
         /// The apiserver's message.
         message: String,
     },
@@ -181,7 +236,7 @@ pub enum Error {
     #[error("{op} failed: {code} {reason}: {message}")]
     Rejected {
         /// The call.
-        op: Op,
+        op: Box<Op>,
         /// HTTP status.
         code: u16,
         /// Kubernetes reason.
@@ -193,7 +248,7 @@ pub enum Error {
     #[error("{op} abandoned: shutting down")]
     Cancelled {
         /// The call.
-        op: Op,
+        op: Box<Op>,
     },
 }
 
@@ -395,10 +450,15 @@ impl Caller {
                 other => (0, String::new(), other.to_string()),
             };
             match class {
-                Class::Forbidden => return Err(Error::Forbidden { op, message }),
+                Class::Forbidden => {
+                    return Err(Error::Forbidden {
+                        op: Box::new(op),
+                        message,
+                    });
+                }
                 Class::Fatal(_) => {
                     return Err(Error::Rejected {
-                        op,
+                        op: Box::new(op),
                         code,
                         reason: k8s_reason,
                         message,
@@ -409,7 +469,7 @@ impl Caller {
                     tracing::warn!(%op, reason, error = %message, ?delay, "API call failed; retrying");
                     self.metrics.retries.inc();
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(Error::Cancelled { op }),
+                        _ = self.shutdown.cancelled() => return Err(Error::Cancelled { op: Box::new(op) }),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -469,7 +529,7 @@ mod tests {
             name: Some("x".into()),
         };
         let msg = Error::Forbidden {
-            op,
+            op: Box::new(op),
             message: "nope".into(),
         }
         .to_string();

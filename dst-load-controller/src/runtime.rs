@@ -16,12 +16,37 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::admin::{self, Readiness};
 
+/// Any error a critical task ends with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The first critical task that failed, and how.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// It returned an error.
+    #[error("{task} failed")]
+    Failed {
+        /// The task's name.
+        task: &'static str,
+        /// What it returned.
+        #[source]
+        error: BoxError,
+    },
+    /// It panicked.
+    #[error("{task} failed: panicked: {what}")]
+    Panicked {
+        /// The task's name.
+        task: &'static str,
+        /// The panic's message.
+        what: String,
+    },
+}
+
 /// The process's root: build it first, spawn through it, finish it last.
 pub struct Runtime {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     readiness: Readiness,
-    failure: Arc<Mutex<Option<anyhow::Error>>>,
+    failure: Arc<Mutex<Option<TaskError>>>,
     /// What `POST /shutdown` cancels, when not the root.
     admin_root: Option<CancellationToken>,
 }
@@ -71,32 +96,34 @@ impl Runtime {
 
     /// Spawns a task whose failure (an error, or a panic) ends the process:
     /// it is logged, kept for [`Runtime::finish`], and cancels the root.
-    pub fn spawn_critical<F>(&self, name: &'static str, task: F)
+    pub fn spawn_critical<F, E>(&self, name: &'static str, task: F)
     where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
     {
         use futures::FutureExt;
         let (shutdown, failure) = (self.shutdown.clone(), self.failure.clone());
         self.tracker.spawn(async move {
-            let ran = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
-                Ok(ran) => ran,
-                Err(panic) => {
-                    let what = panic
+            let failed = match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => TaskError::Failed {
+                    task: name,
+                    error: error.into(),
+                },
+                Err(panic) => TaskError::Panicked {
+                    task: name,
+                    what: panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".to_string());
-                    Err(anyhow::anyhow!("panicked: {what}"))
-                }
+                        .unwrap_or_else(|| "a panic".to_string()),
+                },
             };
-            if let Err(error) = ran {
-                tracing::error!(task = name, error = %format!("{error:#}"), "critical task failed; shutting down");
-                failure
-                    .lock()
-                    .expect("failure lock")
-                    .get_or_insert(error.context(format!("{name} failed")));
-                shutdown.cancel();
-            }
+            let error = anyhow::Error::from(failed);
+            tracing::error!(task = name, error = %format!("{error:#}"), "critical task failed; shutting down");
+            let failed = error.downcast::<TaskError>().expect("the error made just above");
+            failure.lock().expect("failure lock").get_or_insert(failed);
+            shutdown.cancel();
         });
     }
 
@@ -109,7 +136,7 @@ impl Runtime {
         registry: Registry,
         addr: SocketAddr,
         allow_remote_shutdown: bool,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> Result<SocketAddr, admin::BindError> {
         self.serve_admin_with(registry, addr, allow_remote_shutdown, axum::Router::new())
             .await
     }
@@ -121,7 +148,7 @@ impl Runtime {
         addr: SocketAddr,
         allow_remote_shutdown: bool,
         routes: axum::Router,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> Result<SocketAddr, admin::BindError> {
         let control = admin::Control {
             shutdown: self
                 .admin_root
@@ -132,10 +159,14 @@ impl Runtime {
         let router =
             admin::router(Arc::new(registry), self.readiness.clone(), control).merge(routes);
         let listener = admin::bind(addr).await?;
-        let local = listener.local_addr()?;
+        let local = listener.local_addr().map_err(|why| admin::BindError {
+            flag: "--admin-addr",
+            addr,
+            why,
+        })?;
         let shutdown = self.shutdown.clone();
         self.spawn_critical("admin server", async move {
-            Ok(admin::serve(listener, router, shutdown).await?)
+            admin::serve(listener, router, shutdown).await
         });
         tracing::info!(addr = %local, "admin server listening");
         Ok(local)
@@ -154,7 +185,7 @@ impl Runtime {
 
     /// Cancels the root, waits for every task, and returns the first
     /// critical failure, if any.
-    pub async fn finish(self) -> anyhow::Result<()> {
+    pub async fn finish(self) -> Result<(), TaskError> {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
@@ -193,7 +224,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), root.cancelled())
             .await
             .expect("the failure cancelled the root");
-        let err = rt.finish().await.unwrap_err();
+        let err = anyhow::Error::from(rt.finish().await.unwrap_err());
         assert_eq!(format!("{err:#}"), "watcher failed: boom");
         assert!(
             drained.load(std::sync::atomic::Ordering::SeqCst),
@@ -205,12 +236,12 @@ mod tests {
     async fn a_panicking_critical_task_is_a_failure() {
         let rt = Runtime::with_shutdown(CancellationToken::new());
         let root = rt.shutdown();
-        rt.spawn_critical("churn", async { panic!("index out of bounds") });
+        rt.spawn_critical::<_, std::io::Error>("churn", async { panic!("index out of bounds") });
         tokio::time::timeout(Duration::from_secs(10), root.cancelled())
             .await
             .expect("the panic cancelled the root");
         assert!(rt.failed());
-        let err = rt.finish().await.unwrap_err();
+        let err = anyhow::Error::from(rt.finish().await.unwrap_err());
         assert_eq!(
             format!("{err:#}"),
             "churn failed: panicked: index out of bounds"
@@ -226,7 +257,7 @@ mod tests {
         rt.spawn_critical("worker", async move {
             root.cancelled().await;
             d.store(true, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
+            anyhow::Ok(())
         });
         rt.finish().await.unwrap();
         assert!(done.load(std::sync::atomic::Ordering::SeqCst));

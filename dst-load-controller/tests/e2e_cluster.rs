@@ -2412,7 +2412,7 @@ fn truth_client(ns: &str, targets: &str, streams: &str, extra: &[&str]) -> suppo
 struct InProcessChurn {
     metrics: dst_load_controller::churn::metrics::Metrics,
     stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), dst_load_controller::churn::Error>>,
 }
 
 impl InProcessChurn {

@@ -356,6 +356,26 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// Why churn stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Kubernetes client.
+    #[error(transparent)]
+    Connect(#[from] crate::kube_api::ConnectError),
+    /// A call that retrying could not fix.
+    #[error(transparent)]
+    Api(#[from] crate::kube_api::Error),
+    /// Stopped while the namespace of the same name was still being deleted.
+    #[error("interrupted while namespace {namespace} was terminating")]
+    Terminating {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `--cleanup-on-exit` failed.
+    #[error(transparent)]
+    Cleanup(#[from] crate::cleanup::CleanupError),
+}
+
 /// A churn run: its client, flags and metrics.
 pub struct Churn {
     config: Config,
@@ -373,7 +393,7 @@ impl Churn {
     }
 
     /// Connects to the cluster (no calls are made yet).
-    pub async fn new(config: Config, metrics: Metrics) -> anyhow::Result<Self> {
+    pub async fn new(config: Config, metrics: Metrics) -> Result<Self, Error> {
         let client = config.kube.client().await?;
         let caller_stop = CancellationToken::new();
         let caller = Caller::new(
@@ -394,7 +414,7 @@ impl Churn {
 
     /// Creates the objects, then scales until `shutdown`, `--duration` or
     /// `--cycles`; cleans up with `--cleanup-on-exit`.
-    pub async fn run(self, shutdown: CancellationToken, ready: Readiness) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken, ready: Readiness) -> Result<(), Error> {
         let stop = crate::shutdown::with_deadline(&shutdown, self.config.duration);
         // Retries are abandoned on the signal, not on --duration: the objects
         // must exist before the run can end normally.
@@ -418,7 +438,7 @@ impl Churn {
         result
     }
 
-    async fn churn(&self, stop: &CancellationToken, ready: &Readiness) -> anyhow::Result<()> {
+    async fn churn(&self, stop: &CancellationToken, ready: &Readiness) -> Result<(), Error> {
         self.ensure_namespace().await?;
         let template = self.template();
         let services = self.config.services();
@@ -475,7 +495,7 @@ impl Churn {
         p: &Profiles,
         shape: ProfileShape,
         adopt: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let routes = shape.routes;
         let now = objects::timestamp(jiff::Timestamp::now());
         futures::stream::iter(services.iter().copied())
@@ -520,7 +540,7 @@ impl Churn {
         template: &ServiceTemplate,
         services: &[(Pattern, u32, u32)],
         stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let Some(p) = &self.config.profiles else {
             return Ok(());
         };
@@ -547,7 +567,7 @@ impl Churn {
         &self,
         template: &ServiceTemplate,
         stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let start = Instant::now();
         let burst = self.config.burst_size.max(1) as usize;
         let mut drivers = Vec::new();
@@ -594,7 +614,7 @@ impl Churn {
         schedule: Schedule,
         start: Instant,
         stop: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         schedule::drive(schedule, start, stop, |step, lag| {
             let members = &members;
             async move {
@@ -617,7 +637,7 @@ impl Churn {
         pattern: Pattern,
         i: u32,
         step: schedule::Step,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let name = pattern.service_name(i);
         let labels = ServiceLabels::new(pattern, &name);
         let at = objects::timestamp(jiff::Timestamp::now());
@@ -681,7 +701,7 @@ impl Churn {
     /// Deletes an ephemeral service: stamps the deletion on its Deployment
     /// (0 endpoints, `change=delete`), deletes the Service (the change the
     /// destination controller sees), then the Deployment and its pods.
-    async fn delete_service(&self, name: &str, at: &str) -> anyhow::Result<()> {
+    async fn delete_service(&self, name: &str, at: &str) -> Result<(), Error> {
         let ns = self.config.namespace();
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let stamp = Patch::Merge(serde_json::json!({"metadata": {"annotations": {
@@ -691,7 +711,7 @@ impl Churn {
         }}}));
         let pp = PatchParams::default();
         /// A call whose object is already gone did what it was for.
-        fn gone<T>(r: Result<T, crate::kube_api::Error>) -> anyhow::Result<()> {
+        fn gone<T>(r: Result<T, crate::kube_api::Error>) -> Result<(), Error> {
             match r {
                 Ok(_) => Ok(()),
                 Err(e) if e.is_not_found() => Ok(()),
@@ -737,7 +757,7 @@ impl Churn {
         }
     }
 
-    async fn ensure_namespace(&self) -> anyhow::Result<()> {
+    async fn ensure_namespace(&self) -> Result<(), Error> {
         ensure_namespace(
             &self.client,
             &self.caller,
@@ -748,7 +768,7 @@ impl Churn {
     }
 
     /// Server-side applies `obj` (named `name`) in the namespace.
-    async fn apply<K>(&self, resource: &'static str, name: &str, obj: K) -> anyhow::Result<()>
+    async fn apply<K>(&self, resource: &'static str, name: &str, obj: K) -> Result<(), Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -769,7 +789,7 @@ impl Churn {
     }
 
     /// The object `name` in the namespace, if it exists.
-    async fn get<K>(&self, resource: &'static str, name: &str) -> anyhow::Result<Option<K>>
+    async fn get<K>(&self, resource: &'static str, name: &str) -> Result<Option<K>, Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -790,7 +810,7 @@ impl Churn {
         t: &ServiceTemplate,
         pattern: Pattern,
         name: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let existed = self.get::<Service>("services", name).await?.is_some();
         self.apply("services", name, t.service(name, pattern))
             .await?;
@@ -807,7 +827,7 @@ impl Churn {
         pattern: Pattern,
         i: u32,
         replicas: u32,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let name = pattern.service_name(i);
         self.apply_service(t, pattern, &name).await?;
         let workload = pattern.workload_name(i);
@@ -905,7 +925,7 @@ pub async fn ensure_namespace(
     caller: &Caller,
     ns: &str,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(client.clone());
     let op = |verb| Op {
         verb,
@@ -924,7 +944,7 @@ pub async fn ensure_namespace(
                     tracing::info!(namespace = %ns, "namespace is terminating; waiting for it to go");
                 }
                 tokio::select! {
-                    _ = stop.cancelled() => anyhow::bail!("interrupted while namespace {ns} was terminating"),
+                    _ = stop.cancelled() => return Err(Error::Terminating { namespace: ns.to_string() }),
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                 }
             }
@@ -952,7 +972,7 @@ pub async fn connect_and_ensure_namespace(
     kube: &KubeSettings,
     ns: &str,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let client = kube.client().await?;
     let caller = Caller::new(
         kube.limiter(),

@@ -3,6 +3,7 @@
 
 pub mod connector;
 pub mod endpoints;
+mod error;
 pub mod error_log;
 pub mod faults;
 pub mod fleet;
@@ -21,11 +22,11 @@ pub mod token;
 pub mod truth;
 pub mod wire;
 
+pub use error::Error;
 pub use fleet::Fleet;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -281,7 +282,7 @@ impl Client {
     }
 
     /// Builds a client, registering its metrics. Connects lazily.
-    pub fn new(config: Config, registry: &mut Registry) -> anyhow::Result<Self> {
+    pub fn new(config: Config, registry: &mut Registry) -> Result<Self, Error> {
         let channels = (0..config.connections)
             .map(|_| {
                 tokio::sync::watch::Sender::new(Link {
@@ -346,7 +347,7 @@ impl Client {
     }
 
     /// Runs every stream until `stop`; returns the summary.
-    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<Summary> {
+    pub async fn run(mut self, stop: CancellationToken) -> Result<Summary, Error> {
         // Ours to cancel at the end, whatever ended the streams: every task
         // below ends on it, on an early return too.
         let stop = stop.child_token();
@@ -420,11 +421,8 @@ impl Client {
                     .of_cluster(kubeconfig, context.clone())
                     .client()
                     .await
-                    .context("cannot build a Kubernetes client for --ground-truth-kubeconfig")?,
-                None => kube
-                    .client()
-                    .await
-                    .context("cannot build a Kubernetes client for --ground-truth")?,
+                    .map_err(Error::kube("--ground-truth-kubeconfig"))?,
+                None => kube.client().await.map_err(Error::kube("--ground-truth"))?,
             };
             sources.push(Box::new(ground_truth::Kubernetes {
                 client,
@@ -440,7 +438,7 @@ impl Client {
                 .kube
                 .client()
                 .await
-                .context("cannot build a Kubernetes client for the profiles' ground truth")?;
+                .map_err(Error::kube("the profiles' ground truth"))?;
             profile_sources.push(Box::new(profile_truth::Kubernetes {
                 client,
                 namespaces: self.truth_namespaces(),
@@ -496,49 +494,50 @@ impl Client {
                 None => Ok(()),
             }
         };
-        let services =
-            async {
-                if let Watch::Selector {
+        let services = async {
+            if let Watch::Selector {
+                namespace,
+                selector,
+            } = &self.config.watch
+            {
+                let kube = self
+                    .config
+                    .kube
+                    .client()
+                    .await
+                    .map_err(Error::kube("--service-label-selector"))?;
+                self.discover(
+                    kube,
                     namespace,
                     selector,
-                } = &self.config.watch
-                {
-                    let kube =
-                        self.config.kube.client().await.context(
-                            "cannot build a Kubernetes client for --service-label-selector",
-                        )?;
-                    self.discover(
-                        kube,
-                        namespace,
-                        selector,
+                    &mut next_channel,
+                    &mut tasks,
+                    stop.clone(),
+                )
+                .await?;
+            } else {
+                let targets: &[Authority] = match &self.config.watch {
+                    Watch::Targets(t) => t,
+                    Watch::Selector { .. } => &[],
+                };
+                for authority in targets {
+                    self.spawn_service(
+                        &authority.to_string(),
                         &mut next_channel,
                         &mut tasks,
                         stop.clone(),
-                    )
-                    .await?;
-                } else {
-                    let targets: &[Authority] = match &self.config.watch {
-                        Watch::Targets(t) => t,
-                        Watch::Selector { .. } => &[],
-                    };
-                    for authority in targets {
-                        self.spawn_service(
-                            &authority.to_string(),
-                            &mut next_channel,
-                            &mut tasks,
-                            stop.clone(),
-                        );
-                    }
-                    tracing::info!(
-                        services = self.services.services().len(),
-                        streams_per_service = self.config.streams_per_service,
-                        connections = self.channels.len(),
-                        "streams started"
                     );
-                    stop.cancelled().await;
                 }
-                anyhow::Ok(())
-            };
+                tracing::info!(
+                    services = self.services.services().len(),
+                    streams_per_service = self.config.streams_per_service,
+                    connections = self.channels.len(),
+                    "streams started"
+                );
+                stop.cancelled().await;
+            }
+            Ok::<_, Error>(())
+        };
         tokio::try_join!(services, pods)?;
         while tasks.join_next().await.is_some() {}
         readiness_task.abort();
@@ -665,7 +664,7 @@ impl Client {
         next_channel: &mut usize,
         tasks: &mut tokio::task::JoinSet<()>,
         stop: CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Error> {
         let api: kube::Api<Service> = kube::Api::namespaced(kube, namespace);
         let cfg = crate::kube_api::watch_config().labels(selector);
         // The watcher retries with backoff by itself; a re-list (after a

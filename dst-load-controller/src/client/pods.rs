@@ -5,7 +5,6 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -81,12 +80,16 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// Follows the selected pods until `stop`, holding their streams.
-    pub async fn follow(&self, pods: &TargetPods, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn follow(
+        &self,
+        pods: &TargetPods,
+        stop: CancellationToken,
+    ) -> Result<(), super::error::Error> {
         let kube = self
             .kube
             .client()
             .await
-            .context("cannot build a Kubernetes client for --target-pods")?;
+            .map_err(super::error::Error::kube("--target-pods"))?;
         let storms = tokio::sync::watch::Sender::new(0u64);
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(every) = pods.storm_interval {
@@ -256,10 +259,11 @@ impl Context<'_> {
 async fn servers_of(
     kube: &kube::Client,
     namespace: &str,
-) -> anyhow::Result<
+) -> Result<
     std::pin::Pin<
         Box<dyn futures::Stream<Item = Result<watcher::Event<Server>, watcher::Error>> + Send>,
     >,
+    super::error::Error,
 > {
     let api: kube::Api<Server> = kube::Api::namespaced(kube.clone(), namespace);
     match api.list(&kube::api::ListParams::default().limit(1)).await {
@@ -267,7 +271,7 @@ async fn servers_of(
             tracing::info!("no Server CRD (policy.linkerd.io): the truth has no Servers");
             Ok(Box::pin(futures::stream::empty()))
         }
-        Err(e) => Err(e).context("cannot list Servers for --target-pods' ground truth"),
+        Err(e) => Err(super::error::Error::Servers(e)),
         Ok(_) => Ok(Box::pin(
             watcher(api, crate::kube_api::watch_config()).default_backoff(),
         )),

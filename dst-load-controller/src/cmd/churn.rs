@@ -466,7 +466,8 @@ impl Args {
             )?;
         }
         result?;
-        finished.map(|()| ExitCode::SUCCESS)
+        finished?;
+        Ok(ExitCode::SUCCESS)
     }
 }
 

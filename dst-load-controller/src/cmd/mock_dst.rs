@@ -281,10 +281,10 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
             .set_policy(&authority, policy)
             .map_err(|e| anyhow::anyhow!("--service-address: {e}"))?;
     }
-    let listener = crate::mock::bind(addr).map_err(|source| crate::admin::BindError {
+    let listener = crate::mock::bind(addr).map_err(|why| crate::admin::BindError {
         flag: "-a/--addr",
         addr,
-        source,
+        why,
     })?;
     rt.serve_admin_with(
         registry,

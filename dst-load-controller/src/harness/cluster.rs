@@ -266,7 +266,7 @@ pub(super) async fn clean_up<T>(
         }
     }
     match failed {
-        Some(e) => Err(e),
+        Some(e) => Err(e.into()),
         None => measured,
     }
 }

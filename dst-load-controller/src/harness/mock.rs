@@ -85,7 +85,7 @@ impl MockLoad {
         let stop = CancellationToken::new();
         let _mock_stop = stop.clone().drop_guard();
         rt.spawn_critical("mock destination", async move {
-            Ok(server.serve(listener, stop).await?)
+            server.serve(listener, stop).await
         });
         let services = mock_services(spec, NAMESPACE);
         for s in &services {

@@ -315,7 +315,7 @@ impl Outcome {
 /// any error `measured` has, and is returned first.
 pub(super) async fn finish<T>(rt: Runtime, measured: anyhow::Result<T>) -> anyhow::Result<T> {
     match (rt.finish().await, measured) {
-        (Err(cause), _) => Err(cause),
+        (Err(cause), _) => Err(cause.into()),
         (Ok(()), measured) => measured,
     }
 }
@@ -348,7 +348,7 @@ impl RunningClient {
         let task_stop = stop.clone();
         rt.spawn_critical("client", async move {
             let _ = tx.send(client.run(task_stop).await?);
-            Ok(())
+            anyhow::Ok(())
         });
         let running = Self {
             fleet,

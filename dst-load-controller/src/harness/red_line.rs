@@ -136,7 +136,7 @@ impl RedLine {
             .serve_admin(Registry::default(), admin.addr, admin.allow_remote_shutdown)
             .await
         {
-            return finish(rt, Err(e)).await;
+            return finish(rt, Err(e.into())).await;
         }
         let found = self.steps(&shutdown).await.and_then(done);
         finish(rt, found).await

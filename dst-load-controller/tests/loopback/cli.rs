@@ -816,6 +816,12 @@ fn an_address_in_use_is_one_message_naming_the_flag_and_exit_2_before_any_stream
         let out = usage_error(args, &want);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.matches(&want).count(), 1, "{args:?}: {stderr}");
+        // The cause is said once: in the message, not again as its source.
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
         assert!(
             stderr.contains(&format!("pick a free address with {flag}")),
             "{args:?}: {stderr}"

@@ -501,7 +501,7 @@ pub struct RunningClient {
     pub registry: Arc<Registry>,
     pub metrics: client::metrics::Metrics,
     pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<client::Summary>>,
+    pub task: tokio::task::JoinHandle<Result<client::Summary, client::Error>>,
 }
 
 /// Starts a client from its flags (validated as the subcommand does).
