@@ -204,6 +204,67 @@ TOML
   [[ -x $out/linkerd2-proxy ]]
 }
 
+# Linkerd's policy controller (Rust, in the linkerd2 archive), for the e2e
+# test that compares mock-dst's Policy with it. Its workspace takes kubert
+# 0.27 by git tag, which is neither here nor on the registry; the
+# linkerd-kubert commit the proxy takes (kubert 0.26) is moved to the kube
+# 3.1 and k8s-openapi 0.27 the controller's Cargo.lock pins, its lease
+# module from chrono to jiff (k8s-openapi 0.27's time type), and the
+# workspace takes it by path. A debug build: a test peer that answers a few
+# requests, built in 4 minutes cold where the release build takes 11.
+build_linkerd_policy_controller() {
+  local work=$CACHE/src/linkerd-policy-$LINKERD_VERSION kubert
+  verified_extract "$work" "linkerd2-$LINKERD_VERSION.tar.gz" "linkerd-kubert-$LINKERD_KUBERT_COMMIT.tar.gz"
+  kubert=$work/linkerd-kubert-$LINKERD_KUBERT_COMMIT
+  python3 - "$kubert" "$work/linkerd2-$LINKERD_VERSION" <<'PY'
+import pathlib, re, sys
+kubert, linkerd = map(pathlib.Path, sys.argv[1:])
+def edit(path, pairs):
+    text = path.read_text()
+    for old, new in pairs:
+        if old not in text:
+            sys.exit(f"{path}: expected {old!r}")
+        text = text.replace(old, new)
+    path.write_text(text)
+edit(kubert / "Cargo.toml", [
+    ('k8s-openapi = { version = "0.25"', 'k8s-openapi = { version = "0.27"'),
+    ('">=1.1.0,<1.2.0"', '"3.1"'),
+])
+edit(kubert / "kubert/Cargo.toml", [('version = "0.26.0"', 'version = "0.27.0"')])
+j = "k8s_openapi::jiff"
+edit(kubert / "kubert/src/lease.rs", [
+    ("chrono::DateTime<chrono::Utc>", f"{j}::Timestamp"),
+    ("(self.expiry - chrono::Utc::now()).to_std()",
+     f"Duration::try_from(self.expiry.duration_since({j}::Timestamp::now()))"),
+    ("claim.expiry\n                        - chrono::Duration::from_std(params.renew_grace_period)\n"
+     "                            .unwrap_or_else(|_| chrono::Duration::zero())",
+     f"claim.expiry.checked_sub({j}::SignedDuration::try_from(params.renew_grace_period)"
+     f".unwrap_or({j}::SignedDuration::ZERO)).unwrap_or({j}::Timestamp::MIN)"),
+    ("chrono::Duration::from_std(params.lease_duration).unwrap_or(chrono::Duration::MAX)",
+     f"{j}::SignedDuration::try_from(params.lease_duration).unwrap_or({j}::SignedDuration::MAX)"),
+    ("lease_duration.num_seconds()", "lease_duration.as_secs()"),
+    ("expiry: now + lease_duration", f"expiry: now.checked_add(lease_duration).unwrap_or({j}::Timestamp::MAX)"),
+    ("chrono::Duration::seconds(", f"{j}::SignedDuration::from_secs("),
+    ("let expiry = renew_time + lease_duration;",
+     f"let expiry = renew_time.checked_add(lease_duration).unwrap_or({j}::Timestamp::MAX);"),
+    ("chrono::Utc::now()", f"{j}::Timestamp::now()"),
+    ("kube_client::Error::Api(kube_core::ErrorResponse { code, .. })", "kube_client::Error::Api(status)"),
+    ("from_u16(*code)", "from_u16(status.code)"),
+])
+edit(linkerd / "Cargo.toml", [(
+    'git = "https://github.com/linkerd/linkerd-kubert.git"\ntag = "kubert/v0.27.0"',
+    f'path = "{kubert}/kubert"',
+)])
+PY
+  cd "$work/linkerd2-$LINKERD_VERSION"
+  rm -f rust-toolchain.toml rust-toolchain
+  CARGO_TARGET_DIR=$work/target CARGO_PROFILE_DEV_DEBUG=0 cargo build -p linkerd-policy-controller
+  install -m 0755 "$work/target/debug/linkerd-policy-controller" "$out/linkerd-policy-controller"
+  rustc --version >"$out/built-with"
+  rm -rf "$work"
+  [[ -x $out/linkerd-policy-controller ]]
+}
+
 # linkerd2-mock-dst (2020): socket2 0.3.12 no longer compiles, 0.3.19 does.
 build_mock_dst_2020() {
   local work=$CACHE/src/mock-dst-2020-$MOCK_DST_2020_COMMIT api=linkerd2-proxy-api-$MOCK_DST_2020_PROXY_API_COMMIT
@@ -289,6 +350,7 @@ version_of() {
     hadolint) echo "$HADOLINT_VERSION" ;;
     prometheus_operator_crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     linkerd_proxy) echo "$LINKERD_PROXY_VERSION" ;;
+    linkerd_policy_controller) echo "$LINKERD_VERSION" ;;
     mock_dst_2020) echo "$MOCK_DST_2020_COMMIT" ;;
     *) echo "unknown component '$1' (expected one of: $ALL_COMPONENTS $EXTRA_COMPONENTS)" >&2; return 2 ;;
   esac
@@ -296,8 +358,9 @@ version_of() {
 
 ALL_COMPONENTS="etcd kubernetes kubectl kwok linkerd linkerd_cli helm step kubeconform prometheus helmfile hadolint prometheus_operator_crds"
 # Built on request only (cargo builds of several minutes), by the tests and
-# benchmarks that run them: `hack/build-deps.sh linkerd_proxy mock_dst_2020`.
-EXTRA_COMPONENTS="linkerd_proxy mock_dst_2020"
+# benchmarks that run them: `hack/build-deps.sh linkerd_proxy mock_dst_2020
+# linkerd_policy_controller`.
+EXTRA_COMPONENTS="linkerd_proxy mock_dst_2020 linkerd_policy_controller"
 
 # use_linkerd VERSION: makes VERSION (one of LINKERD_PEERS) the Linkerd that
 # `linkerd` and `linkerd_cli` build, after checking that its archives are

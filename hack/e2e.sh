@@ -90,6 +90,9 @@ if [[ ${#failed[@]} == 0 ]]; then
   fi
   export DST_PROMETHEUS
   printf '[e2e] Prometheus: %s (%s)\n' "$DST_PROMETHEUS" "$("$DST_PROMETHEUS" --version 2>&1 | head -n1)" >&2
+  # Linkerd's policy controller (a cargo build of some minutes, cached), for
+  # the test that compares mock-dst's Policy with it.
+  "$here/build-deps.sh" linkerd_policy_controller || failed+=("build linkerd_policy_controller")
   step e2e_cluster cargo test --locked --test e2e_cluster -- --ignored --test-threads=1 "$@"
   step report_prometheus cargo test --locked --test report_prometheus -- --ignored "$@"
   # The deployment files, validated offline against the same control plane.

@@ -4088,3 +4088,391 @@ async fn the_mock_identity_refuses_every_bad_request_as_linkerds_identity_servic
     mock.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Linkerd's policy controller (`linkerd-policy-controller` of the local
+/// control plane's version, built from its source, with the chart's
+/// flags), asked what mock-dst's Policy claims to answer as it does: a
+/// plain Service's outbound policy by its ClusterIP and by its name, an
+/// address in the cluster networks that no Service holds, and a churned
+/// meshed pod's inbound port with no Server. The mock serves the same
+/// Service (its ClusterIP, its authority) and is asked the same; the
+/// answers are compared whole.
+#[tokio::test]
+#[ignore = "needs a local control plane and Linkerd's policy controller: make e2e"]
+async fn the_real_policy_controller_answers_as_the_mock_claims() {
+    use dst_load_controller::{
+        mock::policy::{AppProtocol, ServicePolicy},
+        target::Authority,
+    };
+    use linkerd2_proxy_api::{
+        inbound::{PortSpec, inbound_server_policies_client::InboundServerPoliciesClient},
+        outbound::{TrafficSpec, outbound_policies_client::OutboundPoliciesClient, traffic_spec},
+    };
+
+    let controller = std::env::var("DST_LOCAL_LINKERD_POLICY_CONTROLLER").expect(
+        "DST_LOCAL_LINKERD_POLICY_CONTROLLER: Linkerd's policy controller binary (`hack/local-cluster.sh up` writes it to .local-cluster/env)",
+    );
+    assert!(
+        std::path::Path::new(&controller).is_file(),
+        "{controller} is not built: run hack/build-deps.sh linkerd_policy_controller (make e2e does)"
+    );
+    let ns = TempNs::new("policy");
+    stable_services(&ns.name, 1, 2).await;
+    let client = kube().await;
+    let addrs = poll_slice_addrs(&client, &ns.name, "stable-svc-0", 2).await;
+    let svc = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("stable-svc-0")
+        .await
+        .unwrap();
+    let cluster_ip: std::net::IpAddr = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .expect("a ClusterIP")
+        .parse()
+        .unwrap();
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| {
+            p.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+                == Some(addrs[0].ip().to_string().as_str())
+        })
+        .and_then(|p| p.metadata.name)
+        .expect("the pod of the first address");
+
+    // The lease the controller takes belongs to the destination
+    // Deployment of the control plane's namespace: one that runs nothing.
+    let deployment = format!("policy-{}", ns.name);
+    kubectl(
+        &[
+            "-n",
+            "linkerd",
+            "create",
+            "deployment",
+            &deployment,
+            "--image=none",
+            "--replicas=0",
+        ],
+        None,
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            support::kubectl_output(
+                &[
+                    "-n",
+                    "linkerd",
+                    "delete",
+                    "deployment",
+                    &self.0,
+                    "--wait=false",
+                ],
+                None,
+            );
+        }
+    }
+    let _gone = Gone(deployment.clone());
+    let dir = std::env::temp_dir().join(format!("dst-e2e-{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("policy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let mut linkerd = tokio::process::Command::new(&controller)
+        .args([
+            "--admission-controller-disabled",
+            "--admin-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--grpc-addr",
+            &format!("127.0.0.1:{port}"),
+            "--control-plane-namespace",
+            "linkerd",
+            "--policy-deployment-name",
+            &deployment,
+            // The chart's defaults.
+            "--cluster-networks",
+            "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
+            "--default-opaque-ports",
+            "25,587,3306,4444,5432,6379,9300,11211",
+            "--default-policy",
+            "all-unauthenticated",
+        ])
+        .env("HOSTNAME", &deployment)
+        .env("LINKERD_POLICY_CONTROLLER_LOG", "linkerd=info,warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("Linkerd's policy controller");
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let real = loop {
+        if let Ok(c) = channel.connect().await {
+            break c;
+        }
+        if let Ok(Some(status)) = linkerd.try_wait() {
+            panic!(
+                "Linkerd's policy controller exited ({status}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Linkerd's policy controller did not listen:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The mock, serving the same Service at the same ClusterIP.
+    let authority: Authority = format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name)
+        .parse()
+        .unwrap();
+    let target = SocketAddr::new(cluster_ip, 8080);
+    let mock = support::Mock::start(Default::default()).await;
+    mock.handle.set(&authority, addrs.clone());
+    mock.handle
+        .set_policy(
+            &authority,
+            ServicePolicy {
+                addresses: [target].into(),
+                protocol: AppProtocol::Detect,
+            },
+        )
+        .unwrap();
+    let ours = tonic::transport::Endpoint::from_shared(format!("http://{}", mock.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let spec = |target: traffic_spec::Target| TrafficSpec {
+        source_workload: format!("{{\"ns\":\"{}\",\"pod\":\"client\"}}", ns.name),
+        target: Some(target),
+    };
+    let outbound = |channel: tonic::transport::Channel, t: traffic_spec::Target| {
+        let spec = spec(t);
+        async move {
+            let mut c = OutboundPoliciesClient::new(channel);
+            let mut watch = c.watch(spec).await?.into_inner();
+            Ok::<_, tonic::Status>(
+                tokio::time::timeout(Duration::from_secs(60), watch.message())
+                    .await
+                    .expect("a policy within 60s")?
+                    .expect("the stream open"),
+            )
+        }
+    };
+    // The controller indexes the Service a moment after it starts.
+    let by_ip = traffic_spec::Target::Addr(target.into());
+    let theirs = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match outbound(real.clone(), by_ip.clone()).await {
+                Ok(p) => break p,
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    assert!(tokio::time::Instant::now() < deadline, "{s:?}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(s) => panic!("{s:?}"),
+            }
+        }
+    };
+    let mine = outbound(ours.clone(), by_ip.clone()).await.unwrap();
+    assert_eq!(mine, theirs, "by ClusterIP");
+
+    let by_name = traffic_spec::Target::Authority(authority.to_string());
+    let theirs = outbound(real.clone(), by_name.clone()).await.unwrap();
+    let mine = outbound(ours.clone(), by_name).await.unwrap();
+    assert_eq!(mine, theirs, "by name");
+
+    // Each appProtocol the mock's protocols stand for, on open watches: the
+    // controller's next policy and the mock's, once given that protocol.
+    let watch = |channel: tonic::transport::Channel| {
+        let spec = spec(by_ip.clone());
+        async move {
+            OutboundPoliciesClient::new(channel)
+                .watch(spec)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    async fn next<T>(w: &mut tonic::Streaming<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), w.message())
+            .await
+            .expect("a policy within 60s")
+            .expect("no error")
+            .expect("the stream open")
+    }
+    let (mut real_watch, mut mock_watch) = (watch(real.clone()).await, watch(ours.clone()).await);
+    assert_eq!(next(&mut mock_watch).await, next(&mut real_watch).await);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    for (app_protocol, protocol) in [
+        ("http", AppProtocol::Http1),
+        ("kubernetes.io/h2c", AppProtocol::Http2),
+        ("linkerd.io/opaque", AppProtocol::Opaque),
+    ] {
+        let patch =
+            serde_json::json!({"spec": {"ports": [{"port": 8080, "appProtocol": app_protocol}]}});
+        services
+            .patch(
+                "stable-svc-0",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(patch),
+            )
+            .await
+            .unwrap();
+        mock.handle
+            .set_policy(
+                &authority,
+                ServicePolicy {
+                    addresses: [target].into(),
+                    protocol,
+                },
+            )
+            .unwrap();
+        let theirs = next(&mut real_watch).await;
+        assert_eq!(
+            next(&mut mock_watch).await,
+            theirs,
+            "appProtocol {app_protocol}"
+        );
+    }
+
+    // Other targets: the same policy, or the same refusal's code, for each.
+    let addr = |a: &str| traffic_spec::Target::Addr(a.parse::<SocketAddr>().unwrap().into());
+    let name = |n: String| traffic_spec::Target::Authority(n);
+    let mut too_high: linkerd2_proxy_api::net::TcpAddress = target.into();
+    too_high.port = 70_000;
+    let cases = [
+        (
+            "an address in the cluster networks no Service holds",
+            Some(addr("10.97.255.254:8080")),
+        ),
+        ("port 0", Some(addr(&format!("{cluster_ip}:0")))),
+        (
+            "a port past 65535",
+            Some(traffic_spec::Target::Addr(too_high)),
+        ),
+        ("no target", None),
+        (
+            "an unknown service",
+            Some(name(format!("nope.{}.svc.cluster.local:8080", ns.name))),
+        ),
+        (
+            "a name that is no service's",
+            Some(name("linkerd.io:443".into())),
+        ),
+        ("a name that does not parse", Some(name("a b:80".into()))),
+        (
+            "a name without a port",
+            Some(name(format!("stable-svc-0.{}.svc.cluster.local", ns.name))),
+        ),
+    ];
+    let me = format!("{{\"ns\":\"{}\",\"pod\":\"client\"}}", ns.name);
+    let cases = cases
+        .into_iter()
+        .map(|(what, t)| (what, me.as_str(), t))
+        .chain([
+            ("no source workload", "", Some(by_ip.clone())),
+            (
+                "a source workload without its namespace",
+                "client",
+                Some(by_ip.clone()),
+            ),
+            (
+                "a source workload of JSON without a pod",
+                "{\"ns\":\"x\"}",
+                Some(by_ip.clone()),
+            ),
+            (
+                "a source workload as ns:pod",
+                "x:client",
+                Some(by_ip.clone()),
+            ),
+        ]);
+    let ask = |channel: tonic::transport::Channel,
+               workload: &str,
+               target: Option<traffic_spec::Target>| {
+        let spec = TrafficSpec {
+            source_workload: workload.to_string(),
+            target,
+        };
+        async move {
+            OutboundPoliciesClient::new(channel)
+                .get(spec)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let mut differ = Vec::new();
+    for (what, workload, target) in cases {
+        let theirs = ask(real.clone(), workload, target.clone()).await;
+        let mine = ask(ours.clone(), workload, target).await;
+        let same = match (&theirs, &mine) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.code() == b.code(),
+            _ => false,
+        };
+        if !same {
+            differ.push(format!("{what}: Linkerd {theirs:?}, mock {mine:?}"));
+        }
+    }
+    assert_eq!(differ, Vec::<String>::new());
+
+    // The meshed pod's application port, no Server.
+    let port_spec = PortSpec {
+        workload: format!("{{\"ns\":\"{}\",\"pod\":\"{pod}\"}}", ns.name),
+        port: 8080,
+    };
+    let inbound = |channel: tonic::transport::Channel, spec: PortSpec| async move {
+        InboundServerPoliciesClient::new(channel)
+            .get_port(spec)
+            .await
+            .map(|r| r.into_inner())
+    };
+    let theirs = inbound(real.clone(), port_spec.clone()).await.unwrap();
+    assert_eq!(
+        inbound(ours.clone(), port_spec.clone()).await.unwrap(),
+        theirs,
+        "inbound"
+    );
+    // Refused by both, with the same message. (A pod the controller does
+    // not know is NotFound there; the mock, knowing no pods, answers every
+    // workload.)
+    for bad in [
+        PortSpec {
+            port: 0,
+            ..port_spec.clone()
+        },
+        PortSpec {
+            port: 70_000,
+            ..port_spec.clone()
+        },
+        PortSpec {
+            workload: "web-0".into(),
+            ..port_spec.clone()
+        },
+        PortSpec {
+            workload: "{\"pod\":\"web-0\"}".into(),
+            ..port_spec.clone()
+        },
+    ] {
+        let refused = |r: Result<_, tonic::Status>| {
+            let s = r.expect_err("refused");
+            (s.code(), s.message().to_string())
+        };
+        assert_eq!(
+            refused(inbound(ours.clone(), bad.clone()).await),
+            refused(inbound(real.clone(), bad.clone()).await),
+            "{bad:?}"
+        );
+    }
+    mock.stop().await;
+    drop(linkerd);
+}

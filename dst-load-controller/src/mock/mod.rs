@@ -127,11 +127,7 @@ impl MockDestination {
         } = self;
         let profiles =
             profile_server::ProfileService::new(handle.clone(), behavior.clone(), shutdown.clone());
-        let policy = policy::PolicyService::new(
-            handle.policies.clone(),
-            handle.store.clone(),
-            shutdown.clone(),
-        );
+        let policy = policy::PolicyService::new(handle.policies.clone(), shutdown.clone());
         let svc = Service::new(
             handle.store.clone(),
             behavior,

@@ -18,24 +18,30 @@
 //! Every backend has a queue of 100 and a 3 s fail-fast timeout, and
 //! balances by peak EWMA (30 ms default RTT, 10 s decay), as the
 //! controller's defaults are. An address no service holds is `NotFound`
-//! (the proxy then forwards to the address itself), as is a name that is
-//! neither a destination of the mock nor a service with a policy, or not of
-//! the form `name.ns.svc.domain[:port]` (port 80 when absent, a final dot
-//! dropped); a name that does not parse, a port past 65535 or 0, and no
-//! target at all are `InvalidArgument`.
+//! (the proxy then forwards to the address itself). Any name of the form
+//! `name.ns.svc.domain[:port]` (port 80 when absent, a final dot dropped)
+//! gets its service's policy, or the detect default when it has none: the
+//! controller answers so for a Service that does not exist, too. Another
+//! name is `NotFound`; a name that does not parse, a port past 65535 or 0,
+//! no target at all, and a source workload that is neither
+//! `{"ns":..,"pod":..}` nor `ns:pod` are `InvalidArgument`.
 //!
 //! A watch is sent the policy at once and again whenever the service's
 //! policy changes it. A watch by address ends when the service stops
 //! holding the address (the proxy's next watch gets `NotFound`); a watch by
-//! name ends when the service's policy is deleted and the mock serves no
-//! destination of that name (a destination deleted later does not end it).
+//! name stays open, and is sent the default when its policy is deleted.
 //! An address no service holds is `NotFound` here; Linkerd's controller
 //! answers so for addresses in its cluster networks, and outside them with
 //! an `egress-fallback` policy, which the mock does not serve.
 //!
 //! Inbound, every port gets the controller's default for a pod with no
 //! Server: `all-unauthenticated` (every network, no identity needed),
-//! protocol detection with a 10 s timeout and one default HTTP route.
+//! protocol detection with a 10 s timeout and one default HTTP route. The
+//! mock knows no pods: it answers so for every workload, where the
+//! controller answers `NotFound` for a pod it does not know.
+//!
+//! The e2e test `the_real_policy_controller_answers_as_the_mock_claims`
+//! compares these answers with Linkerd's running policy controller.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -440,9 +446,12 @@ pub enum Target {
 impl Target {
     /// Reads a lookup's target, refusing what the controller refuses.
     pub fn from_spec(spec: outbound::TrafficSpec) -> Result<Self, Status> {
-        match spec.target {
-            None => Err(Status::invalid_argument("target is required")),
-            Some(traffic_spec::Target::Addr(addr)) => {
+        let Some(target) = spec.target else {
+            return Err(Status::invalid_argument("target is required"));
+        };
+        check_workload(&spec.source_workload)?;
+        match target {
+            traffic_spec::Target::Addr(addr) => {
                 // The conversion below keeps the port's low 16 bits.
                 if addr.port > u32::from(u16::MAX) {
                     return Err(Status::invalid_argument("port outside valid range"));
@@ -455,7 +464,7 @@ impl Target {
                 }
                 Ok(Self::Addr(addr))
             }
-            Some(traffic_spec::Target::Authority(name)) => {
+            traffic_spec::Target::Authority(name) => {
                 // A fully qualified name's final dot is no part of it.
                 let name = match name.split_once(':') {
                     Some((host, port)) => format!("{}:{port}", host.trim_end_matches('.')),
@@ -486,28 +495,24 @@ impl Target {
     fn view(&self, table: &Table) -> Option<(Authority, AppProtocol)> {
         match self {
             Self::Addr(addr) => table.by_addr(*addr).map(|(a, p)| (a.clone(), p)),
-            Self::Service(a) => table.service(a).map(|p| (a.clone(), p.protocol)),
+            Self::Service(a) => Some((
+                a.clone(),
+                table.service(a).map_or(AppProtocol::Detect, |p| p.protocol),
+            )),
         }
     }
 
-    /// Its policy under `table`, with `exists` saying which destinations
-    /// the mock serves; `None` is `NotFound`.
-    pub fn resolve(
-        &self,
-        table: &Table,
-        exists: impl Fn(&Authority) -> bool,
-    ) -> Option<outbound::OutboundPolicy> {
+    /// Its policy under `table`; `None` is `NotFound`.
+    pub fn resolve(&self, table: &Table) -> Option<outbound::OutboundPolicy> {
         match self {
             Self::Addr(addr) => {
                 let (authority, protocol) = table.by_addr(*addr)?;
                 Some(outbound_policy(authority, protocol))
             }
             Self::Service(authority) => {
-                let protocol = match table.service(authority) {
-                    Some(p) => p.protocol,
-                    None if exists(authority) => AppProtocol::Detect,
-                    None => return None,
-                };
+                let protocol = table
+                    .service(authority)
+                    .map_or(AppProtocol::Detect, |p| p.protocol);
                 Some(outbound_policy(authority, protocol))
             }
         }
@@ -522,23 +527,13 @@ pub type PolicyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
 #[derive(Clone)]
 pub struct PolicyService {
     policies: Policies,
-    store: super::store::Store,
     shutdown: CancellationToken,
 }
 
 impl PolicyService {
-    /// Serves `policies`; names are known if `store` has them; every
-    /// stream ends at `shutdown`.
-    pub fn new(
-        policies: Policies,
-        store: super::store::Store,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            policies,
-            store,
-            shutdown,
-        }
+    /// Serves `policies`; every stream ends at `shutdown`.
+    pub fn new(policies: Policies, shutdown: CancellationToken) -> Self {
+        Self { policies, shutdown }
     }
 
     fn lookup(&self, spec: outbound::TrafficSpec) -> Result<Target, Status> {
@@ -565,7 +560,7 @@ impl OutboundPolicies for PolicyService {
         let target = self.lookup(request.into_inner())?;
         let table = self.policies.table();
         target
-            .resolve(&table, |a| self.store.exists(a))
+            .resolve(&table)
             .map(Response::new)
             .ok_or_else(|| not_found(&target))
     }
@@ -578,19 +573,16 @@ impl OutboundPolicies for PolicyService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let target = self.lookup(request.into_inner())?;
         let mut tables = self.policies.subscribe();
-        let store = self.store.clone();
         let first = {
             let table = tables.borrow_and_update();
-            target
-                .resolve(&table, |a| store.exists(a))
-                .ok_or_else(|| not_found(&target))?
+            target.resolve(&table).ok_or_else(|| not_found(&target))?
         };
         let shutdown = self.shutdown.clone();
         let seen = target.view(&tables.borrow());
         let later = futures::stream::unfold(
             (tables, seen, first.clone(), target),
             move |(mut tables, mut seen, last, target)| {
-                let (shutdown, store) = (shutdown.clone(), store.clone());
+                let shutdown = shutdown.clone();
                 async move {
                     loop {
                         tokio::select! {
@@ -604,11 +596,8 @@ impl OutboundPolicies for PolicyService {
                             continue;
                         }
                         seen = view;
-                        // A target that resolves no more (an address no
-                        // service holds now, a name whose policy went and
-                        // that the mock serves no destination of) ends the
-                        // stream.
-                        let next = target.resolve(&table, |a| store.exists(a))?;
+                        // An address no service holds now ends the stream.
+                        let next = target.resolve(&table)?;
                         if next != last {
                             return Some((Ok(next.clone()), (tables, seen, next, target)));
                         }
@@ -649,10 +638,48 @@ impl InboundServerPolicies for PolicyService {
     }
 }
 
+/// A proxy's workload, as the controller reads it: `{"ns":..,"pod":..}`
+/// (or `"external_workload"` for the pod), or `ns:pod`.
+#[derive(Deserialize)]
+#[allow(dead_code)] // Read to be refused when malformed; not used.
+struct Workload {
+    ns: String,
+    #[serde(flatten)]
+    kind: WorkloadKind,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+enum WorkloadKind {
+    #[serde(rename = "pod")]
+    Pod(String),
+    #[serde(rename = "external_workload")]
+    External(String),
+}
+
+/// Refuses a workload the controller cannot read.
+fn check_workload(workload: &str) -> Result<(), Status> {
+    let readable = if workload.starts_with('{') {
+        serde_json::from_str::<Workload>(workload).is_ok()
+    } else {
+        workload
+            .split_once(':')
+            .is_some_and(|(ns, pod)| !ns.is_empty() && !pod.is_empty())
+    };
+    if readable {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "Invalid workload: {workload}"
+        )))
+    }
+}
+
 fn check_port(spec: &inbound::PortSpec) -> Result<(), Status> {
+    check_workload(&spec.workload)?;
     if spec.port == 0 || spec.port > u32::from(u16::MAX) {
         return Err(Status::invalid_argument(format!(
-            "invalid port {}",
+            "Invalid port: {}",
             spec.port
         )));
     }

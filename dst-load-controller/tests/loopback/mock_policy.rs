@@ -197,50 +197,57 @@ async fn a_name_watch_follows_its_own_services_policy_only() {
         .unwrap();
     let got = next(&mut watch).await.unwrap().unwrap();
     assert_eq!(backends(&got), ("http2", vec![WEB.to_string()]));
-    // Its policy deleted, with no destination of the name left: it ends.
+    // Its policy deleted: the default again, and the stream stays open
+    // (Linkerd's controller answers any service name).
     assert!(mock.handle.delete_policy(&web));
-    assert!(next(&mut watch).await.is_none(), "the stream ended");
+    let got = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(backends(&got), ("detect", vec![WEB.to_string(); 3]));
+    let idle = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(idle.is_err(), "nothing more, and still open: {idle:?}");
     mock.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_targets_are_not_found_and_bad_ones_invalid() {
     let mock = support::Mock::start(Behavior::default()).await;
-    let web: Authority = WEB.parse().unwrap();
-    // A destination with no policy is known by name, with the default.
-    mock.handle.set(&web, ["127.0.0.2:8080".parse().unwrap()]);
     let mut client = OutboundPoliciesClient::connect(format!("http://{}", mock.addr))
         .await
         .unwrap();
-    for name in [
-        WEB,
-        "web.ns.svc.cluster.local",
-        "web.ns.svc.cluster.local.:80",
+    // Any service name has the default, served or not, as Linkerd's
+    // controller answers for a Service that does not exist.
+    for (name, want) in [
+        (WEB, WEB),
+        ("web.ns.svc.cluster.local", WEB),
+        ("web.ns.svc.cluster.local.:80", WEB),
+        (
+            "api.ns.svc.cluster.local:8080",
+            "api.ns.svc.cluster.local:8080",
+        ),
     ] {
         let got = client.get(by_name(name)).await.unwrap().into_inner();
         assert_eq!(
             backends(&got),
-            ("detect", vec![WEB.to_string(); 3]),
+            ("detect", vec![want.to_string(); 3]),
             "{name}"
         );
     }
+    let no_workload = |workload: &str| TrafficSpec {
+        source_workload: workload.into(),
+        ..by_name(WEB)
+    };
     for (spec, code) in [
         (by_addr(CLUSTER_IP), tonic::Code::NotFound),
-        (
-            by_name("api.ns.svc.cluster.local:80"),
-            tonic::Code::NotFound,
-        ),
-        (
-            by_name("web.ns.svc.cluster.local:8080"),
-            tonic::Code::NotFound,
-        ),
         (by_name("example.com:80"), tonic::Code::NotFound),
+        (no_workload(""), tonic::Code::InvalidArgument),
+        (no_workload("client"), tonic::Code::InvalidArgument),
+        (no_workload("{\"ns\":\"ns\"}"), tonic::Code::InvalidArgument),
+        (no_workload("ns:"), tonic::Code::InvalidArgument),
         (by_addr("10.96.0.10:0"), tonic::Code::InvalidArgument),
         (by_name("not a name:80"), tonic::Code::InvalidArgument),
         // A port past 65535 is refused, not read as its low 16 bits (80).
         (
             TrafficSpec {
-                source_workload: String::new(),
+                source_workload: "ns:client".into(),
                 target: Some(traffic_spec::Target::Addr(
                     linkerd2_proxy_api::net::TcpAddress {
                         port: 65536 + 80,
@@ -319,6 +326,20 @@ async fn every_inbound_port_is_all_unauthenticated_and_shutdown_ends_every_strea
     ));
     let status = inbound.get_port(spec(0)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    for workload in ["", "web-0", "{\"pod\":\"web-0\"}"] {
+        let bad = PortSpec {
+            workload: workload.into(),
+            port: 8080,
+        };
+        let status = inbound.get_port(bad).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                tonic::Code::InvalidArgument,
+                format!("Invalid workload: {workload}").as_str()
+            )
+        );
+    }
 
     // Both streams stay open until shutdown, which ends them.
     let mut out = outbound
