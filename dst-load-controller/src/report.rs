@@ -18,13 +18,23 @@ use crate::{latency::Percentiles, measurements::Measurements};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The HTTP request failed.
-    #[error("cannot query Prometheus at {url}: {source}")]
+    #[error("cannot query Prometheus at {url}")]
     Http {
         /// The query URL.
         url: String,
-        /// Why.
-        source: reqwest::Error,
+        /// Why (and its causes, down to the connection's).
+        #[source]
+        why: reqwest::Error,
     },
+    /// `--bearer-token-file`'s token cannot be sent as a header.
+    #[error("--bearer-token-file: the token is no HTTP header value (a control character in it?)")]
+    Token,
+    /// `--ca-file`'s certificates cannot be used.
+    #[error("--ca-file: {0}")]
+    Certificate(String),
+    /// No HTTP client could be built (the TLS backend refused its settings).
+    #[error("cannot build an HTTP client for Prometheus: {0}")]
+    Client(String),
     /// Prometheus (or a proxy in front of it) answered an HTTP error.
     #[error("Prometheus at {url} answered HTTP {status}{hint}")]
     Status {
@@ -219,10 +229,11 @@ impl Access {
 
 impl Prometheus {
     /// A client for the Prometheus at `base`.
-    pub fn new(base: &str, timeout: Duration, access: &Access) -> anyhow::Result<Self> {
+    pub fn new(base: &str, timeout: Duration, access: &Access) -> Result<Self, Error> {
         let mut http = reqwest::Client::builder().timeout(timeout);
         if let Some(token) = &access.bearer_token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Token)?;
             // Kept out of debug output.
             value.set_sensitive(true);
             http = http.default_headers(
@@ -232,12 +243,14 @@ impl Prometheus {
             );
         }
         if let Some(pem) = &access.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Certificate(e.to_string()))?;
+            for cert in certs {
                 http = http.add_root_certificate(cert);
             }
         }
         Ok(Self {
-            http: http.build()?,
+            http: http.build().map_err(|e| Error::Client(e.to_string()))?,
             url: format!("{}/api/v1/query", base.trim_end_matches('/')),
             shown: format!("{}/api/v1/query", redact(base).trim_end_matches('/')),
         })
@@ -266,10 +279,10 @@ impl Prometheus {
         query: &str,
         params: &[(&str, &str)],
     ) -> Result<Vec<R>, Error> {
-        let http = |source: reqwest::Error| Error::Http {
+        let http = |why: reqwest::Error| Error::Http {
             url: url.replace(&self.url, &self.shown),
             // Its own copy of the URL would show the credentials.
-            source: source.without_url(),
+            why: why.without_url(),
         };
         let mut form = vec![("query", query)];
         form.extend_from_slice(params);

@@ -119,9 +119,14 @@ impl Runtime {
                         .unwrap_or_else(|| "a panic".to_string()),
                 },
             };
-            let error = anyhow::Error::from(failed);
-            tracing::error!(task = name, error = %format!("{error:#}"), "critical task failed; shutting down");
-            let failed = error.downcast::<TaskError>().expect("the error made just above");
+            // The error and every cause, as `main` prints it.
+            let mut shown = failed.to_string();
+            let mut cause = std::error::Error::source(&failed);
+            while let Some(c) = cause {
+                shown = format!("{shown}: {c}");
+                cause = c.source();
+            }
+            tracing::error!(task = name, error = %shown, "critical task failed; shutting down");
             failure.lock().expect("failure lock").get_or_insert(failed);
             shutdown.cancel();
         });

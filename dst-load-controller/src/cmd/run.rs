@@ -408,7 +408,7 @@ impl Args {
                     );
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             outcome.slos = crate::slo::judge(&slos, &outcome.measured, gates.min_samples);
             if self.destination_addr.is_some() {

@@ -9,7 +9,10 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use super::load::{Chosen, Followed, Load, Watched};
+use super::{
+    error::Error,
+    load::{Chosen, Followed, Load, Watched},
+};
 use crate::{
     churn::{self, objects::ChangeKind, objects::Export},
     client::{self, Fleet},
@@ -62,7 +65,7 @@ impl Load for ClusterLoad<'_> {
         rt: &mut Runtime,
         registry: &mut Registry,
         run: &Chosen<'_>,
-    ) -> anyhow::Result<Watched> {
+    ) -> Result<Watched, Error> {
         let (spec, shutdown) = (run.spec, rt.shutdown());
         let ns = &self.cluster.namespace;
         let mut churn_config = churn::Config::new(ns);
@@ -95,7 +98,7 @@ impl Load for ClusterLoad<'_> {
         });
         while !churn_ready.get() {
             if shutdown.is_cancelled() || churn_ended.try_recv().is_ok() {
-                anyhow::bail!("stopped before churn's services existed");
+                return Err(Error::Stopped("churn's services existed"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -147,7 +150,7 @@ impl Load for ClusterLoad<'_> {
     }
 
     /// Churn runs since `prepare` made its services.
-    async fn begin(&mut self, _: &Runtime, _: &Fleet, _: &Chosen<'_>) -> anyhow::Result<()> {
+    async fn begin(&mut self, _: &Runtime, _: &Fleet, _: &Chosen<'_>) -> Result<(), Error> {
         Ok(())
     }
 
@@ -168,10 +171,16 @@ impl Load for ClusterLoad<'_> {
             return;
         }
         let listed = async {
-            let kube = self.cluster.kube.client().await?;
+            let kube = self
+                .cluster
+                .kube
+                .client()
+                .await
+                .map_err(|e| e.to_string())?;
             let api: kube::Api<crate::crds::ServiceProfile> =
                 kube::Api::namespaced(kube, &self.cluster.namespace);
-            anyhow::Ok(api.list(&kube::api::ListParams::default()).await?.items)
+            let list = api.list(&kube::api::ListParams::default()).await;
+            list.map(|l| l.items).map_err(|e| e.to_string())
         };
         let profiles = match tokio::time::timeout_at(until, listed).await {
             Ok(Ok(items)) => items,
@@ -233,11 +242,11 @@ impl Load for ClusterLoad<'_> {
 /// namespace of the mirrors. Both clusters are cleaned; a cleanup failure
 /// after a measured run is the error returned, after a failed one it is
 /// logged beside the run's error.
-pub(super) async fn clean_up<T>(
+pub(super) async fn clean_up<T, E: From<Error>>(
     cluster: &Cluster,
     multicluster: Option<&Multicluster>,
-    measured: anyhow::Result<T>,
-) -> anyhow::Result<T> {
+    measured: Result<T, E>,
+) -> Result<T, E> {
     if cluster.keep {
         return measured;
     }
@@ -266,7 +275,7 @@ pub(super) async fn clean_up<T>(
         }
     }
     match failed {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(Error::from(e).into()),
         None => measured,
     }
 }
@@ -319,7 +328,7 @@ async fn wait_for_mirrors(
     ns: &str,
     mirrors: std::collections::BTreeSet<String>,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     use k8s_openapi::api::core::v1::Service;
     let services: kube::Api<Service> = kube::Api::namespaced(kube.client().await?, ns);
     let lp = kube::api::ListParams::default().labels("mirror.linkerd.io/mirrored-service=true");
@@ -348,16 +357,16 @@ async fn wait_for_mirrors(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "{} of {} services were not mirrored into the source's namespace {ns} within {}s (first: {}): is the link up, its service mirror running, and --ground-truth-link the link's name?",
-                missing.len(),
-                mirrors.len(),
-                MIRROR_TIMEOUT.as_secs(),
-                missing[0]
-            );
+            return Err(Error::Unmirrored {
+                missing: missing.len(),
+                mirrors: mirrors.len(),
+                namespace: ns.to_string(),
+                waited: MIRROR_TIMEOUT,
+                first: missing[0].clone(),
+            });
         }
         tokio::select! {
-            _ = stop.cancelled() => anyhow::bail!("interrupted while waiting for the mirrors"),
+            _ = stop.cancelled() => return Err(Error::Stopped("every service was mirrored")),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }

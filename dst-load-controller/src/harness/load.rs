@@ -24,10 +24,15 @@ pub(super) trait Load {
         rt: &mut Runtime,
         registry: &mut Registry,
         run: &Chosen<'_>,
-    ) -> anyhow::Result<Watched>;
+    ) -> Result<Watched, super::error::Error>;
 
     /// With the client running: starts the changes.
-    async fn begin(&mut self, rt: &Runtime, fleet: &Fleet, run: &Chosen<'_>) -> anyhow::Result<()>;
+    async fn begin(
+        &mut self,
+        rt: &Runtime,
+        fleet: &Fleet,
+        run: &Chosen<'_>,
+    ) -> Result<(), super::error::Error>;
 
     /// Stops the changes and waits until the last one is made.
     async fn end(&mut self);

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
+    error::Error,
     load::{Chosen, Followed, Load, NAMESPACE, Watched, wait_for_truth},
     mock_feed::{MockFeed, MockProfiles, routes},
 };
@@ -70,7 +71,7 @@ impl MockLoad {
         rt: &mut Runtime,
         registry: &mut Registry,
         spec: &Spec,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, Error> {
         let server = MockDestination::new(
             Behavior {
                 delay: mock.delay,
@@ -80,8 +81,8 @@ impl MockLoad {
             registry,
         );
         let handle = server.handle();
-        let listener = crate::mock::bind(([127, 0, 0, 1], 0).into())?;
-        let addr = listener.local_addr()?;
+        let listener = crate::mock::bind(([127, 0, 0, 1], 0).into()).map_err(Error::MockListen)?;
+        let addr = listener.local_addr().map_err(Error::MockListen)?;
         let stop = CancellationToken::new();
         let _mock_stop = stop.clone().drop_guard();
         rt.spawn_critical("mock destination", async move {
@@ -127,7 +128,7 @@ impl Load for MockLoad {
         _: &mut Runtime,
         _: &mut Registry,
         run: &Chosen<'_>,
-    ) -> anyhow::Result<Watched> {
+    ) -> Result<Watched, Error> {
         let targets = run
             .spec
             .authorities(NAMESPACE)
@@ -147,14 +148,14 @@ impl Load for MockLoad {
         })
     }
 
-    async fn begin(&mut self, rt: &Runtime, fleet: &Fleet, run: &Chosen<'_>) -> anyhow::Result<()> {
+    async fn begin(&mut self, rt: &Runtime, fleet: &Fleet, run: &Chosen<'_>) -> Result<(), Error> {
         let (spec, seed) = (run.spec, run.seed);
         // Every service watched (and given its first truth) before churn starts.
         let watched = spec.authorities(NAMESPACE).len();
         let shutdown = rt.shutdown();
         tokio::select! {
             _ = wait_for_truth(fleet, watched) => {}
-            _ = shutdown.cancelled() => anyhow::bail!("stopped before every service had its first truth"),
+            _ = shutdown.cancelled() => return Err(Error::Stopped("every service had its first truth")),
         }
         let schedule = Oscillation {
             min: 0,

@@ -9,6 +9,7 @@
 //! without the mock.
 
 pub mod cluster;
+mod error;
 mod load;
 pub mod mock;
 pub mod mock_feed;
@@ -16,4 +17,5 @@ pub mod plan;
 pub mod progress;
 pub mod red_line;
 
+pub use error::Error;
 pub use plan::{Admin, Outcome, Plan, Target, run};

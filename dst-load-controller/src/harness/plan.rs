@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     cluster,
+    error::Error,
     load::{Chosen, Followed, Load, NAMESPACE, Watched},
     mock,
 };
@@ -71,7 +72,7 @@ pub async fn run(
     plan: &Plan,
     shutdown: CancellationToken,
     admin: Option<Admin>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, Error> {
     let seed = plan.spec.seed.unwrap_or_else(rand::random);
     let mut spec = plan.spec.clone();
     spec.seed = Some(seed);
@@ -114,7 +115,7 @@ async fn drive(
     rt: &mut Runtime,
     mut registry: Registry,
     admin: Option<Admin>,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome, Error> {
     let (spec, shutdown) = (run.spec, rt.shutdown());
     let started_at = jiff::Timestamp::now();
     let Watched {
@@ -313,9 +314,9 @@ impl Outcome {
 
 /// Waits for every task of `rt`; its first critical failure is the cause of
 /// any error `measured` has, and is returned first.
-pub(super) async fn finish<T>(rt: Runtime, measured: anyhow::Result<T>) -> anyhow::Result<T> {
+pub(super) async fn finish<T, E: From<Error>>(rt: Runtime, measured: Result<T, E>) -> Result<T, E> {
     match (rt.finish().await, measured) {
-        (Err(cause), _) => Err(cause.into()),
+        (Err(cause), _) => Err(Error::from(cause).into()),
         (Ok(()), measured) => measured,
     }
 }
@@ -340,7 +341,7 @@ impl RunningClient {
         registry: Registry,
         client: Client,
         admin: Option<Admin>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, Error> {
         let (fleet, metrics) = (client.fleet(), client.metrics().clone());
         let profiles = client.profile_fleet();
         let stop = CancellationToken::new();
@@ -348,7 +349,7 @@ impl RunningClient {
         let task_stop = stop.clone();
         rt.spawn_critical("client", async move {
             let _ = tx.send(client.run(task_stop).await?);
-            anyhow::Ok(())
+            Ok::<_, client::Error>(())
         });
         let running = Self {
             fleet,
@@ -370,11 +371,9 @@ impl RunningClient {
 
     /// Stops the client and takes its summary (none when it failed: the
     /// runtime has the cause).
-    async fn summary(self) -> anyhow::Result<client::Summary> {
+    async fn summary(self) -> Result<client::Summary, Error> {
         self.stop.cancel();
-        self.summary
-            .await
-            .map_err(|_| anyhow::anyhow!("the client ended without a summary"))
+        self.summary.await.map_err(|_| Error::NoSummary)
     }
 }
 
@@ -388,17 +387,13 @@ mod tests {
         rt.spawn_critical("client", async { anyhow::bail!("connection refused") });
         // The scenario sees its root cancelled and fails on its own terms.
         rt.shutdown().cancelled().await;
-        let r: anyhow::Result<()> = finish(
-            rt,
-            Err(anyhow::anyhow!("the client ended without a summary")),
-        )
-        .await;
-        let e = format!("{:#}", r.unwrap_err());
+        let r: Result<(), Error> = finish(rt, Err(Error::NoSummary)).await;
+        let e = format!("{:#}", anyhow::Error::from(r.unwrap_err()));
         assert!(
             e.contains("client failed") && e.contains("connection refused"),
             "{e}"
         );
         let rt = Runtime::with_shutdown(CancellationToken::new());
-        assert_eq!(finish(rt, Ok(7)).await.unwrap(), 7);
+        assert_eq!(finish::<_, Error>(rt, Ok(7)).await.unwrap(), 7);
     }
 }

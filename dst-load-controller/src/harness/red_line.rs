@@ -6,7 +6,10 @@
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Admin, Plan, Target, finish, run};
+use super::{
+    error::Error,
+    plan::{Admin, Plan, Target, finish, run},
+};
 use crate::{
     red_line::{Dimension, Found, Search, Step, client_bound, cpu_share, process_cpu_seconds},
     runtime::Runtime,
@@ -53,7 +56,7 @@ impl RedLine {
     }
 
     /// The plan at `load` (and `duration`, when a step is extended).
-    fn plan(&self, load: u32, duration: Option<std::time::Duration>) -> anyhow::Result<Plan> {
+    fn plan(&self, load: u32, duration: Option<std::time::Duration>) -> Result<Plan, Error> {
         let mut o = self.overrides.clone();
         match self.dimension {
             Dimension::Streams => {
@@ -84,7 +87,7 @@ impl RedLine {
         slos: &[Slo],
         cores: usize,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<(super::plan::Outcome, f64)> {
+    ) -> Result<(super::plan::Outcome, f64), Error> {
         let mut duration = None;
         loop {
             let plan = self.plan(load, duration)?;
@@ -124,25 +127,25 @@ impl RedLine {
     /// found while that runtime still stands (so the verdict and the
     /// outputs are written even when it then reports a failure, which is
     /// the error returned).
-    pub async fn find<T>(
+    pub async fn find<T, E: From<Error>>(
         self,
         shutdown: CancellationToken,
         admin: Admin,
-        done: impl FnOnce(Found) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+        done: impl FnOnce(Found) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut rt = Runtime::with_shutdown(shutdown.clone());
         rt.readiness().set(true);
         if let Err(e) = rt
             .serve_admin(Registry::default(), admin.addr, admin.allow_remote_shutdown)
             .await
         {
-            return finish(rt, Err(e.into())).await;
+            return finish(rt, Err(Error::from(e).into())).await;
         }
-        let found = self.steps(&shutdown).await.and_then(done);
+        let found = self.steps(&shutdown).await.map_err(E::from).and_then(done);
         finish(rt, found).await
     }
 
-    async fn steps(&self, shutdown: &CancellationToken) -> anyhow::Result<Found> {
+    async fn steps(&self, shutdown: &CancellationToken) -> Result<Found, Error> {
         let spec = self.base.clone().with(&self.overrides)?;
         let start = match self.dimension {
             Dimension::Streams => spec.clients.streams_per_service,

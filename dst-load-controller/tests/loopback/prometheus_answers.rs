@@ -130,6 +130,12 @@ async fn credentials_in_the_url_are_never_printed() {
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
+    // Down to the cause, said once.
+    let said = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert_eq!(said.matches("Connection refused").count(), 1, "{stderr}");
     // A URL the flag refuses is shown hidden as well.
     let out = report("ftp://admin:hunter2@example", &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
