@@ -3837,6 +3837,35 @@ async fn a_run_with_profile_changes_times_them_on_the_profile_streams() {
     eprintln!("{stdout}");
 }
 
+/// A channel to `what` (a child writing its log to `log`) once it listens
+/// on loopback's `port`; its log in the panic when it exits or never
+/// listens within two minutes.
+async fn listening(
+    what: &str,
+    child: &mut tokio::process::Child,
+    log: &std::path::Path,
+    port: u16,
+) -> tonic::transport::Channel {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let shown = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Ok(c) = endpoint.connect().await {
+            return c;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", shown());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not listen:\n{}",
+            shown()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Linkerd's identity service (`linkerd-controller identity` of the local
 /// control plane's version, with the issuer, trust anchors and flags its
 /// chart gives it, its TokenReviews against the local apiserver) and our
@@ -3956,25 +3985,8 @@ async fn the_mock_identity_refuses_every_bad_request_as_linkerds_identity_servic
         .kill_on_drop(true)
         .spawn()
         .expect("unshare (util-linux)");
-    let linkerd_addr = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut real = loop {
-        if let Ok(c) = IdentityClient::connect(linkerd_addr.clone()).await {
-            break c;
-        }
-        if let Ok(Some(status)) = linkerd.try_wait() {
-            panic!(
-                "Linkerd's identity service exited ({status}):\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Linkerd's identity service did not listen:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let channel = listening("Linkerd's identity service", &mut linkerd, &log_path, port).await;
+    let mut real = IdentityClient::new(channel);
 
     // Our mock, with the same issuer, token and the token's identity.
     let ids = Identities::issuing(IssuerConfig {
@@ -4207,26 +4219,7 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
         .kill_on_drop(true)
         .spawn()
         .expect("Linkerd's policy controller");
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let real = loop {
-        if let Ok(c) = channel.connect().await {
-            break c;
-        }
-        if let Ok(Some(status)) = linkerd.try_wait() {
-            panic!(
-                "Linkerd's policy controller exited ({status}):\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Linkerd's policy controller did not listen:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let real = listening("Linkerd's policy controller", &mut linkerd, &log_path, port).await;
 
     // The mock, serving the same Service at the same ClusterIP.
     let authority: Authority = format!("stable-svc-0.{}.svc.cluster.local:8080", ns.name)
