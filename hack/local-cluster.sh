@@ -343,10 +343,10 @@ export DST_LOCAL_KUBE_CONTEXT=$CLUSTER_ID
 export DST_LOCAL_LINKERD_VERSION=$LINKERD_RUN
 # Its controller binary (the e2e tests run its identity service too).
 export DST_LOCAL_LINKERD_CONTROLLER=$CACHE/linkerd-$LINKERD_RUN/bin/linkerd-controller
-# Its policy controller, where built (hack/build-deps.sh
-# linkerd_policy_controller: edge versions only), for the e2e test that
-# compares mock-dst's Policy with it.
-export DST_LOCAL_LINKERD_POLICY_CONTROLLER=$CACHE/linkerd_policy_controller-$LINKERD_RUN/bin/linkerd-policy-controller
+# Its policy controller (hack/build-deps.sh linkerd_policy_controller
+# builds it for $LINKERD_VERSION only; empty for another version), for
+# the e2e test that compares mock-dst's Policy with it.
+export DST_LOCAL_LINKERD_POLICY_CONTROLLER=$([[ $LINKERD_RUN == "$LINKERD_VERSION" ]] && echo "$CACHE/linkerd_policy_controller-$LINKERD_RUN/bin/linkerd-policy-controller")
 ENV
 }
 

@@ -113,7 +113,7 @@ pub enum ConnectError {
     },
     /// The configuration was read but no client could be built from it
     /// (its TLS settings, most often).
-    #[error("cannot build a Kubernetes client: {0}")]
+    #[error("the kubeconfig gives no usable client: {0}")]
     Client(String),
 }
 

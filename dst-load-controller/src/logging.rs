@@ -23,12 +23,11 @@ pub enum LogFormat {
 /// The log filter could not be parsed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "invalid --log-level '{filter}': {source}; expected RUST_LOG syntax such as 'info' or 'dst_load_controller=debug'"
+    "invalid --log-level '{filter}': {why}; expected RUST_LOG syntax such as 'info' or 'dst_load_controller=debug'"
 )]
 pub struct InvalidFilter {
     filter: String,
-    #[source]
-    source: tracing_subscriber::filter::ParseError,
+    why: tracing_subscriber::filter::ParseError,
 }
 
 /// Says when a repeated line is due: at most one per key every `every`,
@@ -87,9 +86,9 @@ impl Throttle {
 /// `format`. Logs go to stderr so that summaries on stdout stay
 /// machine-readable.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), InvalidFilter> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|source| InvalidFilter {
+    let env_filter = EnvFilter::try_new(filter).map_err(|why| InvalidFilter {
         filter: filter.to_string(),
-        source,
+        why,
     })?;
     let registry = tracing_subscriber::registry().with(env_filter);
     // A second init (several runs in one test process) is harmless.

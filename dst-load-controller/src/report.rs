@@ -30,11 +30,11 @@ pub enum Error {
     #[error("--bearer-token-file: the token is no HTTP header value (a control character in it?)")]
     Token,
     /// `--ca-file`'s certificates cannot be used.
-    #[error("--ca-file: {0}")]
-    Certificate(String),
+    #[error("--ca-file: its certificates cannot be used")]
+    Certificate(#[source] reqwest::Error),
     /// No HTTP client could be built (the TLS backend refused its settings).
-    #[error("cannot build an HTTP client for Prometheus: {0}")]
-    Client(String),
+    #[error("cannot build an HTTP client for Prometheus")]
+    Client(#[source] reqwest::Error),
     /// Prometheus (or a proxy in front of it) answered an HTTP error.
     #[error("Prometheus at {url} answered HTTP {status}{hint}")]
     Status {
@@ -243,14 +243,13 @@ impl Prometheus {
             );
         }
         if let Some(pem) = &access.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::Certificate(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Certificate)?;
             for cert in certs {
                 http = http.add_root_certificate(cert);
             }
         }
         Ok(Self {
-            http: http.build().map_err(|e| Error::Client(e.to_string()))?,
+            http: http.build().map_err(Error::Client)?,
             url: format!("{}/api/v1/query", base.trim_end_matches('/')),
             shown: format!("{}/api/v1/query", redact(base).trim_end_matches('/')),
         })

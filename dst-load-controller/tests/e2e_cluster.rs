@@ -3155,6 +3155,17 @@ async fn the_real_controller_answers_get_profile_as_the_mock_claims() {
     // By name, no ServiceProfile: the default profile.
     let host = format!("stable-svc-0.{}.svc.cluster.local", ns.name);
     let p = first(open(format!("{host}:8080")).await.unwrap()).await;
+    // By its ClusterIP (as a proxy asks for a connection's original
+    // destination): the same profile as by its name.
+    let cluster_ip = Api::<Service>::namespaced(client.clone(), &ns.name)
+        .get("stable-svc-0")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let by_ip = first(open(format!("{cluster_ip}:8080")).await.unwrap()).await;
+    assert_eq!(by_ip, p, "by ClusterIP as by name");
     assert_eq!(p.fully_qualified_name, host);
     assert!(p.routes.is_empty() && p.dst_overrides.is_empty() && p.endpoint.is_none());
     let budget = p.retry_budget.unwrap();
@@ -4121,9 +4132,12 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
         outbound::{TrafficSpec, outbound_policies_client::OutboundPoliciesClient, traffic_spec},
     };
 
-    let controller = std::env::var("DST_LOCAL_LINKERD_POLICY_CONTROLLER").expect(
-        "DST_LOCAL_LINKERD_POLICY_CONTROLLER: Linkerd's policy controller binary (`hack/local-cluster.sh up` writes it to .local-cluster/env)",
-    );
+    let controller = std::env::var("DST_LOCAL_LINKERD_POLICY_CONTROLLER")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .expect(
+            "DST_LOCAL_LINKERD_POLICY_CONTROLLER: Linkerd's policy controller binary, which `hack/local-cluster.sh up` writes to .local-cluster/env for the Linkerd version build-deps builds it for (LINKERD_VERSION in hack/versions.env)",
+        );
     assert!(
         std::path::Path::new(&controller).is_file(),
         "{controller} is not built: run hack/build-deps.sh linkerd_policy_controller (make e2e does)"
@@ -4466,6 +4480,48 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
             "{bad:?}"
         );
     }
+    // A watch by name when its Service goes (the mock: its policy goes):
+    // the next policy is the same on both, and both streams stay open.
+    let by_name = |channel: tonic::transport::Channel| {
+        let spec = spec(traffic_spec::Target::Authority(authority.to_string()));
+        async move {
+            OutboundPoliciesClient::new(channel)
+                .watch(spec)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let (mut real_watch, mut mock_watch) =
+        (by_name(real.clone()).await, by_name(ours.clone()).await);
+    assert_eq!(
+        next(&mut mock_watch).await,
+        next(&mut real_watch).await,
+        "by name, before"
+    );
+    services
+        .delete("stable-svc-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(mock.handle.delete_policy(&authority));
+    // Both keep the last policy: nothing is sent, the streams stay open
+    // (Linkerd's controller had 60 s in an earlier run of this test).
+    for (who, w) in [("Linkerd", &mut real_watch), ("the mock", &mut mock_watch)] {
+        let more = tokio::time::timeout(Duration::from_secs(5), w.message()).await;
+        assert!(
+            more.is_err(),
+            "{who}'s stream stays open and quiet: {more:?}"
+        );
+    }
+    // A new watch of the name: the same from both, the deleted Service's
+    // last policy (opaque) from Linkerd's index.
+    let (mut real_again, mut mock_again) =
+        (by_name(real.clone()).await, by_name(ours.clone()).await);
+    assert_eq!(
+        next(&mut mock_again).await,
+        next(&mut real_again).await,
+        "by name, its Service gone"
+    );
     mock.stop().await;
     drop(linkerd);
 }

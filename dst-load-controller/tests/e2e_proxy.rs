@@ -140,6 +140,14 @@ impl Proxy {
         }
     }
 
+    /// Waits until `/ready` says 200.
+    async fn until_ready(&self) {
+        support::eventually_async("the proxy ready", Duration::from_secs(60), || async {
+            self.ready().await == Some(200)
+        })
+        .await;
+    }
+
     /// The admin server's `/ready` status (None: not answering).
     async fn ready(&self) -> Option<u16> {
         let rsp = reqwest::get(format!("http://{}/ready", self.admin))
@@ -286,6 +294,50 @@ fn in_own_netns(name: &str) -> bool {
     false
 }
 
+/// Sends the application's connections to `to` (a CIDR) to the proxy's
+/// `listener`, as linkerd-proxy-init's iptables rules do.
+fn redirect(to: &str, listener: SocketAddr) {
+    run(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-s",
+        APP_SOURCE,
+        "-d",
+        to,
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &listener.port().to_string(),
+    ]);
+}
+
+/// The namespace's own addresses on its loopback device.
+fn add_addresses(ips: &[&str]) {
+    for ip in ips {
+        run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+}
+
+/// An issuing identity service for the proxy of `dir` (its token in
+/// `dir/token`, the trust anchors in `dir/anchors.pem`).
+fn issuer_in(dir: &Path) -> Identities {
+    std::fs::write(dir.join("token"), "proxy-token").unwrap();
+    let ids = Identities::issuing(IssuerConfig {
+        ca: None,
+        token: b"proxy-token".to_vec(),
+        identity: ME.to_string(),
+        lifetime: Duration::from_secs(24 * 3600),
+    })
+    .unwrap();
+    std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
+    ids
+}
+
 /// Runs a command of the namespace's setup (`ip`, `iptables`).
 fn run(argv: &[&str]) {
     let out = std::process::Command::new(argv[0])
@@ -391,23 +443,18 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
     // 127/8: the proxy refuses to connect to loopback addresses. Backends
     // are 10.77.0.11-15, the application 10.77.0.100 and its pod's address
     // 10.77.0.20; services' ClusterIPs are 10.96.0.1-3.
-    for ip in [
+    add_addresses(&[
         "10.77.0.11",
         "10.77.0.12",
         "10.77.0.13",
         "10.77.0.14",
         "10.77.0.15",
-    ]
-    .into_iter()
-    .chain([
         "10.77.0.20",
         APP_SOURCE,
         "10.96.0.1",
         "10.96.0.2",
         "10.96.0.3",
-    ]) {
-        run(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
-    }
+    ]);
     let [a, b, c, d, e] = [
         ("backend-a", "10.77.0.11:8080"),
         ("backend-b", "10.77.0.12:8080"),
@@ -432,15 +479,7 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
     let web_ip: SocketAddr = "10.96.0.1:80".parse().unwrap();
     let gone_ip: SocketAddr = "10.96.0.2:80".parse().unwrap();
     let dir = tempdir("traffic");
-    std::fs::write(dir.join("token"), "proxy-token").unwrap();
-    let ids = Identities::issuing(IssuerConfig {
-        ca: None,
-        token: b"proxy-token".to_vec(),
-        identity: ME.to_string(),
-        lifetime: Duration::from_secs(24 * 3600),
-    })
-    .unwrap();
-    std::fs::write(dir.join("anchors.pem"), ids.trust_anchor_pem().unwrap()).unwrap();
+    let ids = issuer_in(&dir);
     let control = loopback_port();
     let start_mock = |endpoints: Vec<SocketAddr>| {
         let listener = dst_load_controller::mock::bind(control).unwrap();
@@ -470,32 +509,9 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
     // listener, to the pod's own port 9090 to its inbound one.
     let (outbound, inbound) = (loopback_port(), loopback_port());
     let proxy = Proxy::start_with(&dir, control, outbound, inbound);
-    for (to, port) in [
-        ("10.96.0.0/24", outbound.port()),
-        ("10.77.0.20/32", inbound.port()),
-    ] {
-        run(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-s",
-            APP_SOURCE,
-            "-d",
-            to,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &port.to_string(),
-        ]);
-    }
-    support::eventually_async("the proxy ready", Duration::from_secs(60), || async {
-        proxy.ready().await == Some(200)
-    })
-    .await;
+    redirect("10.96.0.0/24", outbound);
+    redirect("10.77.0.20/32", inbound);
+    proxy.until_ready().await;
     assert!(ids.issued() >= 1, "certified by the mock");
 
     // Requests reach exactly the mock's endpoints, both of them.
@@ -640,4 +656,106 @@ async fn each_answers(to: SocketAddr, wanted: &[&Backend], allowed: &[&Backend],
             name_of(wanted)
         );
     }
+}
+
+/// Routing by the profile: the proxy asks `GetProfile` of every
+/// connection's original destination (the service's ClusterIP, which the
+/// mock answers with the service's profile), and a profile with traffic
+/// overrides takes over from the policy's routes. The proxy decides so
+/// once per destination, so web's profile is set before any request:
+/// all of web's traffic goes to canary; a 50/50 split then reaches both;
+/// with the profile deleted, web's own endpoint answers again.
+#[tokio::test]
+#[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY); run by hack/e2e.sh"]
+async fn a_profiles_traffic_split_routes_the_real_proxys_requests() {
+    use dst_load_controller::mock::profiles::{DstOverride, ProfileSpec};
+    if !in_own_netns("a_profiles_traffic_split_routes_the_real_proxys_requests") {
+        return;
+    }
+    add_addresses(&[
+        "10.77.0.11",
+        "10.77.0.13",
+        APP_SOURCE,
+        "10.96.0.1",
+        "10.96.0.2",
+    ]);
+    let (web_backend, canary_backend) = (
+        Backend::start("web-a", "10.77.0.11:8080").await,
+        Backend::start("canary-c", "10.77.0.13:8080").await,
+    );
+    let all = [&web_backend, &canary_backend];
+    let web: dst_load_controller::target::Authority =
+        "web.ns.svc.cluster.local:80".parse().unwrap();
+    let canary: dst_load_controller::target::Authority =
+        "canary.ns.svc.cluster.local:80".parse().unwrap();
+    let web_ip: SocketAddr = "10.96.0.1:80".parse().unwrap();
+    let dir = tempdir("profile");
+    let ids = issuer_in(&dir);
+    let control = loopback_port();
+    let listener = dst_load_controller::mock::bind(control).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
+    let mock = support::Mock::serve(
+        listener,
+        Behavior {
+            unmeshed: true,
+            ..Default::default()
+        },
+        Some(ids.clone()),
+    );
+    for (service, backend, ip) in [
+        (&web, &web_backend, web_ip),
+        (&canary, &canary_backend, "10.96.0.2:80".parse().unwrap()),
+    ] {
+        mock.handle.set(service, [backend.addr]);
+        let policy = ServicePolicy {
+            addresses: [ip].into(),
+            protocol: AppProtocol::Detect,
+        };
+        mock.handle.set_policy(service, policy).unwrap();
+    }
+    let split = |weights: &[(&dst_load_controller::target::Authority, u32)]| ProfileSpec {
+        dst_overrides: weights
+            .iter()
+            .map(|(a, weight)| DstOverride {
+                authority: a.to_string(),
+                weight: *weight,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    mock.handle
+        .set_profile(web.host(), split(&[(&canary, 10_000)]));
+
+    let outbound = loopback_port();
+    let proxy = Proxy::start_with(&dir, control, outbound, loopback_port());
+    redirect("10.96.0.0/24", outbound);
+    proxy.until_ready().await;
+    // Every request to web goes to canary.
+    each_answers(web_ip, &[&canary_backend], &[&canary_backend], &all).await;
+    // Half and half: both answer.
+    mock.handle
+        .set_profile(web.host(), split(&[(&web, 5_000), (&canary, 5_000)]));
+    each_answers(web_ip, &all, &all, &all).await;
+    // No profile of its own: web's endpoint only, once the proxy has it.
+    mock.handle.delete_profile(web.host());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered_by(web_ip, &all).await.map(|b| b.name) != Some("web-a") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "web-a never answered alone"
+        );
+    }
+    each_answers(web_ip, &[&web_backend], &[&web_backend], &all).await;
+    for backend in all {
+        assert_eq!(
+            backend.unproxied.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "{} was reached without the proxy",
+            backend.name
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap();
+    assert!(!log.contains("misconfigured"), "{log}");
+    mock.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }

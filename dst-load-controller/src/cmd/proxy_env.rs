@@ -54,6 +54,17 @@ pub struct Args {
     /// The proxy's control listener.
     #[arg(long, default_value = "127.0.0.1:4190")]
     pub control_listen_addr: SocketAddr,
+
+    /// The networks whose addresses the proxy asks `GetProfile` of (a
+    /// ClusterIP's profile can split its traffic): Linkerd's cluster
+    /// networks, as the injector sets them. Comma-separated CIDRs.
+    #[arg(
+        long,
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+    )]
+    pub profile_networks: Vec<ipnet::IpNet>,
 }
 
 impl Args {
@@ -106,9 +117,11 @@ impl Args {
                 self.identity_trust_anchors.display()
             ));
         }
-        if serde_json::from_str::<serde_json::Value>(&self.workload).is_err() {
+        if !(self.workload.starts_with('{')
+            && crate::mock::policy::readable_workload(&self.workload))
+        {
             return Err(format!(
-                "--workload '{}' is not JSON; give e.g. '{{\"ns\":\"default\",\"pod\":\"mock-proxy\"}}'",
+                "--workload '{}' is not JSON with \"ns\" and \"pod\" (as the injector writes it, and Linkerd's policy controller reads it); give e.g. '{{\"ns\":\"default\",\"pod\":\"mock-proxy\"}}'",
                 self.workload
             ));
         }
@@ -123,6 +136,7 @@ impl Args {
             outbound: self.outbound_addr,
             admin: self.proxy_admin_addr,
             control_listen: self.control_listen_addr,
+            profile_networks: self.profile_networks.clone(),
         })
     }
 

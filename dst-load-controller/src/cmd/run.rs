@@ -403,8 +403,9 @@ impl Args {
                 // Stopped before it measured anything: the runs before it stand.
                 Err(e) if shutdown.is_cancelled() && !outcomes.is_empty() => {
                     tracing::warn!(
-                        "run {i} of {} stopped before it measured: {e:#}",
-                        self.repeat
+                        "run {i} of {} stopped before it measured: {:#}",
+                        self.repeat,
+                        anyhow::Error::from(e)
                     );
                     break;
                 }

@@ -27,13 +27,12 @@ pub enum DstsError {
     )]
     MissingEquals(String),
     /// The destination part is invalid.
-    #[error("invalid destination in '{pair}': {source}")]
+    #[error("invalid destination in '{pair}': {why}")]
     Destination {
         /// The pair as written.
         pair: String,
-        /// Why.
-        #[source]
-        source: TargetError,
+        /// Why (shown in the message, so not its source).
+        why: TargetError,
     },
     /// An endpoint is not a socket address.
     #[error("invalid endpoint '{endpoint}' in '{pair}'; expected IP:PORT such as 127.0.0.1:1234")]
@@ -69,9 +68,9 @@ impl FromStr for Dsts {
             // The scheme is accepted for compatibility and ignored, as the
             // destination controller ignores it.
             let dst = dst.split_once("://").map_or(dst, |(_, rest)| rest);
-            let authority: Authority = dst.parse().map_err(|source| DstsError::Destination {
+            let authority: Authority = dst.parse().map_err(|why| DstsError::Destination {
                 pair: pair.to_string(),
-                source,
+                why,
             })?;
             super::server::service_authority(dst).map_err(|why| DstsError::NotAService {
                 pair: pair.to_string(),

@@ -23,14 +23,13 @@ use tonic::{Request, Response, Status};
 pub enum IdentityError {
     /// The directory cannot be read.
     #[error(
-        "cannot read identities directory {path}: {source}; expected a directory with one subdirectory per identity name"
+        "cannot read identities directory {path}: {why}; expected a directory with one subdirectory per identity name"
     )]
     Dir {
         /// The directory.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
     /// Something other than a subdirectory sits in the directory.
     #[error(
@@ -39,14 +38,13 @@ pub enum IdentityError {
     NotADirectory(PathBuf),
     /// A certificate file is missing or unreadable.
     #[error(
-        "cannot read {path}: {source}; each identity directory needs a PEM certificate chain in crt.pem"
+        "cannot read {path}: {why}; each identity directory needs a PEM certificate chain in crt.pem"
     )]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
     /// The PEM holds no certificate.
     #[error("{path} holds no PEM certificate ({detail})")]
@@ -73,13 +71,12 @@ pub enum IdentityError {
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
     /// A file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {why}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
     /// The CA's key is not a PEM private key rcgen can sign with.
     #[error(
@@ -143,9 +140,9 @@ impl std::fmt::Debug for Issuer {
 impl Issuer {
     fn new(config: IssuerConfig) -> Result<Self, IssuerError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| IssuerError::Read {
+            std::fs::read_to_string(path).map_err(|why| IssuerError::Read {
                 path: path.into(),
-                source,
+                why,
             })
         };
         let (ca, ca_pem, ca_der) = match &config.ca {
@@ -376,15 +373,15 @@ impl Default for Identities {
 impl Identities {
     /// Reads `dir`: each subdirectory is an identity name holding `crt.pem`.
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| IdentityError::Dir {
+        let entries = std::fs::read_dir(dir).map_err(|why| IdentityError::Dir {
             path: dir.into(),
-            source,
+            why,
         })?;
         let mut map = HashMap::new();
         for entry in entries {
-            let entry = entry.map_err(|source| IdentityError::Dir {
+            let entry = entry.map_err(|why| IdentityError::Dir {
                 path: dir.into(),
-                source,
+                why,
             })?;
             let path = entry.path();
             if !path.is_dir() {
@@ -447,9 +444,9 @@ impl Identities {
 
 fn load_chain(dir: &Path) -> Result<Chain, IdentityError> {
     let crt = dir.join("crt.pem");
-    let pem = std::fs::read(&crt).map_err(|source| IdentityError::Read {
+    let pem = std::fs::read(&crt).map_err(|why| IdentityError::Read {
         path: crt.clone(),
-        source,
+        why,
     })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

@@ -29,7 +29,9 @@
 //! A watch is sent the policy at once and again whenever the service's
 //! policy changes it. A watch by address ends when the service stops
 //! holding the address (the proxy's next watch gets `NotFound`); a watch by
-//! name stays open, and is sent the default when its policy is deleted.
+//! name stays open, and it and later lookups of the name keep the deleted
+//! policy's protocol until the name's policy is set again: Linkerd's
+//! controller keeps a deleted Service's policy so (edge-26.8.3).
 //! An address no service holds is `NotFound` here; Linkerd's controller
 //! answers so for addresses in its cluster networks, and outside them with
 //! an `egress-fallback` policy, which the mock does not serve.
@@ -133,6 +135,10 @@ pub enum PolicyError {
 pub struct Table {
     services: BTreeMap<Authority, ServicePolicy>,
     by_addr: BTreeMap<SocketAddr, Authority>,
+    /// The protocol of every deleted policy, until its name's is set
+    /// again: Linkerd's controller keeps a deleted Service's policy for
+    /// lookups by name.
+    kept: BTreeMap<Authority, AppProtocol>,
 }
 
 impl Table {
@@ -145,6 +151,16 @@ impl Table {
     /// A service's policy, if one is set.
     pub fn service(&self, authority: &Authority) -> Option<&ServicePolicy> {
         self.services.get(authority)
+    }
+
+    /// The protocol a lookup by name gets: its policy's, a deleted
+    /// policy's, or detection.
+    pub fn named(&self, authority: &Authority) -> AppProtocol {
+        self.services
+            .get(authority)
+            .map(|p| p.protocol)
+            .or_else(|| self.kept.get(authority).copied())
+            .unwrap_or_default()
     }
 }
 
@@ -187,6 +203,7 @@ impl Policies {
             next.by_addr
                 .extend(policy.addresses.iter().map(|a| (*a, authority.clone())));
             next.services.insert(authority.clone(), policy);
+            next.kept.remove(authority);
             true
         });
         refused.map_or(Ok(()), Err)
@@ -200,7 +217,9 @@ impl Policies {
                 return false;
             }
             let next = Arc::make_mut(table);
-            next.services.remove(authority);
+            if let Some(gone) = next.services.remove(authority) {
+                next.kept.insert(authority.clone(), gone.protocol);
+            }
             next.by_addr.retain(|_, holder| holder != authority);
             true
         })
@@ -495,10 +514,7 @@ impl Target {
     fn view(&self, table: &Table) -> Option<(Authority, AppProtocol)> {
         match self {
             Self::Addr(addr) => table.by_addr(*addr).map(|(a, p)| (a.clone(), p)),
-            Self::Service(a) => Some((
-                a.clone(),
-                table.service(a).map_or(AppProtocol::Detect, |p| p.protocol),
-            )),
+            Self::Service(a) => Some((a.clone(), table.named(a))),
         }
     }
 
@@ -509,12 +525,7 @@ impl Target {
                 let (authority, protocol) = table.by_addr(*addr)?;
                 Some(outbound_policy(authority, protocol))
             }
-            Self::Service(authority) => {
-                let protocol = table
-                    .service(authority)
-                    .map_or(AppProtocol::Detect, |p| p.protocol);
-                Some(outbound_policy(authority, protocol))
-            }
+            Self::Service(authority) => Some(outbound_policy(authority, table.named(authority))),
         }
     }
 }
@@ -543,12 +554,10 @@ impl PolicyService {
     }
 }
 
+/// An address no service holds (a name always resolves).
 fn not_found(target: &Target) -> Status {
     tracing::debug!(?target, "no outbound policy");
-    match target {
-        Target::Addr(_) => Status::not_found("No such service"),
-        Target::Service(_) => Status::not_found("unknown target"),
-    }
+    Status::not_found("No such service")
 }
 
 #[tonic::async_trait]
@@ -657,16 +666,21 @@ enum WorkloadKind {
     External(String),
 }
 
-/// Refuses a workload the controller cannot read.
-fn check_workload(workload: &str) -> Result<(), Status> {
-    let readable = if workload.starts_with('{') {
+/// Whether the controller reads `workload`: `{"ns":..,"pod":..}` (or
+/// `"external_workload"`), or `ns:pod`.
+pub fn readable_workload(workload: &str) -> bool {
+    if workload.starts_with('{') {
         serde_json::from_str::<Workload>(workload).is_ok()
     } else {
         workload
             .split_once(':')
             .is_some_and(|(ns, pod)| !ns.is_empty() && !pod.is_empty())
-    };
-    if readable {
+    }
+}
+
+/// Refuses a workload the controller cannot read.
+fn check_workload(workload: &str) -> Result<(), Status> {
+    if readable_workload(workload) {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(

@@ -80,7 +80,13 @@ impl ProfileService {
                         Status::not_found(format!("pod {} not found", authority.host()))
                     })?,
             ),
-            Lookup::Ip(addr) => Answer::Address(addr),
+            // A service's address (a ClusterIP, as the service's policy
+            // gives it): the service's profile, as by its name. A proxy asks
+            // so for every connection's original destination.
+            Lookup::Ip(addr) => match self.handle.policies.table().by_addr(addr) {
+                Some((authority, _)) => Answer::Service(authority.clone()),
+                None => Answer::Address(addr),
+            },
         };
         let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
         let stop = self.shutdown.clone();

@@ -11,7 +11,9 @@
 //!   service is refused with `Unknown`, as the controller's lister error is;
 //! - by a StatefulSet pod's name (`pod.svc.ns.svc.domain:port`): as by its
 //!   address; an unknown pod is `NotFound`;
-//! - by `IP:port`: the endpoint with its pod's metadata (identity, protocol
+//! - by `IP:port` of a service (an address its policy gives, as a ClusterIP
+//!   is): the service's profile, as by its name;
+//! - by another `IP:port`: the endpoint with its pod's metadata (identity, protocol
 //!   hint, labels) while a destination holds the address, a bare endpoint
 //!   (weight 10000, no labels) when none does; the stream follows the
 //!   address as it comes and goes, and a profile equal to the last one sent

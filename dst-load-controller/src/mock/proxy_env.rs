@@ -31,6 +31,9 @@ pub struct ProxyEnv {
     pub admin: SocketAddr,
     /// The proxy's control listener (tap).
     pub control_listen: SocketAddr,
+    /// The networks whose addresses the proxy asks `GetProfile` of, as the
+    /// injector sets them from Linkerd's cluster networks.
+    pub profile_networks: Vec<ipnet::IpNet>,
 }
 
 impl ProxyEnv {
@@ -64,6 +67,14 @@ impl ProxyEnv {
             (
                 "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
                 self.control_listen.to_string(),
+            ),
+            (
+                "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
+                self.profile_networks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
         ]
     }
@@ -99,11 +110,11 @@ pub fn write_identity_dir(dir: &Path, identity: &str) -> Result<(), IdentityDirE
         .map_err(|e| IdentityDirError::Generate(e.to_string()))?;
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
-        std::fs::write(&p, bytes).map_err(|source| IdentityDirError::Write { path: p, source })
+        std::fs::write(&p, bytes).map_err(|why| IdentityDirError::Write { path: p, why })
     };
-    std::fs::create_dir_all(dir).map_err(|source| IdentityDirError::Write {
+    std::fs::create_dir_all(dir).map_err(|why| IdentityDirError::Write {
         path: dir.into(),
-        source,
+        why,
     })?;
     write("key.p8", &key.serialize_der())?;
     write("csr.der", csr.der())
@@ -116,13 +127,12 @@ pub enum IdentityDirError {
     #[error("cannot generate the proxy's key and CSR: {0}")]
     Generate(String),
     /// A file cannot be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {why}")]
     Write {
         /// The file or directory.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (shown in the message, so not its source).
+        why: std::io::Error,
     },
 }
 

@@ -553,6 +553,16 @@ fn proxy_env_refuses_bad_input_before_writing_anything() {
             "holds no PEM certificate",
         ),
         ("--workload", "ns:pod".to_string(), "is not JSON"),
+        (
+            "--workload",
+            "{\"ns\":\"default\"}".to_string(),
+            "is not JSON with \"ns\" and \"pod\"",
+        ),
+        (
+            "--profile-networks",
+            "10.0.0.0/8,10.1".to_string(),
+            "invalid value '10.1'",
+        ),
     ];
     for (flag, value, says) in cases {
         // The good flags, with this one's value replaced (or added).

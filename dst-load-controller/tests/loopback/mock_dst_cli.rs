@@ -42,7 +42,7 @@ async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
 async fn mock_dst(flags: &[&str], env: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
     let (port, admin) = (support::free_port(), support::free_port());
     let (grpc, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
-    let child = tokio::process::Command::new(BIN)
+    let mut child = tokio::process::Command::new(BIN)
         .args(["mock-dst", "-a", &grpc, "--admin-addr", &admin])
         .args(flags)
         .envs(env.iter().copied())
@@ -52,10 +52,17 @@ async fn mock_dst(flags: &[&str], env: &[(&str, &str)]) -> (tokio::process::Chil
         .spawn()
         .unwrap();
     let addr: SocketAddr = grpc.parse().unwrap();
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
+    // A loaded machine's patience; a mock that exits (its port taken
+    // meanwhile, say) fails at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("mock-dst {flags:?} exited before it listened: {status}");
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mock-dst {flags:?} did not listen on {addr} within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     (child, addr)

@@ -1,8 +1,9 @@
 //! The mock's Policy services over gRPC on loopback: an outbound watch by
 //! address or by name gets the service's policy (a balancer discovering the
 //! service's authority) and every change of it, ends when the service lets
-//! the address go, and unknown targets are `NotFound`; every inbound port
-//! gets the all-unauthenticated default; shutdown ends every stream.
+//! the address go; any service name has the detect default, and addresses
+//! no service holds and names of no service are `NotFound`; every inbound
+//! port gets the all-unauthenticated default; shutdown ends every stream.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -197,18 +198,26 @@ async fn a_name_watch_follows_its_own_services_policy_only() {
         .unwrap();
     let got = next(&mut watch).await.unwrap().unwrap();
     assert_eq!(backends(&got), ("http2", vec![WEB.to_string()]));
-    // Its policy deleted: the default again, and the stream stays open
-    // (Linkerd's controller answers any service name).
+    // Its policy deleted: nothing sent, the stream stays open, and a new
+    // watch gets the deleted policy too (as Linkerd's controller keeps a
+    // deleted Service's policy).
     assert!(mock.handle.delete_policy(&web));
-    let got = next(&mut watch).await.unwrap().unwrap();
-    assert_eq!(backends(&got), ("detect", vec![WEB.to_string(); 3]));
     let idle = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
-    assert!(idle.is_err(), "nothing more, and still open: {idle:?}");
+    assert!(idle.is_err(), "nothing sent, and still open: {idle:?}");
+    let mut again = client.watch(by_name(WEB)).await.unwrap().into_inner();
+    let got = next(&mut again).await.unwrap().unwrap();
+    assert_eq!(backends(&got), ("http2", vec![WEB.to_string()]));
+    // Set again: sent on the open watch.
+    mock.handle
+        .set_policy(&web, policy(&[], AppProtocol::Http1))
+        .unwrap();
+    let got = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(backends(&got), ("http1", vec![WEB.to_string()]));
     mock.stop().await;
 }
 
 #[tokio::test]
-async fn unknown_targets_are_not_found_and_bad_ones_invalid() {
+async fn any_service_name_has_the_default_and_bad_targets_are_refused() {
     let mock = support::Mock::start(Behavior::default()).await;
     let mut client = OutboundPoliciesClient::connect(format!("http://{}", mock.addr))
         .await

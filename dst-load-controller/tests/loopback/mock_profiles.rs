@@ -234,6 +234,48 @@ async fn an_address_lookup_follows_its_endpoint_as_it_comes_and_goes() {
     mock.stop().await;
 }
 
+/// A service's address (a ClusterIP, as its policy gives it) is looked up
+/// as the service: its profile by name, each change of it, never an
+/// endpoint; an address of no service still gets its bare endpoint.
+#[tokio::test]
+async fn a_services_own_address_gets_the_services_profile() {
+    use dst_load_controller::mock::policy::{AppProtocol, ServicePolicy};
+    let mock = Mock::start(Behavior::default()).await;
+    let foo = FOO.parse().unwrap();
+    mock.handle.set(&foo, addrs(&["10.0.0.1:8080"]));
+    mock.handle
+        .set_policy(
+            &foo,
+            ServicePolicy {
+                addresses: ["10.96.0.10:8080".parse().unwrap()].into(),
+                protocol: AppProtocol::Detect,
+            },
+        )
+        .unwrap();
+    let mut by_ip = get_profile(mock.addr, "10.96.0.10:8080").await.unwrap();
+    let mut by_name = get_profile(mock.addr, FOO).await.unwrap();
+    let first = next(&mut by_ip).await;
+    assert_eq!(first, next(&mut by_name).await);
+    assert_eq!(first.fully_qualified_name, FOO_HOST);
+    assert!(first.endpoint.is_none());
+    mock.handle.set_profile(
+        FOO_HOST,
+        ProfileSpec {
+            routes: vec![get_users(None)],
+            ..Default::default()
+        },
+    );
+    let changed = next(&mut by_ip).await;
+    assert_eq!(route_names(&changed), ["get-users"]);
+    assert_eq!(changed, next(&mut by_name).await);
+    // The same address on another port is no service's.
+    let mut other = get_profile(mock.addr, "10.96.0.10:9090").await.unwrap();
+    let p = next(&mut other).await;
+    assert!(p.fully_qualified_name.is_empty());
+    assert_eq!(endpoint(&p), "10.96.0.10:9090".parse().unwrap());
+    mock.stop().await;
+}
+
 #[tokio::test]
 async fn bad_and_unknown_profile_paths_get_the_controllers_answers() {
     let mock = Mock::start(Behavior::default()).await;
