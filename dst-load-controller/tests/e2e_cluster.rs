@@ -4377,6 +4377,10 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
         ),
         ("a name that does not parse", Some(name("a b:80".into()))),
         (
+            "a name without its cluster domain, as linkerd diagnostics policy asks",
+            Some(name(format!("stable-svc-0.{}.svc:8080", ns.name))),
+        ),
+        (
             "a name without a port",
             Some(name(format!("stable-svc-0.{}.svc.cluster.local", ns.name))),
         ),

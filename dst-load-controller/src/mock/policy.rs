@@ -19,7 +19,9 @@
 //! balances by peak EWMA (30 ms default RTT, 10 s decay), as the
 //! controller's defaults are. An address no service holds is `NotFound`
 //! (the proxy then forwards to the address itself). Any name of the form
-//! `name.ns.svc.domain[:port]` (port 80 when absent, a final dot dropped)
+//! `name.ns.svc.domain[:port]` (port 80 when absent, a final dot dropped;
+//! `name.ns.svc[:port]`, as `linkerd diagnostics policy` asks, is read in
+//! the default domain, cluster.local)
 //! gets its service's policy, or the detect default when it has none: the
 //! controller answers so for a Service that does not exist, too. Another
 //! name is `NotFound`; a name that does not parse, a port past 65535 or 0,
@@ -484,10 +486,20 @@ impl Target {
                 Ok(Self::Addr(addr))
             }
             traffic_spec::Target::Authority(name) => {
-                // A fully qualified name's final dot is no part of it.
+                // A fully qualified name's final dot is no part of it, and
+                // `name.ns.svc` (as `linkerd diagnostics policy` asks) is
+                // the name in the default cluster domain.
+                let full = |host: &str| {
+                    let host = host.trim_end_matches('.');
+                    if host.split('.').count() == 3 && host.ends_with(".svc") {
+                        format!("{host}.cluster.local")
+                    } else {
+                        host.to_string()
+                    }
+                };
                 let name = match name.split_once(':') {
-                    Some((host, port)) => format!("{}:{port}", host.trim_end_matches('.')),
-                    None => name.trim_end_matches('.').to_string(),
+                    Some((host, port)) => format!("{}:{port}", full(host)),
+                    None => full(&name),
                 };
                 let with_port = if name
                     .rsplit_once(':')

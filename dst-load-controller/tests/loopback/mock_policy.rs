@@ -228,6 +228,7 @@ async fn any_service_name_has_the_default_and_bad_targets_are_refused() {
         (WEB, WEB),
         ("web.ns.svc.cluster.local", WEB),
         ("web.ns.svc.cluster.local.:80", WEB),
+        ("web.ns.svc:80", WEB),
         (
             "api.ns.svc.cluster.local:8080",
             "api.ns.svc.cluster.local:8080",
