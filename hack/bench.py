@@ -297,7 +297,7 @@ def peer_cell(a, which, streams):
         server = Proc(f"peer-{which}-{streams}", [
             "mock-dst", "--addr", f"127.0.0.1:{port}", "--admin-addr", f"127.0.0.1:{admin}",
             "--log-level", "warn", "--stream-queue-capacity", "10000",
-            *(["--unmeshed-endpoints"] if a.peer_metadata == "bare" else [])])
+            *(["--bare-endpoints"] if a.peer_metadata == "bare" else [])])
         wait_for("mock-dst admin", lambda: _up(admin), 30)
 
         def put(i, endpoints):
@@ -1626,7 +1626,7 @@ def main():
     ap.add_argument("--peer-metadata", choices=["same", "bare"], default="same",
                     help="mock-peer: every address with the same pod labels, identity and hint on both servers "
                          "(same, the default), or as little as each sends (bare: the 2020 mock's README example, "
-                         "ours with --unmeshed-endpoints, which keeps the pod labels)")
+                         "ours with --bare-endpoints: addresses and weights only)")
     ap.add_argument("--proxy-changes", type=int, default=200, help="proxy: changes timed (default 200)")
     ap.add_argument("--proxy-sizes", default="10,100,1000,10000",
                     help="proxy: endpoints per service of each cost cell (default 10,100,1000,10000; "

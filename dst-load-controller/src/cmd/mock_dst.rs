@@ -51,6 +51,12 @@ pub struct Args {
     #[arg(long)]
     pub unmeshed_endpoints: bool,
 
+    /// Serve endpoints as their address and weight only: no labels, no TLS
+    /// identity, no protocol hint (what linkerd2-mock-dst sends), the
+    /// fewest bytes per update. Implies --unmeshed-endpoints.
+    #[arg(long)]
+    pub bare_endpoints: bool,
+
     /// Send `no_endpoints` when a set empties, as older controllers did.
     #[arg(long)]
     pub legacy_no_endpoints: bool,
@@ -211,6 +217,7 @@ impl TryFrom<Args> for mock::Config {
                 delay_per_stream: args.delay_per_stream.into(),
                 withhold_removals_every: args.withhold_removals_every,
                 unmeshed: args.unmeshed_endpoints,
+                bare: args.bare_endpoints,
                 ..Default::default()
             },
             dsts: args.dsts.0,
@@ -473,9 +480,11 @@ mod tests {
             "2s",
             "--seed",
             "42",
+            "--bare-endpoints",
         ])
         .unwrap();
         assert_eq!(c.addr, "127.0.0.1:8086".parse().unwrap());
+        assert!(c.behavior.bare && !c.behavior.unmeshed);
         assert_eq!(c.behavior.queue_capacity, 7);
         assert_eq!(
             c.behavior.delay,

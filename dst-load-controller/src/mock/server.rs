@@ -47,6 +47,10 @@ pub struct Behavior {
     /// in the protocol it was given (meshed endpoints, the default, get mTLS
     /// and HTTP/2 from it).
     pub unmeshed: bool,
+    /// Endpoints carry their address and weight only: no labels either
+    /// (with `unmeshed`, what linkerd2-mock-dst sends). Fewest bytes per
+    /// update.
+    pub bare: bool,
 }
 
 impl Default for Behavior {
@@ -60,6 +64,7 @@ impl Default for Behavior {
             control_plane_ns: "linkerd".into(),
             withhold_removals_every: None,
             unmeshed: false,
+            bare: false,
         }
     }
 }
@@ -429,6 +434,7 @@ pub(super) struct Shaper {
     identity: String,
     legacy: bool,
     unmeshed: bool,
+    bare: bool,
 }
 
 impl Shaper {
@@ -446,7 +452,8 @@ impl Shaper {
             namespace,
             identity,
             legacy: b.legacy_no_endpoints,
-            unmeshed: b.unmeshed,
+            unmeshed: b.unmeshed || b.bare,
+            bare: b.bare,
         }
     }
 
@@ -472,19 +479,24 @@ impl Shaper {
     /// An address as its pod's endpoint: labels, identity, protocol hint
     /// (the last two for meshed pods only).
     pub(super) fn weighted(&self, addr: SocketAddr) -> WeightedAddr {
-        let pod = format!(
-            "{}-{}",
-            self.service,
-            addr.ip().to_string().replace(['.', ':'], "-")
-        );
-        WeightedAddr {
-            addr: Some(addr.into()),
-            weight: 10_000,
-            metric_labels: HashMap::from([
+        let metric_labels = if self.bare {
+            HashMap::new()
+        } else {
+            let pod = format!(
+                "{}-{}",
+                self.service,
+                addr.ip().to_string().replace(['.', ':'], "-")
+            );
+            HashMap::from([
                 ("pod".to_string(), pod),
                 ("deployment".to_string(), self.service.clone()),
                 ("serviceaccount".to_string(), "default".to_string()),
-            ]),
+            ])
+        };
+        WeightedAddr {
+            addr: Some(addr.into()),
+            weight: 10_000,
+            metric_labels,
             tls_identity: (!self.unmeshed).then(|| TlsIdentity {
                 server_name: None,
                 strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
@@ -555,6 +567,28 @@ mod tests {
         assert!(len + 5 <= 4 * 1024 * 1024, "{len} bytes");
         // And the bound is not far below what fits (it is the limit, not a guess).
         assert!(len * 2 > 4 * 1024 * 1024, "{len} bytes");
+    }
+
+    #[test]
+    fn bare_endpoints_carry_their_address_and_weight_only() {
+        let authority: Authority = "web.ns.svc.cluster.local:80".parse().unwrap();
+        let addr: SocketAddr = "10.1.0.7:8080".parse().unwrap();
+        let bare = Behavior {
+            bare: true,
+            ..Default::default()
+        };
+        let w = Shaper::new(&authority, &bare).weighted(addr);
+        assert_eq!(
+            w,
+            WeightedAddr {
+                addr: Some(addr.into()),
+                weight: 10_000,
+                ..Default::default()
+            }
+        );
+        let full = Shaper::new(&authority, &Behavior::default()).weighted(addr);
+        assert_eq!(full.metric_labels["pod"], "web-10-1-0-7");
+        assert!(w.encoded_len() < full.encoded_len() / 3, "{w:?}");
     }
 
     #[test]
