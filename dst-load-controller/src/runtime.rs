@@ -120,12 +120,11 @@ impl Runtime {
                 },
             };
             // The error and every cause, as `main` prints it.
-            let mut shown = failed.to_string();
-            let mut cause = std::error::Error::source(&failed);
-            while let Some(c) = cause {
-                shown = format!("{shown}: {c}");
-                cause = c.source();
-            }
+            let shown =
+                std::iter::successors(Some(&failed as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ");
             tracing::error!(task = name, error = %shown, "critical task failed; shutting down");
             failure.lock().expect("failure lock").get_or_insert(failed);
             shutdown.cancel();

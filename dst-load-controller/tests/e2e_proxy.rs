@@ -294,6 +294,34 @@ fn in_own_netns(name: &str) -> bool {
     false
 }
 
+/// The mock on `control` (the same port again after a restart), issuing
+/// with `ids`, its endpoints unmeshed: the backends speak plain HTTP.
+fn mock_on(control: SocketAddr, ids: &Identities) -> support::Mock {
+    let listener = dst_load_controller::mock::bind(control).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
+    support::Mock::serve(
+        listener,
+        Behavior {
+            unmeshed: true,
+            ..Default::default()
+        },
+        Some(ids.clone()),
+    )
+}
+
+/// `service` stands at `ip` (its ClusterIP) in the mock's policy, detected.
+fn at_cluster_ip(
+    mock: &support::Mock,
+    service: &dst_load_controller::target::Authority,
+    ip: SocketAddr,
+) {
+    let policy = ServicePolicy {
+        addresses: [ip].into(),
+        protocol: AppProtocol::Detect,
+    };
+    mock.handle.set_policy(service, policy).unwrap();
+}
+
 /// Sends the application's connections to `to` (a CIDR) to the proxy's
 /// `listener`, as linkerd-proxy-init's iptables rules do.
 fn redirect(to: &str, listener: SocketAddr) {
@@ -482,24 +510,10 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
     let ids = issuer_in(&dir);
     let control = loopback_port();
     let start_mock = |endpoints: Vec<SocketAddr>| {
-        let listener = dst_load_controller::mock::bind(control).unwrap();
-        let listener = tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
-        let mock = support::Mock::serve(
-            listener,
-            Behavior {
-                unmeshed: true,
-                ..Default::default()
-            },
-            Some(ids.clone()),
-        );
+        let mock = mock_on(control, &ids);
         mock.handle.set(&web, endpoints);
-        for (service, ip) in [(&web, web_ip), (&gone, gone_ip)] {
-            let policy = ServicePolicy {
-                addresses: [ip].into(),
-                protocol: AppProtocol::Detect,
-            };
-            mock.handle.set_policy(service, policy).unwrap();
-        }
+        at_cluster_ip(&mock, &web, web_ip);
+        at_cluster_ip(&mock, &gone, gone_ip);
         mock
     };
     let mock = start_mock(vec![a.addr, b.addr]);
@@ -695,26 +709,13 @@ async fn a_profiles_traffic_split_routes_the_real_proxys_requests() {
     let dir = tempdir("profile");
     let ids = issuer_in(&dir);
     let control = loopback_port();
-    let listener = dst_load_controller::mock::bind(control).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener.into_std().unwrap()).unwrap();
-    let mock = support::Mock::serve(
-        listener,
-        Behavior {
-            unmeshed: true,
-            ..Default::default()
-        },
-        Some(ids.clone()),
-    );
+    let mock = mock_on(control, &ids);
     for (service, backend, ip) in [
         (&web, &web_backend, web_ip),
         (&canary, &canary_backend, "10.96.0.2:80".parse().unwrap()),
     ] {
         mock.handle.set(service, [backend.addr]);
-        let policy = ServicePolicy {
-            addresses: [ip].into(),
-            protocol: AppProtocol::Detect,
-        };
-        mock.handle.set_policy(service, policy).unwrap();
+        at_cluster_ip(&mock, service, ip);
     }
     let split = |weights: &[(&dst_load_controller::target::Authority, u32)]| ProfileSpec {
         dst_overrides: weights

@@ -10,7 +10,7 @@ pub enum Error {
     /// The admin server could not bind its address (a usage error: `run`
     /// exits 2).
     #[error("the admin server did not start")]
-    Admin(#[source] crate::admin::BindError),
+    Admin(#[from] crate::admin::BindError),
     /// The mock could not take a loopback address.
     #[error("the mock cannot listen on loopback")]
     MockListen(#[source] std::io::Error),
@@ -62,10 +62,4 @@ pub enum Error {
         /// The first without.
         first: String,
     },
-}
-
-impl From<crate::admin::BindError> for Error {
-    fn from(e: crate::admin::BindError) -> Self {
-        Self::Admin(e)
-    }
 }
