@@ -15,13 +15,17 @@ use std::{
 use futures::Stream;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Sleep,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::logging::Throttle;
+
+pub mod coalesce;
+
+pub use coalesce::Coalesced;
 
 /// An I/O whose reads fail with [`io::ErrorKind::TimedOut`] if nothing has
 /// been read when its deadline passes; after the first bytes it is `io`.
@@ -140,8 +144,9 @@ const NO_PREFACE: &str = "no HTTP/2 preface from the client in time";
 /// The longest pause after a failed accept.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// An accepted connection, holding its place under the cap until it closes.
-pub type Accepted = FirstBytes<TcpStream, OwnedSemaphorePermit>;
+/// An accepted connection, holding its place under the cap until it closes;
+/// its writes leave in one write per round of work ([`Coalesced`]).
+pub type Accepted = FirstBytes<Coalesced<tokio::net::tcp::OwnedReadHalf>, OwnedSemaphorePermit>;
 
 /// The connections `listener` accepts, within `limits`, until `stop`. A
 /// failed accept (the descriptor limit, above all) is logged at warn, at
@@ -195,7 +200,8 @@ pub fn incoming(
                     s.backoff = Duration::ZERO;
                     // Updates are small and latency-sensitive: no Nagle.
                     let _ = tcp.set_nodelay(true);
-                    let io = FirstBytes::new(tcp, s.limits.handshake, NO_PREFACE).holding(permit);
+                    let io = FirstBytes::new(Coalesced::tcp(tcp), s.limits.handshake, NO_PREFACE)
+                        .holding(permit);
                     return Some((Ok(io), s));
                 }
                 Err(error) => {
