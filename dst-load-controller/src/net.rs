@@ -16,7 +16,7 @@ use futures::Stream;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::Semaphore,
     time::Sleep,
 };
 use tokio_util::sync::CancellationToken;
@@ -29,13 +29,11 @@ pub use coalesce::Coalesced;
 
 /// An I/O whose reads fail with [`io::ErrorKind::TimedOut`] if nothing has
 /// been read when its deadline passes; after the first bytes it is `io`.
-/// `G` is held as long as the I/O (a place under a connection cap).
-pub struct FirstBytes<IO, G = ()> {
+pub struct FirstBytes<IO> {
     io: IO,
     deadline: Option<Pin<Box<Sleep>>>,
     /// The error's message, naming what was awaited.
     what: &'static str,
-    _guard: G,
 }
 
 impl<IO> FirstBytes<IO> {
@@ -46,32 +44,16 @@ impl<IO> FirstBytes<IO> {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
             what,
-            _guard: (),
         }
     }
 
-    /// The same, holding `guard` until it is dropped.
-    pub fn holding<G>(self, guard: G) -> FirstBytes<IO, G> {
-        let Self {
-            io, deadline, what, ..
-        } = self;
-        FirstBytes {
-            io,
-            deadline,
-            what,
-            _guard: guard,
-        }
-    }
-}
-
-impl<IO, G> FirstBytes<IO, G> {
     /// The I/O inside.
     pub fn get_ref(&self) -> &IO {
         &self.io
     }
 }
 
-impl<IO: AsyncRead + Unpin, G: Unpin> AsyncRead for FirstBytes<IO, G> {
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytes<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,7 +80,7 @@ impl<IO: AsyncRead + Unpin, G: Unpin> AsyncRead for FirstBytes<IO, G> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin, G: Unpin> AsyncWrite for FirstBytes<IO, G> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytes<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -146,7 +128,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// An accepted connection, holding its place under the cap until it closes;
 /// its writes leave in one write per round of work ([`Coalesced`]).
-pub type Accepted = FirstBytes<Coalesced<tokio::net::tcp::OwnedReadHalf>, OwnedSemaphorePermit>;
+pub type Accepted = FirstBytes<Coalesced<tokio::net::tcp::OwnedReadHalf>>;
 
 /// The connections `listener` accepts, within `limits`, until `stop`. A
 /// failed accept (the descriptor limit, above all) is logged at warn, at
@@ -200,8 +182,13 @@ pub fn incoming(
                     s.backoff = Duration::ZERO;
                     // Updates are small and latency-sensitive: no Nagle.
                     let _ = tcp.set_nodelay(true);
-                    let io = FirstBytes::new(Coalesced::tcp(tcp), s.limits.handshake, NO_PREFACE)
-                        .holding(permit);
+                    // The place is held until the socket closes: its writer's
+                    // end, which may come after the connection's.
+                    let io = FirstBytes::new(
+                        Coalesced::tcp(tcp, permit),
+                        s.limits.handshake,
+                        NO_PREFACE,
+                    );
                     return Some((Ok(io), s));
                 }
                 Err(error) => {

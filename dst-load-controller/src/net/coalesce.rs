@@ -11,7 +11,9 @@
 //! first of them, yields once (Tokio runs deferred tasks after every ready
 //! one), so the other streams' frames of the same change join the same write.
 //! No timer is involved: nothing waits for more bytes than are already
-//! coming.
+//! coming. Once the connection is shut down or dropped, the writer has
+//! [`DRAIN`] to send what it holds (a peer that reads nothing cannot keep
+//! it), and keeps the connection's place under the mock's cap until then.
 
 use std::{
     io,
@@ -27,16 +29,19 @@ use tokio::{
     net::{TcpStream, tcp::OwnedReadHalf},
     sync::Notify,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// Bytes held for the writer before writes wait for it to send them.
-pub const MAX_HELD: usize = 1 << 20;
+/// Bytes held for the writer (waiting, and being sent) before writes wait
+/// for it: many rounds' worth of a connection's frames.
+pub const MAX_HELD: usize = 256 * 1024;
 
-/// How long the writer of a closed connection may take to send what it held.
-const DRAIN: Duration = Duration::from_secs(5);
+/// How long the writer of a connection that closed may take to send what it
+/// held, its shutdown included.
+pub const DRAIN: Duration = Duration::from_secs(5);
 
 /// The writer keeps a buffer up to this size between rounds.
-const KEPT_CAPACITY: usize = 64 * 1024;
+const KEPT_CAPACITY: usize = 32 * 1024;
 
 /// A connection whose writes go out through its writer task: reads go to
 /// `R`; writes are copied into a buffer that the writer sends.
@@ -49,18 +54,21 @@ pub struct Coalesced<R> {
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the writer: bytes held, or the connection closing.
+    /// Wakes the writer: bytes held.
     work: Notify,
+    /// Shut down or dropped: the writer sends what it holds within
+    /// [`DRAIN`], shuts its side down and ends; a write in progress when
+    /// this comes gets the same deadline.
+    closed: CancellationToken,
 }
 
 #[derive(Default)]
 struct State {
     held: BytesMut,
+    /// Bytes the writer is sending now.
+    sending: usize,
     /// The writer's failure; every later write, flush and shutdown gets it.
     failed: Option<(io::ErrorKind, String)>,
-    /// Shut down or dropped: the writer sends what it holds, shuts its side
-    /// down and ends.
-    closing: bool,
     /// The writer has ended.
     ended: bool,
     /// The connection's task, waiting for room or for the shutdown's end.
@@ -88,26 +96,37 @@ impl State {
 }
 
 impl Coalesced<OwnedReadHalf> {
-    /// An accepted connection, its writer spawned on the current runtime.
-    pub fn tcp(tcp: TcpStream) -> Self {
+    /// An accepted connection, its writer spawned on the current runtime;
+    /// `guard` (a place under a connection cap) is held until the writer
+    /// has ended, the socket with it.
+    pub fn tcp<G: Send + 'static>(tcp: TcpStream, guard: G) -> Self {
         let info = tcp.connect_info();
         let (read, write) = tcp.into_split();
-        Self::new(read, write, MAX_HELD).with_info(info)
+        Self::new(read, write, MAX_HELD, guard).with_info(info)
     }
 }
 
 impl<R> Coalesced<R> {
     /// Reads from `read`; writes reach `write` through a writer task spawned
-    /// on the current runtime; writes wait once `limit` bytes are held.
-    pub fn new<W>(read: R, write: W, limit: usize) -> Self
+    /// on the current runtime, which holds `guard` until it ends; writes wait
+    /// once `limit` bytes are held.
+    pub fn new<W, G>(read: R, write: W, limit: usize, guard: G) -> Self
     where
         W: AsyncWrite + Unpin + Send + 'static,
+        G: Send + 'static,
     {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Notify::new(),
+            closed: CancellationToken::new(),
         });
-        tokio::spawn(writer(write, shared.clone()));
+        let ending = Ending {
+            shared: shared.clone(),
+            // Until it ends otherwise: the task dropped with its runtime.
+            why: Some(io::Error::other("the connection's writer stopped")),
+            _guard: guard,
+        };
+        tokio::spawn(writer(write, ending));
         Self {
             read,
             shared,
@@ -123,51 +142,95 @@ impl<R> Coalesced<R> {
         self.info = info;
         self
     }
+
+    fn close(&self) {
+        self.shared.closed.cancel();
+    }
+}
+
+/// The writer's end, however it comes (a failed write, the shutdown done, or
+/// the task dropped with its runtime): marks it ended, with its failure,
+/// wakes the connection's task, and lets the guard go.
+struct Ending<G> {
+    shared: Arc<Shared>,
+    /// Why the writer ended; `None` after a clean shutdown.
+    why: Option<io::Error>,
+    _guard: G,
+}
+
+impl<G> Drop for Ending<G> {
+    fn drop(&mut self) {
+        let mut s = self.shared.state();
+        s.ended = true;
+        s.held.clear();
+        s.sending = 0;
+        if let (None, Some(e)) = (&s.failed, &self.why) {
+            s.failed = Some((e.kind(), e.to_string()));
+        }
+        s.wake_waiting();
+    }
+}
+
+/// Runs `io` to its end, or, once the connection has closed, until the
+/// drain deadline (set the first time the close is seen).
+async fn bounded<T>(
+    io: impl std::future::Future<Output = io::Result<T>>,
+    closed: &CancellationToken,
+    deadline: &mut Option<tokio::time::Instant>,
+) -> io::Result<T> {
+    tokio::pin!(io);
+    if deadline.is_none() {
+        tokio::select! {
+            done = &mut io => return done,
+            () = closed.cancelled() => *deadline = Some(tokio::time::Instant::now() + DRAIN),
+        }
+    }
+    let until = deadline.expect("set above");
+    tokio::time::timeout_at(until, io)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer read nothing for {DRAIN:?} after the connection closed"),
+            ))
+        })
 }
 
 /// Sends what the connection hands it, all it holds in each write, until
 /// the connection closes or a write fails.
-async fn writer<W: AsyncWrite + Unpin>(mut out: W, shared: Arc<Shared>) {
+async fn writer<W: AsyncWrite + Unpin, G>(mut out: W, mut ending: Ending<G>) {
+    let shared = ending.shared.clone();
     let mut sending = BytesMut::new();
+    let mut deadline = None;
     loop {
-        let closing = {
+        {
             let mut s = shared.state();
             std::mem::swap(&mut s.held, &mut sending);
+            s.sending = sending.len();
             // The held buffer is empty again: room for a waiting write.
             s.wake_waiting();
-            s.closing
-        };
+        }
         if sending.is_empty() {
-            if closing {
-                let _ = tokio::time::timeout(DRAIN, out.shutdown()).await;
-                let mut s = shared.state();
-                s.ended = true;
-                s.wake_waiting();
+            if shared.closed.is_cancelled() {
+                ending.why = bounded(out.shutdown(), &shared.closed, &mut deadline)
+                    .await
+                    .err();
                 return;
             }
-            shared.work.notified().await;
+            if sending.capacity() > 0 {
+                // Idle: keep no buffer.
+                sending = BytesMut::new();
+            }
+            tokio::select! {
+                () = shared.work.notified() => {}
+                () = shared.closed.cancelled() => continue,
+            }
             // Let the rest of this round's frames join the write.
             tokio::task::yield_now().await;
             continue;
         }
-        let sent = if closing {
-            tokio::time::timeout(DRAIN, out.write_all(&sending))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the peer read nothing while the connection closed",
-                    ))
-                })
-        } else {
-            out.write_all(&sending).await
-        };
-        if let Err(e) = sent {
-            let mut s = shared.state();
-            s.failed = Some((e.kind(), e.to_string()));
-            s.ended = true;
-            s.held.clear();
-            s.wake_waiting();
+        if let Err(e) = bounded(out.write_all(&sending), &shared.closed, &mut deadline).await {
+            ending.why = Some(e);
             return;
         }
         if sending.capacity() > KEPT_CAPACITY {
@@ -206,13 +269,13 @@ impl<R: Unpin> AsyncWrite for Coalesced<R> {
         if let Some(e) = s.failure() {
             return Poll::Ready(Err(e));
         }
-        if s.closing {
+        if self.shared.closed.is_cancelled() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "a write after the connection's shutdown",
             )));
         }
-        let mut room = self.limit.saturating_sub(s.held.len());
+        let mut room = self.limit.saturating_sub(s.held.len() + s.sending);
         if room == 0 {
             s.waiting = Some(cx.waker().clone());
             return Poll::Pending;
@@ -257,10 +320,9 @@ impl<R: Unpin> AsyncWrite for Coalesced<R> {
         if s.ended {
             return Poll::Ready(Ok(()));
         }
-        s.closing = true;
         s.waiting = Some(cx.waker().clone());
         drop(s);
-        self.shared.work.notify_one();
+        self.close();
         Poll::Pending
     }
 }
@@ -268,8 +330,7 @@ impl<R: Unpin> AsyncWrite for Coalesced<R> {
 impl<R> Drop for Coalesced<R> {
     /// The writer sends what it holds (for at most [`DRAIN`]) and ends.
     fn drop(&mut self) {
-        self.shared.state().closing = true;
-        self.shared.work.notify_one();
+        self.close();
     }
 }
 
@@ -335,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn writes_and_flushes_of_one_round_leave_in_one_write_in_order() {
         let rec = Recorder::default();
-        let mut io = Coalesced::new(tokio::io::empty(), rec.clone(), MAX_HELD);
+        let mut io = Coalesced::new(tokio::io::empty(), rec.clone(), MAX_HELD, ());
         // What h2 does with three frames of a change: each frame written
         // and flushed before the next, all within one poll of its task.
         for frame in [&b"first"[..], b"second", b"third"] {
@@ -359,7 +420,7 @@ mod tests {
     async fn flushed_bytes_reach_the_peer_with_nothing_more_written() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let (read, write) = tokio::io::split(ours);
-        let mut io = Coalesced::new(read, write, MAX_HELD);
+        let mut io = Coalesced::new(read, write, MAX_HELD, ());
         io.write_all(b"hello").await.unwrap();
         io.flush().await.unwrap();
         let mut buf = [0u8; 5];
@@ -378,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_returns_once_every_held_byte_is_sent_and_the_side_shut() {
         let rec = Recorder::default();
-        let mut io = Coalesced::new(tokio::io::empty(), rec.clone(), MAX_HELD);
+        let mut io = Coalesced::new(tokio::io::empty(), rec.clone(), MAX_HELD, ());
         io.write_all(b"last words").await.unwrap();
         io.shutdown().await.unwrap();
         assert_eq!(rec.writes(), vec![b"last words".to_vec()]);
@@ -393,7 +454,7 @@ mod tests {
         // held, and the next write waits.
         let (ours, mut theirs) = tokio::io::duplex(16);
         let (read, write) = tokio::io::split(ours);
-        let mut io = Coalesced::new(read, write, 8);
+        let mut io = Coalesced::new(read, write, 8, ());
         let data: Vec<u8> = (0..64).collect();
         let mut written = 0;
         let stuck = tokio::time::timeout(Duration::from_millis(200), async {
@@ -453,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_fails_every_later_write_flush_and_shutdown() {
-        let mut io = Coalesced::new(tokio::io::empty(), Broken, MAX_HELD);
+        let mut io = Coalesced::new(tokio::io::empty(), Broken, MAX_HELD, ());
         io.write_all(b"lost").await.unwrap();
         let shared = io.shared.clone();
         until(|| shared.state().ended).await;
@@ -471,7 +532,7 @@ mod tests {
     async fn a_dropped_connection_sends_what_it_held_then_closes() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let (read, write) = tokio::io::split(ours);
-        let mut io = Coalesced::new(read, write, MAX_HELD);
+        let mut io = Coalesced::new(read, write, MAX_HELD, ());
         io.write_all(b"held").await.unwrap();
         drop(io);
         let mut got = Vec::new();
@@ -480,5 +541,45 @@ mod tests {
             .expect("in time")
             .unwrap();
         assert_eq!(got, b"held");
+    }
+
+    /// A connection whose peer reads nothing, its writer stuck in a write
+    /// of 64 bytes (16 fit in the pipe); and the guard's release.
+    async fn stuck() -> (
+        Coalesced<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        tokio::io::DuplexStream,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(16);
+        let (read, write) = tokio::io::split(ours);
+        let (guard, released) = tokio::sync::oneshot::channel::<()>();
+        let mut io = Coalesced::new(read, write, MAX_HELD, guard);
+        io.write_all(&[7u8; 64]).await.unwrap();
+        let shared = io.shared.clone();
+        until(|| shared.state().sending == 64).await;
+        (io, theirs, released)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_connection_whose_peer_reads_nothing_lets_go_after_the_drain() {
+        let (io, _theirs, released) = stuck().await;
+        let start = tokio::time::Instant::now();
+        drop(io);
+        // The writer ends, and lets its guard (the socket's place) go.
+        released.await.unwrap_err();
+        let waited = start.elapsed();
+        assert!(waited >= DRAIN, "never before the drain: {waited:?}");
+        assert!(waited < DRAIN * 2, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_whose_peer_reads_nothing_fails_after_the_drain() {
+        let (mut io, _theirs, released) = stuck().await;
+        let start = tokio::time::Instant::now();
+        let e = io.shutdown().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("read nothing for 5s"), "{e}");
+        assert!(start.elapsed() >= DRAIN, "never before the drain");
+        released.await.unwrap_err();
     }
 }
