@@ -4302,8 +4302,8 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
 
     // Each appProtocol the mock's protocols stand for, on open watches: the
     // controller's next policy and the mock's, once given that protocol.
-    let watch = |channel: tonic::transport::Channel| {
-        let spec = spec(by_ip.clone());
+    let watch = |channel: tonic::transport::Channel, target: traffic_spec::Target| {
+        let spec = spec(target);
         async move {
             OutboundPoliciesClient::new(channel)
                 .watch(spec)
@@ -4319,7 +4319,10 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
             .expect("no error")
             .expect("the stream open")
     }
-    let (mut real_watch, mut mock_watch) = (watch(real.clone()).await, watch(ours.clone()).await);
+    let (mut real_watch, mut mock_watch) = (
+        watch(real.clone(), by_ip.clone()).await,
+        watch(ours.clone(), by_ip.clone()).await,
+    );
     assert_eq!(next(&mut mock_watch).await, next(&mut real_watch).await);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     for (app_protocol, protocol) in [
@@ -4489,15 +4492,11 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
     }
     // A watch by name when its Service goes (the mock: its policy goes):
     // the next policy is the same on both, and both streams stay open.
-    let by_name = |channel: tonic::transport::Channel| {
-        let spec = spec(traffic_spec::Target::Authority(authority.to_string()));
-        async move {
-            OutboundPoliciesClient::new(channel)
-                .watch(spec)
-                .await
-                .unwrap()
-                .into_inner()
-        }
+    let by_name = |channel| {
+        watch(
+            channel,
+            traffic_spec::Target::Authority(authority.to_string()),
+        )
     };
     let (mut real_watch, mut mock_watch) =
         (by_name(real.clone()).await, by_name(ours.clone()).await);

@@ -117,9 +117,7 @@ impl Args {
                 self.identity_trust_anchors.display()
             ));
         }
-        if !(self.workload.starts_with('{')
-            && crate::mock::policy::readable_workload(&self.workload))
-        {
+        if !crate::mock::policy::json_workload(&self.workload) {
             return Err(format!(
                 "--workload '{}' is not JSON with \"ns\" and \"pod\" (as the injector writes it, and Linkerd's policy controller reads it); give e.g. '{{\"ns\":\"default\",\"pod\":\"mock-proxy\"}}'",
                 self.workload

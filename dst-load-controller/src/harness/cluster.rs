@@ -242,11 +242,11 @@ impl Load for ClusterLoad<'_> {
 /// namespace of the mirrors. Both clusters are cleaned; a cleanup failure
 /// after a measured run is the error returned, after a failed one it is
 /// logged beside the run's error.
-pub(super) async fn clean_up<T, E: From<Error>>(
+pub(super) async fn clean_up<T>(
     cluster: &Cluster,
     multicluster: Option<&Multicluster>,
-    measured: Result<T, E>,
-) -> Result<T, E> {
+    measured: Result<T, Error>,
+) -> Result<T, Error> {
     if cluster.keep {
         return measured;
     }
@@ -275,7 +275,7 @@ pub(super) async fn clean_up<T, E: From<Error>>(
         }
     }
     match failed {
-        Some(e) => Err(Error::from(e).into()),
+        Some(e) => Err(e.into()),
         None => measured,
     }
 }

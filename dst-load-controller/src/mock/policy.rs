@@ -678,11 +678,16 @@ enum WorkloadKind {
     External(String),
 }
 
-/// Whether the controller reads `workload`: `{"ns":..,"pod":..}` (or
-/// `"external_workload"`), or `ns:pod`.
+/// Whether `workload` is the JSON the controller reads:
+/// `{"ns":..,"pod":..}` (or `"external_workload"`).
+pub fn json_workload(workload: &str) -> bool {
+    serde_json::from_str::<Workload>(workload).is_ok()
+}
+
+/// Whether the controller reads `workload`: its JSON, or `ns:pod`.
 pub fn readable_workload(workload: &str) -> bool {
     if workload.starts_with('{') {
-        serde_json::from_str::<Workload>(workload).is_ok()
+        json_workload(workload)
     } else {
         workload
             .split_once(':')

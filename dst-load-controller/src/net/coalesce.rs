@@ -40,7 +40,8 @@ pub const MAX_HELD: usize = 256 * 1024;
 /// held, its shutdown included.
 pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// The writer keeps a buffer up to this size between rounds.
+/// The writer keeps each of its two buffers (held, sending) up to this size
+/// between rounds.
 const KEPT_CAPACITY: usize = 32 * 1024;
 
 /// A connection whose writes go out through its writer task: reads go to
@@ -216,10 +217,6 @@ async fn writer<W: AsyncWrite + Unpin, G>(mut out: W, mut ending: Ending<G>) {
                     .await
                     .err();
                 return;
-            }
-            if sending.capacity() > 0 {
-                // Idle: keep no buffer.
-                sending = BytesMut::new();
             }
             tokio::select! {
                 () = shared.work.notified() => {}
