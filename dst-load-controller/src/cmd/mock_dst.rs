@@ -173,7 +173,8 @@ pub struct Args {
     #[arg(short = 'n', long, visible_alias = "namespace")]
     pub kubernetes_namespace: Vec<String>,
 
-    /// The cluster domain of --kubernetes-namespace authorities.
+    /// The cluster domain of --kubernetes-namespace authorities, and the one
+    /// an outbound policy lookup of `name.ns.svc` completes with.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
 
@@ -218,6 +219,7 @@ impl TryFrom<Args> for mock::Config {
                 withhold_removals_every: args.withhold_removals_every,
                 unmeshed: args.unmeshed_endpoints,
                 bare: args.bare_endpoints,
+                cluster_domain: args.cluster_domain.clone(),
                 ..Default::default()
             },
             dsts: args.dsts.0,

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod profile_server;
 pub mod profiles;
 pub mod proxy_env;
+pub mod queue;
 pub mod server;
 pub mod store;
 
@@ -127,7 +128,11 @@ impl MockDestination {
         } = self;
         let profiles =
             profile_server::ProfileService::new(handle.clone(), behavior.clone(), shutdown.clone());
-        let policy = policy::PolicyService::new(handle.policies.clone(), shutdown.clone());
+        let policy = policy::PolicyService::new(
+            handle.policies.clone(),
+            &behavior.cluster_domain,
+            shutdown.clone(),
+        );
         let svc = Service::new(
             handle.store.clone(),
             behavior,

@@ -137,9 +137,11 @@ pub enum PolicyError {
 pub struct Table {
     services: BTreeMap<Authority, ServicePolicy>,
     by_addr: BTreeMap<SocketAddr, Authority>,
-    /// The protocol of every deleted policy, until its name's is set
-    /// again: Linkerd's controller keeps a deleted Service's policy for
-    /// lookups by name.
+    /// The protocol of every deleted policy other than detection (which a
+    /// name without one gets anyway), until its name's is set again:
+    /// Linkerd's controller keeps a deleted Service's policy for lookups by
+    /// name. So names come and go without the table growing, unless each
+    /// had a protocol set.
     kept: BTreeMap<Authority, AppProtocol>,
 }
 
@@ -219,7 +221,9 @@ impl Policies {
                 return false;
             }
             let next = Arc::make_mut(table);
-            if let Some(gone) = next.services.remove(authority) {
+            if let Some(gone) = next.services.remove(authority)
+                && gone.protocol != AppProtocol::default()
+            {
                 next.kept.insert(authority.clone(), gone.protocol);
             }
             next.by_addr.retain(|_, holder| holder != authority);
@@ -465,8 +469,9 @@ pub enum Target {
 }
 
 impl Target {
-    /// Reads a lookup's target, refusing what the controller refuses.
-    pub fn from_spec(spec: outbound::TrafficSpec) -> Result<Self, Status> {
+    /// Reads a lookup's target, refusing what the controller refuses;
+    /// `name.ns.svc` is the name in `cluster_domain`.
+    pub fn from_spec(spec: outbound::TrafficSpec, cluster_domain: &str) -> Result<Self, Status> {
         let Some(target) = spec.target else {
             return Err(Status::invalid_argument("target is required"));
         };
@@ -488,11 +493,11 @@ impl Target {
             traffic_spec::Target::Authority(name) => {
                 // A fully qualified name's final dot is no part of it, and
                 // `name.ns.svc` (as `linkerd diagnostics policy` asks) is
-                // the name in the default cluster domain.
+                // the name in the cluster domain.
                 let full = |host: &str| {
                     let host = host.trim_end_matches('.');
                     if host.split('.').count() == 3 && host.ends_with(".svc") {
-                        format!("{host}.cluster.local")
+                        format!("{host}.{cluster_domain}")
                     } else {
                         host.to_string()
                     }
@@ -550,17 +555,23 @@ pub type PolicyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
 #[derive(Clone)]
 pub struct PolicyService {
     policies: Policies,
+    cluster_domain: Arc<str>,
     shutdown: CancellationToken,
 }
 
 impl PolicyService {
-    /// Serves `policies`; every stream ends at `shutdown`.
-    pub fn new(policies: Policies, shutdown: CancellationToken) -> Self {
-        Self { policies, shutdown }
+    /// Serves `policies` (a lookup of `name.ns.svc` is the name in
+    /// `cluster_domain`); every stream ends at `shutdown`.
+    pub fn new(policies: Policies, cluster_domain: &str, shutdown: CancellationToken) -> Self {
+        Self {
+            policies,
+            cluster_domain: cluster_domain.into(),
+            shutdown,
+        }
     }
 
     fn lookup(&self, spec: outbound::TrafficSpec) -> Result<Target, Status> {
-        let target = Target::from_spec(spec)?;
+        let target = Target::from_spec(spec, &self.cluster_domain)?;
         tracing::debug!(?target, "outbound policy lookup");
         Ok(target)
     }
@@ -716,4 +727,48 @@ fn check_port(spec: &inbound::PortSpec) -> Result<(), Status> {
     }
     tracing::debug!(workload = %spec.workload, port = spec.port, "inbound policy lookup");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web(i: usize) -> Authority {
+        format!("web-{i}.ns.svc.cluster.local:80").parse().unwrap()
+    }
+
+    #[test]
+    fn names_that_come_and_go_leave_the_table_as_it_was() {
+        let policies = Policies::default();
+        // A watcher holds the table, so every change copies it.
+        let _held = policies.subscribe();
+        for i in 0..100 {
+            let policy = ServicePolicy {
+                addresses: BTreeSet::from([format!("10.96.0.{i}:80").parse().unwrap()]),
+                protocol: AppProtocol::Detect,
+            };
+            policies.set(&web(i), policy).unwrap();
+            assert!(policies.delete(&web(i)));
+        }
+        assert_eq!(*policies.table(), Table::default());
+    }
+
+    #[test]
+    fn a_deleted_protocol_answers_by_name_until_the_name_is_set_again() {
+        let policies = Policies::default();
+        let opaque = ServicePolicy {
+            protocol: AppProtocol::Opaque,
+            ..Default::default()
+        };
+        policies.set(&web(0), opaque).unwrap();
+        assert!(policies.delete(&web(0)));
+        assert!(!policies.delete(&web(0)));
+        let table = policies.table();
+        assert_eq!(table.service(&web(0)), None);
+        assert_eq!(table.named(&web(0)), AppProtocol::Opaque);
+        assert_eq!(table.named(&web(1)), AppProtocol::Detect);
+        policies.set(&web(0), ServicePolicy::default()).unwrap();
+        assert!(policies.delete(&web(0)));
+        assert_eq!(*policies.table(), Table::default());
+    }
 }

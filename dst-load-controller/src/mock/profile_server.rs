@@ -4,10 +4,9 @@
 
 use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 
-use futures::StreamExt;
 use linkerd2_proxy_api::destination::{DestinationProfile, WeightedAddr};
-use tokio::sync::{broadcast::error::RecvError, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{broadcast::error::RecvError, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -15,6 +14,7 @@ use super::{
     codec::Encoded,
     handle::Handle,
     profiles::{Lookup, RetryBudgetSpec, Set, parse_profile_path, service_profile},
+    queue::{self, Sender},
     server::{Behavior, Shaper, UpdateStream},
 };
 use crate::target::Authority;
@@ -88,7 +88,12 @@ impl ProfileService {
                 None => Answer::Address(addr),
             },
         };
-        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
+        let (tx, rx) = queue::queue(self.behavior.queue_capacity, &self.shutdown);
+        let metrics = &self.handle.metrics;
+        let tx = Queue {
+            tx,
+            sent: metrics.profile_updates_sent.clone(),
+        };
         let stop = self.shutdown.clone();
         // The sender of an answer that never changes, held by the response
         // stream itself so that it stays open until the client leaves.
@@ -100,7 +105,7 @@ impl ProfileService {
             }
             // The service exists, not with this port: an empty profile.
             Answer::OtherPort => {
-                let _ = tx.try_send(Ok(Encoded::of(&DestinationProfile::default(), 0)));
+                tx.send(&mut None, DestinationProfile::default());
                 held = Some(tx);
             }
             Answer::Address(addr) => {
@@ -108,18 +113,7 @@ impl ProfileService {
                 tokio::spawn(follow.run(tx, stop));
             }
         }
-        let metrics = self.handle.metrics.clone();
-        let active = metrics.profile_stream_opened();
-        let profiles = ReceiverStream::new(rx)
-            .take_until(self.shutdown.clone().cancelled_owned())
-            .map(move |p| {
-                let _open = (&active, &held);
-                if p.is_ok() {
-                    metrics.profile_updates_sent.inc();
-                }
-                p
-            });
-        Ok(Box::pin(profiles))
+        Ok(rx.holding((metrics.profile_stream_opened(), held)))
     }
 }
 
@@ -133,18 +127,32 @@ enum Answer {
     Address(SocketAddr),
 }
 
-type Queue = mpsc::Sender<Result<Encoded, Status>>;
+/// A `GetProfile` stream's queue; what it queues counts as sent.
+struct Queue {
+    tx: Sender<Encoded>,
+    sent: Counter,
+}
 
-/// Sends `profile` unless it equals `last`; `false` once the stream is gone
-/// or its queue is full (which ends it, as the controller ends a slow
-/// consumer).
-fn send(tx: &Queue, last: &mut Option<DestinationProfile>, profile: DestinationProfile) -> bool {
-    if last.as_ref() == Some(&profile) {
-        return true;
+impl Queue {
+    /// Sends `profile` unless it equals `last`; `false` once the stream is
+    /// gone or its queue is full (which ends it, as the controller ends a
+    /// slow consumer).
+    fn send(&self, last: &mut Option<DestinationProfile>, profile: DestinationProfile) -> bool {
+        if last.as_ref() == Some(&profile) {
+            return true;
+        }
+        let sent = self.tx.try_send(Encoded::of(&profile, 0)).is_ok();
+        if sent {
+            self.sent.inc();
+        }
+        *last = Some(profile);
+        sent
     }
-    let sent = tx.try_send(Ok(Encoded::of(&profile, 0))).is_ok();
-    *last = Some(profile);
-    sent
+
+    /// Completes when the stream has ended.
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
 }
 
 /// A service's profile, then the profile again each time it is set.
@@ -157,7 +165,7 @@ async fn follow_service(
     let mut last = None;
     loop {
         let profile = service_profile(&authority, profiles.borrow_and_update().as_deref());
-        if !send(&tx, &mut last, profile) {
+        if !tx.send(&mut last, profile) {
             return;
         }
         tokio::select! {
@@ -226,7 +234,7 @@ impl AddressFollower {
     async fn run(mut self, tx: Queue, stop: CancellationToken) {
         let mut last = None;
         loop {
-            if !send(&tx, &mut last, self.profile()) {
+            if !tx.send(&mut last, self.profile()) {
                 return;
             }
             loop {

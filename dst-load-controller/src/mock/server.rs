@@ -1,24 +1,21 @@
 //! The gRPC `Destination` service over the store, with the real controller's
 //! semantics (or the older `no_endpoints` ones) and injected delays.
 
-use std::{
-    collections::HashMap, net::SocketAddr, pin::Pin, sync::Arc, time::Duration, time::SystemTime,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration, time::SystemTime};
 
-use futures::{Stream, StreamExt};
 use linkerd2_proxy_api::destination::{
     self as pb, AddrSet, GetDestination, NoEndpoints, ProtocolHint, TlsIdentity, Update,
     WeightedAddr, WeightedAddrSet, protocol_hint, tls_identity, update,
 };
 use rand::Rng;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
     codec::Encoded,
     metrics::Metrics,
+    queue::{self, Receiver, Sender},
     store::{Change, Sink, Store, Subscription},
 };
 use crate::target::Authority;
@@ -37,6 +34,8 @@ pub struct Behavior {
     pub delay_per_stream: Duration,
     /// The trust domain in TLS identities.
     pub trust_domain: String,
+    /// The cluster domain a policy lookup of `name.ns.svc` completes with.
+    pub cluster_domain: String,
     /// The control-plane namespace in TLS identities and labels.
     pub control_plane_ns: String,
     /// A fault for testing clients: every Nth stream opened never receives
@@ -61,6 +60,7 @@ impl Default for Behavior {
             delay: Delay::None,
             delay_per_stream: Duration::ZERO,
             trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
             control_plane_ns: "linkerd".into(),
             withhold_removals_every: None,
             unmeshed: false,
@@ -231,7 +231,7 @@ pub fn service_authority(path: &str) -> Result<Authority, NotAService> {
 }
 
 /// A `Get` stream's messages, encoded.
-pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+pub type UpdateStream = Receiver<Encoded>;
 
 impl Service {
     /// Answers a `Get`: the destination's set, then every change, each
@@ -252,7 +252,7 @@ impl Service {
         if !self.store.exists(&authority) {
             return Err(not_found());
         }
-        let (tx, rx) = mpsc::channel(self.behavior.queue_capacity.max(1));
+        let (tx, rx) = queue::queue(self.behavior.queue_capacity, &self.shutdown);
         let mut shaper = Shaper::new(&authority, &self.behavior);
         let n = self
             .opened
@@ -289,20 +289,13 @@ impl Service {
             tokio::spawn(tracing::Instrument::instrument(task, span));
         }
         // Counted open for as long as the response stream lives.
-        let active = self.metrics.stream_opened();
-        let updates = ReceiverStream::new(rx)
-            .take_until(self.shutdown.clone().cancelled_owned())
-            .map(move |u| {
-                let _open = &active;
-                u
-            });
-        Ok(Response::new(Box::pin(updates)))
+        Ok(Response::new(rx.holding(self.metrics.stream_opened())))
     }
 }
 
 /// A stream's queue of encoded messages, and the shape of its messages.
 struct Queue {
-    tx: mpsc::Sender<Result<Encoded, Status>>,
+    tx: Sender<Encoded>,
     shaper: Shaper,
     metrics: Metrics,
 }
@@ -310,7 +303,7 @@ struct Queue {
 impl Queue {
     fn send(&self, u: Encoded) -> bool {
         let n = u.endpoints;
-        match self.tx.try_send(Ok(u)) {
+        match self.tx.try_send(u) {
             Ok(()) => {
                 self.metrics.sent(n);
                 true

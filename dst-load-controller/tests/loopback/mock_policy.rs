@@ -2,7 +2,8 @@
 //! address or by name gets the service's policy (a balancer discovering the
 //! service's authority) and every change of it, ends when the service lets
 //! the address go; any service name has the detect default, and addresses
-//! no service holds and names of no service are `NotFound`; every inbound
+//! no service holds and names of no service are `NotFound` (`name.ns.svc`
+//! is read in the mock's cluster domain); every inbound
 //! port gets the all-unauthenticated default; shutdown ends every stream.
 
 use std::{net::SocketAddr, time::Duration};
@@ -281,6 +282,27 @@ async fn any_service_name_has_the_default_and_bad_targets_are_refused() {
         let status = client.watch(spec).await.unwrap_err();
         assert_eq!(status.code(), code, "watch {shown}: {status:?}");
     }
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_service_name_is_read_in_the_mocks_cluster_domain() {
+    let mock = support::Mock::start(Behavior {
+        cluster_domain: "example.org".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut client = OutboundPoliciesClient::connect(format!("http://{}", mock.addr))
+        .await
+        .unwrap();
+    for name in ["web.ns.svc:80", "web.ns.svc.example.org:80"] {
+        let got = client.get(by_name(name)).await.unwrap().into_inner();
+        let want = "web.ns.svc.example.org:80".to_string();
+        assert_eq!(backends(&got), ("detect", vec![want; 3]), "{name}");
+    }
+    // A full name in another domain stays as it is.
+    let got = client.get(by_name(WEB)).await.unwrap().into_inner();
+    assert_eq!(backends(&got), ("detect", vec![WEB.to_string(); 3]));
     mock.stop().await;
 }
 
