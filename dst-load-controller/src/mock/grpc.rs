@@ -53,7 +53,10 @@ where
             };
             Ok(match answered {
                 Ok(updates) => {
-                    let body = tonic::body::Body::new(GetBody::new(updates.into_inner()));
+                    // Boxed already with tonic's error type: tonic takes it
+                    // as it is, with no error-mapping layer around it.
+                    let body = GetBody::new(updates.into_inner());
+                    let body = tonic::body::Body::new(http_body_util::BodyExt::boxed_unsync(body));
                     let mut response = http::Response::new(body);
                     response.headers_mut().insert(
                         http::header::CONTENT_TYPE,

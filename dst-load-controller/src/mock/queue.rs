@@ -5,9 +5,12 @@
 //! own) and one receiver (the response body). So a lock around a `VecDeque`
 //! costs one uncontended lock a message on each side, where a bounded channel
 //! adds a semaphore, its own lock on every receive and cooperative budgeting.
-//! The receiver ends at the server's shutdown through a child of the shutdown
-//! token: waiting on a token of its own does not share one lock between
-//! every stream of the server, as waiting on the shutdown token itself does.
+//! The receiver ends at the server's shutdown, once what is queued is sent
+//! (nothing is queued after it: the tasks that queue end at it too). It
+//! waits on a child of the shutdown token, and only when its queue is empty:
+//! waiting on a token of its own does not share one lock between every
+//! stream of the server, as waiting on the shutdown token itself does, and
+//! a stream with messages to send takes no token's lock at all.
 
 use std::{
     collections::VecDeque,
@@ -20,8 +23,8 @@ use std::{
 use futures::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// A queue of at most `capacity` messages (at least one) that ends at
-/// `shutdown`.
+/// A queue of at most `capacity` messages (at least one) whose receiver
+/// ends at `shutdown`.
 pub fn queue<T>(capacity: usize, shutdown: &CancellationToken) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -135,8 +138,8 @@ impl<T> Drop for Sender<T> {
     }
 }
 
-/// The receiving side: the queued messages in order, until the sender is
-/// dropped and nothing is left, or at once at the shutdown.
+/// The receiving side: the queued messages in order, until nothing is left
+/// and either the sender is dropped or the shutdown has come.
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -175,20 +178,20 @@ impl<T> Stream for Receiver<T> {
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.stop.as_mut().poll(cx).is_ready() {
-            this.end();
-            return Poll::Ready(None);
-        }
         let mut state = this.shared.state();
         if let Some(item) = state.items.pop_front() {
             return Poll::Ready(Some(item));
         }
-        if state.sender_gone {
-            drop(state);
+        let sender_gone = state.sender_gone;
+        if !sender_gone {
+            keep(&mut state.receiver, cx);
+        }
+        drop(state);
+        // A message queued from here on wakes this task again.
+        if sender_gone || this.stop.as_mut().poll(cx).is_ready() {
             this.end();
             return Poll::Ready(None);
         }
-        keep(&mut state.receiver, cx);
         Poll::Pending
     }
 }
@@ -273,24 +276,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_shutdown_ends_the_stream_at_once_and_closes_the_sender() {
+    async fn the_shutdown_ends_the_stream_after_what_is_queued_and_closes_the_sender() {
         let shutdown = CancellationToken::new();
         let (tx, mut rx) = queue(4, &shutdown);
         let (idle_tx, idle_rx) = queue::<u32>(4, &shutdown);
         tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        // A waiting receiver is woken by the shutdown.
         let idle = tokio::spawn(idle_rx.collect::<Vec<_>>());
         tokio::task::yield_now().await;
+        assert!(!idle.is_finished());
         shutdown.cancel();
-        // Queued or waiting, both end: nothing queued is sent after it.
-        assert_eq!(rx.next().await, None);
-        assert_eq!(rx.next().await, None);
         let read = tokio::time::timeout(PATIENCE, idle).await.unwrap().unwrap();
         assert!(read.is_empty());
-        assert!(tx.is_closed() && idle_tx.is_closed());
-        assert_eq!(tx.try_send(2), Err(Refused::Closed));
-        // A queue made after the shutdown has ended already.
+        assert!(idle_tx.is_closed());
+        // The queued ones are sent, then the stream ends, its sender alive.
+        assert!(!tx.is_closed());
+        assert_eq!(rx.next().await, Some(1));
+        assert_eq!(rx.next().await, Some(2));
+        assert_eq!(rx.next().await, None);
+        assert_eq!(rx.next().await, None);
+        assert!(tx.is_closed());
+        assert_eq!(tx.try_send(3), Err(Refused::Closed));
+        // A queue made after the shutdown ends as soon as it is empty.
         let (late_tx, mut late) = queue(4, &shutdown);
-        late_tx.try_send(3).unwrap();
+        late_tx.try_send(4).unwrap();
+        assert_eq!(late.next().await, Some(4));
         assert_eq!(late.next().await, None);
     }
 
