@@ -5,7 +5,7 @@ time (from /proc) and peak memory per process, as ratios where a comparison
 is meant. Results go to stdout and target/bench/results.json; BENCHMARKS.md
 records them with the machine they came from.
 
-usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts|versions|mock-peer|proxy ...] [--streams N] [--seconds S]
+usage: hack/bench.py [capacity|fanout|churn|controller|profile-path|redline|storm|burst|pod-storm|pod-orphans|verdicts|versions|mock-peer|proxy|policy-names ...] [--streams N] [--seconds S]
 
 `mock-peer` runs linkerd2-mock-dst (2020) beside our mock-dst (hack/build-deps.sh mock_dst_2020 builds it).
 `proxy` runs Linkerd's proxy (hack/build-deps.sh linkerd_proxy) against our mock-dst in a network
@@ -14,6 +14,8 @@ namespace of its own (unshare --net, ip, iptables; root).
 `controller`, `profile-path`, `redline`, `storm`, `pod-storm` and `pod-orphans` run against Linkerd's real destination controller
 on the local control plane (hack/local-cluster.sh), brought up if it is down;
 `versions` against each version's own (hack/local-cluster.sh --name NAME up --linkerd VERSION).
+`policy-names` runs Linkerd's policy controller (hack/build-deps.sh linkerd_policy_controller) against
+the local control plane's apiserver, with examples/policy_names.rs asking it.
 """
 import argparse
 import atexit
@@ -403,6 +405,94 @@ def bench_mock_peer(a):
         ours, old = (cells[w]["endpoint_updates_per_server_cpu_second"] for w in ("ours", "2020"))
         out[str(streams)] = {**cells, "ratio": round(ours / old, 1) if ours and old else None}
     return out
+
+
+def policy_controller_bin(env):
+    """Linkerd's policy controller of the local control plane's version."""
+    built = env.get("DST_LOCAL_LINKERD_POLICY_CONTROLLER", "")
+    if built and os.path.exists(built):
+        return built
+    return peer_bin("linkerd_policy_controller", "LINKERD_VERSION", "linkerd-policy-controller")
+
+
+def bench_policy_names(a):
+    """Linkerd's policy controller (built from its source, the chart's
+    flags, against the local apiserver) asked the outbound policy of
+    --policy-names service names, each once and none a Service
+    (examples/policy_names.rs): its memory as the names grow, and its CPU
+    for --policy-events Services created and deleted before and after."""
+    env, started = local_cluster()
+    kubectl = [env["DST_LOCAL_KUBECTL"], "--kubeconfig", env["KUBECONFIG"]]
+    ns = f"policy-names-{os.getpid()}"
+    names = os.path.join(REPO, "target/release/examples/policy_names")
+    if not os.path.exists(names):
+        # Built with the dev-dependencies' features: cargo then builds the
+        # library again (about 2 minutes), and again for the next --bin.
+        subprocess.run(["cargo", "build", "--release", "--locked", "--example", "policy_names"],
+                       cwd=REPO, check=True)
+    run_ok(*kubectl, "create", "namespace", ns)
+    # The controller takes the lease of the destination Deployment of the
+    # control plane's namespace: one that runs nothing.
+    run_ok(*kubectl, "-n", "linkerd", "create", "deployment", ns, "--image=none", "--replicas=0")
+    try:
+        port, admin = free_port(), free_port()
+        ctl = Proc("policy-controller", [
+            "--admission-controller-disabled", "--admin-addr", f"127.0.0.1:{admin}",
+            "--grpc-addr", f"127.0.0.1:{port}", "--control-plane-namespace", "linkerd",
+            "--policy-deployment-name", ns,
+            "--cluster-networks", "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
+            "--default-opaque-ports", "25,587,3306,4444,5432,6379,9300,11211",
+            "--default-policy", "all-unauthenticated"],
+            env={**env, "HOSTNAME": ns, "LINKERD_POLICY_CONTROLLER_LOG": "warn"},
+            exe=policy_controller_bin(env))
+        wait_for("the policy controller", lambda: _up(admin), 60)
+        time.sleep(3)
+
+        def events():
+            """Controller CPU seconds for --policy-events Services created, then deleted."""
+            cpu0 = ctl.cpu()
+            for verb in ("create", "delete"):
+                for j in range(a.policy_events):
+                    args = ["service", "clusterip", f"ev-{j}", "--tcp=80"] if verb == "create" else \
+                        ["service", f"ev-{j}", "--wait=false"]
+                    run_ok(*kubectl, "-n", ns, verb, *args)
+            time.sleep(3)
+            return round(ctl.cpu() - cpu0, 2)
+
+        first_rss = ctl.mem()[0]
+        before = events()
+        steps = []
+        done = 0
+        while done < a.policy_names:
+            count = min(a.policy_names_step, a.policy_names - done)
+            cpu0 = ctl.cpu()
+            out = subprocess.run([names, "--addr", f"127.0.0.1:{port}", "--namespace", ns,
+                                  "--from", str(done), "--count", str(count),
+                                  *(["--watch"] if a.policy_names_watch else [])],
+                                 check=True, capture_output=True, text=True)
+            done += count
+            steps.append({"names": done, "controller_rss_bytes": ctl.mem()[0],
+                          "lookup_seconds": json.loads(out.stdout)["seconds"],
+                          "controller_cpu_seconds": round(ctl.cpu() - cpu0, 2)})
+        time.sleep(5)
+        settled_rss = ctl.mem()[0]
+        after = events()
+        result = {
+            "controller": policy_controller_bin(env), "lookups": "watch" if a.policy_names_watch else "get",
+            "names": a.policy_names, "rss_bytes_at_start": first_rss, "steps": steps,
+            "rss_bytes_5s_after": settled_rss,
+            "rss_bytes_per_name": round((settled_rss - first_rss) / a.policy_names) if a.policy_names else None,
+            "service_events": 2 * a.policy_events,
+            "controller_cpu_seconds_per_service_event_before": round(before / (2 * a.policy_events), 4),
+            "controller_cpu_seconds_per_service_event_after": round(after / (2 * a.policy_events), 4),
+        }
+        ctl.stop()
+        return result
+    finally:
+        subprocess.run([*kubectl, "delete", "namespace", ns, "--wait=false"], capture_output=True)
+        subprocess.run([*kubectl, "-n", "linkerd", "delete", "deployment", ns, "--wait=false"],
+                       capture_output=True)
+        local_cluster_down(started)
 
 
 PROXY_ID = "default.ns.serviceaccount.identity.linkerd.cluster.local"
@@ -1627,6 +1717,14 @@ def main():
                     help="mock-peer: every address with the same pod labels, identity and hint on both servers "
                          "(same, the default), or as little as each sends (bare: the 2020 mock's README example, "
                          "ours with --bare-endpoints: addresses and weights only)")
+    ap.add_argument("--policy-names", type=int, default=50_000,
+                    help="policy-names: service names looked up, each once (default 50000)")
+    ap.add_argument("--policy-names-step", type=int, default=10_000,
+                    help="policy-names: names between readings of the controller (default 10000)")
+    ap.add_argument("--policy-names-watch", action="store_true",
+                    help="policy-names: a Watch per name, closed after its first policy (default: a Get)")
+    ap.add_argument("--policy-events", type=int, default=30,
+                    help="policy-names: Services created and then deleted, timed before and after (default 30)")
     ap.add_argument("--proxy-changes", type=int, default=200, help="proxy: changes timed (default 200)")
     ap.add_argument("--proxy-sizes", default="10,100,1000,10000",
                     help="proxy: endpoints per service of each cost cell (default 10,100,1000,10000; "
@@ -1677,7 +1775,8 @@ def run_benches(ap, a):
                "redline": bench_redline, "storm": bench_storm,
                "burst": bench_burst, "pod-storm": bench_pod_storm,
                "pod-orphans": bench_pod_orphans, "verdicts": bench_verdicts,
-               "versions": bench_versions, "mock-peer": bench_mock_peer, "proxy": bench_proxy}
+               "versions": bench_versions, "mock-peer": bench_mock_peer, "proxy": bench_proxy,
+               "policy-names": bench_policy_names}
     for b in a.benches:
         if b not in benches:
             ap.error(f"unknown benchmark '{b}': expected one of {', '.join(benches)}")
