@@ -76,17 +76,23 @@ pub enum AppProtocol {
     /// The proxy detects HTTP/1, HTTP/2 or opaque TCP (no `appProtocol`).
     #[default]
     Detect,
-    /// HTTP/1 only.
+    /// HTTP/1 only (`appProtocol: http`).
+    #[serde(alias = "http")]
     Http1,
-    /// HTTP/2 only.
+    /// HTTP/2 only (`appProtocol: kubernetes.io/h2c`).
+    #[serde(alias = "kubernetes.io/h2c")]
     Http2,
-    /// Opaque TCP: no HTTP routing.
+    /// Opaque TCP: no HTTP routing. Also read from `tcp` and from the
+    /// `appProtocol` values `linkerd.io/opaque` and `linkerd.io/tcp`, which
+    /// Linkerd's policy controller answers with this policy (as it answers
+    /// any `appProtocol` it does not know).
+    #[serde(alias = "tcp", alias = "linkerd.io/opaque", alias = "linkerd.io/tcp")]
     Opaque,
 }
 
 /// A protocol name [`AppProtocol`] has not.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("'{0}' is not a protocol: give detect, http1, http2 or opaque")]
+#[error("'{0}' is not a protocol: give detect, http1, http2 or opaque (or tcp)")]
 pub struct UnknownProtocol(pub String);
 
 impl std::str::FromStr for AppProtocol {
@@ -95,9 +101,9 @@ impl std::str::FromStr for AppProtocol {
     fn from_str(s: &str) -> Result<Self, UnknownProtocol> {
         match s {
             "detect" => Ok(Self::Detect),
-            "http1" => Ok(Self::Http1),
-            "http2" => Ok(Self::Http2),
-            "opaque" => Ok(Self::Opaque),
+            "http1" | "http" => Ok(Self::Http1),
+            "http2" | "kubernetes.io/h2c" => Ok(Self::Http2),
+            "opaque" | "tcp" | "linkerd.io/opaque" | "linkerd.io/tcp" => Ok(Self::Opaque),
             _ => Err(UnknownProtocol(s.to_string())),
         }
     }
@@ -735,6 +741,37 @@ mod tests {
 
     fn web(i: usize) -> Authority {
         format!("web-{i}.ns.svc.cluster.local:80").parse().unwrap()
+    }
+
+    #[test]
+    fn protocols_are_read_by_their_names_and_as_a_services_app_protocol() {
+        for (given, want) in [
+            ("detect", AppProtocol::Detect),
+            ("http1", AppProtocol::Http1),
+            ("http", AppProtocol::Http1),
+            ("http2", AppProtocol::Http2),
+            ("kubernetes.io/h2c", AppProtocol::Http2),
+            ("opaque", AppProtocol::Opaque),
+            ("tcp", AppProtocol::Opaque),
+            ("linkerd.io/opaque", AppProtocol::Opaque),
+            ("linkerd.io/tcp", AppProtocol::Opaque),
+        ] {
+            assert_eq!(given.parse::<AppProtocol>(), Ok(want), "{given}");
+            let json: AppProtocol = serde_json::from_str(&format!("\"{given}\"")).unwrap();
+            assert_eq!(json, want, "{given} in JSON");
+        }
+        // Written by its own name.
+        assert_eq!(
+            serde_json::to_string(&AppProtocol::Opaque).unwrap(),
+            "\"opaque\""
+        );
+        let refused = "udp".parse::<AppProtocol>().unwrap_err();
+        assert_eq!(refused, UnknownProtocol("udp".into()));
+        assert!(
+            refused
+                .to_string()
+                .contains("give detect, http1, http2 or opaque")
+        );
     }
 
     #[test]
