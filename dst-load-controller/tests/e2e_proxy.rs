@@ -610,6 +610,129 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
 
 /// Every request the backends saw came through the proxy (of `dir`), and
 /// the proxy took every policy the mock sent.
+/// A `mock-dst` process on `control`, as a user starts one: issuing with
+/// `dir/token`, its trust anchors written to `anchors` (the proxy reads
+/// `dir/anchors.pem`), web at its ClusterIP with `endpoint`, and its admin
+/// server (control API and metrics) on `admin`.
+async fn mock_process(
+    dir: &Path,
+    control: SocketAddr,
+    admin: SocketAddr,
+    anchors: &str,
+    endpoint: SocketAddr,
+) -> tokio::process::Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("mock.log"))
+        .unwrap();
+    let child = tokio::process::Command::new(BIN)
+        .args(["mock-dst", "--addr", &control.to_string()])
+        .args(["--admin-addr", &admin.to_string(), "--identity-name", ME])
+        .arg("--identity-token-file")
+        .arg(dir.join("token"))
+        .arg("--identity-trust-anchors-out")
+        .arg(dir.join(anchors))
+        .args([
+            "--unmeshed-endpoints",
+            "--service-address",
+            "web.ns.svc.cluster.local:80=10.96.0.1:80",
+            &format!("web.ns.svc.cluster.local:80={endpoint}"),
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mock-dst");
+    support::eventually_async("mock-dst serving", Duration::from_secs(60), || async {
+        dir.join(anchors).exists()
+    })
+    .await;
+    child
+}
+
+/// The mock-dst process's `mock_dst_streams_active` (None: not answering).
+async fn mock_streams(admin: SocketAddr) -> Option<f64> {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    support::sample(&text, "mock_dst_streams_active", &[])
+}
+
+/// The restart, as an operator does it: the `mock-dst` process is
+/// killed (SIGKILL: no goodbye on any stream) and started again on the same
+/// port with another endpoint. The proxy keeps routing to what it had,
+/// re-resolves on the new process, follows its set, and then a `PATCH`
+/// over the control API.
+#[tokio::test]
+#[ignore = "needs Linkerd's proxy (DST_LINKERD_PROXY), unshare and iptables; run by hack/e2e.sh"]
+async fn a_killed_mock_dst_process_restarted_on_its_port_is_followed() {
+    if !in_own_netns("a_killed_mock_dst_process_restarted_on_its_port_is_followed") {
+        return;
+    }
+    add_addresses(&[
+        "10.77.0.11",
+        "10.77.0.12",
+        "10.77.0.13",
+        APP_SOURCE,
+        "10.96.0.1",
+    ]);
+    let [a, b, c] = [
+        ("backend-a", "10.77.0.11:8080"),
+        ("backend-b", "10.77.0.12:8080"),
+        ("backend-c", "10.77.0.13:8080"),
+    ]
+    .map(|(name, addr)| Backend::start(name, addr));
+    let (a, b, c) = (a.await, b.await, c.await);
+    let all = [&a, &b, &c];
+    let web_ip: SocketAddr = "10.96.0.1:80".parse().unwrap();
+    let dir = tempdir("killed");
+    std::fs::write(dir.join("token"), "proxy-token").unwrap();
+    let (control, admin) = (loopback_port(), loopback_port());
+    let mut mock = mock_process(&dir, control, admin, "anchors.pem", a.addr).await;
+
+    let (outbound, inbound) = (loopback_port(), loopback_port());
+    let proxy = Proxy::start_with(&dir, control, outbound, inbound);
+    redirect("10.96.0.0/24", outbound);
+    proxy.until_ready().await;
+    each_answers(web_ip, &[&a], &[&a], &all).await;
+
+    // Killed: the proxy still routes to A.
+    mock.kill().await.unwrap();
+    let seen = who_answers(web_ip, 5, &all).await;
+    assert_eq!(names(&seen), ["backend-a"], "{seen:?}");
+    // The same port, another process, web at B: the proxy follows it.
+    let _mock = mock_process(&dir, control, admin, "anchors-2.pem", b.addr).await;
+    support::eventually_async(
+        "the proxy back on mock-dst",
+        Duration::from_secs(60),
+        || async { mock_streams(admin).await.is_some_and(|n| n >= 1.0) },
+    )
+    .await;
+    each_answers(web_ip, &[&b], &[&a, &b], &all).await;
+    let seen = who_answers(web_ip, 10, &all).await;
+    assert_eq!(names(&seen), ["backend-b"], "{seen:?}");
+
+    // A PATCH over the control API: C in, B out.
+    let patched = reqwest::Client::new()
+        .patch(format!(
+            "http://{admin}/api/destinations/web.ns.svc.cluster.local:80"
+        ))
+        .json(&serde_json::json!({"add": [c.addr.to_string()], "remove": [b.addr.to_string()]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(patched.status().is_success(), "{patched:?}");
+    each_answers(web_ip, &[&c], &[&b, &c], &all).await;
+    let seen = who_answers(web_ip, 10, &all).await;
+    assert_eq!(names(&seen), ["backend-c"], "{seen:?}");
+    only_through_the_proxy(&all, &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn only_through_the_proxy(all: &[&Backend], dir: &Path) {
     for backend in all {
         assert_eq!(
