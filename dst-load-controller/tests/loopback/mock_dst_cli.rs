@@ -40,14 +40,33 @@ async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
 /// Starts `mock-dst` on free loopback ports with `flags` and `env`; returns
 /// it once its gRPC port accepts connections.
 async fn mock_dst(flags: &[&str], env: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
+    mock_dst_logging(flags, env, None).await
+}
+
+/// As [`mock_dst`], its output (the log) written to `log` when given.
+async fn mock_dst_logging(
+    flags: &[&str],
+    env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (tokio::process::Child, SocketAddr) {
     let (port, admin) = (support::free_port(), support::free_port());
     let (grpc, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
+    let output = || match log {
+        Some(path) => Stdio::from(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
     let mut child = tokio::process::Command::new(BIN)
         .args(["mock-dst", "-a", &grpc, "--admin-addr", &admin])
         .args(flags)
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output())
+        .stderr(output())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -146,7 +165,8 @@ async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
     let (token, anchors) = (dir.join("token"), dir.join("anchors.pem"));
     std::fs::write(&token, "proxy-token").unwrap();
     let name = "default.ns.serviceaccount.identity.linkerd.cluster.local";
-    let (_child, addr) = mock_dst(
+    let log = dir.join("mock.log");
+    let (mut child, addr) = mock_dst_logging(
         &[
             "--identity-name",
             name,
@@ -158,6 +178,7 @@ async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
             "1h",
         ],
         &[],
+        Some(&log),
     )
     .await;
     // Written before the gRPC server accepts.
@@ -185,5 +206,58 @@ async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
         .into_inner();
     let (_, leaf) = x509_parser::parse_x509_certificate(&rsp.leaf_certificate).unwrap();
     leaf.verify_signature(Some(anchor.public_key())).unwrap();
+
+    // Refused, each with the identity service's code, and logged with why.
+    let other = "other.ns.serviceaccount.identity.linkerd.cluster.local";
+    let good = linkerd2_proxy_api::identity::CertifyRequest {
+        identity: name.to_string(),
+        token: b"proxy-token".to_vec(),
+        certificate_signing_request: csr.der().to_vec(),
+    };
+    let refusals = [
+        (
+            linkerd2_proxy_api::identity::CertifyRequest {
+                token: b"another-token".to_vec(),
+                ..good.clone()
+            },
+            tonic::Code::InvalidArgument,
+            "invalid bearer token",
+        ),
+        (
+            linkerd2_proxy_api::identity::CertifyRequest {
+                certificate_signing_request: b"not a CSR".to_vec(),
+                ..good.clone()
+            },
+            tonic::Code::InvalidArgument,
+            "bad CSR",
+        ),
+        (
+            linkerd2_proxy_api::identity::CertifyRequest {
+                identity: other.to_string(),
+                ..good.clone()
+            },
+            tonic::Code::FailedPrecondition,
+            other,
+        ),
+    ];
+    for (request, code, why) in &refusals {
+        let status = client.certify(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), *code, "{why}: {status:?}");
+        assert!(status.message().contains(why), "{why}: {status:?}");
+    }
+    // Stopped, so that everything it logged is in the file.
+    child.kill().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("Certify refused"))
+        .collect();
+    assert_eq!(refused.len(), refusals.len(), "{logged}");
+    for ((_, code, why), line) in refusals.iter().zip(&refused) {
+        assert!(
+            line.contains(why) && line.contains(&format!("{code:?}")),
+            "{why} ({code:?}) not in {line:?}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
