@@ -40,15 +40,17 @@ async fn first_add(addr: SocketAddr, path: &str) -> Vec<SocketAddr> {
 /// Starts `mock-dst` on free loopback ports with `flags` and `env`; returns
 /// it once its gRPC port accepts connections.
 async fn mock_dst(flags: &[&str], env: &[(&str, &str)]) -> (tokio::process::Child, SocketAddr) {
-    mock_dst_logging(flags, env, None).await
+    let (child, addr, _) = mock_dst_logging(flags, env, None).await;
+    (child, addr)
 }
 
-/// As [`mock_dst`], its output (the log) written to `log` when given.
+/// As [`mock_dst`], its output (the log) written to `log` when given; with
+/// its admin server's address too.
 async fn mock_dst_logging(
     flags: &[&str],
     env: &[(&str, &str)],
     log: Option<&std::path::Path>,
-) -> (tokio::process::Child, SocketAddr) {
+) -> (tokio::process::Child, SocketAddr, SocketAddr) {
     let (port, admin) = (support::free_port(), support::free_port());
     let (grpc, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
     let output = || match log {
@@ -84,7 +86,7 @@ async fn mock_dst_logging(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    (child, addr)
+    (child, addr, admin.parse().unwrap())
 }
 
 #[tokio::test]
@@ -166,7 +168,7 @@ async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
     std::fs::write(&token, "proxy-token").unwrap();
     let name = "default.ns.serviceaccount.identity.linkerd.cluster.local";
     let log = dir.join("mock.log");
-    let (mut child, addr) = mock_dst_logging(
+    let (mut child, addr, _) = mock_dst_logging(
         &[
             "--identity-name",
             name,
@@ -260,4 +262,42 @@ async fn an_issuing_mock_writes_its_trust_anchors_and_certifies_with_them() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A service's policy set over the control API reaches an open outbound
+/// policy watch, its protocol given as a Service's `appProtocol` would be.
+#[tokio::test]
+async fn a_policy_put_over_the_control_api_reaches_an_open_watch() {
+    use linkerd2_proxy_api::outbound::{
+        TrafficSpec, outbound_policies_client::OutboundPoliciesClient, proxy_protocol, traffic_spec,
+    };
+    let (_child, addr, admin) = mock_dst_logging(&[], &[], None).await;
+    let mut client = OutboundPoliciesClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let spec = TrafficSpec {
+        source_workload: "ns:client".into(),
+        target: Some(traffic_spec::Target::Authority(
+            "web.ns.svc.cluster.local:80".into(),
+        )),
+    };
+    let mut watch = client.watch(spec).await.unwrap().into_inner();
+    let kind = |p: linkerd2_proxy_api::outbound::OutboundPolicy| {
+        p.protocol.and_then(|p| p.kind).expect("a protocol")
+    };
+    let first = tokio::time::timeout(Duration::from_secs(20), watch.message());
+    let first = first.await.unwrap().unwrap().unwrap();
+    assert!(matches!(kind(first), proxy_protocol::Kind::Detect(_)));
+    let put = reqwest::Client::new()
+        .put(format!(
+            "http://{admin}/api/policies/web.ns.svc.cluster.local:80"
+        ))
+        .json(&serde_json::json!({"addresses": ["10.96.0.10:80"], "protocol": "linkerd.io/tcp"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    let next = tokio::time::timeout(Duration::from_secs(20), watch.message());
+    let next = next.await.unwrap().unwrap().unwrap();
+    assert!(matches!(kind(next), proxy_protocol::Kind::Opaque(_)));
 }
