@@ -422,6 +422,7 @@ def bench_policy_names(a):
     (examples/policy_names.rs): its memory as the names grow, and its CPU
     for --policy-events Services created and deleted before and after."""
     env, started = local_cluster()
+    controller = policy_controller_bin(env)
     kubectl = [env["DST_LOCAL_KUBECTL"], "--kubeconfig", env["KUBECONFIG"]]
     ns = f"policy-names-{os.getpid()}"
     names = os.path.join(REPO, "target/release/examples/policy_names")
@@ -444,7 +445,7 @@ def bench_policy_names(a):
             "--default-opaque-ports", "25,587,3306,4444,5432,6379,9300,11211",
             "--default-policy", "all-unauthenticated"],
             env={**env, "HOSTNAME": ns, "LINKERD_POLICY_CONTROLLER_LOG": "warn"},
-            exe=policy_controller_bin(env))
+            exe=controller)
         wait_for("the policy controller", lambda: _up(admin), 60)
         time.sleep(3)
 
@@ -478,7 +479,7 @@ def bench_policy_names(a):
         settled_rss = ctl.mem()[0]
         after = events()
         result = {
-            "controller": policy_controller_bin(env), "lookups": "watch" if a.policy_names_watch else "get",
+            "controller": controller, "lookups": "watch" if a.policy_names_watch else "get",
             "names": a.policy_names, "rss_bytes_at_start": first_rss, "steps": steps,
             "rss_bytes_5s_after": settled_rss,
             "rss_bytes_per_name": round((settled_rss - first_rss) / a.policy_names) if a.policy_names else None,

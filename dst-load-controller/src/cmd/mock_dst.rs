@@ -117,8 +117,10 @@ pub struct Args {
     pub service_address: Vec<(crate::target::Authority, SocketAddr)>,
 
     /// How a service's traffic is read: `AUTHORITY=PROTOCOL`, PROTOCOL one
-    /// of detect (the default), http1, http2, opaque, as a Service port's
-    /// appProtocol sets it. Repeatable.
+    /// of detect (the default), http1, http2, opaque (or tcp), as a Service
+    /// port's appProtocol sets it; its values (http, kubernetes.io/h2c,
+    /// linkerd.io/opaque, linkerd.io/tcp) are read as Linkerd reads them.
+    /// Repeatable.
     #[arg(long, value_name = "AUTHORITY=PROTOCOL", value_parser = service_protocol)]
     pub service_protocol: Vec<(crate::target::Authority, AppProtocol)>,
 

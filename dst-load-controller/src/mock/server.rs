@@ -301,15 +301,11 @@ struct Queue {
 }
 
 impl Queue {
-    fn send(&self, u: Encoded) -> bool {
+    fn send(&self, u: Encoded) -> Result<(), queue::Refused> {
         let n = u.endpoints;
-        match self.tx.try_send(u) {
-            Ok(()) => {
-                self.metrics.sent(n);
-                true
-            }
-            Err(_) => false,
-        }
+        self.tx.try_send(u)?;
+        self.metrics.sent(n);
+        Ok(())
     }
 
     /// The first message: the set when the stream opened; in legacy mode
@@ -322,13 +318,13 @@ impl Queue {
         } else {
             None
         };
-        first.is_none_or(|u| self.send(u))
+        first.is_none_or(|u| self.send(u).is_ok())
     }
 
     /// Queues one change's messages (built once for every stream of the
     /// destination; a stream withholding removals builds its own). A full
     /// queue ends the stream with OK, as the controller ends a slow
-    /// consumer: `false`.
+    /// consumer: `false`, as for a stream that has ended.
     fn change(&self, change: &Change) -> bool {
         let own;
         let updates = if self.shaper.withhold_removals {
@@ -337,15 +333,19 @@ impl Queue {
         } else {
             change.shaped.0.get_or_init(|| self.shaper.encoded(change))
         };
+        for u in updates {
+            match self.send(u.clone()) {
+                Ok(()) => {}
+                Err(queue::Refused::Full) => {
+                    self.metrics.overflow();
+                    tracing::debug!("stream queue full; ending it");
+                    return false;
+                }
+                Err(queue::Refused::Closed) => return false,
+            }
+        }
         if !updates.is_empty() {
             self.metrics.delivered(change.at);
-        }
-        for u in updates {
-            if !self.send(u.clone()) {
-                self.metrics.overflow();
-                tracing::debug!("stream queue full; ending it");
-                return false;
-            }
         }
         true
     }
@@ -353,7 +353,8 @@ impl Queue {
 
 impl Sink for Queue {
     fn hand(&mut self, change: &Arc<Change>) -> bool {
-        !self.tx.is_closed() && self.change(change)
+        // An ended stream refuses the first message: one lock, not two.
+        self.change(change)
     }
 
     fn is_closed(&self) -> bool {
