@@ -4124,14 +4124,18 @@ async fn the_mock_identity_refuses_every_bad_request_as_linkerds_identity_servic
 /// flags), asked what mock-dst's Policy claims to answer as it does: a
 /// plain Service's outbound policy by its ClusterIP and by its name, an
 /// address in the cluster networks that no Service holds, and a churned
-/// meshed pod's inbound port with no Server. The mock serves the same
+/// meshed pod's inbound port with no Server, under each of Linkerd's
+/// default inbound policies (the pod's annotation). The mock serves the same
 /// Service (its ClusterIP, its authority) and is asked the same; the
 /// answers are compared whole.
 #[tokio::test]
 #[ignore = "needs a local control plane and Linkerd's policy controller: make e2e"]
 async fn the_real_policy_controller_answers_as_the_mock_claims() {
     use dst_load_controller::{
-        mock::policy::{AppProtocol, ServicePolicy},
+        mock::{
+            inbound::InboundPolicy,
+            policy::{AppProtocol, ServicePolicy},
+        },
         target::Authority,
     };
     use linkerd2_proxy_api::{
@@ -4459,6 +4463,44 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
         theirs,
         "inbound"
     );
+    // Each of Linkerd's default policies, given to the pod by its
+    // annotation there and to the port over the mock's handle here: the
+    // same server, authorizations and networks (the chart's cluster
+    // networks on both).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    for policy in InboundPolicy::ALL
+        .into_iter()
+        .filter(|p| *p != InboundPolicy::default())
+    {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            "config.linkerd.io/default-inbound-policy": policy.as_str()
+        }}});
+        pods.patch(
+            &pod,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+        mock.handle.set_inbound_port(8080, policy).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let theirs = loop {
+            let server = inbound(real.clone(), port_spec.clone()).await.unwrap();
+            if server.labels.get("name").map(String::as_str) == Some(policy.as_str()) {
+                break server;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Linkerd's controller never took {policy}: {server:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(
+            inbound(ours.clone(), port_spec.clone()).await.unwrap(),
+            theirs,
+            "inbound {policy}"
+        );
+    }
     // Refused by both, with the same message. (A pod the controller does
     // not know is NotFound there; the mock, knowing no pods, answers every
     // workload.)

@@ -24,6 +24,7 @@ use std::{
 
 use dst_load_controller::mock::{
     identity::{Identities, IssuerConfig},
+    inbound::InboundPolicy,
     policy::{AppProtocol, ServicePolicy},
     server::Behavior,
 };
@@ -578,6 +579,47 @@ async fn traffic_through_the_real_proxy_follows_the_mock() {
         },
     )
     .await;
+    // The port's policy follows the mock's changes: deny refuses the
+    // application's request (403, as the proxy refuses an unauthorized
+    // one) and so does all-authenticated (the application is not meshed);
+    // cluster-unauthenticated lets it in (10.77.0.100 is in the chart's
+    // cluster networks), and so does the default once the port's own
+    // policy goes. A refused request never reaches the application.
+    let pod_port: SocketAddr = "10.77.0.20:9090".parse().unwrap();
+    for (policy, want) in [
+        (Some(InboundPolicy::Deny), 403),
+        (Some(InboundPolicy::ClusterUnauthenticated), 200),
+        (Some(InboundPolicy::AllAuthenticated), 403),
+        (None, 200),
+    ] {
+        match policy {
+            Some(p) => mock.handle.set_inbound_port(9090, p).unwrap(),
+            None => assert!(mock.handle.clear_inbound_port(9090)),
+        }
+        let what = format!("{policy:?} answered {want}");
+        support::eventually_async(&what, Duration::from_secs(60), || async {
+            request(pod_port).await.is_some_and(|(s, _)| s == want)
+        })
+        .await;
+        let hits = app.hits();
+        for _ in 0..5 {
+            let answer = request(pod_port).await;
+            assert_eq!(
+                answer.as_ref().map(|a| a.0),
+                Some(want),
+                "{what}: {answer:?}"
+            );
+        }
+        if want == 403 {
+            assert_eq!(
+                app.hits(),
+                hits,
+                "{what}: refused, never at the application"
+            );
+        } else {
+            assert_eq!(app.hits(), hits + 5, "{what}");
+        }
+    }
 
     // The mock restarts on the same port. Meanwhile the proxy keeps
     // routing to the endpoints it has.

@@ -10,6 +10,7 @@ use crate::{
         dsts::Dsts,
         generate::{self, GeneratedDst},
         identity::Identities,
+        inbound::{InboundPolicies, InboundPolicy, UnknownInboundPolicy},
         policy::{AppProtocol, Policies, ServicePolicy},
         server::{Behavior, Delay},
     },
@@ -124,6 +125,31 @@ pub struct Args {
     #[arg(long, value_name = "AUTHORITY=PROTOCOL", value_parser = service_protocol)]
     pub service_protocol: Vec<(crate::target::Authority, AppProtocol)>,
 
+    /// Who may connect to the proxies' own ports (inbound), by the name of
+    /// one of Linkerd's default policies: all-unauthenticated,
+    /// all-authenticated, cluster-unauthenticated, cluster-authenticated,
+    /// deny or audit. Ports without a policy of their own
+    /// (--inbound-port-policy) get it. Changeable over the control API
+    /// (`/api/inbound`).
+    #[arg(long, value_name = "POLICY", default_value = "all-unauthenticated")]
+    pub default_inbound_policy: InboundPolicy,
+
+    /// A port's own inbound policy: `PORT=POLICY`, e.g. `9090=deny`.
+    /// Repeatable; changeable over the control API (`/api/inbound/{port}`).
+    #[arg(long, value_name = "PORT=POLICY", value_parser = inbound_port_policy)]
+    pub inbound_port_policy: Vec<(u16, InboundPolicy)>,
+
+    /// The networks the cluster-* inbound policies admit, comma-separated,
+    /// as Linkerd's `clusterNetworks` (the default is its chart's).
+    #[arg(
+        long,
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        default_value = mock::inbound::CLUSTER_NETWORKS,
+        value_parser = network
+    )]
+    pub cluster_networks: Vec<ipnet::IpNet>,
+
     #[command(flatten)]
     pub oscillation: super::flags::OscillationArgs,
 
@@ -204,6 +230,10 @@ impl TryFrom<Args> for mock::Config {
         args.oscillation.validate()?;
         args.kube.validate()?;
         let policies = policies(&args)?;
+        let inbound = InboundPolicies {
+            default: args.default_inbound_policy,
+            ports: args.inbound_port_policy.iter().copied().collect(),
+        };
         let identities = match &args.identity_name {
             Some(name) => Some(issuing(&args, name)?),
             None => args.identities,
@@ -222,6 +252,7 @@ impl TryFrom<Args> for mock::Config {
                 unmeshed: args.unmeshed_endpoints,
                 bare: args.bare_endpoints,
                 cluster_domain: args.cluster_domain.clone(),
+                cluster_networks: args.cluster_networks,
                 ..Default::default()
             },
             dsts: args.dsts.0,
@@ -230,6 +261,7 @@ impl TryFrom<Args> for mock::Config {
             timing: args.oscillation.oscillation(0, 0),
             seed: args.oscillation.seed(),
             policies,
+            inbound,
             identities,
             trust_anchors_out: args.identity_trust_anchors_out,
             kubernetes_namespaces: args.kubernetes_namespace,
@@ -259,6 +291,7 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
         timing,
         seed,
         policies,
+        inbound,
         identities,
         trust_anchors_out,
         kubernetes_namespaces,
@@ -292,6 +325,9 @@ pub async fn serve(config: mock::Config) -> anyhow::Result<ExitCode> {
             .set_policy(&authority, policy)
             .map_err(|e| anyhow::anyhow!("--service-address: {e}"))?;
     }
+    handle
+        .set_inbound(inbound)
+        .map_err(|e| anyhow::anyhow!("--inbound-port-policy: {e}"))?;
     let listener = crate::mock::bind(addr).map_err(|why| crate::admin::BindError {
         flag: "-a/--addr",
         addr,
@@ -422,6 +458,31 @@ fn service_protocol(arg: &str) -> Result<(crate::target::Authority, AppProtocol)
     ))
 }
 
+/// `PORT=POLICY` of `--inbound-port-policy`.
+fn inbound_port_policy(arg: &str) -> Result<(u16, InboundPolicy), String> {
+    let (port, policy) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected PORT=POLICY, e.g. 9090=deny, got '{arg}'"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{port}' is not a port: give 1 to 65535"))?;
+    Ok((
+        port,
+        policy
+            .parse()
+            .map_err(|e: UnknownInboundPolicy| e.to_string())?,
+    ))
+}
+
+/// A network of `--cluster-networks`.
+fn network(arg: &str) -> Result<ipnet::IpNet, String> {
+    arg.trim()
+        .parse()
+        .map_err(|_| format!("'{arg}' is not a network: give CIDRs, e.g. 10.0.0.0/8,fd00::/8"))
+}
+
 fn policy_authority(authority: &str) -> Result<crate::target::Authority, String> {
     mock::server::service_authority(authority).map_err(|why| {
         format!("'{authority}' is not a service authority: {why}; give <svc>.<ns>.svc.<cluster-domain>:<port>")
@@ -485,8 +546,35 @@ mod tests {
             "--seed",
             "42",
             "--bare-endpoints",
+            "--default-inbound-policy",
+            "all-authenticated",
+            "--inbound-port-policy",
+            "9090=deny",
+            "--inbound-port-policy",
+            "4191=audit",
+            "--cluster-networks",
+            "10.0.0.0/8,fd00::/8",
         ])
         .unwrap();
+        assert_eq!(c.inbound.default, InboundPolicy::AllAuthenticated);
+        assert_eq!(
+            c.inbound.ports,
+            [(9090, InboundPolicy::Deny), (4191, InboundPolicy::Audit)].into()
+        );
+        assert_eq!(
+            c.behavior.cluster_networks,
+            [
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "fd00::/8".parse().unwrap()
+            ]
+        );
+        // Linkerd's chart's, unless given.
+        let plain = config(&["mock-dst"]).unwrap();
+        assert_eq!(plain.inbound, InboundPolicies::default());
+        assert_eq!(
+            plain.behavior.cluster_networks,
+            mock::inbound::default_cluster_networks()
+        );
         assert_eq!(c.addr, "127.0.0.1:8086".parse().unwrap());
         assert!(c.behavior.bare && !c.behavior.unmeshed);
         assert_eq!(c.behavior.queue_capacity, 7);
@@ -519,5 +607,35 @@ mod tests {
         assert!(err.contains("both in DSTS and --generate"), "{err}");
         let err = config(&["mock-dst", "--oscillate-jitter-percent", "101"]).unwrap_err();
         assert!(err.contains("between 0 and 100"), "{err}");
+        for (flag, value, fix) in [
+            (
+                "--default-inbound-policy",
+                "allow",
+                "give all-unauthenticated, all-authenticated",
+            ),
+            (
+                "--inbound-port-policy",
+                "9090",
+                "expected PORT=POLICY, e.g. 9090=deny",
+            ),
+            (
+                "--inbound-port-policy",
+                "0=deny",
+                "'0' is not a port: give 1 to 65535",
+            ),
+            (
+                "--inbound-port-policy",
+                "80=open",
+                "'open' is not an inbound policy",
+            ),
+            (
+                "--cluster-networks",
+                "10.0.0.0/8,10.1",
+                "'10.1' is not a network: give CIDRs",
+            ),
+        ] {
+            let err = config(&["mock-dst", flag, value]).unwrap_err();
+            assert!(err.contains(fix), "{flag} {value}: {err}");
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct Config {
     /// Service policies: the addresses that stand for each service and its
     /// protocol.
     pub policies: Vec<(crate::target::Authority, super::policy::ServicePolicy)>,
+    /// Who may connect to the proxies' own ports.
+    pub inbound: super::inbound::InboundPolicies,
     /// Serve the Identity service with these identities.
     pub identities: Option<Identities>,
     /// Where to write the issuing CA's certificate (the proxy's trust

@@ -17,6 +17,13 @@
 //!   addresses that stand for the service, as its ClusterIP does, and how
 //!   its traffic is read; its outbound policy watches get each change at
 //!   once. An address another service holds is refused (409).
+//! - `GET`, `PUT /api/inbound` (the body an [`InboundPolicies`]:
+//!   `{"default": "all-unauthenticated", "ports": {"9090": "deny"}}`): who
+//!   may connect to the proxies' own ports, by Linkerd's default policy
+//!   names; `PUT` replaces both;
+//! - `GET`, `PUT`, `DELETE /api/inbound/{port}` (the body `{"policy":
+//!   "deny"}`): one port's own policy; `DELETE` returns it to the default.
+//!   Open inbound watches of a port get its every change at once.
 //!
 //! Every change answers with what changed and when (RFC 3339, nanoseconds).
 //!
@@ -41,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     handle::Handle,
+    inbound::{InboundPolicies, InboundPolicy},
     policy::{PolicyError, ServicePolicy},
     profiles::ProfileSpec,
     store::Change,
@@ -120,6 +128,11 @@ pub fn router(handle: Handle, allow_remote: bool) -> Router {
             "/api/policies/{authority}",
             get(show_policy).put(set_policy).delete(delete_policy),
         )
+        .route("/api/inbound", get(show_inbound).put(set_inbound))
+        .route(
+            "/api/inbound/{port}",
+            get(show_port).put(set_port).delete(clear_port),
+        )
         .with_state(handle)
         .layer(axum::middleware::from_fn(
             move |peer: ConnectInfo<SocketAddr>, req: Request, next: Next| async move {
@@ -134,7 +147,7 @@ pub fn router(handle: Handle, allow_remote: bool) -> Router {
         ))
 }
 
-const REMOTE_CHANGE: &str = "only loopback peers may change the mock's destinations, profiles and policies; start mock-dst with --allow-remote-control to allow others\n";
+const REMOTE_CHANGE: &str = "only loopback peers may change the mock's destinations, profiles and policies (outbound and inbound); start mock-dst with --allow-remote-control to allow others\n";
 
 /// 422 with `why`.
 fn unprocessable(why: impl std::fmt::Display) -> Response {
@@ -431,6 +444,93 @@ async fn delete_policy(State(h): State<Handle>, Path(authority): Path<String>) -
     }
 }
 
+/// One port's inbound policy as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboundPortView {
+    /// The port.
+    pub port: u16,
+    /// Its policy: its own, or else the default.
+    pub policy: InboundPolicy,
+    /// Whether the policy is the port's own.
+    pub own: bool,
+}
+
+/// `PUT /api/inbound/{port}` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundPortBody {
+    /// The port's own policy.
+    pub policy: InboundPolicy,
+}
+
+/// A port of the path, or 422.
+fn port(port: &str) -> Result<u16, (StatusCode, String)> {
+    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("'{port}' is not a port: give 1 to 65535\n"),
+        )
+    })
+}
+
+fn port_view(h: &Handle, port: u16) -> InboundPortView {
+    let now = h.inbound();
+    InboundPortView {
+        port,
+        policy: now.at(port),
+        own: now.ports.contains_key(&port),
+    }
+}
+
+async fn show_inbound(State(h): State<Handle>) -> Json<InboundPolicies> {
+    Json(h.inbound())
+}
+
+async fn set_inbound(State(h): State<Handle>, Json(policies): Json<InboundPolicies>) -> Response {
+    match h.set_inbound(policies) {
+        Ok(()) => Json(h.inbound()).into_response(),
+        Err(e) => unprocessable(e),
+    }
+}
+
+async fn show_port(State(h): State<Handle>, Path(p): Path<String>) -> Response {
+    match port(&p) {
+        Ok(p) => Json(port_view(&h, p)).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn set_port(
+    State(h): State<Handle>,
+    Path(p): Path<String>,
+    Json(body): Json<InboundPortBody>,
+) -> Response {
+    let p = match port(&p) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    match h.set_inbound_port(p, body.policy) {
+        Ok(()) => Json(port_view(&h, p)).into_response(),
+        Err(e) => unprocessable(e),
+    }
+}
+
+async fn clear_port(State(h): State<Handle>, Path(p): Path<String>) -> Response {
+    let p = match port(&p) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    if h.clear_inbound_port(p) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("port {p} has no inbound policy of its own\n"),
+        )
+            .into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -534,6 +634,140 @@ mod tests {
         // Freed, the address may go to another service.
         let (status, text) = call(&app, "PUT", api_, take, LOCAL).await;
         assert_eq!(status, StatusCode::OK, "{text}");
+    }
+
+    #[tokio::test]
+    async fn inbound_policies_are_set_by_port_and_whole_and_bad_ones_change_nothing() {
+        let (app, handle) = api(false);
+        let view = |text: &str| serde_json::from_str::<InboundPortView>(text).unwrap();
+        let (status, text) = call(&app, "GET", "/api/inbound/9090", "", REMOTE).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            view(&text),
+            InboundPortView {
+                port: 9090,
+                policy: InboundPolicy::AllUnauthenticated,
+                own: false
+            }
+        );
+        let (status, text) = call(
+            &app,
+            "PUT",
+            "/api/inbound/9090",
+            r#"{"policy": "deny"}"#,
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(
+            view(&text),
+            InboundPortView {
+                port: 9090,
+                policy: InboundPolicy::Deny,
+                own: true
+            }
+        );
+        // Refused, and nothing changes: a policy Linkerd has not, an
+        // unknown key, ports that are none, a remote peer.
+        for (method, path, body, peer, want) in [
+            (
+                "PUT",
+                "/api/inbound/9090",
+                r#"{"policy": "allow"}"#,
+                LOCAL,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PUT",
+                "/api/inbound/9090",
+                r#"{"policy": "deny", "x": 1}"#,
+                LOCAL,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PUT",
+                "/api/inbound/0",
+                r#"{"policy": "deny"}"#,
+                LOCAL,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PUT",
+                "/api/inbound/65536",
+                r#"{"policy": "deny"}"#,
+                LOCAL,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PUT",
+                "/api/inbound",
+                r#"{"ports": {"0": "deny"}}"#,
+                LOCAL,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PUT",
+                "/api/inbound",
+                r#"{"default": "audit"}"#,
+                REMOTE,
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                "DELETE",
+                "/api/inbound/9090",
+                "",
+                REMOTE,
+                StatusCode::FORBIDDEN,
+            ),
+        ] {
+            let (status, text) = call(&app, method, path, body, peer).await;
+            assert_eq!(status, want, "{method} {path} {body}: {text}");
+        }
+        let (_, text) = call(
+            &app,
+            "PUT",
+            "/api/inbound/0",
+            r#"{"policy": "deny"}"#,
+            LOCAL,
+        )
+        .await;
+        assert!(
+            text.contains("'0' is not a port: give 1 to 65535"),
+            "{text}"
+        );
+        let only_9090 = InboundPolicies {
+            ports: [(9090, InboundPolicy::Deny)].into(),
+            ..Default::default()
+        };
+        assert_eq!(handle.inbound(), only_9090);
+        // The whole, replaced and shown.
+        let (status, text) = call(
+            &app,
+            "PUT",
+            "/api/inbound",
+            r#"{"default": "all-authenticated", "ports": {"4191": "all-unauthenticated"}}"#,
+            LOCAL,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let whole = InboundPolicies {
+            default: InboundPolicy::AllAuthenticated,
+            ports: [(4191, InboundPolicy::AllUnauthenticated)].into(),
+        };
+        let shown = call(&app, "GET", "/api/inbound", "", REMOTE).await.1;
+        assert_eq!(
+            serde_json::from_str::<InboundPolicies>(&shown).unwrap(),
+            whole
+        );
+        assert_eq!(
+            view(&call(&app, "GET", "/api/inbound/9090", "", REMOTE).await.1).policy,
+            InboundPolicy::AllAuthenticated
+        );
+        for want in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+            let (status, _) = call(&app, "DELETE", "/api/inbound/4191", "", LOCAL).await;
+            assert_eq!(status, want);
+        }
+        assert_eq!(handle.inbound().at(4191), InboundPolicy::AllAuthenticated);
     }
 
     const LOCAL: &str = "127.0.0.1:5";

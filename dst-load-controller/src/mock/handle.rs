@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use super::{
+    inbound::{Inbound, InboundPolicies, InboundPolicy, PortZero},
     metrics::Metrics,
     policy::{Policies, PolicyError, ServicePolicy},
     profiles::{ProfileSpec, Profiles},
@@ -18,6 +19,7 @@ pub struct Handle {
     pub(super) metrics: Metrics,
     pub(super) profiles: Profiles,
     pub(super) policies: Policies,
+    pub(super) inbound: Inbound,
     feed: tokio::sync::broadcast::Sender<(Authority, Arc<Change>)>,
 }
 
@@ -31,6 +33,7 @@ impl Handle {
             metrics,
             profiles: Profiles::default(),
             policies: Policies::default(),
+            inbound: Inbound::default(),
             feed: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
         }
     }
@@ -118,6 +121,28 @@ impl Handle {
     /// A service's policy, if one is set.
     pub fn policy(&self, authority: &Authority) -> Option<ServicePolicy> {
         self.policies.get(authority)
+    }
+
+    /// Replaces every inbound policy: the default and each port's own;
+    /// port 0 is refused and nothing changes.
+    pub fn set_inbound(&self, policies: InboundPolicies) -> Result<(), PortZero> {
+        self.inbound.set(policies)
+    }
+
+    /// Gives a port an inbound policy of its own; port 0 is refused.
+    pub fn set_inbound_port(&self, port: u16, policy: InboundPolicy) -> Result<(), PortZero> {
+        self.inbound.set_port(port, policy)
+    }
+
+    /// Returns a port to the default inbound policy; `false` if it had
+    /// none of its own.
+    pub fn clear_inbound_port(&self, port: u16) -> bool {
+        self.inbound.clear_port(port)
+    }
+
+    /// The inbound policies now.
+    pub fn inbound(&self) -> InboundPolicies {
+        self.inbound.get()
     }
 
     /// Every service policy set, by service.

@@ -1,7 +1,8 @@
 //! An embeddable mock Destination server: serve fixed or changing endpoint
 //! sets on a bound listener, change them from a test or over HTTP. The same
-//! listener serves Policy ([`policy`]: outbound and inbound, as Linkerd's
-//! policy controller answers for plain Services) and, when given
+//! listener serves Policy (outbound, [`policy`], and inbound, [`inbound`],
+//! as Linkerd's policy controller answers for plain Services and pods with
+//! no Server) and, when given
 //! identities, Identity: enough for a real Linkerd proxy.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@ pub mod generate;
 pub mod grpc;
 pub mod handle;
 pub mod identity;
+pub mod inbound;
 pub mod kube;
 pub mod metrics;
 pub mod policy;
@@ -133,6 +135,11 @@ impl MockDestination {
             &behavior.cluster_domain,
             shutdown.clone(),
         );
+        let inbound = inbound::InboundService::new(
+            handle.inbound.clone(),
+            &behavior.cluster_networks,
+            shutdown.clone(),
+        );
         let svc = Service::new(
             handle.store.clone(),
             behavior,
@@ -145,7 +152,7 @@ impl MockDestination {
                 std::sync::Arc::new(profiles),
             ))
             .add_service(OutboundPoliciesServer::new(policy.clone()))
-            .add_service(InboundServerPoliciesServer::new(policy))
+            .add_service(InboundServerPoliciesServer::new(inbound))
             .add_optional_service(identities.map(IdentityServer::new))
             .serve_with_incoming_shutdown(
                 crate::net::incoming(listener, accept, shutdown.clone()),

@@ -1,7 +1,7 @@
-//! Policy on the mock: the `OutboundPolicies` and `InboundServerPolicies`
-//! services a Linkerd proxy watches before it routes a request, answered as
-//! Linkerd's policy controller answers them for plain Services and pods with
-//! no policy resources (edge-26.8.3, `policy-controller/grpc`).
+//! Outbound policy on the mock: the `OutboundPolicies` service a Linkerd
+//! proxy watches before it routes a request, answered as Linkerd's policy
+//! controller answers it for plain Services with no policy resources
+//! (edge-26.8.3, `policy-controller/grpc`).
 //!
 //! Outbound, a proxy asks by the connection's original destination
 //! (`IP:port`) or by name. A service's [`ServicePolicy`] gives the addresses
@@ -38,11 +38,7 @@
 //! answers so for addresses in its cluster networks, and outside them with
 //! an `egress-fallback` policy, which the mock does not serve.
 //!
-//! Inbound, every port gets the controller's default for a pod with no
-//! Server: `all-unauthenticated` (every network, no identity needed),
-//! protocol detection with a 10 s timeout and one default HTTP route. The
-//! mock knows no pods: it answers so for every workload, where the
-//! controller answers `NotFound` for a pod it does not know.
+//! Inbound policy (`InboundServerPolicies`) is the `inbound` module's.
 //!
 //! The e2e test `the_real_policy_controller_answers_as_the_mock_claims`
 //! compares these answers with Linkerd's running policy controller.
@@ -58,7 +54,6 @@ use std::{
 use futures::{Stream, StreamExt as _};
 use linkerd2_proxy_api::{
     http_route,
-    inbound::{self, inbound_server_policies_server::InboundServerPolicies},
     meta::{Metadata, Resource, metadata},
     outbound::{self, outbound_policies_server::OutboundPolicies, traffic_spec},
 };
@@ -264,7 +259,7 @@ impl Policies {
 }
 
 /// Controller defaults (edge-26.8.3): protocol detection's timeout.
-const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A backend's queue capacity.
 const QUEUE_CAPACITY: u32 = 100;
 /// How long a request waits in a backend's queue for an endpoint.
@@ -274,11 +269,11 @@ const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// The peak EWMA balancer's decay.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-fn duration(d: Duration) -> Option<prost_types::Duration> {
+pub(super) fn duration(d: Duration) -> Option<prost_types::Duration> {
     Some(d.try_into().expect("a constant duration fits"))
 }
 
-fn default_meta(name: &str) -> Option<Metadata> {
+pub(super) fn default_meta(name: &str) -> Option<Metadata> {
     Some(Metadata {
         kind: Some(metadata::Kind::Default(name.to_string())),
     })
@@ -369,7 +364,7 @@ fn opaque_route(backend: outbound::Backend) -> outbound::OpaqueRoute {
     }
 }
 
-fn prefix_match() -> http_route::HttpRouteMatch {
+pub(super) fn prefix_match() -> http_route::HttpRouteMatch {
     http_route::HttpRouteMatch {
         path: Some(http_route::PathMatch {
             kind: Some(http_route::path_match::Kind::Prefix("/".to_string())),
@@ -413,55 +408,6 @@ pub fn outbound_policy(authority: &Authority, protocol: AppProtocol) -> outbound
     outbound::OutboundPolicy {
         metadata: service_meta(authority),
         protocol: Some(outbound::ProxyProtocol { kind: Some(kind) }),
-    }
-}
-
-/// The name of the default inbound policy the mock serves.
-pub const INBOUND_DEFAULT: &str = "all-unauthenticated";
-
-/// The inbound policy of every port: `all-unauthenticated`, detected, one
-/// default HTTP route.
-pub fn inbound_server() -> inbound::Server {
-    use inbound::{Authn, Authz, Network, authn, proxy_protocol};
-    let labels = |name: &str| {
-        [("group", ""), ("kind", "default"), ("name", name)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    let everywhere = ["0.0.0.0/0", "::/0"].map(|net| Network {
-        net: Some(net.parse::<ipnet::IpNet>().expect("a network").into()),
-        except: Vec::new(),
-    });
-    inbound::Server {
-        protocol: Some(inbound::ProxyProtocol {
-            kind: Some(proxy_protocol::Kind::Detect(proxy_protocol::Detect {
-                timeout: duration(DETECT_TIMEOUT),
-                http_routes: vec![inbound::HttpRoute {
-                    metadata: default_meta("default"),
-                    hosts: Vec::new(),
-                    // The server's authorizations apply to a route with none.
-                    authorizations: Vec::new(),
-                    rules: vec![inbound::http_route::Rule {
-                        matches: vec![prefix_match()],
-                        filters: Vec::new(),
-                    }],
-                }],
-                http_local_rate_limit: None,
-            })),
-        }),
-        server_ips: Vec::new(),
-        authorizations: vec![Authz {
-            networks: everywhere.to_vec(),
-            authentication: Some(Authn {
-                permit: Some(authn::Permit::Unauthenticated(
-                    authn::PermitUnauthenticated {},
-                )),
-            }),
-            labels: labels(INBOUND_DEFAULT),
-            metadata: default_meta(INBOUND_DEFAULT),
-        }],
-        labels: labels(INBOUND_DEFAULT),
     }
 }
 
@@ -556,8 +502,7 @@ impl Target {
 /// A stream of policies, as tonic serves it.
 pub type PolicyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The `OutboundPolicies` and `InboundServerPolicies` services over the
-/// mock's policies and destinations.
+/// The `OutboundPolicies` service over the mock's service policies.
 #[derive(Clone)]
 pub struct PolicyService {
     policies: Policies,
@@ -648,34 +593,6 @@ impl OutboundPolicies for PolicyService {
     }
 }
 
-#[tonic::async_trait]
-impl InboundServerPolicies for PolicyService {
-    async fn get_port(
-        &self,
-        request: Request<inbound::PortSpec>,
-    ) -> Result<Response<inbound::Server>, Status> {
-        check_port(&request.into_inner())?;
-        Ok(Response::new(inbound_server()))
-    }
-
-    type WatchPortStream = PolicyStream<inbound::Server>;
-
-    async fn watch_port(
-        &self,
-        request: Request<inbound::PortSpec>,
-    ) -> Result<Response<Self::WatchPortStream>, Status> {
-        check_port(&request.into_inner())?;
-        let shutdown = self.shutdown.clone();
-        // Sent once; the stream stays open (the policy never changes) until
-        // the client goes or the mock shuts down.
-        let stream = futures::stream::once(async { Ok(inbound_server()) }).chain(
-            futures::stream::once(async move { shutdown.cancelled_owned().await })
-                .filter_map(|()| async { None }),
-        );
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
 /// A proxy's workload, as the controller reads it: `{"ns":..,"pod":..}`
 /// (or `"external_workload"` for the pod), or `ns:pod`.
 #[derive(Deserialize)]
@@ -713,7 +630,7 @@ pub fn readable_workload(workload: &str) -> bool {
 }
 
 /// Refuses a workload the controller cannot read.
-fn check_workload(workload: &str) -> Result<(), Status> {
+pub(super) fn check_workload(workload: &str) -> Result<(), Status> {
     if readable_workload(workload) {
         Ok(())
     } else {
@@ -721,18 +638,6 @@ fn check_workload(workload: &str) -> Result<(), Status> {
             "Invalid workload: {workload}"
         )))
     }
-}
-
-fn check_port(spec: &inbound::PortSpec) -> Result<(), Status> {
-    check_workload(&spec.workload)?;
-    if spec.port == 0 || spec.port > u32::from(u16::MAX) {
-        return Err(Status::invalid_argument(format!(
-            "Invalid port: {}",
-            spec.port
-        )));
-    }
-    tracing::debug!(workload = %spec.workload, port = spec.port, "inbound policy lookup");
-    Ok(())
 }
 
 #[cfg(test)]

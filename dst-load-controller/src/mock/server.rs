@@ -36,6 +36,9 @@ pub struct Behavior {
     pub trust_domain: String,
     /// The cluster domain a policy lookup of `name.ns.svc` completes with.
     pub cluster_domain: String,
+    /// The networks the `cluster-*` inbound policies admit (Linkerd's
+    /// `clusterNetworks`).
+    pub cluster_networks: Vec<ipnet::IpNet>,
     /// The control-plane namespace in TLS identities and labels.
     pub control_plane_ns: String,
     /// A fault for testing clients: every Nth stream opened never receives
@@ -61,6 +64,7 @@ impl Default for Behavior {
             delay_per_stream: Duration::ZERO,
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
+            cluster_networks: super::inbound::default_cluster_networks(),
             control_plane_ns: "linkerd".into(),
             withhold_removals_every: None,
             unmeshed: false,

@@ -301,3 +301,88 @@ async fn a_policy_put_over_the_control_api_reaches_an_open_watch() {
     let next = next.await.unwrap().unwrap().unwrap();
     assert!(matches!(kind(next), proxy_protocol::Kind::Opaque(_)));
 }
+
+/// Inbound policy: a mock-dst process started with a default and a port
+/// policy of its own answers each port so, and a `PUT` and a `DELETE` over
+/// the control API reach an open watch of the port, and another port's do
+/// not.
+#[tokio::test]
+async fn inbound_policies_by_flag_and_over_the_control_api_reach_open_watches() {
+    use linkerd2_proxy_api::inbound::{
+        PortSpec, Server, authn, inbound_server_policies_client::InboundServerPoliciesClient,
+    };
+    let (_child, addr, admin) = mock_dst_logging(
+        &[
+            "--default-inbound-policy",
+            "all-authenticated",
+            "--inbound-port-policy",
+            "4191=all-unauthenticated",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let client = InboundServerPoliciesClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let spec = |port| PortSpec {
+        workload: "{\"ns\":\"ns\",\"pod\":\"web-0\"}".into(),
+        port,
+    };
+    // A server's name, and whether its one authorization asks for mTLS
+    // (`None`: no authorization at all).
+    let read = |s: Server| {
+        let meshed = match s.authorizations.as_slice() {
+            [] => None,
+            [one] => Some(matches!(
+                one.authentication.as_ref().and_then(|a| a.permit.as_ref()),
+                Some(authn::Permit::MeshTls(_))
+            )),
+            more => panic!("one authorization at most: {more:?}"),
+        };
+        (s.labels["name"].clone(), meshed)
+    };
+    let get = |port| {
+        let mut client = client.clone();
+        async move { read(client.get_port(spec(port)).await.unwrap().into_inner()) }
+    };
+    assert_eq!(get(9090).await, ("all-authenticated".into(), Some(true)));
+    assert_eq!(get(4191).await, ("all-unauthenticated".into(), Some(false)));
+
+    let mut watch = client
+        .clone()
+        .watch_port(spec(9090))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        let next = tokio::time::timeout(Duration::from_secs(20), watch.message());
+        read(next.await.unwrap().unwrap().expect("the stream open"))
+    };
+    assert_eq!(next().await, ("all-authenticated".into(), Some(true)));
+    let http = reqwest::Client::new();
+    let send = async |method: &str, port: u16, body: Option<&str>| {
+        let url = format!("http://{admin}/api/inbound/{port}");
+        let mut req = http.request(method.parse().unwrap(), &url);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let rsp = req.send().await.unwrap();
+        assert!(rsp.status().is_success(), "{method} {url}: {rsp:?}");
+    };
+    // Another port's change is not this watch's: the next message is deny.
+    // (A watch sends the port's policy as it is when the stream is next
+    // polled: changes in quick succession may arrive as the last one, as
+    // Linkerd's controller's watches do. So each is awaited.)
+    send("PUT", 8080, Some(r#"{"policy":"audit"}"#)).await;
+    send("PUT", 9090, Some(r#"{"policy":"deny"}"#)).await;
+    assert_eq!(next().await, ("deny".into(), None));
+    send("DELETE", 9090, None).await;
+    assert_eq!(next().await, ("all-authenticated".into(), Some(true)));
+    assert_eq!(get(8080).await, ("audit".into(), Some(false)));
+    // Nothing more: the port's policy has not changed since.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), watch.message()).await;
+    assert!(quiet.is_err(), "{quiet:?}");
+}
