@@ -4229,7 +4229,9 @@ async fn the_real_policy_controller_answers_as_the_mock_claims() {
             "linkerd",
             "--policy-deployment-name",
             &deployment,
-            // The chart's defaults.
+            // The chart's defaults. (No --probe-networks: with them, a
+            // pod's HTTP probes would add a probe route to its inbound
+            // answers, which the mock does not serve.)
             "--cluster-networks",
             "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8",
             "--default-opaque-ports",

@@ -135,7 +135,7 @@ pub struct Args {
     pub default_inbound_policy: InboundPolicy,
 
     /// A port's own inbound policy: `PORT=POLICY`, e.g. `9090=deny`.
-    /// Repeatable; changeable over the control API (`/api/inbound/{port}`).
+    /// Repeatable, each port once; changeable over the control API (`/api/inbound/{port}`).
     #[arg(long, value_name = "PORT=POLICY", value_parser = inbound_port_policy)]
     pub inbound_port_policy: Vec<(u16, InboundPolicy)>,
 
@@ -230,10 +230,17 @@ impl TryFrom<Args> for mock::Config {
         args.oscillation.validate()?;
         args.kube.validate()?;
         let policies = policies(&args)?;
-        let inbound = InboundPolicies {
+        let mut inbound = InboundPolicies {
             default: args.default_inbound_policy,
-            ports: args.inbound_port_policy.iter().copied().collect(),
+            ..Default::default()
         };
+        for (port, policy) in &args.inbound_port_policy {
+            if let Some(was) = inbound.ports.insert(*port, *policy) {
+                return Err(format!(
+                    "--inbound-port-policy gives port {port} twice ({was}, then {policy}): give each port once"
+                ));
+            }
+        }
         let identities = match &args.identity_name {
             Some(name) => Some(issuing(&args, name)?),
             None => args.identities,

@@ -25,7 +25,9 @@
 //!   "deny"}`): one port's own policy; `DELETE` returns it to the default.
 //!   Open inbound watches of a port get its every change at once.
 //!
-//! Every change answers with what changed and when (RFC 3339, nanoseconds).
+//! Every change of a destination answers with what changed and when (RFC
+//! 3339, nanoseconds); a `PUT` of a profile or a policy answers with what
+//! is set now.
 //!
 //! Changes (`PUT`, `PATCH`, `DELETE`, `POST`) are taken from loopback peers
 //! only, unless the mock runs with `--allow-remote-control`: a peer that

@@ -11,16 +11,19 @@
 //! - `cluster-unauthenticated`, `cluster-authenticated`: the same from the
 //!   cluster networks only;
 //! - `deny`: no client;
-//! - `audit`: any client, which the proxy lets in and logs as it would
-//!   refuse it.
+//! - `audit`: any client, from any network, under an authorization named
+//!   `audit` (Linkerd's mode for trying a policy out before enforcing it).
 //!
 //! The policy of a port is the one set for it, or else the default. Both
 //! change while the mock serves (flags at start, the control API after);
 //! an open watch of a port is sent its policy again whenever that port's
 //! changes (as it is when the stream is next polled: changes in quick
-//! succession may arrive as the last one, as the controller's watches do). The mock knows no pods: every workload gets the same answers,
-//! where the controller reads a pod's `config.linkerd.io/default-inbound-policy`
-//! annotation and answers `NotFound` for a pod it does not know.
+//! succession may arrive as the last one, as the controller's watches do).
+//! The mock knows no pods: every workload gets the same answers, where the
+//! controller reads a pod's `config.linkerd.io/default-inbound-policy`
+//! annotation (and its `proxy-require-identity-inbound-ports`, which makes
+//! an allowing policy authenticated), and answers `NotFound` for a pod it
+//! does not know.
 //!
 //! Each policy is protocol detection (10 s), one default HTTP route
 //! (`Default("default")`, path prefix `/`) and the policy's one
@@ -62,7 +65,7 @@ pub enum InboundPolicy {
     ClusterAuthenticated,
     /// No client.
     Deny,
-    /// Any client, let in and logged as refused.
+    /// Any client, from any network, under an authorization named `audit`.
     Audit,
 }
 
