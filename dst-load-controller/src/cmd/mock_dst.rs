@@ -470,11 +470,7 @@ fn inbound_port_policy(arg: &str) -> Result<(u16, InboundPolicy), String> {
     let (port, policy) = arg
         .split_once('=')
         .ok_or_else(|| format!("expected PORT=POLICY, e.g. 9090=deny, got '{arg}'"))?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("'{port}' is not a port: give 1 to 65535"))?;
+    let port = mock::inbound::parse_port(port).map_err(|e| e.to_string())?;
     Ok((
         port,
         policy

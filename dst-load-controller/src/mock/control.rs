@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     handle::Handle,
-    inbound::{InboundPolicies, InboundPolicy},
+    inbound::{InboundPolicies, InboundPolicy, parse_port},
     policy::{PolicyError, ServicePolicy},
     profiles::ProfileSpec,
     store::Change,
@@ -467,12 +467,7 @@ pub struct InboundPortBody {
 
 /// A port of the path, or 422.
 fn port(port: &str) -> Result<u16, (StatusCode, String)> {
-    port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("'{port}' is not a port: give 1 to 65535\n"),
-        )
-    })
+    parse_port(port).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")))
 }
 
 fn port_view(h: &Handle, port: u16) -> InboundPortView {

@@ -148,6 +148,19 @@ impl InboundPolicies {
     }
 }
 
+/// A port that is none, as a flag or a path gave it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not a port: give 1 to 65535")]
+pub struct NotAPort(pub String);
+
+/// A port given a policy: 1 to 65535.
+pub fn parse_port(s: &str) -> Result<u16, NotAPort> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| NotAPort(s.to_string()))
+}
+
 /// Port 0 given a policy.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("port 0 is no port: give a port from 1 to 65535")]
@@ -414,13 +427,23 @@ mod tests {
             )
         };
         let everywhere: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
-        for policy in InboundPolicy::ALL {
+        // Linkerd's `DefaultPolicy::default_authzs`: whether a client must
+        // be meshed, and whether it must come from the cluster networks.
+        for (policy, allows) in [
+            (InboundPolicy::AllUnauthenticated, Some((false, false))),
+            (InboundPolicy::AllAuthenticated, Some((true, false))),
+            (InboundPolicy::ClusterUnauthenticated, Some((false, true))),
+            (InboundPolicy::ClusterAuthenticated, Some((true, true))),
+            (InboundPolicy::Deny, None),
+            (InboundPolicy::Audit, Some((false, false))),
+        ] {
             let s = server(policy, &cluster);
             assert_eq!(s.labels["name"], policy.as_str());
-            match policy.allows() {
+            match allows {
                 None => assert!(s.authorizations.is_empty()),
                 Some((auth, in_cluster)) => {
                     assert_eq!(s.authorizations.len(), 1);
+                    assert_eq!(s.authorizations[0].labels["name"], policy.as_str());
                     assert_eq!(meshed(&s), auth, "{policy}");
                     let want = if in_cluster { &cluster } else { &everywhere };
                     assert_eq!(&nets(&s), want, "{policy}");
